@@ -1,0 +1,147 @@
+"""Input and output shapes of the API. Plain serializers; the services hold the logic."""
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from ..guidelines import render_guideline
+from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, TaskType
+from ..selectors import campaign_progress
+
+
+class CriterionOut(serializers.ModelSerializer):
+    guideline_version = serializers.SerializerMethodField()
+    guideline_markdown = serializers.SerializerMethodField()
+    guideline_html = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Criterion
+        fields = ["id", "slug", "name", "uses_prompt", "guideline_version", "guideline_markdown", "guideline_html"]
+
+    def get_guideline_version(self, obj: Criterion) -> int | None:
+        g = obj.current_guideline
+        return g.version if g else None
+
+    def get_guideline_markdown(self, obj: Criterion) -> str:
+        g = obj.current_guideline
+        return g.body_markdown if g else ""
+
+    def get_guideline_html(self, obj: Criterion) -> str:
+        g = obj.current_guideline
+        return render_guideline(g.body_markdown) if g else ""
+
+
+class TaskTypeOut(serializers.ModelSerializer):
+    criteria = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+
+    class Meta:
+        model = TaskType
+        fields = ["id", "slug", "name", "fixed_prompt", "criteria"]
+
+
+class GuidelineIn(serializers.Serializer):
+    body_markdown = serializers.CharField()
+
+
+class CampaignOut(serializers.ModelSerializer):
+    task_type = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    criteria = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = ["id", "name", "description", "mode", "status", "task_type", "criteria", "candidates_per_item",
+                  "overlap", "gold_fraction", "lease_seconds", "priority", "selection", "created_at", "started_at"]
+
+
+class CampaignIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    task_type = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
+    criteria = serializers.SlugRelatedField(slug_field="slug", queryset=Criterion.objects.all(), many=True,
+                                            required=False)
+    mode = serializers.ChoiceField(choices=CampaignMode.choices, default=CampaignMode.PAIRWISE)
+    candidates_per_item = serializers.IntegerField(required=False, min_value=2, max_value=8)
+    overlap = serializers.IntegerField(default=3, min_value=1, max_value=50)
+    gold_fraction = serializers.FloatField(default=0.0, min_value=0.0, max_value=1.0)
+    lease_seconds = serializers.IntegerField(default=600, min_value=10, max_value=86400)
+    priority = serializers.IntegerField(default=0, min_value=-100, max_value=100)
+    selection = serializers.JSONField(required=False, default=dict)
+
+
+class NextIn(serializers.Serializer):
+    exclude = serializers.ListField(child=serializers.UUIDField(), required=False, default=list, max_length=10)
+
+
+def _media(field) -> str:
+    return reverse("media", kwargs={"path": field.name})
+
+
+def assignment_payload(lease: Lease, user) -> dict:
+    """Everything the workspace needs to show one leased item, in displayed order."""
+    item = lease.item
+    campaign = item.campaign
+    sample: Sample = item.sample
+    by_id = {s.candidate_id: s for s in item.slots.select_related("candidate")}
+    labels = "ABCDEFGH"
+    return {
+        "lease": str(lease.uid),
+        "expires_at": lease.expires_at.isoformat(),
+        "campaign": {"id": campaign.id, "name": campaign.name, "mode": campaign.mode},
+        "item": item.id,
+        "sample": {
+            "id": sample.external_id, "task": sample.task_type.slug, "prompt": sample.effective_prompt,
+            "source_url": _media(sample.source_image), "mask_url": _media(sample.mask),
+            "width": sample.width, "height": sample.height,
+        },
+        "candidates": [
+            {"id": cid, "label": labels[i], "url": _media(by_id[cid].candidate.image)}
+            for i, cid in enumerate(lease.displayed_order)
+        ],
+        "criteria": CriterionOut(campaign.criteria.all(), many=True).data,
+        "progress": campaign_progress(campaign, user),
+    }
+
+
+class SubmitIn(serializers.Serializer):
+    answers = serializers.DictField(child=serializers.JSONField(), allow_empty=False)
+    idempotency_key = serializers.CharField(max_length=64)
+    active_ms = serializers.IntegerField(min_value=0, default=0)
+
+
+class SkipIn(serializers.Serializer):
+    reason = serializers.CharField(max_length=200, allow_blank=True, default="")
+
+
+class JudgmentOut(serializers.ModelSerializer):
+    criterion = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    campaign = serializers.IntegerField(source="item.campaign_id", read_only=True)
+    lease = serializers.UUIDField(source="lease.uid", read_only=True)
+    guideline_version = serializers.IntegerField(source="guideline_version.version", read_only=True)
+
+    class Meta:
+        model = Judgment
+        fields = ["id", "campaign", "item", "lease", "criterion", "choice", "best", "worst", "displayed_order",
+                  "guideline_version", "active_ms", "idempotency_key", "created_at", "updated_at"]
+
+
+class JudgmentEditIn(serializers.Serializer):
+    answer = serializers.JSONField()
+
+
+class ImportIn(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class ImportBatchOut(serializers.ModelSerializer):
+    class Meta:
+        model = ImportBatch
+        fields = ["id", "source_name", "status", "samples_created", "candidates_created", "errors", "created_at"]
+
+
+class SampleOut(serializers.ModelSerializer):
+    task = serializers.SlugRelatedField(source="task_type", slug_field="slug", read_only=True)
+    candidates = serializers.IntegerField(source="candidates.count", read_only=True)
+
+    class Meta:
+        model = Sample
+        fields = ["id", "external_id", "task", "prompt", "split", "width", "height", "candidates", "created_at"]

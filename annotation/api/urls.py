@@ -1,0 +1,26 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from . import views as v
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("me/", v.MeApi.as_view(), name="api-me"),
+    path("task-types/", v.TaskTypeListApi.as_view(), name="api-task-types"),
+    path("criteria/", v.CriterionListApi.as_view(), name="api-criteria"),
+    path("criteria/<slug:slug>/guidelines/", v.GuidelinePublishApi.as_view(), name="api-guideline-publish"),
+    path("campaigns/", v.CampaignListCreateApi.as_view(), name="api-campaigns"),
+    path("campaigns/<int:pk>/", v.CampaignDetailApi.as_view(), name="api-campaign"),
+    path("campaigns/<int:pk>/progress/", v.CampaignProgressApi.as_view(), name="api-campaign-progress"),
+    path("campaigns/<int:pk>/quality/", v.CampaignQualityApi.as_view(), name="api-campaign-quality"),
+    path("campaigns/<int:pk>/next/", v.NextItemApi.as_view(), name="api-next"),
+    path("campaigns/<int:pk>/last/", v.LastSubmittedApi.as_view(), name="api-last"),
+    path("campaigns/<int:pk>/<str:action>/", v.CampaignActionApi.as_view(), name="api-campaign-action"),
+    path("leases/<uuid:uid>/submit/", v.SubmitApi.as_view(), name="api-submit"),
+    path("leases/<uuid:uid>/skip/", v.SkipApi.as_view(), name="api-skip"),
+    path("judgments/", v.JudgmentListApi.as_view(), name="api-judgments"),
+    path("judgments/<int:pk>/", v.JudgmentEditApi.as_view(), name="api-judgment"),
+    path("samples/", v.SampleListApi.as_view(), name="api-samples"),
+    path("imports/", v.ImportApi.as_view(), name="api-imports"),
+    path("exports/judgments.<str:fmt>", v.ExportApi.as_view(), name="api-export"),
+]

@@ -1,0 +1,271 @@
+"""Thin API views: validate input → call a service or selector → serialize output."""
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..errors import ApplicationError
+from ..models import Campaign, CampaignStatus, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
+from ..roles import roles_of
+from ..selectors import (
+    annotator_stats,
+    campaign_agreement,
+    campaign_list_for,
+    campaign_progress,
+    judgments_for,
+)
+from ..services.campaigns import campaign_create, campaign_set_status, campaign_start
+from ..services.exports import export_jsonl, export_parquet
+from ..services.imports import import_samples
+from ..services.judgments import judgment_edit, judgment_submit
+from ..services.queue import lease_next, lease_skip
+from ..services.taxonomy import guideline_publish
+from . import serializers as s
+from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
+
+
+class MeApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response({"id": request.user.id, "username": request.user.username,
+                         "roles": sorted(roles_of(request.user))})
+
+
+class TaskTypeListApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=s.TaskTypeOut(many=True))
+    def get(self, request):
+        return Response(s.TaskTypeOut(TaskType.objects.prefetch_related("criteria"), many=True).data)
+
+
+class CriterionListApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=s.CriterionOut(many=True))
+    def get(self, request):
+        return Response(s.CriterionOut(Criterion.objects.all(), many=True).data)
+
+
+class GuidelinePublishApi(APIView):
+    permission_classes = [IsCurator]
+
+    @extend_schema(request=s.GuidelineIn, responses=s.CriterionOut)
+    def post(self, request, slug: str):
+        criterion = get_object_or_404(Criterion, slug=slug)
+        data = s.GuidelineIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        guideline_publish(criterion=criterion, body_markdown=data.validated_data["body_markdown"], user=request.user)
+        return Response(s.CriterionOut(criterion).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignListCreateApi(APIView):
+    def get_permissions(self):
+        return [IsCurator()] if self.request.method == "POST" else [IsAnyRole()]
+
+    @extend_schema(responses=s.CampaignOut(many=True))
+    def get(self, request):
+        return Response(s.CampaignOut(campaign_list_for(request.user), many=True).data)
+
+    @extend_schema(request=s.CampaignIn, responses=s.CampaignOut)
+    def post(self, request):
+        data = s.CampaignIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        campaign = campaign_create(**data.validated_data, created_by=request.user)
+        return Response(s.CampaignOut(campaign).data, status=status.HTTP_201_CREATED)
+
+
+def _visible_campaign(request, pk: int) -> Campaign:
+    return get_object_or_404(campaign_list_for(request.user), pk=pk)
+
+
+class CampaignDetailApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=s.CampaignOut)
+    def get(self, request, pk: int):
+        return Response(s.CampaignOut(_visible_campaign(request, pk)).data)
+
+
+class CampaignActionApi(APIView):
+    """POST /campaigns/{id}/{start|pause|resume|complete}/"""
+
+    permission_classes = [IsCurator]
+    actions = {"pause": CampaignStatus.PAUSED, "resume": CampaignStatus.ACTIVE, "complete": CampaignStatus.COMPLETED}
+
+    @extend_schema(request=None, responses=s.CampaignOut, operation_id="campaigns_action")
+    def post(self, request, pk: int, action: str):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        if action == "start":
+            campaign = campaign_start(campaign=campaign)
+        elif action in self.actions:
+            campaign = campaign_set_status(campaign=campaign, status=self.actions[action])
+        else:
+            raise ApplicationError(f"Unknown action '{action}'.", fields={"action": ["Use start, pause, resume or complete."]})
+        return Response(s.CampaignOut(campaign).data)
+
+
+class CampaignProgressApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        return Response(campaign_progress(_visible_campaign(request, pk), request.user))
+
+
+class CampaignQualityApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        return Response({"agreement": campaign_agreement(campaign), "annotators": annotator_stats(campaign)})
+
+
+class NextItemApi(APIView):
+    """Lease the next item (or return the one already held). 204 when nothing is left."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=s.NextIn, responses=dict)
+    def post(self, request, pk: int):
+        campaign = _visible_campaign(request, pk)
+        data = s.NextIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        lease = lease_next(campaign=campaign, annotator=request.user,
+                           exclude=[str(u) for u in data.validated_data["exclude"]])
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.assignment_payload(lease, request.user))
+
+
+def _own_lease(request, uid) -> Lease:
+    return get_object_or_404(Lease.objects.select_related("item__campaign"), uid=uid, annotator=request.user)
+
+
+class SubmitApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=s.SubmitIn, responses=s.JudgmentOut(many=True))
+    def post(self, request, uid):
+        lease = _own_lease(request, uid)
+        data = s.SubmitIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        was_submitted = lease.state == LeaseState.SUBMITTED
+        judgments = judgment_submit(lease=lease, annotator=request.user, **data.validated_data)
+        code = status.HTTP_200_OK if was_submitted else status.HTTP_201_CREATED
+        return Response(s.JudgmentOut(judgments, many=True).data, status=code)
+
+
+class SkipApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=s.SkipIn, responses=dict)
+    def post(self, request, uid):
+        data = s.SkipIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        lease = lease_skip(lease=_own_lease(request, uid), annotator=request.user, reason=data.validated_data["reason"])
+        return Response({"lease": str(lease.uid), "state": lease.state})
+
+
+class LastSubmittedApi(APIView):
+    """The annotator's last submitted item in a campaign, with its answers (for undo-last)."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        lease = (Lease.objects.filter(annotator=request.user, item__campaign_id=pk, state=LeaseState.SUBMITTED)
+                 .order_by("-finished_at").first())
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        payload = s.assignment_payload(lease, request.user)
+        payload["judgments"] = s.JudgmentOut(lease.judgments.select_related("criterion", "guideline_version"),
+                                             many=True).data
+        return Response(payload)
+
+
+class JudgmentListApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=s.JudgmentOut(many=True))
+    def get(self, request):
+        qs = judgments_for(request.user).select_related("lease", "guideline_version").order_by("-id")
+        if campaign := request.query_params.get("campaign"):
+            qs = qs.filter(item__campaign_id=campaign)
+        return Response(s.JudgmentOut(qs[:200], many=True).data)
+
+
+class JudgmentEditApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=s.JudgmentEditIn, responses=s.JudgmentOut)
+    def patch(self, request, pk: int):
+        judgment = get_object_or_404(Judgment, pk=pk, annotator=request.user)
+        data = s.JudgmentEditIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        judgment = judgment_edit(judgment=judgment, annotator=request.user, answer=data.validated_data["answer"])
+        return Response(s.JudgmentOut(judgment).data)
+
+
+class SampleListApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=s.SampleOut(many=True))
+    def get(self, request):
+        qs = Sample.objects.select_related("task_type").order_by("-id")
+        if task := request.query_params.get("task"):
+            qs = qs.filter(task_type__slug=task)
+        return Response(s.SampleOut(qs[:200], many=True).data)
+
+
+class ImportApi(APIView):
+    """Upload a zip with manifest.jsonl + images; all-or-nothing with a per-row report."""
+
+    permission_classes = [IsCurator]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request=s.ImportIn, responses=s.ImportBatchOut)
+    def post(self, request):
+        data = s.ImportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload.zip"
+            with path.open("wb") as fh:
+                for chunk in upload.chunks():
+                    fh.write(chunk)
+            if not zipfile.is_zipfile(path):
+                raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
+            batch = import_samples(path=path, user=request.user)
+        return Response(s.ImportBatchOut(batch).data, status=status.HTTP_201_CREATED)
+
+
+class ExportApi(APIView):
+    """Stream judgments as JSONL or Parquet (hashed annotator ids)."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=bytes)
+    def get(self, request, fmt: str):
+        campaigns = [int(c) for c in request.query_params.getlist("campaign") if c.isdigit()] or None
+        if fmt == "jsonl":
+            body, ctype = export_jsonl(campaign_ids=campaigns), "application/x-ndjson"
+        elif fmt == "parquet":
+            body, ctype = export_parquet(campaign_ids=campaigns), "application/vnd.apache.parquet"
+        else:
+            raise ApplicationError("Unknown format.", fields={"format": ["Use jsonl or parquet."]})
+        response = StreamingHttpResponse(body, content_type=ctype)
+        response["Content-Disposition"] = f'attachment; filename="judgments.{fmt}"'
+        return response

@@ -1,0 +1,234 @@
+"""Reads: progress, quality, exports. Views and tasks call these; they never write."""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+
+import pyarrow as pa
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Avg, Count, Q, QuerySet
+
+from .models import (
+    Campaign,
+    CampaignMode,
+    CampaignStatus,
+    Choice,
+    Item,
+    ItemStatus,
+    Judgment,
+    Lease,
+    LeaseState,
+)
+from .roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
+
+
+def hashed_annotator_id(user_id: int) -> str:
+    """A stable pseudonym for exports; the salt lives in settings, never in the export."""
+    return hashlib.sha256(f"{settings.ANNOTATOR_ID_SALT}:{user_id}".encode()).hexdigest()[:16]
+
+
+def campaign_list_for(user: User) -> QuerySet[Campaign]:
+    """Curators and scientists see every campaign; annotators the active ones open to them."""
+    qs = Campaign.objects.select_related("task_type").prefetch_related("criteria")
+    if has_role(user, CURATOR, SCIENTIST):
+        return qs
+    if has_role(user, ANNOTATOR):
+        return qs.filter(status=CampaignStatus.ACTIVE).filter(Q(annotators=None) | Q(annotators=user)).distinct()
+    return qs.none()
+
+
+def campaign_progress(campaign: Campaign, user: User | None = None) -> dict:
+    """Items done/leased/left, judgments per criterion, and the caller's own counts."""
+    items = Item.objects.filter(campaign=campaign, is_gold=False)
+    by_status = dict(items.values_list("status").annotate(n=Count("id")))
+    total = sum(by_status.values())
+    slots = total * campaign.overlap
+    done_slots = sum(items.values_list("completed_count", flat=True)) if total else 0
+    per_criterion = dict(
+        Judgment.objects.filter(item__campaign=campaign).values_list("criterion__slug").annotate(n=Count("id"))
+    )
+    out = {
+        "items_total": total,
+        "items_done": by_status.get(ItemStatus.DONE, 0),
+        "items_full": by_status.get(ItemStatus.FULL, 0),
+        "items_open": by_status.get(ItemStatus.OPEN, 0),
+        "leases_active": Lease.objects.filter(item__campaign=campaign, state=LeaseState.ACTIVE).count(),
+        "slots_total": slots,
+        "slots_done": done_slots,
+        "fraction_done": (done_slots / slots) if slots else 0.0,
+        "judgments_per_criterion": per_criterion,
+    }
+    if user is not None:
+        out["mine_submitted"] = Lease.objects.filter(
+            item__campaign=campaign, annotator=user, state=LeaseState.SUBMITTED
+        ).count()
+    return out
+
+
+def judgments_for(user: User) -> QuerySet[Judgment]:
+    """Annotators see only their own judgments; curators and scientists see all."""
+    qs = Judgment.objects.select_related("criterion", "item__campaign")
+    return qs if has_role(user, CURATOR, SCIENTIST) else qs.filter(annotator=user)
+
+
+EXPORT_COLUMNS = [
+    ("judgment_id", pa.int64()),
+    ("campaign", pa.string()),
+    ("mode", pa.string()),
+    ("task", pa.string()),
+    ("criterion", pa.string()),
+    ("sample_id", pa.string()),
+    ("split", pa.string()),
+    ("prompt", pa.string()),
+    ("candidate_ids", pa.string()),
+    ("displayed_order", pa.string()),
+    ("choice", pa.string()),
+    ("winner_candidate_id", pa.int64()),
+    ("loser_candidate_id", pa.int64()),
+    ("annotator", pa.string()),
+    ("guideline_version", pa.int64()),
+    ("active_ms", pa.int64()),
+    ("is_gold", pa.bool_()),
+    ("created_at", pa.string()),
+]
+
+
+def _winner_loser(j: Judgment, candidate_ids: list[int]) -> tuple[int | None, int | None]:
+    if j.choice == Choice.A:
+        return candidate_ids[0], candidate_ids[1]
+    if j.choice == Choice.B:
+        return candidate_ids[1], candidate_ids[0]
+    if j.choice == Choice.BEST_WORST:
+        return j.best_id, j.worst_id
+    return None, None
+
+
+def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: int = 2000) -> Iterator[dict]:
+    """Every judgment as a flat dict (hashed annotator ids), read with a server-side cursor."""
+    qs = Judgment.objects.order_by("id").values(
+        "id", "item_id", "item__campaign__name", "item__campaign__mode", "item__sample__task_type__slug",
+        "criterion__slug", "item__sample__external_id", "item__sample__split", "item__sample__prompt",
+        "displayed_order", "choice", "best_id", "worst_id", "annotator_id", "guideline_version__version",
+        "active_ms", "item__is_gold", "created_at",
+    )
+    if campaign_ids:
+        qs = qs.filter(item__campaign_id__in=campaign_ids)
+    slot_cache: dict[int, list[int]] = {}
+    for r in qs.iterator(chunk_size=chunk_size):
+        ids = slot_cache.get(r["item_id"])
+        if ids is None:
+            if len(slot_cache) > 10_000:  # bounded: memory stays flat on huge exports
+                slot_cache.clear()
+            ids = slot_cache[r["item_id"]] = list(
+                Item.objects.get(pk=r["item_id"]).slots.order_by("position").values_list("candidate_id", flat=True)
+            )
+        fake = Judgment(choice=r["choice"], best_id=r["best_id"], worst_id=r["worst_id"])
+        winner, loser = _winner_loser(fake, ids)
+        yield {
+            "judgment_id": r["id"], "campaign": r["item__campaign__name"], "mode": r["item__campaign__mode"],
+            "task": r["item__sample__task_type__slug"], "criterion": r["criterion__slug"],
+            "sample_id": r["item__sample__external_id"], "split": r["item__sample__split"],
+            "prompt": r["item__sample__prompt"], "candidate_ids": ids, "displayed_order": r["displayed_order"],
+            "choice": r["choice"], "winner_candidate_id": winner, "loser_candidate_id": loser,
+            "annotator": hashed_annotator_id(r["annotator_id"]),
+            "guideline_version": r["guideline_version__version"], "active_ms": r["active_ms"],
+            "is_gold": r["item__is_gold"], "created_at": r["created_at"].isoformat(),
+        }
+
+
+# --- Quality -------------------------------------------------------------------------------------
+
+def _label(j: Judgment) -> str:
+    """A nominal label for agreement: which canonical position won (or tie / none)."""
+    if j.choice == Choice.BEST_WORST:
+        return f"{j.best_id}>{j.worst_id}"
+    return j.choice
+
+
+def krippendorff_alpha_nominal(units: dict[object, list[str]]) -> float | None:
+    """Krippendorff's alpha for nominal labels; units with fewer than two labels are ignored."""
+    coincidence: Counter = Counter()
+    for labels in units.values():
+        m = len(labels)
+        if m < 2:
+            continue
+        counts = Counter(labels)
+        for a in counts:
+            for b in counts:
+                pairs = counts[a] * (counts[b] - (1 if a == b else 0))
+                coincidence[(a, b)] += pairs / (m - 1)
+    n = sum(coincidence.values())
+    if n <= 1:
+        return None
+    marginals: Counter = Counter()
+    for (a, _b), v in coincidence.items():
+        marginals[a] += v
+    observed = sum(v for (a, b), v in coincidence.items() if a != b) / n
+    expected = sum(marginals[a] * marginals[b] for a in marginals for b in marginals if a != b) / (n * (n - 1))
+    if expected == 0:
+        return 1.0
+    return 1 - observed / expected
+
+
+def campaign_agreement(campaign: Campaign) -> dict[str, float | None]:
+    """Krippendorff's alpha per criterion over the campaign's non-gold items."""
+    units: dict[str, dict[object, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for j in Judgment.objects.filter(item__campaign=campaign, item__is_gold=False).select_related("criterion"):
+        units[j.criterion.slug][j.item_id].append(_label(j))
+    return {slug: krippendorff_alpha_nominal(u) for slug, u in units.items()}
+
+
+def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
+    """Per annotator: submissions, gold accuracy, tie rate, left bias, median-ish speed."""
+    qs = Judgment.objects.all()
+    if campaign is not None:
+        qs = qs.filter(item__campaign=campaign)
+    rows: dict[int, dict] = {}
+    qs = qs.select_related("item__campaign", "criterion", "annotator").prefetch_related("item__slots")
+    for j in qs.iterator(chunk_size=2000):
+        s = rows.setdefault(j.annotator_id, {"annotator": j.annotator.username, "judgments": 0, "ties": 0,
+                                             "left_picks": 0, "sided": 0, "gold_seen": 0, "gold_correct": 0,
+                                             "active_ms": []})
+        s["judgments"] += 1
+        if j.choice in (Choice.TIE, Choice.NO_DIFFERENCE, Choice.BOTH_BAD):
+            s["ties"] += 1
+        canonical = [slot.candidate_id for slot in sorted(j.item.slots.all(), key=lambda x: x.position)]
+        winner, _ = _winner_loser(j, canonical)
+        if winner is not None:
+            s["sided"] += 1
+            s["left_picks"] += int(j.displayed_order and j.displayed_order[0] == winner)
+        if j.item.is_gold and j.item.gold_answer and j.criterion.slug in j.item.gold_answer:
+            s["gold_seen"] += 1
+            s["gold_correct"] += int(_matches_gold(j, j.item.gold_answer[j.criterion.slug]))
+        s["active_ms"].append(j.active_ms)
+    out = []
+    for s in rows.values():
+        ms = sorted(s.pop("active_ms"))
+        out.append({
+            **s,
+            "tie_rate": s["ties"] / s["judgments"],
+            "left_rate": (s["left_picks"] / s["sided"]) if s["sided"] else None,
+            "gold_accuracy": (s["gold_correct"] / s["gold_seen"]) if s["gold_seen"] else None,
+            "median_active_ms": ms[len(ms) // 2] if ms else None,
+        })
+    return sorted(out, key=lambda r: r["annotator"])
+
+
+def _matches_gold(j: Judgment, expected) -> bool:
+    if j.item.campaign.mode == CampaignMode.PAIRWISE:
+        return j.choice == expected
+    return isinstance(expected, dict) and j.best_id == expected.get("best") and j.worst_id == expected.get("worst")
+
+
+def guideline_usage(campaign: Campaign) -> dict:
+    return dict(
+        Judgment.objects.filter(item__campaign=campaign)
+        .values_list("guideline_version__version")
+        .annotate(n=Count("id"))
+    )
+
+
+def mean_active_ms(campaign: Campaign) -> float | None:
+    return Judgment.objects.filter(item__campaign=campaign).aggregate(v=Avg("active_ms"))["v"]

@@ -1,0 +1,189 @@
+"""Campaign life cycle: create → start (materialise items) → pause/resume → complete."""
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from ..errors import ApplicationError, Conflict
+from ..models import (
+    Campaign,
+    CampaignMode,
+    CampaignStatus,
+    Candidate,
+    Criterion,
+    Item,
+    ItemCandidate,
+    Sample,
+    TaskType,
+)
+
+
+def campaign_validate(*, name: str, task_type: TaskType, criteria: Sequence[Criterion], mode: str,
+                      candidates_per_item: int, overlap: int, gold_fraction: float, lease_seconds: int,
+                      exclude_pk: int | None = None) -> dict[str, list[str]]:
+    """Field errors for a campaign definition (empty when valid); shared by the API and the admin."""
+    errors: dict[str, list[str]] = {}
+    if Campaign.objects.filter(name=name).exclude(pk=exclude_pk).exists():
+        errors["name"] = ["A campaign with this name already exists."]
+    if mode not in CampaignMode.values:
+        errors["mode"] = [f"Must be one of {', '.join(CampaignMode.values)}."]
+    if mode == CampaignMode.PAIRWISE and candidates_per_item != 2:
+        errors["candidates_per_item"] = ["Pairwise campaigns compare exactly 2 candidates."]
+    elif candidates_per_item < 2:
+        errors["candidates_per_item"] = ["At least 2 candidates per item."]
+    if overlap < 1:
+        errors["overlap"] = ["Must be at least 1."]
+    if not 0 <= gold_fraction <= 1:
+        errors["gold_fraction"] = ["Must be between 0 and 1."]
+    if lease_seconds < 10:
+        errors["lease_seconds"] = ["Must be at least 10 seconds."]
+    allowed = set(task_type.criteria.values_list("pk", flat=True))
+    if not criteria:
+        errors["criteria"] = ["Pick at least one criterion."]
+    elif any(c.pk not in allowed for c in criteria):
+        errors["criteria"] = [f"Only criteria of the task type '{task_type.slug}' may be used."]
+    return errors
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    name: str,
+    task_type: TaskType,
+    criteria: Sequence[Criterion] | None = None,
+    mode: str = CampaignMode.PAIRWISE,
+    candidates_per_item: int | None = None,
+    overlap: int = 3,
+    gold_fraction: float = 0.0,
+    lease_seconds: int = 600,
+    priority: int = 0,
+    selection: dict | None = None,
+    description: str = "",
+    created_by: User | None = None,
+    source_ref: str = "",
+) -> Campaign:
+    """Create a draft campaign; criteria default to all of the task type's criteria."""
+    n = candidates_per_item or (2 if mode == CampaignMode.PAIRWISE else 4)
+    chosen = list(criteria) if criteria else list(task_type.criteria.all())
+    errors = campaign_validate(name=name, task_type=task_type, criteria=chosen, mode=mode, candidates_per_item=n,
+                               overlap=overlap, gold_fraction=gold_fraction, lease_seconds=lease_seconds)
+    if errors:
+        raise ApplicationError("The campaign is not valid.", fields=errors)
+    campaign = Campaign.objects.create(
+        name=name, description=description, mode=mode, task_type=task_type, candidates_per_item=n,
+        overlap=overlap, gold_fraction=gold_fraction, lease_seconds=lease_seconds, priority=priority,
+        selection=selection or {}, created_by=created_by, source_ref=source_ref,
+    )
+    campaign.criteria.set(chosen)
+    return campaign
+
+
+def _candidate_groups(campaign: Campaign, rng: random.Random) -> Iterable[tuple[Sample, list[Candidate]]]:
+    """Yield (sample, candidates) groups that become items, following ``campaign.selection``."""
+    sel = campaign.selection or {}
+    samples = Sample.objects.filter(task_type=campaign.task_type)
+    if sel.get("sample_ids"):
+        samples = samples.filter(pk__in=sel["sample_ids"])
+    candidates = Candidate.objects.filter(sample__in=samples).order_by("sample_id", "id")
+    sources = sel.get("opponents") or sel.get("sources")
+    if sources:
+        candidates = candidates.filter(source_name__in=sources)
+    per_sample: dict[int, list[Candidate]] = {}
+    for cand in candidates:
+        per_sample.setdefault(cand.sample_id, []).append(cand)
+    by_id = Sample.objects.in_bulk(per_sample.keys())
+    max_items = int(sel.get("max_items_per_sample", 0)) or None
+    n = campaign.candidates_per_item
+    for sample_id, cands in per_sample.items():
+        if sel.get("opponents"):
+            a_name, b_name = sel["opponents"][:2]
+            lefts = [c for c in cands if c.source_name == a_name]
+            rights = [c for c in cands if c.source_name == b_name]
+            groups = [list(g) for g in zip(lefts, rights, strict=False)]
+        elif campaign.mode == CampaignMode.PAIRWISE:
+            groups = [list(g) for g in itertools.combinations(cands, 2)]
+        else:
+            shuffled = cands[:]
+            rng.shuffle(shuffled)
+            groups = [shuffled[i:i + n] for i in range(0, len(shuffled) - n + 1, n)]
+        for group in groups[:max_items]:
+            yield by_id[sample_id], group
+
+
+def campaign_add_items(
+    *, campaign: Campaign, groups: Iterable[tuple[Sample, Sequence[Candidate]]],
+    gold_answers: dict[int, dict] | None = None,
+) -> int:
+    """Materialise items for (sample, candidates) groups; returns how many were created."""
+    created = 0
+    for sample, cands in groups:
+        if len(cands) != campaign.candidates_per_item:
+            raise ApplicationError(
+                f"Item for sample {sample.external_id} has {len(cands)} candidates, "
+                f"the campaign needs {campaign.candidates_per_item}."
+            )
+        if any(c.sample_id != sample.pk for c in cands):
+            raise ApplicationError("Every candidate of an item must belong to its sample.")
+        item = Item.objects.create(campaign=campaign, sample=sample, priority=campaign.priority)
+        ItemCandidate.objects.bulk_create(
+            [ItemCandidate(item=item, candidate=c, position=i) for i, c in enumerate(cands)]
+        )
+        created += 1
+    return created
+
+
+@transaction.atomic
+def campaign_start(*, campaign: Campaign, seed: int | None = None) -> Campaign:
+    """Materialise the campaign's items (first start only) and open it to annotators."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.status == CampaignStatus.ACTIVE:
+        return campaign
+    if campaign.status == CampaignStatus.COMPLETED:
+        raise Conflict("A completed campaign cannot be started again.")
+    if campaign.started_at is None:
+        if not campaign.items.exists():
+            campaign_add_items(campaign=campaign, groups=_candidate_groups(campaign, random.Random(seed)))
+        if not campaign.items.exists():
+            raise ApplicationError(
+                "No items could be built: the selection has no sample with enough candidates.",
+                fields={"selection": ["No sample has enough candidates for this campaign."]},
+            )
+        campaign.started_at = timezone.now()
+    campaign.status = CampaignStatus.ACTIVE
+    campaign.save(update_fields=["status", "started_at", "updated_at"])
+    return campaign
+
+
+@transaction.atomic
+def campaign_set_status(*, campaign: Campaign, status: str) -> Campaign:
+    """Pause, resume (→ active) or complete a campaign."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    allowed = {
+        CampaignStatus.PAUSED: {CampaignStatus.ACTIVE},
+        CampaignStatus.ACTIVE: {CampaignStatus.PAUSED},
+        CampaignStatus.COMPLETED: {CampaignStatus.ACTIVE, CampaignStatus.PAUSED},
+    }
+    if status == CampaignStatus.ACTIVE and campaign.started_at is None:
+        raise Conflict("Start the campaign first.")
+    if campaign.status not in allowed.get(status, set()):
+        raise Conflict(f"Cannot go from {campaign.status} to {status}.")
+    campaign.status = status
+    campaign.save(update_fields=["status", "updated_at"])
+    return campaign
+
+
+@transaction.atomic
+def item_mark_gold(*, item: Item, answer: dict) -> Item:
+    """Turn an item into a gold item with its expected answer per criterion slug."""
+    slugs = set(item.campaign.criteria.values_list("slug", flat=True))
+    if not answer or not set(answer) <= slugs:
+        raise ApplicationError("Gold answers must name campaign criteria.", fields={"answer": [f"Use {sorted(slugs)}."]})
+    item.is_gold = True
+    item.gold_answer = answer
+    item.save(update_fields=["is_gold", "gold_answer"])
+    return item

@@ -1,0 +1,155 @@
+"""Submitting and editing judgments.
+
+A submission carries a client idempotency key: replaying it (a retry after a lost response)
+returns the stored judgments and never writes twice.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..errors import ApplicationError, Conflict, NotAllowed
+from ..models import (
+    CampaignMode,
+    Choice,
+    Criterion,
+    Item,
+    ItemStatus,
+    Judgment,
+    JudgmentRevision,
+    Lease,
+    LeaseState,
+)
+
+PAIRWISE_WORDS = {Choice.TIE.value, Choice.BOTH_BAD.value}
+
+
+def _parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, int | None, int | None]:
+    """Turn one criterion's answer into (choice, best_id, worst_id); raise ValueError if invalid.
+
+    Pairwise: the better candidate's id, or "tie" / "both_bad". Best–worst: {"best": id,
+    "worst": id} or "no_difference". Choices are stored by canonical position (A = first).
+    """
+    if mode == CampaignMode.PAIRWISE:
+        if answer in PAIRWISE_WORDS:
+            return answer, None, None
+        if isinstance(answer, int) and not isinstance(answer, bool) and answer in candidate_ids:
+            return (Choice.A if candidate_ids.index(answer) == 0 else Choice.B), None, None
+        raise ValueError(f"Use one of the candidate ids {candidate_ids}, 'tie' or 'both_bad'.")
+    if answer == Choice.NO_DIFFERENCE:
+        return Choice.NO_DIFFERENCE, None, None
+    if isinstance(answer, dict) and set(answer) == {"best", "worst"}:
+        best, worst = answer["best"], answer["worst"]
+        if best in candidate_ids and worst in candidate_ids and best != worst:
+            return Choice.BEST_WORST, best, worst
+    raise ValueError("Use {'best': id, 'worst': id} with two different candidates of the item, or 'no_difference'.")
+
+
+def _validate_answers(*, item: Item, answers: dict) -> dict[Criterion, tuple[str, int | None, int | None]]:
+    campaign = item.campaign
+    criteria = {c.slug: c for c in campaign.criteria.all()}
+    candidate_ids = list(item.slots.order_by("position").values_list("candidate_id", flat=True))
+    errors: dict[str, list[str]] = {}
+    parsed = {}
+    for slug in criteria.keys() - answers.keys():
+        errors[slug] = ["An answer is required."]
+    for slug in answers.keys() - criteria.keys():
+        errors[slug] = ["Not a criterion of this campaign."]
+    for slug, answer in answers.items():
+        if slug in criteria:
+            try:
+                parsed[criteria[slug]] = _parse_answer(mode=campaign.mode, answer=answer, candidate_ids=candidate_ids)
+            except ValueError as exc:
+                errors[slug] = [str(exc)]
+    if errors:
+        raise ApplicationError("Some answers are missing or invalid.", fields={"answers": errors})
+    return parsed
+
+
+def judgment_submit(
+    *, lease: Lease, annotator: User, answers: dict, idempotency_key: str, active_ms: int = 0
+) -> list[Judgment]:
+    """Store one answer per campaign criterion for a leased item; idempotent per key."""
+    if not idempotency_key or len(idempotency_key) > 64:
+        raise ApplicationError("An idempotency key (1–64 characters) is required.",
+                               fields={"idempotency_key": ["Required, at most 64 characters."]})
+    try:
+        with transaction.atomic():
+            return _submit_locked(lease=lease, annotator=annotator, answers=answers,
+                                  idempotency_key=idempotency_key, active_ms=active_ms)
+    except IntegrityError:
+        # A concurrent replay of the same key won the race: return what it stored.
+        stored = list(Judgment.objects.filter(annotator=annotator, idempotency_key=idempotency_key))
+        if stored:
+            return stored
+        raise
+
+
+def _submit_locked(*, lease: Lease, annotator: User, answers: dict, idempotency_key: str,
+                   active_ms: int) -> list[Judgment]:
+    lease = Lease.objects.select_for_update().get(pk=lease.pk)
+    if lease.annotator_id != annotator.pk:
+        raise NotAllowed("This is not your lease.")
+    replay = list(Judgment.objects.filter(annotator=annotator, idempotency_key=idempotency_key))
+    if replay:
+        if replay[0].lease_id != lease.pk:
+            raise Conflict("This idempotency key was already used for another item.", code="key_reused")
+        return replay
+    item = Item.objects.select_for_update().select_related("campaign").get(pk=lease.item_id)
+    campaign = item.campaign
+    if lease.state == LeaseState.SUBMITTED:
+        raise Conflict("This item is already judged; edit the judgments instead.", code="already_submitted")
+    if lease.state == LeaseState.SKIPPED:
+        raise Conflict("This item was skipped.", code="skipped")
+    if lease.state == LeaseState.EXPIRED:
+        # The slot was given back; take it again only if nobody else has it (overlap is a hard cap).
+        if not item.is_gold and item.leased_count >= campaign.overlap:
+            raise Conflict("The lease expired and the item went to someone else.", code="lease_expired")
+        item.leased_count += 1
+    parsed = _validate_answers(item=item, answers=answers)
+    guidelines = {c.pk: c.current_guideline for c in parsed}
+    judgments = Judgment.objects.bulk_create([
+        Judgment(
+            item=item, lease=lease, criterion=criterion, annotator=annotator, choice=choice,
+            best_id=best, worst_id=worst, displayed_order=lease.displayed_order,
+            guideline_version=guidelines[criterion.pk], active_ms=max(0, min(int(active_ms), 86_400_000)),
+            idempotency_key=idempotency_key,
+        )
+        for criterion, (choice, best, worst) in parsed.items()
+    ])
+    lease.state = LeaseState.SUBMITTED
+    lease.finished_at = timezone.now()
+    lease.save(update_fields=["state", "finished_at"])
+    item.completed_count += 1
+    if not item.is_gold:
+        if item.completed_count >= campaign.overlap:
+            item.status = ItemStatus.DONE
+        elif item.leased_count >= campaign.overlap:
+            item.status = ItemStatus.FULL
+    item.save(update_fields=["leased_count", "completed_count", "status"])
+    return judgments
+
+
+@transaction.atomic
+def judgment_edit(*, judgment: Judgment, annotator: User, answer) -> Judgment:
+    """Change an own judgment within the edit window; the previous state goes to history."""
+    judgment = Judgment.objects.select_for_update().select_related("item__campaign").get(pk=judgment.pk)
+    if judgment.annotator_id != annotator.pk:
+        raise NotAllowed("You can only edit your own judgments.")
+    window = timedelta(seconds=settings.ANNOTATION_EDIT_WINDOW_SECONDS)
+    if timezone.now() - judgment.created_at > window:
+        raise Conflict("The edit window for this judgment has closed.", code="edit_window_closed")
+    candidate_ids = list(judgment.item.slots.order_by("position").values_list("candidate_id", flat=True))
+    try:
+        choice, best, worst = _parse_answer(mode=judgment.item.campaign.mode, answer=answer, candidate_ids=candidate_ids)
+    except ValueError as exc:
+        raise ApplicationError("Invalid answer.", fields={"answer": [str(exc)]}) from exc
+    JudgmentRevision.objects.create(judgment=judgment, choice=judgment.choice, best_id=judgment.best_id,
+                                    worst_id=judgment.worst_id)
+    judgment.choice, judgment.best_id, judgment.worst_id = choice, best, worst
+    judgment.save(update_fields=["choice", "best", "worst", "updated_at"])
+    return judgment

@@ -1,0 +1,244 @@
+"""Configuration of a fill-policy RL run and of a candidate-generation job.
+
+Every knob the OneReward paper leaves unspecified (λ, τ, [t1, t2], sampler steps, CFG, optimiser,
+deployed weights) is a field here with a documented default; see DESIGN §5 and paper.md §5.5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS: tuple[str, ...] = ("fill", "extend", "removal")
+# Task vocabulary shared with the reward model and annotation (docs/engine-contracts.md).
+TASK_CRITERIA: dict[str, tuple[str, ...]] = {
+    "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
+    "extend": ("text_alignment", "consistency", "structure", "aesthetics"),
+    "removal": ("removal_quality",),
+}
+EXTEND_DEFAULT_PROMPT = "high-definition, perfect composition"
+REMOVAL_PROMPT = "remove the specified object"
+DEFAULT_LORA_TARGETS: tuple[str, ...] = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    values = dict(data)
+    for name in ("t_range", "betas", "lora_targets", "seeds"):
+        if name in values and isinstance(values[name], list):
+            values[name] = tuple(values[name])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """OneReward RL (Algorithm 1 or 2) over a FLUX.1-Fill-architecture policy.
+
+    Defaults that the paper does not give, and why they were chosen:
+
+    - ``hinge_lambda`` 0.9: the reward ceiling λ of Eq. 5, always stated as a probability. A P(Yes)
+      above 0.9 stops pulling (anti-hacking, as the paper intends) while leaving room to improve from
+      the typical 0.2–0.6 start (paper Fig. 6). With ``reward="log_odds"`` the hinge is applied to the
+      log-odds with the ceiling logit(λ) ≈ 2.2, so both modes share one meaning of λ.
+    - ``ema_decay`` τ 0.99: an averaging horizon of ~100 steps. Over the paper's ~8k iterations this is
+      short enough that Algorithm 2's reference keeps up with the policy, long enough to smooth it.
+    - ``t_range`` (0.5, 0.9): fractions of ``policy_steps``. The policy runs k ~ U{ceil(t1·N)..floor(t2·N)}
+      Euler steps without grad, then makes the one grad-enabled x0 prediction. Late-ish steps give sharp
+      x0 predictions (ReFL uses 30–39 of 40); SRPO warns that the very last low-noise steps invite
+      colour hacking and that σ≈1 predictions are blurry, hence neither end.
+    - ``reference_steps`` / ``policy_steps`` 28, ``guidance`` 30 (FLUX.1-Fill-dev's guidance-distilled
+      default), ``reference_true_cfg`` 1.0 (no true CFG: it doubles reference cost; set >1 with a
+      ``negative_prompt`` to get a stronger reference).
+    - ``learning_rate`` 1e-5 and ``batch_size`` 8 (paper §5.5), AdamW betas (0.9, 0.999),
+      weight decay 1e-4, grad clip 1.0.
+    - LoRA r=4, α=4 on the attention projections (feasibility §3); ``full_finetune`` trains the whole
+      transformer instead (what the released FLUX OneReward checkpoints did).
+    - ``deploy_weights`` "ema": the EMA is the smoother, less reward-hacked model; under Algorithm 2
+      it is also the model the paper calls πref and releases.
+    - ``mixed_precision`` "auto": bf16 on CUDA, fp32 on CPU ("bf16" on CPU is an error).
+    """
+
+    base_policy: str
+    conditions_dir: str
+    output_dir: str
+    reward_model: str | None = None
+    algorithm: int = 1
+    task_probs: dict[str, float] = field(
+        default_factory=lambda: {"fill": 0.5, "extend": 0.25, "removal": 0.25}
+    )
+    conditions_split: str | None = "train"
+    hinge_lambda: float = 0.9
+    ema_decay: float = 0.99
+    t_range: tuple[float, float] = (0.5, 0.9)
+    reference_steps: int = 28
+    policy_steps: int = 28
+    guidance: float = 30.0
+    reference_true_cfg: float = 1.0
+    negative_prompt: str = ""
+    max_sequence_length: int = 512
+    reward: str = "p_yes"
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    full_finetune: bool = False
+    learning_rate: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    batch_size: int = 8
+    max_steps: int = 8000
+    seed: int = 0
+    resolution: int = 512
+    gradient_checkpointing: bool = True
+    mixed_precision: str = "auto"
+    device: str = "auto"
+    save_every: int = 500
+    sample_grid_every: int = 250
+    log_every: int = 10
+    resume: bool | str = False
+    deploy_weights: str = "ema"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line, field-named message on the first invalid value."""
+        _check(bool(self.base_policy), "base_policy is required (a FLUX.1-Fill folder or hub id)")
+        _check(bool(self.conditions_dir), "conditions_dir is required")
+        _check(bool(self.output_dir), "output_dir is required")
+        _check(self.algorithm in (1, 2), f"algorithm must be 1 or 2, got {self.algorithm!r}")
+        _check(isinstance(self.task_probs, dict) and bool(self.task_probs), "task_probs must be a non-empty dict")
+        for task, prob in self.task_probs.items():
+            _check(task in TASKS, f"task_probs: unknown task {task!r} (expected one of {', '.join(TASKS)})")
+            _check(
+                isinstance(prob, int | float) and prob >= 0,
+                f"task_probs[{task!r}] must be a number >= 0, got {prob!r}",
+            )
+        total = sum(self.task_probs.values())
+        _check(total > 0, "task_probs must have at least one positive probability")
+        _check(abs(total - 1.0) < 1e-6, f"task_probs must sum to 1, got {total:g}")
+        _check(0.0 < self.hinge_lambda < 1.0, f"hinge_lambda must be in (0, 1), got {self.hinge_lambda}")
+        _check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(
+            len(self.t_range) == 2 and 0.0 <= self.t_range[0] <= self.t_range[1] < 1.0,
+            f"t_range must be [t1, t2] with 0 <= t1 <= t2 < 1, got {list(self.t_range)}",
+        )
+        _check(self.reference_steps >= 1, f"reference_steps must be >= 1, got {self.reference_steps}")
+        _check(self.policy_steps >= 1, f"policy_steps must be >= 1, got {self.policy_steps}")
+        _check(self.guidance >= 0, f"guidance must be >= 0, got {self.guidance}")
+        _check(self.reference_true_cfg >= 1.0, f"reference_true_cfg must be >= 1, got {self.reference_true_cfg}")
+        _check(
+            1 <= self.max_sequence_length <= 512,
+            f"max_sequence_length must be in [1, 512], got {self.max_sequence_length}",
+        )
+        _check(self.reward in ("p_yes", "log_odds"), f"reward must be 'p_yes' or 'log_odds', got {self.reward!r}")
+        _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
+        _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(bool(self.lora_targets), "lora_targets must name at least one module")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {list(self.betas)}",
+        )
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(
+            self.resolution >= 16 and self.resolution % 16 == 0,
+            f"resolution must be a positive multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {self.resolution}",
+        )
+        _check(
+            self.mixed_precision in ("auto", "no", "bf16"),
+            f"mixed_precision must be 'auto', 'no' or 'bf16', got {self.mixed_precision!r}",
+        )
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad device {self.device!r}")
+        for name in ("save_every", "sample_grid_every", "log_every"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        _check(
+            self.deploy_weights in ("ema", "policy"),
+            f"deploy_weights must be 'ema' or 'policy', got {self.deploy_weights!r}",
+        )
+
+    @property
+    def hinge_ceiling(self) -> float:
+        """λ on the scale of the chosen reward (a probability, or its log-odds)."""
+        if self.reward == "log_odds":
+            return math.log(self.hinge_lambda / (1.0 - self.hinge_lambda))
+        return self.hinge_lambda
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RLConfig:
+        """Build from a JSON-like dict; unknown keys are an error (typos must not pass silently)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name in ("t_range", "betas", "lora_targets"):
+            data[name] = list(data[name])
+        return data
+
+    def replace(self, **changes: Any) -> RLConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Fill a conditions folder with a policy: ``weights`` is a run's ``final/`` or ``checkpoints/step-N/``.
+
+    ``base_policy`` may be omitted when ``weights`` holds a ``policy.json`` naming its base.
+    """
+
+    conditions_dir: str
+    out_dir: str
+    base_policy: str | None = None
+    weights: str | None = None
+    seeds: tuple[int, ...] = (0,)
+    num_inference_steps: int = 28
+    guidance: float = 30.0
+    true_cfg: float = 1.0
+    negative_prompt: str = ""
+    max_sequence_length: int = 512
+    split: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.conditions_dir), "conditions_dir is required")
+        _check(bool(self.out_dir), "out_dir is required")
+        _check(bool(self.base_policy) or bool(self.weights), "give base_policy, weights (with policy.json), or both")
+        _check(len(self.seeds) >= 1, "seeds must list at least one seed")
+        _check(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        _check(self.guidance >= 0, f"guidance must be >= 0, got {self.guidance}")
+        _check(self.true_cfg >= 1.0, f"true_cfg must be >= 1, got {self.true_cfg}")
+        _check(
+            1 <= self.max_sequence_length <= 512,
+            f"max_sequence_length must be in [1, 512], got {self.max_sequence_length}",
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["seeds"] = list(data["seeds"])
+        return data

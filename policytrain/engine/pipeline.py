@@ -1,0 +1,531 @@
+"""FillPolicy: a FLUX.1-Fill-architecture policy built from diffusers' FluxFillPipeline helpers.
+
+``FluxFillPipeline.__call__`` runs under ``torch.no_grad``, so training needs the pieces: prompt
+encoding, mask/masked-image latents, the shifted sigma schedule, one transformer velocity call, Euler
+steps, and decoding. This module exposes those pieces (reusing the pipeline's own helpers) plus
+``generate`` for inference, which uses the official pipeline whenever it can (no true CFG).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT, TASKS
+
+WEIGHTS_FILE = "weights.safetensors"
+POLICY_FILE = "policy.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditions folder
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Condition:
+    """One row of ``conditions.jsonl``: the task, the user prompt and absolute image paths."""
+
+    id: str
+    task: str
+    prompt: str
+    source: Path
+    mask: Path
+    split: str | None = None
+
+    @property
+    def policy_prompt(self) -> str:
+        return policy_prompt(self.task, self.prompt)
+
+
+def policy_prompt(task: str, prompt: str) -> str:
+    """The text the policy is conditioned on: removal and prompt-less extend use fixed prompts."""
+    if task == "removal":
+        return REMOVAL_PROMPT
+    if task == "extend" and not prompt.strip():
+        return EXTEND_DEFAULT_PROMPT
+    return prompt
+
+
+def load_conditions(conditions_dir: str | Path, split: str | None = None) -> list[Condition]:
+    """Read ``<conditions_dir>/conditions.jsonl`` (docs/engine-contracts.md), optionally one split."""
+    root = Path(conditions_dir)
+    index = root / "conditions.jsonl"
+    if not index.is_file():
+        raise ValueError(f"conditions folder {root} has no conditions.jsonl")
+    rows: list[Condition] = []
+    for line_no, line in enumerate(index.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            cond = Condition(
+                id=str(row["id"]),
+                task=row["task"],
+                prompt=row.get("prompt") or "",
+                source=root / row["source"],
+                mask=root / row["mask"],
+                split=row.get("split"),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{index}:{line_no}: bad condition row ({exc})") from exc
+        if cond.task not in TASKS:
+            raise ValueError(f"{index}:{line_no}: unknown task {cond.task!r}")
+        if split is None or cond.split == split:
+            rows.append(cond)
+    return rows
+
+
+def load_condition_tensors(cond: Condition, resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load ``(image [1,3,H,W] in [0,1], mask [1,1,H,W] in {0,1})`` for one condition.
+
+    The mask must have the source's size. Without ``resolution`` the size must be a multiple of 16
+    (FLUX packs 2x2 latents of an 8x VAE; the stock pipeline would silently resize instead). With a
+    ``resolution`` both are resized to a square of that size (mask by nearest neighbour).
+    """
+    source = Image.open(cond.source).convert("RGB")
+    mask = Image.open(cond.mask).convert("L")
+    if source.size != mask.size:
+        raise ValueError(
+            f"condition {cond.id}: mask size {mask.size[0]}x{mask.size[1]} differs from "
+            f"image size {source.size[0]}x{source.size[1]}"
+        )
+    if resolution is not None:
+        source = source.resize((resolution, resolution), Image.BICUBIC)
+        mask = mask.resize((resolution, resolution), Image.NEAREST)
+    w, h = source.size
+    if w % 16 or h % 16:
+        raise ValueError(f"condition {cond.id}: image size {w}x{h} is not a multiple of 16")
+    image = torch.from_numpy(np.asarray(source, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    mask_t = torch.from_numpy((np.asarray(mask) > 127).astype(np.float32))[None, None]
+    return image, mask_t
+
+
+def check_mask_matches(images: torch.Tensor, masks: torch.Tensor) -> None:
+    """Validate tensor inputs: same spatial size, multiples of 16."""
+    if images.shape[-2:] != masks.shape[-2:]:
+        raise ValueError(
+            f"mask size {tuple(masks.shape[-2:])} differs from image size {tuple(images.shape[-2:])}"
+        )
+    h, w = images.shape[-2:]
+    if h % 16 or w % 16:
+        raise ValueError(f"image size {w}x{h} is not a multiple of 16")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensors that travel together
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class PromptEmbeds:
+    """T5 sequence embeddings, CLIP pooled embeddings and the (2-D) text position ids."""
+
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor
+
+    @staticmethod
+    def stack(items: Sequence[PromptEmbeds]) -> PromptEmbeds:
+        return PromptEmbeds(
+            torch.cat([e.prompt_embeds for e in items]),
+            torch.cat([e.pooled for e in items]),
+            items[0].text_ids,
+        )
+
+
+@dataclass
+class FillInputs:
+    """Per-batch conditioning: packed masked-image latents ⊕ packed mask, image ids, pixel size."""
+
+    cond: torch.Tensor
+    img_ids: torch.Tensor
+    height: int
+    width: int
+
+
+@dataclass
+class Schedule:
+    """The shifted flow-matching schedule: N model timesteps and N+1 sigmas ending at 0."""
+
+    timesteps: torch.Tensor
+    sigmas: torch.Tensor
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+
+def fill_in_channels(latent_channels: int, vae_scale_factor: int) -> int:
+    """Transformer input width of a Fill model: noisy + masked-image latents (4C each) + mask (4s²)."""
+    return 8 * latent_channels + 4 * vae_scale_factor**2
+
+
+def check_fill_architecture(transformer_config, vae_config, name: str = "base policy") -> None:
+    """Raise a clear ``ValueError`` unless the transformer is a FLUX *Fill* transformer for this VAE."""
+    c_lat = vae_config["latent_channels"]
+    s = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    expected = fill_in_channels(c_lat, s)
+    got = transformer_config["in_channels"]
+    out = transformer_config.get("out_channels") or got
+    if got != expected or out != 4 * c_lat:
+        raise ValueError(
+            f"{name} is not a FLUX Fill model: its transformer takes {got} input / {out} output channels, "
+            f"but a Fill transformer for this VAE needs in = 8*{c_lat} + 4*{s}^2 = {expected} "
+            f"(noisy latents + masked-image latents + mask) and out = {4 * c_lat}. "
+            "Use a FLUX.1-Fill-dev checkpoint, not FLUX.1-dev."
+        )
+
+
+def predict_x0(latents: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """One-step data prediction of rectified flow: x_t = (1-σ)x0 + σε, v = ε - x0  ⇒  x0 = x_t - σ·v."""
+    return latents - sigma * velocity
+
+
+# ----------------------------------------------------------------------------------------------
+# The policy
+# ----------------------------------------------------------------------------------------------
+class FillPolicy:
+    """A FluxFillPipeline plus the differentiable building blocks RL needs."""
+
+    def __init__(self, pipe, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.pipe = pipe
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._prompt_cache: dict[tuple[str, int], PromptEmbeds] = {}
+        check_fill_architecture(self.transformer.config, self.vae.config)
+
+    # --- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        base: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        weights: str | Path | None = None,
+        load_text_encoders: bool = True,
+    ) -> FillPolicy:
+        """Load a Fill pipeline component by component (local folder or hub id), then optional RL weights.
+
+        Component-wise loading lets a caller replace pieces and fails on a non-Fill transformer
+        *before* the multi-GB text encoders are read.
+        """
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            FluxFillPipeline,
+            FluxTransformer2DModel,
+        )
+        from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+        root = str(base)
+        try:
+            tr_config = FluxTransformer2DModel.load_config(root, subfolder="transformer")
+            vae_config = AutoencoderKL.load_config(root, subfolder="vae")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read a FLUX pipeline at {root!r}: {exc}") from exc
+        check_fill_architecture(tr_config, vae_config, name=f"base policy {root!r}")
+        parts: dict = {
+            "scheduler": FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler"),
+            "vae": AutoencoderKL.from_pretrained(root, subfolder="vae", dtype=dtype),
+            "transformer": FluxTransformer2DModel.from_pretrained(root, subfolder="transformer", dtype=dtype),
+            "text_encoder": None,
+            "tokenizer": None,
+            "text_encoder_2": None,
+            "tokenizer_2": None,
+        }
+        if load_text_encoders:
+            parts["tokenizer"] = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+            parts["tokenizer_2"] = T5TokenizerFast.from_pretrained(root, subfolder="tokenizer_2")
+            parts["text_encoder"] = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype)
+            parts["text_encoder_2"] = T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", dtype=dtype)
+        pipe = FluxFillPipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        for module in (pipe.vae, pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+            if module is not None:
+                module.requires_grad_(False)
+                module.eval()
+        pipe.to(device)
+        policy = cls(pipe, device=device, dtype=dtype)
+        if weights is not None:
+            policy.load_weights(weights)
+        return policy
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+    # --- LoRA and saved weights ----------------------------------------------------------------
+    def add_lora(self, rank: int, alpha: float, targets: Sequence[str]) -> None:
+        """Attach a trainable LoRA adapter named ``default`` to the transformer (peft)."""
+        from peft import LoraConfig
+
+        self.transformer.add_adapter(
+            LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets))
+        )
+
+    @property
+    def has_lora(self) -> bool:
+        return bool(getattr(self.transformer, "_hf_peft_config_loaded", False))
+
+    def load_weights(self, weights_dir: str | Path) -> dict:
+        """Load RL weights written by ``save_policy_weights`` (a ``final/`` or ``checkpoints/step-N/``)."""
+        from safetensors.torch import load_file
+
+        folder = Path(weights_dir)
+        meta_path = folder / POLICY_FILE
+        if not meta_path.is_file():
+            raise ValueError(f"{folder} has no {POLICY_FILE}: not a policy weights folder")
+        meta = json.loads(meta_path.read_text())
+        if meta["kind"] == "lora" and not self.has_lora:
+            self.add_lora(meta["lora"]["rank"], meta["lora"]["alpha"], meta["lora"]["targets"])
+        state = load_file(str(folder / WEIGHTS_FILE), device=str(self.device))
+        own = dict(self.transformer.named_parameters())
+        unknown = sorted(set(state) - set(own))
+        if unknown:
+            raise ValueError(f"{folder}: {len(unknown)} weights do not match this base model, e.g. {unknown[0]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                own[name].copy_(value.to(own[name].dtype))
+        return meta
+
+    # --- prompts -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str], max_sequence_length: int = 512) -> PromptEmbeds:
+        """Encode prompts with the pipeline's ``encode_prompt``; each distinct prompt is encoded once."""
+        items = []
+        for prompt in prompts:
+            key = (prompt, max_sequence_length)
+            if key not in self._prompt_cache:
+                if self.pipe.text_encoder is None:
+                    raise ValueError(f"prompt {prompt!r} is not cached and the text encoders were not loaded")
+                embeds, pooled, text_ids = self.pipe.encode_prompt(
+                    prompt=prompt, prompt_2=None, device=self.device, max_sequence_length=max_sequence_length
+                )
+                self._prompt_cache[key] = PromptEmbeds(embeds.to(self.dtype), pooled.to(self.dtype), text_ids)
+            items.append(self._prompt_cache[key])
+        return PromptEmbeds.stack(items)
+
+    def cache_prompt_embeds(self, prompt: str, max_sequence_length: int, embeds: PromptEmbeds) -> None:
+        """Register precomputed embeddings (e.g. when the text encoders are not loaded)."""
+        self._prompt_cache[(prompt, max_sequence_length)] = embeds
+
+    # --- conditioning --------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare_inputs(
+        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None = None
+    ) -> FillInputs:
+        """Masked-image latents and packed mask exactly as FluxFillPipeline builds them.
+
+        ``images`` are [B,3,H,W] in [0,1] and ``masks`` [B,1,H,W] (1 = region to edit). The masked
+        image is VAE-encoded by sampling the posterior with ``generator`` like the pipeline does.
+        """
+        check_mask_matches(images, masks)
+        height, width = images.shape[-2:]
+        pipe = self.pipe
+        init = pipe.image_processor.preprocess(images, height=height, width=width).to(torch.float32)
+        mask = pipe.mask_processor.preprocess(masks, height=height, width=width)
+        masked = (init * (1 - mask)).to(device=self.device, dtype=self.dtype)
+        mask_packed, masked_latents = pipe.prepare_mask_latents(
+            mask, masked, images.shape[0], self.latent_channels, 1, height, width, self.dtype, self.device, generator
+        )
+        img_ids = pipe._prepare_latent_image_ids(
+            images.shape[0], height // self.vae_scale_factor // 2, width // self.vae_scale_factor // 2,
+            self.device, self.dtype,
+        )
+        return FillInputs(torch.cat((masked_latents, mask_packed), dim=-1), img_ids, int(height), int(width))
+
+    def initial_noise(self, batch: int, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Packed Gaussian noise [B, seq, 4C] (the σ=1 start of the flow)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        h = 2 * (height // (self.vae_scale_factor * 2))
+        w = 2 * (width // (self.vae_scale_factor * 2))
+        noise = randn_tensor((batch, self.latent_channels, h, w), generator=generator, device=self.device, dtype=self.dtype)
+        return self.pipe._pack_latents(noise, batch, self.latent_channels, h, w)
+
+    def schedule(self, num_steps: int, height: int, width: int) -> Schedule:
+        """The pipeline's schedule: linspace(1, 1/N) sigmas, resolution-dependent shift ``mu``."""
+        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
+
+        seq_len = (height // self.vae_scale_factor // 2) * (width // self.vae_scale_factor // 2)
+        cfg = self.scheduler.config
+        mu = calculate_shift(
+            seq_len,
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
+        sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
+        timesteps, _ = retrieve_timesteps(self.scheduler, num_steps, self.device, sigmas=sigmas, mu=mu)
+        return Schedule(timesteps.clone(), self.scheduler.sigmas.clone().to(self.device))
+
+    # --- the model -----------------------------------------------------------------------------
+    def velocity(
+        self, latents: torch.Tensor, inputs: FillInputs, timestep: torch.Tensor, embeds: PromptEmbeds, guidance: float
+    ) -> torch.Tensor:
+        """One transformer call: v(x_t, t | masked image, mask, prompt). ``timestep`` is on the 0..1000 scale."""
+        batch = latents.shape[0]
+        guidance_t = None
+        if self.transformer.config.guidance_embeds:
+            guidance_t = torch.full([1], guidance, device=self.device, dtype=torch.float32).expand(batch)
+        t = timestep.expand(batch).to(latents.dtype)
+        return self.transformer(
+            hidden_states=torch.cat((latents, inputs.cond), dim=2),
+            timestep=t / 1000,
+            guidance=guidance_t,
+            pooled_projections=embeds.pooled,
+            encoder_hidden_states=embeds.prompt_embeds,
+            txt_ids=embeds.text_ids,
+            img_ids=inputs.img_ids,
+            return_dict=False,
+        )[0]
+
+    def guided_velocity(
+        self,
+        latents: torch.Tensor,
+        inputs: FillInputs,
+        timestep: torch.Tensor,
+        embeds: PromptEmbeds,
+        guidance: float,
+        true_cfg: float = 1.0,
+        negative: PromptEmbeds | None = None,
+    ) -> torch.Tensor:
+        """Velocity with optional true CFG: v_neg + s·(v_pos − v_neg), as FluxPipeline's ``true_cfg_scale``."""
+        v = self.velocity(latents, inputs, timestep, embeds, guidance)
+        if true_cfg > 1.0 and negative is not None:
+            v_neg = self.velocity(latents, inputs, timestep, negative, guidance)
+            v = v_neg + true_cfg * (v - v_neg)
+        return v
+
+    @staticmethod
+    def euler_step(latents: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
+        """``FlowMatchEulerDiscreteScheduler.step`` math (fp32 update, cast back), without its step counter."""
+        return (latents.to(torch.float32) + (sigma_next - sigma) * velocity).to(velocity.dtype)
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        inputs: FillInputs,
+        embeds: PromptEmbeds,
+        schedule: Schedule,
+        stop: int | None = None,
+        guidance: float = 30.0,
+        true_cfg: float = 1.0,
+        negative: PromptEmbeds | None = None,
+    ) -> torch.Tensor:
+        """Run Euler steps 0..stop-1 (all by default) without gradient; returns x at sigma[stop]."""
+        stop = schedule.num_steps if stop is None else stop
+        for i in range(stop):
+            v = self.guided_velocity(latents, inputs, schedule.timesteps[i], embeds, guidance, true_cfg, negative)
+            latents = self.euler_step(latents, v, schedule.sigmas[i], schedule.sigmas[i + 1])
+        return latents
+
+    def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Unpack, unscale and VAE-decode packed latents to images in [0,1] (keeps the autograd graph)."""
+        unpacked = self.pipe._unpack_latents(latents, height, width, self.vae_scale_factor)
+        unpacked = unpacked / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        image = self.vae.decode(unpacked.to(self.vae.dtype), return_dict=False)[0]
+        return (image.float() / 2 + 0.5).clamp(0, 1)
+
+    # --- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        prompts: Sequence[str],
+        seed: int,
+        steps: int = 28,
+        guidance: float = 30.0,
+        true_cfg: float = 1.0,
+        negative_prompt: str = "",
+        max_sequence_length: int = 512,
+        use_pipeline: bool | None = None,
+    ) -> torch.Tensor:
+        """Fill ``masks`` of ``images`` conditioned on ``prompts`` (already task-resolved, see ``policy_prompt``).
+
+        Without true CFG this calls the official ``FluxFillPipeline`` with our noise and cached prompt
+        embeddings; with ``true_cfg > 1`` (not supported by FluxFillPipeline) it runs the same Euler
+        loop itself, combining the positive and negative predictions. Returns [B,3,H,W] in [0,1].
+        """
+        check_mask_matches(images, masks)
+        batch, height, width = images.shape[0], int(images.shape[-2]), int(images.shape[-1])
+        if len(prompts) != batch:
+            raise ValueError(f"got {len(prompts)} prompts for {batch} images")
+        embeds = self.encode_prompts(prompts, max_sequence_length)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = self.initial_noise(batch, height, width, generator)
+        use_pipeline = true_cfg <= 1.0 if use_pipeline is None else use_pipeline
+        if use_pipeline:
+            if true_cfg > 1.0:
+                raise ValueError("FluxFillPipeline has no true CFG; use use_pipeline=False")
+            out = self.pipe(
+                image=images.to(self.device),
+                mask_image=masks.to(self.device),
+                prompt_embeds=embeds.prompt_embeds,
+                pooled_prompt_embeds=embeds.pooled,
+                latents=noise,
+                generator=generator,
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                max_sequence_length=max_sequence_length,
+                output_type="pt",
+            )
+            return out.images.float()
+        # Same generator order as the pipeline: noise first, then the masked-image posterior sample.
+        inputs = self.prepare_inputs(images.to(self.device), masks.to(self.device), generator)
+        negative = self.encode_prompts([negative_prompt] * batch, max_sequence_length) if true_cfg > 1.0 else None
+        schedule = self.schedule(steps, height, width)
+        latents = self.denoise(noise, inputs, embeds, schedule, None, guidance, true_cfg, negative)
+        return self.decode(latents, height, width)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """[3,H,W] in [0,1] → RGB PIL image."""
+    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def save_policy_weights(
+    folder: str | Path,
+    state: dict[str, torch.Tensor],
+    *,
+    base_policy: str,
+    kind: str,
+    lora: dict | None,
+    which: str,
+    step: int,
+) -> Path:
+    """Write ``policy.json`` + ``weights.safetensors`` (trainable tensors by parameter name)."""
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / WEIGHTS_FILE))
+    meta = {"format": 1, "base_policy": base_policy, "kind": kind, "lora": lora, "weights": which, "step": step}
+    (out / POLICY_FILE).write_text(json.dumps(meta, indent=2))
+    return out

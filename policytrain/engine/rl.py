@@ -1,0 +1,503 @@
+"""OneReward RL for a FLUX.1-Fill policy: Algorithm 1 (fixed reference) and 2 (EMA reference).
+
+One training step (DESIGN §5, paper.md §5.2):
+  task ~ task_probs; batch of conditions of that task; two independent noises;
+  reference image = full no-grad denoise (base model: LoRA disabled / frozen copy; Alg. 2: EMA weights);
+  policy image = no-grad denoise to k ∈ [t1·N, t2·N], one grad-enabled step, x0 = x_k − σ_k·v, decode;
+  loss = mean over the task's criteria of max(0, λ − reward(policy first, reference second)); no KL.
+Then AdamW, an EMA update, metrics, checkpoints and sample grids. Runs under torchrun (rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import TASK_CRITERIA, RLConfig
+from .onestep import one_step_images, sample_grad_step
+from .pipeline import (
+    Condition,
+    FillPolicy,
+    load_condition_tensors,
+    load_conditions,
+    save_policy_weights,
+    tensor_to_pil,
+)
+
+RewardFn = Callable[[torch.Tensor, torch.Tensor, str, str, list[str]], torch.Tensor]
+ProgressFn = Callable[[dict], None]
+
+
+class RunCancelled(Exception):
+    """Raised by ``train`` after ``should_stop()`` returned True and a checkpoint was written."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reward
+# ----------------------------------------------------------------------------------------------
+def read_reward_criteria(reward_model_dir: str | Path) -> dict[str, list[str]]:
+    """The ``tasks`` map of the reward model's ``onereward.json``: {task: [criteria]}."""
+    path = Path(reward_model_dir) / "onereward.json"
+    if not path.is_file():
+        raise ValueError(f"reward model {reward_model_dir} has no onereward.json (not a trained OneReward model)")
+    tasks = json.loads(path.read_text()).get("tasks")
+    if not isinstance(tasks, dict):
+        raise ValueError(f"{path}: missing 'tasks' map")
+    return {task: list(criteria) for task, criteria in tasks.items()}
+
+
+def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """Criteria scored per task; every task with nonzero probability must be covered by the reward model."""
+    active = [task for task, prob in config.task_probs.items() if prob > 0]
+    if reward_criteria is None:
+        return {task: list(TASK_CRITERIA[task]) for task in active}
+    missing = [task for task in active if not reward_criteria.get(task)]
+    if missing:
+        raise ValueError(
+            f"reward model {config.reward_model} has no criteria for task(s) {', '.join(missing)} "
+            f"(it covers {sorted(t for t, c in reward_criteria.items() if c) or 'nothing'}); "
+            "set their task_probs to 0 or use a reward model trained on them"
+        )
+    return {task: list(reward_criteria[task]) for task in active}
+
+
+def load_reward_fn(config: RLConfig, device: torch.device) -> RewardFn:
+    """Wrap ``RewardScorer.differentiable`` (frozen, differentiable) as a ``RewardFn``."""
+    from rewardtrain.engine.scorer import RewardScorer
+
+    scorer = RewardScorer.from_pretrained(config.reward_model, device=str(device))
+    want_log_odds = config.reward == "log_odds"
+
+    def reward(first, second, task, criterion, prompts):
+        return scorer.differentiable(first, second, task, criterion, prompts, return_log_odds=want_log_odds)
+
+    return reward
+
+
+def criterion_applies(criterion: str, user_prompt: str) -> bool:
+    """Text alignment is only scored when the user gave a prompt (prompt-less extend has none)."""
+    return criterion != "text_alignment" or bool(user_prompt.strip())
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainable weights, EMA and the reference model
+# ----------------------------------------------------------------------------------------------
+def ema_update(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], decay: float) -> None:
+    """ema ← τ·ema + (1−τ)·θ, in place."""
+    with torch.no_grad():
+        for name, param in params.items():
+            ema[name].mul_(decay).add_(param.detach().to(ema[name].dtype), alpha=1.0 - decay)
+
+
+@contextmanager
+def swapped_weights(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily copy ``values`` into ``params`` (used to run the EMA model with the policy's memory)."""
+    backup = {name: p.detach().clone() for name, p in params.items()}
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(values[name])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(backup[name])
+
+
+@dataclass
+class TrainState:
+    """Everything a step mutates, and what a checkpoint stores."""
+
+    config: RLConfig
+    policy: FillPolicy
+    params: dict[str, torch.nn.Parameter]
+    ema: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    frozen_reference: torch.nn.Module | None = None
+    step: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """Make ``policy.transformer`` act as the reference model for the duration of the block."""
+        cfg = self.config
+        if cfg.algorithm == 2:
+            with swapped_weights(self.params, self.ema):
+                yield self.policy.transformer
+        elif self.frozen_reference is not None:
+            pipe = self.policy.pipe
+            live = pipe.transformer
+            pipe.transformer = self.frozen_reference
+            try:
+                yield self.frozen_reference
+            finally:
+                pipe.transformer = live
+        else:
+            # LoRA: the base model is the same module with adapters off (no second 12B copy).
+            self.policy.transformer.disable_adapters()
+            try:
+                yield self.policy.transformer
+            finally:
+                self.policy.transformer.enable_adapters()
+                for p in self.params.values():
+                    p.requires_grad_(True)
+
+
+def setup_trainable(policy: FillPolicy, config: RLConfig) -> dict[str, torch.nn.Parameter]:
+    """Add LoRA (seeded) or unfreeze the transformer; trainable params are kept in fp32."""
+    if config.full_finetune:
+        policy.transformer.requires_grad_(True)
+    else:
+        torch.manual_seed(config.seed)
+        policy.add_lora(config.lora_rank, config.lora_alpha, config.lora_targets)
+    params = {n: p for n, p in policy.transformer.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError(f"no trainable parameters: lora_targets {list(config.lora_targets)} matched no module")
+    for p in params.values():
+        p.data = p.data.float()
+    return params
+
+
+def reference_rollout(state: TrainState, noise, inputs, embeds, negative, schedule) -> torch.Tensor:
+    """Fully denoise the reference sample (no grad) and decode it to [0,1] images."""
+    cfg = state.config
+    with torch.no_grad(), state.reference():
+        latents = state.policy.denoise(
+            noise, inputs, embeds, schedule, None, cfg.guidance, cfg.reference_true_cfg, negative
+        )
+        return state.policy.decode(latents, inputs.height, inputs.width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers (torchrun): rank 0 writes, gradients are averaged by all-reduce.
+# ----------------------------------------------------------------------------------------------
+def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
+    if device_pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda and world > 1 else ("cuda" if use_cuda else "cpu"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def _all_reduce_grads(params: dict[str, torch.nn.Parameter], world: int) -> None:
+    if world <= 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params.values(), grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def _broadcast_params(params: dict[str, torch.nn.Parameter], world: int) -> None:
+    if world > 1:
+        for p in params.values():
+            torch.distributed.broadcast(p.data, src=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+def _weights_meta(config: RLConfig) -> tuple[str, dict | None]:
+    if config.full_finetune:
+        return "full", None
+    return "lora", {"rank": config.lora_rank, "alpha": config.lora_alpha, "targets": list(config.lora_targets)}
+
+
+def save_checkpoint(state: TrainState, folder: Path) -> Path:
+    """Policy weights (loadable by FillPolicy) + EMA + optimizer + RNG + step, for exact resume."""
+    from safetensors.torch import save_file
+
+    kind, lora = _weights_meta(state.config)
+    save_policy_weights(
+        folder, dict(state.params), base_policy=state.config.base_policy, kind=kind, lora=lora, which="policy",
+        step=state.step,
+    )
+    save_file({k: v.contiguous().cpu() for k, v in state.ema.items()}, str(folder / "ema.safetensors"))
+    torch.save(state.optimizer.state_dict(), folder / "optimizer.pt")
+    rng = {"generator": state.generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, folder / "rng.pt")
+    (folder / "state.json").write_text(json.dumps({"step": state.step}))
+    return folder
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    candidates = []
+    for path in (output_dir / "checkpoints").glob("step-*"):
+        if (path / "state.json").is_file():
+            candidates.append((int(path.name.split("-")[1]), path))
+    return max(candidates)[1] if candidates else None
+
+
+def load_checkpoint(state: TrainState, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "weights.safetensors"))
+    ema = load_file(str(folder / "ema.safetensors"))
+    if set(weights) != set(state.params):
+        raise ValueError(f"checkpoint {folder} does not match the configured trainable weights")
+    with torch.no_grad():
+        for name, p in state.params.items():
+            p.copy_(weights[name])
+            state.ema[name].copy_(ema[name])
+    state.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=state.policy.device))
+    rng = torch.load(folder / "rng.pt", weights_only=False)
+    state.generator.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state.step = json.loads((folder / "state.json").read_text())["step"]
+
+
+def save_final(state: TrainState, folder: Path) -> Path:
+    """Deployable weights (EMA or policy), loadable as ``FillPolicy.from_pretrained(base, weights=final)``.
+
+    LoRA runs also get ``pytorch_lora_weights.safetensors`` so a stock ``FluxFillPipeline.load_lora_weights``
+    can use them; full fine-tunes get a ``transformer/`` folder.
+    """
+    cfg = state.config
+    kind, lora = _weights_meta(cfg)
+    deploy = state.ema if cfg.deploy_weights == "ema" else {k: v.detach() for k, v in state.params.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    with swapped_weights(state.params, deploy):
+        if kind == "lora":
+            from diffusers import FluxFillPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(state.policy.transformer))
+            FluxFillPipeline.save_lora_weights(folder, transformer_lora_layers=layers)
+            save_policy_weights(
+                folder, dict(deploy), base_policy=cfg.base_policy, kind=kind, lora=lora, which=cfg.deploy_weights,
+                step=state.step,
+            )
+        else:
+            state.policy.transformer.save_pretrained(folder / "transformer")
+            meta = {"format": 1, "base_policy": cfg.base_policy, "kind": "full", "lora": None,
+                    "weights": cfg.deploy_weights, "step": state.step}
+            (folder / "policy.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def save_sample_grid(path: Path, sources, masks, references, policies, rows: int = 4) -> None:
+    """PNG grid, one row per sample: source | mask | reference | policy (one-step x0)."""
+    from PIL import Image
+
+    n = min(rows, sources.shape[0])
+    h, w = sources.shape[-2:]
+    grid = Image.new("RGB", (4 * w, n * h))
+    for i in range(n):
+        tiles = [sources[i], masks[i].expand(3, -1, -1), references[i], policies[i]]
+        for j, tile in enumerate(tiles):
+            grid.paste(tensor_to_pil(tile), (j * w, i * h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+def _resolve_dtype(config: RLConfig, device: torch.device) -> tuple[torch.dtype, bool]:
+    if config.mixed_precision == "bf16" and device.type != "cuda":
+        raise ValueError("mixed_precision 'bf16' needs a CUDA device; use 'auto' or 'no' on CPU")
+    use_bf16 = device.type == "cuda" and config.mixed_precision in ("auto", "bf16")
+    # Full fine-tuning keeps fp32 master weights (autocast computes in bf16); LoRA keeps the frozen base in bf16.
+    weight_dtype = torch.bfloat16 if use_bf16 and not config.full_finetune else torch.float32
+    return weight_dtype, use_bf16
+
+
+def _load_batch(conds: list[Condition], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [load_condition_tensors(c, resolution) for c in conds]
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
+def train(
+    config: RLConfig,
+    reward_fn: RewardFn | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Run OneReward RL as configured and return the ``result.json`` content.
+
+    ``reward_fn(first, second, task, criterion, prompts) -> Tensor[B]`` overrides the reward model
+    (toy rewards in tests); otherwise ``config.reward_model`` is loaded through ``RewardScorer``.
+    """
+    started = time.time()
+    rank, world, device = _dist_setup(config.device)
+    is_main = rank == 0
+    out = Path(config.output_dir)
+    weight_dtype, use_bf16 = _resolve_dtype(config, device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    # --- data and reward: validate before loading the (big) policy -------------------------------
+    conditions = load_conditions(config.conditions_dir, config.conditions_split)
+    by_task: dict[str, list[Condition]] = defaultdict(list)
+    for cond in conditions:
+        by_task[cond.task].append(cond)
+    tasks = [t for t, p in config.task_probs.items() if p > 0]
+    empty = [t for t in tasks if not by_task[t]]
+    if empty:
+        split = f" (split {config.conditions_split!r})" if config.conditions_split else ""
+        raise ValueError(f"conditions folder {config.conditions_dir}{split} has no conditions for task(s) {', '.join(empty)}")
+    reward_criteria = read_reward_criteria(config.reward_model) if config.reward_model else None
+    criteria = resolve_task_criteria(config, reward_criteria)
+    if reward_fn is None:
+        if not config.reward_model:
+            raise ValueError("reward_model is required (or pass reward_fn)")
+        reward_fn = load_reward_fn(config, device)
+
+    # --- policy, trainable weights, reference --------------------------------------------------
+    policy = FillPolicy.from_pretrained(config.base_policy, device=device, dtype=weight_dtype)
+    params = setup_trainable(policy, config)
+    if config.gradient_checkpointing:
+        policy.transformer.enable_gradient_checkpointing()
+        policy.vae.enable_gradient_checkpointing()
+    frozen_reference = None
+    if config.full_finetune and config.algorithm == 1:
+        frozen_reference = copy.deepcopy(policy.transformer).requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        list(params.values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+    )
+    state = TrainState(
+        config=config,
+        policy=policy,
+        params=params,
+        ema={n: p.detach().clone().float() for n, p in params.items()},
+        optimizer=optimizer,
+        generator=torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + rank),
+        frozen_reference=frozen_reference,
+    )
+    resume_from = None
+    if config.resume:
+        resume_from = Path(config.resume) if isinstance(config.resume, str) else latest_checkpoint(out)
+        if resume_from is not None:
+            load_checkpoint(state, resume_from)
+    _broadcast_params(params, world)
+
+    # Prompts are fixed per condition: encode each once, then the text encoders are not needed.
+    for cond in conditions:
+        policy.encode_prompts([cond.policy_prompt], config.max_sequence_length)
+    negative = None
+    if config.reference_true_cfg > 1.0:
+        negative = policy.encode_prompts([config.negative_prompt] * config.batch_size, config.max_sequence_length)
+    res = config.resolution
+    ref_schedule = policy.schedule(config.reference_steps, res, res)
+    pol_schedule = policy.schedule(config.policy_steps, res, res)
+    task_probs = torch.tensor([config.task_probs[t] for t in tasks], dtype=torch.float64)
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    metrics_file = out / "metrics.jsonl"
+    window: dict[str, list[float]] = defaultdict(list)
+    window_start = time.time()
+    last_row: dict = {}
+
+    while state.step < config.max_steps:
+        if should_stop is not None and should_stop():
+            if is_main:
+                save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
+            raise RunCancelled(f"cancelled at step {state.step}")
+        gen = state.generator
+        task = tasks[int(torch.multinomial(task_probs, 1, generator=gen).item())]
+        pool = by_task[task]
+        picks = torch.randint(len(pool), (config.batch_size,), generator=gen).tolist()
+        conds = [pool[i] for i in picks]
+        images, masks = _load_batch(conds, res)
+        user_prompts = [c.prompt for c in conds]
+        embeds = policy.encode_prompts([c.policy_prompt for c in conds], config.max_sequence_length)
+        inputs = policy.prepare_inputs(images.to(device), masks.to(device), gen)
+        noise_ref = policy.initial_noise(config.batch_size, res, res, gen)
+        noise_pol = policy.initial_noise(config.batch_size, res, res, gen)
+        k = sample_grad_step(gen, config.policy_steps, config.t_range)
+
+        with autocast():
+            ref_images = reference_rollout(state, noise_ref, inputs, embeds, negative, ref_schedule)
+            pol = one_step_images(policy, inputs, embeds, noise_pol, pol_schedule, k, config.guidance)
+
+        # Hinge per (sample, criterion); each sample averages over the criteria that apply to it.
+        hinge_sum = torch.zeros(config.batch_size, device=device)
+        counts = torch.zeros(config.batch_size, device=device)
+        step_rewards: dict[str, tuple[float, float]] = {}
+        for criterion in criteria[task]:
+            idx = [i for i, p in enumerate(user_prompts) if criterion_applies(criterion, p)]
+            if not idx:
+                continue
+            sel = torch.tensor(idx, device=device)
+            with autocast():
+                reward = reward_fn(
+                    pol.images[sel], ref_images[sel], task, criterion, [user_prompts[i] for i in idx]
+                ).float()
+            hinge = F.relu(config.hinge_ceiling - reward)
+            hinge_sum = hinge_sum.index_add(0, sel, hinge)
+            counts = counts.index_add(0, sel, torch.ones_like(hinge))
+            step_rewards[criterion] = (reward.detach().mean().item(), (hinge.detach() > 0).float().mean().item())
+        loss = (hinge_sum / counts.clamp(min=1))[counts > 0].mean()
+        loss.backward()
+        _all_reduce_grads(params, world)
+        grads = [p.grad for p in params.values() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+        if config.grad_clip > 0 and grads:
+            torch.nn.utils.clip_grads_with_norm_(list(params.values()), config.grad_clip, torch.tensor(grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(state.ema, params, config.ema_decay)
+        state.step += 1
+
+        # --- bookkeeping ---------------------------------------------------------------------
+        window["loss"].append(loss.item())
+        window["grad_norm"].append(grad_norm)
+        for criterion, (mean_reward, active) in step_rewards.items():
+            window[f"reward/{task}/{criterion}"].append(mean_reward)
+            window[f"hinge_active/{task}/{criterion}"].append(active)
+        event = {"step": state.step, "total_steps": config.max_steps, "kind": "train", "task": task,
+                 "loss": loss.item(), "grad_norm": grad_norm, "k": k}
+        if progress is not None and is_main:
+            progress(event)
+        if is_main and config.log_every and (state.step % config.log_every == 0 or state.step == config.max_steps):
+            elapsed = time.time() - window_start
+            last_row = {"step": state.step, "kind": "train", "lr": config.learning_rate,
+                        "steps_per_s": len(window["loss"]) / max(elapsed, 1e-9)}
+            last_row.update({key: sum(vals) / len(vals) for key, vals in window.items()})
+            with metrics_file.open("a") as fh:
+                fh.write(json.dumps(last_row) + "\n")
+            window.clear()
+            window_start = time.time()
+        if is_main and config.sample_grid_every and state.step % config.sample_grid_every == 0:
+            save_sample_grid(out / "samples" / f"step-{state.step:06d}.png", images, masks, ref_images.detach(),
+                             pol.images.detach())
+        if is_main and config.save_every and state.step % config.save_every == 0:
+            save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
+
+    result = {"status": "completed", "steps": state.step, "algorithm": config.algorithm,
+              "deploy_weights": config.deploy_weights, "final_dir": "final",
+              "resumed_from": str(resume_from) if resume_from else None,
+              "last_metrics": last_row, "elapsed_s": time.time() - started, "world_size": world}
+    if is_main:
+        save_final(state, out / "final")
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+    if world > 1:
+        torch.distributed.barrier()
+    return result

@@ -1,0 +1,178 @@
+"""Build a tiny FLUX.1-Fill-architecture pipeline from scratch (no downloads).
+
+The tiny model keeps the real Fill channel arithmetic (latent channels 16, VAE scale factor 8, so the
+transformer takes 8*16 + 4*8*8 = 384 channels and predicts 64), which means every packing and
+conditioning code path is the one a real FLUX.1-Fill-dev folder exercises. Sizes follow
+/work/shared/research/feasibility.md section 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Small synthetic corpus: the tokenizers only need to cover the words tests and fixed prompts use.
+_WORDS = (
+    "a photo of red blue green yellow white black cat dog tree house sky sea car person object "
+    "remove the specified high-definition perfect composition fill extend image with in on under "
+    "bright dark small large mountain river flower table chair window door road city night day"
+).split()
+
+
+def _corpus() -> list[str]:
+    lines = [" ".join(_WORDS[i : i + 6]) for i in range(0, len(_WORDS), 3)]
+    lines += ["remove the specified object", "high-definition, perfect composition", "a red cat", "a blue sky"]
+    return lines * 4
+
+
+def _clip_tokenizer():
+    """Train a tiny CLIP-style BPE (``</w>`` suffix, lowercase) and wrap it as ``CLIPTokenizer``."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=None))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        end_of_word_suffix="</w>",
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    model = tok.model
+    vocab = tok.get_vocab()
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in _bpe_merges(model, tok)]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _bpe_merges(model, tok) -> list:
+    """Read the merges of a trained BPE model (``tokenizers`` exposes them only through its JSON)."""
+    import json
+
+    return json.loads(tok.to_str())["model"]["merges"]
+
+
+def _t5_tokenizer():
+    """Train a tiny Unigram tokenizer with T5's special ids (<pad>=0, </s>=1, <unk>=2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False  # noqa: S106 - a token, not a password
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    import json
+
+    vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_fill_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
+    """Build, save and return the folder of a randomly initialised tiny ``FluxFillPipeline``.
+
+    The folder has the hub layout (``transformer/``, ``vae/``, ``text_encoder/`` ...), so it loads
+    exactly like a real FLUX.1-Fill-dev folder.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxFillPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _clip_tokenizer()
+    tokenizer_2 = _t5_tokenizer()
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=8,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=384,
+        out_channels=64,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vocab = tokenizer.get_vocab()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    )
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = FluxFillPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(out)
+    return out

@@ -1,0 +1,205 @@
+"""Run configuration for reward-model training (`RewardTrainConfig`).
+
+Defaults are LoRA settings chosen for a 7B Qwen2.5-VL on one GPU. The paper (§5.1) only states
+full fine-tuning with batch 16 and lr 1e-6; LoRA needs a much larger learning rate (1e-4) because
+only the low-rank adapters move. Every field is validated in `__post_init__` so a bad config fails
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: LoRA targets: language-model attention (q/k/v/o), the vision tower's fused `qkv` and output
+#: `attn.proj` (Qwen2.5-VL vision attention has no separate q/k/v), and `lm_head`. lm_head is
+#: included because without it the Yes/No logits stay bounded (feasibility P6) and the loss
+#: plateaus far from zero on tiny models; on real models it lets the answer head adapt cheaply.
+DEFAULT_LORA_TARGETS = (
+    r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj)|visual.*\.(qkv|attn\.proj)|lm_head)"
+)
+
+_DTYPES = ("float32", "bfloat16", "float16")
+_SCHEDULERS = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    """Everything a reward-model training run needs; stored as `config.json` in the run folder.
+
+    Attributes:
+        base_model: local folder (or hub id, only when the user configures one) of a
+            Qwen2.5-VL-architecture checkpoint.
+        snapshot_dir: dataset snapshot folder (docs/engine-contracts.md).
+        output_dir: run folder that receives config.json, metrics.jsonl, checkpoints/, final/,
+            result.json.
+        lora: train LoRA adapters (default True). Mutually exclusive with `full_finetune`.
+        lora_r / lora_alpha / lora_dropout: adapter rank (16), scale numerator (32), dropout (0.05).
+        lora_target_modules: regex over module names (peft full-match); see DEFAULT_LORA_TARGETS.
+        full_finetune: train every weight (paper setting; use lr ~1e-6).
+        lr: peak AdamW learning rate (1e-4, a LoRA default).
+        batch_size: GLOBAL number of preference pairs per optimizer step (16, as the paper); each
+            pair is trained in both orders, so the model sees 2x as many sequences. Under torchrun
+            each of N processes takes batch_size / N pairs.
+        max_steps: optimizer steps; if 0, derived from `epochs`.
+        epochs: passes over the training pairs when max_steps is 0 (default 1.0).
+        warmup_steps: linear warm-up steps (default 0).
+        lr_scheduler: "cosine" (default), "linear" decay or "constant" after warm-up.
+        weight_decay: AdamW decoupled weight decay (0.0).
+        max_grad_norm: gradient clipping norm; 0 disables (1.0).
+        seed: seeds Python, NumPy and torch and the data order (0).
+        min_pixels / max_pixels: image token budget in pixels (not edge lengths), applied to
+            training, evaluation and the scorer alike. Defaults 3136 and 401408 (= 512 tokens).
+        gradient_checkpointing: recompute activations in backward (True; needed at 7B scale).
+        eval_every / save_every / log_every: step intervals (0 disables eval/saves before the end).
+        keep_checkpoints: how many step checkpoints to keep (newest first; 2).
+        resume: continue from the newest checkpoint in output_dir/checkpoints if there is one.
+        device: "cpu", "cuda", "cuda:1", ... or "auto" (cuda if available, else cpu).
+        dtype: model weight dtype: "float32" (default), "bfloat16" or "float16".
+        eval_batch_size: pairs per evaluation batch (16).
+    """
+
+    base_model: str
+    snapshot_dir: str
+    output_dir: str
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = DEFAULT_LORA_TARGETS
+    full_finetune: bool = False
+    lr: float = 1e-4
+    batch_size: int = 16
+    max_steps: int = 0
+    epochs: float = 1.0
+    warmup_steps: int = 0
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    min_pixels: int = 56 * 56
+    max_pixels: int = 512 * 28 * 28
+    gradient_checkpointing: bool = True
+    eval_every: int = 0
+    save_every: int = 100
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    resume: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+    eval_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("base_model", "snapshot_dir", "output_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                errors.append(f"{name} must be a non-empty string")
+        if self.lora == self.full_finetune:
+            errors.append("exactly one of lora and full_finetune must be true")
+        if self.lora_r < 1:
+            errors.append("lora_r must be >= 1")
+        if self.lora_alpha <= 0:
+            errors.append("lora_alpha must be > 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            errors.append("lora_dropout must be in [0, 1)")
+        if not self.lr > 0:
+            errors.append("lr must be > 0")
+        if self.batch_size < 1:
+            errors.append("batch_size must be >= 1")
+        if self.max_steps < 0:
+            errors.append("max_steps must be >= 0")
+        if self.max_steps == 0 and not self.epochs > 0:
+            errors.append("epochs must be > 0 when max_steps is 0")
+        if self.warmup_steps < 0:
+            errors.append("warmup_steps must be >= 0")
+        if self.lr_scheduler not in _SCHEDULERS:
+            errors.append(f"lr_scheduler must be one of {', '.join(_SCHEDULERS)}")
+        if self.weight_decay < 0:
+            errors.append("weight_decay must be >= 0")
+        if self.max_grad_norm < 0:
+            errors.append("max_grad_norm must be >= 0")
+        if self.min_pixels < 28 * 28:
+            errors.append("min_pixels must be >= 784 (one 28x28 merged patch)")
+        if self.max_pixels < self.min_pixels:
+            errors.append("max_pixels must be >= min_pixels")
+        for name in ("eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name} must be >= 0")
+        if self.log_every < 1:
+            errors.append("log_every must be >= 1")
+        if self.keep_checkpoints < 1:
+            errors.append("keep_checkpoints must be >= 1")
+        if self.dtype not in _DTYPES:
+            errors.append(f"dtype must be one of {', '.join(_DTYPES)}")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            errors.append("device must be 'auto', 'cpu' or 'cuda[:N]'")
+        if self.eval_batch_size < 1:
+            errors.append("eval_batch_size must be >= 1")
+        if errors:
+            raise ValueError("invalid RewardTrainConfig: " + "; ".join(errors))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardTrainConfig:
+        """Build a config from a plain dict, rejecting unknown keys with a clear message."""
+        if not isinstance(data, dict):
+            raise ValueError("config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        missing = [n for n in ("base_model", "snapshot_dir", "output_dir") if n not in data]
+        if missing:
+            raise ValueError(f"missing config keys: {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # e.g. a wrong value type that breaks a comparison
+            raise ValueError(f"invalid RewardTrainConfig: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RewardTrainConfig:
+        """Read a config from a JSON file."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ValueError(f"config file not found: {path}") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (round-trips through `from_dict`)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RewardTrainConfig:
+        """Copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def resolved_device(self) -> str:
+        """The concrete torch device string ("auto" becomes cuda when available)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self):
+        """The `torch.dtype` for `dtype`."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse a CLI `key=value` override; the value is read as JSON when it parses, else as a string."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value

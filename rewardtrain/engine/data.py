@@ -1,0 +1,270 @@
+"""Reading dataset snapshots and turning preference pairs into model batches.
+
+A snapshot (docs/engine-contracts.md) holds one row per (winner, loser, criterion) preference.
+Each pair is trained in both orders (paper Eq. 3): (winner, loser) -> "Yes" and
+(loser, winner) -> "No". Both orders of a pair always land in the same batch, so the batch mean
+of the cross-entropy is exactly the Eq. 3 average.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .template import CRITERIA, TASKS, build_messages, validate_task_criterion
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_REQUIRED_FIELDS = ("pair_id", "split", "task", "criterion", "winner", "loser")
+
+
+class SnapshotError(ValueError):
+    """The snapshot folder cannot be used for training or evaluation (message says why)."""
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One preference: `winner` beat `loser` on `criterion` of `task` (image paths are absolute)."""
+
+    pair_id: str
+    split: str
+    task: str
+    criterion: str
+    prompt: str
+    winner: Path
+    loser: Path
+    sample_id: str = ""
+    votes: int = 0
+    agreement: float = 1.0
+
+
+def load_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
+    """Return manifest.json as a dict ({} when the snapshot has none)."""
+    path = Path(snapshot_dir) / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _raw_rows(snapshot: Path) -> list[dict[str, Any]]:
+    jsonl = snapshot / "pairs.jsonl"
+    parquet = snapshot / "pairs.parquet"
+    if jsonl.exists():
+        rows = []
+        for lineno, line in enumerate(jsonl.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SnapshotError(f"{jsonl}:{lineno} is not valid JSON: {exc}") from exc
+        return rows
+    if parquet.exists():
+        import pyarrow.parquet as pq
+
+        return pq.read_table(parquet).to_pylist()
+    raise SnapshotError(f"snapshot {snapshot} has neither pairs.jsonl nor pairs.parquet")
+
+
+def _parse_row(raw: dict[str, Any], snapshot: Path, where: str) -> PairRow:
+    missing = [f for f in _REQUIRED_FIELDS if raw.get(f) in (None, "")]
+    if missing:
+        raise SnapshotError(f"{where}: missing field(s) {', '.join(missing)}")
+    if raw["split"] not in SPLITS:
+        raise SnapshotError(f"{where}: split {raw['split']!r} is not one of {', '.join(SPLITS)}")
+    try:
+        validate_task_criterion(raw["task"], raw["criterion"])
+    except ValueError as exc:
+        raise SnapshotError(f"{where}: {exc}") from exc
+    prompt = raw.get("prompt") or ""
+    if raw["criterion"] == "text_alignment" and not prompt.strip():
+        raise SnapshotError(f"{where}: a text_alignment pair needs a prompt")
+    root = snapshot.resolve()
+    paths = []
+    for key in ("winner", "loser"):
+        path = (root / str(raw[key])).resolve()
+        # Paths are relative to the snapshot; refuse anything that escapes it.
+        if not path.is_relative_to(root):
+            raise SnapshotError(f"{where}: {key} path {raw[key]!r} points outside the snapshot")
+        paths.append(path)
+    return PairRow(
+        pair_id=str(raw["pair_id"]),
+        split=raw["split"],
+        task=raw["task"],
+        criterion=raw["criterion"],
+        prompt=prompt,
+        winner=paths[0],
+        loser=paths[1],
+        sample_id=str(raw.get("sample_id") or ""),
+        votes=int(raw.get("votes") or 0),
+        agreement=float(raw.get("agreement") if raw.get("agreement") is not None else 1.0),
+    )
+
+
+def read_pairs(snapshot_dir: str | Path, split: str | None = None) -> list[PairRow]:
+    """Read and validate every pair of a snapshot (optionally one split).
+
+    Raises SnapshotError for a missing folder, an empty snapshot, malformed rows, or an unknown
+    task/criterion.
+    """
+    snapshot = Path(snapshot_dir)
+    if not snapshot.is_dir():
+        raise SnapshotError(f"snapshot folder not found: {snapshot}")
+    raws = _raw_rows(snapshot)
+    if not raws:
+        raise SnapshotError(f"snapshot {snapshot} is empty: it has no preference pairs")
+    rows = [_parse_row(raw, snapshot, f"{snapshot.name} row {i + 1}") for i, raw in enumerate(raws)]
+    if split is not None:
+        if split not in SPLITS:
+            raise SnapshotError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        rows = [r for r in rows if r.split == split]
+    return rows
+
+
+def check_images(rows: list[PairRow]) -> None:
+    """Fail fast, before training starts, on a missing or undecodable image.
+
+    `Image.open` + `verify()` reads the file header and checks its structure without decoding
+    every pixel, so this stays cheap on large snapshots.
+    """
+    seen: set[Path] = set()
+    for row in rows:
+        for path in (row.winner, row.loser):
+            if path in seen:
+                continue
+            seen.add(path)
+            if not path.exists():
+                raise SnapshotError(f"pair {row.pair_id}: image file not found: {path}")
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise SnapshotError(f"pair {row.pair_id}: unreadable image {path}: {exc}") from exc
+
+
+def load_training_pairs(snapshot_dir: str | Path, split: str = "train") -> list[PairRow]:
+    """The usable training pairs of a snapshot, with clear errors when there are none.
+
+    A pair whose winner and loser are the same image says nothing about preference (its two
+    orders are the same input with opposite labels), so it is dropped; a snapshot with only such
+    pairs has a single effective class and is rejected.
+    """
+    rows = read_pairs(snapshot_dir, split=split)
+    if not rows:
+        raise SnapshotError(f"snapshot {snapshot_dir} has no {split!r} rows")
+    usable = [r for r in rows if r.winner != r.loser]
+    if not usable:
+        raise SnapshotError(
+            f"snapshot {snapshot_dir}: every {split} pair compares an image with itself, so there is only "
+            "one class to learn; the snapshot needs pairs of different images"
+        )
+    if len(usable) < len(rows):
+        logger.warning("dropped %d %s pairs whose winner and loser are the same image", len(rows) - len(usable), split)
+    check_images(usable)
+    return usable
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open an image as RGB, raising SnapshotError (with the path) when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SnapshotError(f"unreadable image {path}: {exc}") from exc
+
+
+def both_orders(rows: list[PairRow]) -> list[tuple[Path, Path, PairRow, int]]:
+    """Expand pairs into ordered examples: all (w, l) -> Yes (1) first, then all (l, w) -> No (0)."""
+    first = [(r.winner, r.loser, r, 1) for r in rows]
+    second = [(r.loser, r.winner, r, 0) for r in rows]
+    return first + second
+
+
+class PairCollator:
+    """Turn a list of pairs into one processor batch covering both orders.
+
+    The processor left-pads (so the answer logit is at position -1 for every row) and returns
+    `mm_token_type_ids`, which Qwen2.5-VL needs for its 3-D M-RoPE positions (feasibility P3);
+    we pass its whole output to the model.
+    """
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def texts_for(self, rows: list[tuple[str, str, str]]) -> list[str]:
+        """Chat-template text (with assistant header) for (task, criterion, prompt) triples."""
+        return [self._text(task, criterion, prompt) for task, criterion, prompt in rows]
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - the collator lives as long as its processor
+    def _text(self, task: str, criterion: str, prompt: str) -> str:
+        return self.processor.apply_chat_template(
+            build_messages(task, criterion, prompt), add_generation_prompt=True, tokenize=False
+        )
+
+    def encode(self, examples: list[tuple[Any, Any, str, str, str]]) -> dict[str, torch.Tensor]:
+        """Encode (first_image, second_image, task, criterion, prompt) examples into model inputs."""
+        texts = self.texts_for([(t, c, p) for _, _, t, c, p in examples])
+        images = []
+        for first, second, *_ in examples:
+            images.append(first if isinstance(first, Image.Image) else load_image(Path(first)))
+            images.append(second if isinstance(second, Image.Image) else load_image(Path(second)))
+        batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return dict(batch)
+
+    def __call__(self, rows: list[PairRow]) -> dict[str, torch.Tensor]:
+        """Model inputs for 2*len(rows) sequences plus `labels` (1 = Yes, 0 = No)."""
+        ordered = both_orders(rows)
+        batch = self.encode([(a, b, r.task, r.criterion, r.prompt) for a, b, r, _ in ordered])
+        batch["labels"] = torch.tensor([label for *_, label in ordered], dtype=torch.float32)
+        return batch
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(num_pairs: int, seed: int, epoch: int) -> tuple[int, ...]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return tuple(torch.randperm(num_pairs, generator=generator).tolist())
+
+
+def global_batch_indices(num_pairs: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Pair indices of the global batch for optimizer step `step` (0-based).
+
+    The data order is a stream of per-epoch permutations seeded by (seed, epoch), and step s takes
+    items [s*B, (s+1)*B) of that stream, wrapping into the next epoch. Because the batch is a pure
+    function of (step, seed), resuming at step s replays exactly the batches an uninterrupted run
+    would have seen, and every batch is full (no ragged last batch that would break the equal
+    shard sizes DDP needs).
+    """
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_pairs)
+        perm = _epoch_permutation(num_pairs, seed, epoch)
+        out.extend(perm[offset : offset + batch_size - len(out)])
+    return out
+
+
+def shard_for_rank(indices: list[int], rank: int, world_size: int) -> list[int]:
+    """Contiguous equal shard of a global batch for one process (DistributedSampler-style).
+
+    With N processes each taking B/N pairs and DDP averaging gradients, the update equals one
+    process on the whole batch of B.
+    """
+    per_rank = len(indices) // world_size
+    return indices[rank * per_rank : (rank + 1) * per_rank]
+
+
+def task_criteria_present(rows: list[PairRow]) -> dict[str, list[str]]:
+    """The task -> criteria present in `rows`, in canonical order."""
+    present = {(r.task, r.criterion) for r in rows}
+    return {t: [c for c in CRITERIA[t] if (t, c) in present] for t in TASKS if any(p[0] == t for p in present)}

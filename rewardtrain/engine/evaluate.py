@@ -1,0 +1,133 @@
+"""Held-out evaluation of a trained reward model in the paper's Table 1 layout.
+
+Definitions (the paper does not say how it computes accuracy, §4.5):
+- `accuracy` (primary): a pair counts as correct when P(Yes | w, l) > P(Yes | l, w), i.e. the
+  model prefers the winner when asked in both orders; equivalently the order-symmetrised score
+  1/2 (P(Yes|w,l) + 1 - P(Yes|l,w)) exceeds 1/2. Exact ties count as half correct. This is
+  immune to a constant position bias.
+- `accuracy_single_order`: P(Yes | w, l) > 0.5 (winner shown first only).
+- `position_consistency`: mean |P(Yes|a,b) + P(Yes|b,a) - 1| over pairs; 0 is perfectly
+  consistent (a lower value is better).
+- `ece`: expected calibration error of P(Yes) over both orders (labels 1 for (w, l), 0 for
+  (l, w)), 10 equal-width bins on [0, 1], weighted by bin size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import load_manifest, read_pairs
+from .scorer import RewardScorer, ScoreRequest
+from .template import CRITERIA, TASKS
+
+#: Paper Table 1 accuracies (%), for side-by-side display only.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "fill": {"text_alignment": 83.77, "consistency": 74.23, "structure": 74.63, "aesthetics": 72.10},
+    "extend": {"text_alignment": 80.36, "consistency": 72.50, "structure": 74.29, "aesthetics": 71.10},
+    "removal": {"removal_quality": 84.93},
+}
+_COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
+_COLUMN_TITLES = ("Text Alignment", "Consistency", "Structure", "Aesthetics", "Removal Quality")
+_ROW_TITLES = {"fill": "Image Fill", "extend": "Image Extend", "removal": "Object Removal"}
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
+    """Binary ECE of P(Yes) against 0/1 labels with equal-width bins."""
+    if probs.numel() == 0:
+        return float("nan")
+    edges = torch.linspace(0, 1, bins + 1)
+    index = torch.clamp(torch.bucketize(probs, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = index == b
+        if sel.any():
+            total += sel.float().mean().item() * abs(probs[sel].mean().item() - labels[sel].float().mean().item())
+    return total
+
+
+def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> dict[str, Any]:
+    """Evaluate an already-loaded scorer on preference rows (see module docstring for metrics)."""
+    requests = []
+    for r in rows:
+        requests.append(ScoreRequest(r.winner, r.loser, r.task, r.criterion, r.prompt))
+        requests.append(ScoreRequest(r.loser, r.winner, r.task, r.criterion, r.prompt))
+    probs = torch.sigmoid(scorer.score_log_odds(requests, batch_size=2 * batch_size)) if requests else torch.zeros(0)
+    p_wl, p_lw = probs[0::2], probs[1::2]
+    correct = (p_wl > p_lw).float() + 0.5 * (p_wl == p_lw).float()
+    single = (p_wl > 0.5).float()
+    accuracy: dict[str, dict[str, float]] = {}
+    single_acc: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for task in TASKS:
+        for criterion in CRITERIA[task]:
+            sel = torch.tensor([r.task == task and r.criterion == criterion for r in rows], dtype=torch.bool)
+            n = int(sel.sum()) if rows else 0
+            if n == 0:
+                continue
+            accuracy.setdefault(task, {})[criterion] = correct[sel].mean().item()
+            single_acc.setdefault(task, {})[criterion] = single[sel].mean().item()
+            counts.setdefault(task, {})[criterion] = n
+    labels = torch.cat([torch.ones_like(p_wl), torch.zeros_like(p_lw)])
+    return {
+        "accuracy": accuracy,
+        "accuracy_single_order": single_acc,
+        "counts": counts,
+        "overall_accuracy": correct.mean().item() if rows else float("nan"),
+        "overall_accuracy_single_order": single.mean().item() if rows else float("nan"),
+        "position_consistency": (p_wl + p_lw - 1).abs().mean().item() if rows else float("nan"),
+        "ece": expected_calibration_error(torch.cat([p_wl, p_lw]), labels),
+        "pairs": len(rows),
+    }
+
+
+def evaluate(
+    model_dir: str | Path,
+    snapshot_dir: str | Path,
+    split: str = "test",
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a trained model folder on one split of a snapshot; see the module docstring.
+
+    Returns accuracy[task][criterion] (fractions), accuracy_single_order, counts,
+    position_consistency, ece, human_ceiling (copied from the manifest), split and pairs.
+    """
+    rows = read_pairs(snapshot_dir, split=split)
+    if not rows:
+        raise ValueError(f"snapshot {snapshot_dir} has no {split!r} pairs to evaluate")
+    scorer = RewardScorer.from_pretrained(model_dir, device=device)
+    report = evaluate_scorer(scorer, rows, batch_size=batch_size)
+    report["split"] = split
+    report["human_ceiling"] = load_manifest(snapshot_dir).get("human_ceiling", {})
+    report["template_version"] = scorer.card.get("template_version")
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Render accuracies in the paper's Table 1 layout: `ours (paper)` in percent, `-` where n/a."""
+    width = 17
+    lines = ["Accuracy (%)".ljust(16) + "".join(t.rjust(width) for t in _COLUMN_TITLES)]
+    for task in TASKS:
+        cells = []
+        for col in _COLUMNS:
+            if col not in CRITERIA[task]:
+                cells.append("-".rjust(width))
+                continue
+            ours = report.get("accuracy", {}).get(task, {}).get(col)
+            paper = PAPER_TABLE1[task][col]
+            text = f"{ours * 100:.2f}" if ours is not None else "n/a"
+            cells.append(f"{text} ({paper:.2f})".rjust(width))
+        lines.append(_ROW_TITLES[task].ljust(16) + "".join(cells))
+    lines.append("ours (paper)")
+    lines.append(
+        f"pairs: {report.get('pairs')}  position consistency |P(a,b)+P(b,a)-1|: "
+        f"{report.get('position_consistency', float('nan')):.4f}  ECE(10 bins): {report.get('ece', float('nan')):.4f}"
+    )
+    ceiling = report.get("human_ceiling") or {}
+    if ceiling:
+        parts = [f"{t}/{c}: {v:.2f}" for t, crits in ceiling.items() for c, v in crits.items()]
+        lines.append("human ceiling: " + ", ".join(parts))
+    return "\n".join(lines)

@@ -1,0 +1,503 @@
+"""Reward-model training loop (LoRA or full fine-tune), resumable and torchrun-ready.
+
+One optimizer step takes a GLOBAL batch of `batch_size` preference pairs (paper: 16), each in
+both orders, and minimises the Yes/No cross-entropy of paper Eq. 3. Under `torchrun` (WORLD_SIZE >
+1) every process takes an equal contiguous shard of the same global batch and DDP averages the
+gradients, so N processes reproduce the 1-process loss curve. Only rank 0 writes files.
+
+Run folder layout (docs/engine-contracts.md): config.json, metrics.jsonl,
+checkpoints/step-<n>/ (adapter or model weights, optimizer, scheduler, RNG states, trainer state
+with the data position), final/ (merged weights + processor + onereward.json), and result.json,
+written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .config import RewardTrainConfig
+from .data import (
+    PairCollator,
+    PairRow,
+    global_batch_indices,
+    load_manifest,
+    load_training_pairs,
+    read_pairs,
+    shard_for_rank,
+    task_criteria_present,
+)
+from .loss import yes_no_cross_entropy
+from .model import forward_log_odds, load_reward_model
+from .processor import save_processor
+from .scorer import MODEL_CARD
+from .template import CRITERIA, TEMPLATE_VERSION
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
+
+
+class RunCancelled(Exception):  # noqa: N818 - the name states the outcome, as callers expect
+    """Training stopped because `should_stop()` returned True; a resumable checkpoint was saved."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"run cancelled at step {step}; resumable checkpoint: {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class DistEnv:
+    """Where this process sits in a (possibly 1-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str) -> DistEnv:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv()
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        initialized_here = True
+    return DistEnv(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        initialized_here=initialized_here,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    # Only tensors, lists and ints so `torch.load(weights_only=True)` can read it back.
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _checkpoint_dirs(output_dir: Path) -> list[tuple[int, Path]]:
+    root = output_dir / "checkpoints"
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            # trainer_state.json is written last, so its presence marks a complete checkpoint.
+            if child.name.startswith("step-") and (child / "trainer_state.json").exists():
+                try:
+                    found.append((int(child.name.split("-", 1)[1]), child))
+                except ValueError:
+                    continue
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    found = _checkpoint_dirs(Path(output_dir))
+    return found[-1][1] if found else None
+
+
+def _gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class _Trainer:
+    """State and steps of one training run; `train()` is the public entry point."""
+
+    def __init__(self, config: RewardTrainConfig, progress: ProgressFn | None, should_stop: StopFn | None):
+        self.config = config
+        self.progress = progress
+        self.should_stop = should_stop
+        self.out = Path(config.output_dir)
+        device = config.resolved_device()
+        self.env = init_distributed(device)
+        if device.startswith("cuda") and self.env.distributed:
+            device = f"cuda:{self.env.local_rank}"
+            torch.cuda.set_device(device)
+        self.device = torch.device(device)
+        if config.batch_size % self.env.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} must be divisible by the number of processes ({self.env.world_size})"
+            )
+
+    # ------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        config = self.config
+        if not config.resume and (
+            (self.out / "result.json").exists() or latest_checkpoint(self.out) is not None
+        ):
+            raise ValueError(f"{self.out} already holds a run; set resume=true or choose a new output_dir")
+        self.rows = load_training_pairs(config.snapshot_dir)
+        self.val_rows = read_pairs(config.snapshot_dir, split="val")
+        self.manifest = load_manifest(config.snapshot_dir)
+        if config.max_steps:
+            self.total_steps = config.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(config.epochs * len(self.rows) / config.batch_size))
+
+        seed_everything(config.seed)  # before LoRA init, so adapters start identical everywhere
+        loaded = load_reward_model(config.base_model, config, device=self.device)
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.yes_id, self.no_id = loaded.yes_token_id, loaded.no_token_id
+        if config.full_finetune:
+            self.model.requires_grad_(True)
+        if config.gradient_checkpointing:
+            # Non-reentrant checkpointing works with frozen inputs + LoRA without
+            # enable_input_require_grads (feasibility §2).
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.config.use_cache = False
+        self.model.train()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("no trainable parameters: check lora_target_modules")
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(
+            {"constant": "constant_with_warmup"}.get(config.lr_scheduler, config.lr_scheduler),
+            self.optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=self.total_steps,
+        )
+        self.forward_model: torch.nn.Module = self.model
+        if self.env.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.collator = PairCollator(self.processor)
+        self.start_step = 0
+        if config.resume:
+            ckpt = latest_checkpoint(self.out)
+            if ckpt is not None:
+                self.start_step = self._load_checkpoint(ckpt)
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            self._truncate_metrics(self.start_step)
+        self._barrier()
+
+    # ------------------------------------------------------------------------------- utilities
+    def _barrier(self) -> None:
+        if self.env.distributed:
+            dist.barrier()
+
+    def _all_mean(self, values: list[float]) -> list[float]:
+        if not self.env.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return (t / self.env.world_size).tolist()
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        if not self.env.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _stop_requested(self) -> bool:
+        flag = bool(self.should_stop()) if (self.should_stop is not None and self.env.is_main) else False
+        if self.env.distributed:  # rank 0 decides for everybody, so all ranks stop at the same step
+            return self._all_sum([1.0 if flag else 0.0])[0] > 0
+        return flag
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.env.is_main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.progress is not None:
+            self.progress({"total_steps": self.total_steps, **record})
+
+    def _truncate_metrics(self, step: int) -> None:
+        # After a resume, drop lines logged past the checkpoint: those steps are replayed.
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, step: int) -> Path:
+        rng_states = _gather_objects(_rng_state(), self.env)  # every rank's RNG, written by rank 0
+        final = self.out / "checkpoints" / f"step-{step}"
+        if self.env.is_main:
+            tmp = self.out / "checkpoints" / f".tmp-step-{step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            if self.config.lora:
+                # LoRA on lm_head leaves the base weight untouched: do not copy it into every checkpoint.
+                self.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+            else:
+                from safetensors.torch import save_file
+
+                state = {n: p.detach().contiguous() for n, p in self.model.named_parameters()}
+                save_file(state, tmp / "model.safetensors")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(rng_states, tmp / "rng.pt")
+            epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
+            state = {
+                "step": step,
+                "total_steps": self.total_steps,
+                "world_size": self.env.world_size,
+                "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
+                "seed": self.config.seed,
+                "saved_at": datetime.now(UTC).isoformat(),
+            }
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for _, old in _checkpoint_dirs(self.out)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            self._log({"step": step, "kind": "checkpoint", "path": str(final)})
+        self._barrier()
+        return final
+
+    def _load_checkpoint(self, ckpt: Path) -> int:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if self.config.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            adapter = load_file(ckpt / "adapter" / "adapter_model.safetensors", device=str(self.device))
+            set_peft_model_state_dict(self.model, adapter)
+        else:
+            from safetensors.torch import load_file
+
+            weights = load_file(ckpt / "model.safetensors", device=str(self.device))
+            result = self.model.load_state_dict(weights, strict=False)
+            if result.unexpected_keys:
+                raise ValueError(f"checkpoint {ckpt} does not match the model: {result.unexpected_keys[:5]}")
+        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        rng_states = torch.load(ckpt / "rng.pt", weights_only=True)
+        if self.env.rank < len(rng_states):
+            _set_rng_state(rng_states[self.env.rank])
+        else:
+            logger.warning("checkpoint has no RNG state for rank %d; dropout streams will differ", self.env.rank)
+        logger.info("resumed from %s at step %d", ckpt, state["step"])
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------------------- steps
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {k: v.to(self.device) for k, v in batch.items()}
+        out["pixel_values"] = out["pixel_values"].to(self.config.torch_dtype())
+        return out
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        """One optimizer step on the global batch of `step`; returns local (loss, accuracy)."""
+        indices = global_batch_indices(len(self.rows), self.config.batch_size, step, self.config.seed)
+        mine = shard_for_rank(indices, self.env.rank, self.env.world_size)
+        batch = self._to_device(self.collator([self.rows[i] for i in mine]))
+        labels = batch.pop("labels")
+        log_odds = forward_log_odds(self.forward_model, batch, self.yes_id, self.no_id)
+        loss = yes_no_cross_entropy(log_odds, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            accuracy = ((log_odds > 0).float() == labels).float().mean().item()
+        return loss.item(), accuracy
+
+    @torch.no_grad()
+    def evaluate_rows(self, rows: list[PairRow]) -> dict[str, float]:
+        """Pairwise loss and accuracy on `rows` (sharded across processes)."""
+        self.model.eval()
+        mine = rows[self.env.rank :: self.env.world_size]
+        loss_sum = correct = single = count = 0.0
+        bs = max(1, self.config.eval_batch_size)
+        for start in range(0, len(mine), bs):
+            chunk = mine[start : start + bs]
+            batch = self._to_device(self.collator(chunk))
+            labels = batch.pop("labels")
+            log_odds = forward_log_odds(self.model, batch, self.yes_id, self.no_id)
+            n = len(chunk)
+            loss_sum += yes_no_cross_entropy(log_odds, labels).item() * n
+            wl, lw = log_odds[:n], log_odds[n:]
+            correct += ((wl > lw).float() + 0.5 * (wl == lw).float()).sum().item()
+            single += (wl > 0).float().sum().item()
+            count += n
+        self.model.train()
+        loss_sum, correct, single, count = self._all_sum([loss_sum, correct, single, count])
+        count = max(count, 1.0)
+        return {"loss": loss_sum / count, "accuracy": correct / count, "accuracy_single_order": single / count}
+
+    def _eval_and_log(self, step: int) -> dict[str, float] | None:
+        if not self.val_rows:
+            return None
+        metrics = self.evaluate_rows(self.val_rows)
+        self._log({"step": step, "kind": "eval", "split": "val", **metrics})
+        return metrics
+
+    # --------------------------------------------------------------------------------- finalise
+    def _write_final(self, step: int) -> Path:
+        final = self.out / "final"
+        if self.env.is_main:
+            tmp = self.out / ".tmp-final"
+            shutil.rmtree(tmp, ignore_errors=True)
+            # Deploy merged weights: the scorer then loads a plain Qwen2.5-VL folder with no peft
+            # dependency and no adapter overhead at inference.
+            model = self.model.merge_and_unload() if self.config.lora else self.model
+            if self.config.gradient_checkpointing:
+                model.gradient_checkpointing_disable()
+            model.config.use_cache = True
+            model.save_pretrained(tmp)
+            save_processor(self.processor, tmp)
+            card = {
+                "template_version": TEMPLATE_VERSION,
+                "criteria": {task: list(c) for task, c in CRITERIA.items()},
+                "trained_on": task_criteria_present(self.rows),
+                "base_model": self.config.base_model,
+                "snapshot": {
+                    "path": str(self.config.snapshot_dir),
+                    "content_hash": self.manifest.get("content_hash"),
+                },
+                "answer_tokens": {"yes": self.yes_id, "no": self.no_id},
+                "min_pixels": self.config.min_pixels,
+                "max_pixels": self.config.max_pixels,
+                "training": {"steps": step, "lora": self.config.lora, "lr": self.config.lr,
+                             "batch_size": self.config.batch_size, "seed": self.config.seed},
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        self._barrier()
+        return final
+
+    def run(self) -> dict[str, Any]:
+        self.setup()
+        cfg = self.config
+        started = time.perf_counter()
+        last_loss = last_acc = float("nan")
+        last_saved = self.start_step
+        step = self.start_step
+        trained_pairs = 0
+        try:
+            while step < self.total_steps:
+                if self._stop_requested():
+                    existing = latest_checkpoint(self.out)
+                    already_saved = step == last_saved and existing is not None and existing.name == f"step-{step}"
+                    ckpt = existing if already_saved else self._save_checkpoint(step)
+                    self._log({"step": step, "kind": "status", "status": "cancelled"})
+                    raise RunCancelled(step, ckpt)
+                t0 = time.perf_counter()
+                loss, acc = self.train_step(step)
+                step += 1
+                trained_pairs += cfg.batch_size
+                if step % cfg.log_every == 0 or step == self.total_steps:
+                    last_loss, last_acc = self._all_mean([loss, acc])
+                    elapsed = time.perf_counter() - started
+                    self._log({
+                        "step": step, "kind": "train", "loss": last_loss, "accuracy": last_acc,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "pairs_per_s": cfg.batch_size / max(time.perf_counter() - t0, 1e-9),
+                        "eta_s": elapsed / max(step - self.start_step, 1) * (self.total_steps - step),
+                    })
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
+                    self._eval_and_log(step)
+                if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+                    self._save_checkpoint(step)
+                    last_saved = step
+            train_seconds = time.perf_counter() - started
+            val = self._eval_and_log(step)
+            final = self._write_final(step)
+            result = {
+                "status": "completed",
+                "steps": step,
+                "total_steps": self.total_steps,
+                "resumed_from_step": self.start_step,
+                "train_loss": last_loss,
+                "train_accuracy": last_acc,
+                "val": val,
+                "final_dir": str(final),
+                "train_seconds": train_seconds,
+                "pairs_per_s": trained_pairs / max(train_seconds, 1e-9),
+                "world_size": self.env.world_size,
+                "template_version": TEMPLATE_VERSION,
+            }
+            if self.env.is_main:
+                # result.json last: its presence means the run finished.
+                (self.out / "result.json").write_text(json.dumps(result, indent=2))
+            self._barrier()
+            return result
+        finally:
+            if self.env.initialized_here and dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def train(
+    config: RewardTrainConfig,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> dict[str, Any]:
+    """Train a OneReward reward model as configured and return the result dict (also result.json).
+
+    `progress(event)` receives every metrics record (`step`, `total_steps`, `kind`, values) on
+    rank 0. `should_stop()` is polled before every step; when it returns True a checkpoint is
+    saved and `RunCancelled` is raised, and a later call with `resume=True` continues exactly.
+    Runs unchanged under torchrun (DDP; see module docstring).
+    """
+    return _Trainer(config, progress, should_stop).run()

@@ -1,0 +1,51 @@
+import math
+
+import pytest
+
+from policytrain.engine.config import GenerateConfig, RLConfig
+
+BASE = {"base_policy": "b", "conditions_dir": "c", "output_dir": "o"}
+
+
+def test_defaults_round_trip():
+    cfg = RLConfig(**BASE)
+    assert cfg.task_probs == {"fill": 0.5, "extend": 0.25, "removal": 0.25}
+    assert RLConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"algorithm": 3}, "algorithm must be 1 or 2"),
+        ({"task_probs": {"fill": 0.5, "extend": 0.2}}, "must sum to 1"),
+        ({"task_probs": {"inpaint": 1.0}}, "unknown task 'inpaint'"),
+        ({"hinge_lambda": 1.5}, "hinge_lambda"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"t_range": (0.8, 0.2)}, "t_range"),
+        ({"resolution": 100}, "multiple of 16"),
+        ({"reward": "score"}, "reward must be"),
+        ({"mixed_precision": "fp16"}, "mixed_precision"),
+        ({"deploy_weights": "best"}, "deploy_weights"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"reference_true_cfg": 0.5}, "reference_true_cfg"),
+    ],
+)
+def test_validation_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RLConfig(**BASE, **changes)
+
+
+def test_unknown_field_rejected():
+    with pytest.raises(ValueError, match="unknown RLConfig field"):
+        RLConfig.from_dict({**BASE, "lamda": 0.5})
+
+
+def test_log_odds_ceiling_is_logit_of_lambda():
+    cfg = RLConfig(**BASE, reward="log_odds", hinge_lambda=0.9)
+    assert math.isclose(cfg.hinge_ceiling, math.log(9.0))
+    assert RLConfig(**BASE).hinge_ceiling == 0.9
+
+
+def test_generate_config_needs_a_model():
+    with pytest.raises(ValueError, match="base_policy"):
+        GenerateConfig(conditions_dir="c", out_dir="o")

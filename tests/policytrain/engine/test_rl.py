@@ -1,0 +1,186 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from policytrain.engine import rl
+from policytrain.engine.pipeline import FillPolicy
+from policytrain.engine.rl import RunCancelled, ema_update, train
+
+from .conftest import center_brightness
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_toy_reward_rises_and_run_folder_is_complete(rl_config):
+    cfg = rl_config(max_steps=16, batch_size=4, log_every=4, save_every=8, sample_grid_every=8,
+                    task_probs={"fill": 1.0})
+    events = []
+    result = train(cfg, reward_fn=center_brightness, progress=events.append)
+    run = tmp = cfg.output_dir
+    from pathlib import Path
+
+    run = Path(tmp)
+    rows = _metrics(run)
+    first, last = rows[0]["reward/fill/structure"], rows[-1]["reward/fill/structure"]
+    assert last > first + 0.003, (first, last)
+    assert all(0 <= r["hinge_active/fill/aesthetics"] <= 1 for r in rows)
+    assert result["status"] == "completed"
+    assert json.loads((run / "result.json").read_text())["steps"] == 16
+    assert [e["step"] for e in events] == list(range(1, 17))
+    assert (run / "samples" / "step-000008.png").is_file()
+    assert (run / "checkpoints" / "step-8" / "optimizer.pt").is_file()
+    assert (run / "final" / "pytorch_lora_weights.safetensors").is_file()
+    # The deployable folder loads on top of the base model and changes its outputs.
+    base = FillPolicy.from_pretrained(cfg.base_policy)
+    tuned = FillPolicy.from_pretrained(cfg.base_policy, weights=run / "final")
+    img = torch.rand(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    kw = dict(seed=0, steps=2, max_sequence_length=16)
+    assert (tuned.generate(img, mask, ["a red cat"], **kw) - base.generate(img, mask, ["a red cat"], **kw)).abs().max() > 0
+
+
+def test_ema_update_formula():
+    p = {"w": torch.nn.Parameter(torch.tensor([2.0, 4.0]))}
+    ema = {"w": torch.tensor([0.0, 1.0])}
+    ema_update(ema, p, 0.75)
+    assert torch.allclose(ema["w"], 0.75 * torch.tensor([0.0, 1.0]) + 0.25 * torch.tensor([2.0, 4.0]))
+
+
+def test_ema_after_one_step_matches_formula(rl_config):
+    from pathlib import Path
+
+    cfg = rl_config(max_steps=1, save_every=1, ema_decay=0.5)
+    train(cfg, reward_fn=center_brightness)
+    ckpt = Path(cfg.output_dir) / "checkpoints" / "step-1"
+    theta1, ema = load_file(str(ckpt / "weights.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+    fresh = FillPolicy.from_pretrained(cfg.base_policy)
+    theta0 = rl.setup_trainable(fresh, cfg)  # same seeded LoRA init as the run
+    assert any(not torch.equal(theta0[n].detach(), theta1[n]) for n in theta1)
+    for name in theta1:
+        assert torch.allclose(ema[name], 0.5 * theta0[name].detach() + 0.5 * theta1[name], atol=1e-7)
+
+
+def test_algorithm2_reference_uses_ema_weights(rl_config, monkeypatch):
+    seen = []
+    original = rl.reference_rollout
+
+    def spy(state, *args):
+        real_denoise = state.policy.denoise
+
+        def recording_denoise(*a, **k):
+            seen.append(([p.detach().clone() for p in state.params.values()],
+                         [e.clone() for e in state.ema.values()]))
+            return real_denoise(*a, **k)
+
+        state.policy.denoise = recording_denoise
+        try:
+            policy_now = [p.detach().clone() for p in state.params.values()]
+            out = original(state, *args)
+        finally:
+            del state.policy.denoise
+        seen[-1] += (policy_now,)
+        return out
+
+    monkeypatch.setattr(rl, "reference_rollout", spy)
+    train(rl_config(algorithm=2, max_steps=3, ema_decay=0.9), reward_fn=center_brightness)
+    assert len(seen) == 3
+    for used, ema, _ in seen:
+        assert all(torch.equal(u, e) for u, e in zip(used, ema, strict=True))
+    _, ema, policy_now = seen[-1]
+    assert any(not torch.equal(e, p) for e, p in zip(ema, policy_now, strict=True))
+
+
+def test_algorithm1_reference_disables_the_adapter(rl_config, monkeypatch):
+    states = []
+    original = rl.reference_rollout
+
+    def spy(state, *args):
+        real = state.policy.denoise
+
+        def recording(*a, **k):
+            states.append(state.policy.transformer.transformer_blocks[0].attn.to_q.disable_adapters)
+            return real(*a, **k)
+
+        state.policy.denoise = recording
+        try:
+            return original(state, *args)
+        finally:
+            del state.policy.denoise
+
+    monkeypatch.setattr(rl, "reference_rollout", spy)
+    train(rl_config(algorithm=1, max_steps=1), reward_fn=center_brightness)
+    assert states == [True]
+
+
+def test_resume_equals_uninterrupted_run(rl_config, tmp_path):
+    from pathlib import Path
+
+    straight = rl_config(max_steps=4, output_dir=str(tmp_path / "a"), deploy_weights="policy")
+    train(straight, reward_fn=center_brightness)
+    first = rl_config(max_steps=2, save_every=2, output_dir=str(tmp_path / "b"), deploy_weights="policy")
+    train(first, reward_fn=center_brightness)
+    resumed = first.replace(max_steps=4, resume=True)
+    result = train(resumed, reward_fn=center_brightness)
+    assert result["resumed_from"].endswith("step-2")
+    a = load_file(str(Path(straight.output_dir) / "final" / "weights.safetensors"))
+    b = load_file(str(Path(resumed.output_dir) / "final" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_should_stop_checkpoints_and_raises(rl_config):
+    from pathlib import Path
+
+    calls = iter([False, True])
+    cfg = rl_config(max_steps=5)
+    with pytest.raises(RunCancelled):
+        train(cfg, reward_fn=center_brightness, should_stop=lambda: next(calls))
+    assert (Path(cfg.output_dir) / "checkpoints" / "step-1" / "state.json").is_file()
+    assert not (Path(cfg.output_dir) / "result.json").exists()
+
+
+def test_reward_model_must_cover_tasks(rl_config, tmp_path):
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "onereward.json").write_text(json.dumps({"tasks": {"fill": ["structure"], "extend": ["structure"]}}))
+    with pytest.raises(ValueError, match="no criteria for task.*removal"):
+        train(rl_config(reward_model=str(rm)), reward_fn=center_brightness)
+
+
+def test_missing_task_conditions_error(rl_config, tmp_path):
+    from .conftest import write_conditions
+
+    only_fill = write_conditions(tmp_path / "c", [{"task": "fill", "prompt": "x"}])
+    with pytest.raises(ValueError, match="no conditions for task"):
+        train(rl_config(conditions_dir=str(only_fill)), reward_fn=center_brightness)
+
+
+def test_bf16_on_cpu_is_an_error(rl_config):
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train(rl_config(mixed_precision="bf16", device="cpu"), reward_fn=center_brightness)
+
+
+def test_rl_with_real_tiny_reward_model(rl_config, tmp_path):
+    pytest.importorskip("rewardtrain.engine.scorer")
+    from pathlib import Path
+
+    from rewardtrain.engine.template import TEMPLATE_VERSION
+    from rewardtrain.engine.tiny import build_tiny_reward_model
+
+    rm = build_tiny_reward_model(tmp_path / "rm", seed=0)
+    tasks = {"fill": ["text_alignment", "structure"], "extend": ["aesthetics"], "removal": ["removal_quality"]}
+    (rm / "onereward.json").write_text(json.dumps({"template_version": TEMPLATE_VERSION, "tasks": tasks}))
+    events = []
+    cfg = rl_config(reward_model=str(rm), max_steps=2, gradient_checkpointing=True)
+    train(cfg, progress=events.append)
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in events)
+    assert all(e["grad_norm"] > 0 for e in events)
+    rows = _metrics(Path(cfg.output_dir))
+    rewards = [v for r in rows for k, v in r.items() if k.startswith("reward/")]
+    assert rewards
+    assert all(0.0 <= v <= 1.0 for v in rewards)

@@ -1,0 +1,93 @@
+"""Training: learns a pixel criterion, resumes exactly, cancels resumably, matches under torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rewardtrain.engine.evaluate import evaluate, format_table
+from rewardtrain.engine.train import RunCancelled, latest_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_learns_brightness_criterion_to_high_heldout_accuracy(base_config, synthetic_snapshot, tmp_path):
+    snap = synthetic_snapshot(tmp_path / "snap", n_train=96, n_val=8, n_test=48, seed=3)
+    cfg = base_config.replace(snapshot_dir=str(snap), max_steps=60, eval_every=30, log_every=10)
+    events = []
+    result = train(cfg, progress=events.append)
+    out = Path(cfg.output_dir)
+    assert result["status"] == "completed" and (out / "result.json").exists()
+    assert {"config.json", "metrics.jsonl", "final"} <= {p.name for p in out.iterdir()}
+    assert any(e["kind"] == "eval" for e in events) and all("total_steps" in e for e in events)
+    card = json.loads((out / "final" / "onereward.json").read_text())
+    assert card["template_version"] and card["snapshot"]["content_hash"]
+    assert card["trained_on"]["removal"] == ["removal_quality"]
+    report = evaluate(out / "final", snap, split="test")
+    assert report["overall_accuracy"] >= 0.90, format_table(report)
+    assert report["counts"]["fill"]["text_alignment"] == 16
+    assert report["human_ceiling"]["removal"]["removal_quality"] == 0.92
+    assert 0 <= report["position_consistency"] <= 1 and 0 <= report["ece"] <= 1
+    table = format_table(report)
+    assert "Image Fill" in table and "(83.77)" in table
+
+
+def test_resume_from_mid_run_checkpoint_matches_uninterrupted(base_config, tmp_path):
+    cfg = base_config.replace(max_steps=6, save_every=3, lora_dropout=0.1)
+    full = train(cfg.replace(output_dir=str(tmp_path / "full")))
+    calls = {"n": 0}
+
+    def stop_after_four():
+        calls["n"] += 1
+        return calls["n"] > 4  # polled before each step: stop before step index 4
+
+    interrupted = cfg.replace(output_dir=str(tmp_path / "resumed"))
+    with pytest.raises(RunCancelled) as exc:
+        train(interrupted, should_stop=stop_after_four)
+    assert exc.value.step == 4 and exc.value.checkpoint.name == "step-4"
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-4"
+    resumed = train(interrupted.replace(resume=True))
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == full["steps"] == 6
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # replayed steps are not duplicated
+
+
+def test_refuses_to_overwrite_a_run_without_resume(base_config):
+    train(base_config.replace(max_steps=1))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(base_config.replace(max_steps=1))
+
+
+def _train_losses(run_dir):
+    lines = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [x["loss"] for x in lines if x["kind"] == "train"]
+
+
+def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
+    cfg = base_config.replace(max_steps=4, output_dir=str(tmp_path / "one"))
+    train(cfg)
+    two = cfg.replace(output_dir=str(tmp_path / "two"))
+    config_path = tmp_path / "two.json"
+    config_path.write_text(json.dumps(two.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+         "-m", "rewardtrain.engine", "train", "--config", str(config_path), "--quiet"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one_losses, two_losses = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
+    assert len(one_losses) == len(two_losses) == 4
+    assert max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)) < 1e-4
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["world_size"] == 2
