@@ -10,7 +10,8 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .errors import ApplicationError
+from core.errors import ApplicationError
+
 from .guidelines import render_guideline
 from .models import (
     Campaign,

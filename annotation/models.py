@@ -408,6 +408,14 @@ class DatasetSnapshot(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     campaigns = models.ManyToManyField(Campaign, blank=True, related_name="snapshots")
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshot",
+        help_text="The build job (status, progress, error).",
+    )
+    reused_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="An earlier snapshot with the same content hash whose folder this one shares.",
+    )
 
     class Meta:
         ordering = ["-id"]

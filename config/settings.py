@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "jobs",
     "annotation",
     "rewardtrain",
     "policytrain",

@@ -33,6 +33,17 @@ def pytest_configure(config):
     socket.socket.connect = _guarded_connect
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Give every test run its own database, so runs on one server never collide."""
+    from django.conf import settings
+
+    suffix = os.environ.get("TEST_DB_SUFFIX") or str(os.getpid())
+    for db in settings.DATABASES.values():
+        if db["ENGINE"].endswith("postgresql"):
+            db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"
+
+
 @pytest.fixture(autouse=True)
 def _media_root(request, tmp_path_factory):
     """Every test writes media and artifacts into its own temp folders."""
@@ -41,3 +52,68 @@ def _media_root(request, tmp_path_factory):
     settings = request.getfixturevalue("settings")
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
     settings.ARTIFACTS_ROOT = tmp_path_factory.mktemp("artifacts")
+
+
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A real Celery worker process (Redis broker, the test database) for integration tests.
+
+    Tests using it must be ``django_db(transaction=True)`` so the worker sees committed rows.
+    """
+    import subprocess
+    import sys
+
+    import redis
+    from django.db import connection
+
+    from config.celery_app import app
+
+    broker = app.conf.broker_url
+    if not broker.startswith("redis://"):
+        pytest.fail("the worker tests need CELERY_BROKER_URL=redis://… (make test sets it)")
+    client = redis.Redis.from_url(broker)
+    client.delete("default", "gpu")  # no stale messages from an earlier run
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "CELERY_BROKER_URL": broker,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT),
+        "DJANGO_READ_DOT_ENV_FILE": "false",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool", "solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "ready" in log_path.read_text() or proc.poll() is not None, timeout=90,
+                 message="the Celery worker to start")
+        if proc.poll() is not None:
+            pytest.fail("Celery worker exited:\n" + log_path.read_text()[-3000:])
+        proc.log_path = log_path
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -5,7 +5,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from ..errors import ApplicationError
+from core.errors import ApplicationError
 
 
 def exception_handler(exc, context):

@@ -13,7 +13,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import ApplicationError
+from core.errors import ApplicationError
+
 from ..models import Campaign, CampaignStatus, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
 from ..roles import roles_of
 from ..selectors import (

@@ -9,7 +9,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from ..errors import ApplicationError, Conflict
+from core.errors import ApplicationError, Conflict
+
 from ..models import (
     Campaign,
     CampaignMode,

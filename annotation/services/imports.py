@@ -23,8 +23,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from core.errors import ApplicationError
+
 from .. import vocabulary as vocab
-from ..errors import ApplicationError
 from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
 from ..models import Candidate, ImportBatch, ImportStatus, Provenance, Sample, TaskType
 

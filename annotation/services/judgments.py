@@ -12,7 +12,8 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..errors import ApplicationError, Conflict, NotAllowed
+from core.errors import ApplicationError, Conflict, NotAllowed
+
 from ..models import (
     CampaignMode,
     Choice,

@@ -14,7 +14,8 @@ from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
-from ..errors import Conflict, NotAllowed
+from core.errors import Conflict, NotAllowed
+
 from ..models import Campaign, CampaignStatus, Item, ItemStatus, Lease, LeaseState
 
 _rng = random.SystemRandom()

@@ -5,7 +5,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max
 
-from ..errors import ApplicationError
+from core.errors import ApplicationError
+
 from ..models import Criterion, GuidelineVersion
 
 

@@ -89,7 +89,7 @@ def load_reward_model(
     path: str | Path,
     config: Any = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
@@ -104,7 +104,7 @@ def load_reward_model(
     check_architecture(path)
     if config is not None:
         dtype = dtype or config.torch_dtype()
-        device = config.resolved_device() if device == "cpu" and config.device != "cpu" else device
+        device = device or config.resolved_device()
         min_pixels = min_pixels or config.min_pixels
         max_pixels = max_pixels or config.max_pixels
     try:
@@ -113,7 +113,7 @@ def load_reward_model(
     except OSError as exc:
         raise ModelLoadError(f"cannot load the model from {path}: {exc}") from exc
     yes_id, no_id = resolve_answer_token_ids(processor)
-    model.to(device)
+    model.to(device or "cpu")
     if config is not None and config.lora:
         model = apply_lora(model, config)
     return RewardModel(model=model, processor=processor, yes_token_id=yes_id, no_token_id=no_id)

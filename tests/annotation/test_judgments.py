@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, transaction
 
-from annotation.errors import ApplicationError, Conflict, NotAllowed
 from annotation.models import Choice, Judgment, JudgmentRevision
 from annotation.services.judgments import judgment_edit, judgment_submit
 from annotation.services.queue import lease_next
+from core.errors import ApplicationError, Conflict, NotAllowed
 from tests.factories import make_campaign, make_user
 
 pytestmark = pytest.mark.django_db

@@ -9,11 +9,11 @@ import pytest
 from django.db import close_old_connections
 from django.utils import timezone
 
-from annotation.errors import Conflict, NotAllowed
 from annotation.models import Item, ItemStatus, Judgment, Lease, LeaseState
 from annotation.services.campaigns import campaign_set_status
 from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next, lease_reclaim_expired, lease_skip
+from core.errors import Conflict, NotAllowed
 from tests.factories import make_campaign, make_user
 
 pytestmark = pytest.mark.django_db

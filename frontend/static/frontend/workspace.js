@@ -255,7 +255,7 @@
     const pct = Math.round((progress.fraction_done || 0) * 1000) / 10;
     $("progress-fill").style.width = `${Math.min(100, pct)}%`;
     $("progress").setAttribute("aria-valuenow", String(pct));
-    const slots = progress.slots_total ? ` · ${progress.slots_done}/${progress.slots_total} judgments` : "";
+    const slots = progress.slots_total ? ` · ${progress.slots_done}/${progress.slots_total} done` : "";
     $("progress-text").textContent = `Campaign ${pct}%${slots}`;
     if (progress.mine_submitted !== undefined) $("mine-count").textContent = String(progress.mine_submitted);
   }
@@ -278,8 +278,6 @@
       class: "prompt-note",
       text: promptCrit.length ? `Prompt counts only for ${promptCrit.join(", ")}.` : "The prompt is shown for context; no criterion judges it.",
     }));
-    const view = $("source-view");
-    view.style.setProperty("--ar", `${s.width} / ${s.height}`);
   }
 
   function renderCandidates(v) {
@@ -287,7 +285,7 @@
     const cands = candsOf(v);
     const n = cands.length;
     box.style.setProperty("--cols", String(n <= 3 ? n : Math.ceil(n / 2)));
-    box.style.setProperty("--ar", `${v.payload.sample.width} / ${v.payload.sample.height}`);
+    root.style.setProperty("--ar", `${v.payload.sample.width} / ${v.payload.sample.height}`);
     box.dataset.n = String(n);
     box.replaceChildren(...cands.map((c, i) => {
       const side = MODE === "pairwise" ? (i === 0 ? "left" : "right") : null;
@@ -321,13 +319,24 @@
   }
 
   function bestWorstButtons(i, n) {
-    const group = (kind, title) => el("div", { class: `bw-line bw-${kind}`, role: "group", "aria-label": title },
-      el("span", { class: "bw-label", text: title }),
-      ...Array.from({ length: n }, (_, k) => el("button", {
-        type: "button", class: `choice bw-choice bw-${kind}-btn`, "data-row": String(i), "data-kind": kind,
-        "data-idx": String(k), "aria-pressed": "false", title: `${title}: ${labelOf(k)} (${kind === "best" ? "" : "Shift+"}${k + 1})`,
-      }, el("span", { text: labelOf(k) }))));
-    return el("div", { class: "bw-choices" }, group("best", "Best"), group("worst", "Worst"));
+    const grid = el("div", { class: "bw-choices", style: `--n: ${n}`, role: "group", "aria-label": "Best and worst" });
+    for (const [kind, title] of [["best", "Best"], ["worst", "Worst"]]) {
+      grid.append(el("span", { class: `bw-label bw-label-${kind}`, text: title }));
+      for (let k = 0; k < n; k++) {
+        grid.append(el("button", {
+          type: "button", class: `choice bw-choice bw-${kind}-btn`, "data-row": String(i), "data-kind": kind,
+          "data-idx": String(k), "aria-pressed": "false",
+          title: `${title}: ${labelOf(k)} (${kind === "best" ? "" : "Shift+"}${k + 1})`,
+        }, el("span", { text: labelOf(k) })));
+      }
+      if (kind === "best") {
+        grid.append(el("button", {
+          type: "button", class: "choice nodiff-btn", "data-row": String(i), "data-kind": "nodiff",
+          "aria-pressed": "false", title: "No clear difference: this criterion is dropped for this item (0)",
+        }, el("kbd", { text: "0" }), el("span", { text: "No clear difference" })));
+      }
+    }
+    return grid;
   }
 
   function renderCriteria(v) {
@@ -343,11 +352,7 @@
           type: "button", class: "help-btn", "data-row": String(i), "aria-expanded": "false",
           "aria-label": `Guideline for ${c.name}`, title: plain, text: "?",
         }),
-        el("span", { class: "crit-status", "data-status": String(i) }),
-        MODE === "best_worst"
-          ? el("button", { type: "button", class: "choice nodiff-btn", "data-row": String(i), "data-kind": "nodiff", "aria-pressed": "false", title: "No clear difference (0)" },
-            el("kbd", { text: "0" }), el("span", { text: "No difference" }))
-          : null);
+        el("span", { class: "crit-status", "data-status": String(i) }));
       const guide = el("div", { class: "guideline", html: c.guideline_html || "<p>No guideline yet.</p>", hidden: true });
       if (c.guideline_version) guide.append(el("p", { class: "muted small", text: `Guideline v${c.guideline_version}` }));
       return el("div", { class: "crit-row", role: "listitem", "data-row": String(i), "data-slug": c.slug },
@@ -375,7 +380,9 @@
       row.classList.toggle("is-active", i === v.active);
       row.classList.toggle("is-done", rowDone(r));
       if (i === v.active) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
-      row.querySelector(".crit-status").textContent = rowDone(r) ? `✓ ${statusText(r)}` : statusText(r);
+      const st = row.querySelector(".crit-status");
+      st.textContent = MODE === "pairwise" ? (rowDone(r) ? `✓ ${statusText(r)}` : "") : (rowDone(r) ? "✓ done" : "");
+      st.title = statusText(r);
       const guide = row.querySelector(".guideline");
       guide.hidden = v.openGuide !== i;
       row.querySelector(".help-btn").setAttribute("aria-expanded", String(v.openGuide === i));

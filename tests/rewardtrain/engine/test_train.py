@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,19 @@ def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
     config_path = tmp_path / "two.json"
     config_path.write_text(json.dumps(two.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    # --standalone picks a free rendezvous port; a new session lets us kill the workers on timeout.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "rewardtrain.engine", "train", "--config", str(config_path), "--quiet"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("torchrun run timed out")
+    assert proc.returncode == 0, stderr[-3000:]
     one_losses, two_losses = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
     assert len(one_losses) == len(two_losses) == 4
     assert max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)) < 1e-4

@@ -1,0 +1,467 @@
+"""Dataset snapshots: immutable, content-hashed training sets built from judgments.
+
+``snapshot_create`` records the request (a ``DatasetSnapshot`` + a ``jobs.Job`` of kind
+snapshot) and enqueues ``annotation.tasks.snapshot_build_task``; ``snapshot_build`` writes the
+folder of docs/engine-contracts.md under ``ARTIFACTS_ROOT/snapshots/<id>-<hash12>/``.
+
+Aggregation ``majority-v1`` (docs/reward-model.md has the long form):
+
+- Judgments are read with one server-side cursor ordered by (sample, criterion, item), so only
+  one sample's judgments for one criterion are in memory at a time (flat memory).
+- Gold items are never exported (their judgments are counted in ``gold_judgments_excluded``).
+- Pairwise: each A/B judgment is one vote for an ordered candidate pair; "tie" and "both_bad"
+  are excluded and counted (``tie_judgments_excluded``).
+- Best–worst of N: per item, the (best, worst) choice made by strictly the most annotators is
+  the item's outcome, worth as many votes as annotators made that exact choice, out of all the
+  item's best–worst judgments; a plurality tie is excluded and counted (``tied_excluded``).
+  "no_difference" is excluded and counted (``no_difference_excluded``).
+- Votes for the same two candidates on the same criterion are summed over items (and
+  campaigns); the direction with strictly more votes wins, a tie is excluded and counted
+  (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
+- Splits come from ``Sample.split`` (per sample, never per pair).
+- ``human_ceiling[task][criterion]``: over every (item, criterion) with ≥ 2 judgments, the share
+  of annotator pairs giving the same label (A/B/tie/both_bad, or the same (best, worst) /
+  no_difference), averaged over those items.
+- ``content_hash``: sha256 over the rows in their deterministic order (sample external id,
+  criterion, pair) — rows name their images by sha256, so the hash covers the image content.
+  A succeeded snapshot with the same hash is reused: the new snapshot points at its folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import date
+from itertools import combinations
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from core.errors import ApplicationError
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import JobReporter, job_create, job_execute
+
+from ..models import (
+    Campaign,
+    CampaignMode,
+    Candidate,
+    Choice,
+    Criterion,
+    DatasetSnapshot,
+    ItemCandidate,
+    Judgment,
+    SnapshotStatus,
+    TaskType,
+)
+
+AGGREGATIONS = ("majority-v1",)
+FORMAT_VERSION = 1
+ROW_GROUP = 5_000
+PAIR_SCHEMA = pa.schema([
+    ("pair_id", pa.string()),
+    ("split", pa.string()),
+    ("task", pa.string()),
+    ("criterion", pa.string()),
+    ("prompt", pa.string()),
+    ("winner", pa.string()),
+    ("loser", pa.string()),
+    ("sample_id", pa.string()),
+    ("votes", pa.int64()),
+    ("agreement", pa.float64()),
+    ("winner_candidate_id", pa.int64()),
+    ("loser_candidate_id", pa.int64()),
+])
+
+
+class SnapshotEmpty(ApplicationError):
+    pass
+
+
+# --- filter ---------------------------------------------------------------------------------------
+
+def _parse_date(value, field: str, errors: dict) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        errors[field] = ["Use an ISO date, e.g. 2026-01-31."]
+        return None
+
+
+def snapshot_normalize_filter(raw: dict | None) -> dict:
+    """Validate a filter {campaign_ids, criteria, task_types, date_from, date_to}; raise ApplicationError."""
+    raw = dict(raw or {})
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(raw) - {"campaign_ids", "criteria", "task_types", "date_from", "date_to"})
+    if unknown:
+        errors["filter"] = [f"Unknown filter keys: {', '.join(unknown)}."]
+    out: dict = {}
+    ids = raw.get("campaign_ids") or []
+    try:
+        ids = sorted({int(i) for i in ids})
+    except (TypeError, ValueError):
+        errors["campaign_ids"] = ["A list of campaign ids."]
+        ids = []
+    missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+    if missing:
+        errors["campaign_ids"] = [f"No such campaign: {', '.join(map(str, missing))}."]
+    out["campaign_ids"] = ids
+    for key, model in (("criteria", Criterion), ("task_types", TaskType)):
+        slugs = raw.get(key) or []
+        if isinstance(slugs, str) or not all(isinstance(x, str) for x in slugs):
+            errors[key] = ["A list of slugs."]
+            slugs = []
+        slugs = sorted(set(slugs))
+        unknown_slugs = sorted(set(slugs) - set(model.objects.filter(slug__in=slugs).values_list("slug", flat=True)))
+        if unknown_slugs:
+            errors[key] = [f"Unknown: {', '.join(unknown_slugs)}."]
+        out[key] = slugs
+    out["date_from"] = _parse_date(raw.get("date_from"), "date_from", errors)
+    out["date_to"] = _parse_date(raw.get("date_to"), "date_to", errors)
+    if out["date_from"] and out["date_to"] and out["date_from"] > out["date_to"]:
+        errors["date_to"] = ["Must not be before date_from."]
+    if errors:
+        raise ApplicationError("The snapshot filter is invalid.", fields=errors)
+    return out
+
+
+def _judgments(flt: dict) -> QuerySet[Judgment]:
+    qs = Judgment.objects.all()
+    if flt.get("campaign_ids"):
+        qs = qs.filter(item__campaign_id__in=flt["campaign_ids"])
+    if flt.get("criteria"):
+        qs = qs.filter(criterion__slug__in=flt["criteria"])
+    if flt.get("task_types"):
+        qs = qs.filter(item__sample__task_type__slug__in=flt["task_types"])
+    if flt.get("date_from"):
+        qs = qs.filter(created_at__date__gte=flt["date_from"])
+    if flt.get("date_to"):
+        qs = qs.filter(created_at__date__lte=flt["date_to"])
+    return qs
+
+
+# --- aggregation (pure reads) --------------------------------------------------------------------
+
+_FIELDS = (
+    "id", "item_id", "criterion__slug", "choice", "best_id", "worst_id", "annotator_id", "item__campaign__mode",
+    "item__sample_id", "item__sample__external_id", "item__sample__split", "item__sample__prompt",
+    "item__sample__task_type__slug", "item__sample__task_type__fixed_prompt", "guideline_version__version",
+)
+
+
+def _label(r: dict) -> str:
+    return f"{r['best_id']}>{r['worst_id']}" if r["choice"] == Choice.BEST_WORST else r["choice"]
+
+
+class _Aggregator:
+    """Streams (sample, criterion) groups of judgments into preference rows plus counts."""
+
+    def __init__(self, flt: dict, chunk_size: int = 2000) -> None:
+        self.flt = flt
+        self.chunk_size = chunk_size
+        self.counts: Counter = Counter()
+        self.ceiling_sum: dict[tuple[str, str], float] = defaultdict(float)
+        self.ceiling_n: dict[tuple[str, str], int] = defaultdict(int)
+        self.guideline_versions: dict[str, set[int]] = defaultdict(set)
+        self.campaign_ids: set[int] = set()
+
+    def _slots(self, item_ids: set[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = defaultdict(list)
+        for item_id, cand_id in (ItemCandidate.objects.filter(item_id__in=item_ids)
+                                 .order_by("item_id", "position").values_list("item_id", "candidate_id")):
+            out[item_id].append(cand_id)
+        return out
+
+    def _group_rows(self, group: list[dict]) -> list[dict]:
+        """Rows for one (sample, criterion) group; updates counts and the ceiling."""
+        first = group[0]
+        task, criterion = first["item__sample__task_type__slug"], first["criterion__slug"]
+        by_item: dict[int, list[dict]] = defaultdict(list)
+        for r in group:
+            by_item[r["item_id"]].append(r)
+            self.guideline_versions[criterion].add(r["guideline_version__version"])
+        slots = self._slots(set(by_item))
+        votes: Counter = Counter()  # (winner, loser) -> votes
+        decisive: Counter = Counter()  # frozenset{x, y} -> decisive votes
+        for item_id, js in by_item.items():
+            labels = [_label(j) for j in js]
+            if len(labels) >= 2:
+                pairs = list(combinations(labels, 2))
+                self.ceiling_sum[(task, criterion)] += sum(a == b for a, b in pairs) / len(pairs)
+                self.ceiling_n[(task, criterion)] += 1
+            if js[0]["item__campaign__mode"] == CampaignMode.PAIRWISE:
+                a, b = slots[item_id][0], slots[item_id][1]
+                for j in js:
+                    if j["choice"] == Choice.A:
+                        votes[(a, b)] += 1
+                        decisive[frozenset((a, b))] += 1
+                    elif j["choice"] == Choice.B:
+                        votes[(b, a)] += 1
+                        decisive[frozenset((a, b))] += 1
+                    else:
+                        self.counts["tie_judgments_excluded"] += 1
+            else:
+                picks = Counter((j["best_id"], j["worst_id"]) for j in js if j["choice"] == Choice.BEST_WORST)
+                self.counts["no_difference_excluded"] += sum(j["choice"] == Choice.NO_DIFFERENCE for j in js)
+                if not picks:
+                    continue
+                ranked = picks.most_common()
+                if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+                    self.counts["tied_excluded"] += 1
+                    continue
+                (best, worst), n = ranked[0]
+                votes[(best, worst)] += n
+                decisive[frozenset((best, worst))] += sum(picks.values())
+        rows = []
+        prompt = first["item__sample__prompt"] or first["item__sample__task_type__fixed_prompt"] or ""
+        for key in sorted(decisive, key=sorted):
+            x, y = sorted(key)
+            if votes[(x, y)] == votes[(y, x)]:
+                self.counts["tied_excluded"] += 1
+                continue
+            winner, loser = (x, y) if votes[(x, y)] > votes[(y, x)] else (y, x)
+            rows.append({
+                "split": first["item__sample__split"], "task": task, "criterion": criterion, "prompt": prompt,
+                "sample_id": first["item__sample__external_id"], "votes": votes[(winner, loser)],
+                "agreement": round(votes[(winner, loser)] / decisive[key], 6),
+                "winner_candidate_id": winner, "loser_candidate_id": loser,
+            })
+        return rows
+
+    def _groups(self) -> Iterator[list[dict]]:
+        base = _judgments(self.flt)
+        self.counts["gold_judgments_excluded"] = base.filter(item__is_gold=True).count()
+        qs = (base.filter(item__is_gold=False)
+              .order_by("item__sample__external_id", "criterion__slug", "item_id", "id").values(*_FIELDS,
+                                                                                              "item__campaign_id"))
+        group: list[dict] = []
+        for r in qs.iterator(chunk_size=self.chunk_size):
+            self.counts["judgments"] += 1
+            self.campaign_ids.add(r["item__campaign_id"])
+            if group and (r["item__sample_id"], r["criterion__slug"]) != (group[0]["item__sample_id"],
+                                                                           group[0]["criterion__slug"]):
+                yield group
+                group = []
+            group.append(r)
+        if group:
+            yield group
+
+    def rows(self) -> Iterator[dict]:
+        """Preference rows (without image paths) in deterministic order."""
+        for group in self._groups():
+            yield from self._group_rows(group)
+
+    def human_ceiling(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = defaultdict(dict)
+        for (task, criterion), n in sorted(self.ceiling_n.items()):
+            out[task][criterion] = round(self.ceiling_sum[(task, criterion)] / n, 6)
+        return dict(out)
+
+
+def snapshot_preview(*, filter: dict | None) -> dict:  # noqa: A002 - the API calls it "filter"
+    """Live count of the rows a snapshot with this filter would hold (no files written)."""
+    flt = snapshot_normalize_filter(filter)
+    agg = _Aggregator(flt)
+    per_split: Counter = Counter()
+    per_task: dict[str, Counter] = defaultdict(Counter)
+    for row in agg.rows():
+        per_split[row["split"]] += 1
+        per_task[row["task"]][row["criterion"]] += 1
+    return {
+        "filter": flt, "pairs": sum(per_split.values()), "per_split": dict(per_split),
+        "per_task": {t: dict(c) for t, c in per_task.items()}, **dict(agg.counts),
+    }
+
+
+# --- create / build ---------------------------------------------------------------------------------
+
+def snapshot_create(
+    *, name: str, filter: dict | None = None, aggregation: str = "majority-v1",  # noqa: A002
+    user: User | None = None, enqueue: bool = True,
+) -> DatasetSnapshot:
+    """Record a snapshot request and (after commit) enqueue its build job."""
+    errors = {}
+    if not name or not name.strip():
+        errors["name"] = ["A name is required."]
+    if aggregation not in AGGREGATIONS:
+        errors["aggregation"] = [f"Use one of: {', '.join(AGGREGATIONS)}."]
+    if errors:
+        raise ApplicationError("The snapshot request is invalid.", fields=errors)
+    flt = snapshot_normalize_filter(filter)
+    with transaction.atomic():
+        job = job_create(kind=JobKind.SNAPSHOT, name=f"snapshot {name}",
+                         config={"filter": flt, "aggregation": aggregation}, user=user)
+        snapshot = DatasetSnapshot.objects.create(name=name.strip()[:200], filter=flt, aggregation=aggregation,
+                                                  created_by=user, job=job)
+        if flt["campaign_ids"]:
+            snapshot.campaigns.set(flt["campaign_ids"])
+        job.config = {**job.config, "snapshot_id": snapshot.pk}
+        job.save(update_fields=["config"])
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(job.pk))
+    return snapshot
+
+
+def _enqueue(job_id: int) -> None:
+    from ..tasks import snapshot_build_task
+
+    snapshot_build_task.delay(job_id)
+
+
+def _snapshots_root() -> Path:
+    root = Path(settings.ARTIFACTS_ROOT) / "snapshots"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+class _Progress:
+    def __init__(self, reporter: JobReporter | None, total: int) -> None:
+        self.reporter, self.total, self.done = reporter, max(total, 1), 0
+
+    def tick(self, n: int = 1) -> None:
+        self.done += n
+        if self.reporter is not None:
+            self.reporter.progress({"step": min(self.done, self.total), "total_steps": self.total, "kind": "train"})
+
+
+def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = None) -> DatasetSnapshot:
+    """Write the snapshot folder; raise SnapshotEmpty when no preference pair matches the filter."""
+    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.RUNNING, error="")
+    agg = _Aggregator(snapshot.filter)
+    tmp = _snapshots_root() / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
+    images = tmp / "images"
+    images.mkdir(parents=True)
+    progress = _Progress(reporter, _judgments(snapshot.filter).filter(item__is_gold=False).count())
+    try:
+        digest = hashlib.sha256()
+        per_split: Counter = Counter()
+        per_task: dict[str, Counter] = defaultdict(Counter)
+        n_images = 0
+        cand_cache: dict[int, Candidate] = {}
+        writer = pq.ParquetWriter(str(tmp / "pairs.parquet"), PAIR_SCHEMA)
+        batch: list[dict] = []
+        with (tmp / "pairs.jsonl").open("w") as jsonl:
+            seen_judgments = 0
+            for row in agg.rows():
+                if agg.counts["judgments"] != seen_judgments:
+                    progress.tick(agg.counts["judgments"] - seen_judgments)
+                    seen_judgments = agg.counts["judgments"]
+                paths = []
+                for key in ("winner_candidate_id", "loser_candidate_id"):
+                    cand = cand_cache.get(row[key])
+                    if cand is None:
+                        if len(cand_cache) > 10_000:  # bounded: memory stays flat
+                            cand_cache.clear()
+                        cand = cand_cache[row[key]] = Candidate.objects.only("image", "sha256").get(pk=row[key])
+                    target = images / f"{cand.sha256}.png"
+                    if not target.exists():
+                        with cand.image.open("rb") as src, target.open("wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        n_images += 1
+                    paths.append(f"images/{cand.sha256}.png")
+                winner, loser = paths
+                pair_id = hashlib.sha256(
+                    f"{row['sample_id']}|{row['task']}|{row['criterion']}|{winner}|{loser}".encode()
+                ).hexdigest()[:20]
+                out = {"pair_id": pair_id, "split": row["split"], "task": row["task"], "criterion": row["criterion"],
+                       "prompt": row["prompt"], "winner": winner, "loser": loser, "sample_id": row["sample_id"],
+                       "votes": row["votes"], "agreement": row["agreement"],
+                       "winner_candidate_id": row["winner_candidate_id"],
+                       "loser_candidate_id": row["loser_candidate_id"]}
+                line = json.dumps(out, sort_keys=True)
+                jsonl.write(line + "\n")
+                # The hash leaves out database ids: the same judgments give the same hash anywhere.
+                digest.update(json.dumps({k: v for k, v in out.items() if not k.endswith("candidate_id")},
+                                         sort_keys=True).encode() + b"\n")
+                per_split[out["split"]] += 1
+                per_task[out["task"]][out["criterion"]] += 1
+                batch.append(out)
+                if len(batch) >= ROW_GROUP:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=PAIR_SCHEMA))
+                    batch.clear()
+            if batch:
+                writer.write_table(pa.Table.from_pylist(batch, schema=PAIR_SCHEMA))
+            writer.close()
+        progress.tick(agg.counts["judgments"] - seen_judgments)
+        total = sum(per_split.values())
+        if total == 0:
+            raise SnapshotEmpty(
+                "no preference pairs match the filter "
+                f"({agg.counts['judgments']} judgments read; ties, no-difference answers and gold items "
+                "are excluded)", code="snapshot_empty")
+        content_hash = digest.hexdigest()
+        counts = {
+            "pairs": total, "images": n_images, "per_split": {s: per_split.get(s, 0) for s in ("train", "val", "test")},
+            "per_task": {t: dict(sorted(c.items())) for t, c in sorted(per_task.items())},
+            "judgments": agg.counts["judgments"],
+            "tie_judgments_excluded": agg.counts["tie_judgments_excluded"],
+            "no_difference_excluded": agg.counts["no_difference_excluded"],
+            "tied_excluded": agg.counts["tied_excluded"],
+            "gold_judgments_excluded": agg.counts["gold_judgments_excluded"],
+        }
+        ceiling = agg.human_ceiling()
+        manifest = {
+            "content_hash": content_hash, "created_at": timezone.now().isoformat(), "filter": snapshot.filter,
+            "aggregation": snapshot.aggregation, "counts": counts, "human_ceiling": ceiling,
+            "guideline_versions": {c: sorted(v) for c, v in sorted(agg.guideline_versions.items())},
+            "campaign_ids": sorted(agg.campaign_ids), "format_version": FORMAT_VERSION,
+            "snapshot_id": snapshot.pk, "name": snapshot.name,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        with transaction.atomic():
+            earlier = (DatasetSnapshot.objects.select_for_update()
+                       .filter(content_hash=content_hash, status=SnapshotStatus.SUCCEEDED)
+                       .exclude(pk=snapshot.pk).order_by("id").first())
+            if earlier is not None and Path(earlier.path).is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)  # immutable: share the earlier, identical folder
+                path, reused = earlier.path, earlier
+            else:
+                final = _snapshots_root() / f"{snapshot.pk}-{content_hash[:12]}"
+                if final.exists():
+                    shutil.rmtree(final)
+                tmp.rename(final)
+                path, reused = str(final), None
+            DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+                status=SnapshotStatus.SUCCEEDED, content_hash=content_hash, path=path, counts=counts,
+                human_ceiling=ceiling, progress=1.0, finished_at=timezone.now(), reused_from=reused, error="",
+            )
+            if not snapshot.filter.get("campaign_ids"):
+                snapshot.campaigns.set(sorted(agg.campaign_ids))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def _sync_from_job(snapshot: DatasetSnapshot, job: Job) -> None:
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).exclude(status=SnapshotStatus.SUCCEEDED).update(
+            status=SnapshotStatus.FAILED, error=job.error or job.status, finished_at=timezone.now())
+
+
+def snapshot_execute(job_id: int) -> DatasetSnapshot | None:
+    """The Celery task body: claim the job, build, mirror the outcome onto the snapshot."""
+
+    def body(job: Job, reporter: JobReporter) -> dict:
+        snapshot = DatasetSnapshot.objects.get(job=job)
+        snapshot = snapshot_build(snapshot, reporter)
+        return {"snapshot_id": snapshot.pk, "content_hash": snapshot.content_hash, "path": snapshot.path,
+                "counts": snapshot.counts, "reused_from": snapshot.reused_from_id}
+
+    job = job_execute(job_id, body)
+    snapshot = DatasetSnapshot.objects.filter(job_id=job_id).first()
+    if job is not None and snapshot is not None:
+        _sync_from_job(snapshot, job)
+        snapshot.refresh_from_db()
+    return snapshot

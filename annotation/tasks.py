@@ -1,0 +1,12 @@
+"""Celery tasks of the annotation app: thin wrappers around services."""
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="annotation.tasks.snapshot_build_task", acks_late=True)
+def snapshot_build_task(job_id: int) -> None:
+    """Build a dataset snapshot (idempotent: a redelivered message finds the job not queued)."""
+    from .services.snapshots import snapshot_execute
+
+    snapshot_execute(job_id)

@@ -1,0 +1,156 @@
+"""The job life cycle. Celery tasks call ``job_execute``; views call create/cancel/resume."""
+from __future__ import annotations
+
+import time
+import traceback as tb
+from collections.abc import Callable
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import Conflict
+
+from .models import Job, JobStatus, MetricPoint
+
+ProgressFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's body when a cancel was requested; the job ends ``cancelled``."""
+
+
+def job_create(*, kind: str, name: str, config: dict, user: User | None = None) -> Job:
+    return Job.objects.create(kind=kind, name=name[:200], config=config, created_by=user)
+
+
+STALE_AFTER_SECONDS = 300  # no heartbeat for this long while "running" = its worker died
+
+
+def job_claim(job_id: int) -> Job | None:
+    """queued → running, atomically. None if the job is not queued (a redelivered message).
+
+    A job still marked running whose heartbeat is stale lost its worker (killed, OOM, reboot);
+    the redelivered message takes it over and the engine resumes from its last checkpoint.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            return None
+        stale = (job.status == JobStatus.RUNNING and job.heartbeat_at is not None
+                 and (timezone.now() - job.heartbeat_at).total_seconds() > STALE_AFTER_SECONDS)
+        if stale:
+            job.config = {**job.config, "resume": True}
+            job.save(update_fields=["config"])
+        elif job.status != JobStatus.QUEUED:
+            return None
+        if job.cancel_requested:
+            job.status, job.finished_at = JobStatus.CANCELLED, timezone.now()
+            job.save(update_fields=["status", "finished_at"])
+            return None
+        now = timezone.now()
+        job.status, job.started_at, job.heartbeat_at = JobStatus.RUNNING, now, now
+        job.attempts += 1
+        job.error = job.traceback = ""
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "error", "traceback"])
+        return job
+
+
+class JobReporter:
+    """Progress and cancellation callbacks handed to an engine.
+
+    Writes at most every ``min_interval`` seconds (plus every eval and the final step), so a fast
+    loop does not hammer the database; each write is one UPDATE and maybe one INSERT.
+    """
+
+    def __init__(self, job: Job, *, min_interval: float = 0.5) -> None:
+        self.job = job
+        self.min_interval = min_interval
+        self._last_write = float("-inf")  # the first point is always written
+        self._last_poll = 0.0
+        self._started = time.monotonic()
+        self._cancel = False
+
+    def progress(self, event: dict) -> None:
+        step, total = int(event.get("step", 0)), int(event.get("total_steps", 0) or 0)
+        kind = str(event.get("kind", "train"))
+        values = {k: v for k, v in event.items() if k not in ("step", "total_steps", "kind")
+                  and isinstance(v, int | float | str | dict | list | None)}
+        now = time.monotonic()
+        final = total and step >= total
+        if kind == "train" and not final and now - self._last_write < self.min_interval:
+            return
+        self._last_write = now
+        fraction = min(1.0, step / total) if total else 0.0
+        elapsed = now - self._started
+        eta = (elapsed / fraction - elapsed) if fraction > 0 else None
+        MetricPoint.objects.create(job=self.job, step=step, kind=kind, values=values)
+        if kind != "train":  # eval points are recorded but do not move the progress bar
+            Job.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+            return
+        Job.objects.filter(pk=self.job.pk).update(
+            step=step, total_steps=total, progress=fraction, eta_seconds=eta, last_metrics=values,
+            heartbeat_at=timezone.now(),
+        )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancel and now - self._last_poll >= self.min_interval:
+            self._last_poll = now
+            self._cancel = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self._cancel
+
+
+def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | None:
+    """Claim the job, run ``body(job, reporter)`` and record the outcome; never raises."""
+    job = job_claim(job_id)
+    if job is None:
+        return None
+    reporter = JobReporter(job)
+    try:
+        result = body(job, reporter) or {}
+    except JobCancelled:
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
+    except Exception as exc:  # the run records its own failure; the worker stays healthy
+        Job.objects.filter(pk=job.pk).update(
+            status=JobStatus.FAILED, finished_at=timezone.now(), error=f"{exc.__class__.__name__}: {exc}"[:4000],
+            traceback=tb.format_exc()[-20000:],
+        )
+    else:
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=result,
+                                             progress=1.0, eta_seconds=0)
+    job.refresh_from_db()
+    return job
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop; a queued job is cancelled at once, a running one at its next poll."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_finished:
+            raise Conflict(f"The job is already {job.status}.")
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.status == JobStatus.QUEUED:
+            job.status, job.finished_at = JobStatus.CANCELLED, timezone.now()
+            fields += ["status", "finished_at"]
+        job.save(update_fields=fields)
+    return job
+
+
+def job_requeue_for_resume(*, job: Job) -> Job:
+    """failed/cancelled → queued, keeping the run folder so the engine resumes from its checkpoint."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise Conflict(f"Only failed or cancelled jobs can be resumed (this one is {job.status}).")
+        job.status, job.cancel_requested, job.finished_at = JobStatus.QUEUED, False, None
+        job.config = {**job.config, "resume": True}
+        job.save(update_fields=["status", "cancel_requested", "finished_at", "config"])
+    return job
+
+
+def job_append_log(*, job: Job, text: str, keep: int = 20000) -> None:
+    job.refresh_from_db(fields=["log_tail"])
+    Job.objects.filter(pk=job.pk).update(log_tail=(job.log_tail + text)[-keep:])

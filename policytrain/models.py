@@ -1,0 +1,94 @@
+"""Policy RL runs, the checkpoints they produce, and candidate-generation jobs.
+
+Lineage: PolicyCheckpoint → PolicyRun → RewardModel → DatasetSnapshot → Campaigns. A run's state
+(status, progress, error, metrics) lives on its ``jobs.Job``; these rows hold what is specific to RL.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+TINY_BASE = "tiny"
+
+
+class Algorithm(models.IntegerChoices):
+    FIXED = 1, "Algorithm 1 (fixed reference)"
+    DYNAMIC = 2, "Algorithm 2 (EMA reference)"
+
+
+class PolicyRun(models.Model):
+    """One OneReward RL run (engine ``policytrain.engine.rl.train``) against one reward model."""
+
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="policy_run")
+    reward_model = models.ForeignKey("rewardtrain.RewardModel", on_delete=models.PROTECT, related_name="policy_runs")
+    base_policy = models.CharField(
+        max_length=500, default=TINY_BASE,
+        help_text='FLUX.1-Fill folder or hub id; "tiny" = the locally built tiny Fill pipeline.',
+    )
+    algorithm = models.PositiveSmallIntegerField(choices=Algorithm.choices, default=Algorithm.FIXED)
+    config = models.JSONField(default=dict, help_text="RLConfig.to_dict() as run.")
+    output_dir = models.CharField(max_length=500)
+    conditions_dir = models.CharField(max_length=500, blank=True)
+    sample_filter = models.JSONField(default=dict, blank=True, help_text="Which samples were exported as conditions.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(algorithm__in=[1, 2]), name="policyrun_algorithm_valid")]
+
+    def __str__(self) -> str:
+        return f"policy run {self.pk} (alg {self.algorithm})"
+
+
+class PolicyCheckpoint(models.Model):
+    """A deployable policy: a base Fill pipeline plus (optionally) RL weights from a run's ``final/``."""
+
+    name = models.CharField(max_length=200, unique=True)
+    base_policy = models.CharField(max_length=500, help_text='FLUX.1-Fill folder, hub id, or "tiny".')
+    weights_dir = models.CharField(max_length=500, blank=True, help_text="Engine final/ folder; blank = the base itself.")
+    run = models.OneToOneField(PolicyRun, null=True, blank=True, on_delete=models.PROTECT, related_name="checkpoint")
+    reward_model = models.ForeignKey("rewardtrain.RewardModel", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="policy_checkpoints")
+    algorithm = models.PositiveSmallIntegerField(choices=Algorithm.choices, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GenerationJob(models.Model):
+    """A checkpoint and an opponent fill the same samples with the same seeds → a pairwise campaign."""
+
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="generation_job")
+    checkpoint = models.ForeignKey(PolicyCheckpoint, on_delete=models.PROTECT, related_name="generation_jobs")
+    opponent = models.ForeignKey(PolicyCheckpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 help_text="Null = the base policy of the checkpoint.")
+    sample_ids = models.JSONField(default=list, help_text="The samples filled (resolved at start).")
+    sample_filter = models.JSONField(default=dict, blank=True, help_text="The filter that chose them, if any.")
+    seeds = models.JSONField(default=list)
+    campaign_name = models.CharField(max_length=200)
+    criteria = models.JSONField(default=list, blank=True, help_text="Criterion slugs; empty = all of the task's.")
+    overlap = models.PositiveSmallIntegerField(default=3)
+    params = models.JSONField(default=dict, blank=True, help_text="Sampler settings (steps, guidance, ...).")
+    campaign = models.ForeignKey("annotation.Campaign", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    candidates_created = models.PositiveIntegerField(default=0)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"generation {self.pk} ({self.checkpoint})"
+
+    @property
+    def opponent_name(self) -> str:
+        return self.opponent.name if self.opponent else f"base:{self.checkpoint.base_policy}"

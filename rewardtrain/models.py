@@ -1,0 +1,50 @@
+"""Reward-model training runs and the registry of trained reward models.
+
+Lineage: RewardModel → RewardRun → DatasetSnapshot → Campaigns. A run's state (status, progress,
+error, metrics) lives on its ``jobs.Job``; a ``RewardModel`` row exists only for a run whose
+training AND evaluation both succeeded (see ``rewardtrain.services.reward_run_execute``).
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class RewardRun(models.Model):
+    """One reward-model training run (its life cycle is its Job's)."""
+
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="reward_run")
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", on_delete=models.PROTECT, related_name="reward_runs")
+    base_model = models.CharField(max_length=500, help_text="Local folder or hub id of the Qwen2.5-VL backbone.")
+    preset = models.CharField(max_length=40, default="tiny")
+    config = models.JSONField(default=dict, help_text="The final resolved RewardTrainConfig.to_dict().")
+    output_dir = models.CharField(max_length=500)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"reward run {self.pk} ({self.job.status})"
+
+
+class RewardModel(models.Model):
+    """A trained, evaluated reward model ready for scoring and RL."""
+
+    run = models.OneToOneField(RewardRun, on_delete=models.PROTECT, related_name="reward_model")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=500, help_text="The run's final/ folder (weights + processor + card).")
+    base_model = models.CharField(max_length=500)
+    template_version = models.CharField(max_length=60)
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", on_delete=models.PROTECT, related_name="reward_models")
+    eval_split = models.CharField(max_length=5, help_text="test, or val when the snapshot has no test pairs.")
+    eval_report = models.JSONField(default=dict, help_text="Accuracy table, position consistency, ECE, ceiling.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"

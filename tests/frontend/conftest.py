@@ -1,0 +1,72 @@
+"""Browser-test fixtures: the system Chromium driven by Playwright's sync API.
+
+The Playwright sync API runs an event loop in the test thread, which trips Django's
+async-unsafe guard on ORM calls made by the test itself; the live server runs in its own
+thread, so allowing it here is safe.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic", "--headless=new",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+PASSWORD = "pw-test-1234"
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def seeded_taxonomy(transactional_db):
+    """Transactional tests flush the database afterwards, taking the seeded task types,
+    criteria, guidelines and role groups with them; re-run the idempotent seed migration."""
+    from django.apps import apps
+
+    importlib.import_module("annotation.migrations.0002_default_taxonomy").forwards(apps, None)
+
+
+@pytest.fixture
+def browser_page(chromium_browser, live_server, seeded_taxonomy):
+    """A fresh 1280×800 page; yields (page, base_url)."""
+    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def screenshot_dir() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+def login(page, username: str, password: str = PASSWORD) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
