@@ -10,6 +10,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/policy/", include("policytrain.urls")),
+    path("api/reward/", include("rewardtrain.urls")),
     path("api/", include("annotation.api.urls")),
     path("", include("annotation.media_urls")),
     path("", include("frontend.urls")),

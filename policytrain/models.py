@@ -88,7 +88,3 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"generation {self.pk} ({self.checkpoint})"
-
-    @property
-    def opponent_name(self) -> str:
-        return self.opponent.name if self.opponent else f"base:{self.checkpoint.base_policy}"

@@ -94,7 +94,7 @@ def assignment_payload(lease: Lease, user) -> dict:
             "width": sample.width, "height": sample.height,
         },
         "candidates": [
-            {"id": cid, "label": labels[i], "url": _media(by_id[cid].candidate.image)}
+            {"id": cid, "label": labels[i], "position": by_id[cid].position, "url": _media(by_id[cid].candidate.image)}
             for i, cid in enumerate(lease.displayed_order)
         ],
         "criteria": CriterionOut(campaign.criteria.all(), many=True).data,

@@ -187,7 +187,8 @@ class LastSubmittedApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request, pk: int):
-        lease = (Lease.objects.filter(annotator=request.user, item__campaign_id=pk, state=LeaseState.SUBMITTED)
+        campaign = _visible_campaign(request, pk)
+        lease = (Lease.objects.filter(annotator=request.user, item__campaign=campaign, state=LeaseState.SUBMITTED)
                  .order_by("-finished_at").first())
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

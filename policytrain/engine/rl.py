@@ -46,13 +46,17 @@ class RunCancelled(Exception):
 # Reward
 # ----------------------------------------------------------------------------------------------
 def read_reward_criteria(reward_model_dir: str | Path) -> dict[str, list[str]]:
-    """The ``tasks`` map of the reward model's ``onereward.json``: {task: [criteria]}."""
+    """{task: [criteria]} the reward model was trained on, from its ``onereward.json``.
+
+    Cards written by ``rewardtrain.engine`` carry ``trained_on``; hand-written cards may use ``tasks``.
+    """
     path = Path(reward_model_dir) / "onereward.json"
     if not path.is_file():
         raise ValueError(f"reward model {reward_model_dir} has no onereward.json (not a trained OneReward model)")
-    tasks = json.loads(path.read_text()).get("tasks")
+    card = json.loads(path.read_text())
+    tasks = card.get("trained_on") or card.get("tasks")
     if not isinstance(tasks, dict):
-        raise ValueError(f"{path}: missing 'tasks' map")
+        raise ValueError(f"{path}: missing the 'trained_on' map of tasks to criteria")
     return {task: list(criteria) for task, criteria in tasks.items()}
 
 

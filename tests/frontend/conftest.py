@@ -6,7 +6,6 @@ thread, so allowing it here is safe.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
@@ -28,24 +27,16 @@ PASSWORD = "pw-test-1234"
 def chromium_browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `make test`, which installs it (apt-get install chromium)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
 
 
-@pytest.fixture
-def seeded_taxonomy(transactional_db):
-    """Transactional tests flush the database afterwards, taking the seeded task types,
-    criteria, guidelines and role groups with them; re-run the idempotent seed migration."""
-    from django.apps import apps
-
-    importlib.import_module("annotation.migrations.0002_default_taxonomy").forwards(apps, None)
-
 
 @pytest.fixture
-def browser_page(chromium_browser, live_server, seeded_taxonomy):
+def browser_page(chromium_browser, live_server):
     """A fresh 1280×800 page; yields (page, base_url)."""
     context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
     context.set_default_timeout(10_000)

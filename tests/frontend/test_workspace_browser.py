@@ -79,7 +79,10 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
     page.on("request", lambda r: requests.append(r.url))
     page.on("request", lambda r: submits.append(r.post_data_json) if r.url.endswith("/submit/") else None)
 
+    page.goto("/accounts/login/")
+    page.screenshot(path=str(screenshot_dir / "workspace-login-1280x800.png"))
     keyboard_login(page, "ann")
+    page.screenshot(path=str(screenshot_dir / "workspace-home-1280x800.png"))
     assert page.locator(f'a[href="/annotate/{campaign.pk}/"]').first.is_visible()
     page.goto(f"/annotate/{campaign.pk}/")
     lease1 = wait_item(page)
@@ -112,6 +115,10 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
     press_all(page, ["w", "0"])
     assert page.locator("#cands").is_visible()
     assert page.eval_on_selector("#cands .zimg", "i => i.style.transform") == "translate(0%, 0%) scale(1)"
+    page.keyboard.press("m")
+    assert page.locator("#mask-overlay").is_hidden()
+    page.keyboard.press("m")
+    assert page.locator("#mask-overlay").is_visible()
     page.keyboard.down("f")
     assert page.locator(".flicker-img").is_visible()
     page.keyboard.up("f")
@@ -177,7 +184,7 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
                 winner = order[PAIRWISE_KEY[key]]
                 assert j.choice == (Choice.A if winner == canon[0] else Choice.B), (slug, key, order, canon)
         assert len({j.idempotency_key for j in judgments.values()}) == 1
-    assert submits[0]["active_ms"] >= 0
+    assert submits[0]["active_ms"] > 0  # the page was visible and focused while judging
 
 
 @pytest.mark.browser
@@ -200,6 +207,10 @@ def test_best_worst_of_four_and_skip_by_keyboard(browser_page, screenshot_dir):
     assert page.locator(".crit-row.is-done").count() == 4
     page.wait_for_timeout(100)
     page.screenshot(path=str(screenshot_dir / "workspace-best-worst-1280x800.png"))
+    page.set_viewport_size({"width": 800, "height": 1180})
+    assert no_horizontal_overflow(page)
+    page.screenshot(path=str(screenshot_dir / "workspace-best-worst-tablet-800.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.keyboard.press("Enter")
     lease2 = wait_item(page, lease1)
 

@@ -196,11 +196,13 @@
     return r;
   }
 
-  /** A stored judgment → the API answer, where it can be told from the judgment alone. */
-  function judgmentToAnswer(j) {
+  /** A stored judgment → the API answer; "a"/"b" name canonical positions (candidate.position). */
+  function judgmentToAnswer(j, candidates) {
     if (j.choice === "best_worst") return { best: j.best, worst: j.worst };
     if (["tie", "both_bad", "no_difference"].includes(j.choice)) return j.choice;
-    return null; // "a"/"b" name canonical positions, which the payload does not carry
+    const wanted = j.choice === "a" ? 0 : j.choice === "b" ? 1 : -1;
+    const hit = (candidates || []).find((c) => c.position === wanted);
+    return hit ? hit.id : null;
   }
 
   // ---------------------------------------------------------------- rendering
@@ -347,12 +349,13 @@
       const head = el("div", { class: "crit-head" },
         el("span", { class: "crit-num", text: String(i + 1) }),
         el("span", { class: "crit-name", title: plain, text: c.name }),
-        c.uses_prompt ? el("span", { class: "tag tag-prompt", title: "This criterion judges against the prompt", text: "prompt" }) : null,
-        el("button", {
-          type: "button", class: "help-btn", "data-row": String(i), "aria-expanded": "false",
-          "aria-label": `Guideline for ${c.name}`, title: plain, text: "?",
-        }),
-        el("span", { class: "crit-status", "data-status": String(i) }));
+        el("span", { class: "crit-meta" },
+          c.uses_prompt ? el("span", { class: "tag tag-prompt", title: "This criterion judges against the prompt", text: "prompt" }) : null,
+          el("button", {
+            type: "button", class: "help-btn", "data-row": String(i), "aria-expanded": "false",
+            "aria-label": `Guideline for ${c.name}`, title: plain, text: "?",
+          }),
+          el("span", { class: "crit-status", "data-status": String(i) })));
       const guide = el("div", { class: "guideline", html: c.guideline_html || "<p>No guideline yet.</p>", hidden: true });
       if (c.guideline_version) guide.append(el("p", { class: "muted small", text: `Guideline v${c.guideline_version}` }));
       return el("div", { class: "crit-row", role: "listitem", "data-row": String(i), "data-slug": c.slug },
@@ -381,7 +384,7 @@
       row.classList.toggle("is-done", rowDone(r));
       if (i === v.active) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
       const st = row.querySelector(".crit-status");
-      st.textContent = MODE === "pairwise" ? (rowDone(r) ? `✓ ${statusText(r)}` : "") : (rowDone(r) ? "✓ done" : "");
+      st.textContent = MODE === "pairwise" ? (rowDone(r) ? `✓ ${statusText(r)}` : "") : (rowDone(r) ? "✓" : "");
       st.title = statusText(r);
       const guide = row.querySelector(".guideline");
       guide.hidden = v.openGuide !== i;
@@ -423,9 +426,9 @@
     if (v.editing) hint.textContent = "Change rows, Enter saves";
     else if (all) hint.textContent = "All answered — press Enter";
     else if (MODE === "best_worst" && r && !r.nodiff && r.best !== null && r.worst === null) {
-      hint.textContent = `${crit.name}: now press 1–${n} for WORST`;
-    } else if (MODE === "best_worst") hint.textContent = `${crit.name}: press 1–${n} for BEST, 0 if no difference`;
-    else hint.textContent = `${crit.name}: 1 A · 2 tie · 3 B · 4 both bad`;
+      hint.textContent = `${crit.name}: now pick WORST (1–${n})`;
+    } else if (MODE === "best_worst") hint.textContent = `${crit.name}: pick BEST (1–${n}) or 0`;
+    else hint.textContent = `Now: ${crit.name}`;
   }
 
   function render() {
@@ -635,7 +638,7 @@
     criteriaOf(ed).forEach((c, i) => {
       const j = (p.judgments || []).find((x) => x.criterion === c.slug);
       if (j) ed.judgments[c.slug] = j;
-      let answer = j ? judgmentToAnswer(j) : null;
+      let answer = j ? judgmentToAnswer(j, p.candidates) : null;
       if (answer === null && local[c.slug] !== undefined) answer = local[c.slug];
       if (answer === null && j) unknown++;
       ed.rows[i] = answerToRow(ed, answer);

@@ -1,0 +1,41 @@
+"""The fixed taxonomy (task types, criteria, first guidelines) and role groups.
+
+Written by migration 0002 and re-applied after every ``flush`` (post_migrate), so a database
+that was emptied — e.g. between transactional tests — never loses the paper's vocabulary.
+Idempotent. Uses the ``apps`` registry it is given, as migrations must.
+"""
+from __future__ import annotations
+
+from . import vocabulary as vocab
+
+
+def seed_taxonomy(apps) -> None:
+    Criterion = apps.get_model("annotation", "Criterion")
+    GuidelineVersion = apps.get_model("annotation", "GuidelineVersion")
+    TaskType = apps.get_model("annotation", "TaskType")
+    Group = apps.get_model("auth", "Group")
+    made = {}
+    for slug, name in vocab.CRITERION_NAMES.items():
+        criterion, _ = Criterion.objects.get_or_create(
+            slug=slug, defaults={"name": name, "uses_prompt": slug == vocab.TEXT_ALIGNMENT}
+        )
+        if not GuidelineVersion.objects.filter(criterion=criterion).exists():
+            GuidelineVersion.objects.create(criterion=criterion, version=1, body_markdown=vocab.INITIAL_GUIDELINES[slug])
+        made[slug] = criterion
+    for slug, name in vocab.TASK_NAMES.items():
+        task, created = TaskType.objects.get_or_create(
+            slug=slug, defaults={"name": name, "fixed_prompt": vocab.FIXED_PROMPTS.get(slug, "")}
+        )
+        if created:
+            task.criteria.set([made[c] for c in vocab.TASK_CRITERIA[slug]])
+    for role in ("annotator", "curator", "scientist"):
+        Group.objects.get_or_create(name=role)
+
+
+def _after_migrate(sender, apps=None, using="default", **kwargs) -> None:
+    if apps is not None and "annotation" in {a.label for a in apps.get_app_configs()}:
+        try:
+            apps.get_model("annotation", "Criterion")
+        except LookupError:  # migrating backwards past 0001
+            return
+        seed_taxonomy(apps)

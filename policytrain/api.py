@@ -1,0 +1,257 @@
+"""REST API under /api/policy/: RL runs, checkpoints (with lineage), generation jobs, run artifacts.
+
+Scientists and curators only (annotators get 403). Thin views: validate → service/selector → serialize.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.apps import apps
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils._os import safe_join
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.api.permissions import IsStaffRole
+from core.errors import ApplicationError
+from jobs.selectors import job_metric_series
+
+from . import selectors, services
+from .models import GenerationJob, PolicyCheckpoint, PolicyRun
+
+ARTIFACT_SUFFIXES = {".png", ".json", ".jsonl"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Serializers
+# ----------------------------------------------------------------------------------------------
+class JobOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    progress = serializers.FloatField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+    last_metrics = serializers.JSONField()
+    result = serializers.JSONField()
+    error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class PolicyRunOut(serializers.ModelSerializer):
+    job = JobOut()
+    reward_model = serializers.SerializerMethodField()
+    checkpoint = serializers.SerializerMethodField()
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = PolicyRun
+        fields = ["id", "job", "reward_model", "base_policy", "algorithm", "config", "output_dir", "conditions_dir",
+                  "sample_filter", "checkpoint", "started_by", "created_at"]
+
+    def get_reward_model(self, obj: PolicyRun) -> dict:
+        rm = obj.reward_model
+        return {"id": rm.pk, "name": getattr(rm, "name", str(rm))}
+
+    def get_checkpoint(self, obj: PolicyRun) -> int | None:
+        ckpt = getattr(obj, "checkpoint", None)
+        return ckpt.pk if ckpt else None
+
+
+class CheckpointOut(serializers.ModelSerializer):
+    class Meta:
+        model = PolicyCheckpoint
+        fields = ["id", "name", "base_policy", "weights_dir", "run", "reward_model", "algorithm", "created_at"]
+
+
+class GenerationOut(serializers.ModelSerializer):
+    job = JobOut()
+    checkpoint = CheckpointOut()
+    opponent = CheckpointOut(allow_null=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = GenerationJob
+        fields = ["id", "job", "checkpoint", "opponent", "sample_ids", "sample_filter", "seeds", "campaign_name",
+                  "criteria", "overlap", "params", "campaign", "candidates_created", "started_by", "created_at"]
+
+
+class _SampleSelection(serializers.Serializer):
+    sample_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    tasks = serializers.ListField(child=serializers.CharField(), required=False)
+    split = serializers.ChoiceField(choices=["train", "val", "test"], required=False)
+
+    def sample_filter(self) -> dict:
+        return {k: self.validated_data[k] for k in ("sample_ids", "tasks", "split") if self.validated_data.get(k)}
+
+
+class PolicyRunIn(_SampleSelection):
+    reward_model = serializers.IntegerField()
+    base_policy = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    algorithm = serializers.ChoiceField(choices=[1, 2], default=1)
+    overrides = serializers.DictField(required=False, default=dict)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class GenerationIn(_SampleSelection):
+    checkpoint = serializers.IntegerField()
+    opponent = serializers.IntegerField(required=False, allow_null=True)
+    seeds = serializers.ListField(child=serializers.IntegerField(), default=[0])
+    campaign_name = serializers.CharField(max_length=200)
+    criteria = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    overlap = serializers.IntegerField(min_value=1, default=3)
+    params = serializers.DictField(required=False, default=dict)
+
+
+def _reward_model(pk: int):
+    model = apps.get_model("rewardtrain", "RewardModel")
+    obj = model.objects.filter(pk=pk).first()
+    if obj is None:
+        raise ApplicationError("Unknown reward model.", fields={"reward_model": [f"No reward model with id {pk}."]})
+    return obj
+
+
+def _checkpoint(pk: int | None, field: str) -> PolicyCheckpoint | None:
+    if pk is None:
+        return None
+    obj = PolicyCheckpoint.objects.filter(pk=pk).first()
+    if obj is None:
+        raise ApplicationError("Unknown checkpoint.", fields={field: [f"No checkpoint with id {pk}."]})
+    return obj
+
+
+def _run_detail(request, run: PolicyRun) -> dict:
+    data = PolicyRunOut(run).data
+    after = int(request.query_params.get("metrics_after", 0) or 0)
+    data["metrics"] = job_metric_series(run.job, after_id=after)
+    data["sample_grids"] = [
+        request.build_absolute_uri(reverse("api-policy-run-artifact", args=[run.pk, rel]))
+        for rel in selectors.run_sample_grids(run)
+    ]
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Views
+# ----------------------------------------------------------------------------------------------
+class PolicyRunListCreateApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=PolicyRunOut(many=True))
+    def get(self, request):
+        qs = selectors.policy_run_list()
+        if request.query_params.get("status"):
+            qs = qs.filter(job__status=request.query_params["status"])
+        return Response(PolicyRunOut(qs[:200], many=True).data)
+
+    @extend_schema(request=PolicyRunIn, responses=PolicyRunOut)
+    def post(self, request):
+        data = PolicyRunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        run = services.policy_run_start(
+            reward_model=_reward_model(v["reward_model"]), base_policy=v.get("base_policy") or None,
+            algorithm=int(v["algorithm"]), overrides=v.get("overrides") or {}, sample_filter=data.sample_filter(),
+            user=request.user, name=v.get("name", ""),
+        )
+        return Response(PolicyRunOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class PolicyRunDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        return Response(_run_detail(request, get_object_or_404(selectors.policy_run_list(), pk=pk)))
+
+
+class PolicyRunActionApi(APIView):
+    """POST /runs/{id}/cancel/ or /runs/{id}/resume/."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(request=None, responses=PolicyRunOut, operation_id="policy_runs_action")
+    def post(self, request, pk: int, action: str):
+        run = get_object_or_404(selectors.policy_run_list(), pk=pk)
+        if action == "cancel":
+            run = services.policy_run_cancel(run=run)
+        elif action == "resume":
+            run = services.policy_run_resume(run=run)
+        else:
+            raise ApplicationError(f"Unknown action '{action}'.", fields={"action": ["Use cancel or resume."]})
+        return Response(PolicyRunOut(run).data)
+
+
+class PolicyRunArtifactApi(APIView):
+    """A run's PNG grids and JSON files; refuses anything outside the run folder."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request, pk: int, path: str):
+        run = get_object_or_404(PolicyRun, pk=pk)
+        try:
+            full = Path(safe_join(run.output_dir, path))  # refuses ../ and absolute paths
+        except Exception as exc:  # SuspiciousFileOperation, ValueError
+            raise Http404("Not found") from exc
+        if full.suffix.lower() not in ARTIFACT_SUFFIXES or not full.is_file():
+            raise Http404("Not found")
+        return FileResponse(full.open("rb"))
+
+
+class CheckpointListApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=CheckpointOut(many=True))
+    def get(self, request):
+        return Response(CheckpointOut(selectors.checkpoint_list()[:500], many=True).data)
+
+
+class CheckpointDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        checkpoint = get_object_or_404(selectors.checkpoint_list(), pk=pk)
+        return Response({**CheckpointOut(checkpoint).data, "lineage": selectors.checkpoint_lineage(checkpoint)})
+
+
+class GenerationListCreateApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=GenerationOut(many=True))
+    def get(self, request):
+        return Response(GenerationOut(selectors.generation_job_list()[:200], many=True).data)
+
+    @extend_schema(request=GenerationIn, responses=GenerationOut)
+    def post(self, request):
+        data = GenerationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        sample_filter = data.sample_filter()
+        if not sample_filter:
+            raise ApplicationError("Choose samples.", fields={"sample_ids": ["Give sample_ids, tasks or split."]})
+        gen = services.generation_job_start(
+            checkpoint=_checkpoint(v["checkpoint"], "checkpoint"), opponent=_checkpoint(v.get("opponent"), "opponent"),
+            sample_filter=sample_filter, seeds=v["seeds"], campaign_name=v["campaign_name"], criteria=v["criteria"],
+            overlap=v["overlap"], params=v["params"], user=request.user,
+        )
+        return Response(GenerationOut(gen).data, status=status.HTTP_201_CREATED)
+
+
+class GenerationDetailApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=GenerationOut)
+    def get(self, request, pk: int):
+        return Response(GenerationOut(get_object_or_404(selectors.generation_job_list(), pk=pk)).data)
+
+

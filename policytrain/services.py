@@ -1,0 +1,502 @@
+"""Policy RL runs and generation jobs: start (validate, export, enqueue), execute (Celery bodies),
+cancel and resume. Views, commands and tasks call these; nothing here imports torch at module level
+(the engine is imported inside the ``*_execute`` bodies, which only workers and ``--sync`` run).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import QuerySet
+
+from annotation.images import sha256_of
+from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
+from annotation.services.campaigns import campaign_add_items, campaign_create, campaign_start
+from annotation.services.imports import candidate_create_from_png
+from core.errors import ApplicationError
+from jobs.models import Job, JobKind
+from jobs.services import (
+    JobCancelled,
+    JobReporter,
+    job_cancel,
+    job_create,
+    job_requeue_for_resume,
+)
+from policytrain.engine.config import GenerateConfig, RLConfig
+
+from .conditions import export_conditions
+from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun
+
+MODEL_CARD = "onereward.json"
+# Fields the platform sets itself; a user override of them is refused.
+PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm")
+# With the tiny base policy, a run defaults to sizes a CPU finishes in seconds (user overrides win).
+TINY_PRESET = {
+    "resolution": 64, "batch_size": 2, "max_steps": 20, "reference_steps": 4, "policy_steps": 4,
+    "max_sequence_length": 32, "gradient_checkpointing": False, "learning_rate": 1e-3, "save_every": 10,
+    "sample_grid_every": 10, "log_every": 1,
+}
+TINY_GENERATE_PRESET = {"num_inference_steps": 4, "max_sequence_length": 32}
+GENERATE_PARAMS = ("num_inference_steps", "guidance", "true_cfg", "negative_prompt", "max_sequence_length")
+
+
+# ----------------------------------------------------------------------------------------------
+# Base policies
+# ----------------------------------------------------------------------------------------------
+def tiny_base_dir() -> Path:
+    return Path(settings.ARTIFACTS_ROOT) / "base-models" / "tiny-flux-fill"
+
+
+def resolve_base_policy(base: str | None) -> str:
+    """``"tiny"`` (or nothing) → the cached tiny Fill folder; anything else is a folder or hub id as given."""
+    base = (base or TINY_BASE).strip()
+    return str(tiny_base_dir()) if base == TINY_BASE else base
+
+
+def validate_base_policy(base: str | None) -> str:
+    base = (base or TINY_BASE).strip()
+    if base == TINY_BASE:
+        return base
+    looks_local = base.startswith(("/", ".", "~")) or Path(base).exists()
+    if looks_local and not Path(base).expanduser().is_dir():
+        raise ApplicationError("The base policy folder does not exist.",
+                               fields={"base_policy": [f"No folder at {base!r} (give a FLUX.1-Fill folder or hub id)."]})
+    return base
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_base_policy(base: str | None) -> str:
+    """The path/hub id to load; builds the tiny Fill pipeline once (worker side, needs torch)."""
+    resolved = resolve_base_policy(base)
+    if (base or TINY_BASE).strip() != TINY_BASE:
+        return resolved
+    target = tiny_base_dir()
+    if (target / "model_index.json").is_file():
+        return resolved
+    with _file_lock(target.parent / ".tiny-flux-fill.lock"):
+        if not (target / "model_index.json").is_file():
+            from policytrain.engine.tiny import build_tiny_fill_pipeline
+
+            tmp = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                build_tiny_fill_pipeline(tmp, seed=0)
+                shutil.rmtree(target, ignore_errors=True)
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return resolved
+
+
+def _set_torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(settings.TORCH_NUM_THREADS)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reward model coverage
+# ----------------------------------------------------------------------------------------------
+def reward_model_criteria(reward_model) -> dict[str, list[str]]:
+    """{task: [criteria]} the reward model was trained on, from its ``onereward.json`` model card.
+
+    Reads ``tasks`` (what the policy engine reads) and falls back to ``trained_on`` (what the reward
+    engine writes).
+    """
+    path = Path(reward_model.path) / MODEL_CARD
+    if not path.is_file():
+        raise ApplicationError(
+            "The reward model has no model card.",
+            fields={"reward_model": [f"{path} is missing: this is not a trained OneReward model folder."]},
+        )
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ApplicationError("The reward model card is not valid JSON.",
+                               fields={"reward_model": [f"{path}: {exc}"]}) from exc
+    tasks = card.get("tasks") or card.get("trained_on")
+    if not isinstance(tasks, dict):
+        raise ApplicationError("The reward model card names no tasks.",
+                               fields={"reward_model": [f"{path} has no 'tasks' (or 'trained_on') map."]})
+    return {task: list(criteria or []) for task, criteria in tasks.items()}
+
+
+def check_reward_coverage(reward_model, task_probs: dict[str, float]) -> dict[str, list[str]]:
+    covered = reward_model_criteria(reward_model)
+    active = [t for t, p in task_probs.items() if p > 0]
+    missing = [t for t in active if not covered.get(t)]
+    if missing:
+        have = sorted(t for t, c in covered.items() if c) or ["nothing"]
+        message = (f"Reward model '{reward_model.name}' has no criteria for task(s) {', '.join(missing)} "
+                   f"(it covers {', '.join(have)}). Set their task_probs to 0 or pick a reward model trained on them.")
+        raise ApplicationError(message, fields={"reward_model": [message], "task_probs": [message]},
+                               code="reward_model_coverage")
+    return {t: covered[t] for t in active}
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples
+# ----------------------------------------------------------------------------------------------
+def resolve_samples(samples: QuerySet[Sample] | Iterable[int] | None = None, sample_filter: dict | None = None,
+                    ) -> tuple[QuerySet[Sample], dict]:
+    """A queryset of Samples from a queryset, a list of ids, or a filter {"sample_ids", "tasks", "split"}."""
+    sample_filter = dict(sample_filter or {})
+    qs = Sample.objects.select_related("task_type").order_by("id")
+    if isinstance(samples, QuerySet):
+        ids = list(samples.values_list("pk", flat=True))
+        sample_filter.setdefault("sample_ids", ids)
+    elif samples is not None:
+        sample_filter["sample_ids"] = list(samples)
+    ids = sample_filter.get("sample_ids")
+    if ids:
+        try:
+            ids = sorted({int(i) for i in ids})
+        except (TypeError, ValueError) as exc:
+            raise ApplicationError("Sample ids must be integers.", fields={"samples": [str(exc)]}) from exc
+        qs = qs.filter(pk__in=ids)
+        found = set(qs.values_list("pk", flat=True))
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise ApplicationError("Unknown samples.", fields={"samples": [f"No sample with id {unknown[:10]}."]})
+        sample_filter["sample_ids"] = ids
+    if sample_filter.get("tasks"):
+        qs = qs.filter(task_type__slug__in=sample_filter["tasks"])
+    if sample_filter.get("split"):
+        qs = qs.filter(split=sample_filter["split"])
+    return qs, sample_filter
+
+
+# ----------------------------------------------------------------------------------------------
+# Policy runs
+# ----------------------------------------------------------------------------------------------
+def _config_error(exc: Exception) -> ApplicationError:
+    message = str(exc)
+    first = message.split(" ", 1)[0].rstrip(":").split("[", 1)[0]
+    known = set(RLConfig.__dataclass_fields__)
+    field = first if first in known else "overrides"
+    if message.startswith("unknown RLConfig field"):
+        field = "overrides"
+    return ApplicationError(f"Invalid RL configuration: {message}", fields={field: [message]}, code="invalid_config")
+
+
+def build_rl_config(*, base_policy: str, algorithm: int, overrides: dict | None, reward_model_path: str,
+                    conditions_dir: str = "-", output_dir: str = "-") -> RLConfig:
+    overrides = dict(overrides or {})
+    refused = sorted(set(overrides) & set(PLATFORM_FIELDS))
+    if refused:
+        raise ApplicationError("Some settings are set by the platform.",
+                               fields={k: ["Set by the platform; use the dedicated field."] for k in refused})
+    data: dict = {"device": settings.ML_DEVICE}
+    if base_policy == TINY_BASE:
+        data.update(TINY_PRESET)
+    data.update(overrides)
+    data.update(base_policy=resolve_base_policy(base_policy), algorithm=algorithm, reward_model=reward_model_path,
+                conditions_dir=conditions_dir, output_dir=output_dir)
+    try:
+        return RLConfig.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise _config_error(exc) from exc
+
+
+def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm: int = 1,
+                     overrides: dict | None = None, samples=None, sample_filter: dict | None = None,
+                     user: User | None = None, name: str = "", enqueue: bool = True) -> PolicyRun:
+    """Validate, export the condition samples, create Job + PolicyRun, and enqueue the training task.
+
+    ``enqueue=False`` leaves the job queued without a message (``train_policy --sync`` runs it in-process).
+    """
+    if algorithm not in (1, 2):
+        raise ApplicationError("Unknown algorithm.", fields={"algorithm": ["Must be 1 (fixed) or 2 (EMA reference)."]})
+    base = validate_base_policy(base_policy)
+    config = build_rl_config(base_policy=base, algorithm=int(algorithm), overrides=overrides,
+                             reward_model_path=str(reward_model.path))
+    check_reward_coverage(reward_model, config.task_probs)
+
+    active = [t for t, p in config.task_probs.items() if p > 0]
+    sample_filter = dict(sample_filter or {})
+    if samples is None and not sample_filter.get("sample_ids"):
+        sample_filter.setdefault("tasks", active)
+        if config.conditions_split:
+            sample_filter.setdefault("split", config.conditions_split)
+    qs, sample_filter = resolve_samples(samples, sample_filter)
+    in_split = qs.filter(split=config.conditions_split) if config.conditions_split else qs
+    present = set(in_split.values_list("task_type__slug", flat=True))
+    empty = [t for t in active if t not in present]
+    if empty:
+        split = f" in split '{config.conditions_split}'" if config.conditions_split else ""
+        raise ApplicationError(
+            "Not every sampled task has condition samples.",
+            fields={"samples": [f"No samples{split} for task(s) {', '.join(empty)}; add samples or set their "
+                                "task_probs to 0."]},
+        )
+    conditions_dir = export_conditions(qs.filter(task_type__slug__in=active))
+
+    with transaction.atomic():
+        job = job_create(kind=JobKind.POLICY, name=name or f"Policy RL (alg {algorithm}) on {reward_model.name}",
+                         config={}, user=user)
+        output_dir = Path(settings.ARTIFACTS_ROOT) / "policy-runs" / f"job-{job.pk}"
+        config = config.replace(conditions_dir=str(conditions_dir), output_dir=str(output_dir))
+        job.config = config.to_dict()
+        job.run_dir = str(output_dir)
+        job.save(update_fields=["config", "run_dir"])
+        run = PolicyRun.objects.create(
+            job=job, reward_model=reward_model, base_policy=base, algorithm=algorithm, config=config.to_dict(),
+            output_dir=str(output_dir), conditions_dir=str(conditions_dir), sample_filter=sample_filter,
+            started_by=user,
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue("policy_train_task", job.pk))
+    return run
+
+
+def _enqueue(task_name: str, job_id: int) -> None:
+    from . import tasks
+
+    getattr(tasks, task_name).delay(job_id)
+
+
+def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
+    """The Celery body: train, then register a checkpoint (only on success)."""
+    run = PolicyRun.objects.select_related("reward_model").get(job=job)
+    _set_torch_threads()
+    from policytrain.engine.rl import RunCancelled, train
+
+    data = dict(run.config)
+    data["base_policy"] = ensure_base_policy(run.base_policy)
+    if job.config.get("resume"):
+        data["resume"] = True
+    config = RLConfig.from_dict(data)
+    try:
+        result = train(config, progress=reporter.progress, should_stop=reporter.should_stop)
+    except RunCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    final = Path(config.output_dir) / result.get("final_dir", "final")
+    if not final.is_dir():
+        raise RuntimeError(f"the engine reported success but wrote no {final}")
+    with transaction.atomic():
+        checkpoint = PolicyCheckpoint.objects.create(
+            name=f"run{run.pk}-alg{run.algorithm}-step{result.get('steps', 0)}", base_policy=run.base_policy,
+            weights_dir=str(final), run=run, reward_model=run.reward_model, algorithm=run.algorithm,
+        )
+    return {**{k: v for k, v in result.items() if k != "last_metrics"}, "metrics": result.get("last_metrics", {}),
+            "checkpoint_id": checkpoint.pk}
+
+
+def policy_run_cancel(*, run: PolicyRun) -> PolicyRun:
+    job_cancel(job=run.job)
+    run.job.refresh_from_db()
+    return run
+
+
+def policy_run_resume(*, run: PolicyRun) -> PolicyRun:
+    """failed/cancelled → queued; the engine resumes from the run folder's last checkpoint."""
+    with transaction.atomic():
+        job_requeue_for_resume(job=run.job)
+        transaction.on_commit(lambda: _enqueue("policy_train_task", run.job_id))
+    run.job.refresh_from_db()
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation jobs: checkpoint vs opponent → candidates → a started pairwise campaign
+# ----------------------------------------------------------------------------------------------
+def policy_source_name(checkpoint: PolicyCheckpoint | None, base_policy: str = TINY_BASE) -> str:
+    """The Candidate.source_name of a policy's outputs (None = a bare base policy)."""
+    if checkpoint is not None:
+        return f"policy:{checkpoint.name}"[:200]
+    return f"base:{base_policy}"[:200]
+
+
+def _generate_params(base_policy: str, params: dict | None) -> dict:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(GENERATE_PARAMS))
+    if unknown:
+        raise ApplicationError("Unknown generation settings.",
+                               fields={"params": [f"Unknown: {', '.join(unknown)}; use {', '.join(GENERATE_PARAMS)}."]})
+    merged = {**(TINY_GENERATE_PRESET if base_policy == TINY_BASE else {}), **params}
+    try:
+        GenerateConfig.from_dict({"conditions_dir": "-", "out_dir": "-", "base_policy": "-", **merged})
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError(f"Invalid generation settings: {exc}", fields={"params": [str(exc)]}) from exc
+    return merged
+
+
+def generation_job_start(*, checkpoint: PolicyCheckpoint, opponent: PolicyCheckpoint | None = None,
+                         samples=None, sample_filter: dict | None = None, seeds: Sequence[int] = (0,),
+                         campaign_name: str, criteria: Sequence[str | Criterion] | None = None, overlap: int = 3,
+                         params: dict | None = None, user: User | None = None, enqueue: bool = True,
+                         ) -> GenerationJob:
+    """Validate, create Job + GenerationJob and enqueue ``generation_task`` (unless ``enqueue=False``)."""
+    errors: dict[str, list[str]] = {}
+    campaign_name = (campaign_name or "").strip()
+    if not campaign_name:
+        errors["campaign_name"] = ["Required."]
+    elif (Campaign.objects.filter(name=campaign_name).exists()
+          or GenerationJob.objects.filter(campaign_name=campaign_name, job__status__in=["queued", "running"]).exists()):
+        errors["campaign_name"] = ["A campaign (or a pending generation job) already uses this name."]
+    if opponent is not None and opponent.pk == checkpoint.pk:
+        errors["opponent"] = ["The opponent must be a different checkpoint."]
+    if opponent is None and not checkpoint.weights_dir:
+        errors["opponent"] = ["This checkpoint is a bare base policy; pick another checkpoint as the opponent."]
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        errors["seeds"] = ["Give at least one seed, without repeats."]
+    if overlap < 1:
+        errors["overlap"] = ["Must be at least 1."]
+    if errors:
+        raise ApplicationError("The generation job is not valid.", fields=errors)
+
+    qs, sample_filter = resolve_samples(samples, sample_filter)
+    chosen = list(qs)
+    if not chosen:
+        raise ApplicationError("No samples selected.", fields={"samples": ["The selection matches no sample."]})
+    tasks = {s.task_type.slug for s in chosen}
+    if len(tasks) > 1:
+        raise ApplicationError("One generation job makes one campaign, and a campaign has one task type.",
+                               fields={"samples": [f"The samples mix task types {sorted(tasks)}; start one job per task."]})
+    task_type = chosen[0].task_type
+    bad = [s.external_id for s in chosen if s.width % 16 or s.height % 16]
+    if bad:
+        raise ApplicationError("Some samples cannot be filled at their size.",
+                               fields={"samples": [f"Width and height must be multiples of 16: {bad[:10]}."]})
+    slugs = [c.slug if isinstance(c, Criterion) else str(c) for c in (criteria or [])]
+    allowed = set(task_type.criteria.values_list("slug", flat=True))
+    if any(s not in allowed for s in slugs):
+        raise ApplicationError("Unknown criteria for this task.",
+                               fields={"criteria": [f"Use criteria of '{task_type.slug}': {sorted(allowed)}."]})
+    merged = _generate_params(checkpoint.base_policy, params)
+
+    with transaction.atomic():
+        opp = opponent.name if opponent else policy_source_name(None, checkpoint.base_policy)
+        job = job_create(kind=JobKind.GENERATION, name=f"Generate {checkpoint.name} vs {opp}"[:200],
+                         config={"seeds": seeds, "params": merged, "sample_count": len(chosen)}, user=user)
+        job.run_dir = str(Path(settings.ARTIFACTS_ROOT) / "generation" / f"job-{job.pk}")
+        job.save(update_fields=["run_dir"])
+        gen = GenerationJob.objects.create(
+            job=job, checkpoint=checkpoint, opponent=opponent, sample_ids=[s.pk for s in chosen],
+            sample_filter=sample_filter, seeds=seeds, campaign_name=campaign_name, criteria=slugs, overlap=overlap,
+            params=merged, started_by=user,
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue("generation_task", job.pk))
+    return gen
+
+
+def _run_generation(*, side: str, checkpoint: PolicyCheckpoint | None, base_policy: str, conditions_dir: Path,
+                    out_dir: Path, seeds: list[int], params: dict, progress) -> list[dict]:
+    from policytrain.engine.generate import generate_candidates
+
+    config = GenerateConfig(
+        conditions_dir=str(conditions_dir), out_dir=str(out_dir / side), base_policy=ensure_base_policy(base_policy),
+        weights=(checkpoint.weights_dir or None) if checkpoint else None, seeds=tuple(seeds),
+        device=settings.ML_DEVICE, **params,
+    )
+    generate_candidates(config, progress=progress)
+    rows = [json.loads(line) for line in (out_dir / side / "outputs.jsonl").read_text().splitlines() if line.strip()]
+    return rows
+
+
+def generation_execute(job: Job, reporter: JobReporter) -> dict:
+    """The Celery body: fill the samples with both policies, then (one transaction) candidates + campaign."""
+    gen = GenerationJob.objects.select_related("checkpoint", "opponent").get(job=job)
+    samples = {s.pk: s for s in Sample.objects.filter(pk__in=gen.sample_ids).select_related("task_type")}
+    if len(samples) != len(gen.sample_ids):
+        raise ValueError("some samples of this generation job were deleted")
+    _set_torch_threads()
+    out_dir = Path(job.run_dir or Path(settings.ARTIFACTS_ROOT) / "generation" / f"job-{job.pk}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    written: list[str] = []
+    try:
+        conditions_dir = export_conditions([samples[i] for i in gen.sample_ids])
+        per_side = len(samples) * len(gen.seeds)
+        total = 2 * per_side
+
+        def progress_for(offset: int):
+            def progress(event: dict) -> None:
+                if reporter.should_stop():
+                    raise JobCancelled("cancelled during generation")
+                reporter.progress({**event, "step": offset + int(event.get("step", 0)), "total_steps": total})
+            return progress
+
+        opponent_base = gen.opponent.base_policy if gen.opponent else gen.checkpoint.base_policy
+        sides = [
+            ("a", gen.checkpoint, gen.checkpoint.base_policy, policy_source_name(gen.checkpoint)),
+            ("b", gen.opponent, opponent_base, policy_source_name(gen.opponent, opponent_base)),
+        ]
+        outputs = {}
+        for i, (side, ckpt, base, _name) in enumerate(sides):
+            outputs[side] = _run_generation(side=side, checkpoint=ckpt, base_policy=base, conditions_dir=conditions_dir,
+                                            out_dir=out_dir, seeds=list(gen.seeds), params=dict(gen.params),
+                                            progress=progress_for(i * per_side))
+
+        def save(prefix: str, data: bytes) -> str:
+            name = default_storage.save(f"{prefix}/{sha256_of(data)[:32]}.png", ContentFile(data))
+            written.append(name)
+            return name
+
+        with transaction.atomic():
+            made: dict[tuple[str, int, int], Candidate] = {}
+            created = 0
+            for side, ckpt, _base, source_name in sides:
+                for row in outputs[side]:
+                    sample = samples[int(row["condition_id"])]
+                    png = (out_dir / side / row["image"]).read_bytes()
+                    is_new = not Candidate.objects.filter(sample=sample, sha256=sha256_of(png)).exists()
+                    cand = candidate_create_from_png(
+                        sample=sample, png=png, provenance=Provenance.POLICY, source_name=source_name,
+                        seed=int(row["seed"]), source_ref=str(ckpt.pk) if ckpt else "",
+                        params={**row.get("params", {}), "generation_job": gen.pk,
+                                "checkpoint_id": ckpt.pk if ckpt else None}, _save=save,
+                    )
+                    created += int(is_new)
+                    made[(side, sample.pk, int(row["seed"]))] = cand
+            groups, identical = [], 0
+            for sample_id in gen.sample_ids:
+                for seed in gen.seeds:
+                    a, b = made[("a", sample_id, seed)], made[("b", sample_id, seed)]
+                    if a.pk == b.pk:  # byte-identical outputs: nothing to judge
+                        identical += 1
+                        continue
+                    groups.append((samples[sample_id], [a, b]))
+            if not groups:
+                raise ValueError("both policies produced identical images for every sample and seed; no pairs to judge")
+            task_type = samples[gen.sample_ids[0]].task_type
+            criteria = list(Criterion.objects.filter(slug__in=gen.criteria)) if gen.criteria else None
+            campaign = campaign_create(
+                name=gen.campaign_name, task_type=task_type, criteria=criteria, overlap=gen.overlap,
+                selection={"sample_ids": list(gen.sample_ids), "opponents": [sides[0][3], sides[1][3]]},
+                description=f"Generation job {gen.pk}: {sides[0][3]} (A) vs {sides[1][3]} (B), seeds {gen.seeds}.",
+                created_by=gen.started_by, source_ref=f"generation-job:{gen.pk}",
+            )
+            items = campaign_add_items(campaign=campaign, groups=groups)
+            campaign = campaign_start(campaign=campaign)
+            GenerationJob.objects.filter(pk=gen.pk).update(campaign=campaign, candidates_created=created)
+    except BaseException:
+        for name in written:  # all-or-nothing: no orphaned media either
+            default_storage.delete(name)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return {"campaign_id": campaign.pk, "campaign": campaign.name, "candidates_created": created, "items": items,
+            "identical_pairs": identical, "conditions_dir": str(conditions_dir)}

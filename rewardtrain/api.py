@@ -1,0 +1,255 @@
+"""REST API under /api/reward/: snapshots, training runs, the reward-model registry, scoring.
+
+Thin views: validate input → call a service or selector → serialize. Scientists and curators
+only (annotators and anonymous users get 403). Nothing here imports torch: training and scoring
+run as jobs on the worker (``rewardtrain.tasks``).
+"""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.api.permissions import IsStaffRole
+from annotation.models import DatasetSnapshot
+from annotation.services.snapshots import AGGREGATIONS, snapshot_create, snapshot_preview
+
+from . import selectors as sel
+from .models import RewardModel, RewardRun
+from .presets import load_preset, preset_names
+from .services import (
+    MAX_SCORE_PAIRS,
+    reward_run_cancel,
+    reward_run_resume,
+    reward_run_start,
+    reward_score_start,
+)
+
+# --- serializers ------------------------------------------------------------------------------------
+
+
+def job_payload(job) -> dict | None:
+    if job is None:
+        return None
+    return {"id": job.pk, "kind": job.kind, "status": job.status, "step": job.step, "total_steps": job.total_steps,
+            "progress": job.progress, "eta_seconds": job.eta_seconds, "last_metrics": job.last_metrics,
+            "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
+            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}
+
+
+class SnapshotOut(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    campaigns = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetSnapshot
+        fields = ["id", "name", "status", "filter", "aggregation", "content_hash", "path", "counts", "human_ceiling",
+                  "error", "reused_from", "campaigns", "job", "created_at", "finished_at"]
+
+    def get_job(self, obj) -> dict | None:
+        return job_payload(obj.job)
+
+    def get_campaigns(self, obj) -> list[dict]:
+        return [{"id": c.pk, "name": c.name} for c in obj.campaigns.all()]
+
+
+class SnapshotFilterIn(serializers.Serializer):
+    campaign_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    criteria = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
+    task_types = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
+    date_from = serializers.DateField(required=False, allow_null=True, default=None)
+    date_to = serializers.DateField(required=False, allow_null=True, default=None)
+
+
+class SnapshotIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    filter = SnapshotFilterIn(required=False, default=dict)
+    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="majority-v1")
+
+
+class RunIn(serializers.Serializer):
+    snapshot = serializers.IntegerField()
+    base_model = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    preset = serializers.CharField(required=False, default="tiny", max_length=40)
+    overrides = serializers.DictField(required=False, default=dict)
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+class RunOut(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    snapshot = serializers.SerializerMethodField()
+    reward_model = serializers.SerializerMethodField()
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = RewardRun
+        fields = ["id", "job", "snapshot", "base_model", "preset", "config", "output_dir", "started_by",
+                  "reward_model", "created_at"]
+
+    def get_job(self, obj) -> dict:
+        return job_payload(obj.job)
+
+    def get_snapshot(self, obj) -> dict:
+        return {"id": obj.snapshot_id, "name": obj.snapshot.name, "content_hash": obj.snapshot.content_hash}
+
+    def get_reward_model(self, obj) -> int | None:
+        model = getattr(obj, "reward_model", None)
+        return model.pk if model else None
+
+
+class ModelOut(serializers.ModelSerializer):
+    lineage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RewardModel
+        fields = ["id", "name", "path", "base_model", "template_version", "eval_split", "eval_report", "lineage",
+                  "created_at"]
+
+    def get_lineage(self, obj) -> dict:
+        return sel.model_lineage(obj)
+
+
+class ScorePairIn(serializers.Serializer):
+    first = serializers.IntegerField(help_text="Candidate id of the image being judged.")
+    second = serializers.IntegerField(help_text="Candidate id of the comparison image.")
+    criterion = serializers.SlugField()
+    task = serializers.SlugField(required=False)
+    prompt = serializers.CharField(required=False, allow_blank=True)
+
+
+class ScoreIn(serializers.Serializer):
+    pairs = ScorePairIn(many=True, allow_empty=False, max_length=MAX_SCORE_PAIRS)
+
+
+# --- views ------------------------------------------------------------------------------------------
+
+
+class _Staff(APIView):
+    permission_classes = [IsStaffRole]
+
+
+class PresetListApi(_Staff):
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response([{"name": n, "config": load_preset(n)} for n in preset_names()])
+
+
+class SnapshotListCreateApi(_Staff):
+    @extend_schema(responses=SnapshotOut(many=True))
+    def get(self, request):
+        return Response(SnapshotOut(sel.snapshot_list(), many=True).data)
+
+    @extend_schema(request=SnapshotIn, responses=SnapshotOut)
+    def post(self, request):
+        data = SnapshotIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        flt = {k: (val.isoformat() if hasattr(val, "isoformat") else val) for k, val in v["filter"].items()}
+        snapshot = snapshot_create(name=v["name"], filter=flt, aggregation=v["aggregation"], user=request.user)
+        return Response(SnapshotOut(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+class SnapshotPreviewApi(_Staff):
+    """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=… → live counts."""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        q = request.query_params
+        try:
+            campaign_ids = [int(x) for x in q.getlist("campaign")]
+        except ValueError:
+            campaign_ids = q.getlist("campaign")  # the service reports the field error
+        flt = {"campaign_ids": campaign_ids, "criteria": q.getlist("criterion"), "task_types": q.getlist("task"),
+               "date_from": q.get("date_from"), "date_to": q.get("date_to")}
+        return Response(snapshot_preview(filter=flt))
+
+
+class SnapshotDetailApi(_Staff):
+    @extend_schema(responses=SnapshotOut)
+    def get(self, request, pk: int):
+        return Response(SnapshotOut(get_object_or_404(sel.snapshot_list(), pk=pk)).data)
+
+
+class RunListCreateApi(_Staff):
+    @extend_schema(responses=RunOut(many=True))
+    def get(self, request):
+        return Response(RunOut(sel.run_list(status=request.query_params.get("status")), many=True).data)
+
+    @extend_schema(request=RunIn, responses=RunOut)
+    def post(self, request):
+        data = RunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        snapshot = DatasetSnapshot.objects.filter(pk=v["snapshot"]).first()
+        if snapshot is None:
+            return Response({"message": "Invalid input.", "code": "invalid",
+                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        run = reward_run_start(snapshot=snapshot, base_model=v["base_model"] or None, preset=v["preset"],
+                               overrides=v["overrides"], user=request.user, name=v["name"])
+        return Response(RunOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(_Staff):
+    """The run, its job status/progress and metric points after ?after=<metric id>."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        run = get_object_or_404(sel.run_list(), pk=pk)
+        try:
+            after = int(request.query_params.get("after", 0))
+        except ValueError:
+            after = 0
+        return Response({**RunOut(run).data, "metrics": sel.run_metrics(run, after_id=after)})
+
+
+class RunActionApi(_Staff):
+    """POST /runs/{id}/cancel/ or /runs/{id}/resume/."""
+
+    @extend_schema(request=None, responses=RunOut, operation_id="reward_runs_action")
+    def post(self, request, pk: int, action: str):
+        run = get_object_or_404(RewardRun, pk=pk)
+        if action == "cancel":
+            run = reward_run_cancel(run=run)
+        elif action == "resume":
+            run = reward_run_resume(run=run)
+        else:
+            return Response({"message": f"Unknown action '{action}'.", "code": "invalid",
+                             "fields": {"action": ["Use cancel or resume."]}}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(RunOut(sel.run_list().get(pk=run.pk)).data)
+
+
+class ModelListApi(_Staff):
+    @extend_schema(responses=ModelOut(many=True))
+    def get(self, request):
+        return Response(ModelOut(sel.model_list(), many=True).data)
+
+
+class ModelDetailApi(_Staff):
+    @extend_schema(responses=ModelOut)
+    def get(self, request, pk: int):
+        return Response(ModelOut(get_object_or_404(sel.model_list(), pk=pk)).data)
+
+
+class ModelScoreApi(_Staff):
+    """Queue a scoring job (202); poll GET /api/reward/scores/{job id}/ for the P(Yes) values."""
+
+    @extend_schema(request=ScoreIn, responses=dict)
+    def post(self, request, pk: int):
+        model = get_object_or_404(RewardModel, pk=pk)
+        data = ScoreIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = reward_score_start(model=model, pairs=[dict(p) for p in data.validated_data["pairs"]],
+                                 user=request.user)
+        return Response({"job": job_payload(job)}, status=status.HTTP_202_ACCEPTED)
+
+
+class ScoreResultApi(_Staff):
+    @extend_schema(responses=dict)
+    def get(self, request, job_id: int):
+        job = sel.score_job(job_id)
+        if job is None:
+            return Response({"message": "No such scoring job.", "code": "not_found", "fields": {}},
+                            status=status.HTTP_404_NOT_FOUND)
+        return Response({"job": job_payload(job), "scores": job.result.get("scores", [])})

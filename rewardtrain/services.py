@@ -1,0 +1,266 @@
+"""Reward-model runs: start, cancel, resume, execute (Celery body), and scoring jobs.
+
+Web processes import this module, so it never imports torch at module level: the engine's heavy
+modules (train, evaluate, scorer, tiny) are imported inside the functions the Celery worker runs.
+``rewardtrain.engine.config`` is plain dataclasses and is safe to import here.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
+from annotation.vocabulary import TASK_CRITERIA
+from core.errors import ApplicationError, Conflict
+from jobs.models import Job, JobKind
+from jobs.services import (
+    JobCancelled,
+    JobReporter,
+    job_cancel,
+    job_create,
+    job_execute,
+    job_requeue_for_resume,
+)
+
+from .engine.config import RewardTrainConfig
+from .models import RewardModel, RewardRun
+from .presets import load_preset, preset_names
+
+TINY_BASE_MODEL_NAME = "tiny-qwen25vl"
+MAX_SCORE_PAIRS = 256
+
+
+def default_base_model_dir() -> Path:
+    """The built-in tiny Qwen2.5-VL backbone (built by the worker on first use)."""
+    return Path(settings.ARTIFACTS_ROOT) / "base-models" / TINY_BASE_MODEL_NAME
+
+
+def _finite(value):
+    """JSON for PostgreSQL: NaN/inf become null (jsonb rejects them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --- start / cancel / resume -----------------------------------------------------------------------
+
+def reward_run_start(
+    *, snapshot: DatasetSnapshot, base_model: str | None = None, preset: str = "tiny",
+    overrides: dict | None = None, user: User | None = None, name: str = "", enqueue: bool = True,
+) -> RewardRun:
+    """Validate, record a RewardRun + Job with the final resolved config, enqueue after commit."""
+    overrides = dict(overrides or {})
+    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+        raise ApplicationError("The snapshot has not been built successfully.",
+                               fields={"snapshot": [f"Snapshot {snapshot.pk} is {snapshot.status}."]})
+    try:
+        preset_fields = load_preset(preset)
+    except KeyError:
+        raise ApplicationError("Unknown preset.", fields={"preset": [f"Use one of: {', '.join(preset_names())}."]}) \
+            from None
+    reserved = sorted(set(overrides) & {"snapshot_dir", "output_dir", "resume", "base_model"})
+    if reserved:
+        raise ApplicationError("Some overrides are set by the platform.", fields={
+            "overrides": [f"{', '.join(reserved)} cannot be overridden (use the snapshot / base_model fields)."]})
+    base = (base_model or "").strip() or str(default_base_model_dir())
+    with transaction.atomic():
+        job = job_create(kind=JobKind.REWARD, name=name or f"reward model on {snapshot.name}", config={}, user=user)
+        output_dir = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
+        data = {"device": settings.ML_DEVICE, **preset_fields, **overrides,
+                "base_model": base, "snapshot_dir": snapshot.path, "output_dir": str(output_dir)}
+        try:
+            config = RewardTrainConfig.from_dict(data)
+        except ValueError as exc:
+            raise ApplicationError("The training configuration is invalid.", fields={"overrides": [str(exc)]}) \
+                from None
+        resolved = config.to_dict()
+        job.config = resolved
+        job.run_dir = str(output_dir)
+        job.save(update_fields=["config", "run_dir"])
+        run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=base, preset=preset, config=resolved,
+                                       output_dir=str(output_dir), started_by=user)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_train(job.pk))
+    return run
+
+
+def _enqueue_train(job_id: int) -> None:
+    from .tasks import reward_train_task
+
+    reward_train_task.delay(job_id)
+
+
+def reward_run_cancel(*, run: RewardRun) -> RewardRun:
+    job_cancel(job=run.job)
+    run.job.refresh_from_db()
+    return run
+
+
+def reward_run_resume(*, run: RewardRun, enqueue: bool = True) -> RewardRun:
+    """failed/cancelled → queued; the engine continues from the newest checkpoint in the run folder."""
+    if hasattr(run, "reward_model"):
+        raise Conflict("This run already produced a reward model.")
+    with transaction.atomic():
+        job_requeue_for_resume(job=run.job)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_train(run.job_id))
+    run.job.refresh_from_db()
+    return run
+
+
+# --- execute (worker) -------------------------------------------------------------------------------
+
+def _ensure_tiny_base_model(path: Path) -> None:
+    """Build the default tiny backbone once (atomically: build aside, then rename)."""
+    if (path / "config.json").exists():
+        return
+    import shutil
+    import uuid
+
+    from .engine.tiny import build_tiny_reward_model
+
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    build_tiny_reward_model(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(path)
+    except OSError:  # another worker won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reward_run_execute(job: Job, reporter: JobReporter,
+                       on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Train, evaluate on the test split (val if test is empty) and register the RewardModel.
+
+    Every engine error ends the job failed (``job_execute`` records it); the RewardModel row is
+    written in one transaction only after both training and evaluation succeeded.
+    """
+    from .engine.data import read_pairs
+    from .engine.evaluate import evaluate, format_table
+    from .engine.train import RunCancelled, train
+
+    run = RewardRun.objects.select_related("snapshot").get(job=job)
+    config = RewardTrainConfig.from_dict({k: v for k, v in job.config.items()})
+    if Path(config.base_model) == default_base_model_dir():
+        _ensure_tiny_base_model(default_base_model_dir())
+    elif config.base_model.startswith(("/", ".")) and not Path(config.base_model).exists():
+        raise FileNotFoundError(f"base model folder not found: {config.base_model}")
+
+    def progress(event: dict) -> None:
+        reporter.progress(event)
+        if on_progress is not None:
+            on_progress(event)
+
+    try:
+        result = train(config, progress=progress, should_stop=reporter.should_stop)
+    except RunCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    split = "test" if read_pairs(config.snapshot_dir, split="test") else "val"
+    if not read_pairs(config.snapshot_dir, split=split):
+        raise ValueError(f"snapshot {run.snapshot_id} has no test or val pairs to evaluate the model on")
+    final_dir = result["final_dir"]
+    report = evaluate(final_dir, config.snapshot_dir, split=split, batch_size=config.eval_batch_size,
+                      device=config.resolved_device())
+    report["table"] = format_table(report)
+    report = _finite(report)
+    reporter.progress({"step": result["steps"], "total_steps": result["total_steps"], "kind": "eval",
+                       "split": split, "overall_accuracy": report.get("overall_accuracy")})
+    with transaction.atomic():
+        model = RewardModel.objects.create(
+            run=run, name=job.name, path=final_dir, base_model=run.base_model,
+            template_version=result.get("template_version") or report.get("template_version") or "",
+            snapshot=run.snapshot, eval_split=split, eval_report=report,
+        )
+    return _finite({"train": result, "eval_split": split, "overall_accuracy": report.get("overall_accuracy"),
+                    "reward_model_id": model.pk})
+
+
+def reward_run_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
+    """Claim the job and run ``reward_run_execute`` under the job state machine."""
+    return job_execute(job_id, lambda job, reporter: reward_run_execute(job, reporter, on_progress))
+
+
+# --- scoring (a job: scoring needs torch, which the web process never imports) ----------------------
+
+def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | None = None,
+                       enqueue: bool = True) -> Job:
+    """Queue a scoring job: each pair {first, second (candidate ids), criterion, task?, prompt?}.
+
+    ``task`` and ``prompt`` default to the first candidate's sample. Results land in
+    ``job.result["scores"]`` as {first, second, task, criterion, p_yes, log_odds}.
+    """
+    if not pairs:
+        raise ApplicationError("Give at least one pair.", fields={"pairs": ["Required."]})
+    if len(pairs) > MAX_SCORE_PAIRS:
+        raise ApplicationError("Too many pairs.", fields={"pairs": [f"At most {MAX_SCORE_PAIRS} per request."]})
+    ids = {p.get(k) for p in pairs for k in ("first", "second")}
+    cands = {c.pk: c for c in Candidate.objects.filter(pk__in=[i for i in ids if isinstance(i, int)])
+             .select_related("sample__task_type")}
+    errors: dict[str, list[str]] = {}
+    resolved = []
+    for n, p in enumerate(pairs):
+        first, second = cands.get(p.get("first")), cands.get(p.get("second"))
+        if first is None or second is None:
+            errors[str(n)] = ["first and second must be existing candidate ids."]
+            continue
+        task = p.get("task") or first.sample.task_type.slug
+        criterion = p.get("criterion")
+        if criterion not in TASK_CRITERIA.get(task, ()):
+            errors[str(n)] = [f"criterion must be one of {', '.join(TASK_CRITERIA.get(task, ()))} for task {task}."]
+            continue
+        prompt = p.get("prompt")
+        if prompt is None:
+            prompt = first.sample.effective_prompt
+        resolved.append({"first": first.pk, "second": second.pk, "task": task, "criterion": criterion,
+                         "prompt": prompt})
+    if errors:
+        raise ApplicationError("Some pairs are invalid.", fields={"pairs": errors})
+    with transaction.atomic():
+        job = job_create(kind=JobKind.EVALUATION, name=f"score {len(resolved)} pairs with {model.name}",
+                         config={"reward_model_id": model.pk, "pairs": resolved}, user=user)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_score(job.pk))
+    return job
+
+
+def _enqueue_score(job_id: int) -> None:
+    from .tasks import reward_score_task
+
+    reward_score_task.delay(job_id)
+
+
+def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
+    from PIL import Image
+
+    from .engine.scorer import RewardScorer, ScoreRequest
+
+    model = RewardModel.objects.get(pk=job.config["reward_model_id"])
+    pairs = job.config["pairs"]
+    cands = {c.pk: c for c in Candidate.objects.filter(pk__in={p[k] for p in pairs for k in ("first", "second")})}
+    scorer = RewardScorer.from_pretrained(model.path, device=RewardTrainConfig.from_dict(
+        {**model.run.config, "resume": False}).resolved_device())
+    requests = []
+    for p in pairs:
+        images = []
+        for key in ("first", "second"):
+            with cands[p[key]].image.open("rb") as f:
+                images.append(Image.open(f).convert("RGB"))
+        requests.append(ScoreRequest(images[0], images[1], p["task"], p["criterion"], p["prompt"]))
+    scores = scorer.score(requests)
+    reporter.progress({"step": len(pairs), "total_steps": len(pairs), "kind": "eval"})
+    return _finite({"reward_model_id": model.pk, "scores": [
+        {**p, "p_yes": s.p_yes, "log_odds": s.log_odds} for p, s in zip(pairs, scores, strict=True)]})
+
+
+def reward_score_execute_job(job_id: int) -> Job | None:
+    return job_execute(job_id, reward_score_execute)
+

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import api as v
+
+urlpatterns = [
+    path("presets/", v.PresetListApi.as_view(), name="reward-presets"),
+    path("snapshots/", v.SnapshotListCreateApi.as_view(), name="reward-snapshots"),
+    path("snapshots/preview/", v.SnapshotPreviewApi.as_view(), name="reward-snapshot-preview"),
+    path("snapshots/<int:pk>/", v.SnapshotDetailApi.as_view(), name="reward-snapshot"),
+    path("runs/", v.RunListCreateApi.as_view(), name="reward-runs"),
+    path("runs/<int:pk>/", v.RunDetailApi.as_view(), name="reward-run"),
+    path("runs/<int:pk>/<str:action>/", v.RunActionApi.as_view(), name="reward-run-action"),
+    path("models/", v.ModelListApi.as_view(), name="reward-models"),
+    path("models/<int:pk>/", v.ModelDetailApi.as_view(), name="reward-model"),
+    path("models/<int:pk>/score/", v.ModelScoreApi.as_view(), name="reward-model-score"),
+    path("scores/<int:job_id>/", v.ScoreResultApi.as_view(), name="reward-score"),
+]

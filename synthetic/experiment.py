@@ -1,0 +1,636 @@
+"""The whole OneReward loop on the synthetic world, engine-level (no Django).
+
+``run_loop(size, work_dir, seed)`` does, with the plain-Python engines:
+
+a. make conditions (pre-training / RL-and-annotation / held-out evaluation sets);
+b. pre-train (or reuse the cached) base fill policy (``policytrain.engine.pretrain``);
+c. generate K candidates per condition with the base policy (different seeds and step counts);
+d. simulate annotators on the candidates' oracle scores and write a dataset snapshot in the
+   contract format (``pairs.jsonl`` + ``images/`` + ``manifest.json`` with ``human_ceiling``);
+e. train the reward model (``rewardtrain.engine.train``) and evaluate it against the annotator
+   labels and against the oracle on held-out pairs, per task × criterion;
+f. RL with Algorithm 1 and Algorithm 2 driven by the trained reward model, and a control RL with
+   the same config driven by the *untrained* reward model;
+g. generate with every policy on held-out conditions with the base's seeds and step count and
+   compute the oracle win rate against the base per task (win = higher mean oracle score over the
+   task's criteria; an exact tie counts ½);
+h. return (and write to ``<work_dir>/report.json``) the report.
+
+The building blocks (``generate_images``, ``simulate_judgments``, ``write_snapshot``,
+``oracle_accuracy``, ``oracle_win_rate`` ...) take small, explicit arguments so the Django
+``demo`` command can drive the same steps through the real services. This module imports
+``synthetic`` and both engines, never Django. Configs live in ``configs/demo/<size>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from synthetic import oracles
+from synthetic.annotators import SimulatedAnnotator, agreement_stats, make_pool
+from synthetic.conditions import split_for, write_conditions_folder
+from synthetic.scenes import Condition, make_conditions
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
+TASK_CRITERIA = oracles.TASK_CRITERIA
+Progress = Callable[[str], None]
+
+
+def load_demo_config(size: str) -> dict[str, Any]:
+    """``configs/demo/<size>.json`` ("quick" or "full")."""
+    path = CONFIG_DIR / f"{size}.json"
+    if not path.is_file():
+        raise ValueError(f"no demo config {path} (sizes: quick, full)")
+    return json.loads(path.read_text())
+
+
+def _quiet_libraries() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import diffusers
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        diffusers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        diffusers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - logging tweaks must never break a run
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) conditions
+# ----------------------------------------------------------------------------------------------
+def make_condition_sets(counts: dict[str, int], seed: int, size: int) -> dict[str, list[Condition]]:
+    """Disjoint condition sets, one per name (seeds derived from the name, so sets never overlap
+    and a set does not change when another one is resized)."""
+    out = {}
+    for name, n in counts.items():
+        set_seed = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big")
+        out[name] = make_conditions(n, seed=set_seed, size=size)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# (c, g) generation and oracle scoring
+# ----------------------------------------------------------------------------------------------
+def _condition_tensors(conditions: Sequence[Condition]):
+    import torch
+
+    src = torch.stack([torch.from_numpy(np.asarray(c.source, dtype=np.float32) / 255.0).permute(2, 0, 1)
+                       for c in conditions])
+    masks = torch.stack([torch.from_numpy((np.asarray(c.mask) > 127).astype(np.float32))[None] for c in conditions])
+    return src, masks
+
+
+def generate_images(
+    policy,
+    conditions: Sequence[Condition],
+    seed: int,
+    steps: int,
+    guidance: float = 30.0,
+    max_sequence_length: int = 32,
+    batch_size: int = 32,
+) -> list[np.ndarray]:
+    """One fill per condition (HxWx3 float arrays in [0, 1]), batched; the noise of batch i comes
+    from ``seed + i`` so the same call always gives the same images."""
+    from policytrain.engine.pipeline import policy_prompt
+
+    images: list[np.ndarray] = []
+    for bi, start in enumerate(range(0, len(conditions), batch_size)):
+        chunk = conditions[start : start + batch_size]
+        src, masks = _condition_tensors(chunk)
+        prompts = [policy_prompt(c.task, c.prompt) for c in chunk]
+        out = policy.generate(src, masks, prompts, seed=seed * 10_007 + bi, steps=steps, guidance=guidance,
+                              max_sequence_length=max_sequence_length)
+        images.extend(out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32))
+    return images
+
+
+def oracle_scores(conditions: Sequence[Condition], images: Sequence[np.ndarray]) -> list[dict[str, float]]:
+    """``oracles.score_all`` per (condition, image)."""
+    return [oracles.score_all(c, img) for c, img in zip(conditions, images, strict=True)]
+
+
+def mean_scores(scores: Sequence[dict[str, float]]) -> list[float]:
+    return [float(np.mean(list(s.values()))) for s in scores]
+
+
+def oracle_win_rate(
+    base: Sequence[float], new: Sequence[float], tasks: Sequence[str]
+) -> dict[str, float]:
+    """Per task: share of (condition, seed) items where ``new`` beats ``base`` (tie = ½)."""
+    wins: dict[str, list[float]] = defaultdict(list)
+    for b, n, t in zip(base, new, tasks, strict=True):
+        wins[t].append(1.0 if n > b else 0.5 if n == b else 0.0)
+    return {t: float(np.mean(v)) for t, v in sorted(wins.items())}
+
+
+# ----------------------------------------------------------------------------------------------
+# (d) simulated annotation and the snapshot
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Judgment:
+    """One aggregated pairwise preference between two candidates of a condition."""
+
+    condition_id: str
+    task: str
+    criterion: str
+    prompt: str
+    winner: int  # candidate index
+    loser: int
+    votes: int
+    agreement: float
+    oracle_margin: float  # oracle score of winner − loser (negative = label disagrees with the oracle)
+
+
+def simulate_judgments(
+    conditions: Sequence[Condition],
+    candidate_scores: Sequence[Sequence[dict[str, float]]],
+    pool: Sequence[SimulatedAnnotator],
+    seed: int = 0,
+    votes_per_pair: int = 1,
+) -> list[Judgment]:
+    """Every candidate pair of every condition, per applicable criterion, judged by
+    ``votes_per_pair`` random annotators (random display order). Ties are dropped; with several
+    votes the majority of decisive votes wins and pairs without a majority are dropped."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for cond, scores in zip(conditions, candidate_scores, strict=True):
+        criteria = [c for c in TASK_CRITERIA[cond.task] if c in scores[0]]
+        for i, j in combinations(range(len(scores)), 2):
+            for crit in criteria:
+                si, sj = scores[i][crit], scores[j][crit]
+                tally = 0
+                decisive = 0
+                for _ in range(votes_per_pair):
+                    ann = pool[int(rng.integers(len(pool)))]
+                    i_left = rng.uniform() < 0.5
+                    choice = ann.choose_pairwise(si if i_left else sj, sj if i_left else si, rng)
+                    if choice == "tie":
+                        continue
+                    decisive += 1
+                    tally += 1 if (choice == "left") == i_left else -1
+                if tally == 0:
+                    continue
+                w, lo = (i, j) if tally > 0 else (j, i)
+                margin = scores[w][crit] - scores[lo][crit]
+                out.append(Judgment(cond.id, cond.task, crit, cond.prompt, w, lo, decisive,
+                                    abs(tally) / decisive if decisive else 1.0, float(margin)))
+    return out
+
+
+def human_ceiling_by_criterion(
+    conditions: Sequence[Condition],
+    candidate_scores: Sequence[Sequence[dict[str, float]]],
+    pool: Sequence[SimulatedAnnotator],
+    seed: int = 0,
+    votes_per_pair: int = 1,
+) -> dict[str, dict[str, float]]:
+    """``synthetic.annotators.human_ceiling`` on the candidate pairs, per task × criterion."""
+    pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for cond, scores in zip(conditions, candidate_scores, strict=True):
+        for i, j in combinations(range(len(scores)), 2):
+            for crit in scores[i]:
+                pairs[(cond.task, crit)].append((scores[i][crit], scores[j][crit]))
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for (task, crit), items in sorted(pairs.items()):
+        stats = agreement_stats(pool, items, seed=seed, votes_per_pair=votes_per_pair)
+        if votes_per_pair > 1:
+            out[task][crit] = stats["majority_agreement"]
+        else:
+            out[task][crit] = stats["agreement"]
+    return dict(out)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    arr = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def heldout_split(condition_id: str) -> str:
+    """Snapshot split of a condition: the conditions-folder hash split, with val folded into test."""
+    return "train" if split_for(condition_id) == "train" else "test"
+
+
+def write_snapshot(
+    out_dir: str | Path,
+    conditions: Sequence[Condition],
+    candidates: Sequence[Sequence[np.ndarray]],
+    judgments: Sequence[Judgment],
+    human_ceiling: dict[str, dict[str, float]],
+    split_of: Callable[[str], str] = heldout_split,
+) -> Path:
+    """Write a dataset snapshot (docs/engine-contracts.md) from judgments on candidate images."""
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "images").mkdir(parents=True)
+    by_id = {c.id: k for k, c in enumerate(conditions)}
+    paths: dict[tuple[int, int], str] = {}
+    hasher = hashlib.sha256()
+
+    def image_path(ci: int, k: int) -> str:
+        if (ci, k) not in paths:
+            data = _png_bytes(candidates[ci][k])
+            digest = hashlib.sha256(data).hexdigest()
+            rel = f"images/{digest}.png"
+            (out / rel).write_bytes(data)
+            paths[(ci, k)] = rel
+        return paths[(ci, k)]
+
+    rows = []
+    for n, j in enumerate(judgments):
+        ci = by_id[j.condition_id]
+        row = {
+            "pair_id": f"{j.condition_id}:{j.criterion}:{j.winner}-{j.loser}:{n}",
+            "split": split_of(j.condition_id),
+            "task": j.task,
+            "criterion": j.criterion,
+            "prompt": j.prompt,
+            "winner": image_path(ci, j.winner),
+            "loser": image_path(ci, j.loser),
+            "sample_id": j.condition_id,
+            "votes": j.votes,
+            "agreement": j.agreement,
+            "winner_candidate_id": f"{j.condition_id}#{j.winner}",
+            "loser_candidate_id": f"{j.condition_id}#{j.loser}",
+            "oracle_margin": j.oracle_margin,
+        }
+        rows.append(row)
+        hasher.update(json.dumps(row, sort_keys=True).encode())
+    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts: dict[str, Any] = {"pairs": len(rows), "images": len(paths)}
+    for split in ("train", "val", "test"):
+        counts[split] = sum(1 for r in rows if r["split"] == split)
+    manifest = {
+        "content_hash": hasher.hexdigest(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "filter": {"source": "synthetic.experiment"},
+        "aggregation": "majority of decisive votes per pair",
+        "counts": counts,
+        "human_ceiling": human_ceiling,
+        "format_version": 1,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# (e) reward model
+# ----------------------------------------------------------------------------------------------
+def build_reward_base(out_dir: str | Path, seed: int = 0, min_pixels: int = 112 * 112,
+                      max_pixels: int = 112 * 112) -> Path:
+    """The tiny Qwen2.5-VL reward-model base (``rewardtrain.engine.tiny``)."""
+    from rewardtrain.engine.tiny import build_tiny_reward_model
+
+    return build_tiny_reward_model(out_dir, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def untrained_reward_model(base_dir: str | Path, out_dir: str | Path) -> Path:
+    """A copy of the untrained base with a model card, so RL can load it like a trained one (control)."""
+    from rewardtrain.engine.template import CRITERIA, TEMPLATE_VERSION
+
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(base_dir, out)
+    proc = json.loads((out / "processor_config.json").read_text()) if (out / "processor_config.json").is_file() else {}
+    size = (proc.get("image_processor") or {}).get("size") or {}
+    card = {
+        "template_version": TEMPLATE_VERSION,
+        "criteria": {t: list(c) for t, c in CRITERIA.items()},
+        "tasks": {t: list(c) for t, c in CRITERIA.items()},
+        "trained_on": {},
+        "min_pixels": size.get("shortest_edge"),
+        "max_pixels": size.get("longest_edge"),
+        "training": {"steps": 0, "note": "untrained control"},
+    }
+    (out / "onereward.json").write_text(json.dumps(card, indent=2))
+    return out
+
+
+def ensure_tasks_card(model_dir: str | Path) -> None:
+    """Make sure the reward model card has the ``tasks`` map ``policytrain`` reads (trained_on)."""
+    path = Path(model_dir) / "onereward.json"
+    card = json.loads(path.read_text())
+    if "tasks" not in card:
+        card["tasks"] = card.get("trained_on") or card.get("criteria")
+        path.write_text(json.dumps(card, indent=2))
+
+
+def oracle_accuracy(
+    scorer, rows: Sequence[dict[str, Any]], threshold: float = 0.03, batch_size: int = 32
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """RM agreement with the oracle on pairs whose oracle scores differ by more than ``threshold``.
+
+    ``rows``: dicts with ``task, criterion, prompt, better, worse`` (PIL images or paths) — the
+    oracle-better image first. Correct when P(Yes | better, worse) > P(Yes | worse, better).
+    """
+    from rewardtrain.engine.scorer import ScoreRequest
+
+    rows = [r for r in rows if r["margin"] > threshold]
+    requests = []
+    for r in rows:
+        requests.append(ScoreRequest(r["better"], r["worse"], r["task"], r["criterion"], r["prompt"]))
+        requests.append(ScoreRequest(r["worse"], r["better"], r["task"], r["criterion"], r["prompt"]))
+    values = scorer.score_log_odds(requests, batch_size=batch_size).numpy() if requests else np.zeros(0)
+    correct = (values[0::2] > values[1::2]).astype(float) + 0.5 * (values[0::2] == values[1::2])
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, c in zip(rows, correct, strict=True):
+        acc[r["task"]][r["criterion"]].append(float(c))
+    return (
+        {t: {c: float(np.mean(v)) for c, v in cs.items()} for t, cs in acc.items()},
+        {t: {c: len(v) for c, v in cs.items()} for t, cs in acc.items()},
+    )
+
+
+def oracle_pairs(
+    conditions: Sequence[Condition],
+    candidates: Sequence[Sequence[np.ndarray]],
+    candidate_scores: Sequence[Sequence[dict[str, float]]],
+    keep: Callable[[str], bool],
+) -> list[dict[str, Any]]:
+    """Every candidate pair × criterion of the kept conditions, oracle-better image first."""
+    rows = []
+    for cond, cands, scores in zip(conditions, candidates, candidate_scores, strict=True):
+        if not keep(cond.id):
+            continue
+        pil = [Image.fromarray((np.clip(c, 0, 1) * 255).round().astype(np.uint8)) for c in cands]
+        for i, j in combinations(range(len(cands)), 2):
+            for crit in scores[i]:
+                a, b = scores[i][crit], scores[j][crit]
+                better, worse = (i, j) if a >= b else (j, i)
+                rows.append({"task": cond.task, "criterion": crit, "prompt": cond.prompt,
+                             "better": pil[better], "worse": pil[worse], "margin": abs(a - b)})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+def _nested(d: dict) -> dict:
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+
+def run_loop(
+    size: str = "quick",
+    work_dir: str | Path = "var/demo",
+    seed: int = 0,
+    progress: Progress = print,
+    config: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the synthetic OneReward loop end to end and return the report (see module docstring)."""
+    _quiet_libraries()
+    import torch
+
+    from policytrain.engine.config import RLConfig
+    from policytrain.engine.pipeline import FillPolicy
+    from policytrain.engine.pretrain import PretrainConfig, pretrain
+    from policytrain.engine.rl import train as rl_train
+    from rewardtrain.engine.config import RewardTrainConfig
+    from rewardtrain.engine.evaluate import evaluate
+    from rewardtrain.engine.scorer import RewardScorer
+    from rewardtrain.engine.train import train as rm_train
+
+    cfg = config or load_demo_config(size)
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir).resolve() if cache_dir else work / "cache"
+    res = int(cfg["resolution"])
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    def stage(name: str, started: float) -> None:
+        timings[name] = round(time.time() - started, 2)
+        progress(f"[{name}] done in {timings[name]:.1f}s")
+
+    # (a) conditions -----------------------------------------------------------------------------
+    t0 = time.time()
+    sets = make_condition_sets(cfg["conditions"], seed, res)
+    pre_dir = cache / f"conditions-pretrain-{res}-{seed}-{len(sets['pretrain'])}"
+    if not (pre_dir / "conditions.jsonl").is_file():
+        write_conditions_folder(sets["pretrain"], pre_dir)
+    train_dir = work / "conditions-train"
+    shutil.rmtree(train_dir, ignore_errors=True)
+    write_conditions_folder(sets["train"], train_dir)
+    heldout = sets["heldout"]
+    stage("conditions", t0)
+
+    # (b) base policy ----------------------------------------------------------------------------
+    t0 = time.time()
+    pcfg = PretrainConfig.from_dict({**cfg["pretrain"], "conditions_dir": str(pre_dir),
+                                     "output_dir": str(cache / f"pretrain-{size}-{seed}"),
+                                     "resolution": res, "seed": seed})
+
+    def pre_progress(e: dict) -> None:
+        progress(f"  pretrain {e['phase']} {e['step']}/{e['total_steps']} "
+                 + " ".join(f"{k}={v:.4f}" for k, v in e.items() if k in ("loss", "recon_mse")))
+
+    pre = pretrain(pcfg, progress=pre_progress)
+    base_dir = pre["final_dir"]
+    progress(f"  base policy {'(cached) ' if pre.get('cached') else ''}{base_dir}")
+    stage("pretrain", t0)
+
+    # (c) candidates -----------------------------------------------------------------------------
+    t0 = time.time()
+    gen_cfg = cfg["candidates"]
+    msl = int(gen_cfg.get("max_sequence_length", 32))
+    base = FillPolicy.from_pretrained(base_dir)
+    train_conds = sets["train"]
+    per_cand = []
+    for k, steps in enumerate(gen_cfg["steps"]):
+        per_cand.append(generate_images(base, train_conds, seed=seed * 1000 + 17 * k + 1, steps=int(steps),
+                                        guidance=float(gen_cfg.get("guidance", 30.0)), max_sequence_length=msl,
+                                        batch_size=int(gen_cfg.get("batch_size", 32))))
+    candidates = [[per_cand[k][i] for k in range(len(per_cand))] for i in range(len(train_conds))]
+    cand_scores = [oracle_scores([c] * len(cands), cands) for c, cands in zip(train_conds, candidates, strict=True)]
+    progress(f"  {len(train_conds)} conditions x {len(per_cand)} candidates")
+    stage("candidates", t0)
+
+    # (d) annotation + snapshot -------------------------------------------------------------------
+    t0 = time.time()
+    ann = cfg["annotators"]
+    pool = make_pool(int(ann["n"]), float(ann.get("careless_fraction", 0.1)), seed=seed)
+    votes = int(ann.get("votes_per_pair", 1))
+    judgments = simulate_judgments(train_conds, cand_scores, pool, seed=seed, votes_per_pair=votes)
+    ceiling = human_ceiling_by_criterion(train_conds, cand_scores, pool, seed=seed + 1, votes_per_pair=votes)
+    snapshot = write_snapshot(work / "snapshot", train_conds, candidates, judgments, ceiling)
+    label_oracle = float(np.mean([j.oracle_margin > 0 for j in judgments])) if judgments else float("nan")
+    progress(f"  {len(judgments)} judgments from {len(pool)} annotators; label/oracle agreement {label_oracle:.3f}")
+    stage("annotate", t0)
+
+    # (e) reward model ---------------------------------------------------------------------------
+    t0 = time.time()
+    rcfg = dict(cfg["reward"])
+    rm_base_opts = rcfg.pop("base", {})
+    rm_base = build_reward_base(work / "rm-base", seed=seed, **rm_base_opts)
+    rm_out = work / "rm-run"
+    shutil.rmtree(rm_out, ignore_errors=True)
+    rm_config = RewardTrainConfig.from_dict({
+        "base_model": str(rm_base), "snapshot_dir": str(snapshot), "output_dir": str(rm_out),
+        "device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
+        "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
+        "max_pixels": rm_base_opts.get("max_pixels", 112 * 112), **rcfg,
+    })
+
+    def rm_progress(e: dict) -> None:
+        if e.get("kind") in ("train", "eval"):
+            progress(f"  reward {e['kind']} {e['step']}/{e['total_steps']} loss={e.get('loss', float('nan')):.4f} "
+                     f"acc={e.get('accuracy', float('nan')):.3f}")
+
+    rm_result = rm_train(rm_config, progress=rm_progress)
+    rm_final = rm_out / "final"
+    ensure_tasks_card(rm_final)
+    rm_eval = evaluate(rm_final, snapshot, split="test", device="cpu")
+    scorer = RewardScorer.from_pretrained(rm_final)
+    thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
+    held_pairs = oracle_pairs(train_conds, candidates, cand_scores, keep=lambda cid: heldout_split(cid) == "test")
+    oracle_acc, oracle_n = oracle_accuracy(scorer, held_pairs, threshold=thr)
+    untrained = untrained_reward_model(rm_base, work / "rm-untrained")
+    untrained_acc, _ = oracle_accuracy(RewardScorer.from_pretrained(untrained), held_pairs, threshold=thr)
+    del scorer
+    stage("reward_model", t0)
+
+    # (f) RL -----------------------------------------------------------------------------------
+    rl_cfg = dict(cfg["rl"])
+    runs = {"algorithm_1": (1, rm_final), "algorithm_2": (2, rm_final), "control": (rl_cfg.pop("control_algorithm", 1),
+                                                                                   untrained)}
+    finals = {}
+    rl_results = {}
+    for name, (algorithm, reward_model) in runs.items():
+        t0 = time.time()
+        out = work / f"rl-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        config = RLConfig.from_dict({
+            "base_policy": base_dir, "conditions_dir": str(train_dir), "output_dir": str(out),
+            "reward_model": str(reward_model), "algorithm": algorithm, "conditions_split": None,
+            "resolution": res, "device": "cpu", "gradient_checkpointing": False, "save_every": 0,
+            "sample_grid_every": 0, "seed": seed, **rl_cfg,
+        })
+        last = {"t": time.time()}
+
+        def rl_progress(e: dict, name=name, last=last) -> None:
+            if time.time() - last["t"] > 15 or e["step"] == e["total_steps"]:
+                last["t"] = time.time()
+                progress(f"  rl {name} {e['step']}/{e['total_steps']} loss={e['loss']:.4f}")
+
+        rl_results[name] = rl_train(config, progress=rl_progress)
+        finals[name] = out / "final"
+        stage(f"rl_{name}", t0)
+
+    # (g) evaluation ------------------------------------------------------------------------------
+    t0 = time.time()
+    ev = cfg["eval"]
+    tasks = [c.task for c in heldout] * len(ev["seeds"])
+    flat_conds = list(heldout) * len(ev["seeds"])
+
+    def eval_policy(policy) -> tuple[list[float], dict]:
+        imgs = []
+        for s in ev["seeds"]:
+            imgs.extend(generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
+                                        guidance=float(gen_cfg.get("guidance", 30.0)), max_sequence_length=msl,
+                                        batch_size=int(gen_cfg.get("batch_size", 32))))
+        scores = oracle_scores(flat_conds, imgs)
+        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for c, s in zip(flat_conds, scores, strict=True):
+            for k, v in s.items():
+                per[c.task][k].append(v)
+        return mean_scores(scores), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
+
+    base_scores, base_means = eval_policy(base)
+    win, mean_by_policy = {}, {"base": base_means}
+    for name, final in finals.items():
+        pol = FillPolicy.from_pretrained(base_dir, weights=final)
+        scores, means = eval_policy(pol)
+        win[name] = oracle_win_rate(base_scores, scores, tasks)
+        mean_by_policy[name] = means
+        progress(f"  {name}: win rate vs base {win[name]}")
+    stage("evaluate", t0)
+    del torch
+
+    report = {
+        "size": size,
+        "seed": seed,
+        "resolution": res,
+        "reward_model": {
+            "accuracy": rm_eval["accuracy"],
+            "oracle_accuracy": oracle_acc,
+            "oracle_pairs": oracle_n,
+            "untrained_oracle_accuracy": untrained_acc,
+            "human_ceiling": ceiling,
+            "label_pairs": rm_eval["counts"],
+            "position_consistency": rm_eval["position_consistency"],
+            "train": {k: rm_result.get(k) for k in ("steps", "train_loss", "train_accuracy", "train_seconds")},
+        },
+        "policy": {
+            "oracle_win_rate_vs_base": {k: win[k] for k in ("algorithm_1", "algorithm_2")},
+            "control_win_rate_vs_base": win["control"],
+            "mean_oracle_scores": mean_by_policy,
+            "rl": {k: {"steps": v["steps"], "elapsed_s": round(v["elapsed_s"], 1),
+                       "last_metrics": v.get("last_metrics")} for k, v in rl_results.items()},
+        },
+        "annotations": {
+            "judgments": len(judgments),
+            "annotators": len(pool),
+            "careless": sum(a.careless for a in pool),
+            "votes_per_pair": votes,
+            "label_oracle_agreement": label_oracle,
+        },
+        "base_policy": {k: pre.get(k) for k in ("final_dir", "cached", "final_loss", "vae_recon_mse", "elapsed_s")},
+        "conditions": {k: len(v) for k, v in sets.items()},
+        "timings": {**timings, "total": round(time.time() - t_all, 2)},
+        "config": _nested(cfg),
+    }
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+    progress(f"[total] {report['timings']['total']:.1f}s; report: {work / 'report.json'}")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown tables of a report (the numbers docs/demo-results.md quotes)."""
+    rm = report["reward_model"]
+    lines = ["| task | criterion | RM acc (labels) | human ceiling | RM acc (oracle) | n oracle pairs | untrained (oracle) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task, crits in TASK_CRITERIA.items():
+        for c in crits:
+            def g(d, t=task, c=c):
+                v = d.get(t, {}).get(c)
+                return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            lines.append(f"| {task} | {c} | {g(rm['accuracy'])} | {g(rm['human_ceiling'])} | "
+                         f"{g(rm['oracle_accuracy'])} | {g(rm['oracle_pairs'])} | {g(rm['untrained_oracle_accuracy'])} |")
+    pol = report["policy"]
+    lines += ["", "| policy | fill | extend | removal |", "| --- | --- | --- | --- |"]
+    rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
+    for name, w in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{w.get(t, float('nan')):.3f}" for t in ("fill", "extend", "removal")) + " |")
+    lines += ["", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in report["timings"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic.experiment quick var/demo
+    import sys
+
+    rep = run_loop(sys.argv[1] if len(sys.argv) > 1 else "quick", sys.argv[2] if len(sys.argv) > 2 else "var/demo",
+                   int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    print(format_report(rep))

@@ -1,0 +1,150 @@
+"""Dataset snapshots built from real judgments in PostgreSQL (leases + judgment_submit)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from annotation.models import Item, Sample, SnapshotStatus
+from annotation.services.judgments import judgment_submit
+from annotation.services.queue import lease_next
+from annotation.services.snapshots import snapshot_create, snapshot_execute, snapshot_preview
+from core.errors import ApplicationError
+from jobs.models import JobStatus
+from tests.factories import make_campaign, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+
+def annotate(campaign, annotators, answer) -> None:
+    """Every annotator works through the campaign; ``answer(k, item_index, slots)`` gives the answers."""
+    order = {pk: i for i, pk in enumerate(Item.objects.filter(campaign=campaign).order_by("id")
+                                          .values_list("id", flat=True))}
+    for k, ann in enumerate(annotators):
+        while (lease := lease_next(campaign=campaign, annotator=ann)) is not None:
+            slots = list(lease.item.slots.order_by("position").values_list("candidate_id", flat=True))
+            judgment_submit(lease=lease, annotator=ann, answers=answer(k, order[lease.item_id], slots),
+                            idempotency_key=str(lease.uid))
+
+
+def build(name="snap", **flt):
+    snapshot = snapshot_create(name=name, filter=flt, enqueue=False)
+    return snapshot_execute(snapshot.job_id)
+
+
+def rows_of(snapshot) -> list[dict]:
+    return [json.loads(line) for line in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def pairwise():
+    """5 items × 3 annotators on structure + aesthetics; item 4 is later made gold."""
+    campaign = make_campaign(n_samples=5, overlap=3, criteria=["structure", "aesthetics"])
+    anns = [make_user(f"ann{k}", "annotator") for k in range(3)]
+
+    def answer(k, i, slots):
+        a, b = slots
+        structure = [a, a, b][k]  # 2:1 for A
+        aesthetics = [a, "tie", b][k] if i == 0 else [a, a, "both_bad"][k]  # item 0: 1:1 → tied
+        return {"structure": structure, "aesthetics": aesthetics}
+
+    annotate(campaign, anns, answer)
+    gold = Item.objects.filter(campaign=campaign).order_by("id").last()
+    Item.objects.filter(pk=gold.pk).update(is_gold=True, gold_answer={"structure": "a"})
+    return campaign
+
+
+def test_pairwise_majority_rows_counts_splits_and_ceiling(pairwise):
+    snap = build(campaign_ids=[pairwise.pk])
+    assert snap.status == SnapshotStatus.SUCCEEDED and snap.job.status == JobStatus.SUCCEEDED
+    rows = rows_of(snap)
+    by_crit = {c: [r for r in rows if r["criterion"] == c] for c in ("structure", "aesthetics")}
+    assert len(by_crit["structure"]) == 4 and len(by_crit["aesthetics"]) == 3
+    assert {(r["votes"], r["agreement"]) for r in by_crit["structure"]} == {(2, round(2 / 3, 6))}
+    assert {(r["votes"], r["agreement"]) for r in by_crit["aesthetics"]} == {(2, 1.0)}
+    c = snap.counts
+    assert c["pairs"] == 7 and c["tied_excluded"] == 1 and c["tie_judgments_excluded"] == 1 + 3
+    assert c["gold_judgments_excluded"] == 6 and c["judgments"] == 24
+    assert c["per_task"] == {"fill": {"aesthetics": 3, "structure": 4}}
+    assert sum(c["per_split"].values()) == 7
+    # Splits are the sample's, never per pair; the winner is canonical position A.
+    for r in rows:
+        sample = Sample.objects.get(external_id=r["sample_id"])
+        assert r["split"] == sample.split and r["task"] == "fill" and r["prompt"] == sample.prompt
+        first = sample.items.get().slots.order_by("position").first().candidate
+        assert r["winner"] == f"images/{first.sha256}.png" and r["winner_candidate_id"] == first.pk
+        assert (Path(snap.path) / r["winner"]).is_file() and (Path(snap.path) / r["loser"]).is_file()
+    assert snap.human_ceiling == {"fill": {"aesthetics": 0.25, "structure": round(1 / 3, 6)}}
+    manifest = json.loads((Path(snap.path) / "manifest.json").read_text())
+    assert manifest["content_hash"] == snap.content_hash and manifest["format_version"] == 1
+    assert manifest["guideline_versions"] == {"aesthetics": [1], "structure": [1]}
+    assert Path(snap.path).name == f"{snap.pk}-{snap.content_hash[:12]}"
+    assert list(snap.campaigns.values_list("pk", flat=True)) == [pairwise.pk]
+    # Parquet holds the same rows; the preview counts what a build would write.
+    assert pq.read_table(Path(snap.path) / "pairs.parquet").to_pylist() == rows
+    preview = snapshot_preview(filter={"campaign_ids": [pairwise.pk]})
+    assert preview["pairs"] == 7 and preview["per_task"]["fill"]["structure"] == 4
+
+
+def test_content_hash_is_stable_and_identical_data_reuses_the_folder(pairwise):
+    first = build("one", campaign_ids=[pairwise.pk])
+    second = build("two", campaign_ids=[pairwise.pk])
+    assert second.content_hash == first.content_hash and second.path == first.path
+    assert second.reused_from_id == first.pk
+    only_structure = build("three", campaign_ids=[pairwise.pk], criteria=["structure"])
+    assert only_structure.content_hash != first.content_hash and only_structure.counts["pairs"] == 4
+
+
+def test_loads_with_hf_datasets_offline(pairwise, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    snap = build(campaign_ids=[pairwise.pk])
+    ds = datasets.load_dataset("parquet", data_files=str(Path(snap.path) / "pairs.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == snap.counts["pairs"]
+    assert {"pair_id", "split", "task", "criterion", "prompt", "winner", "loser", "votes", "agreement"} <= set(
+        ds.column_names)
+
+
+def test_best_worst_plurality_no_difference_and_ties():
+    campaign = make_campaign(n_samples=2, overlap=3, mode="best_worst", criteria=["structure"])
+    anns = [make_user(f"bw{k}", "annotator") for k in range(3)]
+
+    def answer(k, i, slots):
+        c1, c2, c3, c4 = slots
+        if i == 0:  # (c1, c4) twice, (c2, c3) once → c1 > c4 with 2 of 3 votes
+            return {"structure": [{"best": c1, "worst": c4}, {"best": c1, "worst": c4},
+                                  {"best": c2, "worst": c3}][k]}
+        return {"structure": [{"best": c1, "worst": c4}, {"best": c2, "worst": c3}, "no_difference"][k]}
+
+    annotate(campaign, anns, answer)
+    snap = build(campaign_ids=[campaign.pk])
+    rows = rows_of(snap)
+    assert len(rows) == 1 and rows[0]["votes"] == 2 and rows[0]["agreement"] == round(2 / 3, 6)
+    item0 = Item.objects.filter(campaign=campaign).order_by("id").first()
+    slots = list(item0.slots.order_by("position").values_list("candidate_id", flat=True))
+    assert (rows[0]["winner_candidate_id"], rows[0]["loser_candidate_id"]) == (slots[0], slots[3])
+    assert snap.counts["no_difference_excluded"] == 1 and snap.counts["tied_excluded"] == 1
+    assert snap.human_ceiling["fill"]["structure"] == round((1 / 3 + 0) / 2, 6)
+
+
+def test_empty_result_fails_the_job_with_a_clear_error(pairwise):
+    snap = build(campaign_ids=[pairwise.pk], criteria=["consistency"])
+    assert snap.status == SnapshotStatus.FAILED and snap.job.status == JobStatus.FAILED
+    assert "no preference pairs match the filter" in snap.error and "no preference pairs" in snap.job.error
+    assert not snap.path
+
+
+@pytest.mark.parametrize(("flt", "field"), [
+    ({"campaign_ids": [999999]}, "campaign_ids"),
+    ({"criteria": ["nope"]}, "criteria"),
+    ({"date_from": "yesterday"}, "date_from"),
+    ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
+    ({"colour": "red"}, "filter"),
+])
+def test_invalid_filters_are_refused_with_field_errors(flt, field):
+    with pytest.raises(ApplicationError) as exc:
+        snapshot_create(name="x", filter=flt, enqueue=False)
+    assert field in exc.value.fields

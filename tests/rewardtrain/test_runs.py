@@ -1,0 +1,118 @@
+"""Reward runs end to end through a REAL Celery worker (Redis broker, the test PostgreSQL database)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from annotation.models import Sample, SnapshotStatus
+from annotation.services.snapshots import snapshot_create, snapshot_execute
+from jobs.models import Job, JobStatus
+from rewardtrain.models import RewardModel, RewardRun
+from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
+from tests.annotation.test_snapshots import annotate
+from tests.conftest import wait_for
+from tests.factories import make_campaign, make_user
+
+FAST = {"max_steps": 4, "batch_size": 4, "save_every": 0, "eval_every": 0, "log_every": 1,
+        "max_pixels": 56 * 56, "device": "cpu"}
+
+
+def reward_snapshot(n_samples: int = 8, build: bool = True):
+    """A pairwise campaign judged by one annotator (A always wins), splits fixed to 6/1/1."""
+    campaign = make_campaign(n_samples=n_samples, overlap=1, criteria=["structure"])
+    annotate(campaign, [make_user(f"rm-ann-{campaign.pk}", "annotator")], lambda k, i, slots: {"structure": slots[0]})
+    ids = list(Sample.objects.filter(items__campaign=campaign).order_by("id").values_list("id", flat=True))
+    Sample.objects.filter(pk__in=ids[:-2]).update(split="train")
+    Sample.objects.filter(pk=ids[-2]).update(split="val")
+    Sample.objects.filter(pk=ids[-1]).update(split="test")
+    snapshot = snapshot_create(name=f"rm-{campaign.pk}", filter={"campaign_ids": [campaign.pk]}, enqueue=False)
+    return snapshot_execute(snapshot.job_id) if build else snapshot
+
+
+def job_of(run: RewardRun) -> Job:
+    return Job.objects.get(pk=run.job_id)
+
+
+def finished(run: RewardRun):
+    job = job_of(run)
+    return job if job.is_finished else None
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worker_process):
+    pending = reward_snapshot(build=False)
+    # The snapshot build goes through the worker too (annotation.tasks.snapshot_build_task).
+    from annotation.services.snapshots import _enqueue
+
+    _enqueue(pending.job_id)
+    wait_for(lambda: Job.objects.get(pk=pending.job_id).is_finished, timeout=60, message="snapshot job")
+    pending.refresh_from_db()
+    assert pending.status == SnapshotStatus.SUCCEEDED, pending.error
+
+    scientist = make_user("sci", "scientist")
+    run = reward_run_start(snapshot=pending, overrides=FAST, user=scientist)
+    job = wait_for(lambda: finished(run), timeout=120, message="the reward run")
+    assert job.status == JobStatus.SUCCEEDED, job.error + (celery_worker_process.log_path.read_text()[-3000:])
+    model = RewardModel.objects.get(run=run)
+    assert model.snapshot_id == pending.pk and Path(model.path, "onereward.json").is_file()
+    assert model.eval_split == "test" and model.eval_report["pairs"] == 1
+    assert "Image Fill" in model.eval_report["table"] and model.template_version
+    assert job.result["reward_model_id"] == model.pk and job.step == 4 and job.progress == 1.0
+    assert Path(run.config["base_model"]).name == "tiny-qwen25vl"
+
+    client = APIClient()
+    client.force_authenticate(scientist)
+    detail = client.get(f"/api/reward/runs/{run.pk}/").json()
+    assert detail["job"]["status"] == "succeeded" and detail["reward_model"] == model.pk
+    assert any(m["kind"] == "train" and "loss" in m for m in detail["metrics"])
+    body = client.get(f"/api/reward/models/{model.pk}/").json()
+    assert body["lineage"]["snapshot"]["id"] == pending.pk and body["lineage"]["snapshot"]["campaigns"]
+
+    cand = Sample.objects.filter(items__campaign__snapshots=pending).first().candidates.order_by("id")
+    a, b = list(cand.values_list("id", flat=True))[:2]
+    resp = client.post(f"/api/reward/models/{model.pk}/score/",
+                       {"pairs": [{"first": a, "second": b, "criterion": "structure"}]}, format="json")
+    assert resp.status_code == 202, resp.content
+    job_id = resp.json()["job"]["id"]
+    wait_for(lambda: Job.objects.get(pk=job_id).is_finished, timeout=60, message="the scoring job")
+    scored = client.get(f"/api/reward/scores/{job_id}/").json()
+    assert scored["job"]["status"] == "succeeded", scored["job"]["error"]
+    assert 0.0 <= scored["scores"][0]["p_yes"] <= 1.0 and scored["scores"][0]["task"] == "fill"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_bad_inputs_end_failed_with_a_clear_error_and_no_model(celery_worker_process, tmp_path):
+    snapshot = reward_snapshot()
+    missing = reward_run_start(snapshot=snapshot, base_model=str(tmp_path / "no-such-model"), overrides=FAST)
+    job = wait_for(lambda: finished(missing), timeout=90, message="the failing run")
+    assert job.status == JobStatus.FAILED and "base model folder not found" in job.error
+    # An unreadable image inside the snapshot: the engine refuses it before training.
+    image = next(Path(snapshot.path, "images").iterdir())
+    image.write_bytes(b"not a png")
+    broken = reward_run_start(snapshot=snapshot, overrides=FAST)
+    job = wait_for(lambda: finished(broken), timeout=90, message="the broken-snapshot run")
+    assert job.status == JobStatus.FAILED and "image" in job.error.lower(), job.error
+    assert not RewardModel.objects.exists()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_cancel_a_running_job_then_resume_finishes_it(celery_worker_process):
+    snapshot = reward_snapshot()
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 150, "batch_size": 2})
+    wait_for(lambda: job_of(run).status == JobStatus.RUNNING and job_of(run).step >= 2, timeout=90,
+             message="the run to be training")
+    reward_run_cancel(run=run)
+    job = wait_for(lambda: finished(run), timeout=60, message="the cancellation")
+    assert job.status == JobStatus.CANCELLED and job.step < 150
+    assert not RewardModel.objects.exists()
+    assert any(Path(run.output_dir, "checkpoints").iterdir())
+    reward_run_resume(run=run)
+    job = wait_for(lambda: finished(run), timeout=120, message="the resumed run")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.attempts == 2 and job.result["train"]["resumed_from_step"] > 0
+    assert RewardModel.objects.filter(run=run).exists()

@@ -1,0 +1,113 @@
+"""Building blocks of the synthetic OneReward loop (synthetic/experiment.py) and the policy pre-training.
+
+Fast (CPU, one thread): no full loop here; `python -m synthetic.experiment quick` runs that.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from synthetic import experiment  # noqa: E402
+from synthetic.annotators import SimulatedAnnotator, make_pool  # noqa: E402
+from synthetic.conditions import write_conditions_folder  # noqa: E402
+from synthetic.oracles import score_all  # noqa: E402
+from synthetic.scenes import make_conditions  # noqa: E402
+
+
+def test_oracle_win_rate_counts_wins_per_task_and_ties_as_half():
+    base = [0.5, 0.5, 0.5, 0.2, 0.9]
+    new = [0.6, 0.4, 0.5, 0.3, 0.8]
+    tasks = ["fill", "fill", "fill", "removal", "removal"]
+    rates = experiment.oracle_win_rate(base, new, tasks)
+    assert rates == {"fill": pytest.approx((1 + 0 + 0.5) / 3), "removal": pytest.approx(0.5)}
+
+
+def test_oracle_win_rate_rejects_mismatched_lengths():
+    with pytest.raises(ValueError):
+        experiment.oracle_win_rate([0.1, 0.2], [0.3], ["fill", "fill"])
+
+
+def test_condition_sets_are_disjoint_and_stable():
+    a = experiment.make_condition_sets({"train": 6, "heldout": 4}, seed=3, size=64)
+    b = experiment.make_condition_sets({"train": 6, "heldout": 9}, seed=3, size=64)
+    assert [c.id for c in a["train"]] == [c.id for c in b["train"]]
+    assert not {c.id for c in a["train"]} & {c.id for c in a["heldout"]}
+
+
+@pytest.fixture(scope="module")
+def candidate_world():
+    conds = make_conditions(12, seed=1, size=64)
+    rng = np.random.default_rng(0)
+    from synthetic.oracles import degrade
+
+    candidates = []
+    for c in conds:
+        cands = [np.asarray(degrade(c, s, rng=rng), dtype=np.float32) / 255.0 for s in (0.0, 0.3, 0.6, 0.9)]
+        candidates.append(cands)
+    scores = [[score_all(c, img) for img in cands] for c, cands in zip(conds, candidates, strict=True)]
+    return conds, candidates, scores
+
+
+def test_perfect_annotators_agree_with_the_oracle(candidate_world):
+    conds, _, scores = candidate_world
+    oracle = [SimulatedAnnotator("perfect", noise=0.0)]
+    judgments = experiment.simulate_judgments(conds, scores, oracle, seed=0)
+    assert judgments
+    assert all(j.oracle_margin > 0 for j in judgments)
+    # Every applicable criterion of every pair with different scores is judged once.
+    assert {j.task for j in judgments} <= {"fill", "extend", "removal"}
+
+
+def test_snapshot_is_readable_by_the_reward_engine(tmp_path, candidate_world):
+    from rewardtrain.engine.data import load_manifest, read_pairs
+
+    conds, candidates, scores = candidate_world
+    pool = make_pool(6, careless_fraction=0.0, seed=0)
+    judgments = experiment.simulate_judgments(conds, scores, pool, seed=0, votes_per_pair=3)
+    ceiling = experiment.human_ceiling_by_criterion(conds, scores, pool, seed=0)
+    snap = experiment.write_snapshot(tmp_path / "snap", conds, candidates, judgments, ceiling)
+    rows = read_pairs(snap)
+    assert len(rows) == len(judgments)
+    assert all(r.winner.is_file() and r.loser.is_file() for r in rows)
+    assert {r.split for r in rows} <= {"train", "test"}
+    manifest = load_manifest(snap)
+    assert manifest["human_ceiling"] == json.loads(json.dumps(ceiling))
+    assert manifest["counts"]["pairs"] == len(rows)
+    for task, crits in ceiling.items():
+        for value in crits.values():
+            assert 0.5 <= value <= 1.0, task
+
+
+def test_pretrain_reduces_the_loss_writes_a_loadable_pipeline_and_caches(tmp_path):
+    from policytrain.engine.pipeline import FillPolicy
+    from policytrain.engine.pretrain import PretrainConfig, pretrain
+
+    torch.set_num_threads(1)
+    conds = make_conditions(24, seed=2, size=64)
+    write_conditions_folder(conds, tmp_path / "conds")
+    config = PretrainConfig(
+        conditions_dir=str(tmp_path / "conds"), output_dir=str(tmp_path / "pre"), resolution=64,
+        vae_steps=6, vae_batch_size=4, steps=40, batch_size=8, lr=3e-3, log_every=10,
+    )
+    events = []
+    result = pretrain(config, progress=events.append)
+    assert not result["cached"]
+    losses = [e["loss"] for e in events if e.get("phase") == "transformer"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    policy = FillPolicy.from_pretrained(result["final_dir"])
+    # The posterior variance is pinned, so encoding the masked image is deterministic.
+    assert policy.vae.encoder.conv_out.bias[16:].max().item() <= -19
+    src = torch.rand(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    out = policy.generate(src, mask, ["a red circle"], seed=0, steps=2, max_sequence_length=32)
+    assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+    again = pretrain(config)
+    assert again["cached"] and again["config_hash"] == result["config_hash"]
+    changed = pretrain(config.replace(steps=10, vae_steps=0, output_dir=str(tmp_path / "pre2")))
+    assert not changed["cached"] and changed["config_hash"] != result["config_hash"]
