@@ -26,7 +26,7 @@ class TimeStamped(models.Model):
 class TaskType(models.Model):
     """An edit task (fill, extend, removal). Text rendering is fill with quoted text."""
 
-    slug = models.SlugField(unique=True, choices=[(k, v) for k, v in vocab.TASK_NAMES.items()])
+    slug = models.SlugField(unique=True, choices=vocab.TASK_CHOICES)
     name = models.CharField(max_length=80)
     fixed_prompt = models.CharField(
         max_length=200, blank=True, help_text="Used when a sample has no prompt (removal, prompt-free extend)."

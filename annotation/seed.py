@@ -33,9 +33,11 @@ def seed_taxonomy(apps) -> None:
 
 
 def _after_migrate(sender, apps=None, using="default", **kwargs) -> None:
-    if apps is not None and "annotation" in {a.label for a in apps.get_app_configs()}:
-        try:
-            apps.get_model("annotation", "Criterion")
-        except LookupError:  # migrating backwards past 0001
-            return
-        seed_taxonomy(apps)
+    """post_migrate handler: ``migrate`` passes its state registry, ``flush`` passes none."""
+    if apps is None:
+        from django.apps import apps
+    try:
+        apps.get_model("annotation", "Criterion")
+    except LookupError:  # migrating backwards past 0001
+        return
+    seed_taxonomy(apps)

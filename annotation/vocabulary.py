@@ -15,6 +15,7 @@ TEXT_ALIGNMENT, CONSISTENCY, STRUCTURE, AESTHETICS, REMOVAL_QUALITY = (
 )
 
 TASK_NAMES = {FILL: "Image fill", EXTEND: "Image extend", REMOVAL: "Object removal"}
+TASK_CHOICES = list(TASK_NAMES.items())
 CRITERION_NAMES = {
     TEXT_ALIGNMENT: "Text alignment",
     CONSISTENCY: "Consistency",

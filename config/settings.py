@@ -141,6 +141,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Pairwise preference annotation, reward-model training and fill-policy RL.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"TaskSlugEnum": "annotation.vocabulary.TASK_CHOICES"},
 }
 
 # --- Cache (throttling state) --------------------------------------------------------------------

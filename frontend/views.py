@@ -1,12 +1,23 @@
 """Browser pages. Pages only render templates; the data comes from the REST API."""
+from functools import wraps
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from annotation.roles import ANNOTATOR, has_role
+from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split
+from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from annotation.selectors import campaign_list_for
+from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
+from jobs.models import Job, JobKind, JobStatus
+from policytrain.models import PolicyCheckpoint
+from rewardtrain.models import RewardModel
+from rewardtrain.presets import load_preset, preset_names
+
+from . import selectors as dsel
+from .api import checkpoint_compare, reward_model_compare
 
 
 @login_required
@@ -22,3 +33,139 @@ def annotate(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("Only annotators can annotate.")
     campaign = get_object_or_404(campaign_list_for(request.user), pk=pk)
     return render(request, "frontend/workspace.html", {"campaign": campaign})
+
+
+# --- dashboard (scientists and curators) -------------------------------------------------------------
+# Pages render a shell plus the choices a form needs; live data comes from /api/dashboard/ (frontend/api.py).
+
+def staff_page(view):
+    """Signed-in scientists and curators only: anonymous → login, everyone else → 403."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not has_role(request.user, CURATOR, SCIENTIST):
+            raise PermissionDenied("The dashboard is for scientists and curators.")
+        return view(request, *args, **kwargs)
+
+    return login_required(ensure_csrf_cookie(wrapped))
+
+
+def _dash(request: HttpRequest, template: str, section: str, **context) -> HttpResponse:
+    return render(request, f"frontend/dashboard/{template}", {"section": section, **context})
+
+
+@staff_page
+def dashboard_runs(request: HttpRequest) -> HttpResponse:
+    return _dash(request, "runs.html", "runs", kinds=JobKind.choices, statuses=JobStatus.values,
+                 users=sorted(set(Job.objects.exclude(created_by=None).values_list("created_by__username", flat=True))))
+
+
+@staff_page
+def dashboard_run(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    return _dash(request, "run.html", "runs", job=job)
+
+
+def _task_criteria() -> list[dict]:
+    return [{"slug": t, "name": TASK_NAMES[t], "criteria": [{"slug": c, "name": CRITERION_NAMES[c]} for c in crits]}
+            for t, crits in TASK_CRITERIA.items()]
+
+
+@staff_page
+def new_reward_run(request: HttpRequest) -> HttpResponse:
+    snapshots = DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:200]
+    return _dash(request, "new_reward.html", "new", snapshots=snapshots, presets=preset_names(),
+                 campaigns=Campaign.objects.select_related("task_type").order_by("-id")[:300],
+                 tasks=_task_criteria(), preset_configs={n: load_preset(n) for n in preset_names()})
+
+
+@staff_page
+def new_policy_run(request: HttpRequest) -> HttpResponse:
+    return _dash(request, "new_policy.html", "new", reward_models=RewardModel.objects.order_by("-id")[:200],
+                 splits=Split.values)
+
+
+@staff_page
+def new_generation(request: HttpRequest) -> HttpResponse:
+    return _dash(request, "new_generation.html", "new", checkpoints=PolicyCheckpoint.objects.order_by("-id")[:200],
+                 tasks=_task_criteria(), splits=Split.values)
+
+
+@staff_page
+def registry(request: HttpRequest) -> HttpResponse:
+    models = list(RewardModel.objects.select_related("run__job__created_by", "snapshot").order_by("-id"))
+    for m in models:
+        acc = (m.eval_report or {}).get("overall_accuracy")
+        m.overall = None if acc is None else acc * 100
+    return _dash(request, "registry.html", "registry", reward_models=models,
+                 checkpoints=PolicyCheckpoint.objects.select_related("run__job", "reward_model").order_by("-id"),
+                 snapshots=DatasetSnapshot.objects.select_related("job").order_by("-id")[:100])
+
+
+@staff_page
+def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    model = get_object_or_404(RewardModel.objects.select_related("run__job", "snapshot"), pk=pk)
+    return _dash(request, "reward_model.html", "registry", model=model, table=dsel.accuracy_table(model.eval_report),
+                 lineage=dsel.reward_model_lineage(model),
+                 others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100])
+
+
+@staff_page
+def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    ckpt = get_object_or_404(PolicyCheckpoint.objects.select_related("run__job", "reward_model"), pk=pk)
+    return _dash(request, "checkpoint.html", "registry", ckpt=ckpt, lineage=dsel.checkpoint_lineage_full(ckpt),
+                 grids=dsel.checkpoint_grids(ckpt),
+                 rl_table=dsel.rl_reward_table(ckpt.run.output_dir) if ckpt.run else None,
+                 others=PolicyCheckpoint.objects.exclude(pk=pk).order_by("-id")[:100])
+
+
+@staff_page
+def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    snapshot = get_object_or_404(DatasetSnapshot.objects.select_related("job", "created_by"), pk=pk)
+    ceiling = [{"task": TASK_NAMES.get(t, t), "criterion": CRITERION_NAMES.get(c, c), "value": v * 100}
+               for t, crits in (snapshot.human_ceiling or {}).items() for c, v in crits.items()]
+    per_task = [{"task": TASK_NAMES.get(t, t), "criterion": CRITERION_NAMES.get(c, c), "pairs": n}
+                for t, crits in ((snapshot.counts or {}).get("per_task") or {}).items() for c, n in crits.items()]
+    return _dash(request, "snapshot.html", "registry", snapshot=snapshot, lineage=dsel.snapshot_lineage(snapshot),
+                 ceiling=ceiling, per_task=per_task)
+
+
+@staff_page
+def compare_reward_models(request: HttpRequest) -> HttpResponse:
+    models = RewardModel.objects.order_by("-id")
+    a, b = request.GET.get("a"), request.GET.get("b")
+    data = None
+    if a and b and a.isdigit() and b.isdigit():
+        ma, mb = models.filter(pk=a).first(), models.filter(pk=b).first()
+        if ma and mb:
+            data = reward_model_compare(ma, mb)
+    return _dash(request, "compare_reward.html", "registry", models=models[:200], data=data, a=a, b=b)
+
+
+@staff_page
+def compare_checkpoints(request: HttpRequest) -> HttpResponse:
+    ckpts = PolicyCheckpoint.objects.select_related("run").order_by("-id")
+    a, b = request.GET.get("a"), request.GET.get("b")
+    data = None
+    if a and b and a.isdigit() and b.isdigit():
+        ca, cb = ckpts.filter(pk=a).first(), ckpts.filter(pk=b).first()
+        if ca and cb:
+            data = checkpoint_compare(ca, cb)
+    return _dash(request, "compare_checkpoints.html", "registry", checkpoints=ckpts[:200], data=data, a=a, b=b)
+
+
+@staff_page
+def campaigns(request: HttpRequest) -> HttpResponse:
+    return _dash(request, "campaigns.html", "campaigns", rows=dsel.campaign_overview())
+
+
+@staff_page
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)
+    return _dash(request, "campaign.html", "campaigns", campaign=campaign)
+
+
+@staff_page
+def new_campaign(request: HttpRequest) -> HttpResponse:
+    return _dash(request, "new_campaign.html", "campaigns", tasks=_task_criteria(), splits=Split.values,
+                 is_curator=has_role(request.user, CURATOR))

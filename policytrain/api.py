@@ -17,11 +17,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.permissions import IsStaffRole
+from annotation.models import Split
 from core.errors import ApplicationError
 from jobs.selectors import job_metric_series
 
 from . import selectors, services
-from .models import GenerationJob, PolicyCheckpoint, PolicyRun
+from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun
 
 ARTIFACT_SUFFIXES = {".png", ".json", ".jsonl"}
 
@@ -87,7 +88,7 @@ class GenerationOut(serializers.ModelSerializer):
 class _SampleSelection(serializers.Serializer):
     sample_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
     tasks = serializers.ListField(child=serializers.CharField(), required=False)
-    split = serializers.ChoiceField(choices=["train", "val", "test"], required=False)
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
 
     def sample_filter(self) -> dict:
         return {k: self.validated_data[k] for k in ("sample_ids", "tasks", "split") if self.validated_data.get(k)}
@@ -96,7 +97,7 @@ class _SampleSelection(serializers.Serializer):
 class PolicyRunIn(_SampleSelection):
     reward_model = serializers.IntegerField()
     base_policy = serializers.CharField(required=False, allow_blank=True, max_length=500)
-    algorithm = serializers.ChoiceField(choices=[1, 2], default=1)
+    algorithm = serializers.ChoiceField(choices=Algorithm.choices, default=Algorithm.FIXED)
     overrides = serializers.DictField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
 

@@ -4,7 +4,9 @@
 
 a. make conditions (pre-training / RL-and-annotation / held-out evaluation sets);
 b. pre-train (or reuse the cached) base fill policy (``policytrain.engine.pretrain``);
-c. generate K candidates per condition with the base policy (different seeds and step counts);
+c. generate K candidates per condition with the base policy and earlier checkpoints of its
+   pre-training (different seeds, step counts and model versions, as the paper's candidates come
+   from several model versions and sampling settings);
 d. simulate annotators on the candidates' oracle scores and write a dataset snapshot in the
    contract format (``pairs.jsonl`` + ``images/`` + ``manifest.json`` with ``human_ceiling``);
 e. train the reward model (``rewardtrain.engine.train``) and evaluate it against the annotator
@@ -50,6 +52,11 @@ TASK_CRITERIA = oracles.TASK_CRITERIA
 Progress = Callable[[str], None]
 
 
+def print_progress(message: str) -> None:
+    """Default progress sink: one flushed line per event."""
+    print(message, flush=True)
+
+
 def load_demo_config(size: str) -> dict[str, Any]:
     """``configs/demo/<size>.json`` ("quick" or "full")."""
     path = CONFIG_DIR / f"{size}.json"
@@ -72,7 +79,7 @@ def _quiet_libraries() -> None:
         diffusers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         diffusers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - logging tweaks must never break a run
+    except Exception:  # noqa: BLE001, S110 - logging tweaks must never break a run
         pass
 
 
@@ -214,10 +221,9 @@ def human_ceiling_by_criterion(
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for (task, crit), items in sorted(pairs.items()):
         stats = agreement_stats(pool, items, seed=seed, votes_per_pair=votes_per_pair)
-        if votes_per_pair > 1:
-            out[task][crit] = stats["majority_agreement"]
-        else:
-            out[task][crit] = stats["agreement"]
+        value = stats["majority_agreement"] if votes_per_pair > 1 else stats["agreement"]
+        if np.isfinite(value):  # no pair with different scores → no ceiling to report
+            out[task][crit] = float(value)
     return dict(out)
 
 
@@ -395,11 +401,16 @@ def run_loop(
     size: str = "quick",
     work_dir: str | Path = "var/demo",
     seed: int = 0,
-    progress: Progress = print,
+    progress: Progress = print_progress,
     config: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
+    base_policy: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the synthetic OneReward loop end to end and return the report (see module docstring)."""
+    """Run the synthetic OneReward loop end to end and return the report (see module docstring).
+
+    ``config`` replaces ``configs/demo/<size>.json``; ``cache_dir`` holds the pre-training run
+    (default ``<work_dir>/cache``); ``base_policy`` skips pre-training and uses that Fill folder.
+    """
     _quiet_libraries()
     import torch
 
@@ -446,7 +457,10 @@ def run_loop(
         progress(f"  pretrain {e['phase']} {e['step']}/{e['total_steps']} "
                  + " ".join(f"{k}={v:.4f}" for k, v in e.items() if k in ("loss", "recon_mse")))
 
-    pre = pretrain(pcfg, progress=pre_progress)
+    if base_policy:
+        pre = {"final_dir": str(Path(base_policy).resolve()), "cached": True, "given": True}
+    else:
+        pre = pretrain(pcfg, progress=pre_progress)
     base_dir = pre["final_dir"]
     progress(f"  base policy {'(cached) ' if pre.get('cached') else ''}{base_dir}")
     stage("pretrain", t0)
@@ -458,10 +472,16 @@ def run_loop(
     base = FillPolicy.from_pretrained(base_dir)
     train_conds = sets["train"]
     per_cand = []
-    for k, steps in enumerate(gen_cfg["steps"]):
-        per_cand.append(generate_images(base, train_conds, seed=seed * 1000 + 17 * k + 1, steps=int(steps),
-                                        guidance=float(gen_cfg.get("guidance", 30.0)), max_sequence_length=msl,
-                                        batch_size=int(gen_cfg.get("batch_size", 32))))
+    generators = {"final": base}
+    for k, spec in enumerate(gen_cfg["generators"]):
+        model = str(spec.get("model", "final"))
+        if model not in generators:
+            generators[model] = FillPolicy.from_pretrained(pre["checkpoints"][model])
+        per_cand.append(generate_images(generators[model], train_conds, seed=seed * 1000 + 17 * k + 1,
+                                        steps=int(spec.get("steps", 4)),
+                                        guidance=float(spec.get("guidance", gen_cfg.get("guidance", 30.0))),
+                                        max_sequence_length=msl, batch_size=int(gen_cfg.get("batch_size", 32))))
+    del generators
     candidates = [[per_cand[k][i] for k in range(len(per_cand))] for i in range(len(train_conds))]
     cand_scores = [oracle_scores([c] * len(cands), cands) for c, cands in zip(train_conds, candidates, strict=True)]
     progress(f"  {len(train_conds)} conditions x {len(per_cand)} candidates")
@@ -596,7 +616,8 @@ def run_loop(
             "votes_per_pair": votes,
             "label_oracle_agreement": label_oracle,
         },
-        "base_policy": {k: pre.get(k) for k in ("final_dir", "cached", "final_loss", "vae_recon_mse", "elapsed_s")},
+        "base_policy": {k: pre.get(k) for k in ("final_dir", "cached", "final_loss", "vae_recon_mse", "elapsed_s",
+                                                 "transformer_parameters")},
         "conditions": {k: len(v) for k, v in sets.items()},
         "timings": {**timings, "total": round(time.time() - t_all, 2)},
         "config": _nested(cfg),

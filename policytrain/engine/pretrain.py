@@ -72,6 +72,9 @@ class PretrainConfig:
         max_sequence_length: T5 length (short prompts; 32 keeps the tiny model fast).
         mask_loss_weight: loss weight of latent tokens touching the hole (others weigh 1).
         seed: seeds weights (when building), data order and noise.
+        checkpoint_steps: transformer steps after which the whole pipeline is also saved to
+            ``<output_dir>/checkpoints/step-<n>`` (earlier, weaker versions of the base: candidate
+            generators of varied quality, like the several model versions of the paper's data).
     """
 
     conditions_dir: str
@@ -98,6 +101,7 @@ class PretrainConfig:
     mask_loss_weight: float = 2.0
     seed: int = 0
     log_every: int = 50
+    checkpoint_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -127,13 +131,15 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"unknown PretrainConfig field(s): {', '.join(unknown)}")
         values = dict(data)
-        if isinstance(values.get("vae_block_out_channels"), list):
-            values["vae_block_out_channels"] = tuple(values["vae_block_out_channels"])
+        for name in ("vae_block_out_channels", "checkpoint_steps"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["vae_block_out_channels"] = list(self.vae_block_out_channels)
+        data["checkpoint_steps"] = list(self.checkpoint_steps)
         return data
 
     def replace(self, **changes: Any) -> PretrainConfig:
@@ -357,7 +363,18 @@ def _encode_dataset(policy: FillPolicy, data: _Data, config: PretrainConfig):
     return torch.cat(x0s), torch.cat(conds), img_ids
 
 
-def train_transformer(policy: FillPolicy, data: _Data, config: PretrainConfig, log, should_stop) -> dict:
+def _save_pipeline(policy: FillPolicy, folder: Path) -> Path:
+    tmp = folder.with_name(".tmp-" + folder.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.pipe.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def train_transformer(
+    policy: FillPolicy, data: _Data, config: PretrainConfig, log, should_stop, checkpoint_dir: Path | None = None
+) -> dict:
     """Phase 2: rectified-flow matching on packed latents with Fill conditioning."""
     x0_all, cond_all, img_ids = _encode_dataset(policy, data, config)
     res = config.resolution
@@ -402,6 +419,10 @@ def train_transformer(policy: FillPolicy, data: _Data, config: PretrainConfig, l
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         window.append(loss.item())
+        if checkpoint_dir is not None and step + 1 in config.checkpoint_steps and step + 1 < config.steps:
+            tr.eval()
+            _save_pipeline(policy, checkpoint_dir / f"step-{step + 1}")
+            tr.train()
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             mean = sum(window) / len(window)
             first_loss = mean if first_loss is None else first_loss
@@ -460,20 +481,18 @@ def pretrain(config: PretrainConfig, progress: ProgressFn | None = None, should_
     t0 = time.time()
     vae_info = train_vae(policy, data, config, log, should_stop)
     t1 = time.time()
-    tr_info = train_transformer(policy, data, config, log, should_stop)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    tr_info = train_transformer(policy, data, config, log, should_stop, out / "checkpoints")
     t2 = time.time()
 
-    final = out / "final"
-    tmp = out / ".tmp-final"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.pipe.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = _save_pipeline(policy, out / "final")
     shutil.rmtree(init, ignore_errors=True)
     result = {
         "status": "completed",
         "config_hash": digest,
         "final_dir": str(final.resolve()),
+        "checkpoints": {str(n): str((out / "checkpoints" / f"step-{n}").resolve())
+                        for n in config.checkpoint_steps if n < config.steps},
         "conditions": len(data.prompts),
         "transformer_parameters": sum(p.numel() for p in policy.transformer.parameters()),
         "vae_parameters": sum(p.numel() for p in policy.vae.parameters()),

@@ -1,0 +1,419 @@
+"""JSON API behind the dashboard pages, under /api/dashboard/ (scientists and curators only).
+
+Thin views: validate input → call the apps' services / the dashboard selectors → serialize. Starting,
+cancelling and resuming always go through ``rewardtrain.services``, ``policytrain.services``,
+``jobs.services`` and ``annotation.services``; nothing here imports torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.db import transaction
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.utils._os import safe_join
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.api.permissions import IsCurator, IsStaffRole
+from annotation.models import Campaign, Criterion, DatasetSnapshot, Split, TaskType
+from annotation.services.campaigns import campaign_create, campaign_start
+from core.errors import ApplicationError, Conflict
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import job_cancel
+from policytrain import services as policy_services
+from policytrain.models import PolicyCheckpoint
+from rewardtrain.models import RewardModel
+from rewardtrain.presets import preset_names
+from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
+
+from . import selectors as sel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+INLINE_SUFFIXES = IMAGE_SUFFIXES | {".json", ".jsonl", ".txt", ".log", ".md"}
+
+
+class _Staff(APIView):
+    permission_classes = [IsStaffRole]
+
+
+def _int_param(request, name: str, default: int = 0) -> int:
+    try:
+        return int(request.query_params.get(name, default) or default)
+    except ValueError:
+        return default
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+class JobListApi(_Staff):
+    """GET ?kind=reward|policy|snapshot|generation|evaluation&status=…&started_by=<username>&q=…&limit=…"""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        q = request.query_params
+        kind, state = q.get("kind") or None, q.get("status") or None
+        if kind and kind not in JobKind.values:
+            raise ApplicationError("Unknown kind.", fields={"kind": [f"Use one of {', '.join(JobKind.values)}."]})
+        if state and state not in JobStatus.values:
+            raise ApplicationError("Unknown status.", fields={"status": [f"Use one of {', '.join(JobStatus.values)}."]})
+        started_by = request.user.username if q.get("mine") in ("1", "true") else q.get("started_by")
+        limit = min(max(_int_param(request, "limit", 100), 1), 500)
+        jobs = sel.dashboard_jobs(kind=kind, status=state, started_by=started_by, q=q.get("q"))
+        counts = {s: 0 for s in JobStatus.values}
+        for value in sel.dashboard_jobs(kind=kind, started_by=started_by, q=q.get("q")).values_list("status",
+                                                                                                  flat=True):
+            counts[value] += 1
+        return Response({"jobs": [sel.job_summary(j) for j in jobs[:limit]], "counts": counts})
+
+
+class JobDetailApi(_Staff):
+    """GET ?after=<metric id>: the job, its config, metrics after ``after``, log tail, artifacts, error."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
+        return Response(sel.job_detail(job, after_id=_int_param(request, "after")))
+
+
+class JobActionApi(_Staff):
+    """POST /jobs/{id}/cancel/ or /jobs/{id}/resume/ (409 when the job's state does not allow it)."""
+
+    @extend_schema(request=None, responses=dict, operation_id="dashboard_jobs_action")
+    def post(self, request, pk: int, action: str):
+        job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
+        reward_run, policy_run = sel.related(job, "reward_run"), sel.related(job, "policy_run")
+        if action == "cancel":
+            if reward_run is not None:
+                reward_run_cancel(run=reward_run)
+            elif policy_run is not None:
+                policy_services.policy_run_cancel(run=policy_run)
+            else:
+                job_cancel(job=job)
+        elif action == "resume":
+            if reward_run is not None:
+                reward_run_resume(run=reward_run)
+            elif policy_run is not None:
+                policy_services.policy_run_resume(run=policy_run)
+            else:
+                raise Conflict(f"A {job.get_kind_display().lower()} job cannot be resumed; start a new one.")
+        else:
+            raise ApplicationError(f"Unknown action '{action}'.", fields={"action": ["Use cancel or resume."]})
+        return Response(sel.job_summary(sel.dashboard_jobs().get(pk=pk)))
+
+
+class JobArtifactApi(_Staff):
+    """A file from the job's run folder; refuses ../, absolute paths and symlinks that leave the folder."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk: int, path: str):
+        job = get_object_or_404(Job, pk=pk)
+        if not job.run_dir:
+            raise Http404("Not found")
+        try:
+            full = Path(safe_join(job.run_dir, path)).resolve()
+        except Exception as exc:  # SuspiciousFileOperation, ValueError
+            raise Http404("Not found") from exc
+        root = Path(job.run_dir).resolve()
+        if not full.is_relative_to(root) or not full.is_file():
+            raise Http404("Not found")
+        inline = full.suffix.lower() in INLINE_SUFFIXES
+        response = FileResponse(full.open("rb"), as_attachment=not inline, filename=full.name)
+        if full.suffix.lower() in {".json", ".jsonl", ".txt", ".log", ".md"}:
+            response["Content-Type"] = "text/plain; charset=utf-8"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+# --- start forms ---------------------------------------------------------------------------------------
+
+class RewardRunForm(serializers.Serializer):
+    snapshot = serializers.IntegerField(error_messages={"required": "Pick a snapshot.",
+                                                        "invalid": "Pick a snapshot.", "null": "Pick a snapshot."})
+    preset = serializers.CharField(default="tiny", max_length=40)
+    base_model = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=4096)
+    lr = serializers.FloatField(required=False, allow_null=True, max_value=1.0)
+    overrides = serializers.DictField(required=False, default=dict)
+
+    def validate_snapshot(self, value: int) -> DatasetSnapshot:
+        snapshot = DatasetSnapshot.objects.filter(pk=value).first()
+        if snapshot is None:
+            raise serializers.ValidationError(f"No snapshot with id {value}.")
+        if snapshot.status != "succeeded":
+            raise serializers.ValidationError(f"Snapshot {value} is {snapshot.status}; wait until it has been built.")
+        return snapshot
+
+    def validate_preset(self, value: str) -> str:
+        if value not in preset_names():
+            raise serializers.ValidationError(f"Use one of: {', '.join(preset_names())}.")
+        return value
+
+    def validate_lr(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def start_kwargs(self) -> dict:
+        v = self.validated_data
+        overrides = dict(v["overrides"])
+        overrides.update({k: v[k] for k in ("max_steps", "batch_size", "lr") if v.get(k) is not None})
+        return {"snapshot": v["snapshot"], "base_model": v["base_model"] or None, "preset": v["preset"],
+                "overrides": overrides, "name": v["name"]}
+
+
+class RewardRunStartApi(_Staff):
+    """POST the reward-run form: typed field checks, then ``rewardtrain.services.reward_run_start``."""
+
+    @extend_schema(request=RewardRunForm, responses=dict)
+    def post(self, request):
+        form = RewardRunForm(data=request.data)
+        form.is_valid(raise_exception=True)
+        run = reward_run_start(**form.start_kwargs(), user=request.user)
+        return Response(sel.job_summary(sel.dashboard_jobs().get(pk=run.job_id)), status=status.HTTP_201_CREATED)
+
+
+class RewardRunPreviewApi(_Staff):
+    """POST the form → the final resolved config the run would get (nothing is kept or queued)."""
+
+    @extend_schema(request=RewardRunForm, responses=dict)
+    def post(self, request):
+        form = RewardRunForm(data=request.data)
+        form.is_valid(raise_exception=True)
+        with transaction.atomic():  # the service is the one source of the resolution rules
+            run = reward_run_start(**form.start_kwargs(), user=request.user, enqueue=False)
+            config = dict(run.config)
+            transaction.set_rollback(True)
+        config["output_dir"] = "(assigned when the run starts)"
+        return Response({"config": config})
+
+
+class PolicyRunForm(serializers.Serializer):
+    reward_model = serializers.IntegerField(error_messages={"required": "Pick a reward model.",
+                                                            "invalid": "Pick a reward model.",
+                                                            "null": "Pick a reward model."})
+    base_policy = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    algorithm = serializers.ChoiceField(choices=[1, 2], default=1)
+    task_fill = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    task_extend = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    task_removal = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    hinge_lambda = serializers.FloatField(required=False, allow_null=True)
+    ema_decay = serializers.FloatField(required=False, allow_null=True)
+    max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=4096)
+    learning_rate = serializers.FloatField(required=False, allow_null=True)
+    conditions_split = serializers.ChoiceField(choices=["", *Split.values], required=False, default="")
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    overrides = serializers.DictField(required=False, default=dict)
+
+    def validate_reward_model(self, value: int) -> RewardModel:
+        model = RewardModel.objects.filter(pk=value).first()
+        if model is None:
+            raise serializers.ValidationError(f"No reward model with id {value}.")
+        return model
+
+    def validate_hinge_lambda(self, value):
+        if value is not None and not 0 < value < 1:
+            raise serializers.ValidationError("λ is a probability ceiling: strictly between 0 and 1.")
+        return value
+
+    def validate_ema_decay(self, value):
+        if value is not None and not 0 < value < 1:
+            raise serializers.ValidationError("τ must be strictly between 0 and 1.")
+        return value
+
+    def validate_learning_rate(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def validate(self, attrs):
+        probs = [attrs.get(k) for k in ("task_fill", "task_extend", "task_removal")]
+        if any(p is not None for p in probs) and not sum(p or 0 for p in probs) > 0:
+            raise serializers.ValidationError({"task_fill": ["The task mixture needs at least one task above 0."]})
+        return attrs
+
+    def resolved_overrides(self) -> dict:
+        v = self.validated_data
+        out = dict(v["overrides"])
+        probs = {t: v.get(f"task_{t}") for t in ("fill", "extend", "removal")}
+        if any(p is not None for p in probs.values()):
+            out["task_probs"] = {t: float(p or 0) for t, p in probs.items()}
+        for key in ("hinge_lambda", "ema_decay", "max_steps", "batch_size", "learning_rate"):
+            if v.get(key) is not None:
+                out[key] = v[key]
+        if v.get("conditions_split"):
+            out["conditions_split"] = v["conditions_split"]
+        return out
+
+
+class PolicyRunStartApi(_Staff):
+    """POST the RL form → ``policytrain.services.policy_run_start``."""
+
+    @extend_schema(request=PolicyRunForm, responses=dict)
+    def post(self, request):
+        form = PolicyRunForm(data=request.data)
+        form.is_valid(raise_exception=True)
+        v = form.validated_data
+        run = policy_services.policy_run_start(
+            reward_model=v["reward_model"], base_policy=v["base_policy"] or None, algorithm=int(v["algorithm"]),
+            overrides=form.resolved_overrides(), user=request.user, name=v["name"])
+        return Response(sel.job_summary(sel.dashboard_jobs().get(pk=run.job_id)), status=status.HTTP_201_CREATED)
+
+
+class PolicyRunPreviewApi(_Staff):
+    """POST the RL form → the final RLConfig (validated, coverage checked; nothing is written)."""
+
+    @extend_schema(request=PolicyRunForm, responses=dict)
+    def post(self, request):
+        form = PolicyRunForm(data=request.data)
+        form.is_valid(raise_exception=True)
+        v = form.validated_data
+        base = policy_services.validate_base_policy(v["base_policy"] or None)
+        config = policy_services.build_rl_config(base_policy=base, algorithm=int(v["algorithm"]),
+                                                 overrides=form.resolved_overrides(),
+                                                 reward_model_path=str(v["reward_model"].path))
+        policy_services.check_reward_coverage(v["reward_model"], config.task_probs)
+        data = config.to_dict()
+        data.update(conditions_dir="(exported when the run starts)", output_dir="(assigned when the run starts)")
+        return Response({"config": data})
+
+
+# --- registry, lineage, comparisons -------------------------------------------------------------------
+
+LINEAGE = {
+    "campaign": (Campaign, sel.campaign_lineage),
+    "snapshot": (DatasetSnapshot, sel.snapshot_lineage),
+    "reward-model": (RewardModel, sel.reward_model_lineage),
+    "checkpoint": (PolicyCheckpoint, sel.checkpoint_lineage_full),
+}
+
+
+class LineageApi(_Staff):
+    """GET /lineage/{campaign|snapshot|reward-model|checkpoint}/{id}/: upstream and downstream links."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, kind: str, pk: int):
+        if kind not in LINEAGE:
+            raise Http404("Unknown kind")
+        model, fn = LINEAGE[kind]
+        return Response(fn(get_object_or_404(model, pk=pk)))
+
+
+def _pair(request, model):
+    a, b = _int_param(request, "a"), _int_param(request, "b")
+    errors = {k: [f"No {model._meta.verbose_name} with id {v}."] for k, v in (("a", a), ("b", b))
+              if not model.objects.filter(pk=v).exists()}
+    if errors:
+        raise ApplicationError("Pick two to compare.", fields=errors)
+    return model.objects.get(pk=a), model.objects.get(pk=b)
+
+
+def reward_model_compare(a: RewardModel, b: RewardModel) -> dict:
+    return {"a": {"id": a.pk, "name": a.name, "table": sel.accuracy_table(a.eval_report)},
+            "b": {"id": b.pk, "name": b.name, "table": sel.accuracy_table(b.eval_report)}}
+
+
+def checkpoint_compare(a: PolicyCheckpoint, b: PolicyCheckpoint) -> dict:
+    def side(c):
+        return {"id": c.pk, "name": c.name, "algorithm": c.algorithm, "grids": sel.checkpoint_grids(c),
+                "rl_table": sel.rl_reward_table(c.run.output_dir) if c.run else None}
+    return {"a": side(a), "b": side(b), "pairs": sel.checkpoint_outputs(a, b)}
+
+
+class CompareRewardModelsApi(_Staff):
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(reward_model_compare(*_pair(request, RewardModel)))
+
+
+class CompareCheckpointsApi(_Staff):
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(checkpoint_compare(*_pair(request, PolicyCheckpoint)))
+
+
+# --- curator ------------------------------------------------------------------------------------------
+
+class CampaignFromCandidatesIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    task = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
+    sources = serializers.ListField(child=serializers.CharField(max_length=200), min_length=1, max_length=20)
+    pairing = serializers.ChoiceField(choices=["opponents", "all_pairs"], default="opponents")
+    split = serializers.ChoiceField(choices=["", *Split.values], required=False, default="")
+    criteria = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
+    overlap = serializers.IntegerField(default=3, min_value=1, max_value=50)
+    max_items_per_sample = serializers.IntegerField(default=0, min_value=0, max_value=1000)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        if attrs["pairing"] == "opponents" and len(attrs["sources"]) != 2:
+            raise serializers.ValidationError({"sources": ["A versus campaign needs exactly two sources (A and B)."]})
+        return attrs
+
+
+class CampaignListApi(APIView):
+    """GET: every campaign with progress. POST (curators): create + start a campaign from candidates."""
+
+    def get_permissions(self):
+        return [IsCurator()] if self.request.method == "POST" else [IsStaffRole()]
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(sel.campaign_overview())
+
+    @extend_schema(request=CampaignFromCandidatesIn, responses=dict)
+    def post(self, request):
+        data = CampaignFromCandidatesIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        task = v["task"]
+        picked = sel.candidate_selection(task=task.slug, sources=v["sources"], split=v["split"] or None,
+                                         pairing=v["pairing"], max_items_per_sample=v["max_items_per_sample"])
+        if not picked["items"]:
+            raise ApplicationError("No items could be built from these candidates.", fields={
+                "sources": ["No sample has candidates from these sources (in this split)."]})
+        criteria = list(Criterion.objects.filter(slug__in=v["criteria"])) if v["criteria"] else None
+        if criteria is not None and len(criteria) != len(set(v["criteria"])):
+            raise ApplicationError("Unknown criteria.", fields={"criteria": ["Unknown criterion."]})
+        key = "opponents" if v["pairing"] == "opponents" else "sources"
+        selection = {"sample_ids": picked["sample_ids"], key: list(v["sources"])}
+        if v["max_items_per_sample"]:
+            selection["max_items_per_sample"] = v["max_items_per_sample"]
+        with transaction.atomic():
+            campaign = campaign_create(name=v["name"], task_type=task, criteria=criteria, overlap=v["overlap"],
+                                       selection=selection, description=v["description"], created_by=request.user,
+                                       source_ref="dashboard:candidates")
+            campaign = campaign_start(campaign=campaign)
+        return Response(sel.campaign_dashboard(campaign), status=status.HTTP_201_CREATED)
+
+
+class CampaignDashboardApi(_Staff):
+    """Progress per criterion, annotator activity and speed, tie rates, agreement, lineage."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        return Response(sel.campaign_dashboard(get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)))
+
+
+class CandidateSourcesApi(_Staff):
+    """GET ?task=fill&split=&source=a&source=b&pairing=opponents → sources with counts + the item preview."""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        q = request.query_params
+        task = q.get("task") or ""
+        if not TaskType.objects.filter(slug=task).exists():
+            raise ApplicationError("Unknown task.", fields={"task": ["Pick a task type."]})
+        split = q.get("split") or None
+        out = {"sources": sel.candidate_sources(task=task, split=split), "splits": sel.split_counts(task)}
+        if q.getlist("source"):
+            preview = sel.candidate_selection(task=task, sources=q.getlist("source"), split=split,
+                                              pairing=q.get("pairing") or "opponents",
+                                              max_items_per_sample=_int_param(request, "max_items_per_sample"))
+            out["preview"] = {"samples": preview["samples"], "items": preview["items"]}
+        return Response(out)

@@ -1,0 +1,21 @@
+"""/api/dashboard/: the JSON endpoints behind the dashboard pages (frontend/api.py)."""
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("jobs/", api.JobListApi.as_view(), name="dash-api-jobs"),
+    path("jobs/<int:pk>/", api.JobDetailApi.as_view(), name="dash-api-job"),
+    path("jobs/<int:pk>/artifacts/<path:path>", api.JobArtifactApi.as_view(), name="dash-api-artifact"),
+    path("jobs/<int:pk>/<str:action>/", api.JobActionApi.as_view(), name="dash-api-job-action"),
+    path("reward-runs/", api.RewardRunStartApi.as_view(), name="dash-api-reward-runs"),
+    path("reward-runs/preview/", api.RewardRunPreviewApi.as_view(), name="dash-api-reward-preview"),
+    path("policy-runs/", api.PolicyRunStartApi.as_view(), name="dash-api-policy-runs"),
+    path("policy-runs/preview/", api.PolicyRunPreviewApi.as_view(), name="dash-api-policy-preview"),
+    path("lineage/<str:kind>/<int:pk>/", api.LineageApi.as_view(), name="dash-api-lineage"),
+    path("compare/reward-models/", api.CompareRewardModelsApi.as_view(), name="dash-api-compare-rm"),
+    path("compare/checkpoints/", api.CompareCheckpointsApi.as_view(), name="dash-api-compare-ckpt"),
+    path("campaigns/", api.CampaignListApi.as_view(), name="dash-api-campaigns"),
+    path("campaigns/<int:pk>/", api.CampaignDashboardApi.as_view(), name="dash-api-campaign"),
+    path("candidate-sources/", api.CandidateSourcesApi.as_view(), name="dash-api-candidate-sources"),
+]

@@ -1,0 +1,518 @@
+"""Reads for the scientist / curator dashboard (frontend/api.py and the dashboard pages call these).
+
+Nothing here writes and nothing imports torch: runs are described from their database rows and
+their run folders (metrics.jsonl, sample grids), never by loading a model.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation.models import (
+    Campaign,
+    Candidate,
+    Choice,
+    DatasetSnapshot,
+    Item,
+    ItemStatus,
+    Judgment,
+    Lease,
+    LeaseState,
+    Sample,
+)
+from annotation.selectors import annotator_stats, campaign_agreement, campaign_progress
+from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
+from jobs.models import Job, JobKind, JobStatus
+from jobs.selectors import job_list, job_metric_series
+from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun
+from policytrain.selectors import checkpoint_lineage, run_sample_grids
+from rewardtrain.models import RewardModel, RewardRun
+
+COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
+# The paper's Table 1 (arXiv 2508.21066), in percent, shown beside our numbers for orientation.
+PAPER_TABLE1 = {
+    "fill": {"text_alignment": 83.77, "consistency": 74.23, "structure": 74.63, "aesthetics": 72.10},
+    "extend": {"text_alignment": 80.36, "consistency": 72.50, "structure": 74.29, "aesthetics": 71.10},
+    "removal": {"removal_quality": 84.93},
+}
+RESUMABLE = (JobKind.REWARD, JobKind.POLICY)
+MAX_ARTIFACTS = 300
+LOG_TAIL_CHARS = 6000
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+def dashboard_jobs(*, kind: str | None = None, status: str | None = None, started_by: str | None = None,
+                   q: str | None = None) -> QuerySet[Job]:
+    """Every long job (reward, RL, snapshot, generation, evaluation) with what the list shows."""
+    qs = job_list(kind=kind or None, status=status or None).select_related(
+        "reward_run__reward_model", "policy_run__checkpoint", "generation_job__campaign", "snapshot")
+    if started_by:
+        qs = qs.filter(created_by__username=started_by)
+    if q:
+        qs = qs.filter(Q(name__icontains=q) | Q(pk=int(q) if q.isdigit() else -1))
+    return qs
+
+
+def related(job: Job, name: str):
+    try:
+        return getattr(job, name)
+    except Exception:  # RelatedObjectDoesNotExist
+        return None
+
+
+def job_links(job: Job) -> list[dict]:
+    """Where this job sits in the lineage: the objects it read and the ones it produced."""
+    links: list[dict] = []
+    if job.kind == JobKind.REWARD and (run := related(job, "reward_run")):
+        links.append({"label": f"Snapshot #{run.snapshot_id}", "url": reverse("dash-snapshot", args=[run.snapshot_id]),
+                      "role": "input"})
+        if (model := related(run, "reward_model")) is not None:
+            links.append({"label": f"Reward model #{model.pk}", "url": reverse("dash-reward-model", args=[model.pk]),
+                          "role": "output"})
+    elif job.kind == JobKind.POLICY and (run := related(job, "policy_run")):
+        links.append({"label": f"Reward model #{run.reward_model_id}",
+                      "url": reverse("dash-reward-model", args=[run.reward_model_id]), "role": "input"})
+        if (ckpt := related(run, "checkpoint")) is not None:
+            links.append({"label": f"Checkpoint {ckpt.name}", "url": reverse("dash-checkpoint", args=[ckpt.pk]),
+                          "role": "output"})
+    elif job.kind == JobKind.GENERATION and (gen := related(job, "generation_job")):
+        links.append({"label": f"Checkpoint #{gen.checkpoint_id}", "url": reverse("dash-checkpoint",
+                                                                                 args=[gen.checkpoint_id]),
+                      "role": "input"})
+        if gen.campaign_id:
+            links.append({"label": f"Campaign {gen.campaign.name}", "url": reverse("dash-campaign",
+                                                                                   args=[gen.campaign_id]),
+                          "role": "output"})
+    elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
+        links.append({"label": f"Snapshot #{snap.pk}", "url": reverse("dash-snapshot", args=[snap.pk]),
+                      "role": "output"})
+    elif job.kind == JobKind.EVALUATION and job.config.get("reward_model_id"):
+        rm = job.config["reward_model_id"]
+        links.append({"label": f"Reward model #{rm}", "url": reverse("dash-reward-model", args=[rm]), "role": "input"})
+    return links
+
+
+def can_resume(job: Job) -> bool:
+    if job.kind not in RESUMABLE or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return False
+    if job.kind == JobKind.REWARD:
+        run = related(job, "reward_run")
+        return run is not None and related(run, "reward_model") is None
+    return related(job, "policy_run") is not None
+
+
+def job_summary(job: Job) -> dict:
+    return {
+        "id": job.pk, "kind": job.kind, "kind_label": job.get_kind_display(), "name": job.name,
+        "status": job.status, "step": job.step, "total_steps": job.total_steps, "progress": job.progress,
+        "eta_seconds": _finite(job.eta_seconds), "last_metrics": job.last_metrics,
+        "error": job.error.splitlines()[0][:300] if job.error else "",
+        "cancel_requested": job.cancel_requested, "attempts": job.attempts,
+        "started_by": job.created_by.username if job.created_by else None,
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "can_cancel": not job.is_finished, "can_resume": can_resume(job),
+        "url": reverse("dash-run", args=[job.pk]), "links": job_links(job),
+    }
+
+
+def accuracy_table(report: dict) -> dict:
+    """A reward model's eval report in the paper's Table 1 layout (tasks × criteria, percent),
+    with the snapshot's human ceiling beside every cell."""
+    acc, ceiling, counts = report.get("accuracy") or {}, report.get("human_ceiling") or {}, report.get("counts") or {}
+    rows = []
+    for task, crits in TASK_CRITERIA.items():
+        cells = []
+        for col in COLUMNS:
+            if col not in crits:
+                cells.append({"criterion": col, "applicable": False})
+                continue
+            a, c = acc.get(task, {}).get(col), ceiling.get(task, {}).get(col)
+            cells.append({"criterion": col, "applicable": True, "accuracy": None if a is None else round(a * 100, 2),
+                          "ceiling": None if c is None else round(c * 100, 2), "n": counts.get(task, {}).get(col, 0),
+                          "paper": PAPER_TABLE1.get(task, {}).get(col)})
+        rows.append({"task": task, "name": TASK_NAMES[task], "cells": cells})
+    overall = report.get("overall_accuracy")
+    return {"columns": [{"slug": c, "name": CRITERION_NAMES[c]} for c in COLUMNS], "rows": rows,
+            "overall": None if overall is None else round(overall * 100, 2), "pairs": report.get("pairs"),
+            "split": report.get("split"), "position_consistency": report.get("position_consistency"),
+            "ece": report.get("ece")}
+
+
+def _metrics_rows(run_dir: str, limit: int = 20000) -> list[dict]:
+    path = Path(run_dir or "-") / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open() as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows[-limit:]
+
+
+def rl_reward_table(run_dir: str) -> dict:
+    """Policy vs reference P(Yes) per task × criterion from the RL engine's metrics.jsonl.
+
+    ``reward/<task>/<criterion>`` is the mean P(Yes) that the policy's one-step image beats the
+    reference image; 0.5 = no better than the reference. ``latest`` averages the last 5 logged
+    windows, ``first`` the first 5.
+    """
+    rows = _metrics_rows(run_dir)
+    series: dict[str, list[list[float]]] = defaultdict(list)
+    for r in rows:
+        for key, value in r.items():
+            if key.startswith("reward/") and isinstance(value, int | float):
+                series[key].append([r.get("step", 0), value])
+    table = []
+    for task, crits in TASK_CRITERIA.items():
+        cells = []
+        for col in COLUMNS:
+            pts = series.get(f"reward/{task}/{col}")
+            if col not in crits:
+                cells.append({"criterion": col, "applicable": False})
+            elif not pts:
+                cells.append({"criterion": col, "applicable": True, "latest": None, "first": None})
+            else:
+                vals = [v for _s, v in pts]
+                cells.append({"criterion": col, "applicable": True, "latest": sum(vals[-5:]) / len(vals[-5:]),
+                              "first": sum(vals[:5]) / len(vals[:5]), "points": len(vals)})
+        table.append({"task": task, "name": TASK_NAMES[task], "cells": cells})
+    step = max(1, len(rows) // 500)  # keep the curve light
+    thinned = {k: v[::step] + ([v[-1]] if (len(v) - 1) % step else []) for k, v in series.items()}
+    return {"columns": [{"slug": c, "name": CRITERION_NAMES[c]} for c in COLUMNS], "rows": table,
+            "series": thinned}
+
+
+def run_artifacts(run_dir: str) -> list[dict]:
+    root = Path(run_dir or "-")
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out.append({"path": str(p.relative_to(root)), "size": p.stat().st_size})
+            if len(out) >= MAX_ARTIFACTS:
+                break
+    return out
+
+
+def log_tail(job: Job) -> str:
+    """The job's own log tail, else the end of the newest log-like file in its run folder."""
+    if job.log_tail:
+        return job.log_tail[-LOG_TAIL_CHARS:]
+    root = Path(job.run_dir or "-")
+    if not root.is_dir():
+        return ""
+    files = [p for p in root.glob("*") if p.is_file() and not p.is_symlink() and p.suffix in (".log", ".txt", ".jsonl")]
+    if not files:
+        return ""
+    newest = max(files, key=lambda p: p.stat().st_mtime)
+    with newest.open("rb") as fh:
+        fh.seek(max(0, newest.stat().st_size - LOG_TAIL_CHARS))
+        return f"# {newest.name}\n" + fh.read().decode("utf-8", "replace")
+
+
+def _media(field) -> str:
+    return reverse("media", kwargs={"path": field.name})
+
+
+def generation_pairs(gen: GenerationJob, limit: int = 12) -> list[dict]:
+    """Checkpoint (A) vs opponent (B) outputs of a generation job, per sample and seed."""
+    cands = Candidate.objects.filter(generation_params__generation_job=gen.pk).select_related("sample")
+    by_key: dict[tuple[int, int | None], dict] = {}
+    for c in cands.order_by("sample_id", "seed", "id"):
+        side = "a" if (c.generation_params or {}).get("checkpoint_id") == gen.checkpoint_id else "b"
+        by_key.setdefault((c.sample_id, c.seed), {"sample": c.sample.external_id, "seed": c.seed,
+                                                  "prompt": c.sample.effective_prompt})[side] = _media(c.image)
+    return list(by_key.values())[:limit]
+
+
+def job_detail(job: Job, *, after_id: int = 0) -> dict:
+    """Everything the run page shows; ``after_id`` limits metrics to new points (polling)."""
+    out = job_summary(job)
+    out.update({
+        "config": job.config, "result": job.result, "error_full": job.error, "traceback": job.traceback,
+        "metrics": job_metric_series(job, after_id=after_id), "log_tail": log_tail(job), "run_dir": job.run_dir,
+        "artifacts": [{**a, "url": reverse("dash-api-artifact", args=[job.pk, a["path"]])}
+                      for a in run_artifacts(job.run_dir)],
+        "heartbeat_at": job.heartbeat_at,
+    })
+    if job.kind == JobKind.REWARD and (run := related(job, "reward_run")):
+        model = related(run, "reward_model")
+        out["reward"] = {"run_id": run.pk, "snapshot": {"id": run.snapshot_id, "name": run.snapshot.name},
+                         "base_model": run.base_model, "preset": run.preset,
+                         "reward_model": {"id": model.pk, "name": model.name} if model else None,
+                         "table": accuracy_table(model.eval_report) if model else None}
+    elif job.kind == JobKind.POLICY and (run := related(job, "policy_run")):
+        ckpt = related(run, "checkpoint")
+        out["policy"] = {
+            "run_id": run.pk, "algorithm": run.algorithm, "base_policy": run.base_policy,
+            "reward_model": {"id": run.reward_model_id, "name": run.reward_model.name},
+            "checkpoint": {"id": ckpt.pk, "name": ckpt.name} if ckpt else None,
+            "rl_table": rl_reward_table(run.output_dir),
+            "sample_grids": [reverse("dash-api-artifact", args=[job.pk, rel]) for rel in run_sample_grids(run)][-8:],
+        }
+    elif job.kind == JobKind.GENERATION and (gen := related(job, "generation_job")):
+        out["generation"] = {
+            "checkpoint": {"id": gen.checkpoint_id, "name": gen.checkpoint.name},
+            "opponent": {"id": gen.opponent_id, "name": gen.opponent.name} if gen.opponent_id else None,
+            "campaign": {"id": gen.campaign_id, "name": gen.campaign.name} if gen.campaign_id else None,
+            "campaign_name": gen.campaign_name, "samples": len(gen.sample_ids), "seeds": gen.seeds,
+            "candidates_created": gen.candidates_created, "pairs": generation_pairs(gen),
+        }
+    elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
+        out["snapshot"] = {"id": snap.pk, "name": snap.name, "status": snap.status, "counts": snap.counts,
+                           "human_ceiling": snap.human_ceiling, "content_hash": snap.content_hash}
+    elif job.kind == JobKind.EVALUATION:
+        out["scores"] = (job.result or {}).get("scores", [])[:50]
+    return out
+
+
+# --- lineage: campaigns → snapshot → reward model → policy checkpoint → generated campaign -------
+
+def _node(kind: str, obj, label: str, url_name: str, extra: str = "") -> dict:
+    return {"kind": kind, "id": obj.pk, "label": label, "url": reverse(url_name, args=[obj.pk]), "extra": extra}
+
+
+def campaign_node(c: Campaign) -> dict:
+    return _node("campaign", c, c.name, "dash-campaign", c.status)
+
+
+def snapshot_node(s: DatasetSnapshot) -> dict:
+    return _node("snapshot", s, s.name, "dash-snapshot", f"{(s.counts or {}).get('pairs', 0)} pairs · {s.status}")
+
+
+def reward_model_node(m: RewardModel) -> dict:
+    acc = (m.eval_report or {}).get("overall_accuracy")
+    return _node("reward_model", m, m.name, "dash-reward-model", f"acc {acc * 100:.1f}%" if acc is not None else "")
+
+
+def checkpoint_node(c: PolicyCheckpoint) -> dict:
+    return _node("checkpoint", c, c.name, "dash-checkpoint",
+                 f"Algorithm {c.algorithm}" if c.algorithm else "base policy")
+
+
+def _generation_of(campaign: Campaign) -> GenerationJob | None:
+    if campaign.source_ref.startswith("generation-job:"):
+        return GenerationJob.objects.filter(pk=campaign.source_ref.split(":", 1)[1] or 0).select_related(
+            "checkpoint").first()
+    return GenerationJob.objects.filter(campaign=campaign).select_related("checkpoint").first()
+
+
+def campaign_lineage(campaign: Campaign) -> dict:
+    gen = _generation_of(campaign)
+    snapshots = list(campaign.snapshots.order_by("-id"))
+    models = RewardModel.objects.filter(snapshot__in=snapshots).order_by("-id")
+    return {"upstream": ([checkpoint_node(gen.checkpoint)] if gen else []),
+            "generation_job": {"id": gen.job_id, "url": reverse("dash-run", args=[gen.job_id])} if gen else None,
+            "downstream": {"snapshots": [snapshot_node(s) for s in snapshots],
+                           "reward_models": [reward_model_node(m) for m in models]}}
+
+
+def snapshot_lineage(snapshot: DatasetSnapshot) -> dict:
+    campaigns = list(snapshot.campaigns.order_by("id"))
+    models = list(RewardModel.objects.filter(snapshot=snapshot).order_by("-id"))
+    runs = RewardRun.objects.filter(snapshot=snapshot).select_related("job").order_by("-id")
+    return {"upstream": {"campaigns": [campaign_node(c) for c in campaigns]},
+            "downstream": {"reward_models": [reward_model_node(m) for m in models],
+                           "reward_runs": [{"id": r.pk, "job": r.job_id, "status": r.job.status,
+                                            "url": reverse("dash-run", args=[r.job_id])} for r in runs],
+                           "checkpoints": [checkpoint_node(c) for c in
+                                           PolicyCheckpoint.objects.filter(reward_model__in=models).order_by("-id")]}}
+
+
+def reward_model_lineage(model: RewardModel) -> dict:
+    snapshot = model.snapshot
+    checkpoints = list(PolicyCheckpoint.objects.filter(Q(reward_model=model) | Q(run__reward_model=model))
+                       .distinct().order_by("-id"))
+    gens = GenerationJob.objects.filter(checkpoint__in=checkpoints, campaign__isnull=False).select_related("campaign")
+    return {
+        "chain": [*(campaign_node(c) for c in snapshot.campaigns.order_by("id")), snapshot_node(snapshot),
+                  reward_model_node(model)],
+        "upstream": {"snapshot": snapshot_node(snapshot),
+                     "campaigns": [campaign_node(c) for c in snapshot.campaigns.order_by("id")],
+                     "run": {"id": model.run_id, "job": model.run.job_id,
+                             "url": reverse("dash-run", args=[model.run.job_id])}},
+        "downstream": {
+            "policy_runs": [{"id": r.pk, "job": r.job_id, "status": r.job.status, "algorithm": r.algorithm,
+                             "url": reverse("dash-run", args=[r.job_id])}
+                            for r in PolicyRun.objects.filter(reward_model=model).select_related("job")],
+            "checkpoints": [checkpoint_node(c) for c in checkpoints],
+            "campaigns": [campaign_node(g.campaign) for g in gens],
+        },
+    }
+
+
+def checkpoint_lineage_full(ckpt: PolicyCheckpoint) -> dict:
+    up = checkpoint_lineage(ckpt)
+    gens = GenerationJob.objects.filter(Q(checkpoint=ckpt) | Q(opponent=ckpt)).select_related("job", "campaign")
+    chain = []
+    if up["snapshot"]:
+        snap = DatasetSnapshot.objects.get(pk=up["snapshot"]["id"])
+        chain += [*(campaign_node(c) for c in snap.campaigns.order_by("id")), snapshot_node(snap)]
+    if up["reward_model"]:
+        chain.append(reward_model_node(RewardModel.objects.get(pk=up["reward_model"]["id"])))
+    chain.append(checkpoint_node(ckpt))
+    chain += [campaign_node(g.campaign) for g in gens if g.campaign_id]
+    return {"chain": chain, "upstream": up,
+            "downstream": {"generation_jobs": [{"id": g.pk, "job": g.job_id, "status": g.job.status,
+                                                "url": reverse("dash-run", args=[g.job_id]),
+                                                "campaign": campaign_node(g.campaign) if g.campaign_id else None}
+                                               for g in gens]}}
+
+
+def checkpoint_grids(ckpt: PolicyCheckpoint, limit: int = 6) -> list[dict]:
+    """The RL run's sample grids (newest last) as artifact URLs."""
+    if ckpt.run is None:
+        return []
+    rels = run_sample_grids(ckpt.run)[-limit:]
+    return [{"name": Path(r).stem, "url": reverse("dash-api-artifact", args=[ckpt.run.job_id, r])} for r in rels]
+
+
+def checkpoint_outputs(a: PolicyCheckpoint, b: PolicyCheckpoint, limit: int = 12) -> list[dict]:
+    """Samples both checkpoints filled with the same seed: side-by-side rows."""
+    names = {a.pk: f"policy:{a.name}"[:200], b.pk: f"policy:{b.name}"[:200]}
+    cands = Candidate.objects.filter(source_name__in=names.values()).select_related("sample").order_by("sample_id",
+                                                                                                         "seed")
+    rows: dict[tuple[int, int | None], dict] = {}
+    for c in cands:
+        side = "a" if c.source_name == names[a.pk] else "b"
+        rows.setdefault((c.sample_id, c.seed), {"sample": c.sample.external_id, "seed": c.seed,
+                                                "prompt": c.sample.effective_prompt})[side] = _media(c.image)
+    return [r for r in rows.values() if "a" in r and "b" in r][:limit]
+
+
+# --- curator ------------------------------------------------------------------------------------------
+
+def campaign_overview() -> list[dict]:
+    """Every campaign with items done / leased / left and judgment counts (one query per table)."""
+    items = {r["campaign_id"]: r for r in Item.objects.filter(is_gold=False).values("campaign_id").annotate(
+        total=Count("id"), done=Count("id", filter=Q(status=ItemStatus.DONE)),
+        full=Count("id", filter=Q(status=ItemStatus.FULL)), open=Count("id", filter=Q(status=ItemStatus.OPEN)))}
+    leases = dict(Lease.objects.filter(state=LeaseState.ACTIVE).values_list("item__campaign_id")
+                  .annotate(n=Count("id")))
+    judg = {r["item__campaign_id"]: r for r in Judgment.objects.values("item__campaign_id").annotate(
+        n=Count("id"), ties=Count("id", filter=Q(choice__in=[Choice.TIE, Choice.BOTH_BAD, Choice.NO_DIFFERENCE])),
+        last=Max("created_at"))}
+    out = []
+    for c in Campaign.objects.select_related("task_type").order_by("-id"):
+        i, j = items.get(c.pk, {}), judg.get(c.pk, {})
+        total = i.get("total", 0)
+        out.append({"id": c.pk, "name": c.name, "status": c.status, "task": c.task_type.slug, "mode": c.mode,
+                    "overlap": c.overlap, "items_total": total, "items_done": i.get("done", 0),
+                    "items_full": i.get("full", 0), "items_open": i.get("open", 0),
+                    "leases_active": leases.get(c.pk, 0), "judgments": j.get("n", 0),
+                    "tie_rate": (j["ties"] / j["n"]) if j.get("n") else None, "last_judgment": j.get("last"),
+                    "fraction_done": (i.get("done", 0) / total) if total else 0.0,
+                    "url": reverse("dash-campaign", args=[c.pk])})
+    return out
+
+
+def campaign_criteria_progress(campaign: Campaign) -> list[dict]:
+    """Per criterion: items with `overlap` judgments (done), with some (in progress), with none (left)."""
+    items = Item.objects.filter(campaign=campaign, is_gold=False)
+    total = items.count()
+    per_item = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
+                .values("criterion__slug", "item_id").annotate(n=Count("id")))
+    done: Counter = Counter()
+    started: Counter = Counter()
+    for r in per_item:
+        if r["n"] >= campaign.overlap:
+            done[r["criterion__slug"]] += 1
+        else:
+            started[r["criterion__slug"]] += 1
+    stats = {r["criterion__slug"]: r for r in Judgment.objects.filter(item__campaign=campaign)
+             .values("criterion__slug").annotate(n=Count("id"), ties=Count(
+                 "id", filter=Q(choice__in=[Choice.TIE, Choice.BOTH_BAD, Choice.NO_DIFFERENCE])))}
+    agreement = campaign_agreement(campaign)
+    out = []
+    for crit in campaign.criteria.order_by("id"):
+        s = stats.get(crit.slug, {})
+        out.append({"criterion": crit.slug, "name": crit.name, "items_done": done[crit.slug],
+                    "items_in_progress": started[crit.slug],
+                    "items_left": max(0, total - done[crit.slug] - started[crit.slug]), "items_total": total,
+                    "judgments": s.get("n", 0), "tie_rate": (s["ties"] / s["n"]) if s.get("n") else None,
+                    "agreement": agreement.get(crit.slug)})
+    return out
+
+
+def annotator_activity(campaign: Campaign) -> list[dict]:
+    """annotator_stats plus activity: last judgment, judgments in the last hour / day, throughput."""
+    now = timezone.now()
+    times = {r["annotator__username"]: r for r in Judgment.objects.filter(item__campaign=campaign)
+             .values("annotator__username").annotate(
+                 first=Min("created_at"), last=Max("created_at"),
+                 hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
+                 day=Count("id", filter=Q(created_at__gte=now - timedelta(days=1))))}
+    active = dict(Lease.objects.filter(item__campaign=campaign, state=LeaseState.ACTIVE)
+                  .values_list("annotator__username").annotate(n=Count("id")))
+    out = []
+    for s in annotator_stats(campaign):
+        t = times.get(s["annotator"], {})
+        span_h = ((t["last"] - t["first"]).total_seconds() / 3600) if t.get("first") else 0
+        out.append({**s, "last_active": t.get("last"), "judgments_last_hour": t.get("hour", 0),
+                    "judgments_last_day": t.get("day", 0), "leases_active": active.get(s["annotator"], 0),
+                    "per_hour": (s["judgments"] / span_h) if span_h > 1 / 60 else None,
+                    "median_seconds": (s["median_active_ms"] / 1000) if s["median_active_ms"] is not None else None})
+    return out
+
+
+def campaign_dashboard(campaign: Campaign) -> dict:
+    return {"id": campaign.pk, "name": campaign.name, "status": campaign.status, "task": campaign.task_type.slug,
+            "mode": campaign.mode, "overlap": campaign.overlap, "selection": campaign.selection,
+            "progress": campaign_progress(campaign), "criteria": campaign_criteria_progress(campaign),
+            "annotators": annotator_activity(campaign), "lineage": campaign_lineage(campaign)}
+
+
+def candidate_sources(*, task: str, split: str | None = None) -> list[dict]:
+    """Candidate sources (systems, checkpoints) for a task: how many candidates and samples each has."""
+    qs = Candidate.objects.filter(sample__task_type__slug=task)
+    if split:
+        qs = qs.filter(sample__split=split)
+    rows = qs.values("source_name", "provenance").annotate(candidates=Count("id"),
+                                                           samples=Count("sample", distinct=True))
+    return sorted(rows, key=lambda r: (-r["samples"], r["source_name"]))
+
+
+def candidate_selection(*, task: str, sources: list[str], split: str | None = None, pairing: str = "opponents",
+                        max_items_per_sample: int = 0) -> dict:
+    """The samples that have candidates from the chosen sources and how many items they would make."""
+    qs = Candidate.objects.filter(sample__task_type__slug=task, source_name__in=sources)
+    if split:
+        qs = qs.filter(sample__split=split)
+    per_sample: dict[int, Counter] = defaultdict(Counter)
+    for sample_id, source in qs.values_list("sample_id", "source_name"):
+        per_sample[sample_id][source] += 1
+    sample_ids, items = [], 0
+    for sample_id, counts in sorted(per_sample.items()):
+        if pairing == "opponents" and len(sources) >= 2:
+            n = min(counts[sources[0]], counts[sources[1]])
+        else:
+            k = sum(counts.values())
+            n = k * (k - 1) // 2
+        if max_items_per_sample:
+            n = min(n, max_items_per_sample)
+        if n > 0:
+            sample_ids.append(sample_id)
+            items += n
+    return {"sample_ids": sample_ids, "samples": len(sample_ids), "items": items}
+
+
+def split_counts(task: str) -> dict:
+    return dict(Sample.objects.filter(task_type__slug=task).values_list("split").annotate(n=Count("id")))

@@ -1,0 +1,736 @@
+/* Scientist / curator dashboard. Every page is a shell; data comes from the JSON APIs
+ * (/api/dashboard/, /api/reward/, /api/policy/) and live pages poll them about once a second. */
+(function () {
+  "use strict";
+
+  const root = document.getElementById("dash");
+  if (!root) return;
+  const PAGE = root.dataset.page;
+  const POLL_MS = 1000;
+
+  // ---------------------------------------------------------------- helpers
+  const $ = (sel, scope) => (scope || document).querySelector(sel);
+  const $$ = (sel, scope) => Array.from((scope || document).querySelectorAll(sel));
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k === "style") node.setAttribute("style", v);
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  function cookie(name) {
+    const m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  async function api(url, opts) {
+    opts = opts || {};
+    const init = { method: opts.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (opts.body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(opts.body);
+    }
+    if (init.method !== "GET") init.headers["X-CSRFToken"] = cookie("csrftoken");
+    let resp;
+    try {
+      resp = await fetch(url, init);
+    } catch (e) {
+      return { ok: false, status: 0, data: { message: "Network error — retrying." } };
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    return { ok: resp.ok, status: resp.status, data: data || {} };
+  }
+
+  function debounce(fn, ms) {
+    let t = null;
+    return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+  }
+
+  function fmtDuration(s) {
+    if (s === null || s === undefined || !isFinite(s)) return "—";
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+    if (m) return `${m}m ${String(sec).padStart(2, "0")}s`;
+    return `${sec}s`;
+  }
+
+  function fmtAgo(iso) {
+    if (!iso) return "—";
+    const secs = (Date.now() - new Date(iso).getTime()) / 1000;
+    if (secs < 45) return "just now";
+    if (secs < 3600) return `${Math.round(secs / 60)} min ago`;
+    if (secs < 86400) return `${Math.round(secs / 3600)} h ago`;
+    return new Date(iso).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  }
+
+  function fmtTime(iso) {
+    return iso ? new Date(iso).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "—";
+  }
+
+  function fmtNum(v, digits) {
+    if (v === null || v === undefined || v === "") return "—";
+    if (typeof v !== "number") return String(v);
+    if (Number.isInteger(v)) return String(v);
+    return Math.abs(v) < 0.001 && v !== 0 ? v.toExponential(2) : v.toFixed(digits === undefined ? 4 : digits);
+  }
+
+  function pct(x) { return `${Math.round((x || 0) * 100)}%`; }
+
+  function badge(status) { return el("span", { class: `badge status-${status}`, "data-status": status, text: status }); }
+
+  function progressBar(fraction, status, big) {
+    const p = Math.round((fraction || 0) * 1000) / 10;
+    return el("div", { class: `progress${big ? " big" : ""} is-${status || ""}`, role: "progressbar", "aria-valuemin": "0",
+                       "aria-valuemax": "100", "aria-valuenow": String(p) },
+              el("span", { style: `width:${p}%` }));
+  }
+
+  function confirmAction(text, yesLabel) {
+    const dialog = $("#confirm-dialog");
+    if (!dialog || !dialog.showModal) return Promise.resolve(window.confirm(text));
+    $("#confirm-text").textContent = text;
+    $("#confirm-yes").textContent = yesLabel || "Yes";
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("#confirm-yes").focus();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    });
+  }
+
+  async function jobAction(job, action, after) {
+    const text = action === "cancel"
+      ? `Cancel “${job.name}”? A running job stops before its next step and keeps a checkpoint to resume from.`
+      : `Resume “${job.name}” from its newest checkpoint?`;
+    if (!(await confirmAction(text, action === "cancel" ? "Cancel run" : "Resume"))) return;
+    const r = await api(`/api/dashboard/jobs/${job.id}/${action}/`, { method: "POST" });
+    if (!r.ok) window.alert(r.data.message || `Could not ${action} the job.`);
+    if (after) after();
+  }
+
+  // Field errors: {"message", "fields": {name: [msg] | {nested}}} → the [data-error-for] slots of the form.
+  function flattenErrors(fields, prefix, out) {
+    out = out || {};
+    for (const [k, v] of Object.entries(fields || {})) {
+      if (Array.isArray(v)) {
+        const msgs = v.map((x) => (typeof x === "string" ? x : JSON.stringify(x)));
+        out[k] = (out[k] || []).concat(msgs);
+        if (prefix) out[prefix] = (out[prefix] || []).concat(msgs.map((m) => `${k}: ${m}`));
+      } else if (v && typeof v === "object") {
+        flattenErrors(v, k, out);
+      } else if (v) {
+        out[k] = [String(v)];
+      }
+    }
+    return out;
+  }
+
+  function clearErrors(form) {
+    $$("[data-error-for]", form).forEach((n) => { n.textContent = ""; });
+    $$("[aria-invalid]", form).forEach((n) => n.removeAttribute("aria-invalid"));
+    const top = $("#form-error", form);
+    if (top) { top.hidden = true; top.textContent = ""; }
+  }
+
+  function showErrors(form, data) {
+    clearErrors(form);
+    const flat = flattenErrors(data.fields || {});
+    const unplaced = [];
+    let first = null;
+    for (const [name, msgs] of Object.entries(flat)) {
+      const slot = $(`[data-error-for="${name}"]`, form);
+      if (slot) {
+        slot.textContent = msgs.join(" ");
+        const input = form.querySelector(`[name="${name}"]`);
+        if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+      } else if (!name.includes(".") && !/^\d+$/.test(name)) {
+        unplaced.push(`${name}: ${msgs.join(" ")}`);
+      }
+    }
+    const top = $("#form-error", form);
+    if (top) {
+      top.hidden = false;
+      top.replaceChildren(el("strong", { text: data.message || "Please fix the highlighted fields." }),
+                          unplaced.length ? el("ul", {}, unplaced.map((u) => el("li", { text: u }))) : "");
+    }
+    if (first) first.focus();
+  }
+
+  function numOrNull(v) { v = (v || "").trim(); return v === "" ? null : v; }
+
+  function parseJsonField(form, name) {
+    const raw = (form.elements[name].value || "").trim();
+    if (!raw) return {};
+    try {
+      const v = JSON.parse(raw);
+      if (v && typeof v === "object" && !Array.isArray(v)) return v;
+    } catch (e) { /* reported below */ }
+    throw { fields: { [name]: ["Not a JSON object, e.g. {\"key\": 1}."] }, message: "Please fix the highlighted fields." };
+  }
+
+  function checked(scope, name) { return $$(`input[name="${name}"]:checked`, scope).map((i) => i.value); }
+
+  // ---------------------------------------------------------------- tables shared by pages
+  function accuracyTable(table) {
+    const head1 = el("tr", {}, el("th", { rowspan: "2", text: "Accuracy (%)" }),
+      table.columns.map((c) => el("th", { colspan: "2", class: "col-group", text: c.name })));
+    const head2 = el("tr", {}, table.columns.map(() => [el("th", { class: "sub", text: "RM" }), el("th", { class: "sub ceiling", text: "Human" })]));
+    const body = table.rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.name }), row.cells.map((c) => {
+      if (!c.applicable) return [el("td", { class: "na", text: "–" }), el("td", { class: "na ceiling", text: "–" })];
+      const meets = c.accuracy !== null && c.ceiling !== null && c.accuracy >= c.ceiling;
+      return [el("td", { class: `num${meets ? " meets" : ""}`, title: `${c.n} held-out pairs · paper ${c.paper}` },
+                 c.accuracy === null ? el("span", { class: "muted", text: "n/a" }) : c.accuracy.toFixed(1)),
+              el("td", { class: "num ceiling" }, c.ceiling === null ? el("span", { class: "muted", text: "n/a" }) : c.ceiling.toFixed(1))];
+    })));
+    return el("div", {},
+      el("div", { class: "table-wrap" }, el("table", { class: "acc-table", "data-testid": "accuracy-table" },
+        el("thead", {}, head1, head2), el("tbody", {}, body))),
+      el("p", { class: "muted small", text: `Overall ${table.overall === null ? "n/a" : table.overall.toFixed(1) + "%"} on ${table.pairs || 0} ${table.split || ""} pairs` +
+        (table.position_consistency !== null && table.position_consistency !== undefined ? ` · position consistency ${fmtNum(table.position_consistency, 3)}` : "") +
+        (table.ece !== null && table.ece !== undefined ? ` · ECE ${fmtNum(table.ece, 3)}` : "") +
+        ". “Human” is the snapshot's annotator-agreement ceiling." }));
+  }
+
+  function rlTable(t) {
+    return el("div", { class: "table-wrap" }, el("table", { class: "acc-table" },
+      el("thead", {}, el("tr", {}, el("th", { text: "P(Yes) vs reference" }), t.columns.map((c) => el("th", { text: c.name })))),
+      el("tbody", {}, t.rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.name }), row.cells.map((c) => {
+        if (!c.applicable) return el("td", { class: "na", text: "–" });
+        if (c.latest === null || c.latest === undefined) return el("td", { class: "num muted", text: "n/a" });
+        return el("td", { class: `num${c.latest > 0.5 ? " meets" : ""}`, title: `first ${c.first.toFixed(3)} → latest ${c.latest.toFixed(3)}`, text: c.latest.toFixed(3) });
+      }))))));
+  }
+
+  // ---------------------------------------------------------------- runs list
+  function pageRuns() {
+    const form = $("#run-filters");
+    const body = $("#runs-body");
+    const chips = $("#status-chips");
+    let last = "";
+    const params = new URLSearchParams(location.search);
+    for (const [k, v] of params) { if (form.elements[k]) { if (form.elements[k].type === "checkbox") form.elements[k].checked = true; else form.elements[k].value = v; } }
+
+    function query() {
+      const q = new URLSearchParams();
+      for (const name of ["kind", "status", "started_by", "q"]) if (form.elements[name].value) q.set(name, form.elements[name].value);
+      if (form.elements.mine.checked) q.set("mine", "1");
+      return q;
+    }
+
+    function row(job) {
+      const stepText = job.total_steps ? `${job.step} / ${job.total_steps}` : (job.step ? String(job.step) : "—");
+      const eta = job.status === "running" && job.eta_seconds !== null ? ` · ETA ${fmtDuration(job.eta_seconds)}` : "";
+      const metric = job.last_metrics && typeof job.last_metrics.loss === "number" ? `loss ${fmtNum(job.last_metrics.loss, 3)}` : "";
+      const actions = el("div", { class: "row-actions" },
+        job.can_cancel ? el("button", { class: "btn btn-sm", "data-action": "cancel", onclick: () => jobAction(job, "cancel", refresh) }, "Cancel") : null,
+        job.can_resume ? el("button", { class: "btn btn-sm", "data-action": "resume", onclick: () => jobAction(job, "resume", refresh) }, "Resume") : null);
+      return el("tr", { "data-job": job.id, "data-status": job.status },
+        el("td", { class: "muted", text: job.id }),
+        el("td", { class: "run-cell" }, el("a", { href: job.url, class: "run-name", text: job.name }),
+          el("div", { class: "muted small" }, el("span", { class: `kind kind-${job.kind}`, text: job.kind_label }),
+            job.error ? el("span", { class: "error-snippet", title: job.error, text: ` · ${job.error}` }) : "")),
+        el("td", {}, badge(job.status), job.cancel_requested && !["cancelled", "failed", "succeeded"].includes(job.status) ? el("div", { class: "muted small", text: "cancelling…" }) : ""),
+        el("td", {}, el("div", { class: "progress-cell" }, progressBar(job.progress, job.status), el("span", { class: "small muted", text: pct(job.progress) }))),
+        el("td", { class: "small" }, el("div", { text: stepText + eta }), metric ? el("div", { class: "muted", text: metric }) : ""),
+        el("td", { class: "small" }, el("div", { text: job.started_by || "—" }), el("div", { class: "muted", title: fmtTime(job.created_at), text: fmtAgo(job.created_at) })),
+        el("td", { class: "actions-col" }, actions));
+    }
+
+    async function refresh() {
+      const q = query();
+      const r = await api(`/api/dashboard/jobs/?${q}`);
+      if (!r.ok) return;
+      const text = JSON.stringify(r.data);
+      if (text === last) return;
+      last = text;
+      const jobs = r.data.jobs;
+      body.replaceChildren(...(jobs.length ? jobs.map(row) : [el("tr", {}, el("td", { colspan: "7", class: "muted center" },
+        "No runs match. ", el("a", { href: "/dashboard/new/reward/", text: "Start a reward run" }), "."))]));
+      chips.replaceChildren(...Object.entries(r.data.counts).map(([s, n]) => el("button", {
+        type: "button", class: `chip${form.elements.status.value === s ? " is-on" : ""}`, "data-status": s,
+        onclick: () => { form.elements.status.value = form.elements.status.value === s ? "" : s; changed(); },
+      }, badge(s), el("span", { class: "chip-n", text: n }))));
+    }
+
+    const changed = () => { history.replaceState(null, "", `?${query()}`); last = ""; refresh(); };
+    form.addEventListener("change", changed);
+    form.addEventListener("input", debounce(changed, 300));
+    form.addEventListener("submit", (e) => { e.preventDefault(); changed(); });
+    refresh();
+    setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
+  }
+
+  // ---------------------------------------------------------------- run detail
+  const PALETTE = ["#2f5bd3", "#d9822b", "#17804a", "#c2352b", "#7a4fd1", "#0f8b8d", "#9a6200", "#5f6b7a", "#d6409f"];
+
+  function makeChart(canvas, yTitle) {
+    if (!window.Chart) return null;
+    return new window.Chart(canvas, {
+      type: "line",
+      data: { datasets: [] },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
+        interaction: { mode: "nearest", intersect: false },
+        scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
+                  y: { title: { display: true, text: yTitle } } },
+        plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
+        elements: { point: { radius: 0, hoverRadius: 3 }, line: { borderWidth: 2, tension: 0.15 } },
+      },
+    });
+  }
+
+  function series(chart, label, index, points, dashed) {
+    let ds = chart.data.datasets.find((d) => d.label === label);
+    if (!ds) {
+      const color = PALETTE[index % PALETTE.length];
+      ds = { label, data: [], borderColor: color, backgroundColor: color, borderDash: dashed ? [5, 4] : undefined,
+             pointRadius: dashed ? 3 : 0 };
+      chart.data.datasets.push(ds);
+    }
+    return ds;
+  }
+
+  function pageRun() {
+    const jobId = root.dataset.job;
+    const kind = root.dataset.kind;
+    let after = 0;
+    let job = null;
+    let timer = null;
+    const seen = {};
+    const charts = { c1: makeChart($("#chart-1"), kind === "policy" ? "hinge loss" : "loss"),
+                     c2: makeChart($("#chart-2"), kind === "policy" ? "P(Yes) vs reference" : "accuracy") };
+    if (kind === "policy") { $("#chart1-title").textContent = "Loss"; $("#chart2-title").textContent = "Reward per task × criterion"; }
+    let hasCurves = false;
+
+    function addMetrics(points) {
+      if (!charts.c1) return;
+      for (const p of points) {
+        after = Math.max(after, p.id);
+        const suffix = p.kind === "train" ? "train" : (p.kind === "eval" ? `eval${p.split ? " (" + p.split + ")" : ""}` : null);
+        if (!suffix) continue;
+        if (typeof p.loss === "number") { series(charts.c1, `loss · ${suffix}`, p.kind === "train" ? 0 : 1, null, p.kind !== "train").data.push({ x: p.step, y: p.loss }); hasCurves = true; }
+        if (kind !== "policy" && typeof p.accuracy === "number") { series(charts.c2, `accuracy · ${suffix}`, p.kind === "train" ? 2 : 3, null, p.kind !== "train").data.push({ x: p.step, y: p.accuracy }); hasCurves = true; }
+        if (kind !== "policy" && typeof p.overall_accuracy === "number") { series(charts.c2, "held-out accuracy", 4, null, true).data.push({ x: p.step, y: p.overall_accuracy }); }
+      }
+    }
+
+    function policySeries(rl) {
+      if (!charts.c2 || !rl) return;
+      const keys = Object.keys(rl.series || {}).sort();
+      charts.c2.data.datasets = keys.map((k, i) => ({ label: k.replace("reward/", ""), data: rl.series[k].map(([x, y]) => ({ x, y })),
+        borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length], pointRadius: 0 }));
+      if (keys.length) hasCurves = true;
+    }
+
+    function renderOnce(key, value, fn) {
+      const text = JSON.stringify(value);
+      if (seen[key] === text) return;
+      seen[key] = text;
+      fn(value);
+    }
+
+    function renderKind(d) {
+      const box = $("#kind-section");
+      if (d.reward) {
+        renderOnce("reward", d.reward, (rw) => {
+          box.hidden = false;
+          const lin = el("p", { class: "lineage-links" }, "Trained on ",
+            el("a", { href: `/dashboard/snapshots/${rw.snapshot.id}/`, "data-lineage": "snapshot", text: `snapshot #${rw.snapshot.id} ${rw.snapshot.name}` }),
+            rw.reward_model ? [" → ", el("a", { href: `/dashboard/reward-models/${rw.reward_model.id}/`, "data-lineage": "reward_model", text: `reward model #${rw.reward_model.id}` })] : "",
+            el("span", { class: "muted", text: ` · preset ${rw.preset} · base ${rw.base_model.split("/").slice(-1)[0]}` }));
+          box.replaceChildren(el("h2", { text: "Accuracy per task × criterion" }), lin,
+            rw.table ? accuracyTable(rw.table) : el("p", { class: "muted", text: "The table (paper Table 1 layout, with the human ceiling beside every cell) appears when training and evaluation have finished." }));
+        });
+      } else if (d.policy) {
+        policySeries(d.policy.rl_table);
+        renderOnce("policy", [d.policy.rl_table.rows, d.policy.sample_grids, d.policy.checkpoint], () => {
+          box.hidden = false;
+          const pol = d.policy;
+          box.replaceChildren(el("h2", { text: "Policy vs reference per task × criterion" }),
+            el("p", { class: "lineage-links" }, "Reward model ",
+              el("a", { href: `/dashboard/reward-models/${pol.reward_model.id}/`, text: `#${pol.reward_model.id} ${pol.reward_model.name}` }),
+              pol.checkpoint ? [" → checkpoint ", el("a", { href: `/dashboard/checkpoints/${pol.checkpoint.id}/`, text: pol.checkpoint.name })] : "",
+              el("span", { class: "muted", text: ` · Algorithm ${pol.algorithm} · base ${pol.base_policy}` })),
+            rlTable(pol.rl_table),
+            el("p", { class: "muted small", text: "Mean P(Yes) that the policy's one-step image beats the reference (last logged windows); above 0.5 the policy wins." }),
+            el("h2", { class: "mt", text: "Sample grids" }),
+            pol.sample_grids.length ? el("div", { class: "grid-gallery" }, pol.sample_grids.map((u) => el("figure", {}, el("img", { src: u, alt: "Sample grid", loading: "lazy" }), el("figcaption", { text: u.split("/").slice(-1)[0] }))))
+              : el("p", { class: "muted", text: "Grids (condition · reference · policy) appear every sample_grid_every steps." }));
+        });
+      } else if (d.generation) {
+        renderOnce("gen", d.generation, (g) => {
+          box.hidden = false;
+          box.replaceChildren(el("h2", { text: "Generated candidates" }),
+            el("p", { class: "lineage-links" }, "Checkpoint ", el("a", { href: `/dashboard/checkpoints/${g.checkpoint.id}/`, text: g.checkpoint.name }),
+              " vs ", g.opponent ? el("a", { href: `/dashboard/checkpoints/${g.opponent.id}/`, text: g.opponent.name }) : "its base policy",
+              " → ", g.campaign ? el("a", { href: `/dashboard/campaigns/${g.campaign.id}/`, text: `campaign ${g.campaign.name}` }) : el("span", { class: "muted", text: `campaign “${g.campaign_name}” (created on success)` }),
+              el("span", { class: "muted", text: ` · ${g.samples} samples × ${g.seeds.length} seeds · ${g.candidates_created} new candidates` })),
+            g.pairs.length ? el("div", { class: "pair-rows" }, g.pairs.map((p) => el("div", { class: "pair-row" },
+              el("div", { class: "pair-meta" }, el("strong", { text: p.sample }), el("span", { class: "muted small", text: `seed ${p.seed} · ${p.prompt}` })),
+              p.a ? el("img", { src: p.a, alt: "checkpoint output" }) : el("span"), p.b ? el("img", { src: p.b, alt: "opponent output" }) : el("span"))))
+              : el("p", { class: "muted", text: "Outputs appear when the job succeeds." }));
+        });
+      } else if (d.snapshot) {
+        renderOnce("snap", d.snapshot, (s) => {
+          box.hidden = false;
+          const c = s.counts || {};
+          box.replaceChildren(el("h2", { text: "Snapshot" }),
+            el("p", {}, el("a", { href: `/dashboard/snapshots/${s.id}/`, "data-lineage": "snapshot", text: `#${s.id} ${s.name}` }), el("span", { class: "muted mono small", text: ` ${s.content_hash || ""}` })),
+            el("dl", { class: "kv" }, el("dt", { text: "Pairs" }), el("dd", { text: c.pairs ?? "—" }),
+              el("dt", { text: "Per split" }), el("dd", { text: Object.entries(c.per_split || {}).map(([k, v]) => `${k} ${v}`).join(" · ") || "—" }),
+              el("dt", { text: "Judgments" }), el("dd", { text: c.judgments ?? "—" })));
+        });
+      } else if (d.scores && d.scores.length) {
+        renderOnce("scores", d.scores, (sc) => {
+          box.hidden = false;
+          box.replaceChildren(el("h2", { text: "Scores" }), el("table", { class: "data-table compact" },
+            el("thead", {}, el("tr", {}, ["first", "second", "task", "criterion", "P(Yes)"].map((h) => el("th", { text: h })))),
+            el("tbody", {}, sc.map((s) => el("tr", {}, el("td", { text: s.first }), el("td", { text: s.second }), el("td", { text: s.task }), el("td", { text: s.criterion }), el("td", { class: "num", text: fmtNum(s.p_yes, 3) }))))));
+        });
+      }
+    }
+
+    function render(d) {
+      job = d;
+      const st = $("#run-status");
+      st.className = `badge status-${d.status}`; st.textContent = d.status; st.dataset.status = d.status;
+      root.dataset.status = d.status;
+      $("#run-who").textContent = ` · started by ${d.started_by || "—"} · ${fmtTime(d.created_at)}${d.attempts > 1 ? ` · attempt ${d.attempts}` : ""}`;
+      const bar = $("#run-progress");
+      const p = Math.round(d.progress * 1000) / 10;
+      bar.setAttribute("aria-valuenow", String(p)); bar.className = `progress big is-${d.status}`;
+      bar.firstElementChild.style.width = `${p}%`;
+      $("#run-pct").textContent = `${p.toFixed(p % 1 ? 1 : 0)}%`;
+      const elapsed = d.started_at ? ((d.finished_at ? new Date(d.finished_at) : new Date()) - new Date(d.started_at)) / 1000 : null;
+      const lm = d.last_metrics || {};
+      const stats = [["Step", d.total_steps ? `${d.step} / ${d.total_steps}` : d.step || "—"],
+                     ["ETA", d.status === "running" ? fmtDuration(d.eta_seconds) : "—"], ["Elapsed", fmtDuration(elapsed)]];
+      for (const k of ["loss", "accuracy", "grad_norm", "lr"]) if (typeof lm[k] === "number") stats.push([k.replace("_", " "), fmtNum(lm[k], 4)]);
+      $("#run-stats").replaceChildren(...stats.map(([k, v]) => el("div", { class: "stat" }, el("span", { class: "stat-k", text: k }), el("span", { class: "stat-v", text: v }))));
+      renderOnce("links", d.links, (links) => $("#run-links").replaceChildren(...links.map((l) =>
+        el("a", { class: `link-chip ${l.role}`, href: l.url }, el("span", { class: "muted", text: l.role === "input" ? "input" : "output" }), l.label))));
+      $("#btn-cancel").hidden = !d.can_cancel || d.cancel_requested;
+      $("#btn-resume").hidden = !d.can_resume;
+      const err = $("#run-error");
+      err.hidden = !d.error_full;
+      if (d.error_full) { $("#run-error-text").textContent = d.error_full; $("#run-traceback").textContent = d.traceback || "(no traceback)"; }
+      renderOnce("config", d.config, (c) => { $("#run-config").textContent = JSON.stringify(c, null, 2); });
+      renderOnce("log", d.log_tail, (t) => { const pre = $("#run-log"); if (t) { pre.textContent = t; pre.scrollTop = pre.scrollHeight; } });
+      renderOnce("artifacts", d.artifacts, (arts) => {
+        const box = $("#run-artifacts");
+        if (!arts.length) return;
+        box.classList.remove("muted");
+        box.replaceChildren(el("ul", { class: "artifact-list" }, arts.map((a) => el("li", {},
+          el("a", { href: a.url, text: a.path }), el("span", { class: "muted small", text: humanBytes(a.size) })))));
+      });
+      addMetrics(d.metrics || []);
+      renderKind(d);
+      if (charts.c1) { $("#charts").hidden = !hasCurves; charts.c1.update("none"); charts.c2.update("none"); }
+    }
+
+    async function poll() {
+      const r = await api(`/api/dashboard/jobs/${jobId}/?after=${after}`);
+      if (r.ok) render(r.data);
+      const finished = job && ["succeeded", "failed", "cancelled"].includes(job.status);
+      timer = setTimeout(poll, finished ? 5000 : POLL_MS);
+    }
+
+    $("#btn-cancel").addEventListener("click", () => job && jobAction(job, "cancel", () => { clearTimeout(timer); poll(); }));
+    $("#btn-resume").addEventListener("click", () => job && jobAction(job, "resume", () => { clearTimeout(timer); poll(); }));
+    $("#charts").hidden = true;
+    poll();
+  }
+
+  function humanBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  // ---------------------------------------------------------------- start forms
+  function submitting(form, busy) {
+    const btn = $("#btn-start", form);
+    if (btn) { btn.disabled = busy; btn.dataset.busy = busy ? "1" : ""; }
+  }
+
+  function prefill(form) {
+    for (const [k, v] of new URLSearchParams(location.search)) if (form.elements[k]) form.elements[k].value = v;
+  }
+
+  function pageNewReward() {
+    const form = $("#reward-form");
+    const presets = JSON.parse($("#preset-configs").textContent);
+    const builder = $("#snapshot-builder");
+    prefill(form);
+
+    function payload() {
+      return { snapshot: form.elements.snapshot.value || null, preset: form.elements.preset.value, base_model: form.elements.base_model.value,
+               name: form.elements.name.value, max_steps: numOrNull(form.elements.max_steps.value), batch_size: numOrNull(form.elements.batch_size.value),
+               lr: numOrNull(form.elements.lr.value), overrides: parseJsonField(form, "overrides") };
+    }
+
+    const preview = debounce(async () => {
+      const out = $("#config-preview"), note = $("#config-note");
+      let body;
+      try { body = payload(); } catch (e) { note.textContent = "The overrides are not a JSON object."; return; }
+      if (!body.snapshot) {
+        const merged = { ...(presets[body.preset] || {}), ...body.overrides };
+        for (const k of ["max_steps", "batch_size", "lr"]) if (body[k] !== null) merged[k] = Number(body[k]);
+        note.textContent = "Preset ← your overrides. Pick a snapshot to resolve the platform fields.";
+        out.textContent = JSON.stringify(merged, null, 2);
+        return;
+      }
+      const r = await api("/api/dashboard/reward-runs/preview/", { method: "POST", body });
+      if (r.ok) { note.textContent = "Preset ← your overrides ← platform fields, exactly as the run will get it."; out.textContent = JSON.stringify(r.data.config, null, 2); }
+      else { note.textContent = `Not valid yet: ${Object.entries(flattenErrors(r.data.fields)).map(([k, v]) => `${k}: ${v.join(" ")}`).join("; ") || r.data.message}`; }
+    }, 350);
+    form.addEventListener("input", (e) => { if (!builder.contains(e.target)) preview(); });
+    form.addEventListener("change", (e) => { if (!builder.contains(e.target)) preview(); });
+    preview();
+
+    function filterOf() {
+      return { campaign_ids: checked(builder, "campaign").map(Number), criteria: checked(builder, "criterion"), task_types: checked(builder, "task"),
+               date_from: $("#b-from").value || null, date_to: $("#b-to").value || null };
+    }
+    const count = debounce(async () => {
+      const f = filterOf();
+      const q = new URLSearchParams();
+      f.campaign_ids.forEach((c) => q.append("campaign", c)); f.criteria.forEach((c) => q.append("criterion", c)); f.task_types.forEach((t) => q.append("task", t));
+      if (f.date_from) q.set("date_from", f.date_from); if (f.date_to) q.set("date_to", f.date_to);
+      const box = $("#pair-count");
+      const r = await api(`/api/reward/snapshots/preview/?${q}`);
+      if (!r.ok) { box.replaceChildren(el("span", { class: "field-error", text: r.data.message || "Invalid filter." })); return; }
+      const d = r.data;
+      const splits = Object.entries(d.per_split || {}).map(([k, v]) => `${k} ${v}`).join(" · ");
+      box.replaceChildren(el("strong", { class: "count-n", "data-testid": "pair-count", text: d.pairs }), ` preference pairs`,
+        el("span", { class: "muted", text: `${splits ? " — " + splits : ""} · ${d.judgments || 0} judgments read, ${(d.tie_judgments_excluded || 0) + (d.tied_excluded || 0)} ties excluded` }));
+    }, 250);
+    builder.addEventListener("change", count);
+    builder.addEventListener("toggle", () => { if (builder.open) count(); });
+    if (builder.open) count();
+
+    $("#btn-build").addEventListener("click", async () => {
+      const status = $("#build-status");
+      clearErrors(builder);
+      const body = { name: $("#b-name").value.trim(), filter: filterOf() };
+      const r = await api("/api/reward/snapshots/", { method: "POST", body });
+      if (!r.ok) { showErrors(builder, r.data); const top = $("#form-error"); if (top) { top.hidden = false; top.textContent = r.data.message || "The snapshot could not be created."; } return; }
+      const snap = r.data;
+      status.textContent = `Building snapshot #${snap.id}…`;
+      const poll = async () => {
+        const s = await api(`/api/reward/snapshots/${snap.id}/`);
+        const st = s.ok ? s.data.status : "queued";
+        if (st === "succeeded") {
+          const sel = form.elements.snapshot;
+          sel.append(el("option", { value: snap.id, text: `#${snap.id} ${s.data.name} · ${(s.data.counts || {}).pairs || 0} pairs` }));
+          sel.value = String(snap.id);
+          status.textContent = `Snapshot #${snap.id} is ready and selected.`;
+          preview();
+        } else if (st === "failed") {
+          status.textContent = `Snapshot #${snap.id} failed: ${s.data.error || (s.data.job || {}).error || "see its job"}`;
+        } else {
+          status.textContent = `Building snapshot #${snap.id}… (${st})`;
+          setTimeout(poll, POLL_MS);
+        }
+      };
+      poll();
+    });
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      let body;
+      try { body = payload(); } catch (err) { showErrors(form, err); return; }
+      submitting(form, true);
+      const r = await api("/api/dashboard/reward-runs/", { method: "POST", body });
+      submitting(form, false);
+      if (r.ok) location.assign(r.data.url);
+      else showErrors(form, r.data);
+    });
+  }
+
+  function pageNewPolicy() {
+    const form = $("#policy-form");
+    prefill(form);
+    const tau = () => { const alg2 = form.elements.algorithm.value === "2"; $("#p-tau").disabled = !alg2; $("#tau-field").classList.toggle("is-off", !alg2); };
+    function payload() {
+      const b = { reward_model: form.elements.reward_model.value || null, base_policy: form.elements.base_policy.value, algorithm: Number(form.elements.algorithm.value),
+                  conditions_split: form.elements.conditions_split.value, name: form.elements.name.value, overrides: parseJsonField(form, "overrides") };
+      for (const k of ["task_fill", "task_extend", "task_removal", "hinge_lambda", "max_steps", "batch_size", "learning_rate"]) b[k] = numOrNull(form.elements[k].value);
+      b.ema_decay = b.algorithm === 2 ? numOrNull(form.elements.ema_decay.value) : null;
+      return b;
+    }
+    const preview = debounce(async () => {
+      const out = $("#config-preview"), note = $("#config-note");
+      let body;
+      try { body = payload(); } catch (e) { note.textContent = "The overrides are not a JSON object."; return; }
+      if (!body.reward_model) { note.textContent = "Pick a reward model to resolve the configuration."; out.textContent = ""; return; }
+      const r = await api("/api/dashboard/policy-runs/preview/", { method: "POST", body });
+      if (r.ok) { note.textContent = "Platform defaults ← tiny preset (for the tiny policy) ← your settings."; out.textContent = JSON.stringify(r.data.config, null, 2); }
+      else note.textContent = `Not valid yet: ${Object.entries(flattenErrors(r.data.fields)).map(([k, v]) => `${k}: ${v.join(" ")}`).join("; ") || r.data.message}`;
+    }, 350);
+    form.addEventListener("input", preview);
+    form.addEventListener("change", () => { tau(); preview(); });
+    tau(); preview();
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      let body;
+      try { body = payload(); } catch (err) { showErrors(form, err); return; }
+      submitting(form, true);
+      const r = await api("/api/dashboard/policy-runs/", { method: "POST", body });
+      submitting(form, false);
+      if (r.ok) location.assign(r.data.url); else showErrors(form, r.data);
+    });
+  }
+
+  function filterCriteria(form, listSel, task) {
+    $$(`${listSel} [data-task]`, form).forEach((l) => {
+      const on = l.dataset.task === task;
+      l.hidden = !on;
+      if (!on) l.querySelector("input").checked = false;
+    });
+  }
+
+  function pageNewGeneration() {
+    const form = $("#generation-form");
+    prefill(form);
+    const sync = () => filterCriteria(form, "#g-criteria", form.elements.task.value);
+    form.elements.task.addEventListener("change", sync);
+    sync();
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      let params;
+      try { params = parseJsonField(form, "params"); } catch (err) { showErrors(form, err); return; }
+      const ids = form.elements.sample_ids.value.split(/[\s,]+/).filter(Boolean);
+      const body = { checkpoint: form.elements.checkpoint.value || null, opponent: form.elements.opponent.value || null,
+                     seeds: form.elements.seeds.value.split(/[\s,]+/).filter(Boolean), campaign_name: form.elements.campaign_name.value,
+                     criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3, params };
+      if (ids.length) body.sample_ids = ids;
+      else { body.tasks = [form.elements.task.value]; if (form.elements.split.value) body.split = form.elements.split.value; }
+      if (!body.checkpoint) { showErrors(form, { message: "Please fix the highlighted fields.", fields: { checkpoint: ["Pick a checkpoint."] } }); return; }
+      submitting(form, true);
+      const r = await api("/api/policy/generations/", { method: "POST", body });
+      submitting(form, false);
+      if (r.ok) location.assign(`/dashboard/runs/${r.data.job.id}/`); else showErrors(form, r.data);
+    });
+  }
+
+  // ---------------------------------------------------------------- curator pages
+  function pageCampaign() {
+    const id = root.dataset.campaign;
+    let last = "";
+    const fmtRate = (x) => (x === null || x === undefined ? "—" : `${(x * 100).toFixed(1)}%`);
+    function card(label, value, sub) {
+      return el("div", { class: "card stat-card" }, el("span", { class: "stat-k", text: label }), el("span", { class: "stat-big", text: value }), sub ? el("span", { class: "muted small", text: sub }) : "");
+    }
+    function nodeLinks(nodes) { return nodes.length ? nodes.map((n) => el("a", { class: "node-link", href: n.url }, n.label, el("span", { class: "muted small", text: ` ${n.extra || ""}` }))) : [el("p", { class: "muted", text: "—" })]; }
+    async function refresh() {
+      const r = await api(`/api/dashboard/campaigns/${id}/`);
+      if (!r.ok) return;
+      const text = JSON.stringify(r.data);
+      if (text === last) return;
+      last = text;
+      const d = r.data, p = d.progress;
+      $("#c-cards").replaceChildren(
+        card("Items done", `${p.items_done} / ${p.items_total}`, `${pct(p.fraction_done)} of judgments collected`),
+        card("Being judged", p.items_full, `${p.leases_active} active leases`),
+        card("Left", p.items_open, "open items"),
+        card("Judgments", Object.values(p.judgments_per_criterion).reduce((a, b) => a + b, 0), `${d.annotators.length} annotators`));
+      $("#c-criteria").classList.remove("muted");
+      $("#c-criteria").replaceChildren(el("table", { class: "data-table compact" },
+        el("thead", {}, el("tr", {}, ["Criterion", "Done", "In progress", "Left", "", "Tie rate", "α"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, d.criteria.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: c.items_done }), el("td", { class: "num", text: c.items_in_progress }),
+          el("td", { class: "num", text: c.items_left }), el("td", { class: "w-bar" }, progressBar(c.items_total ? c.items_done / c.items_total : 0, "succeeded")),
+          el("td", { class: "num", text: fmtRate(c.tie_rate) }), el("td", { class: "num", text: c.agreement === null || c.agreement === undefined ? "—" : c.agreement.toFixed(2) }))))));
+      const lin = d.lineage;
+      $("#c-lineage").classList.remove("muted");
+      $("#c-lineage").replaceChildren(
+        el("h3", { text: "Upstream: made by" }), ...(lin.upstream.length ? nodeLinks(lin.upstream) : [el("p", { class: "muted", text: "Imported candidates (no generation job)." })]),
+        lin.generation_job ? el("a", { class: "node-link", href: lin.generation_job.url, text: `generation job #${lin.generation_job.id}` }) : "",
+        el("h3", { text: "Downstream: snapshots" }), ...nodeLinks(lin.downstream.snapshots),
+        el("h3", { text: "… and reward models" }), ...nodeLinks(lin.downstream.reward_models));
+      const box = $("#c-annotators");
+      box.classList.remove("muted", "pad");
+      box.replaceChildren(d.annotators.length ? el("table", { class: "data-table" },
+        el("thead", {}, el("tr", {}, ["Annotator", "Judgments", "Last hour", "Last day", "Per hour", "Median time / judgment", "Tie rate", "Left-pick rate", "Gold accuracy", "Active leases", "Last active"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, d.annotators.map((a) => el("tr", {}, el("td", { text: a.annotator }), el("td", { class: "num", text: a.judgments }), el("td", { class: "num", text: a.judgments_last_hour }),
+          el("td", { class: "num", text: a.judgments_last_day }), el("td", { class: "num", text: a.per_hour === null ? "—" : a.per_hour.toFixed(0) }),
+          el("td", { class: "num", text: a.median_seconds === null ? "—" : `${a.median_seconds.toFixed(1)} s` }), el("td", { class: `num${a.tie_rate > 0.4 ? " warn" : ""}`, text: fmtRate(a.tie_rate) }),
+          el("td", { class: "num", text: fmtRate(a.left_rate) }), el("td", { class: "num", text: fmtRate(a.gold_accuracy) }), el("td", { class: "num", text: a.leases_active }),
+          el("td", { class: "muted", text: fmtAgo(a.last_active) })))))
+        : el("p", { class: "muted pad", text: "No judgments yet." }));
+    }
+    refresh();
+    setInterval(() => { if (!document.hidden) refresh(); }, 2000);
+  }
+
+  function pageNewCampaign() {
+    const form = $("#campaign-form");
+    const tbody = $("#c-sources tbody");
+    let picked = [];
+    function query(withSources) {
+      const q = new URLSearchParams({ task: form.elements.task.value });
+      if (form.elements.split.value) q.set("split", form.elements.split.value);
+      if (withSources) { picked.forEach((s) => q.append("source", s)); q.set("pairing", form.elements.pairing.value); }
+      return q;
+    }
+    async function loadSources() {
+      filterCriteria(form, "#c-criteria-list", form.elements.task.value);
+      const r = await api(`/api/dashboard/candidate-sources/?${query(false)}`);
+      if (!r.ok) return;
+      const names = r.data.sources.map((s) => s.source_name);
+      picked = picked.filter((p) => names.includes(p));
+      tbody.replaceChildren(...(r.data.sources.length ? r.data.sources.map((s) => el("tr", {},
+        el("td", {}, el("input", { type: "checkbox", name: "sources", value: s.source_name, "aria-label": s.source_name, checked: picked.includes(s.source_name) })),
+        el("td", { class: "mono small", text: s.source_name }), el("td", { text: s.provenance }),
+        el("td", { class: "num", text: s.samples }), el("td", { class: "num", text: s.candidates })))
+        : [el("tr", {}, el("td", { colspan: "5", class: "muted", text: "No candidates for this task yet." }))]));
+      loadPreview();
+    }
+    async function loadPreview() {
+      const box = $("#c-preview");
+      const needed = form.elements.pairing.value === "opponents" ? 2 : 1;
+      if (picked.length < needed) { box.replaceChildren(el("span", { class: "muted", text: needed === 2 ? "Tick source A, then source B (order matters: A is the first ticked)." : "Tick the sources to pair." })); return; }
+      const r = await api(`/api/dashboard/candidate-sources/?${query(true)}`);
+      if (!r.ok || !r.data.preview) return;
+      const pv = r.data.preview;
+      box.replaceChildren(el("strong", { class: "count-n", text: pv.items }), " items from ", el("strong", { text: pv.samples }), " samples",
+        form.elements.pairing.value === "opponents" ? el("span", { class: "muted", text: ` — A = ${picked[0]}, B = ${picked[1]}` }) : "");
+      if (!form.elements.name.value) form.elements.name.placeholder = `${picked.join(" vs ")}`.slice(0, 120);
+    }
+    tbody.addEventListener("change", (e) => {
+      const v = e.target.value;
+      if (e.target.checked) picked.push(v); else picked = picked.filter((p) => p !== v);
+      loadPreview();
+    });
+    form.elements.task.addEventListener("change", () => { picked = []; loadSources(); });
+    form.elements.split.addEventListener("change", loadSources);
+    $$('input[name="pairing"]', form).forEach((r) => r.addEventListener("change", loadPreview));
+    loadSources();
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const body = { name: form.elements.name.value || form.elements.name.placeholder, task: form.elements.task.value, split: form.elements.split.value,
+                     pairing: form.elements.pairing.value, sources: picked, criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3 };
+      submitting(form, true);
+      const r = await api("/api/dashboard/campaigns/", { method: "POST", body });
+      submitting(form, false);
+      if (r.ok) location.assign(`/dashboard/campaigns/${r.data.id}/`); else showErrors(form, r.data);
+    });
+  }
+
+  const pages = { runs: pageRuns, run: pageRun, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
+                  "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign };
+  if (pages[PAGE]) pages[PAGE]();
+})();

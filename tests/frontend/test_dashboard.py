@@ -1,0 +1,185 @@
+"""The scientist / curator dashboard in a real Chromium, against a real Celery worker.
+
+Run: DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://... pytest tests/frontend -p no:playwright
+Screenshots land in test-artifacts/screenshots/dashboard-*.png (docs/dashboard.md links copies).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from annotation.models import Campaign, CampaignStatus, Item
+from jobs.models import Job, JobKind, JobStatus
+from rewardtrain.models import RewardModel
+from tests.factories import make_user
+from tests.rewardtrain.test_runs import reward_snapshot
+
+from .conftest import login
+
+RUN_OVERRIDES = '{"save_every": 0, "eval_every": 0, "log_every": 1, "max_pixels": 3136, "device": "cpu"}'
+
+
+def shot(page, screenshot_dir, name: str, full_page: bool = True) -> None:
+    page.screenshot(path=str(screenshot_dir / f"dashboard-{name}.png"), full_page=full_page)
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_scientist_starts_a_reward_run_watches_it_and_follows_lineage(celery_worker_process, browser_page,
+                                                                      screenshot_dir):
+    page = browser_page
+    snapshot = reward_snapshot()
+    make_user("sci", "scientist")
+    login(page, "sci")
+
+    page.goto("/dashboard/new/reward/")
+    page.select_option("#f-snapshot", str(snapshot.pk))
+    page.fill("#f-name", "structure RM (dashboard)")
+    page.fill("#f-steps", "12")
+    page.fill("#f-batch", "4")
+    page.fill("#f-overrides", RUN_OVERRIDES)
+    # The final config is resolved by the server (preset ← overrides ← platform fields).
+    page.wait_for_function("() => document.getElementById('config-preview').textContent.includes('\"max_steps\": 12')")
+    assert snapshot.path in page.text_content("#config-preview")
+    shot(page, screenshot_dir, "new-reward-run")
+
+    page.click("#btn-start")
+    page.wait_for_url("**/dashboard/runs/*/")
+    job = Job.objects.get(kind=JobKind.REWARD)
+    assert page.url.endswith(f"/dashboard/runs/{job.pk}/")
+    assert job.created_by.username == "sci" and job.config["max_steps"] == 12
+
+    # Watch the live progress bar until the worker finishes (the page polls the API every second).
+    seen: list[float] = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        value = float(page.get_attribute("#run-progress", "aria-valuenow") or 0)
+        if not seen or value != seen[-1]:
+            seen.append(value)
+        if 0 < value < 100 and not (screenshot_dir / "dashboard-run-live.png").exists():
+            shot(page, screenshot_dir, "run-live", full_page=False)
+        if page.get_attribute("#run-status", "data-status") in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.25)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error + celery_worker_process.log_path.read_text()[-3000:]
+    assert seen == sorted(seen), f"the progress bar went backwards: {seen}"
+    assert len(seen) >= 2 and seen[-1] == 100, f"the progress bar did not move to completion: {seen}"
+
+    # The accuracy table (paper Table 1 layout, human ceiling beside it) and the live curves.
+    table = page.wait_for_selector("[data-testid=accuracy-table]", timeout=15_000)
+    text = table.inner_text()
+    assert "Image fill" in text and "Structure" in text and "Human" in text
+    page.wait_for_function("() => !document.getElementById('charts').hidden")
+    page.wait_for_selector("#run-artifacts a")
+    shot(page, screenshot_dir, "run-detail")
+
+    # Runs list shows it finished; registry lists the model.
+    page.goto("/dashboard/")
+    page.wait_for_selector(f"tr[data-job='{job.pk}'][data-status='succeeded']")
+    shot(page, screenshot_dir, "runs", full_page=False)
+    page.goto("/dashboard/registry/")
+    model = RewardModel.objects.get(run__job=job)
+    page.wait_for_selector(f"a[href='/dashboard/reward-models/{model.pk}/']")
+    shot(page, screenshot_dir, "registry", full_page=False)
+    page.goto(f"/dashboard/reward-models/{model.pk}/")
+    page.wait_for_selector("[data-testid=accuracy-table]")
+    shot(page, screenshot_dir, "reward-model")
+
+    # Follow the lineage link from the run to its snapshot, then back down to the model.
+    page.goto(f"/dashboard/runs/{job.pk}/")
+    page.click("#kind-section a[data-lineage=snapshot]")
+    page.wait_for_url(f"**/dashboard/snapshots/{snapshot.pk}/")
+    assert page.text_content("#snapshot-title").strip() == snapshot.name
+    shot(page, screenshot_dir, "snapshot")
+    page.click(f"a[href='/dashboard/reward-models/{model.pk}/']")
+    page.wait_for_url(f"**/dashboard/reward-models/{model.pk}/")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_invalid_start_forms_show_field_errors(browser_page, screenshot_dir):
+    page = browser_page
+    snapshot = reward_snapshot()
+    make_user("sci", "scientist")
+    login(page, "sci")
+
+    page.goto("/dashboard/new/reward/")
+    page.fill("#f-steps", "0")
+    page.fill("#f-lr", "fast")
+    page.click("#btn-start")
+    page.wait_for_selector("[data-error-for=snapshot]:has-text('Pick a snapshot.')")
+    assert "greater than or equal to 1" in page.text_content("[data-error-for=max_steps]")
+    assert "valid number" in page.text_content("[data-error-for=lr]")
+    assert page.get_attribute("#f-steps", "aria-invalid") == "true"
+    assert page.is_visible("#form-error")
+    shot(page, screenshot_dir, "form-errors")
+
+    # Errors found by the service itself (unknown config key) land on their field too.
+    page.select_option("#f-snapshot", str(snapshot.pk))
+    page.fill("#f-steps", "3")
+    page.fill("#f-lr", "")
+    page.fill("#f-overrides", '{"no_such_knob": 1}')
+    page.click("#btn-start")
+    page.wait_for_selector("[data-error-for=overrides]:has-text('no_such_knob')")
+    assert page.text_content("[data-error-for=snapshot]") == ""
+    assert not Job.objects.filter(kind=JobKind.REWARD).exists()
+
+    page.goto("/dashboard/new/policy/")
+    page.fill("#p-lambda", "1.5")
+    page.click("#btn-start")
+    page.wait_for_selector("[data-error-for=reward_model]:has-text('Pick a reward model.')")
+    assert "between 0 and 1" in page.text_content("[data-error-for=hinge_lambda]")
+
+    page.goto("/dashboard/new/generation/")
+    page.click("#btn-start")
+    page.wait_for_selector("[data-error-for=checkpoint]:has-text('Pick a checkpoint.')")
+    assert not Job.objects.exists() or not Job.objects.exclude(kind=JobKind.SNAPSHOT).exists()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page, screenshot_dir):
+    page = browser_page
+    snapshot = reward_snapshot()
+    judged = snapshot.campaigns.get()
+    make_user("cur", "curator")
+    login(page, "cur")
+
+    page.goto("/dashboard/campaigns/")
+    page.wait_for_selector(f"a[href='/dashboard/campaigns/{judged.pk}/']")
+    shot(page, screenshot_dir, "campaigns", full_page=False)
+    page.click(f"a[href='/dashboard/campaigns/{judged.pk}/']")
+    page.wait_for_selector("#c-annotators table")
+    assert "rm-ann-" in page.text_content("#c-annotators")
+    assert page.text_content("#c-lineage a[href^='/dashboard/snapshots/']")
+    shot(page, screenshot_dir, "campaign")
+
+    page.goto("/dashboard/campaigns/new/")
+    page.select_option("#c-task", "fill")
+    page.wait_for_selector("#c-sources input[value=sys0]")
+    page.check("#c-sources input[value=sys0]")
+    page.check("#c-sources input[value=sys1]")
+    page.wait_for_selector("#c-preview .count-n")
+    assert page.text_content("#c-preview .count-n") == "8"
+    page.fill("#c-name", "sys0 vs sys1 (dashboard)")
+    page.check("#c-criteria-list input[value=aesthetics]")
+    shot(page, screenshot_dir, "new-campaign")
+    page.click("#btn-start")
+    page.wait_for_url("**/dashboard/campaigns/*/")
+    campaign = Campaign.objects.get(name="sys0 vs sys1 (dashboard)")
+    assert campaign.status == CampaignStatus.ACTIVE and campaign.selection["opponents"] == ["sys0", "sys1"]
+    assert Item.objects.filter(campaign=campaign).count() == 8
+    assert list(campaign.criteria.values_list("slug", flat=True)) == ["aesthetics"]
+    page.wait_for_selector("#c-cards .stat-card")
+
+
+@pytest.mark.django_db
+def test_curator_without_candidates_gets_a_field_error(client):
+    make_user("cur", "curator")
+    client.login(username="cur", password="pw-test-1234")
+    resp = client.post("/api/dashboard/campaigns/", {"name": "x", "task": "fill", "sources": ["a", "b"]},
+                       content_type="application/json")
+    assert resp.status_code == 400 and "sources" in resp.json()["fields"]
