@@ -141,7 +141,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Pairwise preference annotation, reward-model training and fill-policy RL.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "ENUM_NAME_OVERRIDES": {"TaskSlugEnum": "annotation.vocabulary.TASK_CHOICES"},
+    "ENUM_NAME_OVERRIDES": {
+        "TaskSlugEnum": "annotation.vocabulary.TASK_CHOICES",
+        "SplitEnum": "annotation.models.Split",
+        "OptionalSplitEnum": "annotation.api.serializers.OPTIONAL_SPLIT_CHOICES",
+    },
 }
 
 # --- Cache (throttling state) --------------------------------------------------------------------

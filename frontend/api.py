@@ -18,13 +18,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.permissions import IsCurator, IsStaffRole
-from annotation.models import Campaign, Criterion, DatasetSnapshot, Split, TaskType
+from annotation.api.serializers import OPTIONAL_SPLIT_CHOICES
+from annotation.models import Campaign, Criterion, DatasetSnapshot, TaskType
 from annotation.services.campaigns import campaign_create, campaign_start
 from core.errors import ApplicationError, Conflict
+from core.params import int_query_param
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_cancel
 from policytrain import services as policy_services
-from policytrain.models import PolicyCheckpoint
+from policytrain.models import Algorithm, PolicyCheckpoint
 from rewardtrain.models import RewardModel
 from rewardtrain.presets import preset_names
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
@@ -39,19 +41,13 @@ class _Staff(APIView):
     permission_classes = [IsStaffRole]
 
 
-def _int_param(request, name: str, default: int = 0) -> int:
-    try:
-        return int(request.query_params.get(name, default) or default)
-    except ValueError:
-        return default
-
 
 # --- jobs ---------------------------------------------------------------------------------------------
 
 class JobListApi(_Staff):
     """GET ?kind=reward|policy|snapshot|generation|evaluation&status=…&started_by=<username>&q=…&limit=…"""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=dict, operation_id="dashboard_jobs_list")
     def get(self, request):
         q = request.query_params
         kind, state = q.get("kind") or None, q.get("status") or None
@@ -60,7 +56,7 @@ class JobListApi(_Staff):
         if state and state not in JobStatus.values:
             raise ApplicationError("Unknown status.", fields={"status": [f"Use one of {', '.join(JobStatus.values)}."]})
         started_by = request.user.username if q.get("mine") in ("1", "true") else q.get("started_by")
-        limit = min(max(_int_param(request, "limit", 100), 1), 500)
+        limit = min(max(int_query_param(request, "limit", 100), 1), 500)
         jobs = sel.dashboard_jobs(kind=kind, status=state, started_by=started_by, q=q.get("q"))
         counts = {s: 0 for s in JobStatus.values}
         for value in sel.dashboard_jobs(kind=kind, started_by=started_by, q=q.get("q")).values_list("status",
@@ -75,7 +71,7 @@ class JobDetailApi(_Staff):
     @extend_schema(responses=dict)
     def get(self, request, pk: int):
         job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
-        return Response(sel.job_detail(job, after_id=_int_param(request, "after")))
+        return Response(sel.job_detail(job, after_id=int_query_param(request, "after")))
 
 
 class JobActionApi(_Staff):
@@ -197,7 +193,7 @@ class PolicyRunForm(serializers.Serializer):
                                                             "invalid": "Pick a reward model.",
                                                             "null": "Pick a reward model."})
     base_policy = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
-    algorithm = serializers.ChoiceField(choices=[1, 2], default=1)
+    algorithm = serializers.ChoiceField(choices=Algorithm.choices, default=Algorithm.FIXED)
     task_fill = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
     task_extend = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
     task_removal = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
@@ -206,7 +202,7 @@ class PolicyRunForm(serializers.Serializer):
     max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
     batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=4096)
     learning_rate = serializers.FloatField(required=False, allow_null=True)
-    conditions_split = serializers.ChoiceField(choices=["", *Split.values], required=False, default="")
+    conditions_split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
     name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     overrides = serializers.DictField(required=False, default=dict)
 
@@ -305,7 +301,7 @@ class LineageApi(_Staff):
 
 
 def _pair(request, model):
-    a, b = _int_param(request, "a"), _int_param(request, "b")
+    a, b = int_query_param(request, "a"), int_query_param(request, "b")
     errors = {k: [f"No {model._meta.verbose_name} with id {v}."] for k, v in (("a", a), ("b", b))
               if not model.objects.filter(pk=v).exists()}
     if errors:
@@ -344,7 +340,7 @@ class CampaignFromCandidatesIn(serializers.Serializer):
     task = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
     sources = serializers.ListField(child=serializers.CharField(max_length=200), min_length=1, max_length=20)
     pairing = serializers.ChoiceField(choices=["opponents", "all_pairs"], default="opponents")
-    split = serializers.ChoiceField(choices=["", *Split.values], required=False, default="")
+    split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
     criteria = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
     overlap = serializers.IntegerField(default=3, min_value=1, max_value=50)
     max_items_per_sample = serializers.IntegerField(default=0, min_value=0, max_value=1000)
@@ -362,7 +358,7 @@ class CampaignListApi(APIView):
     def get_permissions(self):
         return [IsCurator()] if self.request.method == "POST" else [IsStaffRole()]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=dict, operation_id="dashboard_campaigns_list")
     def get(self, request):
         return Response(sel.campaign_overview())
 
@@ -414,6 +410,6 @@ class CandidateSourcesApi(_Staff):
         if q.getlist("source"):
             preview = sel.candidate_selection(task=task, sources=q.getlist("source"), split=split,
                                               pairing=q.get("pairing") or "opponents",
-                                              max_items_per_sample=_int_param(request, "max_items_per_sample"))
+                                              max_items_per_sample=int_query_param(request, "max_items_per_sample"))
             out["preview"] = {"samples": preview["samples"], "items": preview["items"]}
         return Response(out)

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from annotation.api.permissions import IsStaffRole
 from annotation.models import Split
 from core.errors import ApplicationError
+from core.params import int_query_param
 from jobs.selectors import job_metric_series
 
 from . import selectors, services
@@ -131,7 +132,7 @@ def _checkpoint(pk: int | None, field: str) -> PolicyCheckpoint | None:
 
 def _run_detail(request, run: PolicyRun) -> dict:
     data = PolicyRunOut(run).data
-    after = int(request.query_params.get("metrics_after", 0) or 0)
+    after = int_query_param(request, "metrics_after")
     data["metrics"] = job_metric_series(run.job, after_id=after)
     data["sample_grids"] = [
         request.build_absolute_uri(reverse("api-policy-run-artifact", args=[run.pk, rel]))

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from annotation.api.permissions import IsStaffRole
 from annotation.models import DatasetSnapshot
 from annotation.services.snapshots import AGGREGATIONS, snapshot_create, snapshot_preview
+from core.params import int_query_param
 
 from . import selectors as sel
 from .models import RewardModel, RewardRun
@@ -197,10 +198,7 @@ class RunDetailApi(_Staff):
     @extend_schema(responses=dict)
     def get(self, request, pk: int):
         run = get_object_or_404(sel.run_list(), pk=pk)
-        try:
-            after = int(request.query_params.get("after", 0))
-        except ValueError:
-            after = 0
+        after = int_query_param(request, "after")
         return Response({**RunOut(run).data, "metrics": sel.run_metrics(run, after_id=after)})
 
 

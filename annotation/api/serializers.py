@@ -5,7 +5,10 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from ..guidelines import render_guideline
-from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, TaskType
+from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
+
+# "" = any split; shared by every form that filters samples by split.
+OPTIONAL_SPLIT_CHOICES = ["", *Split.values]
 from ..selectors import campaign_progress
 
 

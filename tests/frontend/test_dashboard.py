@@ -5,14 +5,17 @@ Screenshots land in test-artifacts/screenshots/dashboard-*.png (docs/dashboard.m
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
-from annotation.models import Campaign, CampaignStatus, Item
+from annotation.models import Campaign, CampaignStatus, DatasetSnapshot, Item
+from annotation.services.judgments import judgment_submit
+from annotation.services.queue import lease_next
 from jobs.models import Job, JobKind, JobStatus
 from rewardtrain.models import RewardModel
-from tests.factories import make_user
+from tests.factories import make_campaign, make_user
 from tests.rewardtrain.test_runs import reward_snapshot
 
 from .conftest import login
@@ -21,6 +24,7 @@ RUN_OVERRIDES = '{"save_every": 0, "eval_every": 0, "log_every": 1, "max_pixels"
 
 
 def shot(page, screenshot_dir, name: str, full_page: bool = True) -> None:
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshot_dir / f"dashboard-{name}.png"), full_page=full_page)
 
 
@@ -35,7 +39,18 @@ def test_scientist_starts_a_reward_run_watches_it_and_follows_lineage(celery_wor
     login(page, "sci")
 
     page.goto("/dashboard/new/reward/")
-    page.select_option("#f-snapshot", str(snapshot.pk))
+    # Build a snapshot from campaign filters, with a live pair count; the worker builds it and the
+    # form selects it when it is ready (same judgments → same content hash as the first one).
+    page.click("#snapshot-builder summary")
+    page.check(f"#b-campaigns input[value='{snapshot.campaigns.get().pk}']")
+    page.check("#snapshot-builder input[name=criterion][value=structure]")
+    page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('8')")
+    page.fill("#b-name", "structure, from the dashboard")
+    page.click("#btn-build")
+    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=60_000)
+    built = DatasetSnapshot.objects.get(name="structure, from the dashboard")
+    assert page.input_value("#f-snapshot") == str(built.pk) and built.content_hash == snapshot.content_hash
+    snapshot = built
     page.fill("#f-name", "structure RM (dashboard)")
     page.fill("#f-steps", "12")
     page.fill("#f-batch", "4")
@@ -46,7 +61,7 @@ def test_scientist_starts_a_reward_run_watches_it_and_follows_lineage(celery_wor
     shot(page, screenshot_dir, "new-reward-run")
 
     page.click("#btn-start")
-    page.wait_for_url("**/dashboard/runs/*/")
+    page.wait_for_url(re.compile(r"/dashboard/runs/\d+/$"))
     job = Job.objects.get(kind=JobKind.REWARD)
     assert page.url.endswith(f"/dashboard/runs/{job.pk}/")
     assert job.created_by.username == "sci" and job.config["max_steps"] == 12
@@ -59,6 +74,7 @@ def test_scientist_starts_a_reward_run_watches_it_and_follows_lineage(celery_wor
         if not seen or value != seen[-1]:
             seen.append(value)
         if 0 < value < 100 and not (screenshot_dir / "dashboard-run-live.png").exists():
+            page.wait_for_timeout(500)  # let the bar's width transition finish
             shot(page, screenshot_dir, "run-live", full_page=False)
         if page.get_attribute("#run-status", "data-status") in ("succeeded", "failed", "cancelled"):
             break
@@ -70,8 +86,8 @@ def test_scientist_starts_a_reward_run_watches_it_and_follows_lineage(celery_wor
 
     # The accuracy table (paper Table 1 layout, human ceiling beside it) and the live curves.
     table = page.wait_for_selector("[data-testid=accuracy-table]", timeout=15_000)
-    text = table.inner_text()
-    assert "Image fill" in text and "Structure" in text and "Human" in text
+    text = table.inner_text().lower()
+    assert "image fill" in text and "structure" in text and "human" in text
     page.wait_for_function("() => !document.getElementById('charts').hidden")
     page.wait_for_selector("#run-artifacts a")
     shot(page, screenshot_dir, "run-detail")
@@ -109,6 +125,8 @@ def test_invalid_start_forms_show_field_errors(browser_page, screenshot_dir):
     page.goto("/dashboard/new/reward/")
     page.fill("#f-steps", "0")
     page.fill("#f-lr", "fast")
+    page.fill("#f-overrides", '{"lora_r": 4}')
+    page.wait_for_function("() => document.getElementById('config-preview').textContent.includes('lora_r')")
     page.click("#btn-start")
     page.wait_for_selector("[data-error-for=snapshot]:has-text('Pick a snapshot.')")
     assert "greater than or equal to 1" in page.text_content("[data-error-for=max_steps]")
@@ -139,12 +157,28 @@ def test_invalid_start_forms_show_field_errors(browser_page, screenshot_dir):
     assert not Job.objects.exists() or not Job.objects.exclude(kind=JobKind.SNAPSHOT).exists()
 
 
+def judged_campaign() -> Campaign:
+    """Six items × overlap 3 on two criteria: alice and bob finish, carol is half-way (some ties)."""
+    from annotation.services.snapshots import snapshot_create, snapshot_execute
+
+    campaign = make_campaign(n_samples=6, overlap=3, criteria=["structure", "aesthetics"], name="fill: sys0 vs sys1")
+    for name, limit, seconds in (("alice", 6, 4200), ("bob", 6, 6100), ("carol", 3, 2500)):
+        ann = make_user(name, "annotator")
+        for n in range(limit):
+            lease = lease_next(campaign=campaign, annotator=ann)
+            a, b = lease.item.slots.order_by("position").values_list("candidate_id", flat=True)
+            tie = name == "carol" and n % 2 == 0
+            judgment_submit(lease=lease, annotator=ann, idempotency_key=str(lease.uid), active_ms=seconds + 300 * n,
+                            answers={"structure": "tie" if tie else a, "aesthetics": b if name == "bob" else a})
+    snapshot_execute(snapshot_create(name="fill judgments", filter={"campaign_ids": [campaign.pk]}, enqueue=False).job_id)
+    return campaign
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page, screenshot_dir):
     page = browser_page
-    snapshot = reward_snapshot()
-    judged = snapshot.campaigns.get()
+    judged = judged_campaign()
     make_user("cur", "curator")
     login(page, "cur")
 
@@ -153,7 +187,7 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
     shot(page, screenshot_dir, "campaigns", full_page=False)
     page.click(f"a[href='/dashboard/campaigns/{judged.pk}/']")
     page.wait_for_selector("#c-annotators table")
-    assert "rm-ann-" in page.text_content("#c-annotators")
+    assert "alice" in page.text_content("#c-annotators") and "carol" in page.text_content("#c-annotators")
     assert page.text_content("#c-lineage a[href^='/dashboard/snapshots/']")
     shot(page, screenshot_dir, "campaign")
 
@@ -163,15 +197,15 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
     page.check("#c-sources input[value=sys0]")
     page.check("#c-sources input[value=sys1]")
     page.wait_for_selector("#c-preview .count-n")
-    assert page.text_content("#c-preview .count-n") == "8"
+    assert page.text_content("#c-preview .count-n") == "6"
     page.fill("#c-name", "sys0 vs sys1 (dashboard)")
     page.check("#c-criteria-list input[value=aesthetics]")
     shot(page, screenshot_dir, "new-campaign")
     page.click("#btn-start")
-    page.wait_for_url("**/dashboard/campaigns/*/")
+    page.wait_for_url(re.compile(r"/dashboard/campaigns/\d+/$"))
     campaign = Campaign.objects.get(name="sys0 vs sys1 (dashboard)")
     assert campaign.status == CampaignStatus.ACTIVE and campaign.selection["opponents"] == ["sys0", "sys1"]
-    assert Item.objects.filter(campaign=campaign).count() == 8
+    assert Item.objects.filter(campaign=campaign).count() == 6
     assert list(campaign.criteria.values_list("slug", flat=True)) == ["aesthetics"]
     page.wait_for_selector("#c-cards .stat-card")
 

@@ -163,7 +163,8 @@
     const top = $("#form-error", form);
     if (top) {
       top.hidden = false;
-      top.replaceChildren(el("strong", { text: data.message || "Please fix the highlighted fields." }),
+      const msg = !data.message || data.message === "Invalid input." ? "Please fix the highlighted fields." : data.message;
+      top.replaceChildren(el("strong", { text: msg }),
                           unplaced.length ? el("ul", {}, unplaced.map((u) => el("li", { text: u }))) : "");
     }
     if (first) first.focus();
@@ -287,7 +288,7 @@
         scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
                   y: { title: { display: true, text: yTitle } } },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
-        elements: { point: { radius: 0, hoverRadius: 3 }, line: { borderWidth: 2, tension: 0.15 } },
+        elements: { point: { radius: (ctx) => (ctx.dataset.data.length < 30 ? 2.5 : 0), hoverRadius: 3 }, line: { borderWidth: 2, tension: 0.15 } },
       },
     });
   }
@@ -296,8 +297,7 @@
     let ds = chart.data.datasets.find((d) => d.label === label);
     if (!ds) {
       const color = PALETTE[index % PALETTE.length];
-      ds = { label, data: [], borderColor: color, backgroundColor: color, borderDash: dashed ? [5, 4] : undefined,
-             pointRadius: dashed ? 3 : 0 };
+      ds = { label, data: [], borderColor: color, backgroundColor: color, borderDash: dashed ? [5, 4] : undefined };
       chart.data.datasets.push(ds);
     }
     return ds;
@@ -482,7 +482,7 @@
                lr: numOrNull(form.elements.lr.value), overrides: parseJsonField(form, "overrides") };
     }
 
-    const preview = debounce(async () => {
+    const previewNow = async () => {
       const out = $("#config-preview"), note = $("#config-note");
       let body;
       try { body = payload(); } catch (e) { note.textContent = "The overrides are not a JSON object."; return; }
@@ -496,10 +496,11 @@
       const r = await api("/api/dashboard/reward-runs/preview/", { method: "POST", body });
       if (r.ok) { note.textContent = "Preset ← your overrides ← platform fields, exactly as the run will get it."; out.textContent = JSON.stringify(r.data.config, null, 2); }
       else { note.textContent = `Not valid yet: ${Object.entries(flattenErrors(r.data.fields)).map(([k, v]) => `${k}: ${v.join(" ")}`).join("; ") || r.data.message}`; }
-    }, 350);
+    };
+    const preview = debounce(previewNow, 300);
     form.addEventListener("input", (e) => { if (!builder.contains(e.target)) preview(); });
     form.addEventListener("change", (e) => { if (!builder.contains(e.target)) preview(); });
-    preview();
+    previewNow();
 
     function filterOf() {
       return { campaign_ids: checked(builder, "campaign").map(Number), criteria: checked(builder, "criterion"), task_types: checked(builder, "task"),
@@ -649,11 +650,11 @@
         card("Left", p.items_open, "open items"),
         card("Judgments", Object.values(p.judgments_per_criterion).reduce((a, b) => a + b, 0), `${d.annotators.length} annotators`));
       $("#c-criteria").classList.remove("muted");
-      $("#c-criteria").replaceChildren(el("table", { class: "data-table compact" },
-        el("thead", {}, el("tr", {}, ["Criterion", "Done", "In progress", "Left", "", "Tie rate", "α"].map((h) => el("th", { text: h })))),
+      $("#c-criteria").replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "data-table compact" },
+        el("thead", {}, el("tr", {}, ["Criterion", "Done", "Judging", "Left", "", "Ties", "α"].map((h, i) => el("th", { class: i === 6 ? "num no-caps" : (i && i !== 4 ? "num" : ""), title: i === 6 ? "Krippendorff's alpha" : null, text: h })))),
         el("tbody", {}, d.criteria.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: c.items_done }), el("td", { class: "num", text: c.items_in_progress }),
           el("td", { class: "num", text: c.items_left }), el("td", { class: "w-bar" }, progressBar(c.items_total ? c.items_done / c.items_total : 0, "succeeded")),
-          el("td", { class: "num", text: fmtRate(c.tie_rate) }), el("td", { class: "num", text: c.agreement === null || c.agreement === undefined ? "—" : c.agreement.toFixed(2) }))))));
+          el("td", { class: "num", text: fmtRate(c.tie_rate) }), el("td", { class: "num", title: "Krippendorff's alpha", text: c.agreement === null || c.agreement === undefined ? "—" : c.agreement.toFixed(2) })))))));
       const lin = d.lineage;
       $("#c-lineage").classList.remove("muted");
       $("#c-lineage").replaceChildren(
@@ -663,13 +664,13 @@
         el("h3", { text: "… and reward models" }), ...nodeLinks(lin.downstream.reward_models));
       const box = $("#c-annotators");
       box.classList.remove("muted", "pad");
-      box.replaceChildren(d.annotators.length ? el("table", { class: "data-table" },
-        el("thead", {}, el("tr", {}, ["Annotator", "Judgments", "Last hour", "Last day", "Per hour", "Median time / judgment", "Tie rate", "Left-pick rate", "Gold accuracy", "Active leases", "Last active"].map((h) => el("th", { text: h })))),
+      box.replaceChildren(d.annotators.length ? el("div", { class: "table-wrap" }, el("table", { class: "data-table" },
+        el("thead", {}, el("tr", {}, ["Annotator", "Judgments", "Last hour", "Last day", "Per hour", "Median s", "Tie rate", "Left picks", "Gold acc.", "Leases", "Last active"].map((h, i) => el("th", { class: i && i < 10 ? "num" : "", text: h })))),
         el("tbody", {}, d.annotators.map((a) => el("tr", {}, el("td", { text: a.annotator }), el("td", { class: "num", text: a.judgments }), el("td", { class: "num", text: a.judgments_last_hour }),
           el("td", { class: "num", text: a.judgments_last_day }), el("td", { class: "num", text: a.per_hour === null ? "—" : a.per_hour.toFixed(0) }),
           el("td", { class: "num", text: a.median_seconds === null ? "—" : `${a.median_seconds.toFixed(1)} s` }), el("td", { class: `num${a.tie_rate > 0.4 ? " warn" : ""}`, text: fmtRate(a.tie_rate) }),
           el("td", { class: "num", text: fmtRate(a.left_rate) }), el("td", { class: "num", text: fmtRate(a.gold_accuracy) }), el("td", { class: "num", text: a.leases_active }),
-          el("td", { class: "muted", text: fmtAgo(a.last_active) })))))
+          el("td", { class: "muted", text: fmtAgo(a.last_active) }))))))
         : el("p", { class: "muted pad", text: "No judgments yet." }));
     }
     refresh();
