@@ -6,10 +6,10 @@ from rest_framework import serializers
 
 from ..guidelines import render_guideline
 from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
+from ..selectors import campaign_progress
 
 # "" = any split; shared by every form that filters samples by split.
 OPTIONAL_SPLIT_CHOICES = ["", *Split.values]
-from ..selectors import campaign_progress
 
 
 class CriterionOut(serializers.ModelSerializer):
