@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 
 from .guidelines import render_guideline
@@ -35,15 +36,6 @@ from .services.taxonomy import guideline_publish
 admin.site.site_header = "OneReward Platform — curation"
 admin.site.site_title = "OneReward curation"
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that only services may write (judgments, leases, import records…)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(TaskType)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
+from collections import deque
 from collections.abc import Callable
 
 from django.contrib.auth.models import User
@@ -25,6 +26,7 @@ def job_create(*, kind: str, name: str, config: dict, user: User | None = None) 
     return Job.objects.create(kind=kind, name=name[:200], config=config, created_by=user)
 
 
+LOG_LINES = 200  # lines of the run log kept on the job for the dashboard
 STALE_AFTER_SECONDS = 300  # no heartbeat for this long while "running" = its worker died
 
 
@@ -71,6 +73,7 @@ class JobReporter:
         self._last_poll = 0.0
         self._started = time.monotonic()
         self._cancel = False
+        self._log: deque[str] = deque(maxlen=LOG_LINES)
 
     def progress(self, event: dict) -> None:
         step, total = int(event.get("step", 0)), int(event.get("total_steps", 0) or 0)
@@ -86,13 +89,24 @@ class JobReporter:
         elapsed = now - self._started
         eta = (elapsed / fraction - elapsed) if fraction > 0 else None
         MetricPoint.objects.create(job=self.job, step=step, kind=kind, values=values)
+        self.log(f"{kind} step {step}/{total or '?'} " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+            if isinstance(v, int | float | str)))
         if kind != "train":  # eval points are recorded but do not move the progress bar
-            Job.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+            Job.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), log_tail=self.log_text)
             return
         Job.objects.filter(pk=self.job.pk).update(
             step=step, total_steps=total, progress=fraction, eta_seconds=eta, last_metrics=values,
-            heartbeat_at=timezone.now(),
+            heartbeat_at=timezone.now(), log_tail=self.log_text,
         )
+
+    def log(self, line: str) -> None:
+        """Keep a line for the run's log tail (written with the next progress update)."""
+        self._log.append(f"{timezone.now():%H:%M:%S} {line}"[:500])
+
+    @property
+    def log_text(self) -> str:
+        return "\n".join(self._log)
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -108,18 +122,24 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
     if job is None:
         return None
     reporter = JobReporter(job)
+    reporter.log(f"started (attempt {job.attempts}{', resuming' if job.config.get('resume') else ''})")
     try:
         result = body(job, reporter) or {}
     except JobCancelled:
-        Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
+        reporter.log("cancelled")
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now(),
+                                             log_tail=reporter.log_text)
     except Exception as exc:  # the run records its own failure; the worker stays healthy
+        error = f"{exc.__class__.__name__}: {exc}"[:4000]
+        reporter.log(f"failed: {error}")
         Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.FAILED, finished_at=timezone.now(), error=f"{exc.__class__.__name__}: {exc}"[:4000],
-            traceback=tb.format_exc()[-20000:],
+            status=JobStatus.FAILED, finished_at=timezone.now(), error=error,
+            traceback=tb.format_exc()[-20000:], log_tail=reporter.log_text,
         )
     else:
+        reporter.log("succeeded")
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=result,
-                                             progress=1.0, eta_seconds=0)
+                                             progress=1.0, eta_seconds=0, log_tail=reporter.log_text)
     job.refresh_from_db()
     return job
 
@@ -150,7 +170,3 @@ def job_requeue_for_resume(*, job: Job) -> Job:
         job.save(update_fields=["status", "cancel_requested", "finished_at", "config"])
     return job
 
-
-def job_append_log(*, job: Job, text: str, keep: int = 20000) -> None:
-    job.refresh_from_db(fields=["log_tail"])
-    Job.objects.filter(pk=job.pk).update(log_tail=(job.log_tail + text)[-keep:])

@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyAdmin
+
 from .models import RewardModel, RewardRun
 
 
@@ -12,19 +14,9 @@ def _link(app_model: str, obj) -> str:
     return format_html('<a href="{}">{}</a>', reverse(f"admin:{app_model}_change", args=[obj.pk]), obj)
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(RewardRun)
-class RewardRunAdmin(_ReadOnly):
+class RewardRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "job_link", "status", "snapshot_link", "preset", "base_model", "started_by", "created_at"]
     list_filter = ["job__status", "preset"]
     list_select_related = ["job", "snapshot", "started_by"]
@@ -43,7 +35,7 @@ class RewardRunAdmin(_ReadOnly):
 
 
 @admin.register(RewardModel)
-class RewardModelAdmin(_ReadOnly):
+class RewardModelAdmin(ReadOnlyAdmin):
     list_display = ["id", "name", "run_link", "snapshot_link", "eval_split", "accuracy", "template_version",
                     "created_at"]
     list_select_related = ["run", "snapshot"]

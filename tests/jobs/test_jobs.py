@@ -101,3 +101,15 @@ def test_reporter_throttles_train_points_but_keeps_evals_and_the_last_step():
     series = job_metric_series(job)
     assert series[1]["loss"] == pytest.approx(0.1)
     assert job_metric_series(job, after_id=series[1]["id"])[0]["kind"] == "eval"
+
+
+def test_the_log_tail_tells_the_story_of_a_run():
+    def body(job, rep):
+        rep.progress({"step": 1, "total_steps": 2, "kind": "train", "loss": 0.5})
+        raise RuntimeError("disk full")
+
+    job = job_execute(new_job().pk, body)
+    lines = job.log_tail.splitlines()
+    assert "started (attempt 1)" in lines[0]
+    assert "train step 1/2 loss=0.5" in lines[1]
+    assert lines[-1].endswith("failed: RuntimeError: disk full")
