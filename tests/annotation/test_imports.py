@@ -147,3 +147,18 @@ def test_a_failed_write_leaves_no_orphan_files(tmp_path, monkeypatch, settings):
     assert not Sample.objects.exists()
     media = Path(settings.MEDIA_ROOT)
     assert not [p for p in media.rglob("*") if p.is_file()]
+
+
+def test_management_command_imports_and_reports_bad_rows(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("import_samples", str(write_folder(tmp_path / "ok", [row()], base_files())), stdout=out)
+    assert "Imported 1 samples and 2 candidates" in out.getvalue()
+    bad = write_folder(tmp_path / "bad", [row("s9", task="paint")], base_files())
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="nothing was imported"):
+        call_command("import_samples", str(bad), stderr=err)
+    assert "line 1: task must be one of" in err.getvalue()
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("import_samples", str(tmp_path / "missing"))
