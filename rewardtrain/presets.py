@@ -70,11 +70,10 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> dict:
     """The preset's config fields (without run-specific keys); KeyError if unknown."""
     path = presets_dir() / f"{name}.json"
+    # The name check keeps a preset name from walking out of configs/reward/.
     data = _read_file(path) if name.replace("_", "").replace("-", "").isalnum() and path.is_file() else None
-    if data is not None:
-        pass
-    elif name in BUILTIN:
+    if data is None:
+        if name not in BUILTIN:
+            raise KeyError(name)
         data = dict(BUILTIN[name])
-    else:
-        raise KeyError(name)
     return {k: v for k, v in data.items() if k not in RUN_KEYS}

@@ -40,7 +40,7 @@ class _DrainableSink:
         return self.pos
 
     def flush(self) -> None:
-        pass
+        """Nothing is buffered here: ``drain`` hands the bytes on."""
 
     def close(self) -> None:
         self.closed = True

@@ -83,7 +83,7 @@ PAIR_SCHEMA = pa.schema([
 
 
 class SnapshotEmpty(ApplicationError):
-    pass
+    """No (winner, loser) pair matches the filter: the build fails with this message."""
 
 
 # --- filter ---------------------------------------------------------------------------------------

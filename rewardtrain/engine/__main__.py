@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 class _Exit(Exception):  # noqa: N818
-    pass
+    """A user-facing error: printed as one line, exit status 2."""
 
 
 def _cmd_build_tiny(args: argparse.Namespace) -> None:
