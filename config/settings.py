@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rewardtrain",
     "policytrain",
     "frontend",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -187,6 +188,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 ANNOTATION_EDIT_WINDOW_SECONDS = env.int("ANNOTATION_EDIT_WINDOW_SECONDS", default=600)
 ANNOTATOR_ID_SALT = env.str("ANNOTATOR_ID_SALT", default="change-me-in-production")
 ML_DEVICE = env.str("ML_DEVICE", default="cpu")
+# A running job whose worker has not beaten for this long is considered lost (jobs.services).
+JOB_STALE_AFTER_SECONDS = env.int("JOB_STALE_AFTER_SECONDS", default=300)
 TORCH_NUM_THREADS = env.int("TORCH_NUM_THREADS", default=1)
 
 # --- Production hardening (only when DEBUG is off) ---------------------------------------------

@@ -1,13 +1,16 @@
 """The job life cycle. Celery tasks call ``job_execute``; views call create/cancel/resume."""
 from __future__ import annotations
 
+import threading
 import time
 import traceback as tb
 from collections import deque
+from datetime import timedelta
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict
@@ -27,7 +30,11 @@ def job_create(*, kind: str, name: str, config: dict, user: User | None = None) 
 
 
 LOG_LINES = 200  # lines of the run log kept on the job for the dashboard
-STALE_AFTER_SECONDS = 300  # no heartbeat for this long while "running" = its worker died
+
+
+def _stale_after() -> float:
+    """No heartbeat for this long while "running" means the job's worker died."""
+    return float(settings.JOB_STALE_AFTER_SECONDS)
 
 
 def job_claim(job_id: int) -> Job | None:
@@ -41,7 +48,7 @@ def job_claim(job_id: int) -> Job | None:
         if job is None:
             return None
         stale = (job.status == JobStatus.RUNNING and job.heartbeat_at is not None
-                 and (timezone.now() - job.heartbeat_at).total_seconds() > STALE_AFTER_SECONDS)
+                 and (timezone.now() - job.heartbeat_at).total_seconds() > _stale_after())
         if stale:
             job.config = {**job.config, "resume": True}
             job.save(update_fields=["config"])
@@ -116,6 +123,29 @@ class JobReporter:
         return self._cancel
 
 
+def _start_heartbeat(job_id: int) -> Callable[[], None]:
+    """Beat from a side thread, well inside the stale limit, so long silent phases (model
+    loading, evaluation) never look like a dead worker; returns the function that stops it."""
+    stop = threading.Event()
+    interval = max(0.5, min(20.0, _stale_after() / 3))
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+
+    def stop_beating() -> None:
+        stop.set()
+        thread.join(5)
+
+    return stop_beating
+
+
 def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | None:
     """Claim the job, run ``body(job, reporter)`` and record the outcome; never raises."""
     job = job_claim(job_id)
@@ -123,6 +153,7 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
         return None
     reporter = JobReporter(job)
     reporter.log(f"started (attempt {job.attempts}{', resuming' if job.config.get('resume') else ''})")
+    stop_beating = _start_heartbeat(job.pk)
     try:
         result = body(job, reporter) or {}
     except JobCancelled:
@@ -140,8 +171,24 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
         reporter.log("succeeded")
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=result,
                                              progress=1.0, eta_seconds=0, log_tail=reporter.log_text)
+    finally:
+        stop_beating()
     job.refresh_from_db()
     return job
+
+
+def job_fail_stale() -> int:
+    """Mark running jobs whose worker stopped beating as failed (resumable); returns how many.
+
+    Runs when a worker starts (a crashed worker's replacement cleans up after it) and from
+    ``manage.py reap_stale_jobs``. A job's own redelivered message may also take it over first.
+    """
+    cutoff = timezone.now() - timedelta(seconds=_stale_after())
+    return Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=JobStatus.FAILED, finished_at=timezone.now(),
+        error="Worker lost: no heartbeat from the worker running this job. Resume continues from the "
+              "last checkpoint.",
+    )
 
 
 def job_cancel(*, job: Job) -> Job:

@@ -67,15 +67,51 @@ def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
+class WorkerHandle:
+    """A real Celery worker subprocess that a test can kill and start again."""
+
+    def __init__(self, env: dict, log_path) -> None:
+        self.env, self.log_path, self.proc = env, log_path, None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool", "solo",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: "ready" in self.log_path.read_text()[offset:] or self.proc.poll() is not None, timeout=90,
+                 message="the Celery worker to start")
+        if self.proc.poll() is not None:
+            pytest.fail("Celery worker exited:\n" + self.log_path.read_text()[-3000:])
+
+    def kill(self) -> None:
+        """SIGKILL, as an OOM killer or a lost machine would."""
+        self.proc.kill()
+        self.proc.wait(20)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db, settings, tmp_path):
     """A real Celery worker process (Redis broker, the test database) for integration tests.
 
     Tests using it must be ``django_db(transaction=True)`` so the worker sees committed rows.
     """
-    import subprocess
-    import sys
-
     import redis
     from django.db import connection
 
@@ -96,24 +132,11 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         "DJANGO_READ_DOT_ENV_FILE": "false",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        "JOB_STALE_AFTER_SECONDS": "3",
     }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool", "solo",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+    worker = WorkerHandle(env, tmp_path / "worker.log")
+    worker.start()
     try:
-        wait_for(lambda: "ready" in log_path.read_text() or proc.poll() is not None, timeout=90,
-                 message="the Celery worker to start")
-        if proc.poll() is not None:
-            pytest.fail("Celery worker exited:\n" + log_path.read_text()[-3000:])
-        proc.log_path = log_path
-        yield proc
+        yield worker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        worker.stop()

@@ -113,3 +113,18 @@ def test_the_log_tail_tells_the_story_of_a_run():
     assert "started (attempt 1)" in lines[0]
     assert "train step 1/2 loss=0.5" in lines[1]
     assert lines[-1].endswith("failed: RuntimeError: disk full")
+
+
+def test_fail_stale_marks_only_jobs_without_a_recent_heartbeat(settings):
+    from jobs.services import job_fail_stale
+
+    settings.JOB_STALE_AFTER_SECONDS = 60
+    fresh, lost = job_claim(new_job().pk), job_claim(new_job().pk)
+    Job.objects.filter(pk=lost.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert job_fail_stale() == 1
+    fresh.refresh_from_db()
+    lost.refresh_from_db()
+    assert fresh.status == JobStatus.RUNNING
+    assert lost.status == JobStatus.FAILED
+    assert lost.error.startswith("Worker lost")
+    assert job_requeue_for_resume(job=lost).status == JobStatus.QUEUED

@@ -116,3 +116,29 @@ def test_cancel_a_running_job_then_resume_finishes_it(celery_worker_process):
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2 and job.result["train"]["resumed_from_step"] > 0
     assert RewardModel.objects.filter(run=run).exists()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_leaves_a_failed_resumable_run_and_no_half_registered_model(celery_worker_process):
+    """SIGKILL the worker mid-run: its replacement marks the run failed ("worker lost"); resume
+    continues from the last checkpoint and registers exactly one model."""
+    import time
+
+    snapshot = reward_snapshot()
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 200, "batch_size": 2, "save_every": 2})
+    wait_for(lambda: job_of(run).status == JobStatus.RUNNING and job_of(run).step >= 4, timeout=90,
+             message="the run to be training")
+    celery_worker_process.kill()
+    assert job_of(run).status == JobStatus.RUNNING  # nobody knows yet
+    time.sleep(4)  # past JOB_STALE_AFTER_SECONDS=3 for the test workers
+    celery_worker_process.start()  # a new worker cleans up after the dead one
+    job = wait_for(lambda: finished(run), timeout=30, message="the lost run to be marked failed")
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("Worker lost")
+    assert not RewardModel.objects.exists()
+    reward_run_resume(run=run)
+    job = wait_for(lambda: finished(run), timeout=180, message="the resumed run")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.result["train"]["resumed_from_step"] >= 2
+    assert RewardModel.objects.filter(run=run).count() == 1

@@ -1,0 +1,675 @@
+"""``manage.py demo``: the synthetic OneReward loop driven through the platform's real services.
+
+Stages (each a function; ``run_demo`` chains them and times each one):
+
+1. ``world_seed``          synthetic conditions → real ``Sample`` rows (scene meta in ``Sample.meta``)
+2. ``base_policy_ensure``  the pre-trained tiny Fill base (``policytrain.engine.pretrain``, cached)
+3. ``candidates_create``   base-policy candidates → ``candidate_create_from_png`` (provenance "policy")
+4. ``campaigns_create``    ``campaign_create`` + ``campaign_start`` (pairwise and best–worst of 4)
+5. annotation              ``demo.http_annotators`` over the HTTP API (threads, token auth)
+6. ``snapshot_build_now``  ``snapshot_create`` + its job body, in process
+7. ``reward_train_now``    ``reward_run_start`` + ``reward_run_execute_job``; the control
+                           ``control_reward_model_register`` (an untrained model as a RewardModel row)
+8. ``policy_train_now``    ``policy_run_start`` + ``policy_run_execute`` (Algorithm 1, 2, control)
+9. ``evaluate_policies``   oracle win rate vs the base on held-out conditions (same noises)
+10. ``generation_now``     ``generation_job_start`` + ``generation_execute``: best checkpoint vs base →
+                           a new, started campaign (the loop closes)
+
+Every job is created by the same ``*_start`` services the API uses (``enqueue=False``) and executed
+by the same bodies the Celery worker runs, under ``jobs.services.job_execute``, so every run is a
+``Job`` row on the dashboard. The ML building blocks come from ``synthetic.experiment`` and the
+sizes from ``configs/demo/<size>.json`` (``load_demo_config``). Heavy imports (torch) happen inside
+the stage functions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db import close_old_connections
+from django.utils import timezone
+
+from annotation.images import png_bytes
+from annotation.models import Campaign, CampaignMode, Candidate, DatasetSnapshot, Provenance, Sample, TaskType
+from annotation.services.campaigns import campaign_create, campaign_start
+from annotation.services.demo import demo_users_ensure
+from annotation.services.imports import candidate_create_from_png, sample_create_from_images
+from annotation.services.snapshots import snapshot_create, snapshot_execute
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import job_create, job_execute
+from synthetic import experiment as ex
+from synthetic.annotators import make_pool
+
+from .http_annotators import AnnotatorAccount, run_annotators
+
+Progress = Callable[[str], None]
+
+# The platform's --quick is a smoke run of the whole loop that fits in `make test` (< 3 min on
+# 2 cores): the quick config, with fewer annotated conditions and fewer optimiser steps. Quality
+# figures at this size are noise (docs/demo-results.md); the full demo uses full.json unchanged.
+QUICK_CAPS = {"annotate_conditions": 72, "reward_max_steps": 60, "rl_max_steps": 16, "heldout_conditions": 36}
+# Campaign mode per task: both of the platform's modes are exercised.
+CAMPAIGN_MODES = {"fill": CampaignMode.PAIRWISE, "extend": CampaignMode.PAIRWISE, "removal": CampaignMode.BEST_WORST}
+ANNOTATOR_PREFIX = "sim-annotator-"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class WorldItem:
+    """One synthetic condition stored as a Sample, with its candidates once generated."""
+
+    condition: Any  # synthetic.scenes.Condition
+    sample: Sample
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    images: list[np.ndarray] = dataclasses.field(default_factory=list)
+    scores: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# config
+# ----------------------------------------------------------------------------------------------
+def demo_config(size: str) -> dict[str, Any]:
+    """``configs/demo/<size>.json`` (via the ML side's loader) plus the platform's demo caps."""
+    cfg = ex.load_demo_config(size)
+    caps = dict(QUICK_CAPS) if size == "quick" else {}
+    cfg["platform"] = {
+        "annotate_conditions": caps.get("annotate_conditions"),
+        "heldout_conditions": caps.get("heldout_conditions"),
+        "campaign_modes": dict(CAMPAIGN_MODES),
+    }
+    if caps:
+        cfg["reward"] = {**cfg["reward"], "max_steps": min(int(cfg["reward"]["max_steps"]), caps["reward_max_steps"])}
+        cfg["rl"] = {**cfg["rl"], "max_steps": min(int(cfg["rl"]["max_steps"]), caps["rl_max_steps"])}
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. world
+# ----------------------------------------------------------------------------------------------
+def world_seed(conditions: Sequence, *, tag: str, role: str) -> list[WorldItem]:
+    """Store synthetic conditions as Samples; ``meta`` keeps what the oracles need (the scene)."""
+    tasks = {t.slug: t for t in TaskType.objects.all()}
+    out = []
+    for cond in conditions:
+        sample = sample_create_from_images(
+            external_id=f"{tag}-{cond.id}", task=tasks[cond.task], source=cond.source, mask=cond.mask,
+            prompt=cond.prompt, split_key=cond.id,
+            meta={"synthetic": cond.meta, "condition_id": cond.id, "demo": tag, "role": role},
+        )
+        out.append(WorldItem(cond, sample))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. base policy
+# ----------------------------------------------------------------------------------------------
+def base_policy_ensure(cfg: dict, pretrain_conditions: Sequence, *, size: str, seed: int, cache_dir: Path,
+                       progress: Progress) -> dict:
+    """The colleague's pre-training (``policytrain.engine.pretrain``), cached by config hash."""
+    from policytrain.engine.pretrain import PretrainConfig, pretrain
+    from synthetic.conditions import write_conditions_folder
+
+    res = int(cfg["resolution"])
+    pre_dir = cache_dir / f"conditions-pretrain-{res}-{seed}-{len(pretrain_conditions)}"
+    if not (pre_dir / "conditions.jsonl").is_file():
+        write_conditions_folder(pretrain_conditions, pre_dir)
+    pcfg = PretrainConfig.from_dict({**cfg["pretrain"], "conditions_dir": str(pre_dir),
+                                     "output_dir": str(cache_dir / f"pretrain-{size}-{seed}"),
+                                     "resolution": res, "seed": seed})
+    last = {"t": 0.0}
+
+    def pre_progress(e: dict) -> None:
+        if time.time() - last["t"] > 15:
+            last["t"] = time.time()
+            progress(f"  pretrain {e.get('phase')} {e.get('step')}/{e.get('total_steps')}")
+
+    return pretrain(pcfg, progress=pre_progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. candidates
+# ----------------------------------------------------------------------------------------------
+def _quantised(img: np.ndarray) -> np.ndarray:
+    """What the stored PNG holds (the annotators' and the oracles' view of a candidate)."""
+    return (np.clip(img, 0, 1) * 255).round().astype(np.float32) / 255.0
+
+
+def candidates_create(items: Sequence[WorldItem], pre: dict, cfg: dict, *, seed: int) -> int:
+    """K candidates per condition from the base and its earlier pre-training checkpoints (as the
+    paper's candidates come from several model versions), stored through the import service."""
+    from policytrain.engine.pipeline import FillPolicy
+
+    gen = cfg["candidates"]
+    msl = int(gen.get("max_sequence_length", 32))
+    conds = [it.condition for it in items]
+    policies: dict[str, Any] = {}
+    created = 0
+    for k, spec in enumerate(gen["generators"]):
+        model = str(spec.get("model", "final"))
+        if model not in policies:
+            path = pre["final_dir"] if model == "final" else pre["checkpoints"][model]
+            policies[model] = FillPolicy.from_pretrained(path)
+        cand_seed = seed * 1000 + 17 * k + 1
+        steps = int(spec.get("steps", 4))
+        imgs = ex.generate_images(policies[model], conds, seed=cand_seed, steps=steps,
+                                  guidance=float(spec.get("guidance", gen.get("guidance", 30.0))),
+                                  max_sequence_length=msl, batch_size=int(gen.get("batch_size", 32)))
+        for it, img in zip(items, imgs, strict=True):
+            img = _quantised(img)
+            before = len(it.candidates)
+            cand = candidate_create_from_png(
+                sample=it.sample, png=png_bytes(img), provenance=Provenance.POLICY,
+                source_name=f"pretrain-{model}@{steps}steps", seed=cand_seed,
+                params={"model": model, "num_inference_steps": steps, "generator": k}, source_ref=pre["final_dir"],
+            )
+            if all(c.pk != cand.pk for c in it.candidates):
+                it.candidates.append(cand)
+                it.images.append(img)
+                it.scores.append(ex.oracles.score_all(it.condition, img))
+            created += len(it.candidates) - before
+    return created
+
+
+def score_table(items: Sequence[WorldItem]) -> dict[int, dict[str, float]]:
+    return {c.pk: s for it in items for c, s in zip(it.candidates, it.scores, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. campaigns and annotators
+# ----------------------------------------------------------------------------------------------
+def campaigns_create(items: Sequence[WorldItem], *, tag: str, overlap: int, seed: int,
+                     user: User | None = None) -> list[Campaign]:
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for it in items:
+        by_task[it.condition.task].append(it.sample.pk)
+    out = []
+    for task, ids in sorted(by_task.items()):
+        mode = CAMPAIGN_MODES[task]
+        campaign = campaign_create(
+            name=f"{tag} {task} ({mode})", task_type=TaskType.objects.get(slug=task), mode=mode,
+            candidates_per_item=2 if mode == CampaignMode.PAIRWISE else 4, overlap=overlap, lease_seconds=900,
+            selection={"sample_ids": ids}, created_by=user, source_ref=f"demo:{tag}",
+            description=f"Synthetic {task} scenes, candidates from the pre-trained base policy (demo {tag}).",
+        )
+        out.append(campaign_start(campaign=campaign, seed=seed))
+    return out
+
+
+def annotator_accounts(n: int, careless_fraction: float, seed: int) -> list[AnnotatorAccount]:
+    """``n`` annotator users (created once, new password per run) with simulated profiles."""
+    group = Group.objects.get(name="annotator")
+    accounts = []
+    for k, profile in enumerate(make_pool(n, careless_fraction, seed=seed)):
+        user, _ = User.objects.get_or_create(username=f"{ANNOTATOR_PREFIX}{k + 1:02d}")
+        password = secrets.token_urlsafe(16)
+        user.set_password(password)
+        user.save()
+        user.groups.add(group)
+        accounts.append(AnnotatorAccount(user.username, password, profile))
+    return accounts
+
+
+@contextmanager
+def local_server(base_url: str | None) -> Iterator[str]:
+    """Yield ``base_url``, or start the project's WSGI app on a free 127.0.0.1 port for the block."""
+    if base_url:
+        yield base_url
+        return
+    from django.core.servers.basehttp import (
+        ThreadedWSGIServer,
+        WSGIRequestHandler,
+        get_internal_wsgi_application,
+    )
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+            pass
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    httpd = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler, allow_reuse_address=True)
+    httpd.set_app(get_internal_wsgi_application())
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                              name="demo-http")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6–8. jobs, executed in process
+# ----------------------------------------------------------------------------------------------
+def _require_succeeded(job: Job | None, what: str) -> Job:
+    if job is None:
+        raise DemoError(f"{what}: the job could not be claimed")
+    job.refresh_from_db()
+    if job.status != JobStatus.SUCCEEDED:
+        raise DemoError(f"{what} (job {job.pk}) ended {job.status}: {job.error}")
+    return job
+
+
+def snapshot_build_now(campaigns: Sequence[Campaign], *, name: str, user: User | None) -> DatasetSnapshot:
+    snapshot = snapshot_create(name=name, filter={"campaign_ids": [c.pk for c in campaigns]}, user=user,
+                               enqueue=False)
+    snapshot = snapshot_execute(snapshot.job_id)
+    _require_succeeded(snapshot.job if snapshot else None, "snapshot")
+    return snapshot
+
+
+def reward_base_ensure(cfg: dict, *, seed: int, cache_dir: Path) -> Path:
+    opts = cfg["reward"].get("base", {})
+    out = cache_dir / f"rm-base-{seed}-{opts.get('min_pixels', 12544)}-{opts.get('max_pixels', 12544)}"
+    if not (out / "onereward-base.ok").is_file():
+        ex.build_reward_base(out, seed=seed, **opts)
+        (out / "onereward-base.ok").write_text("built by demo\n")
+    return out
+
+
+def reward_overrides(cfg: dict, *, seed: int) -> dict:
+    """The demo config's reward settings over the engine defaults (not the platform's "tiny" preset),
+    as ``synthetic.experiment.run_loop`` trains it."""
+    from rewardtrain.engine.config import RewardTrainConfig
+
+    rcfg = {k: v for k, v in cfg["reward"].items() if k != "base"}
+    opts = cfg["reward"].get("base", {})
+    defaults = {f.name: f.default for f in dataclasses.fields(RewardTrainConfig)
+                if f.name in ("lora_r", "lora_alpha", "lora_dropout")}
+    return {**defaults, "seed": seed, "save_every": 0, "gradient_checkpointing": False, "eval_every": 0,
+            "min_pixels": opts.get("min_pixels", 12544), "max_pixels": opts.get("max_pixels", 12544), **rcfg}
+
+
+def reward_train_now(snapshot: DatasetSnapshot, *, base_model: Path, overrides: dict, name: str,
+                     user: User | None, progress: Progress):
+    from rewardtrain.services import reward_run_execute_job, reward_run_start
+
+    run = reward_run_start(snapshot=snapshot, base_model=str(base_model), overrides=overrides, user=user, name=name,
+                           enqueue=False)
+    last = {"t": 0.0}
+
+    def on_progress(e: dict) -> None:
+        if time.time() - last["t"] > 15 and e.get("kind") == "train":
+            last["t"] = time.time()
+            progress(f"  reward train {e.get('step')}/{e.get('total_steps')} loss={e.get('loss', float('nan')):.4f}")
+
+    _require_succeeded(reward_run_execute_job(run.job_id, on_progress=on_progress), "reward model training")
+    run.refresh_from_db()
+    model = run.reward_model
+    # Workaround (rewardtrain engine): its model card has no "tasks" map, which the RL engine reads.
+    ex.ensure_tasks_card(model.path)
+    return model
+
+
+def control_reward_model_register(snapshot: DatasetSnapshot, *, base_model: Path, user: User | None):
+    """The control: the *untrained* reward-model base registered as a RewardModel (a reward job
+    whose body copies the base with a model card and evaluates it), so RL can be started on it
+    through ``policy_run_start`` like any model."""
+    from rewardtrain.engine.evaluate import evaluate, format_table
+    from rewardtrain.models import RewardModel, RewardRun
+    from rewardtrain.services import _finite
+
+    name = "control (untrained)"
+    job = job_create(kind=JobKind.REWARD, name=f"{name} reward model on {snapshot.name}",
+                     config={"control": True, "base_model": str(base_model), "steps": 0}, user=user)
+    out = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
+    Job.objects.filter(pk=job.pk).update(run_dir=str(out))
+    run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=str(base_model), preset="control-untrained",
+                                   config=job.config, output_dir=str(out), started_by=user)
+
+    def body(job: Job, reporter) -> dict:
+        final = ex.untrained_reward_model(base_model, out / "final")
+        split = "test" if _has_pairs(snapshot.path, "test") else "val"
+        report = evaluate(final, snapshot.path, split=split, device=settings.ML_DEVICE)
+        report["table"] = format_table(report)
+        report = _finite(report)
+        model = RewardModel.objects.create(run=run, name=name, path=str(final), base_model=str(base_model),
+                                           template_version=report.get("template_version") or "",
+                                           snapshot=snapshot, eval_split=split, eval_report=report)
+        return {"reward_model_id": model.pk, "eval_split": split, "overall_accuracy": report.get("overall_accuracy")}
+
+    _require_succeeded(job_execute(job.pk, body), "control reward model")
+    return RewardModel.objects.get(run=run)
+
+
+def _has_pairs(snapshot_dir: str, split: str) -> bool:
+    path = Path(snapshot_dir) / "pairs.jsonl"
+    return any(json.loads(line).get("split") == split for line in path.read_text().splitlines() if line.strip())
+
+
+def rl_overrides(cfg: dict, *, seed: int) -> dict:
+    rl = {k: v for k, v in cfg["rl"].items() if k != "control_algorithm"}
+    return {"resolution": int(cfg["resolution"]), "device": "cpu", "gradient_checkpointing": False, "save_every": 0,
+            "sample_grid_every": 0, "seed": seed, "conditions_split": None, **rl}
+
+
+def policy_train_now(reward_model, *, base_policy: str, algorithm: int, overrides: dict, sample_ids: list[int],
+                     name: str, user: User | None):
+    from policytrain.models import PolicyCheckpoint
+    from policytrain.services import policy_run_execute, policy_run_start
+
+    run = policy_run_start(reward_model=reward_model, base_policy=base_policy, algorithm=algorithm,
+                           overrides=overrides, samples=sample_ids, user=user, name=name, enqueue=False)
+    job = _require_succeeded(job_execute(run.job_id, policy_run_execute), f"RL {name}")
+    return PolicyCheckpoint.objects.get(pk=job.result["checkpoint_id"]), job
+
+
+def generation_now(checkpoint, samples: Sequence[Sample], *, campaign_name: str, overlap: int, params: dict,
+                   user: User | None):
+    from policytrain.services import generation_execute, generation_job_start
+
+    gen = generation_job_start(checkpoint=checkpoint, opponent=None, samples=[s.pk for s in samples], seeds=[0],
+                               campaign_name=campaign_name, overlap=overlap, params=params, user=user, enqueue=False)
+    _require_succeeded(job_execute(gen.job_id, generation_execute), "generation")
+    gen.refresh_from_db()
+    return gen
+
+
+# ----------------------------------------------------------------------------------------------
+# 7b / 9. evaluation
+# ----------------------------------------------------------------------------------------------
+def label_ceiling(snapshot: DatasetSnapshot, split: str, scores: dict[int, dict[str, float]]) -> dict:
+    """Share of the held-out labels a perfect, oracle-equivalent reward model would reproduce
+    (oracle tie = ½): the noise ceiling of the RM's label accuracy, on the very same pairs."""
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for line in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["split"] != split:
+            continue
+        w = scores.get(row["winner_candidate_id"], {}).get(row["criterion"])
+        lo = scores.get(row["loser_candidate_id"], {}).get(row["criterion"])
+        if w is None or lo is None:
+            continue
+        acc[row["task"]][row["criterion"]].append(1.0 if w > lo else 0.5 if w == lo else 0.0)
+    return {t: {c: float(np.mean(v)) for c, v in cs.items()} for t, cs in acc.items()}
+
+
+def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldItem], threshold: float) -> dict:
+    """``synthetic.experiment.oracle_accuracy`` of each reward model on every candidate pair of
+    the samples outside the RM's training split."""
+    from rewardtrain.engine.scorer import RewardScorer
+
+    held = [it for it in items if it.sample.split != "train"]
+    rows = ex.oracle_pairs([it.condition for it in held], [it.images for it in held], [it.scores for it in held],
+                           keep=lambda _cid: True)
+    out = {}
+    for name, path in model_paths.items():
+        acc, n = ex.oracle_accuracy(RewardScorer.from_pretrained(path), rows, threshold=threshold)
+        out[name] = {"accuracy": acc, "pairs": n}
+    return out
+
+
+def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> dict:
+    """Oracle win rate vs the base per task: same held-out conditions, seeds and step count for all."""
+    from policytrain.engine.pipeline import FillPolicy
+
+    ev, gen = cfg["eval"], cfg["candidates"]
+    flat = list(heldout) * len(ev["seeds"])
+    tasks = [c.task for c in flat]
+
+    def scores_of(policy) -> tuple[list[float], dict]:
+        imgs = []
+        for s in ev["seeds"]:
+            imgs.extend(ex.generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
+                                           guidance=float(gen.get("guidance", 30.0)),
+                                           max_sequence_length=int(gen.get("max_sequence_length", 32)),
+                                           batch_size=int(gen.get("batch_size", 32))))
+        sc = ex.oracle_scores(flat, imgs)
+        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for c, s in zip(flat, sc, strict=True):
+            for k, v in s.items():
+                per[c.task][k].append(v)
+        return ex.mean_scores(sc), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
+
+    base_scores, base_means = scores_of(FillPolicy.from_pretrained(base_dir))
+    win, means = {}, {"base": base_means}
+    for name, ckpt in checkpoints.items():
+        sc, m = scores_of(FillPolicy.from_pretrained(base_dir, weights=ckpt.weights_dir))
+        win[name] = ex.oracle_win_rate(base_scores, sc, tasks)
+        means[name] = m
+    return {"win_rate": win, "mean_oracle_scores": means, "items": len(flat)}
+
+
+def _rl_reward_trend(job: Job) -> dict:
+    """First vs last logged RL metrics (reward of the policy vs the reference), for the report."""
+    path = Path(job.run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return {}
+
+    def pick(r: dict) -> dict:
+        return {k: v for k, v in r.items() if isinstance(v, int | float) and (k in ("step", "loss") or
+                                                                             k.startswith(("reward", "margin")))}
+
+    return {"first": pick(rows[0]), "last": pick(rows[-1]), "logged": len(rows)}
+
+
+def _mean_nested(d: dict) -> float:
+    vals = [v for cs in d.values() for v in cs.values() if v is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole loop
+# ----------------------------------------------------------------------------------------------
+def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None, cache_dir: Path | None = None,
+             progress: Progress = print) -> dict[str, Any]:
+    """Run every stage on the current database and return the report (see docs/demo-results.md)."""
+    ex._quiet_libraries()
+    cfg = demo_config(size)
+    res = int(cfg["resolution"])
+    cache = Path(cache_dir or Path(settings.ARTIFACTS_ROOT) / "demo-cache").resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = f"demo-{size}-s{seed}-{timezone.now():%Y%m%d-%H%M%S}"
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    @contextmanager
+    def stage(name: str, n: int) -> Iterator[None]:
+        progress(f"[{n}/9 {name}] …")
+        t0 = time.time()
+        yield
+        timings[name] = round(time.time() - t0, 2)
+        progress(f"[{n}/9 {name}] done in {timings[name]:.1f}s")
+
+    with stage("seed", 1):
+        users = demo_users_ensure()
+        scientist = User.objects.get(username="scientist")
+        sets = ex.make_condition_sets(cfg["conditions"], seed, res)
+        n_ann = cfg["platform"]["annotate_conditions"] or len(sets["train"])
+        n_held = cfg["platform"]["heldout_conditions"] or len(sets["heldout"])
+        train_items = world_seed(sets["train"], tag=tag, role="train")
+        heldout_conds = sets["heldout"][:n_held]
+        heldout_items = world_seed(heldout_conds, tag=tag, role="heldout")
+        progress(f"  {len(train_items)} RL/annotation samples and {len(heldout_items)} held-out samples ({tag})")
+
+    with stage("base_policy", 2):
+        pre = base_policy_ensure(cfg, sets["pretrain"], size=size, seed=seed, cache_dir=cache, progress=progress)
+        base_dir = str(Path(pre["final_dir"]).resolve())
+        progress(f"  base policy {'(cached) ' if pre.get('cached') else ''}{base_dir}")
+
+    annotated = train_items[:n_ann]
+    with stage("candidates", 3):
+        n_cands = candidates_create(annotated, pre, cfg, seed=seed)
+        scores = score_table(annotated)
+        progress(f"  {n_cands} candidates on {len(annotated)} samples")
+
+    ann = cfg["annotators"]
+    overlap = int(ann.get("votes_per_pair", 3))
+    with stage("annotate", 4):
+        close_old_connections()
+        campaigns = campaigns_create(annotated, tag=tag, overlap=overlap, seed=seed,
+                                     user=User.objects.get(username="curator"))
+        accounts = annotator_accounts(int(ann["n"]), float(ann.get("careless_fraction", 0.1)), seed)
+        with local_server(base_url) as url:
+            progress(f"  {len(accounts)} annotators on {url}, campaigns {[c.pk for c in campaigns]}")
+            stats = run_annotators(url, accounts, [c.pk for c in campaigns], scores, seed=seed, progress=progress)
+        close_old_connections()
+        from annotation.models import Judgment
+
+        judgments = Judgment.objects.filter(item__campaign__in=campaigns)
+        n_judgments = judgments.count()
+        http_annotators = judgments.values("annotator").distinct().count()
+        progress(f"  {n_judgments} judgments from {http_annotators} annotators over HTTP")
+
+    with stage("snapshot", 5):
+        snapshot = snapshot_build_now(campaigns, name=f"{tag} judgments", user=scientist)
+        progress(f"  snapshot {snapshot.pk}: {snapshot.counts.get('pairs')} pairs {snapshot.counts.get('per_split')}")
+
+    with stage("reward_model", 6):
+        rm_base = reward_base_ensure(cfg, seed=seed, cache_dir=cache)
+        rm = reward_train_now(snapshot, base_model=rm_base, overrides=reward_overrides(cfg, seed=seed),
+                              name=f"{tag} reward model", user=scientist, progress=progress)
+        control_rm = control_reward_model_register(snapshot, base_model=rm_base, user=scientist)
+        thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
+        oracle = reward_oracle_accuracy({"trained": rm.path, "control": control_rm.path}, annotated, thr)
+        ceiling = label_ceiling(snapshot, rm.eval_split, scores)
+        pool = [a.profile for a in accounts]
+        sim_ceiling = ex.human_ceiling_by_criterion([it.condition for it in annotated], [it.scores for it in annotated],
+                                                    pool, seed=seed + 1, votes_per_pair=overlap)
+        progress(f"  reward model {rm.pk}: label acc {rm.eval_report.get('overall_accuracy')}, oracle acc (mean) "
+                 f"{_mean_nested(oracle['trained']['accuracy']):.3f} vs untrained "
+                 f"{_mean_nested(oracle['control']['accuracy']):.3f}")
+
+    rl_over = rl_overrides(cfg, seed=seed)
+    rl_samples = [it.sample.pk for it in train_items]
+    checkpoints, rl_jobs = {}, {}
+    for name, algorithm, model in (("algorithm_1", 1, rm), ("algorithm_2", 2, rm),
+                                   ("control", int(cfg["rl"].get("control_algorithm", 1)), control_rm)):
+        with stage(f"rl_{name}", 7):
+            checkpoints[name], rl_jobs[name] = policy_train_now(
+                model, base_policy=base_dir, algorithm=algorithm, overrides=rl_over, sample_ids=rl_samples,
+                name=f"{tag} RL {name}" + (" (untrained reward model)" if name == "control" else ""), user=scientist)
+            progress(f"  checkpoint {checkpoints[name].pk} ({checkpoints[name].name})")
+
+    with stage("evaluate", 8):
+        ev = evaluate_policies(base_dir, checkpoints, heldout_conds, cfg)
+        for name, w in ev["win_rate"].items():
+            progress(f"  {name}: oracle win rate vs base {w}")
+    best = max(("algorithm_1", "algorithm_2"), key=lambda k: float(np.mean(list(ev["win_rate"][k].values()))))
+
+    with stage("generation", 9):
+        gens = []
+        by_task: dict[str, list[Sample]] = defaultdict(list)
+        for it in heldout_items:
+            by_task[it.condition.task].append(it.sample)
+        gen_params = {"num_inference_steps": int(cfg["eval"]["steps"]),
+                      "guidance": float(cfg["candidates"].get("guidance", 30.0)),
+                      "max_sequence_length": int(cfg["candidates"].get("max_sequence_length", 32))}
+        for task, samples in sorted(by_task.items()):
+            gens.append(generation_now(checkpoints[best], samples, campaign_name=f"{tag} {task}: {best} vs base",
+                                       overlap=overlap, params=gen_params, user=scientist))
+        progress(f"  new started campaigns {[g.campaign_id for g in gens]} ({best} vs base)")
+
+    timings["total"] = round(time.time() - t_all, 2)
+    judged_pairs = [json.loads(x) for x in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines() if x.strip()]
+    agree = [1.0 if scores[r["winner_candidate_id"]][r["criterion"]] > scores[r["loser_candidate_id"]][r["criterion"]]
+             else 0.5 if scores[r["winner_candidate_id"]][r["criterion"]] == scores[r["loser_candidate_id"]][r["criterion"]]
+             else 0.0 for r in judged_pairs]
+    report = {
+        "size": size, "seed": seed, "tag": tag, "resolution": res, "users": sorted(users),
+        "reward_model": {
+            "accuracy": rm.eval_report.get("accuracy", {}),
+            "eval_split": rm.eval_split,
+            "label_pairs": rm.eval_report.get("counts", {}),
+            "oracle_accuracy": oracle["trained"]["accuracy"],
+            "oracle_pairs": oracle["trained"]["pairs"],
+            "human_ceiling": ceiling,
+            "human_ceiling_simulated": sim_ceiling,
+            "annotator_agreement": snapshot.human_ceiling,
+            "control": {"accuracy": control_rm.eval_report.get("accuracy", {}),
+                        "oracle_accuracy": oracle["control"]["accuracy"]},
+            "oracle_accuracy_mean": _mean_nested(oracle["trained"]["accuracy"]),
+            "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
+        },
+        "policy": {
+            "oracle_win_rate_vs_base": {k: ev["win_rate"][k] for k in ("algorithm_1", "algorithm_2")},
+            "control_win_rate_vs_base": ev["win_rate"]["control"],
+            "mean_oracle_scores": ev["mean_oracle_scores"],
+            "eval_items": ev["items"],
+            "best": best,
+            "rl": {k: {"steps": j.result.get("steps"), "reward_trend": _rl_reward_trend(j)} for k, j in rl_jobs.items()},
+        },
+        "annotations": {
+            "judgments": n_judgments,
+            "annotators": http_annotators,
+            "careless": sum(a.profile.careless for a in accounts),
+            "overlap": overlap,
+            "items_submitted": sum(s.submitted for s in stats),
+            "per_annotator": {s.username: s.submitted for s in stats},
+            "idempotent_replays": sum(s.replays for s in stats),
+            "left_share_of_decisive_pairwise": (sum(s.left_choices for s in stats)
+                                                / max(1, sum(s.decisive_pairwise for s in stats))),
+            "snapshot_pairs": len(judged_pairs),
+            "label_oracle_agreement": float(np.mean(agree)) if agree else float("nan"),
+            "via": "http",
+        },
+        "lineage": {
+            "samples": {"train": [it.sample.pk for it in train_items], "heldout": [it.sample.pk for it in heldout_items]},
+            "annotated_samples": len(annotated),
+            "base_policy": base_dir,
+            "base_policy_cached": bool(pre.get("cached")),
+            "campaigns": [c.pk for c in campaigns],
+            "snapshot": {"id": snapshot.pk, "job": snapshot.job_id, "path": snapshot.path},
+            "reward_model": {"id": rm.pk, "run": rm.run_id, "job": rm.run.job_id, "path": rm.path},
+            "control_reward_model": {"id": control_rm.pk, "run": control_rm.run_id, "job": control_rm.run.job_id,
+                                     "name": control_rm.name},
+            "policy_runs": {k: {"run": c.run_id, "job": rl_jobs[k].pk, "checkpoint": c.pk, "name": c.name}
+                            for k, c in checkpoints.items()},
+            "generation": [{"id": g.pk, "job": g.job_id, "campaign": g.campaign_id} for g in gens],
+            "new_campaigns": [g.campaign_id for g in gens],
+        },
+        "timings": timings,
+        "config": cfg,
+    }
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A readable summary of a report."""
+    rm, pol, ann = report["reward_model"], report["policy"], report["annotations"]
+    lines = [f"OneReward demo {report['tag']} — {report['timings']['total']:.0f}s",
+             f"Annotation: {ann['judgments']} judgments by {ann['annotators']} annotators over HTTP "
+             f"({ann['items_submitted']} items, overlap {ann['overlap']}); labels agree with the oracle on "
+             f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
+             "", "Reward model (held-out)", f"{'task':<8} {'criterion':<16} {'acc':>6} {'ceiling':>8} {'oracle':>7} "
+             f"{'untrained':>9}"]
+    for task, crits in ex.TASK_CRITERIA.items():
+        for c in crits:
+            def g(d, t=task, c=c):
+                v = d.get(t, {}).get(c)
+                return "  n/a" if v is None else f"{v:.3f}"
+            lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['human_ceiling']):>8} "
+                         f"{g(rm['oracle_accuracy']):>7} {g(rm['control']['oracle_accuracy']):>9}")
+    lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
+    rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
+    for name, w in rows.items():
+        lines.append(f"{name:<22} " + " ".join(f"{w.get(t, float('nan')):>{n}.3f}"
+                                               for t, n in (("fill", 6), ("extend", 7), ("removal", 8))))
+    lin = report["lineage"]
+    lines += ["", f"Lineage: campaigns {lin['campaigns']} → snapshot {lin['snapshot']['id']} → reward model "
+              f"{lin['reward_model']['id']} (control {lin['control_reward_model']['id']}) → checkpoints "
+              f"{ {k: v['checkpoint'] for k, v in lin['policy_runs'].items()} } → new campaigns {lin['new_campaigns']}",
+              "Timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in report["timings"].items())]
+    return "\n".join(lines)
