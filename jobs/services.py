@@ -5,8 +5,8 @@ import threading
 import time
 import traceback as tb
 from collections import deque
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
