@@ -224,10 +224,29 @@ def annotator_accounts(n: int, careless_fraction: float, seed: int) -> list[Anno
     return accounts
 
 
+def wait_until_up(base_url: str, timeout: float = 90.0) -> None:
+    """Wait (bounded) until a server answers at ``base_url`` (e.g. `make demo`'s runserver starting)."""
+    import requests
+
+    from .http_annotators import check_loopback
+
+    url = check_loopback(base_url) + "/api/auth/token/"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.ConnectionError:
+            if time.time() > deadline:
+                raise DemoError(f"no server answers at {base_url}") from None
+            time.sleep(1)
+
+
 @contextmanager
 def local_server(base_url: str | None) -> Iterator[str]:
     """Yield ``base_url``, or start the project's WSGI app on a free 127.0.0.1 port for the block."""
     if base_url:
+        wait_until_up(base_url)
         yield base_url
         return
     from django.core.servers.basehttp import (

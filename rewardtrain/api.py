@@ -76,6 +76,7 @@ class RunIn(serializers.Serializer):
     preset = serializers.CharField(required=False, default="tiny", max_length=40)
     overrides = serializers.DictField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    processes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64)
 
 
 class RunOut(serializers.ModelSerializer):
@@ -86,7 +87,7 @@ class RunOut(serializers.ModelSerializer):
 
     class Meta:
         model = RewardRun
-        fields = ["id", "job", "snapshot", "base_model", "preset", "config", "output_dir", "started_by",
+        fields = ["id", "job", "snapshot", "base_model", "preset", "processes", "config", "output_dir", "started_by",
                   "reward_model", "created_at"]
 
     def get_job(self, obj) -> dict:
@@ -188,7 +189,8 @@ class RunListCreateApi(_Staff):
             return Response({"message": "Invalid input.", "code": "invalid",
                              "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
         run = reward_run_start(snapshot=snapshot, base_model=v["base_model"] or None, preset=v["preset"],
-                               overrides=v["overrides"], user=request.user, name=v["name"])
+                               overrides=v["overrides"], user=request.user, name=v["name"],
+                               processes=v["processes"])
         return Response(RunOut(run).data, status=status.HTTP_201_CREATED)
 
 

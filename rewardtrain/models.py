@@ -19,6 +19,9 @@ class RewardRun(models.Model):
     preset = models.CharField(max_length=40, default="tiny")
     config = models.JSONField(default=dict, help_text="The final resolved RewardTrainConfig.to_dict().")
     output_dir = models.CharField(max_length=500)
+    processes = models.PositiveSmallIntegerField(
+        default=1, help_text="Ranks on the worker's machine; >1 launches the engine under torchrun (DDP)."
+    )
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -56,8 +56,15 @@ def _finite(value):
 def reward_run_start(
     *, snapshot: DatasetSnapshot, base_model: str | None = None, preset: str = "tiny",
     overrides: dict | None = None, user: User | None = None, name: str = "", enqueue: bool = True,
+    processes: int = 1,
 ) -> RewardRun:
-    """Validate, record a RewardRun + Job with the final resolved config, enqueue after commit."""
+    """Validate, record a RewardRun + Job with the final resolved config, enqueue after commit.
+
+    ``processes`` > 1 trains under torchrun (DDP) on the worker's machine; the global batch and
+    so the loss curve stay the same (docs/reward-model.md).
+    """
+    if not 1 <= int(processes) <= 64:
+        raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
     overrides = dict(overrides or {})
     if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
         raise ApplicationError("The snapshot has not been built successfully.",
@@ -87,7 +94,7 @@ def reward_run_start(
         job.run_dir = str(output_dir)
         job.save(update_fields=["config", "run_dir"])
         run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=base, preset=preset, config=resolved,
-                                       output_dir=str(output_dir), started_by=user)
+                                       output_dir=str(output_dir), started_by=user, processes=processes)
         if enqueue:
             transaction.on_commit(lambda: _enqueue_train(job.pk))
     return run
@@ -160,10 +167,16 @@ def reward_run_execute(job: Job, reporter: JobReporter,
         if on_progress is not None:
             on_progress(event)
 
-    try:
-        result = train(config, progress=progress, should_stop=reporter.should_stop)
-    except RunCancelled as exc:
-        raise JobCancelled(str(exc)) from exc
+    if run.processes > 1:
+        from jobs.launcher import run_distributed
+
+        result = run_distributed(module="rewardtrain.engine", config=config.to_dict(), run_dir=Path(config.output_dir),
+                                 processes=run.processes, reporter=reporter, total_steps=config.max_steps or 0)
+    else:
+        try:
+            result = train(config, progress=progress, should_stop=reporter.should_stop)
+        except RunCancelled as exc:
+            raise JobCancelled(str(exc)) from exc
     split = "test" if read_pairs(config.snapshot_dir, split="test") else "val"
     if not read_pairs(config.snapshot_dir, split=split):
         raise ValueError(f"snapshot {run.snapshot_id} has no test or val pairs to evaluate the model on")

@@ -29,6 +29,6 @@ $PY manage.py runserver "127.0.0.1:${PORT}" --noreload &
 pids+=($!)
 echo "Web: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   Worker log: var/worker.log"
 if [ "$DEMO" = "--demo" ]; then
-  $PY manage.py demo --report var/demo-report.json || echo "demo failed; see the output above"
+  $PY manage.py demo --report var/demo-report.json --base-url "http://127.0.0.1:${PORT}" || echo "demo failed; see the output above"
 fi
 wait -n "${pids[@]}"

@@ -1,0 +1,91 @@
+"""`manage.py demo --quick` end to end: real services, real HTTP API, real jobs (about 2–3 minutes
+once the pre-trained base policy is cached under var/artifacts/demo-cache; the first run on a
+machine also pre-trains it, a few minutes more)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TASKS = ("fill", "extend", "removal")
+
+
+def _unit_values(nested: dict) -> list[float]:
+    return [v for crits in nested.values() for v in crits.values()]
+
+
+def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from annotation.models import Campaign, CampaignStatus, Judgment, Lease, LeaseState
+    from jobs.models import Job, JobKind, JobStatus
+    from policytrain.models import GenerationJob
+
+    report_path = tmp_path / "report.json"
+    cache = Path(settings.BASE_DIR) / "var" / "artifacts" / "demo-cache"  # shared with `make demo`
+    out = io.StringIO()
+    call_command("demo", "--quick", "--report", str(report_path), "--cache-dir", str(cache), stdout=out)
+    report = json.loads(report_path.read_text())
+    text = out.getvalue()
+    assert "[9/9 generation] done" in text and "Reward model (held-out)" in text
+
+    # Shape: every key, every figure in [0, 1].
+    rm, pol, ann = report["reward_model"], report["policy"], report["annotations"]
+    for key in ("accuracy", "oracle_accuracy", "human_ceiling"):
+        assert set(rm[key]) <= set(TASKS) and rm[key], key
+        values = _unit_values(rm[key])
+        assert values and all(0.0 <= v <= 1.0 for v in values), (key, rm[key])
+    for algorithm in ("algorithm_1", "algorithm_2"):
+        assert set(pol["oracle_win_rate_vs_base"][algorithm]) == set(TASKS)
+        assert all(0.0 <= v <= 1.0 for v in pol["oracle_win_rate_vs_base"][algorithm].values())
+    assert set(pol["control_win_rate_vs_base"]) == set(TASKS)
+    assert all(0.0 <= v <= 1.0 for v in pol["control_win_rate_vs_base"].values())
+    for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
+                  "rl_algorithm_2", "rl_control", "evaluate", "generation", "total"):
+        assert report["timings"][stage] >= 0, stage
+
+    # Judgments were made over HTTP (token logins, leases, idempotency keys) by >= 3 annotators.
+    campaigns = Campaign.objects.filter(pk__in=report["lineage"]["campaigns"])
+    assert {c.mode for c in campaigns} == {"pairwise", "best_worst"}
+    judgments = Judgment.objects.filter(item__campaign__in=campaigns)
+    assert ann["judgments"] == judgments.count() > 0
+    annotators = set(judgments.values_list("annotator__username", flat=True))
+    assert len(annotators) >= 3 and ann["annotators"] == len(annotators)
+    assert all(name.startswith("sim-annotator-") for name in annotators)
+    assert Token.objects.filter(user__in=User.objects.filter(username__in=annotators)).count() == len(annotators)
+    assert not judgments.filter(idempotency_key="").exists()
+    assert Lease.objects.filter(item__campaign__in=campaigns, state=LeaseState.SUBMITTED).count() == ann["items_submitted"]
+
+    # Every stage ran as a job, and every job succeeded (so the dashboard shows the whole loop).
+    lineage = report["lineage"]
+    jobs = Job.objects.filter(pk__in=[lineage["snapshot"]["job"], lineage["reward_model"]["job"],
+                                      lineage["control_reward_model"]["job"],
+                                      *(r["job"] for r in lineage["policy_runs"].values()),
+                                      *(g["job"] for g in lineage["generation"])])
+    kinds = sorted(jobs.values_list("kind", flat=True))
+    assert kinds.count(JobKind.SNAPSHOT) == 1 and kinds.count(JobKind.REWARD) == 2
+    assert kinds.count(JobKind.POLICY) == 3 and kinds.count(JobKind.GENERATION) >= 1
+    assert set(jobs.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+    assert Job.objects.exclude(status=JobStatus.SUCCEEDED).count() == 0
+
+    # The loop closes: the generation job made a new, started campaign of best checkpoint vs base.
+    for g in lineage["generation"]:
+        gen = GenerationJob.objects.get(pk=g["id"])
+        new = Campaign.objects.get(pk=gen.campaign_id)
+        assert new.status == CampaignStatus.ACTIVE and new.started_at is not None and new.items.exists()
+        assert new.source_ref == f"generation-job:{gen.pk}" and new.pk not in lineage["campaigns"]
+
+    # "Moved in the right direction", the check that holds at quick size: the labels the simulated
+    # annotators produced over HTTP carry the oracle's signal (well above chance), and the held-out
+    # labels' noise ceiling is above chance too. The RM and RL figures are reported but not asserted:
+    # at this size they are at chance level (docs/demo-results.md, "Through the platform").
+    assert ann["label_oracle_agreement"] > 0.55, ann
+    ceiling = _unit_values(rm["human_ceiling"])
+    assert sum(ceiling) / len(ceiling) > 0.55, rm["human_ceiling"]
