@@ -9,18 +9,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-
-def _parse_override(item: str) -> tuple[str, Any]:
-    """``key=value``; the value is JSON when it parses (numbers, lists, dicts, booleans), else a string."""
-    if "=" not in item:
-        raise ValueError(f"--set {item!r} must look like key=value")
-    key, raw = item.split("=", 1)
-    try:
-        return key.strip(), json.loads(raw)
-    except json.JSONDecodeError:
-        return key.strip(), raw
+from rewardtrain.engine.config import parse_override
 
 
 def _bar(total: int | None = None):
@@ -54,7 +44,7 @@ def _cmd_train(args) -> int:
         raise ValueError(f"config file {path} not found")
     data = json.loads(path.read_text())
     for item in args.set or []:
-        key, value = _parse_override(item)
+        key, value = parse_override(item)
         data[key] = value
     config = RLConfig.from_dict(data)
     bar, progress = _bar(config.max_steps)
