@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(args: list[str], **env) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "DJANGO_READ_DOT_ENV_FILE": "false", **env}
+    full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' event loop only
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=180)
 
 

@@ -111,3 +111,23 @@ def test_pretrain_reduces_the_loss_writes_a_loadable_pipeline_and_caches(tmp_pat
     assert again["cached"] and again["config_hash"] == result["config_hash"]
     changed = pretrain(config.replace(steps=10, vae_steps=0, output_dir=str(tmp_path / "pre2")))
     assert not changed["cached"] and changed["config_hash"] != result["config_hash"]
+
+
+def test_wider_reward_base_loads_and_scores(tmp_path):
+    """``build_reward_base`` size keywords give a loadable Qwen2.5-VL folder with the same template."""
+    from PIL import Image
+
+    from rewardtrain.engine.data import PairCollator
+    from rewardtrain.engine.model import forward_log_odds, load_reward_model
+
+    folder = experiment.build_reward_base(tmp_path / "rm", min_pixels=56 * 56, max_pixels=56 * 56,
+                                          text_hidden_size=96, text_layers=3, vision_hidden_size=48)
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config", config)
+    assert text["hidden_size"] == 96 and text["num_hidden_layers"] == 3
+    rm = load_reward_model(folder, min_pixels=56 * 56, max_pixels=56 * 56)
+    img = Image.new("RGB", (56, 56), (200, 30, 30))
+    batch = PairCollator(rm.processor).encode([(img, img, "fill", "aesthetics", "")])
+    with torch.no_grad():
+        out = forward_log_odds(rm.model, batch, rm.yes_token_id, rm.no_token_id)
+    assert out.shape == (1,) and torch.isfinite(out).all()
