@@ -309,7 +309,10 @@ def snapshot_build_now(campaigns: Sequence[Campaign], *, name: str, user: User |
 
 def reward_base_ensure(cfg: dict, *, seed: int, cache_dir: Path) -> Path:
     opts = cfg["reward"].get("base", {})
-    out = cache_dir / f"rm-base-{seed}-{opts.get('min_pixels', 12544)}-{opts.get('max_pixels', 12544)}"
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_dir / f"rm-base-{seed}-{key}"  # keyed on every base option (sizes may be added)
     if not (out / "onereward-base.ok").is_file():
         ex.build_reward_base(out, seed=seed, **opts)
         (out / "onereward-base.ok").write_text("built by demo\n")
