@@ -56,7 +56,7 @@ class PolicyRunOut(serializers.ModelSerializer):
 
     class Meta:
         model = PolicyRun
-        fields = ["id", "job", "reward_model", "base_policy", "algorithm", "config", "output_dir", "conditions_dir",
+        fields = ["id", "job", "reward_model", "base_policy", "algorithm", "processes", "config", "output_dir", "conditions_dir",
                   "sample_filter", "checkpoint", "started_by", "created_at"]
 
     def get_reward_model(self, obj: PolicyRun) -> dict:
@@ -101,6 +101,7 @@ class PolicyRunIn(_SampleSelection):
     algorithm = serializers.ChoiceField(choices=Algorithm.choices, default=Algorithm.FIXED)
     overrides = serializers.DictField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    processes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64)
 
 
 class GenerationIn(_SampleSelection):
@@ -162,7 +163,7 @@ class PolicyRunListCreateApi(APIView):
         run = services.policy_run_start(
             reward_model=_reward_model(v["reward_model"]), base_policy=v.get("base_policy") or None,
             algorithm=int(v["algorithm"]), overrides=v.get("overrides") or {}, sample_filter=data.sample_filter(),
-            user=request.user, name=v.get("name", ""),
+            user=request.user, name=v.get("name", ""), processes=v["processes"],
         )
         return Response(PolicyRunOut(run).data, status=status.HTTP_201_CREATED)
 

@@ -31,6 +31,9 @@ class PolicyRun(models.Model):
     output_dir = models.CharField(max_length=500)
     conditions_dir = models.CharField(max_length=500, blank=True)
     sample_filter = models.JSONField(default=dict, blank=True, help_text="Which samples were exported as conditions.")
+    processes = models.PositiveSmallIntegerField(
+        default=1, help_text="Ranks on the worker's machine; >1 launches the engine under torchrun (DDP)."
+    )
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

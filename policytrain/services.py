@@ -219,11 +219,15 @@ def build_rl_config(*, base_policy: str, algorithm: int, overrides: dict | None,
 
 def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm: int = 1,
                      overrides: dict | None = None, samples=None, sample_filter: dict | None = None,
-                     user: User | None = None, name: str = "", enqueue: bool = True) -> PolicyRun:
+                     user: User | None = None, name: str = "", enqueue: bool = True,
+                     processes: int = 1) -> PolicyRun:
     """Validate, export the condition samples, create Job + PolicyRun, and enqueue the training task.
 
     ``enqueue=False`` leaves the job queued without a message (``train_policy --sync`` runs it in-process).
+    ``processes`` > 1 trains under torchrun (DDP, gradients averaged across ranks) on the worker's machine.
     """
+    if not 1 <= int(processes) <= 64:
+        raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
     if algorithm not in (1, 2):
         raise ApplicationError("Unknown algorithm.", fields={"algorithm": ["Must be 1 (fixed) or 2 (EMA reference)."]})
     base = validate_base_policy(base_policy)
@@ -261,7 +265,7 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
         run = PolicyRun.objects.create(
             job=job, reward_model=reward_model, base_policy=base, algorithm=algorithm, config=config.to_dict(),
             output_dir=str(output_dir), conditions_dir=str(conditions_dir), sample_filter=sample_filter,
-            started_by=user,
+            started_by=user, processes=processes,
         )
         if enqueue:
             transaction.on_commit(lambda: _enqueue("policy_train_task", job.pk))
@@ -285,10 +289,16 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
     if job.config.get("resume"):
         data["resume"] = True
     config = RLConfig.from_dict(data)
-    try:
-        result = train(config, progress=reporter.progress, should_stop=reporter.should_stop)
-    except RunCancelled as exc:
-        raise JobCancelled(str(exc)) from exc
+    if run.processes > 1:
+        from jobs.launcher import run_distributed
+
+        result = run_distributed(module="policytrain.engine", config=config.to_dict(), run_dir=Path(config.output_dir),
+                                 processes=run.processes, reporter=reporter, total_steps=config.max_steps)
+    else:
+        try:
+            result = train(config, progress=reporter.progress, should_stop=reporter.should_stop)
+        except RunCancelled as exc:
+            raise JobCancelled(str(exc)) from exc
     final = Path(config.output_dir) / result.get("final_dir", "final")
     if not final.is_dir():
         raise RuntimeError(f"the engine reported success but wrote no {final}")

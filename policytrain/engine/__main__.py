@@ -36,8 +36,10 @@ def _cmd_build_tiny(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import os
+
     from .config import RLConfig
-    from .rl import train
+    from .rl import RunCancelled, train
 
     path = Path(args.config)
     if not path.is_file():
@@ -47,11 +49,17 @@ def _cmd_train(args) -> int:
         key, value = parse_override(item)
         data[key] = value
     config = RLConfig.from_dict(data)
-    bar, progress = _bar(config.max_steps)
+    quiet = args.quiet or int(os.environ.get("RANK", "0")) != 0
+    bar, progress = (None, None) if quiet else _bar(config.max_steps)
+    stop_file = Path(args.stop_file) if args.stop_file else None
     try:
-        result = train(config, progress=progress)
+        result = train(config, progress=progress, should_stop=(lambda: stop_file.exists()) if stop_file else None)
+    except RunCancelled as exc:
+        print(str(exc), file=sys.stderr)
+        return 3  # stopped on request, with a resumable checkpoint
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     print(json.dumps({k: result[k] for k in ("status", "steps", "final_dir")}))
     return 0
 
@@ -92,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run OneReward RL")
     p.add_argument("--config", required=True, help="RLConfig as JSON")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--stop-file", help="stop (with a resumable checkpoint, exit 3) when this file appears")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("generate", help="fill a conditions folder with a policy")
     p.add_argument("--conditions", required=True)

@@ -213,6 +213,16 @@ def _all_reduce_grads(params: dict[str, torch.nn.Parameter], world: int) -> None
         offset += n
 
 
+def _stop_everywhere(should_stop: Callable[[], bool] | None, rank: int, world: int) -> bool:
+    """Rank 0 asks ``should_stop``; every rank gets its answer, so all stop at the same step."""
+    flag = bool(should_stop()) if should_stop is not None and rank == 0 else False
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def _broadcast_params(params: dict[str, torch.nn.Parameter], world: int) -> None:
     if world > 1:
         for p in params.values():
@@ -420,7 +430,7 @@ def train(
     last_row: dict = {}
 
     while state.step < config.max_steps:
-        if should_stop is not None and should_stop():
+        if _stop_everywhere(should_stop, rank, world):
             if is_main:
                 save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
             raise RunCancelled(f"cancelled at step {state.step}")

@@ -1,6 +1,5 @@
 """Generation jobs (checkpoint vs opponent → candidates → a started pairwise campaign), the REST API's
 permissions, and the rule that the web side never imports torch."""
-# ruff: noqa: F811  (pytest fixtures imported from test_policy_runs are used as arguments)
 from __future__ import annotations
 
 import json
@@ -26,14 +25,7 @@ from policytrain.services import (
     policy_run_start,
 )
 from tests.factories import make_sample, make_user
-from tests.policytrain.test_policy_runs import (  # noqa: F401 - fixtures
-    FAST,
-    make_reward_model,
-    make_samples,
-    tiny_base,
-    tiny_flux_dir,
-    tiny_reward_dir,
-)
+from tests.policytrain.test_policy_runs import FAST, make_reward_model, make_samples
 
 pytest.importorskip("torch")
 GEN = {"num_inference_steps": 2, "max_sequence_length": 16}

@@ -33,8 +33,11 @@ def test_cancelling_a_distributed_run_stops_every_rank_with_a_checkpoint():
                            overrides={**FAST, "max_steps": 400, "batch_size": 2, "save_every": 2})
 
     def cancel_when_training():
+        from django.db import connection
+
         wait_for(lambda: Path(run.output_dir, "metrics.jsonl").exists(), timeout=120, message="training to start")
         job_cancel(job=Job.objects.get(pk=run.job_id))
+        connection.close()  # this thread's own connection, or the test database cannot be dropped
 
     canceller = threading.Thread(target=cancel_when_training)
     canceller.start()
