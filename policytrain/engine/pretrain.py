@@ -179,9 +179,9 @@ def build_fill_pipeline(
 ) -> Path:
     """A tiny FluxFillPipeline like ``tiny.build_tiny_fill_pipeline`` with a configurable transformer
     and VAE size (same tokenizers, text encoders and scheduler; same 384→64 Fill channels)."""
-    from diffusers import AutoencoderKL, FluxFillPipeline, FluxTransformer2DModel
+    from diffusers import FluxFillPipeline
 
-    from .tiny import build_tiny_fill_pipeline
+    from .tiny import build_tiny_fill_pipeline, tiny_transformer, tiny_vae
 
     out = Path(out_dir)
     scratch = out.with_name(out.name + ".tiny-tmp")
@@ -192,32 +192,10 @@ def build_fill_pipeline(
     pooled_dim = pipe.text_encoder.config.hidden_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=tuple(vae_block_out_channels),
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=8,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-        )
-        c_lat, s = 16, 8
-        transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=8 * c_lat + 4 * s * s,
-            out_channels=4 * c_lat,
-            num_layers=num_layers,
-            num_single_layers=num_single_layers,
-            attention_head_dim=attention_head_dim,
-            num_attention_heads=num_attention_heads,
-            joint_attention_dim=text_dim,
-            pooled_projection_dim=pooled_dim,
-            guidance_embeds=True,
+        vae = tiny_vae(tuple(vae_block_out_channels))
+        transformer = tiny_transformer(
+            num_layers=num_layers, num_single_layers=num_single_layers, attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads, text_dim=text_dim, pooled_dim=pooled_dim,
             axes_dims_rope=rope_axes(attention_head_dim),
         )
     pipe.register_modules(vae=vae, transformer=transformer)

@@ -82,32 +82,16 @@ def _t5_tokenizer():
     return T5TokenizerFast(vocab=vocab, extra_ids=0)
 
 
-def build_tiny_fill_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
-    """Build, save and return the folder of a randomly initialised tiny ``FluxFillPipeline``.
+def tiny_vae(block_out_channels: tuple[int, ...] = (16, 16, 32, 32)):
+    """A FLUX-style VAE (16 latent channels, 8× down-sampling, no quant convs) at tiny width."""
+    from diffusers import AutoencoderKL
 
-    The folder has the hub layout (``transformer/``, ``vae/``, ``text_encoder/`` ...), so it loads
-    exactly like a real FLUX.1-Fill-dev folder.
-    """
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxFillPipeline,
-        FluxTransformer2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tokenizer = _clip_tokenizer()
-    tokenizer_2 = _t5_tokenizer()
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * len(block_out_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(block_out_channels),
+        block_out_channels=tuple(block_out_channels),
         layers_per_block=1,
         latent_channels=16,
         norm_num_groups=8,
@@ -116,19 +100,50 @@ def build_tiny_fill_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
         scaling_factor=0.3611,
         shift_factor=0.1159,
     )
-    transformer = FluxTransformer2DModel(
+
+
+def tiny_transformer(*, num_layers: int = 1, num_single_layers: int = 2, attention_head_dim: int = 16,
+                     num_attention_heads: int = 2, text_dim: int = 32, pooled_dim: int = 32,
+                     axes_dims_rope: tuple[int, int, int] = (4, 6, 6)):
+    """A FluxTransformer2DModel with the real Fill packing: in 8·16 + 4·8² = 384, out 64 channels."""
+    from diffusers import FluxTransformer2DModel
+
+    c_lat, s = 16, 8
+    return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=384,
-        out_channels=64,
-        num_layers=1,
-        num_single_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
+        in_channels=8 * c_lat + 4 * s * s,
+        out_channels=4 * c_lat,
+        num_layers=num_layers,
+        num_single_layers=num_single_layers,
+        attention_head_dim=attention_head_dim,
+        num_attention_heads=num_attention_heads,
+        joint_attention_dim=text_dim,
+        pooled_projection_dim=pooled_dim,
         guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
+        axes_dims_rope=tuple(axes_dims_rope),
     )
+
+
+def build_tiny_fill_pipeline(out_dir: str | Path, seed: int = 0) -> Path:
+    """Build, save and return the folder of a randomly initialised tiny ``FluxFillPipeline``.
+
+    The folder has the hub layout (``transformer/``, ``vae/``, ``text_encoder/`` ...), so it loads
+    exactly like a real FLUX.1-Fill-dev folder.
+    """
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxFillPipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _clip_tokenizer()
+    tokenizer_2 = _t5_tokenizer()
+    vae = tiny_vae()
+    transformer = tiny_transformer()
     vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
