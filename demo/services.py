@@ -71,7 +71,7 @@ ANNOTATOR_PREFIX = "sim-annotator-"
 
 
 class DemoError(RuntimeError):
-    pass
+    """A demo stage could not complete; the message names the stage and the reason."""
 
 
 @dataclasses.dataclass
@@ -269,7 +269,7 @@ def local_server(base_url: str | None) -> Iterator[str]:
 
     class QuietHandler(WSGIRequestHandler):
         def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-            pass
+            """Silence per-request access logs: thousands of annotator requests would bury the demo's output."""
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -79,8 +79,8 @@ def _quiet_libraries() -> None:
         diffusers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         diffusers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001, S110 - logging tweaks must never break a run
-        pass
+    except Exception:  # noqa: BLE001 - logging tweaks must never break a run
+        return
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 try:  # the web-only install has no torch; engine tests import it themselves
     import torch
-
-    torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
-    pass
+    torch = None
+if torch is not None:
+    torch.set_num_threads(1)
 
 _LOOPBACK = ("127.", "::1", "localhost", "0.0.0.0")
 _real_connect = socket.socket.connect

@@ -3,7 +3,7 @@
 The tiny model keeps the real Fill channel arithmetic (latent channels 16, VAE scale factor 8, so the
 transformer takes 8*16 + 4*8*8 = 384 channels and predicts 64), which means every packing and
 conditioning code path is the one a real FLUX.1-Fill-dev folder exercises. Sizes follow
-/work/shared/research/feasibility.md section 3.
+the team's feasibility notes (shared/research/feasibility.md, section 3).
 """
 
 from __future__ import annotations
