@@ -130,27 +130,28 @@ def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
                  ceiling=ceiling, per_task=per_task)
 
 
+def _picked_pair(request: HttpRequest, queryset):
+    """``?a=&b=`` → (a, b, (obj_a, obj_b)) when both name rows of ``queryset``, else (a, b, None)."""
+    a, b = request.GET.get("a"), request.GET.get("b")
+    if not (a and b and a.isdigit() and b.isdigit()):
+        return a, b, None
+    first, second = queryset.filter(pk=a).first(), queryset.filter(pk=b).first()
+    return a, b, (first, second) if first and second else None
+
+
 @staff_page
 def compare_reward_models(request: HttpRequest) -> HttpResponse:
     models = RewardModel.objects.order_by("-id")
-    a, b = request.GET.get("a"), request.GET.get("b")
-    data = None
-    if a and b and a.isdigit() and b.isdigit():
-        ma, mb = models.filter(pk=a).first(), models.filter(pk=b).first()
-        if ma and mb:
-            data = reward_model_compare(ma, mb)
+    a, b, pair = _picked_pair(request, models)
+    data = reward_model_compare(*pair) if pair else None
     return _dash(request, "compare_reward.html", "registry", models=models[:200], data=data, a=a, b=b)
 
 
 @staff_page
 def compare_checkpoints(request: HttpRequest) -> HttpResponse:
     ckpts = PolicyCheckpoint.objects.select_related("run").order_by("-id")
-    a, b = request.GET.get("a"), request.GET.get("b")
-    data = None
-    if a and b and a.isdigit() and b.isdigit():
-        ca, cb = ckpts.filter(pk=a).first(), ckpts.filter(pk=b).first()
-        if ca and cb:
-            data = checkpoint_compare(ca, cb)
+    a, b, pair = _picked_pair(request, ckpts)
+    data = checkpoint_compare(*pair) if pair else None
     return _dash(request, "compare_checkpoints.html", "registry", checkpoints=ckpts[:200], data=data, a=a, b=b)
 
 

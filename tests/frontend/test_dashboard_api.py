@@ -184,6 +184,11 @@ def test_policy_run_detail_reads_reward_vs_reference_table(settings):
     for url in [f"/dashboard/reward-models/{model.pk}/", f"/dashboard/checkpoints/{ckpt.pk}/",
                 f"/dashboard/compare/checkpoints/?a={ckpt.pk}&b={ckpt.pk}", f"/dashboard/runs/{job.pk}/"]:
         assert c.get(url).status_code == 200, url
+    # The compare pages render both sides when both ids exist, and only the pickers otherwise.
+    side_b = 'class="side-tag b"'
+    assert side_b in c.get(f"/dashboard/compare/reward-models/?a={model.pk}&b={model.pk}").content.decode()
+    assert side_b in c.get(f"/dashboard/compare/checkpoints/?a={ckpt.pk}&b={ckpt.pk}").content.decode()
+    assert side_b not in c.get(f"/dashboard/compare/checkpoints/?a={ckpt.pk}&b=999999").content.decode()
 
 
 def test_start_campaign_from_candidates_api():

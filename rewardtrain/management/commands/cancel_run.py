@@ -1,23 +1,8 @@
-from django.core.management.base import BaseCommand, CommandError
-
-from core.errors import ApplicationError
-
-from ...models import RewardRun
 from ...services import reward_run_cancel
+from ._run_action import RunActionCommand
 
 
-class Command(BaseCommand):
+class Command(RunActionCommand):
     help = "Cancel a reward run (queued: at once; running: at its next step, with a resumable checkpoint)."
-
-    def add_arguments(self, parser):
-        parser.add_argument("run_id", type=int)
-
-    def handle(self, *args, **o):
-        run = RewardRun.objects.filter(pk=o["run_id"]).first()
-        if run is None:
-            raise CommandError(f"reward run {o['run_id']} does not exist")
-        try:
-            run = reward_run_cancel(run=run)
-        except ApplicationError as exc:
-            raise CommandError(exc.message) from None
-        self.stdout.write(f"reward run {run.pk}: cancel requested (job {run.job.status})")
+    action = staticmethod(reward_run_cancel)
+    done = "reward run {run.pk}: cancel requested (job {run.job.status})"
