@@ -130,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rewardtrain.engine.cli_exit import exit_process
+
+    exit_process(main())

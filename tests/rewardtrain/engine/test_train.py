@@ -1,5 +1,6 @@
 """Training: learns a pixel criterion, resumes exactly, cancels resumably, matches under torchrun."""
 
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,20 @@ def _train_losses(run_dir):
     return [x["loss"] for x in lines if x["kind"] == "train"]
 
 
+def _kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text`` (the launcher and its ranks)."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+
+
 def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
     cfg = base_config.replace(max_steps=4, output_dir=str(tmp_path / "one"))
     train(cfg)
@@ -82,19 +97,21 @@ def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
     config_path = tmp_path / "two.json"
     config_path.write_text(json.dumps(two.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    # --standalone picks a free rendezvous port; a new session lets us kill the workers on timeout.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "rewardtrain.engine", "train", "--config", str(config_path), "--quiet"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    # --standalone picks a free rendezvous port. Output goes to a file, not a pipe: torchrun starts
+    # its ranks in sessions of their own, and a stray rank holding a pipe would block us forever.
+    log_path = tmp_path / "torchrun.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+             "-m", "rewardtrain.engine", "train", "--config", str(config_path), "--quiet"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
-        _, stderr = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("torchrun run timed out")
-    assert proc.returncode == 0, stderr[-3000:]
+        _kill_processes_mentioning(str(config_path))
+        pytest.fail("torchrun run timed out:\n" + log_path.read_text()[-3000:])
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
     one_losses, two_losses = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
     assert len(one_losses) == len(two_losses) == 4
     assert max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)) < 1e-4
