@@ -64,6 +64,23 @@ def build_policy(dry: bool, device: torch.device, dtype: torch.dtype) -> tuple[F
     return FillPolicy(pipe, device=device, dtype=dtype), tr["joint_attention_dim"], tr["pooled_projection_dim"]
 
 
+def reward_config(dry: bool, tokenizer):
+    """The tiny test tokenizer's Qwen2.5-VL config, at Qwen2.5-VL-7B sizes unless ``dry``."""
+    from rewardtrain.engine.tiny import tiny_model_config
+
+    config = tiny_model_config(tokenizer)
+    if not dry:  # Qwen2.5-VL-7B sizes; token ids of the tiny tokenizer fit in the real vocabulary
+        text = config.text_config
+        text.vocab_size, text.hidden_size, text.intermediate_size = 152064, 3584, 18944
+        text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads = 28, 28, 4
+        text.rope_parameters = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+        text.layer_types = ["full_attention"] * text.num_hidden_layers  # one entry per layer
+        vision = config.vision_config
+        vision.depth, vision.hidden_size, vision.intermediate_size, vision.num_heads = 32, 1280, 3420, 16
+        vision.out_hidden_size, vision.fullatt_block_indexes = 3584, [7, 15, 23, 31]
+    return config
+
+
 def build_reward(dry: bool, device: torch.device, dtype: torch.dtype):
     """RewardScorer around a random Qwen2.5-VL (7B sizes unless dry) with the tiny test tokenizer."""
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -72,18 +89,10 @@ def build_reward(dry: bool, device: torch.device, dtype: torch.dtype):
     from rewardtrain.engine.model import resolve_answer_token_ids
     from rewardtrain.engine.processor import ImageOnlyQwen2_5_VLProcessor
     from rewardtrain.engine.scorer import RewardScorer
-    from rewardtrain.engine.tiny import CHAT_TEMPLATE, build_tiny_tokenizer, tiny_model_config
+    from rewardtrain.engine.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(0)
-    config = tiny_model_config(tokenizer)
-    if not dry:  # Qwen2.5-VL-7B sizes; token ids of the tiny tokenizer fit in the real vocabulary
-        text = config.text_config
-        text.vocab_size, text.hidden_size, text.intermediate_size = 152064, 3584, 18944
-        text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads = 28, 28, 4
-        text.rope_parameters = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
-        vision = config.vision_config
-        vision.depth, vision.hidden_size, vision.intermediate_size, vision.num_heads = 32, 1280, 3420, 16
-        vision.out_hidden_size, vision.fullatt_block_indexes = 3584, [7, 15, 23, 31]
+    config = reward_config(dry, tokenizer)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -103,9 +112,10 @@ def build_reward(dry: bool, device: torch.device, dtype: torch.dtype):
     return RewardScorer(model, processor, yes, no), sum(p.numel() for p in model.parameters())
 
 
-def run(dry: bool, size: int, steps: int, policy_steps: int, ref_steps: int, rank: int) -> dict:
+def run(dry: bool, size: int, steps: int, policy_steps: int, ref_steps: int, rank: int,
+        dtype: torch.dtype | None = None) -> dict:
     device = torch.device("cpu" if dry else "cuda")
-    dtype = torch.float32 if dry else torch.bfloat16
+    dtype = dtype or (torch.float32 if dry else torch.bfloat16)
     t0 = time.time()
     policy, joint_dim, pooled_dim = build_policy(dry, device, dtype)
     torch.manual_seed(0)
@@ -170,13 +180,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--policy-steps", type=int, default=28)
     parser.add_argument("--reference-steps", type=int, default=28)
     parser.add_argument("--lora-rank", type=int, default=64)
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                        help="weights dtype (default: bfloat16 on the GPU, float32 for --dry-run)")
+    parser.add_argument("--sdp", choices=["default", "no-cudnn", "math"], default="no-cudnn",
+                        help="attention kernels: 'no-cudnn' (default) turns off cuDNN attention, whose backward "
+                             "failed on an H200 with torch 2.11 (mha_graph.execute); 'math' turns off all fused ones")
     args = parser.parse_args(argv)
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
         parser.error("no CUDA device; use --dry-run on a CPU machine")
     size = args.size or (64 if dry else 512)
     ps, rs = (3, 2) if dry else (args.policy_steps, args.reference_steps)
-    out = run(dry, size, args.steps if not dry else 2, ps, rs, 4 if dry else args.lora_rank)
+    if args.sdp != "default":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    if args.sdp == "math":
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    out = run(dry, size, args.steps if not dry else 2, ps, rs, 4 if dry else args.lora_rank, dtype)
     print(f"policy {out['policy_params'] / 1e9:.3f} B params, LoRA {out['lora_params'] / 1e6:.2f} M, "
           f"reward model {out['rm_params'] / 1e9:.3f} B, build {out['build_s']:.1f} s")
     print(f"{'step':>4} {'reference_s':>12} {'policy_s':>9} {'reward+bwd_s':>13} {'total_s':>8} {'loss':>8}")

@@ -75,6 +75,9 @@ class RLConfig:
     - ``deploy_weights`` "ema": the EMA is the smoother, less reward-hacked model; under Algorithm 2
       it is also the model the paper calls πref and releases.
     - ``mixed_precision`` "auto": bf16 on CUDA, fp32 on CPU ("bf16" on CPU is an error).
+    - ``cudnn_attention`` False: on an H200 (torch 2.11 + CUDA 13) the backward of cuDNN's fused
+      attention failed inside the RL step (``mha_graph.execute``) while flash / memory-efficient
+      attention ran it at 5.4 s per step (docs/benchmarks.md); True lets torch pick cuDNN again.
     """
 
     base_policy: str
@@ -110,6 +113,7 @@ class RLConfig:
     resolution: int = 512
     gradient_checkpointing: bool = True
     mixed_precision: str = "auto"
+    cudnn_attention: bool = False
     device: str = "auto"
     save_every: int = 500
     sample_grid_every: int = 250

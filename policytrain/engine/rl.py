@@ -199,6 +199,16 @@ def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def configure_attention_kernels(config: RLConfig, device: torch.device) -> None:
+    """Keep cuDNN's fused attention out of the RL step unless the config asks for it.
+
+    Its backward failed on an H200 (see ``RLConfig.cudnn_attention``); torch then falls back to
+    the flash or memory-efficient kernels, which are as fast for these shapes.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(config.cudnn_attention)
+
+
 def _all_reduce_grads(params: dict[str, torch.nn.Parameter], world: int) -> None:
     if world <= 1:
         return
@@ -360,6 +370,7 @@ def train(
     """
     started = time.time()
     rank, world, device = _dist_setup(config.device)
+    configure_attention_kernels(config, device)
     is_main = rank == 0
     out = Path(config.output_dir)
     weight_dtype, use_bf16 = _resolve_dtype(config, device)

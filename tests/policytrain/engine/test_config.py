@@ -49,3 +49,20 @@ def test_log_odds_ceiling_is_logit_of_lambda():
 def test_generate_config_needs_a_model():
     with pytest.raises(ValueError, match="base_policy"):
         GenerateConfig(conditions_dir="c", out_dir="o")
+
+
+@pytest.mark.parametrize(("allowed", "expected"), [(False, False), (True, True)])
+def test_cudnn_attention_follows_the_config_on_cuda_only(allowed, expected):
+    import torch
+
+    from policytrain.engine.rl import configure_attention_kernels
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(not expected)
+        configure_attention_kernels(RLConfig(**BASE, cudnn_attention=allowed), torch.device("cpu"))
+        assert torch.backends.cuda.cudnn_sdp_enabled() is (not expected)  # CPU runs leave it alone
+        configure_attention_kernels(RLConfig(**BASE, cudnn_attention=allowed), torch.device("cuda"))
+        assert torch.backends.cuda.cudnn_sdp_enabled() is expected
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
