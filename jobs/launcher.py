@@ -8,6 +8,7 @@ Nothing here imports torch: the subprocess does.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -28,11 +29,46 @@ def _tail_lines(path: Path, offset: int) -> tuple[list[str], int]:
     return data[:end].decode(errors="replace").splitlines(), offset + end
 
 
+def _written_since(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since - 1  # 1 s of slack for coarse file-system clocks
+    except FileNotFoundError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM torchrun (it passes the signal to its ranks), then SIGKILL whatever is left.
+
+    The ranks run in sessions of their own, so they are found as torchrun's children rather than
+    by process group.
+    """
+    import psutil
+
+    try:
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        ranks = []
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    for rank in ranks:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            rank.kill()
+
+
 def run_distributed(
     *, module: str, config: dict, run_dir: Path, processes: int, reporter: JobReporter, total_steps: int = 0,
-    poll_seconds: float = 0.5,
+    poll_seconds: float = 0.5, exit_grace_seconds: float = 120.0,
 ) -> dict:
-    """Train ``module`` (``rewardtrain.engine`` / ``policytrain.engine``) on ``processes`` ranks."""
+    """Train ``module`` (``rewardtrain.engine`` / ``policytrain.engine``) on ``processes`` ranks.
+
+    Once the ranks have written ``result.json`` the run is done. If they are still alive
+    ``exit_grace_seconds`` later (a rank stuck in teardown), they are stopped and the result
+    stands, so that a finished run is never left hanging in the job.
+    """
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     # Launch files sit beside the run folder: the engine refuses to start in a non-empty new folder.
@@ -44,8 +80,11 @@ def run_distributed(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
            "-m", module, "train", "--config", str(launch_config), "--quiet", "--stop-file", str(stop_file)]
     reporter.log(f"launching {processes} processes: torchrun -m {module} train")
-    metrics = run_dir / "metrics.jsonl"
+    metrics, result_path = run_dir / "metrics.jsonl", run_dir / "result.json"
     offset = 0
+    launched_at = time.time()
+    result_seen_at: float | None = None
+    stuck_after_result = False
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -60,11 +99,19 @@ def run_distributed(
                 if reporter.should_stop() and not stop_file.exists():
                     stop_file.touch()
                     reporter.log("cancel requested: asked the ranks to checkpoint and stop")
+                if result_seen_at is None and _written_since(result_path, launched_at):
+                    result_seen_at = time.monotonic()
+                if result_seen_at is not None and time.monotonic() - result_seen_at > exit_grace_seconds:
+                    stuck_after_result = True
+                    reporter.log(f"the ranks wrote result.json but were still running {exit_grace_seconds:.0f} s "
+                                 "later: stopped them")
+                    break
                 time.sleep(poll_seconds)
         finally:
-            if proc.poll() is None:  # the worker itself is going down: take the ranks with it
-                proc.terminate()
-                proc.wait(30)
+            if proc.poll() is None:  # the worker is going down, or the ranks hang in teardown
+                _stop(proc)
+    if stuck_after_result:
+        return json.loads(result_path.read_text())
     # torchrun reports its ranks' exit 3 (stopped on request) as its own status 1, so the stop
     # file we wrote, not the status, tells a cancellation from a crash.
     if proc.returncode != 0 and stop_file.exists():

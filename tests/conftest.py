@@ -33,6 +33,14 @@ def pytest_configure(config):
     socket.socket.connect = _guarded_connect
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can tell in teardown that a test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Give every test run its own database, so runs on one server never collide."""
@@ -107,10 +115,12 @@ class WorkerHandle:
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, settings, tmp_path):
+def celery_worker_process(request, transactional_db, settings, tmp_path):
     """A real Celery worker process (Redis broker, the test database) for integration tests.
 
     Tests using it must be ``django_db(transaction=True)`` so the worker sees committed rows.
+    When the test fails, the worker's log and every job row are printed, so that a CI failure
+    says what the worker was doing.
     """
     import redis
     from django.db import connection
@@ -140,3 +150,17 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         yield worker
     finally:
         worker.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            _print_worker_state(worker)
+
+
+def _print_worker_state(worker: WorkerHandle) -> None:
+    from jobs.models import Job
+
+    print("--- jobs:")
+    for job in Job.objects.order_by("pk"):
+        print(f"job {job.pk} {job.kind} {job.status} step {job.step}/{job.total_steps} "
+              f"attempts {job.attempts} error {job.error[:300]!r}")
+    print("--- worker log (tail):")
+    print(worker.log_path.read_text()[-6000:] if worker.log_path.exists() else "(none)")

@@ -24,6 +24,7 @@ DEFAULT_LORA_TARGETS = (
 
 _DTYPES = ("float32", "bfloat16", "float16")
 _SCHEDULERS = ("cosine", "linear", "constant")
+_PARALLELISM = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class RewardTrainConfig:
         device: "cpu", "cuda", "cuda:1", ... or "auto" (cuda if available, else cpu).
         dtype: model weight dtype: "float32" (default), "bfloat16" or "float16".
         eval_batch_size: pairs per evaluation batch (16).
+        parallelism: how a torchrun job with several processes splits the work: "ddp" (default:
+            every rank holds the whole model, gradients are all-reduced) or "fsdp" (FSDP2
+            ``fully_shard`` on every decoder layer and vision block and on the root: weights,
+            gradients and AdamW states are sharded across ranks, for full fine-tuning of models
+            that do not fit one GPU). Ignored in a single process.
     """
 
     base_model: str
@@ -91,6 +97,7 @@ class RewardTrainConfig:
     device: str = "auto"
     dtype: str = "float32"
     eval_batch_size: int = 16
+    parallelism: str = "ddp"
 
     def __post_init__(self) -> None:
         errors = []
@@ -138,14 +145,20 @@ class RewardTrainConfig:
             errors.append("device must be 'auto', 'cpu' or 'cuda[:N]'")
         if self.eval_batch_size < 1:
             errors.append("eval_batch_size must be >= 1")
+        if self.parallelism not in _PARALLELISM:
+            errors.append(f"parallelism must be one of {', '.join(_PARALLELISM)}")
         if errors:
             raise ValueError("invalid RewardTrainConfig: " + "; ".join(errors))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RewardTrainConfig:
-        """Build a config from a plain dict, rejecting unknown keys with a clear message."""
+        """Build a config from a plain dict, rejecting unknown keys with a clear message.
+
+        Keys that start with "_" (``"_comment"``) are notes for people and are skipped.
+        """
         if not isinstance(data, dict):
             raise ValueError("config must be a JSON object")
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -45,9 +45,13 @@ from .loss import yes_no_cross_entropy
 from .model import forward_log_odds, load_reward_model
 from .processor import save_processor
 from .scorer import MODEL_CARD
+from .sharding import full_model_state, full_optimizer_state, load_full_state, shard_model
 from .template import CRITERIA, TEMPLATE_VERSION
 
 logger = logging.getLogger(__name__)
+
+#: Under FSDP, a checkpoint's trainable weights, keyed by parameter name (docs/engine-contracts.md).
+SHARDED_WEIGHTS = "trainable.safetensors"
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -78,6 +82,10 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def _under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def init_distributed(device: str) -> DistEnv:
@@ -203,6 +211,10 @@ class _Trainer:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.config.use_cache = False
         self.model.train()
+        self.sharded = self.env.distributed and config.parallelism == "fsdp"
+        if self.sharded:
+            units = shard_model(self.model, self.device)
+            logger.info("FSDP: %d shard units over %d ranks", units, self.env.world_size)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("no trainable parameters: check lora_target_modules")
@@ -216,7 +228,7 @@ class _Trainer:
             num_training_steps=self.total_steps,
         )
         self.forward_model: torch.nn.Module = self.model
-        if self.env.distributed:
+        if self.env.distributed and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward_model = DistributedDataParallel(
@@ -253,6 +265,13 @@ class _Trainer:
         dist.all_reduce(t)
         return t.tolist()
 
+    def _all_max(self, values: list[float]) -> list[float]:
+        if not self.env.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
     def _stop_requested(self) -> bool:
         flag = bool(self.should_stop()) if (self.should_stop is not None and self.env.is_main) else False
         if self.env.distributed:  # rank 0 decides for everybody, so all ranks stop at the same step
@@ -278,12 +297,21 @@ class _Trainer:
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:
         rng_states = _gather_objects(_rng_state(), self.env)  # every rank's RNG, written by rank 0
+        if self.sharded:  # collective: every rank hands its shards to rank 0
+            sharded_state = (full_model_state(self.model, trainable_only=True),
+                             full_optimizer_state(self.model, self.optimizer))
         final = self.out / "checkpoints" / f"step-{step}"
         if self.env.is_main:
             tmp = self.out / "checkpoints" / f".tmp-step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            if self.config.lora:
+            if self.sharded:
+                from safetensors.torch import save_file
+
+                # Keyed by parameter names, so any number of ranks can load it again.
+                save_file({n: t.contiguous() for n, t in sharded_state[0].items()}, tmp / SHARDED_WEIGHTS)
+                torch.save(sharded_state[1], tmp / "optimizer.pt")
+            elif self.config.lora:
                 # LoRA on lm_head leaves the base weight untouched: do not copy it into every checkpoint.
                 self.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
             else:
@@ -291,7 +319,8 @@ class _Trainer:
 
                 state = {n: p.detach().contiguous() for n, p in self.model.named_parameters()}
                 save_file(state, tmp / "model.safetensors")
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not self.sharded:
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rng_states, tmp / "rng.pt")
             epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
@@ -299,6 +328,7 @@ class _Trainer:
                 "step": step,
                 "total_steps": self.total_steps,
                 "world_size": self.env.world_size,
+                "parallelism": "fsdp" if self.sharded else "ddp",
                 "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
                 "seed": self.config.seed,
                 "saved_at": datetime.now(UTC).isoformat(),
@@ -314,7 +344,18 @@ class _Trainer:
 
     def _load_checkpoint(self, ckpt: Path) -> int:
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        if self.config.lora:
+        written_sharded = state.get("parallelism") == "fsdp"
+        if written_sharded != self.sharded:
+            raise ValueError(
+                f"checkpoint {ckpt} was written by a {'sharded (fsdp)' if written_sharded else 'ddp'} run; "
+                f"resume it with parallelism={'fsdp' if written_sharded else 'ddp'} on several processes"
+            )
+        if self.sharded:
+            from safetensors.torch import load_file
+
+            load_full_state(self.model, self.optimizer, load_file(ckpt / SHARDED_WEIGHTS),
+                            torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        elif self.config.lora:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
 
@@ -327,7 +368,9 @@ class _Trainer:
             result = self.model.load_state_dict(weights, strict=False)
             if result.unexpected_keys:
                 raise ValueError(f"checkpoint {ckpt} does not match the model: {result.unexpected_keys[:5]}")
-        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        if not self.sharded:
+            self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device,
+                                                      weights_only=True))
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
         rng_states = torch.load(ckpt / "rng.pt", weights_only=True)
         if self.env.rank < len(rng_states):
@@ -368,11 +411,16 @@ class _Trainer:
         mine = rows[self.env.rank :: self.env.world_size]
         loss_sum = correct = single = count = 0.0
         bs = max(1, self.config.eval_batch_size)
-        for start in range(0, len(mine), bs):
-            chunk = mine[start : start + bs]
-            batch = self._to_device(self.collator(chunk))
+        chunks = math.ceil(len(mine) / bs)
+        if self.sharded:  # every forward is collective, so all ranks run as many as the busiest one
+            chunks = int(self._all_max([float(chunks)])[0])
+        for index in range(chunks):
+            chunk = mine[index * bs : (index + 1) * bs]
+            batch = self._to_device(self.collator(chunk or rows[:1]))  # rows[:1]: a padding forward
             labels = batch.pop("labels")
             log_odds = forward_log_odds(self.model, batch, self.yes_id, self.no_id)
+            if not chunk:
+                continue
             n = len(chunk)
             loss_sum += yes_no_cross_entropy(log_odds, labels).item() * n
             wl, lw = log_odds[:n], log_odds[n:]
@@ -392,14 +440,24 @@ class _Trainer:
         return metrics
 
     # --------------------------------------------------------------------------------- finalise
+    def _unsharded_model(self) -> torch.nn.Module | None:
+        """Under FSDP, a plain copy of the trained model on rank 0 (None on the other ranks)."""
+        state = full_model_state(self.model)  # collective
+        if not self.env.is_main:
+            return None
+        plain = load_reward_model(self.config.base_model, self.config, device="cpu").model
+        plain.load_state_dict(state, strict=True)
+        return plain
+
     def _write_final(self, step: int) -> Path:
         final = self.out / "final"
+        trained = self._unsharded_model() if self.sharded else self.model
         if self.env.is_main:
             tmp = self.out / ".tmp-final"
             shutil.rmtree(tmp, ignore_errors=True)
             # Deploy merged weights: the scorer then loads a plain Qwen2.5-VL folder with no peft
             # dependency and no adapter overhead at inference.
-            model = self.model.merge_and_unload() if self.config.lora else self.model
+            model = trained.merge_and_unload() if self.config.lora else trained
             if self.config.gradient_checkpointing:
                 model.gradient_checkpointing_disable()
             model.config.use_cache = True
@@ -476,6 +534,7 @@ class _Trainer:
                 "train_seconds": train_seconds,
                 "pairs_per_s": trained_pairs / max(train_seconds, 1e-9),
                 "world_size": self.env.world_size,
+                "parallelism": "fsdp" if self.sharded else ("ddp" if self.env.distributed else "single"),
                 "template_version": TEMPLATE_VERSION,
             }
             if self.env.is_main:
@@ -484,7 +543,10 @@ class _Trainer:
             self._barrier()
             return result
         finally:
-            if self.env.initialized_here and dist.is_initialized():
+            # A torchrun rank leaves through cli_exit.exit_process right after this, and the OS frees
+            # the group then. Destroying a gloo group there hung one rank for good in CI (a known
+            # torch race, pytorch/pytorch#75097), so only processes started otherwise destroy it.
+            if self.env.initialized_here and dist.is_initialized() and not _under_torchrun():
                 dist.destroy_process_group()
 
 

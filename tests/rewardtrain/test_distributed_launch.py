@@ -17,11 +17,13 @@ from tests.rewardtrain.test_runs import FAST, reward_snapshot
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_two_process_run_succeeds_streams_metrics_and_registers_the_model():
-    run = reward_run_start(snapshot=reward_snapshot(), overrides=FAST, processes=2, enqueue=False)
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_two_process_run_succeeds_streams_metrics_and_registers_the_model(parallelism):
+    run = reward_run_start(snapshot=reward_snapshot(), overrides={**FAST, "parallelism": parallelism}, processes=2,
+                           enqueue=False)
     job = reward_run_execute_job(run.job_id)
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert job.result["train"]["world_size"] == 2
+    assert (job.result["train"]["world_size"], job.result["train"]["parallelism"]) == (2, parallelism)
     steps = set(MetricPoint.objects.filter(job=job, kind="train").values_list("step", flat=True))
     assert {1, FAST["max_steps"]} <= steps  # first and last points always reach the dashboard
     assert RewardModel.objects.filter(run=run).count() == 1

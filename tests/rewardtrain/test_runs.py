@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 from annotation.models import Sample, SnapshotStatus
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from jobs.models import Job, JobStatus
+from rewardtrain.engine.train import latest_checkpoint
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
 from tests.annotation.test_snapshots import annotate
@@ -33,6 +34,13 @@ def reward_snapshot(n_samples: int = 8, build: bool = True):
 
 def job_of(run: RewardRun) -> Job:
     return Job.objects.get(pk=run.job_id)
+
+
+def training(run: RewardRun, min_step: int) -> bool:
+    """True once the run is running at ``min_step`` or later; fails at once if it ended first."""
+    job = job_of(run)
+    assert not job.is_finished, f"the run ended {job.status} before step {min_step}: {job.error}"
+    return job.status == JobStatus.RUNNING and job.step >= min_step
 
 
 def finished(run: RewardRun):
@@ -103,12 +111,12 @@ def test_bad_inputs_end_failed_with_a_clear_error_and_no_model(celery_worker_pro
 @pytest.mark.django_db(transaction=True)
 def test_cancel_a_running_job_then_resume_finishes_it(celery_worker_process):
     snapshot = reward_snapshot()
-    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 150, "batch_size": 2})
-    wait_for(lambda: job_of(run).status == JobStatus.RUNNING and job_of(run).step >= 2, timeout=90,
-             message="the run to be training")
+    # Long enough (a few seconds even on a fast machine) that the cancel lands mid-run.
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 400, "batch_size": 2})
+    wait_for(lambda: training(run, 2), timeout=150, interval=0.05, message="the run to be training")
     reward_run_cancel(run=run)
     job = wait_for(lambda: finished(run), timeout=60, message="the cancellation")
-    assert job.status == JobStatus.CANCELLED and job.step < 150
+    assert job.status == JobStatus.CANCELLED and job.step < 400
     assert not RewardModel.objects.exists()
     assert any(Path(run.output_dir, "checkpoints").iterdir())
     reward_run_resume(run=run)
@@ -126,9 +134,11 @@ def test_a_killed_worker_leaves_a_failed_resumable_run_and_no_half_registered_mo
     import time
 
     snapshot = reward_snapshot()
-    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 200, "batch_size": 2, "save_every": 2})
-    wait_for(lambda: job_of(run).status == JobStatus.RUNNING and job_of(run).step >= 4, timeout=90,
-             message="the run to be training")
+    # The tiny run is fast (200 steps took 4-17 s), and the job row's step is written at most
+    # every 0.5 s: so kill on the first checkpoint on disk, in a run long enough to still be going.
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 400, "batch_size": 2, "save_every": 2})
+    wait_for(lambda: training(run, 0) and latest_checkpoint(run.output_dir) is not None, timeout=150, interval=0.05,
+             message="the run's first checkpoint")
     celery_worker_process.kill()
     assert job_of(run).status == JobStatus.RUNNING  # nobody knows yet
     time.sleep(4)  # past JOB_STALE_AFTER_SECONDS=3 for the test workers

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,16 +91,14 @@ def _kill_processes_mentioning(text: str) -> None:
                 os.kill(int(proc_dir.name), signal.SIGKILL)
 
 
-def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
-    cfg = base_config.replace(max_steps=4, output_dir=str(tmp_path / "one"))
-    train(cfg)
-    two = cfg.replace(output_dir=str(tmp_path / "two"))
-    config_path = tmp_path / "two.json"
-    config_path.write_text(json.dumps(two.to_dict()))
+def _torchrun(config, tmp_path: Path, name: str) -> Path:
+    """Train ``config`` on two gloo ranks under torchrun; returns the run folder."""
+    config_path = tmp_path / f"{name}.json"
+    config_path.write_text(json.dumps(config.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     # --standalone picks a free rendezvous port. Output goes to a file, not a pipe: torchrun starts
     # its ranks in sessions of their own, and a stray rank holding a pipe would block us forever.
-    log_path = tmp_path / "torchrun.log"
+    log_path = tmp_path / f"{name}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -107,12 +106,47 @@ def test_torchrun_two_processes_match_one_process(base_config, tmp_path):
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        proc.wait(timeout=120)
+        proc.wait(timeout=180)
     except subprocess.TimeoutExpired:
         _kill_processes_mentioning(str(config_path))
         pytest.fail("torchrun run timed out:\n" + log_path.read_text()[-3000:])
     assert proc.returncode == 0, log_path.read_text()[-3000:]
-    one_losses, two_losses = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
+    return Path(config.output_dir)
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one_process(base_config, tmp_path, parallelism):
+    """Same global batch, same loss curve and final weights, whether the ranks replicate (DDP) or
+    shard (FSDP2) the model."""
+    # FSDP with activation checkpointing, as a 7B full fine-tune would run it.
+    cfg = base_config.replace(max_steps=4, output_dir=str(tmp_path / "one"), gradient_checkpointing=parallelism == "fsdp")
+    train(cfg)
+    two = _torchrun(cfg.replace(output_dir=str(tmp_path / "two"), parallelism=parallelism), tmp_path, "two")
+    one_losses, two_losses = _train_losses(tmp_path / "one"), _train_losses(two)
     assert len(one_losses) == len(two_losses) == 4
     assert max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)) < 1e-4
-    assert json.loads((tmp_path / "two" / "result.json").read_text())["world_size"] == 2
+    result = json.loads((two / "result.json").read_text())
+    assert (result["world_size"], result["parallelism"]) == (2, parallelism)
+    a, b = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_fsdp_run_resumes_from_its_sharded_checkpoint(base_config, tmp_path):
+    """An FSDP checkpoint holds named full tensors; resuming from it ends on the uninterrupted
+    run's weights, and a DDP resume of it is refused with a clear message."""
+    full = _torchrun(base_config.replace(max_steps=4, save_every=2, keep_checkpoints=4, parallelism="fsdp",
+                                         output_dir=str(tmp_path / "full")), tmp_path, "full")
+    checkpoint = full / "checkpoints" / "step-2"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["parallelism"] == "fsdp"
+    assert any(".lora_A." in name for name in load_file(checkpoint / "trainable.safetensors"))
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(checkpoint, resumed_dir / "checkpoints" / "step-2")
+    with pytest.raises(ValueError, match="resume it with parallelism=fsdp"):
+        train(base_config.replace(max_steps=4, resume=True, output_dir=str(resumed_dir)))
+    resumed = _torchrun(base_config.replace(max_steps=4, resume=True, parallelism="fsdp",
+                                            output_dir=str(resumed_dir)), tmp_path, "resumed")
+    assert json.loads((resumed / "result.json").read_text())["resumed_from_step"] == 2
+    a, b = load_file(full / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

@@ -1,0 +1,83 @@
+"""FSDP2 sharding for the reward trainer (``parallelism="fsdp"``).
+
+Every Qwen2.5-VL decoder layer and vision block becomes its own shard unit, and the root takes
+the rest (embeddings, merger, norm, lm_head). Parameters, gradients and AdamW states then live
+in 1/N slices on each rank, and each unit is all-gathered only while it runs. That is what lets
+full fine-tuning of a 7B model fit GPUs that cannot hold weights, gradients and moments whole.
+
+State moves in and out as *full* state dicts keyed by parameter names. These are gathered to
+rank 0's CPU on save and scattered back from a full copy on every rank on load, so a checkpoint
+does not depend on how many ranks wrote it. All functions here are collective: every rank must
+call them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+#: Module classes that become their own FSDP unit (their parameters are gathered together).
+SHARD_UNIT_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
+
+
+def shard_model(model: torch.nn.Module, device: torch.device) -> int:
+    """Apply ``fully_shard`` to each shard unit, then to the root; returns the number of units.
+
+    Call it after LoRA is attached and ``requires_grad`` is set, and before the optimizer is built:
+    the optimizer must see the sharded parameters.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    units = [m for m in model.modules() if type(m).__name__ in SHARD_UNIT_CLASSES]
+    if not units:
+        raise ValueError(f"parallelism 'fsdp' found none of {', '.join(SHARD_UNIT_CLASSES)} in the model")
+    for unit in units:
+        fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return len(units)
+
+
+def _gathered(*, trainable_only: bool = False):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
+
+
+def full_model_state(model: torch.nn.Module, *, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """The whole (or only the trainable) state gathered on rank 0's CPU; other ranks get ``{}``."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_gathered(trainable_only=trainable_only))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer state keyed by parameter names, gathered on rank 0's CPU (``{}`` elsewhere)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_gathered())
+
+
+def load_full_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+) -> None:
+    """Scatter full state dicts (the same on every rank) into the sharded model and optimizer.
+
+    ``model_state`` may hold only the trainable weights (frozen ones come from the base model).
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in model_state]
+    if missing:
+        raise ValueError(f"checkpoint lacks trainable weights, e.g. {missing[:3]}")
+    set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, strict=False))
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
