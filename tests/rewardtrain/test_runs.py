@@ -56,7 +56,7 @@ def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worke
     from annotation.services.snapshots import _enqueue
 
     _enqueue(pending.job_id)
-    wait_for(lambda: Job.objects.get(pk=pending.job_id).is_finished, timeout=60, message="snapshot job")
+    wait_for(lambda: Job.objects.get(pk=pending.job_id).is_finished, timeout=120, message="snapshot job")
     pending.refresh_from_db()
     assert pending.status == SnapshotStatus.SUCCEEDED, pending.error
 
@@ -85,7 +85,7 @@ def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worke
                        {"pairs": [{"first": a, "second": b, "criterion": "structure"}]}, format="json")
     assert resp.status_code == 202, resp.content
     job_id = resp.json()["job"]["id"]
-    wait_for(lambda: Job.objects.get(pk=job_id).is_finished, timeout=60, message="the scoring job")
+    wait_for(lambda: Job.objects.get(pk=job_id).is_finished, timeout=120, message="the scoring job")
     scored = client.get(f"/api/reward/scores/{job_id}/").json()
     assert scored["job"]["status"] == "succeeded", scored["job"]["error"]
     assert 0.0 <= scored["scores"][0]["p_yes"] <= 1.0 and scored["scores"][0]["task"] == "fill"
@@ -115,12 +115,12 @@ def test_cancel_a_running_job_then_resume_finishes_it(celery_worker_process):
     run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 400, "batch_size": 2})
     wait_for(lambda: training(run, 2), timeout=150, interval=0.05, message="the run to be training")
     reward_run_cancel(run=run)
-    job = wait_for(lambda: finished(run), timeout=60, message="the cancellation")
+    job = wait_for(lambda: finished(run), timeout=120, message="the cancellation")
     assert job.status == JobStatus.CANCELLED and job.step < 400
     assert not RewardModel.objects.exists()
     assert any(Path(run.output_dir, "checkpoints").iterdir())
     reward_run_resume(run=run)
-    job = wait_for(lambda: finished(run), timeout=120, message="the resumed run")
+    job = wait_for(lambda: finished(run), timeout=240, message="the resumed run")
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2 and job.result["train"]["resumed_from_step"] > 0
     assert RewardModel.objects.filter(run=run).exists()
@@ -143,12 +143,12 @@ def test_a_killed_worker_leaves_a_failed_resumable_run_and_no_half_registered_mo
     assert job_of(run).status == JobStatus.RUNNING  # nobody knows yet
     time.sleep(4)  # past JOB_STALE_AFTER_SECONDS=3 for the test workers
     celery_worker_process.start()  # a new worker cleans up after the dead one
-    job = wait_for(lambda: finished(run), timeout=30, message="the lost run to be marked failed")
+    job = wait_for(lambda: finished(run), timeout=90, message="the lost run to be marked failed")
     assert job.status == JobStatus.FAILED
     assert job.error.startswith("Worker lost")
     assert not RewardModel.objects.exists()
     reward_run_resume(run=run)
-    job = wait_for(lambda: finished(run), timeout=180, message="the resumed run")
+    job = wait_for(lambda: finished(run), timeout=300, message="the resumed run")
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.result["train"]["resumed_from_step"] >= 2
     assert RewardModel.objects.filter(run=run).count() == 1
