@@ -324,7 +324,9 @@ def reward_overrides(cfg: dict, *, seed: int) -> dict:
     as ``synthetic.experiment.run_loop`` trains it."""
     from rewardtrain.engine.config import RewardTrainConfig
 
-    rcfg = {k: v for k, v in cfg["reward"].items() if k != "base"}
+    # "warm_start" is run_loop's optional curriculum (a short run on a few unanimous pairs before
+    # the main one); the platform demo trains one reward run per snapshot and skips it.
+    rcfg = {k: v for k, v in cfg["reward"].items() if k not in ("base", "warm_start")}
     opts = cfg["reward"].get("base", {})
     defaults = {f.name: f.default for f in dataclasses.fields(RewardTrainConfig)
                 if f.name in ("lora_r", "lora_alpha", "lora_dropout")}
@@ -348,8 +350,6 @@ def reward_train_now(snapshot: DatasetSnapshot, *, base_model: Path, overrides: 
     _require_succeeded(reward_run_execute_job(run.job_id, on_progress=on_progress), "reward model training")
     run.refresh_from_db()
     model = run.reward_model
-    # Workaround (rewardtrain engine): its model card has no "tasks" map, which the RL engine reads.
-    ex.ensure_tasks_card(model.path)
     return model
 
 

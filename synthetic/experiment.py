@@ -132,6 +132,18 @@ def generate_images(
     return images
 
 
+def candidate_spread(candidates: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+    """How visibly the candidates of a condition differ, in /255 units: mean per-image pixel std
+    (a washed-out grey image has a small one) and mean |a − b| over every candidate pair of a
+    condition (what an annotator, and the reward model, has to tell apart)."""
+    stds, diffs = [], []
+    for cands in candidates:
+        stds.extend(float(np.std(c)) for c in cands)
+        diffs.extend(float(np.mean(np.abs(a - b))) for a, b in combinations(cands, 2))
+    return {"image_std": 255 * float(np.mean(stds)) if stds else float("nan"),
+            "pair_abs_diff": 255 * float(np.mean(diffs)) if diffs else float("nan")}
+
+
 def oracle_scores(conditions: Sequence[Condition], images: Sequence[np.ndarray]) -> list[dict[str, float]]:
     """``oracles.score_all`` per (condition, image)."""
     return [oracles.score_all(c, img) for c, img in zip(conditions, images, strict=True)]
@@ -387,13 +399,34 @@ def untrained_reward_model(base_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def ensure_tasks_card(model_dir: str | Path) -> None:
-    """Make sure the reward model card has the ``tasks`` map ``policytrain`` reads (trained_on)."""
-    path = Path(model_dir) / "onereward.json"
-    card = json.loads(path.read_text())
-    if "tasks" not in card:
-        card["tasks"] = card.get("trained_on") or card.get("criteria")
-        path.write_text(json.dumps(card, indent=2))
+def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: int) -> Path:
+    """A copy of a snapshot whose train split keeps only ``n_pairs`` unanimous pairs (every vote
+    agreed), picked by a hash of the pair id; other splits are kept as they are.
+
+    Why: the tiny reward model starts on an order-symmetric saddle (loss ln 2) and, on the whole
+    noisy snapshot, does not leave it in a demo's budget; on one small fixed batch of clear pairs
+    it does (docs/demo-results.md, second pass). A short warm-up on such a batch, then training on
+    the whole snapshot, is a curriculum on *annotator agreement* only — never on the oracle.
+    """
+    src, out = Path(snapshot_dir), Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines() if line.strip()]
+
+    def key(row: dict) -> str:
+        return hashlib.sha256(row["pair_id"].encode()).hexdigest()
+
+    unanimous = sorted((r for r in rows if r["split"] == "train" and r.get("votes", 1) > 1
+                        and r.get("agreement", 0.0) >= 1.0), key=key)
+    keep = {r["pair_id"] for r in unanimous[:n_pairs]}
+    kept = [r for r in rows if r["split"] != "train" or r["pair_id"] in keep]
+    shutil.copytree(src / "images", out / "images")  # the engine refuses paths outside the snapshot
+    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["counts"] = {"pairs": len(kept), "images": manifest.get("counts", {}).get("images"),
+                          **{sp: sum(1 for r in kept if r["split"] == sp) for sp in ("train", "val", "test")}}
+    manifest["filter"] = {**manifest.get("filter", {}), "warm_start_unanimous_pairs": len(keep)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
 
 
 def oracle_accuracy(
@@ -448,6 +481,14 @@ def oracle_pairs(
 # ----------------------------------------------------------------------------------------------
 def _nested(d: dict) -> dict:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+
+def _rm_line(e: dict) -> str:
+    """One progress line for a reward-engine train/eval event ('' for other events)."""
+    if e.get("kind") not in ("train", "eval"):
+        return ""
+    return (f" {e['kind']} {e['step']}/{e['total_steps']} loss={e.get('loss', float('nan')):.4f} "
+            f"acc={e.get('accuracy', float('nan')):.3f}")
 
 
 def run_loop(
@@ -540,7 +581,9 @@ def run_loop(
     del generators
     candidates = [[per_cand[k][i] for k in range(len(per_cand))] for i in range(len(train_conds))]
     cand_scores = [oracle_scores([c] * len(cands), cands) for c, cands in zip(train_conds, candidates, strict=True)]
-    progress(f"  {len(train_conds)} conditions x {len(per_cand)} candidates")
+    spread = candidate_spread(candidates)
+    progress(f"  {len(train_conds)} conditions x {len(per_cand)} candidates; pixel std {spread['image_std']:.1f}/255, "
+             f"pair |diff| {spread['pair_abs_diff']:.1f}/255")
     stage("candidates", t0)
 
     # (d) annotation + snapshot -------------------------------------------------------------------
@@ -560,23 +603,34 @@ def run_loop(
     rcfg = dict(cfg["reward"])
     rm_base_opts = rcfg.pop("base", {})
     rm_base = build_reward_base(work / "rm-base", seed=seed, **rm_base_opts)
+    rm_common = {"device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
+                 "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
+                 "max_pixels": rm_base_opts.get("max_pixels", 112 * 112)}
+    warm = rcfg.pop("warm_start", None)
+    rm_start = rm_base
+    if warm:
+        # Optional curriculum (see warm_start_snapshot): a few hundred steps on one small batch of
+        # unanimous pairs, then the main run starts from those weights.
+        warm_snap = warm_start_snapshot(snapshot, work / "snapshot-warm", int(warm["pairs"]))
+        warm_cfg = {**rcfg, **{k: v for k, v in warm.items() if k != "pairs"}}
+        warm_cfg.setdefault("batch_size", int(warm["pairs"]))
+        shutil.rmtree(work / "rm-warm", ignore_errors=True)
+        rm_train(RewardTrainConfig.from_dict({
+            "base_model": str(rm_base), "snapshot_dir": str(warm_snap), "output_dir": str(work / "rm-warm"),
+            **rm_common, **warm_cfg}), progress=lambda e: progress("  warm-up:" + _rm_line(e)) if _rm_line(e) else None)
+        rm_start = work / "rm-warm" / "final"
     rm_out = work / "rm-run"
     shutil.rmtree(rm_out, ignore_errors=True)
     rm_config = RewardTrainConfig.from_dict({
-        "base_model": str(rm_base), "snapshot_dir": str(snapshot), "output_dir": str(rm_out),
-        "device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
-        "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
-        "max_pixels": rm_base_opts.get("max_pixels", 112 * 112), **rcfg,
+        "base_model": str(rm_start), "snapshot_dir": str(snapshot), "output_dir": str(rm_out), **rm_common, **rcfg,
     })
 
     def rm_progress(e: dict) -> None:
-        if e.get("kind") in ("train", "eval"):
-            progress(f"  reward {e['kind']} {e['step']}/{e['total_steps']} loss={e.get('loss', float('nan')):.4f} "
-                     f"acc={e.get('accuracy', float('nan')):.3f}")
+        if _rm_line(e):
+            progress("  reward" + _rm_line(e))
 
     rm_result = rm_train(rm_config, progress=rm_progress)
     rm_final = rm_out / "final"
-    ensure_tasks_card(rm_final)
     rm_eval = evaluate(rm_final, snapshot, split="test", device="cpu")
     scorer = RewardScorer.from_pretrained(rm_final)
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
@@ -672,6 +726,7 @@ def run_loop(
             "votes_per_pair": votes,
             "label_oracle_agreement": label_oracle,
         },
+        "candidates": {"per_condition": len(per_cand), "spread": spread},
         "base_policy": {k: pre.get(k) for k in ("final_dir", "cached", "final_loss", "vae_recon_mse", "elapsed_s",
                                                  "transformer_parameters")},
         "conditions": {k: len(v) for k, v in sets.items()},

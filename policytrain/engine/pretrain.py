@@ -64,9 +64,14 @@ class PretrainConfig:
         resolution: square training size (multiple of 16).
         num_layers / num_single_layers / attention_head_dim / num_attention_heads: transformer
             size when building from scratch (see ``build_fill_pipeline``).
-        vae_block_out_channels: VAE widths when building (4 levels keep the 8x scale of FLUX).
+        vae_block_out_channels: VAE widths when building (4 levels keep the 8x scale of FLUX; 3 levels
+            give a 4x VAE, whose tiny version learns colours in a few hundred steps where the 8x one
+            stays washed-out grey; the transformer's Fill channels follow, 8·16 + 4·s²).
         vae_steps / vae_lr / vae_kl_weight / vae_batch_size: phase 1 (0 steps = keep the VAE);
             vae_kl_weight weighs an L2 penalty on the latents (a deterministic stand-in for KL).
+        vae_crop: train the VAE on random square crops of this size (a multiple of the VAE scale,
+            ≤ resolution) instead of whole images: the VAE is convolutional, so crops teach the
+            same reconstruction at a fraction of the cost per step (None = whole images).
         steps / lr / batch_size / weight_decay / grad_clip: phase 2 (AdamW, warm-up + cosine).
         guidance: guidance-embedding value used in training (use the same at inference).
         max_sequence_length: T5 length (short prompts; 32 keeps the tiny model fast).
@@ -91,6 +96,7 @@ class PretrainConfig:
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-4
     vae_batch_size: int = 16
+    vae_crop: int | None = None
     steps: int = 1000
     lr: float = 1e-3
     batch_size: int = 32
@@ -111,8 +117,12 @@ class PretrainConfig:
             problems.append(f"resolution must be a positive multiple of 16, got {self.resolution}")
         if self.attention_head_dim % 16:
             problems.append(f"attention_head_dim must be a multiple of 16, got {self.attention_head_dim}")
-        if len(self.vae_block_out_channels) != 4:
-            problems.append("vae_block_out_channels needs 4 levels (FLUX's 8x VAE scale)")
+        if len(self.vae_block_out_channels) not in (3, 4):
+            problems.append("vae_block_out_channels needs 3 (4x VAE) or 4 levels (FLUX's 8x VAE scale)")
+        scale = 2 ** (len(self.vae_block_out_channels) - 1)
+        if self.vae_crop is not None and (self.vae_crop < 2 * scale or self.vae_crop % scale
+                                          or self.vae_crop > self.resolution):
+            problems.append(f"vae_crop must be a multiple of {scale} in [{2 * scale}, resolution], got {self.vae_crop}")
         for name in ("vae_steps", "steps"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
@@ -152,6 +162,8 @@ def config_hash(config: PretrainConfig) -> str:
     data = config.to_dict()
     for name in ("output_dir", "conditions_dir", "log_every"):
         data.pop(name)
+    if data.get("vae_crop") is None:  # added later: keep the hashes (caches) of older configs valid
+        data.pop("vae_crop", None)
     index = Path(config.conditions_dir) / "conditions.jsonl"
     data["conditions_sha256"] = hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else None
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -178,7 +190,8 @@ def build_fill_pipeline(
     vae_block_out_channels: tuple[int, ...] = (16, 16, 32, 32),
 ) -> Path:
     """A tiny FluxFillPipeline like ``tiny.build_tiny_fill_pipeline`` with a configurable transformer
-    and VAE size (same tokenizers, text encoders and scheduler; same 384→64 Fill channels)."""
+    and VAE size (same tokenizers, text encoders and scheduler). The Fill channels follow the VAE:
+    384→64 for 4 levels (8×, as FLUX), 192→64 for 3 levels (4×)."""
     from diffusers import FluxFillPipeline
 
     from .tiny import build_tiny_fill_pipeline, tiny_transformer, tiny_vae
@@ -197,6 +210,7 @@ def build_fill_pipeline(
             num_layers=num_layers, num_single_layers=num_single_layers, attention_head_dim=attention_head_dim,
             num_attention_heads=num_attention_heads, text_dim=text_dim, pooled_dim=pooled_dim,
             axes_dims_rope=rope_axes(attention_head_dim),
+            vae_scale_factor=2 ** (len(vae_block_out_channels) - 1),
         )
     pipe.register_modules(vae=vae, transformer=transformer)
     pipe.save_pretrained(out)
@@ -290,6 +304,12 @@ def train_vae(policy: FillPolicy, data: _Data, config: PretrainConfig, log, shou
                 group["lr"] = config.vae_lr * _lr_factor(step, config.vae_steps)
             idx = torch.randint(len(pool), (config.vae_batch_size,), generator=gen)
             x = pool[idx] * 2 - 1
+            if config.vae_crop is not None and config.vae_crop < x.shape[-1]:
+                # One random crop per batch (same offset for the batch: cheap, and the conv VAE
+                # has no notion of absolute position apart from the borders).
+                c = config.vae_crop
+                oy, ox = torch.randint(0, x.shape[-1] - c + 1, (2,), generator=gen).tolist()
+                x = x[:, :, oy : oy + c, ox : ox + c]
             z = vae.encode(x).latent_dist.mean
             rec = vae.decode(z).sample
             recon = torch.mean((rec - x) ** 2)

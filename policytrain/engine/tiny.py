@@ -83,7 +83,11 @@ def _t5_tokenizer():
 
 
 def tiny_vae(block_out_channels: tuple[int, ...] = (16, 16, 32, 32)):
-    """A FLUX-style VAE (16 latent channels, 8× down-sampling, no quant convs) at tiny width."""
+    """A FLUX-style VAE (16 latent channels, no quant convs) at tiny width.
+
+    Down-sampling is 2^(levels − 1): the default 4 levels keep FLUX's 8×; 3 levels give a 4× VAE,
+    which a tiny model can actually train to reproduce colours (see docs/demo-results.md, third pass).
+    """
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -104,11 +108,12 @@ def tiny_vae(block_out_channels: tuple[int, ...] = (16, 16, 32, 32)):
 
 def tiny_transformer(*, num_layers: int = 1, num_single_layers: int = 2, attention_head_dim: int = 16,
                      num_attention_heads: int = 2, text_dim: int = 32, pooled_dim: int = 32,
-                     axes_dims_rope: tuple[int, int, int] = (4, 6, 6)):
-    """A FluxTransformer2DModel with the real Fill packing: in 8·16 + 4·8² = 384, out 64 channels."""
+                     axes_dims_rope: tuple[int, int, int] = (4, 6, 6), vae_scale_factor: int = 8):
+    """A FluxTransformer2DModel with the real Fill packing: in 8·16 + 4·s² channels (384 for FLUX's
+    s = 8; 192 for a 4× VAE), out 64 channels. ``vae_scale_factor`` must match the VAE's levels."""
     from diffusers import FluxTransformer2DModel
 
-    c_lat, s = 16, 8
+    c_lat, s = 16, vae_scale_factor
     return FluxTransformer2DModel(
         patch_size=1,
         in_channels=8 * c_lat + 4 * s * s,

@@ -113,6 +113,67 @@ def test_pretrain_reduces_the_loss_writes_a_loadable_pipeline_and_caches(tmp_pat
     assert not changed["cached"] and changed["config_hash"] != result["config_hash"]
 
 
+def test_pretrain_with_a_4x_vae_and_crops_builds_a_matching_fill_model(tmp_path):
+    """3 VAE levels (4× down-sampling, the demo's base) give a Fill transformer with 8·16 + 4·4² = 192
+    input channels that the pipeline loads, checks and samples at full resolution; VAE crops work."""
+    from policytrain.engine.pipeline import FillPolicy
+    from policytrain.engine.pretrain import PretrainConfig, config_hash, pretrain
+
+    torch.set_num_threads(1)
+    conds = make_conditions(12, seed=3, size=64)
+    write_conditions_folder(conds, tmp_path / "conds")
+    config = PretrainConfig(
+        conditions_dir=str(tmp_path / "conds"), output_dir=str(tmp_path / "pre"), resolution=64,
+        vae_block_out_channels=(16, 32, 32), vae_crop=32, vae_steps=4, vae_batch_size=4, steps=6, batch_size=4,
+        log_every=2,
+    )
+    result = pretrain(config)
+    policy = FillPolicy.from_pretrained(result["final_dir"])
+    assert policy.vae_scale_factor == 4
+    assert policy.transformer.config.in_channels == 192 and policy.transformer.config.out_channels == 64
+    src = torch.rand(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 8:40, 8:40] = 1
+    out = policy.generate(src, mask, ["a red circle"], seed=0, steps=2, max_sequence_length=32)
+    assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+    # An unset crop leaves the hash of older configs (and their caches) unchanged.
+    assert config_hash(config) != config_hash(config.replace(vae_crop=None))
+    with pytest.raises(ValueError, match="vae_crop"):
+        PretrainConfig(conditions_dir="c", output_dir="o", vae_block_out_channels=(16, 32, 32), vae_crop=30)
+    with pytest.raises(ValueError, match="levels"):
+        PretrainConfig(conditions_dir="c", output_dir="o", vae_block_out_channels=(16, 32))
+
+
+def test_candidate_spread_measures_how_much_candidates_differ():
+    grey = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    white = np.ones((8, 8, 3), dtype=np.float32)
+    spread = experiment.candidate_spread([[grey, white], [grey, grey]])
+    # Flat images have no pixel std; the pairs differ by 0.5 (first condition) and 0 (second).
+    assert spread["image_std"] == pytest.approx(0.0)
+    assert spread["pair_abs_diff"] == pytest.approx(255 * 0.25)
+
+
+def test_warm_start_snapshot_keeps_a_few_unanimous_train_pairs_and_every_test_pair(tmp_path):
+    snap = tmp_path / "snap"
+    (snap / "images").mkdir(parents=True)
+    (snap / "images" / "a.png").write_bytes(b"png")
+    rows = [{"pair_id": f"p{i}", "split": "train" if i < 8 else "test", "votes": 3,
+             "agreement": 1.0 if i % 2 == 0 else 1 / 3, "winner": "images/a.png", "loser": "images/a.png"}
+            for i in range(10)]
+    (snap / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (snap / "manifest.json").write_text(json.dumps({"counts": {"pairs": 10, "images": 1}, "filter": {}}))
+    out = experiment.warm_start_snapshot(snap, tmp_path / "warm", n_pairs=2)
+    kept = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    train = [r for r in kept if r["split"] == "train"]
+    assert len(train) == 2 and all(r["agreement"] == 1.0 for r in train)  # only unanimous pairs
+    assert sum(r["split"] == "test" for r in kept) == 2  # other splits untouched
+    assert (out / "images" / "a.png").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["train"] == 2 and manifest["filter"]["warm_start_unanimous_pairs"] == 2
+    again = experiment.warm_start_snapshot(snap, tmp_path / "warm", n_pairs=2)
+    assert (again / "pairs.jsonl").read_text() == (out / "pairs.jsonl").read_text()  # deterministic
+
+
 def test_wider_reward_base_loads_and_scores(tmp_path):
     """``build_reward_base`` size keywords give a loadable Qwen2.5-VL folder with the same template."""
     from PIL import Image
