@@ -40,7 +40,7 @@ def make_reward_model(path: Path, name: str = "rm-tiny"):
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
     run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model="tiny", output_dir=str(path.parent))
     return RewardModel.objects.create(run=run, name=name, path=str(path), base_model="tiny",
-                                      template_version="onereward-query-v1", snapshot=snapshot, eval_split="test")
+                                      template_version="onereward-query-v2", snapshot=snapshot, eval_split="test")
 
 
 def _train_key(prefix: str, i: int) -> str:

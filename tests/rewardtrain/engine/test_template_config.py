@@ -34,9 +34,10 @@ def test_query_errors():
         build_query("extend", "text_alignment", "  ")
 
 
-def test_messages_have_two_images_then_text():
+def test_messages_put_the_query_before_the_two_images():
     content = build_messages("extend", "structure")[0]["content"]
-    assert [c["type"] for c in content] == ["image", "image", "text"]
+    assert [c["type"] for c in content] == ["text", "image", "image"]
+    assert TEMPLATE_VERSION == "onereward-query-v2"
 
 
 def test_config_round_trip_and_validation(tmp_path):
