@@ -164,3 +164,28 @@ def _print_worker_state(worker: WorkerHandle) -> None:
               f"attempts {job.attempts} error {job.error[:300]!r}")
     print("--- worker log (tail):")
     print(worker.log_path.read_text()[-6000:] if worker.log_path.exists() else "(none)")
+
+
+def cancel_once_training(run_dir, job_id: int, *, timeout: float = 180.0):
+    """Start a thread that cancels job ``job_id`` as soon as ``run_dir/metrics.jsonl`` exists.
+
+    For tests that run a distributed job body in the test's own thread; ``join()`` the result.
+    """
+    import threading
+    from pathlib import Path
+
+    def cancel() -> None:
+        from django.db import connection
+
+        from jobs.models import Job
+        from jobs.services import job_cancel
+
+        try:
+            wait_for(lambda: Path(run_dir, "metrics.jsonl").exists(), timeout=timeout, message="training to start")
+            job_cancel(job=Job.objects.get(pk=job_id))
+        finally:
+            connection.close()  # this thread's own connection, or the test database cannot be dropped
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    return thread

@@ -2,16 +2,14 @@
 cancelling it stops every rank at the same step with a checkpoint."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
-from jobs.models import Job, JobStatus, MetricPoint
-from jobs.services import job_cancel
+from jobs.models import JobStatus, MetricPoint
 from policytrain.models import PolicyCheckpoint
 from policytrain.services import policy_run_start
-from tests.conftest import wait_for
+from tests.conftest import cancel_once_training
 from tests.policytrain.test_policy_runs import FAST, execute, make_reward_model, make_samples
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,15 +33,7 @@ def test_cancelling_a_two_process_policy_run(tiny_reward_dir, tiny_base):
                                                        "sample_grid_every": 0},
                            processes=2, enqueue=False)
 
-    def cancel_when_training():
-        from django.db import connection
-
-        wait_for(lambda: Path(run.output_dir, "metrics.jsonl").exists(), timeout=180, message="training to start")
-        job_cancel(job=Job.objects.get(pk=run.job_id))
-        connection.close()  # this thread's own connection, or the test database cannot be dropped
-
-    canceller = threading.Thread(target=cancel_when_training)
-    canceller.start()
+    canceller = cancel_once_training(run.output_dir, run.job_id, timeout=180)
     job = execute(run.job)
     canceller.join()
     assert job.status == JobStatus.CANCELLED, job.error

@@ -2,16 +2,14 @@
 with metrics streamed into the job and cancellation through the engine's stop file."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
-from jobs.models import Job, JobStatus, MetricPoint
-from jobs.services import job_cancel
+from jobs.models import JobStatus, MetricPoint
 from rewardtrain.models import RewardModel
 from rewardtrain.services import reward_run_execute_job, reward_run_start
-from tests.conftest import wait_for
+from tests.conftest import cancel_once_training
 from tests.rewardtrain.test_runs import FAST, reward_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,15 +32,7 @@ def test_cancelling_a_distributed_run_stops_every_rank_with_a_checkpoint():
     run = reward_run_start(snapshot=reward_snapshot(), processes=2, enqueue=False,
                            overrides={**FAST, "max_steps": 400, "batch_size": 2, "save_every": 2})
 
-    def cancel_when_training():
-        from django.db import connection
-
-        wait_for(lambda: Path(run.output_dir, "metrics.jsonl").exists(), timeout=120, message="training to start")
-        job_cancel(job=Job.objects.get(pk=run.job_id))
-        connection.close()  # this thread's own connection, or the test database cannot be dropped
-
-    canceller = threading.Thread(target=cancel_when_training)
-    canceller.start()
+    canceller = cancel_once_training(run.output_dir, run.job_id, timeout=120)
     job = reward_run_execute_job(run.job_id)
     canceller.join()
     assert job.status == JobStatus.CANCELLED
