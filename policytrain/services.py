@@ -47,7 +47,7 @@ TINY_PRESET = {
     "sample_grid_every": 10, "log_every": 1,
 }
 TINY_GENERATE_PRESET = {"num_inference_steps": 4, "max_sequence_length": 32}
-GENERATE_PARAMS = ("num_inference_steps", "guidance", "true_cfg", "negative_prompt", "max_sequence_length")
+GENERATE_PARAMS = ("num_inference_steps", "guidance", "true_cfg", "negative_prompt", "max_sequence_length", "paste_back")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -116,9 +116,11 @@ def generate_images(
     guidance: float = 30.0,
     max_sequence_length: int = 32,
     batch_size: int = 32,
+    paste_back: bool = True,
 ) -> list[np.ndarray]:
     """One fill per condition (HxWx3 float arrays in [0, 1]), batched; the noise of batch i comes
-    from ``seed + i`` so the same call always gives the same images."""
+    from ``seed + i`` so the same call always gives the same images. With ``paste_back`` (the
+    default, as the platform's generation jobs and RL do) pixels outside the mask are the source's."""
     from policytrain.engine.pipeline import policy_prompt
 
     images: list[np.ndarray] = []
@@ -127,7 +129,7 @@ def generate_images(
         src, masks = _condition_tensors(chunk)
         prompts = [policy_prompt(c.task, c.prompt) for c in chunk]
         out = policy.generate(src, masks, prompts, seed=seed * 10_007 + bi, steps=steps, guidance=guidance,
-                              max_sequence_length=max_sequence_length)
+                              max_sequence_length=max_sequence_length, paste_back=paste_back)
         images.extend(out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32))
     return images
 

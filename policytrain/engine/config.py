@@ -78,6 +78,11 @@ class RLConfig:
     - ``cudnn_attention`` False: on an H200 (torch 2.11 + CUDA 13) the backward of cuDNN's fused
       attention failed inside the RL step (``mha_graph.execute``) while flash / memory-efficient
       attention ran it at 5.4 s per step (docs/benchmarks.md); True lets torch pick cuDNN again.
+    - ``paste_back`` True: the policy and reference images are composited with the source outside the
+      mask before the reward model sees them (``pipeline.paste_back_source``), as a fill product
+      delivers them; the paper does not say. The reward then judges only the edit, and the policy
+      cannot raise it by changing pixels it was asked to keep: on the synthetic demo, RL without it
+      learned a global stripe pattern the tiny reward model liked (docs/demo-results.md).
     """
 
     base_policy: str
@@ -120,6 +125,7 @@ class RLConfig:
     log_every: int = 10
     resume: bool | str = False
     deploy_weights: str = "ema"
+    paste_back: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -224,6 +230,7 @@ class GenerateConfig:
     max_sequence_length: int = 512
     split: str | None = None
     device: str = "auto"
+    paste_back: bool = True
 
     def __post_init__(self) -> None:
         _check(bool(self.conditions_dir), "conditions_dir is required")

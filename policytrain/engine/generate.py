@@ -47,6 +47,7 @@ def generate_candidates(
         "true_cfg": config.true_cfg,
         "negative_prompt": config.negative_prompt,
         "max_sequence_length": config.max_sequence_length,
+        "paste_back": config.paste_back,
     }
     total = len(conditions) * len(config.seeds)
     done = 0
@@ -64,6 +65,7 @@ def generate_candidates(
                     true_cfg=config.true_cfg,
                     negative_prompt=config.negative_prompt,
                     max_sequence_length=config.max_sequence_length,
+                    paste_back=config.paste_back,
                 )
                 rel = f"images/{cond.id}-seed{seed}.png"
                 tensor_to_pil(result[0]).save(out / rel)

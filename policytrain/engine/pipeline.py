@@ -179,6 +179,22 @@ def check_fill_architecture(transformer_config, vae_config, name: str = "base po
         )
 
 
+def paste_back_source(generated: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Keep the source outside the mask: ``mask · generated + (1 − mask) · source``.
+
+    FLUX.1-Fill regenerates the whole image, and a weak model also changes what it was asked to
+    keep (a small fill model washes the known region out). Fill products paste the source back
+    over the unmasked region, so a judge (annotator, reward model, oracle) sees only the edit in
+    its true context, and in RL the gradient only reaches the pixels the edit may change.
+    ``generated``, ``images`` [B,3,H,W] in [0,1]; ``masks`` [B,1,H,W], 1 = edit. Differentiable.
+    """
+    if generated.shape != images.shape or masks.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"paste-back needs matching shapes: generated {tuple(generated.shape)}, "
+                         f"source {tuple(images.shape)}, mask {tuple(masks.shape)}")
+    masks = masks.to(generated.device, generated.dtype)
+    return masks * generated + (1 - masks) * images.to(generated.device, generated.dtype)
+
+
 def predict_x0(latents: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """One-step data prediction of rectified flow: x_t = (1-σ)x0 + σε, v = ε - x0  ⇒  x0 = x_t - σ·v."""
     return latents - sigma * velocity
@@ -463,13 +479,32 @@ class FillPolicy:
         negative_prompt: str = "",
         max_sequence_length: int = 512,
         use_pipeline: bool | None = None,
+        paste_back: bool = False,
     ) -> torch.Tensor:
         """Fill ``masks`` of ``images`` conditioned on ``prompts`` (already task-resolved, see ``policy_prompt``).
 
         Without true CFG this calls the official ``FluxFillPipeline`` with our noise and cached prompt
         embeddings; with ``true_cfg > 1`` (not supported by FluxFillPipeline) it runs the same Euler
-        loop itself, combining the positive and negative predictions. Returns [B,3,H,W] in [0,1].
+        loop itself, combining the positive and negative predictions. Returns [B,3,H,W] in [0,1];
+        with ``paste_back`` the pixels outside the mask are the source's (see ``paste_back``).
         """
+        out = self._generate(images, masks, prompts, seed, steps, guidance, true_cfg, negative_prompt,
+                             max_sequence_length, use_pipeline)
+        return paste_back_source(out, images, masks) if paste_back else out
+
+    def _generate(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        prompts: Sequence[str],
+        seed: int,
+        steps: int,
+        guidance: float,
+        true_cfg: float,
+        negative_prompt: str,
+        max_sequence_length: int,
+        use_pipeline: bool | None,
+    ) -> torch.Tensor:
         check_mask_matches(images, masks)
         batch, height, width = images.shape[0], int(images.shape[-2]), int(images.shape[-1])
         if len(prompts) != batch:

@@ -30,6 +30,7 @@ from .pipeline import (
     FillPolicy,
     load_condition_tensors,
     load_conditions,
+    paste_back_source,
     save_policy_weights,
     tensor_to_pil,
 )
@@ -461,6 +462,10 @@ def train(
         with autocast():
             ref_images = reference_rollout(state, noise_ref, inputs, embeds, negative, ref_schedule)
             pol = one_step_images(policy, inputs, embeds, noise_pol, pol_schedule, k, config.guidance)
+        pol_images = pol.images
+        if config.paste_back:
+            ref_images = paste_back_source(ref_images, images, masks)
+            pol_images = paste_back_source(pol_images, images, masks)
 
         # Hinge per (sample, criterion); each sample averages over the criteria that apply to it.
         hinge_sum = torch.zeros(config.batch_size, device=device)
@@ -473,7 +478,7 @@ def train(
             sel = torch.tensor(idx, device=device)
             with autocast():
                 reward = reward_fn(
-                    pol.images[sel], ref_images[sel], task, criterion, [user_prompts[i] for i in idx]
+                    pol_images[sel], ref_images[sel], task, criterion, [user_prompts[i] for i in idx]
                 ).float()
             hinge = F.relu(config.hinge_ceiling - reward)
             hinge_sum = hinge_sum.index_add(0, sel, hinge)
@@ -512,7 +517,7 @@ def train(
             window_start = time.time()
         if is_main and config.sample_grid_every and state.step % config.sample_grid_every == 0:
             save_sample_grid(out / "samples" / f"step-{state.step:06d}.png", images, masks, ref_images.detach(),
-                             pol.images.detach())
+                             pol_images.detach())
         if is_main and config.save_every and state.step % config.save_every == 0:
             save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
 

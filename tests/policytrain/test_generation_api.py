@@ -125,6 +125,7 @@ def test_generation_start_validation(tiny_reward_dir, tiny_base):
     with pytest.raises(ApplicationError) as err:
         generation_job_start(checkpoint=other, samples=[fill[0].pk], params={"steps": 3}, **ok)
     assert "params" in err.value.fields
+    assert "paste_back" in err.value.fields["params"][0]  # the message lists the settings that exist
     with pytest.raises(CommandError, match="no policy checkpoint"):
         call_command("generate_candidates", "--checkpoint", "999999", "--samples", "1", "--campaign", "x")
     with pytest.raises(CommandError, match="opponent"):

@@ -28,6 +28,28 @@ def test_generate_from_a_final_folder(rl_config, conditions_dir, tmp_path):
     assert {(r["condition_id"], r["seed"]) for r in rows} == {(f"c{i}", s) for i in range(6) for s in (0, 1)}
     assert all((tmp_path / "gen" / r["image"]).is_file() for r in rows)
     assert rows[0]["params"]["num_inference_steps"] == 2
+    assert rows[0]["params"]["paste_back"] is True
+
+
+def test_generated_images_keep_the_source_outside_the_mask_unless_told_otherwise(tiny_flux, conditions_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from policytrain.engine.pipeline import load_conditions
+
+    cond = load_conditions(conditions_dir)[0]
+    source = np.asarray(Image.open(cond.source).convert("RGB")).astype(int)
+    outside = np.asarray(Image.open(cond.mask).convert("L")) <= 127
+    changed = {}
+    for paste_back in (True, False):
+        out = tmp_path / f"gen-{paste_back}"
+        generate_candidates(GenerateConfig(conditions_dir=str(conditions_dir), out_dir=str(out), base_policy=str(tiny_flux),
+                                           num_inference_steps=1, max_sequence_length=16, device="cpu",
+                                           paste_back=paste_back))
+        image = np.asarray(Image.open(out / "images" / f"{cond.id}-seed0.png").convert("RGB")).astype(int)
+        changed[paste_back] = np.abs(image - source)[outside].max()
+    assert changed[True] == 0
+    assert changed[False] > 10
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):

@@ -9,6 +9,7 @@ from policytrain.engine.pipeline import (
     FillPolicy,
     load_condition_tensors,
     load_conditions,
+    paste_back_source,
     policy_prompt,
 )
 
@@ -75,6 +76,23 @@ def test_own_loop_matches_official_pipeline_and_cfg_changes_output(policy):
     assert (cfg - official).abs().max() > 1e-3
     other_seed = policy.generate(images, masks, ["a red cat", "a blue sky"], seed=4, steps=3, max_sequence_length=16)
     assert (other_seed - official).abs().max() > 1e-4
+
+
+def test_paste_back_keeps_the_source_outside_the_mask_and_the_fill_inside(policy):
+    images, masks = _batch(2)
+    kwargs = dict(seed=3, steps=2, max_sequence_length=16)
+    raw = policy.generate(images, masks, ["a red cat", "a blue sky"], **kwargs)
+    pasted = policy.generate(images, masks, ["a red cat", "a blue sky"], paste_back=True, **kwargs)
+    outside, inside = masks.expand_as(images) == 0, masks.expand_as(images) == 1
+    assert (raw[outside] - images[outside]).abs().max() > 0.05  # the tiny model changes the known region
+    assert torch.equal(pasted[outside], images[outside])
+    assert torch.equal(pasted[inside], raw[inside])
+
+
+def test_paste_back_rejects_mismatched_shapes():
+    images, masks = _batch()
+    with pytest.raises(ValueError, match="paste-back needs matching shapes"):
+        paste_back_source(images[..., :32, :32], images, masks)
 
 
 def test_disabled_adapter_reproduces_base_exactly(tiny_flux):

@@ -44,6 +44,24 @@ def test_toy_reward_rises_and_run_folder_is_complete(rl_config):
     assert (tuned.generate(img, mask, ["a red cat"], **kw) - base.generate(img, mask, ["a red cat"], **kw)).abs().max() > 0
 
 
+@pytest.mark.parametrize("paste_back", [True, False])
+def test_reward_sees_source_pixels_outside_the_mask_only_with_paste_back(rl_config, paste_back):
+    seen = []
+
+    def recording_reward(first, second, task, criterion, prompts):
+        seen.append((first.detach().clone(), second.detach().clone()))
+        return center_brightness(first, second, task, criterion, prompts)
+
+    train(rl_config(max_steps=1, task_probs={"fill": 1.0}, paste_back=paste_back), reward_fn=recording_reward)
+    policy_images, reference_images = seen[0]
+    # The fixture's fill masks cover the centre square only, so the border is source in both images.
+    border = torch.ones_like(policy_images, dtype=torch.bool)
+    h, w = border.shape[-2:]
+    border[..., h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = False
+    same_border = torch.equal(policy_images[border], reference_images[border])
+    assert same_border is paste_back
+
+
 def test_ema_update_formula():
     p = {"w": torch.nn.Parameter(torch.tensor([2.0, 4.0]))}
     ema = {"w": torch.tensor([0.0, 1.0])}
