@@ -486,7 +486,7 @@ class FillPolicy:
         Without true CFG this calls the official ``FluxFillPipeline`` with our noise and cached prompt
         embeddings; with ``true_cfg > 1`` (not supported by FluxFillPipeline) it runs the same Euler
         loop itself, combining the positive and negative predictions. Returns [B,3,H,W] in [0,1];
-        with ``paste_back`` the pixels outside the mask are the source's (see ``paste_back``).
+        with ``paste_back`` the pixels outside the mask are the source's (``paste_back_source``).
         """
         out = self._generate(images, masks, prompts, seed, steps, guidance, true_cfg, negative_prompt,
                              max_sequence_length, use_pipeline)
