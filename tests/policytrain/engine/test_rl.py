@@ -54,7 +54,7 @@ def test_reward_sees_source_pixels_outside_the_mask_only_with_paste_back(rl_conf
 
     train(rl_config(max_steps=1, task_probs={"fill": 1.0}, paste_back=paste_back), reward_fn=recording_reward)
     policy_images, reference_images = seen[0]
-    # The fixture's fill masks cover the centre square only, so the border is source in both images.
+    # The fixture's fill masks cover the centre square only; outside it paste-back makes both images the source.
     border = torch.ones_like(policy_images, dtype=torch.bool)
     h, w = border.shape[-2:]
     border[..., h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = False
