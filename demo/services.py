@@ -452,34 +452,9 @@ def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldIte
 
 
 def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> dict:
-    """Oracle win rate vs the base per task: same held-out conditions, seeds and step count for all."""
-    from policytrain.engine.pipeline import FillPolicy
-
-    ev, gen = cfg["eval"], cfg["candidates"]
-    flat = list(heldout) * len(ev["seeds"])
-    tasks = [c.task for c in flat]
-
-    def scores_of(policy) -> tuple[list[float], dict]:
-        imgs = []
-        for s in ev["seeds"]:
-            imgs.extend(ex.generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
-                                           guidance=float(gen.get("guidance", 30.0)),
-                                           max_sequence_length=int(gen.get("max_sequence_length", 32)),
-                                           batch_size=int(gen.get("batch_size", 32))))
-        sc = ex.oracle_scores(flat, imgs)
-        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for c, s in zip(flat, sc, strict=True):
-            for k, v in s.items():
-                per[c.task][k].append(v)
-        return ex.mean_scores(sc), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
-
-    base_scores, base_means = scores_of(FillPolicy.from_pretrained(base_dir))
-    win, means = {}, {"base": base_means}
-    for name, ckpt in checkpoints.items():
-        sc, m = scores_of(FillPolicy.from_pretrained(base_dir, weights=ckpt.weights_dir))
-        win[name] = ex.oracle_win_rate(base_scores, sc, tasks)
-        means[name] = m
-    return {"win_rate": win, "mean_oracle_scores": means, "items": len(flat)}
+    """Oracle win rate vs the base per task (``synthetic.experiment.evaluate_policies``) for registered checkpoints."""
+    win, means = ex.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
+    return {"win_rate": win, "mean_oracle_scores": means, "items": len(heldout) * len(cfg["eval"]["seeds"])}
 
 
 def _rl_reward_trend(job: Job) -> dict:

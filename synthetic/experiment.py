@@ -510,10 +510,8 @@ def run_loop(
     _quiet_libraries()
     import torch
 
-    from policytrain.engine.config import RLConfig
     from policytrain.engine.pipeline import FillPolicy
     from policytrain.engine.pretrain import PretrainConfig, pretrain
-    from policytrain.engine.rl import train as rl_train
     from rewardtrain.engine.config import RewardTrainConfig
     from rewardtrain.engine.evaluate import evaluate
     from rewardtrain.engine.scorer import RewardScorer
@@ -645,58 +643,22 @@ def run_loop(
 
     # (f) RL -----------------------------------------------------------------------------------
     rl_cfg = dict(cfg["rl"])
-    runs = {"algorithm_1": (1, rm_final), "algorithm_2": (2, rm_final), "control": (rl_cfg.pop("control_algorithm", 1),
-                                                                                   untrained)}
+    control_algorithm = rl_cfg.pop("control_algorithm", 1)
+    runs = {"algorithm_1": (1, rm_final), "algorithm_2": (2, rm_final), "control": (control_algorithm, untrained)}
     finals = {}
     rl_results = {}
     for name, (algorithm, reward_model) in runs.items():
         t0 = time.time()
         out = work / f"rl-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        config = RLConfig.from_dict({
-            "base_policy": base_dir, "conditions_dir": str(train_dir), "output_dir": str(out),
-            "reward_model": str(reward_model), "algorithm": algorithm, "conditions_split": None,
-            "resolution": res, "device": "cpu", "gradient_checkpointing": False, "save_every": 0,
-            "sample_grid_every": 0, "seed": seed, **rl_cfg,
-        })
-        last = {"t": time.time()}
-
-        def rl_progress(e: dict, name=name, last=last) -> None:
-            if time.time() - last["t"] > 15 or e["step"] == e["total_steps"]:
-                last["t"] = time.time()
-                progress(f"  rl {name} {e['step']}/{e['total_steps']} loss={e['loss']:.4f}")
-
-        rl_results[name] = rl_train(config, progress=rl_progress)
+        rl_results[name] = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=train_dir, out=out,
+                                  reward_model=reward_model, algorithm=algorithm, resolution=res, seed=seed,
+                                  progress=progress, label=name)
         finals[name] = out / "final"
         stage(f"rl_{name}", t0)
 
     # (g) evaluation ------------------------------------------------------------------------------
     t0 = time.time()
-    ev = cfg["eval"]
-    tasks = [c.task for c in heldout] * len(ev["seeds"])
-    flat_conds = list(heldout) * len(ev["seeds"])
-
-    def eval_policy(policy) -> tuple[list[float], dict]:
-        imgs = []
-        for s in ev["seeds"]:
-            imgs.extend(generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
-                                        guidance=float(gen_cfg.get("guidance", 30.0)), max_sequence_length=msl,
-                                        batch_size=int(gen_cfg.get("batch_size", 32))))
-        scores = oracle_scores(flat_conds, imgs)
-        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for c, s in zip(flat_conds, scores, strict=True):
-            for k, v in s.items():
-                per[c.task][k].append(v)
-        return mean_scores(scores), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
-
-    base_scores, base_means = eval_policy(base)
-    win, mean_by_policy = {}, {"base": base_means}
-    for name, final in finals.items():
-        pol = FillPolicy.from_pretrained(base_dir, weights=final)
-        scores, means = eval_policy(pol)
-        win[name] = oracle_win_rate(base_scores, scores, tasks)
-        mean_by_policy[name] = means
-        progress(f"  {name}: win rate vs base {win[name]}")
+    win, mean_by_policy = evaluate_policies(base_dir, finals, heldout, cfg, progress)
     stage("evaluate", t0)
     del torch
 
@@ -740,6 +702,101 @@ def run_loop(
     return report
 
 
+def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path, out: Path,
+           reward_model: str | Path, algorithm: int, resolution: int, seed: int,
+           progress: Progress = print_progress, label: str = "rl") -> dict:
+    """One RL run of the loop (``policytrain.engine.rl.train``) into a fresh ``out``; returns its result."""
+    from policytrain.engine.config import RLConfig
+    from policytrain.engine.rl import train as rl_train
+
+    shutil.rmtree(out, ignore_errors=True)
+    config = RLConfig.from_dict({
+        "base_policy": str(base_dir), "conditions_dir": str(conditions_dir), "output_dir": str(out),
+        "reward_model": str(reward_model), "algorithm": algorithm, "conditions_split": None,
+        "resolution": resolution, "device": "cpu", "gradient_checkpointing": False, "save_every": 0,
+        "sample_grid_every": 0, "seed": seed, **rl_cfg,
+    })
+    last = {"t": time.time()}
+
+    def rl_progress(e: dict) -> None:
+        if time.time() - last["t"] > 15 or e["step"] == e["total_steps"]:
+            last["t"] = time.time()
+            progress(f"  rl {label} {e['step']}/{e['total_steps']} loss={e['loss']:.4f}")
+
+    return rl_train(config, progress=rl_progress)
+
+
+def evaluate_policies(base_dir: str | Path, finals: dict[str, str | Path], heldout: Sequence[Condition],
+                      cfg: dict[str, Any], progress: Progress | None = None) -> tuple[dict, dict]:
+    """Oracle win rate per task of each policy (``finals``: name → weights folder) against the base,
+    and the mean oracle scores of all of them, on the held-out conditions.
+
+    Every policy fills the same conditions with the same seeds and step count (the config's ``eval``).
+    """
+    from policytrain.engine.pipeline import FillPolicy
+
+    ev, gen_cfg = cfg["eval"], cfg["candidates"]
+    tasks = [c.task for c in heldout] * len(ev["seeds"])
+    flat_conds = list(heldout) * len(ev["seeds"])
+
+    def eval_policy(policy) -> tuple[list[float], dict]:
+        imgs = []
+        for s in ev["seeds"]:
+            imgs.extend(generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
+                                        guidance=float(gen_cfg.get("guidance", 30.0)),
+                                        max_sequence_length=int(gen_cfg.get("max_sequence_length", 32)),
+                                        batch_size=int(gen_cfg.get("batch_size", 32))))
+        scores = oracle_scores(flat_conds, imgs)
+        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for c, s in zip(flat_conds, scores, strict=True):
+            for k, v in s.items():
+                per[c.task][k].append(v)
+        return mean_scores(scores), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
+
+    base_scores, base_means = eval_policy(FillPolicy.from_pretrained(base_dir))
+    win, mean_by_policy = {}, {"base": base_means}
+    for name, final in finals.items():
+        scores, means = eval_policy(FillPolicy.from_pretrained(base_dir, weights=final))
+        win[name] = oracle_win_rate(base_scores, scores, tasks)
+        mean_by_policy[name] = means
+        if progress is not None:
+            progress(f"  {name}: win rate vs base {win[name]}")
+    return win, mean_by_policy
+
+
+def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
+             name: str = "probe", seed: int = 0, progress: Progress = print_progress) -> dict[str, Any]:
+    """Re-run only RL (Algorithm 1 unless ``overrides`` say otherwise) on a finished loop's base policy
+    and reward model, with ``overrides`` on the config's ``rl`` section, and evaluate it like the loop.
+
+    For trying RL settings without repeating pre-training, annotation and reward training;
+    ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name]``.
+    """
+    _quiet_libraries()
+    cfg = load_demo_config(size)
+    work = Path(work_dir).resolve()
+    base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
+    rm_final = work / "rm-run" / "final"
+    for path in (base_dir, rm_final, work / "conditions-train"):
+        if not path.exists():
+            raise ValueError(f"{path} is missing: run the loop first (python -m synthetic.experiment {size} {work})")
+    rl_cfg = {k: v for k, v in cfg["rl"].items() if k != "control_algorithm"}
+    rl_cfg.update(overrides or {})
+    algorithm = int(rl_cfg.pop("algorithm", 1))
+    t0 = time.time()
+    out = work / f"probe-{name}"
+    result = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=work / "conditions-train", out=out,
+                    reward_model=rm_final, algorithm=algorithm, resolution=int(cfg["resolution"]), seed=seed,
+                    progress=progress, label=name)
+    heldout = make_condition_sets(cfg["conditions"], seed, int(cfg["resolution"]))["heldout"]
+    win, means = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
+    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "win_rate_vs_base": win[name],
+             "mean_oracle_scores": means, "last_metrics": result.get("last_metrics"),
+             "seconds": round(time.time() - t0, 1)}
+    (out / "probe.json").write_text(json.dumps(probe, indent=2))
+    return probe
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Markdown tables of a report (the numbers docs/demo-results.md quotes)."""
     rm = report["reward_model"]
@@ -765,6 +822,11 @@ def format_report(report: dict[str, Any]) -> str:
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic.experiment quick var/demo
     import sys
 
+    if len(sys.argv) > 1 and sys.argv[1] == "probe-rl":
+        _, _, loop_dir, loop_size, *rest = sys.argv
+        found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe")
+        print(json.dumps({k: found[k] for k in ("name", "overrides", "win_rate_vs_base", "seconds")}))
+        sys.exit(0)
     rep = run_loop(sys.argv[1] if len(sys.argv) > 1 else "quick", sys.argv[2] if len(sys.argv) > 2 else "var/demo",
                    int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     print(format_report(rep))

@@ -83,6 +83,11 @@ class RLConfig:
       delivers them; the paper does not say. The reward then judges only the edit, and the policy
       cannot raise it by changing pixels it was asked to keep: on the synthetic demo, RL without it
       learned a global stripe pattern the tiny reward model liked (docs/demo-results.md).
+    - ``kl_weight`` β 0.0: the paper has no KL term, so none by default. β > 0 adds
+      β·mean((v_policy − v_base)²) at the grad-enabled step (``rl.velocity_anchor``): the flow-matching
+      form of a KL penalty against the base model, a guard against reward hacking when the reward
+      model is weak. The base is the same anchor under both algorithms (Algorithm 2's EMA reference
+      drifts with the policy, so it would not hold it back).
     """
 
     base_policy: str
@@ -126,6 +131,7 @@ class RLConfig:
     resume: bool | str = False
     deploy_weights: str = "ema"
     paste_back: bool = True
+    kl_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -184,6 +190,7 @@ class RLConfig:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad device {self.device!r}")
         for name in ("save_every", "sample_grid_every", "log_every"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        _check(self.kl_weight >= 0, f"kl_weight must be >= 0 (0 disables), got {self.kl_weight}")
         _check(
             self.deploy_weights in ("ema", "policy"),
             f"deploy_weights must be 'ema' or 'policy', got {self.deploy_weights!r}",

@@ -19,6 +19,8 @@ from .pipeline import FillInputs, FillPolicy, PromptEmbeds, Schedule, predict_x0
 class OneStepOutput:
     images: torch.Tensor  # [B,3,H,W] in [0,1], differentiable w.r.t. the trainable weights
     x0: torch.Tensor  # packed latent prediction
+    x_k: torch.Tensor  # the no-grad latent the grad-enabled call started from
+    velocity: torch.Tensor  # that call's output (what a velocity anchor compares)
     k: int
     sigma: float
 
@@ -47,4 +49,4 @@ def one_step_images(
     # fp32 for the extrapolation: in bf16, σ·v loses precision exactly where the reward looks (details).
     x0 = predict_x0(x_k.float(), velocity.float(), sigma)
     images = policy.decode(x0, inputs.height, inputs.width)
-    return OneStepOutput(images=images, x0=x0, k=k, sigma=float(sigma))
+    return OneStepOutput(images=images, x0=x0, x_k=x_k, velocity=velocity, k=k, sigma=float(sigma))

@@ -4,7 +4,8 @@ One training step (DESIGN §5, paper.md §5.2):
   task ~ task_probs; batch of conditions of that task; two independent noises;
   reference image = full no-grad denoise (base model: LoRA disabled / frozen copy; Alg. 2: EMA weights);
   policy image = no-grad denoise to k ∈ [t1·N, t2·N], one grad-enabled step, x0 = x_k − σ_k·v, decode;
-  loss = mean over the task's criteria of max(0, λ − reward(policy first, reference second)); no KL.
+  loss = mean over the task's criteria of max(0, λ − reward(policy first, reference second));
+  no KL, as in the paper, unless ``kl_weight`` > 0 adds a velocity anchor to the base model.
 Then AdamW, an EMA update, metrics, checkpoints and sample grids. Runs under torchrun (rank 0 writes).
 """
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TASK_CRITERIA, RLConfig
-from .onestep import one_step_images, sample_grad_step
+from .onestep import OneStepOutput, one_step_images, sample_grad_step
 from .pipeline import (
     Condition,
     FillPolicy,
@@ -136,11 +137,17 @@ class TrainState:
     @contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
         """Make ``policy.transformer`` act as the reference model for the duration of the block."""
-        cfg = self.config
-        if cfg.algorithm == 2:
+        if self.config.algorithm == 2:
             with swapped_weights(self.params, self.ema):
                 yield self.policy.transformer
-        elif self.frozen_reference is not None:
+        else:
+            with self.base() as base:
+                yield base
+
+    @contextmanager
+    def base(self) -> Iterator[torch.nn.Module]:
+        """Make ``policy.transformer`` act as the base model (Algorithm 1's reference, the anchor's target)."""
+        if self.frozen_reference is not None:
             pipe = self.policy.pipe
             live = pipe.transformer
             pipe.transformer = self.frozen_reference
@@ -182,6 +189,18 @@ def reference_rollout(state: TrainState, noise, inputs, embeds, negative, schedu
             noise, inputs, embeds, schedule, None, cfg.guidance, cfg.reference_true_cfg, negative
         )
         return state.policy.decode(latents, inputs.height, inputs.width)
+
+
+def velocity_anchor(state: TrainState, pol: OneStepOutput, inputs, embeds, schedule, autocast) -> torch.Tensor:
+    """mean((v_policy − v_base)²) at the policy's grad-enabled step: the optional pull back to the base.
+
+    For rectified flows the KL between policy and base sampling steps is proportional to this squared
+    velocity gap (the penalty Flow-GRPO uses); here it is taken at the one step that carries gradient.
+    """
+    cfg = state.config
+    with torch.no_grad(), state.base(), autocast():
+        v_base = state.policy.velocity(pol.x_k, inputs, schedule.timesteps[pol.k], embeds, cfg.guidance)
+    return F.mse_loss(pol.velocity.float(), v_base.float())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +420,7 @@ def train(
         policy.transformer.enable_gradient_checkpointing()
         policy.vae.enable_gradient_checkpointing()
     frozen_reference = None
-    if config.full_finetune and config.algorithm == 1:
+    if config.full_finetune and (config.algorithm == 1 or config.kl_weight > 0):
         frozen_reference = copy.deepcopy(policy.transformer).requires_grad_(False)
     optimizer = torch.optim.AdamW(
         list(params.values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
@@ -485,6 +504,9 @@ def train(
             counts = counts.index_add(0, sel, torch.ones_like(hinge))
             step_rewards[criterion] = (reward.detach().mean().item(), (hinge.detach() > 0).float().mean().item())
         loss = (hinge_sum / counts.clamp(min=1))[counts > 0].mean()
+        anchor = velocity_anchor(state, pol, inputs, embeds, pol_schedule, autocast) if config.kl_weight > 0 else None
+        if anchor is not None:
+            loss = loss + config.kl_weight * anchor
         loss.backward()
         _all_reduce_grads(params, world)
         grads = [p.grad for p in params.values() if p.grad is not None]
@@ -499,6 +521,8 @@ def train(
         # --- bookkeeping ---------------------------------------------------------------------
         window["loss"].append(loss.item())
         window["grad_norm"].append(grad_norm)
+        if anchor is not None:
+            window["velocity_anchor"].append(anchor.item())
         for criterion, (mean_reward, active) in step_rewards.items():
             window[f"reward/{task}/{criterion}"].append(mean_reward)
             window[f"hinge_active/{task}/{criterion}"].append(active)

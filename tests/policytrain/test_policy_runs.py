@@ -90,6 +90,9 @@ def test_bad_overrides_are_field_errors(tiny_reward_dir):
         policy_run_start(reward_model=rm, overrides={**FAST, "hinge_lambda": 1.5})
     assert "hinge_lambda" in err.value.fields
     with pytest.raises(ApplicationError) as err:
+        policy_run_start(reward_model=rm, overrides={**FAST, "kl_weight": -1})
+    assert "kl_weight must be >= 0" in err.value.fields["kl_weight"][0]
+    with pytest.raises(ApplicationError) as err:
         policy_run_start(reward_model=rm, overrides={**FAST, "lamda": 0.5})
     assert "unknown RLConfig field" in err.value.fields["overrides"][0]
     with pytest.raises(ApplicationError) as err:

@@ -192,3 +192,8 @@ def test_wider_reward_base_loads_and_scores(tmp_path):
     with torch.no_grad():
         out = forward_log_odds(rm.model, batch, rm.yes_token_id, rm.no_token_id)
     assert out.shape == (1,) and torch.isfinite(out).all()
+
+
+def test_rl_probe_needs_a_finished_loop(tmp_path):
+    with pytest.raises(ValueError, match="run the loop first"):
+        experiment.rl_probe(tmp_path / "no-loop", "quick", {"kl_weight": 1.0})

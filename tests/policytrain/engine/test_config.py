@@ -28,6 +28,7 @@ def test_defaults_round_trip():
         ({"deploy_weights": "best"}, "deploy_weights"),
         ({"batch_size": 0}, "batch_size"),
         ({"reference_true_cfg": 0.5}, "reference_true_cfg"),
+        ({"kl_weight": -0.1}, "kl_weight must be >= 0"),
     ],
 )
 def test_validation_errors(changes, message):

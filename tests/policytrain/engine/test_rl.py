@@ -135,6 +135,46 @@ def test_algorithm1_reference_disables_the_adapter(rl_config, monkeypatch):
     assert states == [True]
 
 
+def _outputs_gap_to_base(cfg) -> float:
+    """Largest pixel difference between the run's deployed weights and the base on one fixed fill."""
+    from pathlib import Path
+
+    base = FillPolicy.from_pretrained(cfg.base_policy)
+    tuned = FillPolicy.from_pretrained(cfg.base_policy, weights=Path(cfg.output_dir) / "final")
+    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    kw = dict(seed=0, steps=3, max_sequence_length=16)
+    return (tuned.generate(img, mask, ["a red cat"], **kw) - base.generate(img, mask, ["a red cat"], **kw)).abs().mean().item()
+
+
+def test_velocity_anchor_keeps_the_policy_near_the_base(rl_config, tmp_path):
+    from pathlib import Path
+
+    common = dict(max_steps=6, task_probs={"fill": 1.0}, deploy_weights="policy", learning_rate=3e-2)
+    free = rl_config(output_dir=str(tmp_path / "free"), **common)
+    anchored = rl_config(output_dir=str(tmp_path / "anchored"), kl_weight=1e4, **common)
+    train(free, reward_fn=center_brightness)
+    train(anchored, reward_fn=center_brightness)
+
+    rows = _metrics(Path(anchored.output_dir))
+    assert rows[0]["velocity_anchor"] == 0.0  # the LoRA starts at the base (B = 0)
+    assert max(r["velocity_anchor"] for r in rows) > 0.0
+    assert all("velocity_anchor" not in r for r in _metrics(Path(free.output_dir)))
+    gaps = _outputs_gap_to_base(anchored), _outputs_gap_to_base(free)
+    assert gaps[0] < 0.5 * gaps[1], gaps
+
+
+def test_velocity_anchor_with_full_finetuning_and_the_ema_reference_uses_a_frozen_base(rl_config):
+    from pathlib import Path
+
+    cfg = rl_config(full_finetune=True, algorithm=2, kl_weight=1.0, max_steps=2, learning_rate=1e-3)
+    train(cfg, reward_fn=center_brightness)
+    rows = _metrics(Path(cfg.output_dir))
+    # Step 1 starts at the base; by step 2 the weights have moved away from the frozen copy.
+    assert rows[0]["velocity_anchor"] == 0.0 < rows[1]["velocity_anchor"]
+
+
 def test_resume_equals_uninterrupted_run(rl_config, tmp_path):
     from pathlib import Path
 
