@@ -528,6 +528,8 @@ def train(
             window[f"hinge_active/{task}/{criterion}"].append(active)
         event = {"step": state.step, "total_steps": config.max_steps, "kind": "train", "task": task,
                  "loss": loss.item(), "grad_norm": grad_norm, "k": k}
+        if anchor is not None:
+            event["velocity_anchor"] = anchor.item()
         if progress is not None and is_main:
             progress(event)
         if is_main and config.log_every and (state.step % config.log_every == 0 or state.step == config.max_steps):

@@ -237,8 +237,9 @@ def test_policy_run_end_to_end_through_worker(celery_worker_process, tiny_reward
     scientist = make_user("sci", "scientist")
     client = APIClient()
     client.force_authenticate(scientist)
-    response = client.post("/api/policy/runs/", {"reward_model": rm.pk, "algorithm": 1, "overrides": FAST},
-                           format="json")
+    # With the velocity anchor on, so the worker path carries it from the API to the engine's metrics.
+    response = client.post("/api/policy/runs/", {"reward_model": rm.pk, "algorithm": 1,
+                                                 "overrides": {**FAST, "kl_weight": 1.0}}, format="json")
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
     run = PolicyRun.objects.get(pk=run_id)
@@ -260,7 +261,10 @@ def test_policy_run_end_to_end_through_worker(celery_worker_process, tiny_reward
 
     detail = client.get(f"/api/policy/runs/{run_id}/").json()
     assert detail["job"]["status"] == "succeeded" and detail["checkpoint"] == checkpoint.pk
-    assert [m["step"] for m in detail["metrics"] if m["kind"] == "train"][-1] == 3
+    train_rows = [m for m in detail["metrics"] if m["kind"] == "train"]
+    assert train_rows[-1]["step"] == 3
+    anchors = [m["velocity_anchor"] for m in train_rows if "velocity_anchor" in m]
+    assert anchors[0] == 0.0 < anchors[-1], anchors
     assert len(detail["sample_grids"]) == 3
     grid = client.get(detail["sample_grids"][0])
     assert grid.status_code == 200 and b"".join(grid.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
