@@ -136,7 +136,7 @@ def test_a_killed_worker_leaves_a_failed_resumable_run_and_no_half_registered_mo
     snapshot = reward_snapshot()
     # The tiny run is fast (200 steps took 4-17 s), and the job row's step is written at most
     # every 0.5 s: so kill on the first checkpoint on disk, in a run long enough to still be going.
-    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 400, "batch_size": 2, "save_every": 2})
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 120, "batch_size": 2, "save_every": 2})
     wait_for(lambda: training(run, 0) and latest_checkpoint(run.output_dir) is not None, timeout=150, interval=0.05,
              message="the run's first checkpoint")
     celery_worker_process.kill()
