@@ -788,7 +788,8 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     result = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=work / "conditions-train", out=out,
                     reward_model=rm_final, algorithm=algorithm, resolution=int(cfg["resolution"]), seed=seed,
                     progress=progress, label=name)
-    heldout = make_condition_sets(cfg["conditions"], seed, int(cfg["resolution"]))["heldout"]
+    # Each set's seed comes from its name alone, so building only the held-out set gives the loop's.
+    heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
     win, means = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
     probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "win_rate_vs_base": win[name],
              "mean_oracle_scores": means, "last_metrics": result.get("last_metrics"),
