@@ -50,6 +50,8 @@ from synthetic.scenes import Condition, make_conditions
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
 TASK_CRITERIA = oracles.TASK_CRITERIA
 Progress = Callable[[str], None]
+#: A probe's summary (mean / min oracle accuracy) leaves out criteria with fewer held-out pairs.
+MIN_SUMMARY_PAIRS = 10
 
 
 def print_progress(message: str) -> None:
@@ -401,6 +403,23 @@ def untrained_reward_model(base_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+def filtered_snapshot(snapshot_dir: str | Path, out_dir: str | Path, keep: Callable[[dict], bool],
+                      note: dict[str, Any] | None = None) -> Path:
+    """A copy of a snapshot with only the rows ``keep`` accepts; ``note`` is added to its filter."""
+    src, out = Path(snapshot_dir), Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if keep(r)]
+    shutil.copytree(src / "images", out / "images")  # the engine refuses paths outside the snapshot
+    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["counts"] = {"pairs": len(kept), "images": manifest.get("counts", {}).get("images"),
+                          **{sp: sum(1 for r in kept if r["split"] == sp) for sp in ("train", "val", "test")}}
+    manifest["filter"] = {**manifest.get("filter", {}), **(note or {})}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
 def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: int) -> Path:
     """A copy of a snapshot whose train split keeps only ``n_pairs`` unanimous pairs (every vote
     agreed), picked by a hash of the pair id; other splits are kept as they are.
@@ -410,9 +429,8 @@ def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: 
     it does (docs/demo-results.md, second pass). A short warm-up on such a batch, then training on
     the whole snapshot, is a curriculum on *annotator agreement* only — never on the oracle.
     """
-    src, out = Path(snapshot_dir), Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (Path(snapshot_dir) / "pairs.jsonl").read_text().splitlines()
+            if line.strip()]
 
     def key(row: dict) -> str:
         return hashlib.sha256(row["pair_id"].encode()).hexdigest()
@@ -420,15 +438,49 @@ def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: 
     unanimous = sorted((r for r in rows if r["split"] == "train" and r.get("votes", 1) > 1
                         and r.get("agreement", 0.0) >= 1.0), key=key)
     keep = {r["pair_id"] for r in unanimous[:n_pairs]}
-    kept = [r for r in rows if r["split"] != "train" or r["pair_id"] in keep]
-    shutil.copytree(src / "images", out / "images")  # the engine refuses paths outside the snapshot
-    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    manifest = json.loads((src / "manifest.json").read_text())
-    manifest["counts"] = {"pairs": len(kept), "images": manifest.get("counts", {}).get("images"),
-                          **{sp: sum(1 for r in kept if r["split"] == sp) for sp in ("train", "val", "test")}}
-    manifest["filter"] = {**manifest.get("filter", {}), "warm_start_unanimous_pairs": len(keep)}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out
+    return filtered_snapshot(snapshot_dir, out_dir, lambda r: r["split"] != "train" or r["pair_id"] in keep,
+                             {"warm_start_unanimous_pairs": len(keep)})
+
+
+def train_reward_model(reward_cfg: dict[str, Any], snapshot: Path, work: Path, seed: int = 0,
+                       progress: Progress = print_progress, out_name: str = "rm-run") -> tuple[Path, Path, dict]:
+    """Build the tiny reward-model base (``reward_cfg["base"]``) in ``work/rm-base`` and train it on
+    ``snapshot`` with the rest of ``reward_cfg`` into ``work/<out_name>``; returns (base folder,
+    trained ``final/`` folder, the engine's result)."""
+    from rewardtrain.engine.config import RewardTrainConfig
+    from rewardtrain.engine.train import train as rm_train
+
+    rcfg = dict(reward_cfg)
+    rm_base_opts = rcfg.pop("base", {})
+    rm_base = build_reward_base(work / "rm-base", seed=seed, **rm_base_opts)
+    rm_common = {"device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
+                 "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
+                 "max_pixels": rm_base_opts.get("max_pixels", 112 * 112)}
+    warm = rcfg.pop("warm_start", None)
+    rm_start = rm_base
+    if warm:
+        # Optional curriculum (see warm_start_snapshot): a few hundred steps on one small batch of
+        # unanimous pairs, then the main run starts from those weights.
+        warm_snap = warm_start_snapshot(snapshot, work / "snapshot-warm", int(warm["pairs"]))
+        warm_cfg = {**rcfg, **{k: v for k, v in warm.items() if k != "pairs"}}
+        warm_cfg.setdefault("batch_size", int(warm["pairs"]))
+        shutil.rmtree(work / "rm-warm", ignore_errors=True)
+        rm_train(RewardTrainConfig.from_dict({
+            "base_model": str(rm_base), "snapshot_dir": str(warm_snap), "output_dir": str(work / "rm-warm"),
+            **rm_common, **warm_cfg}), progress=lambda e: progress("  warm-up:" + _rm_line(e)) if _rm_line(e) else None)
+        rm_start = work / "rm-warm" / "final"
+    rm_out = work / out_name
+    shutil.rmtree(rm_out, ignore_errors=True)
+    rm_config = RewardTrainConfig.from_dict({
+        "base_model": str(rm_start), "snapshot_dir": str(snapshot), "output_dir": str(rm_out), **rm_common, **rcfg,
+    })
+
+    def rm_progress(e: dict) -> None:
+        if _rm_line(e):
+            progress("  reward" + _rm_line(e))
+
+    result = rm_train(rm_config, progress=rm_progress)
+    return rm_base, rm_out / "final", result
 
 
 def oracle_accuracy(
@@ -512,10 +564,8 @@ def run_loop(
 
     from policytrain.engine.pipeline import FillPolicy
     from policytrain.engine.pretrain import PretrainConfig, pretrain
-    from rewardtrain.engine.config import RewardTrainConfig
     from rewardtrain.engine.evaluate import evaluate
     from rewardtrain.engine.scorer import RewardScorer
-    from rewardtrain.engine.train import train as rm_train
 
     cfg = config or load_demo_config(size)
     work = Path(work_dir).resolve()
@@ -600,37 +650,7 @@ def run_loop(
 
     # (e) reward model ---------------------------------------------------------------------------
     t0 = time.time()
-    rcfg = dict(cfg["reward"])
-    rm_base_opts = rcfg.pop("base", {})
-    rm_base = build_reward_base(work / "rm-base", seed=seed, **rm_base_opts)
-    rm_common = {"device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
-                 "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
-                 "max_pixels": rm_base_opts.get("max_pixels", 112 * 112)}
-    warm = rcfg.pop("warm_start", None)
-    rm_start = rm_base
-    if warm:
-        # Optional curriculum (see warm_start_snapshot): a few hundred steps on one small batch of
-        # unanimous pairs, then the main run starts from those weights.
-        warm_snap = warm_start_snapshot(snapshot, work / "snapshot-warm", int(warm["pairs"]))
-        warm_cfg = {**rcfg, **{k: v for k, v in warm.items() if k != "pairs"}}
-        warm_cfg.setdefault("batch_size", int(warm["pairs"]))
-        shutil.rmtree(work / "rm-warm", ignore_errors=True)
-        rm_train(RewardTrainConfig.from_dict({
-            "base_model": str(rm_base), "snapshot_dir": str(warm_snap), "output_dir": str(work / "rm-warm"),
-            **rm_common, **warm_cfg}), progress=lambda e: progress("  warm-up:" + _rm_line(e)) if _rm_line(e) else None)
-        rm_start = work / "rm-warm" / "final"
-    rm_out = work / "rm-run"
-    shutil.rmtree(rm_out, ignore_errors=True)
-    rm_config = RewardTrainConfig.from_dict({
-        "base_model": str(rm_start), "snapshot_dir": str(snapshot), "output_dir": str(rm_out), **rm_common, **rcfg,
-    })
-
-    def rm_progress(e: dict) -> None:
-        if _rm_line(e):
-            progress("  reward" + _rm_line(e))
-
-    rm_result = rm_train(rm_config, progress=rm_progress)
-    rm_final = rm_out / "final"
+    rm_base, rm_final, rm_result = train_reward_model(cfg["reward"], snapshot, work, seed, progress)
     rm_eval = evaluate(rm_final, snapshot, split="test", device="cpu")
     scorer = RewardScorer.from_pretrained(rm_final)
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
@@ -764,6 +784,14 @@ def evaluate_policies(base_dir: str | Path, finals: dict[str, str | Path], heldo
     return win, mean_by_policy
 
 
+def loop_config(work: Path, size: str) -> dict[str, Any]:
+    """The config a finished loop ran with (its ``report.json``), else ``configs/demo/<size>.json``."""
+    report = work / "report.json"
+    if report.is_file():
+        return json.loads(report.read_text())["config"]
+    return load_demo_config(size)
+
+
 def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
              name: str = "probe", seed: int = 0, progress: Progress = print_progress) -> dict[str, Any]:
     """Re-run only RL (Algorithm 1 unless ``overrides`` say otherwise) on a finished loop's base policy
@@ -773,8 +801,8 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name]``.
     """
     _quiet_libraries()
-    cfg = load_demo_config(size)
     work = Path(work_dir).resolve()
+    cfg = loop_config(work, size)
     base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
     rm_final = work / "rm-run" / "final"
     for path in (base_dir, rm_final, work / "conditions-train"):
@@ -793,6 +821,82 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     win, means = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
     probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "win_rate_vs_base": win[name],
              "mean_oracle_scores": means, "last_metrics": result.get("last_metrics"),
+             "seconds": round(time.time() - t0, 1)}
+    (out / "probe.json").write_text(json.dumps(probe, indent=2))
+    return probe
+
+
+def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition]
+                        ) -> tuple[list[Condition], list[list[np.ndarray]]]:
+    """The candidate images a loop's snapshot holds, read back from its PNGs and grouped per
+    condition (candidate index order), for the conditions that have any judged pair."""
+    snap = Path(snapshot_dir)
+    found: dict[str, dict[int, str]] = defaultdict(dict)
+    for line in (snap / "pairs.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            for side in ("winner", "loser"):
+                cid, k = row[f"{side}_candidate_id"].rsplit("#", 1)
+                found[cid][int(k)] = row[side]
+    by_id = {c.id: c for c in conditions}
+    conds, cands = [], []
+    for cid, paths in found.items():
+        conds.append(by_id[cid])
+        cands.append([np.asarray(Image.open(snap / paths[k]).convert("RGB"), dtype=np.float32) / 255.0
+                      for k in sorted(paths)])
+    return conds, cands
+
+
+def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
+             name: str = "probe", seed: int = 0, criteria: Sequence[str] = (),
+             progress: Progress = print_progress) -> dict[str, Any]:
+    """Re-train only the reward model of a finished loop, with ``overrides`` on the config's
+    ``reward`` section (``base`` is merged key by key), and measure its oracle accuracy on the
+    loop's held-out pairs, beside the loop's own reward model on the very same pairs.
+
+    ``criteria`` (``"task:criterion"`` items) keeps only those criteria's training pairs: a
+    reward model per criterion shows what the mixed one gives away by sharing one model.
+    ``python -m synthetic.experiment probe-rm <work_dir> <size> '<json overrides>' [name] [task:criterion ...]``
+    writes ``<work_dir>/rm-probe-<name>/probe.json``.
+    """
+    _quiet_libraries()
+    from rewardtrain.engine.scorer import RewardScorer
+
+    work = Path(work_dir).resolve()
+    cfg = loop_config(work, size)
+    snapshot = work / "snapshot"
+    if not (snapshot / "pairs.jsonl").is_file():
+        raise ValueError(f"{snapshot} is missing: run the loop first (python -m synthetic.experiment {size} {work})")
+    overrides = dict(overrides or {})
+    reward_cfg = {**cfg["reward"], **overrides, "base": {**cfg["reward"].get("base", {}), **overrides.get("base", {})}}
+    out = work / f"rm-probe-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    train_snapshot = snapshot
+    if criteria:
+        keep = {tuple(c.split(":", 1)) for c in criteria}
+        train_snapshot = filtered_snapshot(snapshot, out / "snapshot",
+                                           lambda r: r["split"] != "train" or (r["task"], r["criterion"]) in keep,
+                                           {"criteria": sorted(criteria)})
+    t0 = time.time()
+    _, final, result = train_reward_model(reward_cfg, train_snapshot, out, seed, progress, out_name="run")
+    train_conds = make_condition_sets({"train": cfg["conditions"]["train"]}, seed, int(cfg["resolution"]))["train"]
+    conds, cands = snapshot_candidates(snapshot, train_conds)
+    scores = [oracle_scores([c] * len(k), k) for c, k in zip(conds, cands, strict=True)]
+    pairs = oracle_pairs(conds, cands, scores, keep=lambda cid: heldout_split(cid) == "test")
+    if criteria:
+        pairs = [p for p in pairs if f"{p['task']}:{p['criterion']}" in criteria]
+    thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
+    accuracy = {}
+    for label, folder in (("probe", final), ("loop", work / "rm-run" / "final")):
+        if folder.is_dir():
+            accuracy[label], n = oracle_accuracy(RewardScorer.from_pretrained(folder), pairs, threshold=thr)
+    # Criteria with a handful of informative pairs (extend text alignment: the base rarely draws
+    # the object in the band) would swing the summary by chance, so mean/min skip them.
+    flat = [v for t, cs in accuracy["probe"].items() for c, v in cs.items() if n[t][c] >= MIN_SUMMARY_PAIRS]
+    probe = {"name": name, "overrides": overrides, "criteria": list(criteria), "oracle_accuracy": accuracy,
+             "oracle_pairs": n, "mean": float(np.mean(flat)) if flat else float("nan"),
+             "min": float(np.min(flat)) if flat else float("nan"),
+             "train": {k: result.get(k) for k in ("steps", "train_loss", "train_accuracy", "train_seconds")},
              "seconds": round(time.time() - t0, 1)}
     (out / "probe.json").write_text(json.dumps(probe, indent=2))
     return probe
@@ -827,6 +931,13 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
         _, _, loop_dir, loop_size, *rest = sys.argv
         found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe")
         print(json.dumps({k: found[k] for k in ("name", "overrides", "win_rate_vs_base", "seconds")}))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "probe-rm":
+        _, _, loop_dir, loop_size, *rest = sys.argv
+        found = rm_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},
+                         rest[1] if len(rest) > 1 else "probe", criteria=rest[2:])
+        print(json.dumps({k: found[k] for k in ("name", "overrides", "criteria", "oracle_accuracy", "mean", "min",
+                                                 "seconds")}))
         sys.exit(0)
     rep = run_loop(sys.argv[1] if len(sys.argv) > 1 else "quick", sys.argv[2] if len(sys.argv) > 2 else "var/demo",
                    int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -197,3 +197,43 @@ def test_wider_reward_base_loads_and_scores(tmp_path):
 def test_rl_probe_needs_a_finished_loop(tmp_path):
     with pytest.raises(ValueError, match="run the loop first"):
         experiment.rl_probe(tmp_path / "no-loop", "quick", {"kl_weight": 1.0})
+
+
+def test_rm_probe_needs_a_finished_loop(tmp_path):
+    with pytest.raises(ValueError, match="run the loop first"):
+        experiment.rm_probe(tmp_path / "no-loop", "quick", {"max_steps": 2})
+
+
+def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp_path):
+    """A loop folder with a real snapshot (two candidates per condition: a noisy and a clean fill);
+    the probe trains on one criterion only and measures oracle accuracy on the held-out pairs."""
+    torch.set_num_threads(1)
+    cfg = experiment.load_demo_config("quick")
+    conds = experiment.make_condition_sets({"train": cfg["conditions"]["train"]}, 0, cfg["resolution"])["train"][:24]
+    rng = np.random.default_rng(0)
+    candidates = []
+    for c in conds:
+        clean = np.asarray(c.target, dtype=np.float32) / 255.0
+        noisy = np.clip(clean + rng.normal(0, 0.3, clean.shape), 0, 1).astype(np.float32)
+        candidates.append([clean, noisy])
+    scores = [experiment.oracle_scores([c] * 2, k) for c, k in zip(conds, candidates, strict=True)]
+    pool = experiment.make_pool(4, 0.0, seed=0)
+    judgments = experiment.simulate_judgments(conds, scores, pool, seed=0)
+    experiment.write_snapshot(tmp_path / "loop" / "snapshot", conds, candidates, judgments, {})
+    wanted = "fill:consistency"
+    probe = experiment.rm_probe(tmp_path / "loop", "quick", {"max_steps": 2, "batch_size": 2, "log_every": 1},
+                                name="one", criteria=[wanted], progress=lambda _: None)
+
+    train_rows = [json.loads(line) for line in
+                  (tmp_path / "loop" / "rm-probe-one" / "snapshot" / "pairs.jsonl").read_text().splitlines()]
+    assert {f"{r['task']}:{r['criterion']}" for r in train_rows if r["split"] == "train"} == {wanted}
+    assert probe["train"]["steps"] == 2
+    # Only the chosen criterion is scored; the loop has no reward model of its own here.
+    assert probe["oracle_accuracy"].keys() == {"probe"}
+    assert probe["oracle_accuracy"]["probe"].keys() == {"fill"}
+    assert probe["oracle_accuracy"]["probe"]["fill"].keys() == {"consistency"}
+    # Too few held-out pairs for the summary, which then says so rather than quoting noise.
+    assert 0 < probe["oracle_pairs"]["fill"]["consistency"] < experiment.MIN_SUMMARY_PAIRS
+    assert np.isnan(probe["mean"]) and np.isnan(probe["min"])
+    saved = json.loads((tmp_path / "loop" / "rm-probe-one" / "probe.json").read_text())
+    assert saved["criteria"] == [wanted] and saved["overrides"] == {"max_steps": 2, "batch_size": 2, "log_every": 1}
