@@ -397,7 +397,7 @@ class DatasetSnapshot(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.QUEUED)
     filter = models.JSONField(default=dict, blank=True)
-    aggregation = models.CharField(max_length=40, default="majority-v1")
+    aggregation = models.CharField(max_length=40, default="majority-v2")
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
     path = models.CharField(max_length=500, blank=True)
     counts = models.JSONField(default=dict, blank=True)

@@ -662,15 +662,16 @@ def format_summary(report: dict[str, Any]) -> str:
              f"Annotation: {ann['judgments']} judgments by {ann['annotators']} annotators over HTTP "
              f"({ann['items_submitted']} items, overlap {ann['overlap']}); labels agree with the oracle on "
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
-             "", "Reward model (held-out)", f"{'task':<8} {'criterion':<16} {'acc':>6} {'ceiling':>8} {'oracle':>7} "
-             f"{'untrained':>9}"]
+             "", "Reward model (held-out; n = pairs behind the accuracy to its left)",
+             f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9}"]
     for task, crits in ex.TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
                 v = d.get(t, {}).get(c)
-                return "  n/a" if v is None else f"{v:.3f}"
-            lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['human_ceiling']):>8} "
-                         f"{g(rm['oracle_accuracy']):>7} {g(rm['control']['oracle_accuracy']):>9}")
+                return "  n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['label_pairs']):>4} "
+                         f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
+                         f"{g(rm['control']['oracle_accuracy']):>9}")
     lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
     for name, w in rows.items():

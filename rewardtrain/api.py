@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from annotation.api.permissions import IsStaffRole
 from annotation.models import DatasetSnapshot
-from annotation.services.snapshots import AGGREGATIONS, snapshot_create, snapshot_preview
+from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, snapshot_create, snapshot_preview
 from core.params import int_query_param
 
 from . import selectors as sel
@@ -67,7 +67,7 @@ class SnapshotFilterIn(serializers.Serializer):
 class SnapshotIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     filter = SnapshotFilterIn(required=False, default=dict)
-    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="majority-v1")
+    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
 
 
 class RunIn(serializers.Serializer):
@@ -154,7 +154,7 @@ class SnapshotListCreateApi(_Staff):
 
 
 class SnapshotPreviewApi(_Staff):
-    """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=… → live counts."""
+    """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=…&aggregation=… → live counts."""
 
     @extend_schema(responses=dict)
     def get(self, request):
@@ -165,7 +165,7 @@ class SnapshotPreviewApi(_Staff):
             campaign_ids = q.getlist("campaign")  # the service reports the field error
         flt = {"campaign_ids": campaign_ids, "criteria": q.getlist("criterion"), "task_types": q.getlist("task"),
                "date_from": q.get("date_from"), "date_to": q.get("date_to")}
-        return Response(snapshot_preview(filter=flt))
+        return Response(snapshot_preview(filter=flt, aggregation=q.get("aggregation", DEFAULT_AGGREGATION)))
 
 
 class SnapshotDetailApi(_Staff):

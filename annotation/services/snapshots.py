@@ -4,17 +4,19 @@
 snapshot) and enqueues ``annotation.tasks.snapshot_build_task``; ``snapshot_build`` writes the
 folder of docs/engine-contracts.md under ``ARTIFACTS_ROOT/snapshots/<id>-<hash12>/``.
 
-Aggregation ``majority-v1`` (docs/reward-model.md has the long form):
+Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the default:
 
 - Judgments are read with one server-side cursor ordered by (sample, criterion, item), so only
   one sample's judgments for one criterion are in memory at a time (flat memory).
 - Gold items are never exported (their judgments are counted in ``gold_judgments_excluded``).
 - Pairwise: each A/B judgment is one vote for an ordered candidate pair; "tie" and "both_bad"
   are excluded and counted (``tie_judgments_excluded``).
-- Best–worst of N: per item, the (best, worst) choice made by strictly the most annotators is
-  the item's outcome, worth as many votes as annotators made that exact choice, out of all the
-  item's best–worst judgments; a plurality tie is excluded and counted (``tied_excluded``).
-  "no_difference" is excluded and counted (``no_difference_excluded``).
+- Best–worst of N: each (best, worst) judgment is one vote for best > worst, the pair the paper
+  trains on. "no_difference" is excluded and counted (``no_difference_excluded``).
+  ``majority-v1`` differs only here: per item, the (best, worst) choice made by strictly the most
+  annotators is the item's outcome, worth as many votes as annotators made that exact choice,
+  out of all the item's best–worst judgments; a plurality tie is excluded (``tied_excluded``).
+  With 3 annotators and 4 candidates most items end in such a tie, so v1 keeps few pairs.
 - Votes for the same two candidates on the same criterion are summed over items (and
   campaigns); the direction with strictly more votes wins, a tie is excluded and counted
   (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
@@ -63,7 +65,8 @@ from ..models import (
     TaskType,
 )
 
-AGGREGATIONS = ("majority-v1",)
+AGGREGATIONS = ("majority-v2", "majority-v1")
+DEFAULT_AGGREGATION = "majority-v2"
 FORMAT_VERSION = 1
 ROW_GROUP = 5_000
 PAIR_SCHEMA = pa.schema([
@@ -166,8 +169,9 @@ def _label(r: dict) -> str:
 class _Aggregator:
     """Streams (sample, criterion) groups of judgments into preference rows plus counts."""
 
-    def __init__(self, flt: dict, chunk_size: int = 2000) -> None:
+    def __init__(self, flt: dict, aggregation: str = DEFAULT_AGGREGATION, chunk_size: int = 2000) -> None:
         self.flt = flt
+        self.aggregation = aggregation
         self.chunk_size = chunk_size
         self.counts: Counter = Counter()
         self.ceiling_sum: dict[tuple[str, str], float] = defaultdict(float)
@@ -214,6 +218,11 @@ class _Aggregator:
                 picks = Counter((j["best_id"], j["worst_id"]) for j in js if j["choice"] == Choice.BEST_WORST)
                 self.counts["no_difference_excluded"] += sum(j["choice"] == Choice.NO_DIFFERENCE for j in js)
                 if not picks:
+                    continue
+                if self.aggregation != "majority-v1":
+                    for (best, worst), n in picks.items():
+                        votes[(best, worst)] += n
+                        decisive[frozenset((best, worst))] += n
                     continue
                 ranked = picks.most_common()
                 if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
@@ -268,10 +277,19 @@ class _Aggregator:
         return dict(out)
 
 
-def snapshot_preview(*, filter: dict | None) -> dict:  # noqa: A002 - the API calls it "filter"
+def _check_aggregation(aggregation: str, errors: dict) -> None:
+    if aggregation not in AGGREGATIONS:
+        errors["aggregation"] = [f"Use one of: {', '.join(AGGREGATIONS)}."]
+
+
+def snapshot_preview(*, filter: dict | None, aggregation: str = DEFAULT_AGGREGATION) -> dict:  # noqa: A002
     """Live count of the rows a snapshot with this filter would hold (no files written)."""
+    errors: dict = {}
+    _check_aggregation(aggregation, errors)
+    if errors:
+        raise ApplicationError("The preview request is invalid.", fields=errors)
     flt = snapshot_normalize_filter(filter)
-    agg = _Aggregator(flt)
+    agg = _Aggregator(flt, aggregation)
     per_split: Counter = Counter()
     per_task: dict[str, Counter] = defaultdict(Counter)
     for row in agg.rows():
@@ -286,15 +304,14 @@ def snapshot_preview(*, filter: dict | None) -> dict:  # noqa: A002 - the API ca
 # --- create / build ---------------------------------------------------------------------------------
 
 def snapshot_create(
-    *, name: str, filter: dict | None = None, aggregation: str = "majority-v1",  # noqa: A002
+    *, name: str, filter: dict | None = None, aggregation: str = DEFAULT_AGGREGATION,  # noqa: A002
     user: User | None = None, enqueue: bool = True,
 ) -> DatasetSnapshot:
     """Record a snapshot request and (after commit) enqueue its build job."""
     errors = {}
     if not name or not name.strip():
         errors["name"] = ["A name is required."]
-    if aggregation not in AGGREGATIONS:
-        errors["aggregation"] = [f"Use one of: {', '.join(AGGREGATIONS)}."]
+    _check_aggregation(aggregation, errors)
     if errors:
         raise ApplicationError("The snapshot request is invalid.", fields=errors)
     flt = snapshot_normalize_filter(filter)
@@ -337,13 +354,17 @@ class _Progress:
 def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = None) -> DatasetSnapshot:
     """Write the snapshot folder; raise SnapshotEmpty when no preference pair matches the filter."""
     DatasetSnapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.RUNNING, error="")
-    agg = _Aggregator(snapshot.filter)
+    agg = _Aggregator(snapshot.filter, snapshot.aggregation)
     tmp = _snapshots_root() / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
     images = tmp / "images"
     images.mkdir(parents=True)
     progress = _Progress(reporter, _judgments(snapshot.filter).filter(item__is_gold=False).count())
     try:
         digest = hashlib.sha256()
+        if snapshot.aggregation != "majority-v1":
+            # Rows of another aggregation are another dataset, even where they happen to coincide;
+            # v1 hashes stay as they were.
+            digest.update(f"aggregation {snapshot.aggregation}\n".encode())
         per_split: Counter = Counter()
         per_task: dict[str, Counter] = defaultdict(Counter)
         n_images = 0

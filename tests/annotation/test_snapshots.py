@@ -30,8 +30,8 @@ def annotate(campaign, annotators, answer) -> None:
                             idempotency_key=str(lease.uid))
 
 
-def build(name="snap", **flt):
-    snapshot = snapshot_create(name=name, filter=flt, enqueue=False)
+def build(name="snap", aggregation="majority-v2", **flt):
+    snapshot = snapshot_create(name=name, filter=flt, aggregation=aggregation, enqueue=False)
     return snapshot_execute(snapshot.job_id)
 
 
@@ -108,26 +108,81 @@ def test_loads_with_hf_datasets_offline(pairwise, tmp_path):
         ds.column_names)
 
 
-def test_best_worst_plurality_no_difference_and_ties():
+@pytest.fixture
+def best_worst():
+    """2 items of 4 candidates × 3 annotators on structure; returns the campaign and each item's slots."""
     campaign = make_campaign(n_samples=2, overlap=3, mode="best_worst", criteria=["structure"])
     anns = [make_user(f"bw{k}", "annotator") for k in range(3)]
 
     def answer(k, i, slots):
         c1, c2, c3, c4 = slots
-        if i == 0:  # (c1, c4) twice, (c2, c3) once → c1 > c4 with 2 of 3 votes
+        if i == 0:  # (c1, c4) twice, (c2, c3) once
             return {"structure": [{"best": c1, "worst": c4}, {"best": c1, "worst": c4},
                                   {"best": c2, "worst": c3}][k]}
         return {"structure": [{"best": c1, "worst": c4}, {"best": c2, "worst": c3}, "no_difference"][k]}
 
     annotate(campaign, anns, answer)
-    snap = build(campaign_ids=[campaign.pk])
+    slots = [list(item.slots.order_by("position").values_list("candidate_id", flat=True))
+             for item in Item.objects.filter(campaign=campaign).order_by("id")]
+    return campaign, slots
+
+
+def test_best_worst_v1_keeps_the_plurality_choice_only(best_worst):
+    campaign, slots = best_worst
+    snap = build(campaign_ids=[campaign.pk], aggregation="majority-v1")
     rows = rows_of(snap)
+    # Item 0: c1 > c4 with 2 of 3 votes; item 1: a 1–1 plurality tie, dropped.
     assert len(rows) == 1 and rows[0]["votes"] == 2 and rows[0]["agreement"] == round(2 / 3, 6)
-    item0 = Item.objects.filter(campaign=campaign).order_by("id").first()
-    slots = list(item0.slots.order_by("position").values_list("candidate_id", flat=True))
-    assert (rows[0]["winner_candidate_id"], rows[0]["loser_candidate_id"]) == (slots[0], slots[3])
+    assert (rows[0]["winner_candidate_id"], rows[0]["loser_candidate_id"]) == (slots[0][0], slots[0][3])
     assert snap.counts["no_difference_excluded"] == 1 and snap.counts["tied_excluded"] == 1
     assert snap.human_ceiling["fill"]["structure"] == round((1 / 3 + 0) / 2, 6)
+
+
+def test_best_worst_v2_makes_every_judgment_a_best_over_worst_vote(best_worst):
+    campaign, slots = best_worst
+    snap = build(campaign_ids=[campaign.pk])
+    got = {(r["winner_candidate_id"], r["loser_candidate_id"]): (r["votes"], r["agreement"]) for r in rows_of(snap)}
+    (a1, a2, a3, a4), (b1, b2, b3, b4) = slots
+    # Every judgment's (best, worst) is a pair; nobody contradicted another, so each is unanimous.
+    assert got == {(a1, a4): (2, 1.0), (a2, a3): (1, 1.0), (b1, b4): (1, 1.0), (b2, b3): (1, 1.0)}
+    assert snap.counts["no_difference_excluded"] == 1 and snap.counts["tied_excluded"] == 0
+    assert snap.aggregation == "majority-v2" and snap.counts["pairs"] == 4
+    # Same ceiling: it is computed from the raw labels, whatever the aggregation.
+    assert snap.human_ceiling["fill"]["structure"] == round((1 / 3 + 0) / 2, 6)
+    assert snapshot_preview(filter={"campaign_ids": [campaign.pk]})["pairs"] == 4
+    assert snapshot_preview(filter={"campaign_ids": [campaign.pk]}, aggregation="majority-v1")["pairs"] == 1
+
+
+def test_best_worst_v2_opposite_votes_cancel(best_worst):
+    """Two judgments with (x best, y worst) and one with (y best, x worst): x > y, 2 of 3 votes."""
+    campaign = make_campaign(n_samples=1, overlap=3, mode="best_worst", criteria=["structure"])
+    anns = [make_user(f"cx{k}", "annotator") for k in range(3)]
+
+    def answer(k, i, slots):
+        c1, _, _, c4 = slots
+        return {"structure": [{"best": c1, "worst": c4}, {"best": c1, "worst": c4}, {"best": c4, "worst": c1}][k]}
+
+    annotate(campaign, anns, answer)
+    rows = rows_of(build(campaign_ids=[campaign.pk]))
+    assert len(rows) == 1 and rows[0]["votes"] == 2 and rows[0]["agreement"] == round(2 / 3, 6)
+
+
+def test_aggregations_never_share_a_folder(pairwise):
+    """Pairwise-only data gives the same rows under v1 and v2, but each is its own dataset."""
+    v1 = build("v1", campaign_ids=[pairwise.pk], aggregation="majority-v1")
+    v2 = build("v2", campaign_ids=[pairwise.pk])
+    assert [(r["winner"], r["loser"]) for r in rows_of(v1)] == [(r["winner"], r["loser"]) for r in rows_of(v2)]
+    assert v1.content_hash != v2.content_hash and v2.reused_from_id is None
+    assert json.loads((Path(v2.path) / "manifest.json").read_text())["aggregation"] == "majority-v2"
+
+
+def test_unknown_aggregation_is_a_field_error():
+    with pytest.raises(ApplicationError) as err:
+        snapshot_create(name="x", aggregation="mean", enqueue=False)
+    assert "aggregation" in err.value.fields
+    with pytest.raises(ApplicationError) as err:
+        snapshot_preview(filter={}, aggregation="mean")
+    assert "aggregation" in err.value.fields
 
 
 def test_empty_result_fails_the_job_with_a_clear_error(pairwise):

@@ -91,9 +91,12 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     preview = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&criterion=structure").json()
     assert preview["pairs"] == snapshot.counts["pairs"] == 8
     assert client.get("/api/reward/snapshots/preview/?campaign=999999").status_code == 400
+    bad = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&aggregation=mean")
+    assert bad.status_code == 400 and "aggregation" in bad.json()["fields"]
     resp = client.post("/api/reward/snapshots/", {"name": "api", "filter": {"campaign_ids": [campaign.pk]}},
                        format="json")
     assert resp.status_code == 201 and resp.json()["status"] == "queued" and resp.json()["job"]["kind"] == "snapshot"
+    assert resp.json()["aggregation"] == "majority-v2"
     assert client.get(f"/api/reward/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
     assert "tiny" in {p["name"] for p in client.get("/api/reward/presets/").json()}
 

@@ -237,3 +237,12 @@ def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp
     assert np.isnan(probe["mean"]) and np.isnan(probe["min"])
     saved = json.loads((tmp_path / "loop" / "rm-probe-one" / "probe.json").read_text())
     assert saved["criteria"] == [wanted] and saved["overrides"] == {"max_steps": 2, "batch_size": 2, "log_every": 1}
+
+
+def test_probes_read_the_config_a_loop_ran_with(tmp_path):
+    """A loop run with a custom config (e.g. more annotated conditions) is probed with that config."""
+    assert experiment.loop_config(tmp_path, "quick") == experiment.load_demo_config("quick")
+    custom = experiment.load_demo_config("full")
+    custom["conditions"]["train"] = 1280
+    (tmp_path / "report.json").write_text(json.dumps({"config": custom}))
+    assert experiment.loop_config(tmp_path, "quick")["conditions"]["train"] == 1280
