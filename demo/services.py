@@ -204,6 +204,20 @@ def score_table(items: Sequence[WorldItem]) -> dict[int, dict[str, float]]:
 # ----------------------------------------------------------------------------------------------
 # 4. campaigns and annotators
 # ----------------------------------------------------------------------------------------------
+def annotation_selection(items: Sequence[WorldItem], n_pairwise: int) -> list[WorldItem]:
+    """The samples sent to annotators: the first ``n_pairwise`` (the platform cap), plus every
+    other sample of a best–worst task.
+
+    Why: a best–worst item costs each annotator one judgment and gives one pair, while a pairwise
+    sample costs 6 candidate pairs × its criteria. Under the cap alone the full demo's removal
+    campaign got 31 items (93 judgments) against 9288 judgments for fill and extend, too few for
+    the reward model to learn removal from; all of removal's samples add ~150 judgments.
+    """
+    head = list(items[:n_pairwise])
+    return head + [it for it in items[n_pairwise:]
+                   if CAMPAIGN_MODES[it.condition.task] == CampaignMode.BEST_WORST]
+
+
 def campaigns_create(items: Sequence[WorldItem], *, tag: str, overlap: int, seed: int,
                      user: User | None = None) -> list[Campaign]:
     by_task: dict[str, list[int]] = defaultdict(list)
@@ -518,7 +532,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         base_dir = str(Path(pre["final_dir"]).resolve())
         progress(f"  base policy {'(cached) ' if pre.get('cached') else ''}{base_dir}")
 
-    annotated = train_items[:n_ann]
+    annotated = annotation_selection(train_items, n_ann)
     with stage("candidates", 3):
         n_cands = candidates_create(annotated, pre, cfg, seed=seed)
         scores = score_table(annotated)
