@@ -404,12 +404,13 @@ def untrained_reward_model(base_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def filtered_snapshot(snapshot_dir: str | Path, out_dir: str | Path, keep: Callable[[dict], bool],
-                      note: dict[str, Any] | None = None) -> Path:
-    """A copy of a snapshot with only the rows ``keep`` accepts; ``note`` is added to its filter."""
+                      note: dict[str, Any] | None = None, edit: Callable[[dict], dict] | None = None) -> Path:
+    """A copy of a snapshot with only the rows ``keep`` accepts, each passed through ``edit`` if
+    given; ``note`` is added to its filter."""
     src, out = Path(snapshot_dir), Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if keep(r)]
+    kept = [edit(r) if edit else r for r in rows if keep(r)]
     shutil.copytree(src / "images", out / "images")  # the engine refuses paths outside the snapshot
     (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     manifest = json.loads((src / "manifest.json").read_text())
@@ -847,8 +848,18 @@ def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition
     return conds, cands
 
 
+def oracle_labelled(row: dict) -> dict:
+    """A snapshot row with the oracle-better image as the winner (from its signed ``oracle_margin``)."""
+    if "oracle_margin" not in row:
+        raise ValueError("this snapshot has no oracle margins (only synthetic.experiment loops write them)")
+    if row["oracle_margin"] >= 0:
+        return row
+    return {**row, "winner": row["loser"], "loser": row["winner"], "oracle_margin": -row["oracle_margin"],
+            "winner_candidate_id": row["loser_candidate_id"], "loser_candidate_id": row["winner_candidate_id"]}
+
+
 def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
-             name: str = "probe", seed: int = 0, criteria: Sequence[str] = (),
+             name: str = "probe", seed: int = 0, criteria: Sequence[str] = (), oracle_labels: bool = False,
              progress: Progress = print_progress) -> dict[str, Any]:
     """Re-train only the reward model of a finished loop, with ``overrides`` on the config's
     ``reward`` section (``base`` is merged key by key), and measure its oracle accuracy on the
@@ -856,8 +867,10 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
 
     ``criteria`` (``"task:criterion"`` items) keeps only those criteria's training pairs: a
     reward model per criterion shows what the mixed one gives away by sharing one model.
-    ``python -m synthetic.experiment probe-rm <work_dir> <size> '<json overrides>' [name] [task:criterion ...]``
-    writes ``<work_dir>/rm-probe-<name>/probe.json``.
+    ``oracle_labels`` trains on the oracle's preference instead of the annotators' (a diagnostic:
+    the model's ceiling with noise-free labels; never a way to train a demo model).
+    ``python -m synthetic.experiment probe-rm <work_dir> <size> '<json overrides>' [name] [--oracle-labels]
+    [task:criterion ...]`` writes ``<work_dir>/rm-probe-<name>/probe.json``.
     """
     _quiet_libraries()
     from rewardtrain.engine.scorer import RewardScorer
@@ -872,11 +885,13 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     out = work / f"rm-probe-{name}"
     out.mkdir(parents=True, exist_ok=True)
     train_snapshot = snapshot
-    if criteria:
+    if criteria or oracle_labels:
         keep = {tuple(c.split(":", 1)) for c in criteria}
-        train_snapshot = filtered_snapshot(snapshot, out / "snapshot",
-                                           lambda r: r["split"] != "train" or (r["task"], r["criterion"]) in keep,
-                                           {"criteria": sorted(criteria)})
+        train_snapshot = filtered_snapshot(
+            snapshot, out / "snapshot",
+            lambda r: not keep or r["split"] != "train" or (r["task"], r["criterion"]) in keep,
+            {"criteria": sorted(criteria), "oracle_labels": oracle_labels},
+            edit=oracle_labelled if oracle_labels else None)
     t0 = time.time()
     _, final, result = train_reward_model(reward_cfg, train_snapshot, out, seed, progress, out_name="run")
     train_conds = make_condition_sets({"train": cfg["conditions"]["train"]}, seed, int(cfg["resolution"]))["train"]
@@ -893,7 +908,8 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     # Criteria with a handful of informative pairs (extend text alignment: the base rarely draws
     # the object in the band) would swing the summary by chance, so mean/min skip them.
     flat = [v for t, cs in accuracy["probe"].items() for c, v in cs.items() if n[t][c] >= MIN_SUMMARY_PAIRS]
-    probe = {"name": name, "overrides": overrides, "criteria": list(criteria), "oracle_accuracy": accuracy,
+    probe = {"name": name, "overrides": overrides, "criteria": list(criteria), "oracle_labels": oracle_labels,
+             "oracle_accuracy": accuracy,
              "oracle_pairs": n, "mean": float(np.mean(flat)) if flat else float("nan"),
              "min": float(np.min(flat)) if flat else float("nan"),
              "train": {k: result.get(k) for k in ("steps", "train_loss", "train_accuracy", "train_seconds")},
@@ -934,8 +950,12 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rm":
         _, _, loop_dir, loop_size, *rest = sys.argv
+        flags = [a for a in rest[2:] if a.startswith("--")]
+        if set(flags) - {"--oracle-labels"}:
+            sys.exit(f"unknown option(s) {sorted(set(flags) - {'--oracle-labels'})}; the only one is --oracle-labels")
         found = rm_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},
-                         rest[1] if len(rest) > 1 else "probe", criteria=rest[2:])
+                         rest[1] if len(rest) > 1 else "probe", criteria=[a for a in rest[2:] if a not in flags],
+                         oracle_labels="--oracle-labels" in flags)
         print(json.dumps({k: found[k] for k in ("name", "overrides", "criteria", "oracle_accuracy", "mean", "min",
                                                  "seconds")}))
         sys.exit(0)

@@ -238,6 +238,27 @@ def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp
     saved = json.loads((tmp_path / "loop" / "rm-probe-one" / "probe.json").read_text())
     assert saved["criteria"] == [wanted] and saved["overrides"] == {"max_steps": 2, "batch_size": 2, "log_every": 1}
 
+    # The oracle-label diagnostic trains on every criterion with the oracle-better image as winner.
+    experiment.rm_probe(tmp_path / "loop", "quick", {"max_steps": 1, "batch_size": 2}, name="oracle",
+                        oracle_labels=True, progress=lambda _: None)
+    relabelled = [json.loads(line) for line in
+                  (tmp_path / "loop" / "rm-probe-oracle" / "snapshot" / "pairs.jsonl").read_text().splitlines()]
+    assert len(relabelled) == len(judgments) and all(r["oracle_margin"] >= 0 for r in relabelled)
+    flipped = [j for j in judgments if j.oracle_margin < 0]
+    assert flipped, "the noisy annotators disagreed with the oracle somewhere"
+    by_id = {r["pair_id"]: r for r in relabelled}
+    original = {r["pair_id"]: r for r in map(json.loads, (tmp_path / "loop" / "snapshot" / "pairs.jsonl")
+                                             .read_text().splitlines())}
+    for pid, row in original.items():
+        swapped = row["oracle_margin"] < 0
+        assert (by_id[pid]["winner"], by_id[pid]["loser"]) == ((row["loser"], row["winner"]) if swapped
+                                                              else (row["winner"], row["loser"]))
+
+
+def test_oracle_labels_need_oracle_margins():
+    with pytest.raises(ValueError, match="no oracle margins"):
+        experiment.oracle_labelled({"winner": "a", "loser": "b"})
+
 
 def test_probes_read_the_config_a_loop_ran_with(tmp_path):
     """A loop run with a custom config (e.g. more annotated conditions) is probed with that config."""
