@@ -22,6 +22,9 @@ The building blocks (``generate_images``, ``simulate_judgments``, ``write_snapsh
 ``oracle_accuracy``, ``oracle_win_rate`` ...) take small, explicit arguments so the Django
 ``demo`` command can drive the same steps through the real services. This module imports
 ``synthetic`` and both engines, never Django. Configs live in ``configs/demo/<size>.json``.
+
+``rl_probe`` and ``rm_probe`` re-run one stage of a finished loop with config overrides and
+measure it like the loop (``python -m synthetic.experiment probe-rl|probe-rm …``).
 """
 
 from __future__ import annotations
