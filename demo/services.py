@@ -676,7 +676,7 @@ def format_summary(report: dict[str, Any]) -> str:
              f"Annotation: {ann['judgments']} judgments by {ann['annotators']} annotators over HTTP "
              f"({ann['items_submitted']} items, overlap {ann['overlap']}); labels agree with the oracle on "
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
-             "", "Reward model (held-out; n = pairs behind the accuracy to its left)",
+             "", "Reward model (held-out); n = pairs behind the accuracy to its left",
              f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9}"]
     for task, crits in ex.TASK_CRITERIA.items():
         for c in crits:
