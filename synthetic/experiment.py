@@ -833,7 +833,7 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
 def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition]
                         ) -> tuple[list[Condition], list[list[np.ndarray]]]:
     """The candidate images a loop's snapshot holds, read back from its PNGs and grouped per
-    condition (candidate index order), for the conditions that have any judged pair."""
+    condition (candidate index order), for those of ``conditions`` that have any judged pair."""
     snap = Path(snapshot_dir)
     found: dict[str, dict[int, str]] = defaultdict(dict)
     for line in (snap / "pairs.jsonl").read_text().splitlines():
@@ -845,6 +845,8 @@ def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition
     by_id = {c.id: c for c in conditions}
     conds, cands = [], []
     for cid, paths in found.items():
+        if cid not in by_id:
+            continue
         conds.append(by_id[cid])
         cands.append([np.asarray(Image.open(snap / paths[k]).convert("RGB"), dtype=np.float32) / 255.0
                       for k in sorted(paths)])
@@ -883,6 +885,9 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     snapshot = work / "snapshot"
     if not (snapshot / "pairs.jsonl").is_file():
         raise ValueError(f"{snapshot} is missing: run the loop first (python -m synthetic.experiment {size} {work})")
+    unknown = [c for c in criteria if c.split(":", 1)[-1] not in TASK_CRITERIA.get(c.split(":", 1)[0], ())]
+    if unknown:
+        raise ValueError(f"unknown task:criterion {unknown}; expected e.g. fill:consistency")
     overrides = dict(overrides or {})
     reward_cfg = {**cfg["reward"], **overrides, "base": {**cfg["reward"].get("base", {}), **overrides.get("base", {})}}
     out = work / f"rm-probe-{name}"
@@ -898,15 +903,16 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     t0 = time.time()
     _, final, result = train_reward_model(reward_cfg, train_snapshot, out, seed, progress, out_name="run")
     train_conds = make_condition_sets({"train": cfg["conditions"]["train"]}, seed, int(cfg["resolution"]))["train"]
-    conds, cands = snapshot_candidates(snapshot, train_conds)
+    # Only the held-out conditions are scored: the others' images are not read at all.
+    conds, cands = snapshot_candidates(snapshot, [c for c in train_conds if heldout_split(c.id) == "test"])
     scores = [oracle_scores([c] * len(k), k) for c, k in zip(conds, cands, strict=True)]
-    pairs = oracle_pairs(conds, cands, scores, keep=lambda cid: heldout_split(cid) == "test")
+    pairs = oracle_pairs(conds, cands, scores, keep=lambda cid: True)
     if criteria:
         pairs = [p for p in pairs if f"{p['task']}:{p['criterion']}" in criteria]
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
-    accuracy = {}
+    accuracy, n = {}, {}
     for label, folder in (("probe", final), ("loop", work / "rm-run" / "final")):
-        if folder.is_dir():
+        if folder.is_dir():  # both models are scored on the same pairs, so one ``n`` serves
             accuracy[label], n = oracle_accuracy(RewardScorer.from_pretrained(folder), pairs, threshold=thr)
     # Criteria with a handful of informative pairs (extend text alignment: the base rarely draws
     # the object in the band) would swing the summary by chance, so mean/min skip them.

@@ -204,6 +204,14 @@ def test_rm_probe_needs_a_finished_loop(tmp_path):
         experiment.rm_probe(tmp_path / "no-loop", "quick", {"max_steps": 2})
 
 
+def test_rm_probe_refuses_an_unknown_criterion_before_training(tmp_path):
+    (tmp_path / "loop" / "snapshot").mkdir(parents=True)
+    (tmp_path / "loop" / "snapshot" / "pairs.jsonl").write_text("")
+    with pytest.raises(ValueError, match="unknown task:criterion"):
+        experiment.rm_probe(tmp_path / "loop", "quick", {}, criteria=["fill:consistancy", "removal:removal_quality"])
+    assert not (tmp_path / "loop" / "rm-probe-probe").exists()  # nothing written
+
+
 def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp_path):
     """A loop folder with a real snapshot (two candidates per condition: a noisy and a clean fill);
     the probe trains on one criterion only and measures oracle accuracy on the held-out pairs."""
