@@ -10,6 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split
 from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from annotation.selectors import campaign_list_for
+from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from jobs.models import Job, JobKind, JobStatus
 from policytrain.models import PolicyCheckpoint
@@ -76,7 +77,8 @@ def new_reward_run(request: HttpRequest) -> HttpResponse:
     snapshots = DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:200]
     return _dash(request, "new_reward.html", "new", snapshots=snapshots, presets=preset_names(),
                  campaigns=Campaign.objects.select_related("task_type").order_by("-id")[:300],
-                 tasks=_task_criteria(), preset_configs={n: load_preset(n) for n in preset_names()})
+                 tasks=_task_criteria(), preset_configs={n: load_preset(n) for n in preset_names()},
+                 aggregations=AGGREGATION_SUMMARIES.items(), default_aggregation=DEFAULT_AGGREGATION)
 
 
 @staff_page

@@ -110,7 +110,15 @@ def test_loads_with_hf_datasets_offline(pairwise, tmp_path):
 
 @pytest.fixture
 def best_worst():
-    """2 items of 4 candidates × 3 annotators on structure; returns the campaign and each item's slots."""
+    return best_worst_campaign()
+
+
+def best_worst_campaign():
+    """2 items of 4 candidates × 3 annotators on structure; returns the campaign and each item's slots.
+
+    v2 makes 4 pairs of it and v1 only 1 (item 1 ends in a plurality tie), so callers can tell the
+    aggregations apart.
+    """
     campaign = make_campaign(n_samples=2, overlap=3, mode="best_worst", criteria=["structure"])
     anns = [make_user(f"bw{k}", "annotator") for k in range(3)]
 

@@ -15,6 +15,7 @@ from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next
 from jobs.models import Job, JobKind, JobStatus
 from rewardtrain.models import RewardModel
+from tests.annotation.test_snapshots import best_worst_campaign
 from tests.factories import make_campaign, make_user
 from tests.rewardtrain.test_runs import reward_snapshot
 
@@ -217,3 +218,36 @@ def test_curator_without_candidates_gets_a_field_error(client):
     resp = client.post("/api/dashboard/campaigns/", {"name": "x", "task": "fill", "sources": ["a", "b"]},
                        content_type="application/json")
     assert resp.status_code == 400 and "sources" in resp.json()["fields"]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(browser_page, monkeypatch):
+    """The picker feeds both the live count and the build request; the snapshot page shows the choice."""
+    from annotation.services import snapshots as snapshot_services
+
+    # Build inline in the server thread: the real worker path is covered by the reward-run test above.
+    monkeypatch.setattr(snapshot_services, "_enqueue", snapshot_services.snapshot_execute)
+    campaign, _ = best_worst_campaign()
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+
+    page.goto("/dashboard/new/reward/")
+    # No snapshot exists yet, so the builder starts open.
+    assert page.get_attribute("#snapshot-builder", "open") is not None
+    assert page.input_value("#b-aggregation") == "majority-v2"
+    assert "one best > worst vote" in page.text_content("#b-aggregation-help")
+    page.check(f"#b-campaigns input[value='{campaign.pk}']")
+    page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('4')")
+    page.select_option("#b-aggregation", "majority-v1")
+    page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('1')")
+    assert "most annotators" in page.text_content("#b-aggregation-help")
+
+    page.fill("#b-name", "best-worst, v1")
+    page.click("#btn-build")
+    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=30_000)
+    built = DatasetSnapshot.objects.get(name="best-worst, v1")
+    assert built.aggregation == "majority-v1" and built.counts["pairs"] == 1
+    page.goto(f"/dashboard/snapshots/{built.pk}/")
+    assert page.text_content("[data-testid=aggregation]").strip() == "majority-v1"

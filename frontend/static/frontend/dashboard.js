@@ -511,6 +511,7 @@
       const q = new URLSearchParams();
       f.campaign_ids.forEach((c) => q.append("campaign", c)); f.criteria.forEach((c) => q.append("criterion", c)); f.task_types.forEach((t) => q.append("task", t));
       if (f.date_from) q.set("date_from", f.date_from); if (f.date_to) q.set("date_to", f.date_to);
+      q.set("aggregation", aggregation.value);
       const box = $("#pair-count");
       const r = await api(`/api/reward/snapshots/preview/?${q}`);
       if (!r.ok) { box.replaceChildren(el("span", { class: "field-error", text: r.data.message || "Invalid filter." })); return; }
@@ -519,6 +520,11 @@
       box.replaceChildren(el("strong", { class: "count-n", "data-testid": "pair-count", text: d.pairs }), ` preference pairs`,
         el("span", { class: "muted", text: `${splits ? " — " + splits : ""} · ${d.judgments || 0} judgments read, ${(d.tie_judgments_excluded || 0) + (d.tied_excluded || 0)} ties excluded` }));
     }, 250);
+    // The aggregation decides how best–worst judgments become pairs, so it changes the count too.
+    const aggregation = $("#b-aggregation"), aggregationHelp = $("#b-aggregation-help");
+    const describeAggregation = () => { aggregationHelp.textContent = aggregation.selectedOptions[0].dataset.summary; };
+    aggregation.addEventListener("change", describeAggregation);
+    describeAggregation();
     builder.addEventListener("change", count);
     builder.addEventListener("toggle", () => { if (builder.open) count(); });
     if (builder.open) count();
@@ -526,7 +532,7 @@
     $("#btn-build").addEventListener("click", async () => {
       const status = $("#build-status");
       clearErrors(builder);
-      const body = { name: $("#b-name").value.trim(), filter: filterOf() };
+      const body = { name: $("#b-name").value.trim(), filter: filterOf(), aggregation: aggregation.value };
       const r = await api("/api/reward/snapshots/", { method: "POST", body });
       if (!r.ok) { showErrors(builder, r.data); const top = $("#form-error"); if (top) { top.hidden = false; top.textContent = r.data.message || "The snapshot could not be created."; } return; }
       const snap = r.data;
