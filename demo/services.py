@@ -460,15 +460,15 @@ def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldIte
                            keep=lambda _cid: True)
     out = {}
     for name, path in model_paths.items():
-        acc, n = ex.oracle_accuracy(RewardScorer.from_pretrained(path), rows, threshold=threshold)
-        out[name] = {"accuracy": acc, "pairs": n}
+        judged = ex.oracle_judged(RewardScorer.from_pretrained(path), rows, threshold=threshold)
+        acc, n = ex.oracle_accuracy_table(judged)
+        out[name] = {"accuracy": acc, "pairs": n, "by_margin": ex.oracle_accuracy_by_margin(judged)}
     return out
 
 
-def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> dict:
+def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> ex.PolicyEvaluation:
     """Oracle win rate vs the base per task (``synthetic.experiment.evaluate_policies``) for registered checkpoints."""
-    win, means = ex.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
-    return {"win_rate": win, "mean_oracle_scores": means, "items": len(heldout) * len(cfg["eval"]["seeds"])}
+    return ex.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
 
 
 def _rl_reward_trend(job: Job) -> dict:
@@ -588,9 +588,9 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
 
     with stage("evaluate", 8):
         ev = evaluate_policies(base_dir, checkpoints, heldout_conds, cfg)
-        for name, w in ev["win_rate"].items():
+        for name, w in ev.win_rate.items():
             progress(f"  {name}: oracle win rate vs base {w}")
-    best = max(("algorithm_1", "algorithm_2"), key=lambda k: float(np.mean(list(ev["win_rate"][k].values()))))
+    best = max(("algorithm_1", "algorithm_2"), key=lambda k: float(np.mean(list(ev.win_rate[k].values()))))
 
     with stage("generation", 9):
         gens = []
@@ -618,6 +618,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "label_pairs": rm.eval_report.get("counts", {}),
             "oracle_accuracy": oracle["trained"]["accuracy"],
             "oracle_pairs": oracle["trained"]["pairs"],
+            "oracle_accuracy_by_margin": oracle["trained"]["by_margin"],
             "human_ceiling": ceiling,
             "human_ceiling_simulated": sim_ceiling,
             "annotator_agreement": snapshot.human_ceiling,
@@ -627,10 +628,11 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
         },
         "policy": {
-            "oracle_win_rate_vs_base": {k: ev["win_rate"][k] for k in ("algorithm_1", "algorithm_2")},
-            "control_win_rate_vs_base": ev["win_rate"]["control"],
-            "mean_oracle_scores": ev["mean_oracle_scores"],
-            "eval_items": ev["items"],
+            "oracle_win_rate_vs_base": {k: ev.win_rate[k] for k in ("algorithm_1", "algorithm_2")},
+            "control_win_rate_vs_base": ev.win_rate["control"],
+            "win_rate_detail": ev.detail,
+            "mean_oracle_scores": ev.mean_scores,
+            "eval_items": ev.items,
             "best": best,
             "rl": {k: {"steps": j.result.get("steps"), "reward_trend": _rl_reward_trend(j)} for k, j in rl_jobs.items()},
         },
@@ -686,11 +688,18 @@ def format_summary(report: dict[str, Any]) -> str:
             lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['label_pairs']):>4} "
                          f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
                          f"{g(rm['control']['oracle_accuracy']):>9}")
+    lines += ["", "Reward model oracle accuracy by oracle margin (how clear the difference is): accuracy (pairs)"]
+    for task, crits in rm["oracle_accuracy_by_margin"]["accuracy"].items():
+        lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}" for c in crits]
     lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
     for name, w in rows.items():
         lines.append(f"{name:<22} " + " ".join(f"{w.get(t, float('nan')):>{n}.3f}"
                                                for t, n in (("fill", 6), ("extend", 7), ("removal", 8))))
+    lines += ["Behind each win rate: its 95 % interval (conditions resampled), the mean change of the oracle score,",
+              "and the share of items that changed by more than the tie threshold (win rate over those):"]
+    for name, per_task in pol["win_rate_detail"].items():
+        lines += [f"  {name:<12} {task:<8} {ex.describe_win(d)}" for task, d in per_task.items()]
     lin = report["lineage"]
     lines += ["", f"Lineage: campaigns {lin['campaigns']} → snapshot {lin['snapshot']['id']} → reward model "
               f"{lin['reward_model']['id']} (control {lin['control_reward_model']['id']}) → checkpoints "

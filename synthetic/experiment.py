@@ -170,6 +170,51 @@ def oracle_win_rate(
     return {t: float(np.mean(v)) for t, v in sorted(wins.items())}
 
 
+def win_rate_detail(
+    base: Sequence[float], new: Sequence[float], tasks: Sequence[str], groups: Sequence[str],
+    threshold: float, resamples: int = 2000, seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """What stands behind each task's win rate (``oracle_win_rate``), per task:
+
+    - ``n`` items, ``mean_delta`` (new − base mean oracle score);
+    - ``ci95``: a 95 % bootstrap interval of the win rate that resamples whole ``groups``
+      (conditions), since a condition's seeds are not independent items;
+    - ``perceptible_share``: items whose scores differ by more than ``threshold`` (the oracle tie
+      threshold: a smaller difference is one an annotator reports as a tie), and
+      ``perceptible_win_rate``: the win rate over those items only (None when there are none).
+
+    A win rate far from ½ with a tiny ``perceptible_share`` is a systematic but invisible shift.
+    """
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for b, n, t, g in zip(base, new, tasks, groups, strict=True):
+        by_task[t][g].append(n - b)
+    out = {}
+    for task, per_group in sorted(by_task.items()):
+        deltas = [np.asarray(v, dtype=float) for v in per_group.values()]
+        wins = [(d > 0) + 0.5 * (d == 0) for d in deltas]
+        flat_d, flat_w = np.concatenate(deltas), np.concatenate(wins)
+        picks = rng.integers(0, len(deltas), size=(resamples, len(deltas)))
+        sums, counts = np.array([w.sum() for w in wins]), np.array([len(w) for w in wins])
+        boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+        seen = np.abs(flat_d) > threshold
+        out[task] = {
+            "n": int(flat_d.size), "mean_delta": float(flat_d.mean()),
+            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "perceptible_share": float(seen.mean()),
+            "perceptible_win_rate": float(flat_w[seen].mean()) if seen.any() else None,
+        }
+    return out
+
+
+def describe_win(detail: dict[str, Any]) -> str:
+    """One ``win_rate_detail`` cell as text, e.g. ``[0.53, 0.72] Δ +0.004, 21 % perceptible (win 0.60)``."""
+    lo, hi = detail["ci95"]
+    seen = detail["perceptible_win_rate"]
+    return (f"[{lo:.2f}, {hi:.2f}] Δ {detail['mean_delta']:+.3f}, {100 * detail['perceptible_share']:.0f} % perceptible"
+            + (f" (win {seen:.2f})" if seen is not None else ""))
+
+
 # ----------------------------------------------------------------------------------------------
 # (d) simulated annotation and the snapshot
 # ----------------------------------------------------------------------------------------------
@@ -487,12 +532,17 @@ def train_reward_model(reward_cfg: dict[str, Any], snapshot: Path, work: Path, s
     return rm_base, rm_out / "final", result
 
 
-def oracle_accuracy(
-    scorer, rows: Sequence[dict[str, Any]], threshold: float = 0.03, batch_size: int = 32
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
-    """RM agreement with the oracle on pairs whose oracle scores differ by more than ``threshold``.
+#: Oracle-margin bins of ``oracle_accuracy_by_margin`` (the first edge is the default tie threshold).
+MARGIN_EDGES = (0.03, 0.06, 0.1, 0.2, 1.0)
 
-    ``rows``: dicts with ``task, criterion, prompt, better, worse`` (PIL images or paths) — the
+
+def oracle_judged(
+    scorer, rows: Sequence[dict[str, Any]], threshold: float = 0.03, batch_size: int = 32
+) -> list[tuple[dict[str, Any], float]]:
+    """Each row whose oracle scores differ by more than ``threshold``, with 1 when the reward model
+    agrees with the oracle (½ on an exact tie, else 0).
+
+    ``rows``: dicts with ``task, criterion, prompt, better, worse, margin`` (``oracle_pairs``) — the
     oracle-better image first. Correct when P(Yes | better, worse) > P(Yes | worse, better).
     """
     from rewardtrain.engine.scorer import ScoreRequest
@@ -504,13 +554,58 @@ def oracle_accuracy(
         requests.append(ScoreRequest(r["worse"], r["better"], r["task"], r["criterion"], r["prompt"]))
     values = scorer.score_log_odds(requests, batch_size=batch_size).numpy() if requests else np.zeros(0)
     correct = (values[0::2] > values[1::2]).astype(float) + 0.5 * (values[0::2] == values[1::2])
-    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r, c in zip(rows, correct, strict=True):
-        acc[r["task"]][r["criterion"]].append(float(c))
-    return (
-        {t: {c: float(np.mean(v)) for c, v in cs.items()} for t, cs in acc.items()},
-        {t: {c: len(v) for c, v in cs.items()} for t, cs in acc.items()},
-    )
+    return list(zip(rows, correct.tolist(), strict=True))
+
+
+def oracle_accuracy_table(
+    judged: Sequence[tuple[dict[str, Any], float]], key: Callable[[dict], str | None] = lambda r: None,
+) -> tuple[dict, dict]:
+    """Mean correctness and count per task → criterion (→ ``key(row)`` when it is not None)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r, c in judged:
+        groups[(r["task"], r["criterion"], key(r))].append(c)
+    acc: dict = defaultdict(dict)
+    n: dict = defaultdict(dict)
+    for (task, crit, k), v in groups.items():
+        if k is None:
+            acc[task][crit], n[task][crit] = float(np.mean(v)), len(v)
+        else:
+            acc[task].setdefault(crit, {})[k] = float(np.mean(v))
+            n[task].setdefault(crit, {})[k] = len(v)
+    return dict(acc), dict(n)
+
+
+def oracle_accuracy(
+    scorer, rows: Sequence[dict[str, Any]], threshold: float = 0.03, batch_size: int = 32
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """RM agreement with the oracle (``oracle_judged``) and the pair count, per task → criterion."""
+    return oracle_accuracy_table(oracle_judged(scorer, rows, threshold, batch_size))
+
+
+def margin_bin(margin: float) -> str:
+    """The bin of an oracle margin between consecutive ``MARGIN_EDGES``, e.g. ``"0.06-0.1"``
+    (below the first edge: ``"0-0.03"``; above the last: the last bin)."""
+    edges = (0.0, *MARGIN_EDGES)
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        if margin <= hi:
+            return f"{lo:g}-{hi:g}"
+    return f"{edges[-2]:g}-{edges[-1]:g}"
+
+
+def describe_margins(by_margin: dict[str, Any], task: str, criterion: str) -> str:
+    """One criterion of ``oracle_accuracy_by_margin`` as text, e.g. ``0.03-0.06: 0.73 (22) · 0.2-1: 0.33 (18)``."""
+    acc = by_margin["accuracy"].get(task, {}).get(criterion, {})
+    n = by_margin["pairs"].get(task, {}).get(criterion, {})
+    order = [margin_bin(e) for e in MARGIN_EDGES]
+    return " · ".join(f"{b}: {acc[b]:.2f} ({n[b]})" for b in order if b in acc)
+
+
+def oracle_accuracy_by_margin(judged: Sequence[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+    """Accuracy and count per task → criterion → oracle-margin bin: does the reward model get the
+    clear differences right? (A criterion whose accuracy falls as the margin grows is being read
+    through another criterion.)"""
+    acc, n = oracle_accuracy_table(judged, key=lambda r: margin_bin(r["margin"]))
+    return {"accuracy": acc, "pairs": n}
 
 
 def oracle_pairs(
@@ -659,7 +754,8 @@ def run_loop(
     scorer = RewardScorer.from_pretrained(rm_final)
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
     held_pairs = oracle_pairs(train_conds, candidates, cand_scores, keep=lambda cid: heldout_split(cid) == "test")
-    oracle_acc, oracle_n = oracle_accuracy(scorer, held_pairs, threshold=thr)
+    judged = oracle_judged(scorer, held_pairs, threshold=thr)
+    oracle_acc, oracle_n = oracle_accuracy_table(judged)
     untrained = untrained_reward_model(rm_base, work / "rm-untrained")
     untrained_acc, _ = oracle_accuracy(RewardScorer.from_pretrained(untrained), held_pairs, threshold=thr)
     del scorer
@@ -682,7 +778,8 @@ def run_loop(
 
     # (g) evaluation ------------------------------------------------------------------------------
     t0 = time.time()
-    win, mean_by_policy = evaluate_policies(base_dir, finals, heldout, cfg, progress)
+    evaluation = evaluate_policies(base_dir, finals, heldout, cfg, progress)
+    win = evaluation.win_rate
     stage("evaluate", t0)
     del torch
 
@@ -694,6 +791,7 @@ def run_loop(
             "accuracy": rm_eval["accuracy"],
             "oracle_accuracy": oracle_acc,
             "oracle_pairs": oracle_n,
+            "oracle_accuracy_by_margin": oracle_accuracy_by_margin(judged),
             "untrained_oracle_accuracy": untrained_acc,
             "human_ceiling": ceiling,
             "label_pairs": rm_eval["counts"],
@@ -703,7 +801,8 @@ def run_loop(
         "policy": {
             "oracle_win_rate_vs_base": {k: win[k] for k in ("algorithm_1", "algorithm_2")},
             "control_win_rate_vs_base": win["control"],
-            "mean_oracle_scores": mean_by_policy,
+            "win_rate_detail": evaluation.detail,
+            "mean_oracle_scores": evaluation.mean_scores,
             "rl": {k: {"steps": v["steps"], "elapsed_s": round(v["elapsed_s"], 1),
                        "last_metrics": v.get("last_metrics")} for k, v in rl_results.items()},
         },
@@ -750,10 +849,23 @@ def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path
     return rl_train(config, progress=rl_progress)
 
 
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    """``evaluate_policies``' result; every dict is keyed by policy name, then task."""
+
+    win_rate: dict[str, dict[str, float]]
+    #: ``win_rate_detail`` per policy: interval, mean change, share of perceptible changes.
+    detail: dict[str, dict[str, dict[str, Any]]]
+    #: Mean oracle score per criterion, also for ``"base"``.
+    mean_scores: dict[str, dict[str, dict[str, float]]]
+    items: int
+
+
 def evaluate_policies(base_dir: str | Path, finals: dict[str, str | Path], heldout: Sequence[Condition],
-                      cfg: dict[str, Any], progress: Progress | None = None) -> tuple[dict, dict]:
+                      cfg: dict[str, Any], progress: Progress | None = None) -> PolicyEvaluation:
     """Oracle win rate per task of each policy (``finals``: name → weights folder) against the base,
-    and the mean oracle scores of all of them, on the held-out conditions.
+    what stands behind it (``win_rate_detail``), and the mean oracle scores of all of them, on the
+    held-out conditions.
 
     Every policy fills the same conditions with the same seeds and step count (the config's ``eval``).
     """
@@ -762,6 +874,7 @@ def evaluate_policies(base_dir: str | Path, finals: dict[str, str | Path], heldo
     ev, gen_cfg = cfg["eval"], cfg["candidates"]
     tasks = [c.task for c in heldout] * len(ev["seeds"])
     flat_conds = list(heldout) * len(ev["seeds"])
+    threshold = float(ev.get("oracle_tie_threshold", 0.03))
 
     def eval_policy(policy) -> tuple[list[float], dict]:
         imgs = []
@@ -778,14 +891,15 @@ def evaluate_policies(base_dir: str | Path, finals: dict[str, str | Path], heldo
         return mean_scores(scores), {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in per.items()}
 
     base_scores, base_means = eval_policy(FillPolicy.from_pretrained(base_dir))
-    win, mean_by_policy = {}, {"base": base_means}
+    win, detail, mean_by_policy = {}, {}, {"base": base_means}
     for name, final in finals.items():
         scores, means = eval_policy(FillPolicy.from_pretrained(base_dir, weights=final))
         win[name] = oracle_win_rate(base_scores, scores, tasks)
+        detail[name] = win_rate_detail(base_scores, scores, tasks, [c.id for c in flat_conds], threshold)
         mean_by_policy[name] = means
         if progress is not None:
             progress(f"  {name}: win rate vs base {win[name]}")
-    return win, mean_by_policy
+    return PolicyEvaluation(win_rate=win, detail=detail, mean_scores=mean_by_policy, items=len(flat_conds))
 
 
 def loop_config(work: Path, size: str) -> dict[str, Any]:
@@ -822,9 +936,10 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
                     progress=progress, label=name)
     # Each set's seed comes from its name alone, so building only the held-out set gives the loop's.
     heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
-    win, means = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
-    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "win_rate_vs_base": win[name],
-             "mean_oracle_scores": means, "last_metrics": result.get("last_metrics"),
+    evaluation = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
+    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm,
+             "win_rate_vs_base": evaluation.win_rate[name], "win_rate_detail": evaluation.detail[name],
+             "mean_oracle_scores": evaluation.mean_scores, "last_metrics": result.get("last_metrics"),
              "seconds": round(time.time() - t0, 1)}
     (out / "probe.json").write_text(json.dumps(probe, indent=2))
     return probe
@@ -910,16 +1025,17 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     if criteria:
         pairs = [p for p in pairs if f"{p['task']}:{p['criterion']}" in criteria]
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
-    accuracy, n = {}, {}
+    accuracy, n, by_margin = {}, {}, {}
     for label, folder in (("probe", final), ("loop", work / "rm-run" / "final")):
         if folder.is_dir():  # both models are scored on the same pairs, so one ``n`` serves
-            accuracy[label], n = oracle_accuracy(RewardScorer.from_pretrained(folder), pairs, threshold=thr)
+            judged = oracle_judged(RewardScorer.from_pretrained(folder), pairs, threshold=thr)
+            (accuracy[label], n), by_margin[label] = oracle_accuracy_table(judged), oracle_accuracy_by_margin(judged)
     # Criteria with a handful of informative pairs (extend text alignment: the base rarely draws
     # the object in the band) would swing the summary by chance, so mean/min skip them.
     flat = [v for t, cs in accuracy["probe"].items() for c, v in cs.items() if n[t][c] >= MIN_SUMMARY_PAIRS]
     probe = {"name": name, "overrides": overrides, "criteria": list(criteria), "oracle_labels": oracle_labels,
              "oracle_accuracy": accuracy,
-             "oracle_pairs": n, "mean": float(np.mean(flat)) if flat else float("nan"),
+             "oracle_pairs": n, "oracle_accuracy_by_margin": by_margin, "mean": float(np.mean(flat)) if flat else float("nan"),
              "min": float(np.min(flat)) if flat else float("nan"),
              "train": {k: result.get(k) for k in ("steps", "train_loss", "train_accuracy", "train_seconds")},
              "seconds": round(time.time() - t0, 1)}
@@ -939,11 +1055,17 @@ def format_report(report: dict[str, Any]) -> str:
                 return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             lines.append(f"| {task} | {c} | {g(rm['accuracy'])} | {g(rm['human_ceiling'])} | "
                          f"{g(rm['oracle_accuracy'])} | {g(rm['oracle_pairs'])} | {g(rm['untrained_oracle_accuracy'])} |")
+    lines += ["", "| task | criterion | RM oracle accuracy by oracle margin: accuracy (pairs) |", "| --- | --- | --- |"]
+    for task, crits in rm.get("oracle_accuracy_by_margin", {}).get("accuracy", {}).items():
+        lines += [f"| {task} | {c} | {describe_margins(rm['oracle_accuracy_by_margin'], task, c)} |" for c in crits]
     pol = report["policy"]
     lines += ["", "| policy | fill | extend | removal |", "| --- | --- | --- | --- |"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
     for name, w in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{w.get(t, float('nan')):.3f}" for t in ("fill", "extend", "removal")) + " |")
+    lines += ["", "| policy | task | 95 % interval, mean change, perceptible changes |", "| --- | --- | --- |"]
+    for name, per_task in pol.get("win_rate_detail", {}).items():
+        lines += [f"| {name} | {task} | {describe_win(d)} |" for task, d in per_task.items()]
     lines += ["", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in report["timings"].items()]
     return "\n".join(lines)

@@ -47,6 +47,16 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in pol["oracle_win_rate_vs_base"][algorithm].values())
     assert set(pol["control_win_rate_vs_base"]) == set(TASKS)
     assert all(0.0 <= v <= 1.0 for v in pol["control_win_rate_vs_base"].values())
+    # What stands behind each win rate: an interval around it and the share of visible changes.
+    for name in ("algorithm_1", "algorithm_2", "control"):
+        rates = {**pol["oracle_win_rate_vs_base"], "control": pol["control_win_rate_vs_base"]}[name]
+        for task, d in pol["win_rate_detail"][name].items():
+            assert d["ci95"][0] <= rates[task] <= d["ci95"][1] and 0.0 <= d["perceptible_share"] <= 1.0, (name, d)
+    by_margin = rm["oracle_accuracy_by_margin"]
+    # Every judged pair lands in exactly one margin bin.
+    assert sum(n for bins in _unit_values(by_margin["pairs"]) for n in bins.values()) == sum(
+        _unit_values(rm["oracle_pairs"]))
+    assert "Behind each win rate" in text and "by oracle margin" in text
     for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
                   "rl_algorithm_2", "rl_control", "evaluate", "generation", "total"):
         assert report["timings"][stage] >= 0, stage
