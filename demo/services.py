@@ -689,8 +689,9 @@ def format_summary(report: dict[str, Any]) -> str:
                          f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
                          f"{g(rm['control']['oracle_accuracy']):>9}")
     lines += ["", "Reward model oracle accuracy by oracle margin (how clear the difference is): accuracy (pairs)"]
-    for task, crits in rm["oracle_accuracy_by_margin"]["accuracy"].items():
-        lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}" for c in crits]
+    for task, crits in ex.TASK_CRITERIA.items():
+        lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
+                  for c in crits if c in rm["oracle_accuracy_by_margin"]["accuracy"].get(task, {})]
     lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
     for name, w in rows.items():

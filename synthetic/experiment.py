@@ -1056,8 +1056,10 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"| {task} | {c} | {g(rm['accuracy'])} | {g(rm['human_ceiling'])} | "
                          f"{g(rm['oracle_accuracy'])} | {g(rm['oracle_pairs'])} | {g(rm['untrained_oracle_accuracy'])} |")
     lines += ["", "| task | criterion | RM oracle accuracy by oracle margin: accuracy (pairs) |", "| --- | --- | --- |"]
-    for task, crits in rm.get("oracle_accuracy_by_margin", {}).get("accuracy", {}).items():
-        lines += [f"| {task} | {c} | {describe_margins(rm['oracle_accuracy_by_margin'], task, c)} |" for c in crits]
+    by_margin = rm.get("oracle_accuracy_by_margin", {"accuracy": {}})
+    for task, crits in TASK_CRITERIA.items():
+        lines += [f"| {task} | {c} | {describe_margins(by_margin, task, c)} |"
+                  for c in crits if c in by_margin["accuracy"].get(task, {})]
     pol = report["policy"]
     lines += ["", "| policy | fill | extend | removal |", "| --- | --- | --- | --- |"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
