@@ -65,13 +65,14 @@ from ..models import (
     TaskType,
 )
 
-AGGREGATIONS = ("majority-v2", "majority-v1")
-DEFAULT_AGGREGATION = "majority-v2"
-#: One line per aggregation for pickers (the dashboard's snapshot builder); the module docstring has the long form.
+#: Every aggregation with one line for pickers (the dashboard's snapshot builder); the module
+#: docstring has the long form.
 AGGREGATION_SUMMARIES = {
     "majority-v2": "every best–worst judgment is one best > worst vote (default)",
     "majority-v1": "one pair per best–worst item, only when most annotators chose the same (best, worst)",
 }
+AGGREGATIONS = tuple(AGGREGATION_SUMMARIES)
+DEFAULT_AGGREGATION = "majority-v2"
 FORMAT_VERSION = 1
 ROW_GROUP = 5_000
 PAIR_SCHEMA = pa.schema([
