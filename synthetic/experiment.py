@@ -826,16 +826,19 @@ def run_loop(
 
 
 def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path, out: Path,
-           reward_model: str | Path, algorithm: int, resolution: int, seed: int,
-           progress: Progress = print_progress, label: str = "rl") -> dict:
-    """One RL run of the loop (``policytrain.engine.rl.train``) into a fresh ``out``; returns its result."""
+           reward_model: str | Path | None, algorithm: int, resolution: int, seed: int,
+           progress: Progress = print_progress, label: str = "rl", reward_fn: Callable | None = None) -> dict:
+    """One RL run of the loop (``policytrain.engine.rl.train``) into a fresh ``out``; returns its result.
+
+    ``reward_fn`` replaces the reward model (``probe-rl --oracle-reward``)."""
     from policytrain.engine.config import RLConfig
     from policytrain.engine.rl import train as rl_train
 
     shutil.rmtree(out, ignore_errors=True)
     config = RLConfig.from_dict({
         "base_policy": str(base_dir), "conditions_dir": str(conditions_dir), "output_dir": str(out),
-        "reward_model": str(reward_model), "algorithm": algorithm, "conditions_split": None,
+        "reward_model": None if reward_model is None else str(reward_model), "algorithm": algorithm,
+        "conditions_split": None,
         "resolution": resolution, "device": "cpu", "gradient_checkpointing": False, "save_every": 0,
         "sample_grid_every": 0, "seed": seed, **rl_cfg,
     })
@@ -846,7 +849,7 @@ def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path
             last["t"] = time.time()
             progress(f"  rl {label} {e['step']}/{e['total_steps']} loss={e['loss']:.4f}")
 
-    return rl_train(config, progress=rl_progress)
+    return rl_train(config, reward_fn=reward_fn, progress=rl_progress)
 
 
 @dataclass(frozen=True)
@@ -911,12 +914,15 @@ def loop_config(work: Path, size: str) -> dict[str, Any]:
 
 
 def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
-             name: str = "probe", seed: int = 0, progress: Progress = print_progress) -> dict[str, Any]:
+             name: str = "probe", seed: int = 0, oracle_reward: bool = False,
+             progress: Progress = print_progress) -> dict[str, Any]:
     """Re-run only RL (Algorithm 1 unless ``overrides`` say otherwise) on a finished loop's base policy
     and reward model, with ``overrides`` on the config's ``rl`` section, and evaluate it like the loop.
 
     For trying RL settings without repeating pre-training, annotation and reward training;
-    ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name]``.
+    ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name] [--oracle-reward]``.
+    ``oracle_reward`` drives RL with differentiable ports of the oracles instead of the reward
+    model (``synthetic.oracle_reward``; a diagnostic upper bound, never a way to train a demo policy).
     """
     _quiet_libraries()
     work = Path(work_dir).resolve()
@@ -929,20 +935,41 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     rl_cfg = {k: v for k, v in cfg["rl"].items() if k != "control_algorithm"}
     rl_cfg.update(overrides or {})
     algorithm = int(rl_cfg.pop("algorithm", 1))
+    reward_fn = None
+    if oracle_reward:
+        if not rl_cfg.get("paste_back", True):
+            raise ValueError("--oracle-reward finds each image's condition by its pasted-back source: "
+                             "it needs paste_back true")
+        reward_fn = _oracle_reward(work / "conditions-train", cfg, seed)
     t0 = time.time()
     out = work / f"probe-{name}"
     result = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=work / "conditions-train", out=out,
-                    reward_model=rm_final, algorithm=algorithm, resolution=int(cfg["resolution"]), seed=seed,
-                    progress=progress, label=name)
+                    reward_model=None if oracle_reward else rm_final, algorithm=algorithm,
+                    resolution=int(cfg["resolution"]), seed=seed, progress=progress, label=name, reward_fn=reward_fn)
     # Each set's seed comes from its name alone, so building only the held-out set gives the loop's.
     heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
     evaluation = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
-    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm,
+    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "oracle_reward": oracle_reward,
              "win_rate_vs_base": evaluation.win_rate[name], "win_rate_detail": evaluation.detail[name],
              "mean_oracle_scores": evaluation.mean_scores, "last_metrics": result.get("last_metrics"),
              "seconds": round(time.time() - t0, 1)}
     (out / "probe.json").write_text(json.dumps(probe, indent=2))
     return probe
+
+
+def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int):
+    """``synthetic.oracle_reward.oracle_reward_fn`` over a loop's RL conditions, loaded as RL loads them."""
+    import torch
+
+    from policytrain.engine.pipeline import load_condition_tensors, load_conditions
+    from synthetic.oracle_reward import oracle_reward_fn
+
+    res = int(cfg["resolution"])
+    scenes = {c.id: c for c in make_condition_sets({"train": cfg["conditions"]["train"]}, seed, res)["train"]}
+    folder = load_conditions(conditions_dir)
+    tensors = [load_condition_tensors(c, res) for c in folder]
+    return oracle_reward_fn([scenes[c.id] for c in folder], torch.cat([t[0] for t in tensors]),
+                            torch.cat([t[1] for t in tensors]))
 
 
 def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition]
@@ -1078,8 +1105,15 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
 
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rl":
         _, _, loop_dir, loop_size, *rest = sys.argv
-        found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe")
-        print(json.dumps({k: found[k] for k in ("name", "overrides", "win_rate_vs_base", "seconds")}))
+        flags = [a for a in rest if a.startswith("--")]
+        if set(flags) - {"--oracle-reward"}:
+            sys.exit(f"unknown option(s) {sorted(set(flags) - {'--oracle-reward'})}; the only one is --oracle-reward")
+        rest = [a for a in rest if a not in flags]
+        found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe",
+                         oracle_reward="--oracle-reward" in flags)
+        print(json.dumps({k: found[k] for k in ("name", "overrides", "oracle_reward", "win_rate_vs_base", "seconds")}))
+        for task, d in found["win_rate_detail"].items():
+            print(f"  {task}: {found['win_rate_vs_base'][task]:.3f} {describe_win(d)}")
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rm":
         _, _, loop_dir, loop_size, *rest = sys.argv

@@ -1,0 +1,156 @@
+"""A reward that is right by construction: differentiable (torch) ports of the oracles, for RL.
+
+Diagnostic only, like ``probe-rm --oracle-labels``: ``probe-rl … --oracle-reward`` drives RL with
+these in place of the reward model, to measure what the RL machinery does with a reward that
+ranks images as the oracle does (an upper bound for a reward model), never to train a demo
+policy. The ports, checked against ``synthetic.oracles`` in ``tests/synthetic/test_oracle_reward.py``:
+
+- ``consistency``: exact (the seam differences are sums of absolute differences over fixed pixels);
+- ``aesthetics``: exact except the colour-clipping factor, which has no useful gradient;
+- ``removal_quality``: the low-pass distance factor; the residue share (a colour threshold) is left out;
+- ``structure``: soft silhouettes (a sigmoid around the threshold) and a 3×3-tolerant F1, plus the
+  exact gradient-agreement term.
+
+Text alignment has no port (it is a detector of shapes, colours and glyphs): its reward is a
+constant above the hinge ceiling, so it neither pulls nor adds gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthetic import oracles
+from synthetic.scenes import Condition, dilate
+
+DIFFERENTIABLE_CRITERIA = ("consistency", "structure", "aesthetics", "removal_quality")
+#: Softness of the silhouette threshold (RGB distance) in the structure port.
+SILHOUETTE_SOFTNESS = 0.03
+
+
+def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``oracles.box_blur`` for a [3, H, W] tensor (mean filter, edge padding)."""
+    r = k // 2
+    return F.avg_pool2d(F.pad(x[None], (r, r, r, r), mode="replicate"), k, stride=1)[0]
+
+
+def seam_differences(img: torch.Tensor, m: torch.Tensor, depth: int = oracles.SEAM_DEPTH) -> torch.Tensor:
+    """``oracles._seam_differences`` for a [3, H, W] tensor and a bool [H, W] mask."""
+    h, w = m.shape
+    out = []
+    for j in range(1, depth + 1):
+        total, count = img.new_zeros(()), 0
+        for dy, dx in ((0, j), (0, -j), (j, 0), (-j, 0)):
+            ys0, ys1 = max(0, -dy), min(h, h - dy)
+            xs0, xs1 = max(0, -dx), min(w, w - dx)
+            sel = m[ys0:ys1, xs0:xs1] & ~m[ys0 + dy : ys1 + dy, xs0 + dx : xs1 + dx]
+            if sel.any():
+                a = img[:, ys0:ys1, xs0:xs1][:, sel]
+                b = img[:, ys0 + dy : ys1 + dy, xs0 + dx : xs1 + dx][:, sel]
+                total = total + (a - b).abs().mean(0).sum()
+                count += int(sel.sum())
+        out.append(total / count if count else img.new_zeros(()))
+    return torch.stack(out)
+
+
+class DifferentiableOracle:
+    """The oracles of one condition as functions of a [3, H, W] image in [0, 1] (H = W = its size)."""
+
+    def __init__(self, condition: Condition):
+        size = int(condition.meta["size"])
+        target = oracles.as_array(condition.target, size)
+        mask = oracles.mask_array(condition)
+        background = oracles._background(condition)
+        silhouette = (np.linalg.norm(target - background, axis=-1) > oracles.SILHOUETTE_THRESHOLD) & mask
+        self.target = torch.from_numpy(target).permute(2, 0, 1)
+        self.mask = torch.from_numpy(mask)
+        self.background = torch.from_numpy(np.asarray(background, dtype=np.float32)).permute(2, 0, 1)
+        self.silhouette = torch.from_numpy(silhouette).float()
+        self.flat_region = torch.from_numpy(mask & ~dilate(silhouette, 3))
+        self._target_seams = seam_differences(self.target, self.mask)
+        self._target_hf = {k: self._hf_energy(self.target, k) for k in (3, 9)}
+
+    def __call__(self, criterion: str, image: torch.Tensor) -> torch.Tensor:
+        if criterion not in DIFFERENTIABLE_CRITERIA:
+            raise ValueError(f"no differentiable oracle for {criterion!r}")
+        return getattr(self, criterion)(image)
+
+    def _hf_energy(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return (x - box_blur(x, k)).abs().mean(0)[self.mask].mean()
+
+    def consistency(self, x: torch.Tensor) -> torch.Tensor:
+        excess = (seam_differences(x, self.mask) - self._target_seams).clamp(min=0)
+        return torch.exp(-excess.mean() / oracles.SEAM_SCALE)
+
+    def aesthetics(self, x: torch.Tensor) -> torch.Tensor:
+        dev = x.new_zeros(())
+        for k in (3, 9):
+            d = self._hf_energy(x, k) - self._target_hf[k]
+            dev = dev + torch.where(d > 0, d, -0.5 * d)  # extra energy costs fully, missing energy half
+        return torch.exp(-dev / oracles.HF_SCALE)
+
+    def removal_quality(self, x: torch.Tensor) -> torch.Tensor:
+        dist = ((box_blur(x, 5) - box_blur(self.target, 5)).norm(dim=0) / math.sqrt(3))[self.mask].mean()
+        return torch.exp(-dist / oracles.REMOVAL_SCALE)
+
+    def structure(self, x: torch.Tensor) -> torch.Tensor:
+        soft = torch.sigmoid(((x - self.background).norm(dim=0) - oracles.SILHOUETTE_THRESHOLD)
+                             / SILHOUETTE_SOFTNESS) * self.mask.float()
+        if self.silhouette.sum() > 0:
+            near_target = F.max_pool2d(self.silhouette[None, None], 3, 1, 1)[0, 0]
+            near_output = F.max_pool2d(soft[None, None], 3, 1, 1)[0, 0]
+            precision = (soft * near_target).sum() / soft.sum().clamp(min=1e-6)
+            recall = (self.silhouette * near_output).sum() / self.silhouette.sum()
+            geometry = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
+        else:
+            geometry = 1 - soft.sum() / self.mask.float().sum().clamp(min=1)
+        if not self.flat_region.any():
+            return 0.7 * geometry + 0.3
+        low_out, low_target = box_blur(x, 5), box_blur(self.target, 5)
+        err = x.new_zeros(())
+        for axis in (1, 2):
+            d = (torch.diff(low_out, dim=axis) - torch.diff(low_target, dim=axis)).abs().mean(0)
+            r = self.flat_region
+            region = r[:-1, :] & r[1:, :] if axis == 1 else r[:, :-1] & r[:, 1:]
+            if region.any():
+                err = err + d[region].mean()
+        return 0.7 * geometry + 0.3 * torch.exp(-(err / 2) / oracles.GRAD_SCALE)
+
+
+RewardFn = Callable[[torch.Tensor, torch.Tensor, str, str, Sequence[str]], torch.Tensor]
+
+
+def oracle_reward_fn(conditions: Sequence[Condition], sources: torch.Tensor, masks: torch.Tensor,
+                     temperature: float = 0.02, text_alignment_reward: float = 3.0) -> RewardFn:
+    """An RL ``reward_fn`` (``policytrain.engine.rl.train``) returning log-odds
+    (oracle(first) − oracle(second)) / ``temperature`` per image pair.
+
+    ``sources`` [N, 3, H, W] and ``masks`` [N, 1, H, W] are the RL conditions as the RL loop loads
+    them, in the order of ``conditions``. RL pastes the source back outside the mask, so an image's
+    condition is the one whose source it equals there. Text alignment returns
+    ``text_alignment_reward`` (above the default hinge ceiling logit(0.9) ≈ 2.2: no pull).
+    """
+    keep = 1 - masks
+    cache: dict[int, DifferentiableOracle] = {}
+
+    def condition_of(image: torch.Tensor) -> int:
+        gap = (((image.detach()[None] - sources) ** 2) * keep).flatten(1).sum(1)
+        return int(torch.argmin(gap))
+
+    def reward(first: torch.Tensor, second: torch.Tensor, task: str, criterion: str,
+               prompts: Sequence[str]) -> torch.Tensor:
+        if criterion == "text_alignment":
+            return torch.full((first.shape[0],), text_alignment_reward)
+        out = []
+        for a, b in zip(first, second, strict=True):
+            i = condition_of(a)
+            oracle = cache.setdefault(i, DifferentiableOracle(conditions[i]))
+            out.append((oracle(criterion, a.float()) - oracle(criterion, b.float().detach())) / temperature)
+        return torch.stack(out)
+
+    return reward
+
