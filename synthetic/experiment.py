@@ -1100,29 +1100,31 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cli_options(args: list[str], allowed: str) -> tuple[list[str], bool]:
+    """Split a probe's CLI arguments into positionals and whether its one ``--`` option is present."""
+    flags = {a for a in args if a.startswith("--")}
+    if flags - {allowed}:
+        raise SystemExit(f"unknown option(s) {sorted(flags - {allowed})}; the only one is {allowed}")
+    return [a for a in args if a not in flags], allowed in flags
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic.experiment quick var/demo
     import sys
 
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rl":
         _, _, loop_dir, loop_size, *rest = sys.argv
-        flags = [a for a in rest if a.startswith("--")]
-        if set(flags) - {"--oracle-reward"}:
-            sys.exit(f"unknown option(s) {sorted(set(flags) - {'--oracle-reward'})}; the only one is --oracle-reward")
-        rest = [a for a in rest if a not in flags]
+        rest, oracle_reward = _cli_options(rest, "--oracle-reward")
         found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe",
-                         oracle_reward="--oracle-reward" in flags)
+                         oracle_reward=oracle_reward)
         print(json.dumps({k: found[k] for k in ("name", "overrides", "oracle_reward", "win_rate_vs_base", "seconds")}))
         for task, d in found["win_rate_detail"].items():
             print(f"  {task}: {found['win_rate_vs_base'][task]:.3f} {describe_win(d)}")
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rm":
         _, _, loop_dir, loop_size, *rest = sys.argv
-        flags = [a for a in rest[2:] if a.startswith("--")]
-        if set(flags) - {"--oracle-labels"}:
-            sys.exit(f"unknown option(s) {sorted(set(flags) - {'--oracle-labels'})}; the only one is --oracle-labels")
+        rest, oracle_labels = _cli_options(rest, "--oracle-labels")
         found = rm_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},
-                         rest[1] if len(rest) > 1 else "probe", criteria=[a for a in rest[2:] if a not in flags],
-                         oracle_labels="--oracle-labels" in flags)
+                         rest[1] if len(rest) > 1 else "probe", criteria=rest[2:], oracle_labels=oracle_labels)
         print(json.dumps({k: found[k] for k in ("name", "overrides", "criteria", "oracle_accuracy", "mean", "min",
                                                  "seconds")}))
         sys.exit(0)

@@ -64,7 +64,7 @@ class DifferentiableOracle:
         size = int(condition.meta["size"])
         target = oracles.as_array(condition.target, size)
         mask = oracles.mask_array(condition)
-        background = oracles._background(condition)
+        background = oracles.background(condition)
         silhouette = (np.linalg.norm(target - background, axis=-1) > oracles.SILHOUETTE_THRESHOLD) & mask
         self.target = torch.from_numpy(target).permute(2, 0, 1)
         self.mask = torch.from_numpy(mask)

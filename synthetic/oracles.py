@@ -123,7 +123,7 @@ def _fill_ratio(sil: np.ndarray) -> float:
     return float(sil.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
 
 
-def _background(condition: Any) -> np.ndarray:
+def background(condition: Any) -> np.ndarray:
     """Target without the requested/removed object (context objects included)."""
     meta = condition.meta
     return render_scene(meta, include=("context",))
@@ -234,7 +234,7 @@ def structure(condition: Any, image: Any) -> float:
     size = int(condition.meta["size"])
     out = as_array(image, size)
     tgt = as_array(condition.target, size)
-    bg = _background(condition)
+    bg = background(condition)
     m = mask_array(condition)
     sil_out = (np.linalg.norm(out - bg, axis=-1) > SILHOUETTE_THRESHOLD) & m
     sil_tgt = (np.linalg.norm(tgt - bg, axis=-1) > SILHOUETTE_THRESHOLD) & m
@@ -418,7 +418,7 @@ def degrade(
         assert obj is not None
         sil = object_silhouette(obj, size)
         cut = _half_plane(size, s, rng, sil) & sil
-        out[cut] = _background(condition)[cut]
+        out[cut] = background(condition)[cut]
     elif kind == "residue":
         if condition.task == "removal" and obj is not None:
             with_obj = draw_objects(tgt, [obj])
