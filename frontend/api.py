@@ -273,7 +273,7 @@ class PolicyRunPreviewApi(_Staff):
         config = policy_services.build_rl_config(base_policy=base, algorithm=int(v["algorithm"]),
                                                  overrides=form.resolved_overrides(),
                                                  reward_model_path=str(v["reward_model"].path))
-        policy_services.check_reward_coverage(v["reward_model"], config.task_probs)
+        policy_services.check_reward_coverage(v["reward_model"], config)
         data = config.to_dict()
         data.update(conditions_dir="(exported when the run starts)", output_dir="(assigned when the run starts)")
         return Response({"config": data})

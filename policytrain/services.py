@@ -140,9 +140,11 @@ def reward_model_criteria(reward_model) -> dict[str, list[str]]:
     return {task: list(criteria or []) for task, criteria in tasks.items()}
 
 
-def check_reward_coverage(reward_model, task_probs: dict[str, float]) -> dict[str, list[str]]:
+def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]]:
+    """{task: criteria RL will score}: what the reward model covers of each active task, less the
+    criteria ``criterion_weights`` sets to 0. A task left with none is a field error."""
     covered = reward_model_criteria(reward_model)
-    active = [t for t, p in task_probs.items() if p > 0]
+    active = [t for t, p in config.task_probs.items() if p > 0]
     missing = [t for t in active if not covered.get(t)]
     if missing:
         have = sorted(t for t, c in covered.items() if c) or ["nothing"]
@@ -150,7 +152,13 @@ def check_reward_coverage(reward_model, task_probs: dict[str, float]) -> dict[st
                    f"(it covers {', '.join(have)}). Set their task_probs to 0 or pick a reward model trained on them.")
         raise ApplicationError(message, fields={"reward_model": [message], "task_probs": [message]},
                                code="reward_model_coverage")
-    return {t: covered[t] for t in active}
+    scored = {t: [c for c in covered[t] if config.criterion_weight(t, c) > 0] for t in active}
+    unweighted = [t for t, crits in scored.items() if not crits]
+    if unweighted:
+        message = (f"criterion_weights set every criterion the reward model scores for {', '.join(unweighted)} "
+                   f"to 0 (it scores {'; '.join(f'{t}: ' + ', '.join(covered[t]) for t in unweighted)}).")
+        raise ApplicationError(message, fields={"criterion_weights": [message]}, code="invalid_config")
+    return scored
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +241,7 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
     base = validate_base_policy(base_policy)
     config = build_rl_config(base_policy=base, algorithm=int(algorithm), overrides=overrides,
                              reward_model_path=str(reward_model.path))
-    check_reward_coverage(reward_model, config.task_probs)
+    check_reward_coverage(reward_model, config)
 
     active = [t for t, p in config.task_probs.items() if p > 0]
     sample_filter = dict(sample_filter or {})

@@ -88,6 +88,10 @@ class RLConfig:
       form of a KL penalty against the base model, a guard against reward hacking when the reward
       model is weak. The base is the same anchor under both algorithms (Algorithm 2's EMA reference
       drifts with the policy, so it would not hold it back).
+    - ``criterion_weights`` {} (every weight 1): the paper averages the hinge over the task's
+      criteria with equal weight. ``{"extend": {"structure": 2}}`` makes extend's loss the weighted
+      mean Σ w·hinge / Σ w over the criteria that apply; a weight of 0 drops a criterion from RL.
+      Unnamed criteria keep weight 1.
     """
 
     base_policy: str
@@ -132,6 +136,7 @@ class RLConfig:
     deploy_weights: str = "ema"
     paste_back: bool = True
     kl_weight: float = 0.0
+    criterion_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -195,6 +200,32 @@ class RLConfig:
             self.deploy_weights in ("ema", "policy"),
             f"deploy_weights must be 'ema' or 'policy', got {self.deploy_weights!r}",
         )
+        self._validate_criterion_weights()
+
+    def _validate_criterion_weights(self) -> None:
+        _check(isinstance(self.criterion_weights, dict), "criterion_weights must be a dict {task: {criterion: weight}}")
+        for task, weights in self.criterion_weights.items():
+            _check(task in TASKS, f"criterion_weights: unknown task {task!r} (expected one of {', '.join(TASKS)})")
+            _check(isinstance(weights, dict), f"criterion_weights[{task!r}] must be a dict {{criterion: weight}}")
+            for criterion, weight in weights.items():
+                _check(
+                    criterion in TASK_CRITERIA[task],
+                    f"criterion_weights[{task!r}]: unknown criterion {criterion!r} "
+                    f"(expected one of {', '.join(TASK_CRITERIA[task])})",
+                )
+                _check(
+                    isinstance(weight, int | float) and not isinstance(weight, bool)
+                    and math.isfinite(weight) and weight >= 0,
+                    f"criterion_weights[{task!r}][{criterion!r}] must be a finite number >= 0, got {weight!r}",
+                )
+            _check(
+                any(self.criterion_weight(task, c) > 0 for c in TASK_CRITERIA[task]),
+                f"criterion_weights[{task!r}]: every weight is 0, the task would have no loss",
+            )
+
+    def criterion_weight(self, task: str, criterion: str) -> float:
+        """The weight of one criterion in its task's hinge average (1 unless ``criterion_weights`` says)."""
+        return float(self.criterion_weights.get(task, {}).get(criterion, 1.0))
 
     @property
     def hinge_ceiling(self) -> float:

@@ -4,7 +4,8 @@ One training step (DESIGN §5, paper.md §5.2):
   task ~ task_probs; batch of conditions of that task; two independent noises;
   reference image = full no-grad denoise (base model: LoRA disabled / frozen copy; Alg. 2: EMA weights);
   policy image = no-grad denoise to k ∈ [t1·N, t2·N], one grad-enabled step, x0 = x_k − σ_k·v, decode;
-  loss = mean over the task's criteria of max(0, λ − reward(policy first, reference second));
+  loss = mean over the task's criteria (weighted by ``criterion_weights``, equal by default) of
+         max(0, λ − reward(policy first, reference second));
   no KL, as in the paper, unless ``kl_weight`` > 0 adds a velocity anchor to the base model.
 Then AdamW, an EMA update, metrics, checkpoints and sample grids. Runs under torchrun (rank 0 writes).
 """
@@ -63,18 +64,42 @@ def read_reward_criteria(reward_model_dir: str | Path) -> dict[str, list[str]]:
 
 
 def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]] | None) -> dict[str, list[str]]:
-    """Criteria scored per task; every task with nonzero probability must be covered by the reward model."""
+    """Criteria scored per task: those the reward model covers, less any ``criterion_weights`` sets to 0.
+
+    Every task with nonzero probability must keep at least one criterion.
+    """
     active = [task for task, prob in config.task_probs.items() if prob > 0]
-    if reward_criteria is None:
-        return {task: list(TASK_CRITERIA[task]) for task in active}
-    missing = [task for task in active if not reward_criteria.get(task)]
-    if missing:
-        raise ValueError(
-            f"reward model {config.reward_model} has no criteria for task(s) {', '.join(missing)} "
-            f"(it covers {sorted(t for t, c in reward_criteria.items() if c) or 'nothing'}); "
-            "set their task_probs to 0 or use a reward model trained on them"
-        )
-    return {task: list(reward_criteria[task]) for task in active}
+    if reward_criteria is not None:
+        missing = [task for task in active if not reward_criteria.get(task)]
+        if missing:
+            raise ValueError(
+                f"reward model {config.reward_model} has no criteria for task(s) {', '.join(missing)} "
+                f"(it covers {sorted(t for t, c in reward_criteria.items() if c) or 'nothing'}); "
+                "set their task_probs to 0 or use a reward model trained on them"
+            )
+    covered = {task: list(TASK_CRITERIA[task] if reward_criteria is None else reward_criteria[task]) for task in active}
+    out = {task: [c for c in crits if config.criterion_weight(task, c) > 0] for task, crits in covered.items()}
+    for task, crits in out.items():
+        if not crits:
+            raise ValueError(
+                f"criterion_weights leave task {task!r} no criterion to score "
+                f"(the reward model covers {', '.join(covered[task])}); give one of them a positive weight"
+            )
+    return out
+
+
+def check_every_condition_scored(criteria: dict[str, list[str]], by_task: dict[str, list[Condition]]) -> None:
+    """Refuse a run in which some condition would have no criterion that applies (no loss, no gradient).
+
+    Happens when only text alignment is left for a task that has prompt-free (extend) conditions.
+    """
+    for task, crits in criteria.items():
+        unscored = [c.id for c in by_task.get(task, []) if not any(criterion_applies(k, c.prompt) for k in crits)]
+        if unscored:
+            raise ValueError(
+                f"task {task!r}: {len(unscored)} prompt-free condition(s) (e.g. {unscored[0]}) have no criterion "
+                f"but {', '.join(crits)} to score, which needs a prompt; give another criterion a positive weight"
+            )
 
 
 def load_reward_fn(config: RLConfig, device: torch.device) -> RewardFn:
@@ -408,6 +433,7 @@ def train(
         raise ValueError(f"conditions folder {config.conditions_dir}{split} has no conditions for task(s) {', '.join(empty)}")
     reward_criteria = read_reward_criteria(config.reward_model) if config.reward_model else None
     criteria = resolve_task_criteria(config, reward_criteria)
+    check_every_condition_scored(criteria, by_task)
     if reward_fn is None:
         if not config.reward_model:
             raise ValueError("reward_model is required (or pass reward_fn)")
@@ -486,11 +512,13 @@ def train(
             ref_images = paste_back_source(ref_images, images, masks)
             pol_images = paste_back_source(pol_images, images, masks)
 
-        # Hinge per (sample, criterion); each sample averages over the criteria that apply to it.
+        # Hinge per (sample, criterion); each sample takes the weighted mean over the criteria that
+        # apply to it (equal weights unless ``criterion_weights`` says otherwise, as in the paper).
         hinge_sum = torch.zeros(config.batch_size, device=device)
         counts = torch.zeros(config.batch_size, device=device)
         step_rewards: dict[str, tuple[float, float]] = {}
         for criterion in criteria[task]:
+            weight = config.criterion_weight(task, criterion)
             idx = [i for i, p in enumerate(user_prompts) if criterion_applies(criterion, p)]
             if not idx:
                 continue
@@ -500,8 +528,8 @@ def train(
                     pol_images[sel], ref_images[sel], task, criterion, [user_prompts[i] for i in idx]
                 ).float()
             hinge = F.relu(config.hinge_ceiling - reward)
-            hinge_sum = hinge_sum.index_add(0, sel, hinge)
-            counts = counts.index_add(0, sel, torch.ones_like(hinge))
+            hinge_sum = hinge_sum.index_add(0, sel, weight * hinge)
+            counts = counts.index_add(0, sel, torch.full_like(hinge, weight))
             step_rewards[criterion] = (reward.detach().mean().item(), (hinge.detach() > 0).float().mean().item())
         loss = (hinge_sum / counts.clamp(min=1))[counts > 0].mean()
         anchor = velocity_anchor(state, pol, inputs, embeds, pol_schedule, autocast) if config.kl_weight > 0 else None

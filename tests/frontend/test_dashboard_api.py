@@ -208,3 +208,26 @@ def test_start_campaign_from_candidates_api():
     assert campaign.status == "active" and campaign.items.count() == 3 and campaign.overlap == 2
     dup = cur.post("/api/dashboard/campaigns/", body, content_type="application/json")
     assert dup.status_code == 400 and "name" in dup.json()["fields"]
+
+
+def test_policy_run_preview_shows_criterion_weights_and_refuses_weights_that_leave_nothing(tmp_path):
+    card = tmp_path / "rm"
+    card.mkdir()
+    (card / "onereward.json").write_text(json.dumps({"trained_on": {"fill": ["structure", "consistency"]}}))
+    snapshot = reward_snapshot()
+    rrun = reward_run_start(snapshot=snapshot, overrides={"max_steps": 2}, enqueue=False)
+    model = RewardModel.objects.create(run=rrun, name="rm", path=str(card), base_model="tiny", template_version="v1",
+                                       snapshot=snapshot, eval_split="test")
+    c = client_for("sci", "scientist")
+    form = {"reward_model": model.pk, "task_fill": 1.0, "task_extend": 0.0, "task_removal": 0.0}
+    weights = {"fill": {"structure": 2, "consistency": 0.5}}
+    ok = c.post("/api/dashboard/policy-runs/preview/", {**form, "overrides": {"criterion_weights": weights}},
+                content_type="application/json")
+    assert ok.status_code == 200 and ok.json()["config"]["criterion_weights"] == weights
+    # Valid weights, but they zero everything this reward model scores for fill: a field error, nothing started.
+    zeroed = {"fill": {"structure": 0, "consistency": 0}}
+    bad = c.post("/api/dashboard/policy-runs/preview/", {**form, "overrides": {"criterion_weights": zeroed}},
+                 content_type="application/json")
+    assert bad.status_code == 400
+    assert "fill: structure, consistency" in json.dumps(bad.json())
+    assert not PolicyRun.objects.exists()

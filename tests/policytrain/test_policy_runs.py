@@ -93,6 +93,13 @@ def test_bad_overrides_are_field_errors(tiny_reward_dir):
         policy_run_start(reward_model=rm, overrides={**FAST, "kl_weight": -1})
     assert "kl_weight must be >= 0" in err.value.fields["kl_weight"][0]
     with pytest.raises(ApplicationError) as err:
+        policy_run_start(reward_model=rm, overrides={**FAST, "criterion_weights": {"fill": {"structur": 2}}})
+    assert "unknown criterion 'structur'" in err.value.fields["criterion_weights"][0]
+    with pytest.raises(ApplicationError) as err:  # valid weights, but they zero all this reward model scores
+        policy_run_start(reward_model=rm, overrides={**FAST, "criterion_weights": {"fill": {"structure": 0,
+                                                                                          "consistency": 0}}})
+    assert "fill: structure, consistency" in err.value.fields["criterion_weights"][0]
+    with pytest.raises(ApplicationError) as err:
         policy_run_start(reward_model=rm, overrides={**FAST, "lamda": 0.5})
     assert "unknown RLConfig field" in err.value.fields["overrides"][0]
     with pytest.raises(ApplicationError) as err:

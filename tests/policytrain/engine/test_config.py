@@ -29,11 +29,27 @@ def test_defaults_round_trip():
         ({"batch_size": 0}, "batch_size"),
         ({"reference_true_cfg": 0.5}, "reference_true_cfg"),
         ({"kl_weight": -0.1}, "kl_weight must be >= 0"),
+        ({"criterion_weights": {"inpaint": {"structure": 2}}}, "criterion_weights: unknown task 'inpaint'"),
+        ({"criterion_weights": {"removal": {"structure": 2}}}, r"criterion_weights\['removal'\]: unknown criterion"),
+        ({"criterion_weights": {"fill": {"structure": -1}}}, "must be a finite number >= 0"),
+        ({"criterion_weights": {"fill": {"structure": float("nan")}}}, "must be a finite number >= 0"),
+        ({"criterion_weights": {"fill": {"structure": True}}}, "must be a finite number >= 0"),
+        ({"criterion_weights": {"fill": 2}}, r"criterion_weights\['fill'\] must be a dict"),
+        ({"criterion_weights": {"removal": {"removal_quality": 0}}}, "every weight is 0"),
     ],
 )
 def test_validation_errors(changes, message):
     with pytest.raises(ValueError, match=message):
         RLConfig(**BASE, **changes)
+
+
+def test_criterion_weights_default_to_one_and_round_trip():
+    cfg = RLConfig(**BASE, criterion_weights={"extend": {"structure": 3, "aesthetics": 0}})
+    assert cfg.criterion_weight("extend", "structure") == 3.0
+    assert cfg.criterion_weight("extend", "aesthetics") == 0.0
+    assert cfg.criterion_weight("extend", "consistency") == 1.0
+    assert cfg.criterion_weight("fill", "structure") == 1.0
+    assert RLConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_unknown_field_rejected():

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,6 +209,59 @@ def test_reward_model_must_cover_tasks(rl_config, tmp_path):
     (rm / "onereward.json").write_text(json.dumps({"tasks": {"fill": ["structure"], "extend": ["structure"]}}))
     with pytest.raises(ValueError, match="no criteria for task.*removal"):
         train(rl_config(reward_model=str(rm)), reward_fn=center_brightness)
+
+
+def _constant_rewards(values: dict[str, float]):
+    """A reward that is a fixed value per criterion, plus a term carrying gradient (its value adds 0)."""
+
+    def reward(first, second, task, criterion, prompts):
+        grad_path = first.mean(dim=(1, 2, 3)) * 0
+        return grad_path + values[criterion]
+
+    return reward
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        # Equal weights: the hinge mean (0.9 - 0.1 + 0.9 - 0.5) / 2 over structure and aesthetics.
+        ({}, 0.6),
+        # Weighted mean (3·0.8 + 1·0.4) / 4; a weight of 0 drops the criterion altogether.
+        ({"fill": {"structure": 3}}, 0.7),
+        ({"fill": {"aesthetics": 0}}, 0.8),
+    ],
+)
+def test_criterion_weights_weight_the_hinge_mean(rl_config, tmp_path, weights, expected):
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "onereward.json").write_text(json.dumps({"trained_on": {"fill": ["structure", "aesthetics"]}}))
+    scored = []
+    values = {"structure": 0.1, "aesthetics": 0.5}
+
+    def reward(first, second, task, criterion, prompts):
+        scored.append(criterion)
+        return _constant_rewards(values)(first, second, task, criterion, prompts)
+
+    cfg = rl_config(max_steps=1, task_probs={"fill": 1.0}, reward_model=str(rm), criterion_weights=weights)
+    train(cfg, reward_fn=reward)
+    loss = _metrics(Path(cfg.output_dir))[-1]["loss"]
+    assert loss == pytest.approx(expected, abs=1e-5)
+    assert ("aesthetics" in scored) is (weights != {"fill": {"aesthetics": 0}})
+
+
+def test_criterion_weights_must_leave_every_condition_a_criterion(rl_config, tmp_path):
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "onereward.json").write_text(json.dumps({"trained_on": {"extend": ["text_alignment", "structure"]}}))
+    # The fixture's extend conditions include a prompt-free one: text alignment alone cannot score it.
+    cfg = rl_config(task_probs={"extend": 1.0}, reward_model=str(rm), criterion_weights={"extend": {"structure": 0}})
+    with pytest.raises(ValueError, match="prompt-free condition"):
+        train(cfg, reward_fn=center_brightness)
+    # Consistency and aesthetics keep weight 1, but this reward model does not score them.
+    cfg = rl_config(task_probs={"extend": 1.0}, reward_model=str(rm),
+                    criterion_weights={"extend": {"structure": 0, "text_alignment": 0}})
+    with pytest.raises(ValueError, match="leave task 'extend' no criterion"):
+        train(cfg, reward_fn=center_brightness)
 
 
 def test_missing_task_conditions_error(rl_config, tmp_path):
