@@ -495,13 +495,14 @@ def train_reward_model(reward_cfg: dict[str, Any], snapshot: Path, work: Path, s
                        progress: Progress = print_progress, out_name: str = "rm-run") -> tuple[Path, Path, dict]:
     """Build the tiny reward-model base (``reward_cfg["base"]``) in ``work/rm-base`` and train it on
     ``snapshot`` with the rest of ``reward_cfg`` into ``work/<out_name>``; returns (base folder,
-    trained ``final/`` folder, the engine's result)."""
+    trained ``final/`` folder, the engine's result). ``reward_cfg["base"]["seed"]`` (default
+    ``seed``) draws the base's random initialisation."""
     from rewardtrain.engine.config import RewardTrainConfig
     from rewardtrain.engine.train import train as rm_train
 
     rcfg = dict(reward_cfg)
-    rm_base_opts = rcfg.pop("base", {})
-    rm_base = build_reward_base(work / "rm-base", seed=seed, **rm_base_opts)
+    rm_base_opts = dict(rcfg.pop("base", {}))
+    rm_base = build_reward_base(work / "rm-base", seed=int(rm_base_opts.pop("seed", seed)), **rm_base_opts)
     rm_common = {"device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False,
                  "min_pixels": rm_base_opts.get("min_pixels", 112 * 112),
                  "max_pixels": rm_base_opts.get("max_pixels", 112 * 112)}
@@ -830,7 +831,7 @@ def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path
            progress: Progress = print_progress, label: str = "rl", reward_fn: Callable | None = None) -> dict:
     """One RL run of the loop (``policytrain.engine.rl.train``) into a fresh ``out``; returns its result.
 
-    ``reward_fn`` replaces the reward model (``probe-rl --oracle-reward``)."""
+    ``reward_fn`` replaces the reward model (``probe-rl --reward=oracle``)."""
     from policytrain.engine.config import RLConfig
     from policytrain.engine.rl import train as rl_train
 
@@ -913,43 +914,67 @@ def loop_config(work: Path, size: str) -> dict[str, Any]:
     return load_demo_config(size)
 
 
+#: What drives a probe's RL (``rl_probe(reward=…)``): the loop's trained reward model, its untrained
+#: one (the loop's control), or the differentiable oracle ports, with or without text alignment,
+#: or reversed on a share of the conditions (``oracle-wrong-<percent>``, see ``probe_oracle_reward``).
+PROBE_REWARDS = ("trained", "untrained", "oracle", "oracle-no-text", "oracle-wrong-<percent>")
+
+
+def probe_oracle_reward(reward: str) -> dict[str, Any] | None:
+    """``oracle_reward_fn`` options for an oracle ``reward`` name (None for a reward model); a
+    ValueError names the choices. ``oracle-wrong-20`` reverses the reward on 20 % of the
+    (condition, criterion) pairs: a stand-in for a reward model that is 80 % right."""
+    if reward in ("trained", "untrained"):
+        return None
+    if reward in ("oracle", "oracle-no-text"):
+        return {"text_alignment": reward == "oracle", "wrong_share": 0.0}
+    percent = reward.removeprefix("oracle-wrong-")
+    if percent != reward and percent.isdigit() and int(percent) <= 100:
+        return {"text_alignment": True, "wrong_share": int(percent) / 100}
+    raise ValueError(f"reward must be one of {', '.join(PROBE_REWARDS)} (percent 0-100), got {reward!r}")
+
+
 def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any] | None = None,
-             name: str = "probe", seed: int = 0, oracle_reward: bool = False,
+             name: str = "probe", seed: int = 0, reward: str = "trained",
              progress: Progress = print_progress) -> dict[str, Any]:
     """Re-run only RL (Algorithm 1 unless ``overrides`` say otherwise) on a finished loop's base policy
     and reward model, with ``overrides`` on the config's ``rl`` section, and evaluate it like the loop.
 
     For trying RL settings without repeating pre-training, annotation and reward training;
-    ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name] [--oracle-reward]``.
-    ``oracle_reward`` drives RL with differentiable ports of the oracles instead of the reward
-    model (``synthetic.oracle_reward``; a diagnostic upper bound, never a way to train a demo policy).
+    ``python -m synthetic.experiment probe-rl <work_dir> <size> '<json overrides>' [name]
+    [--reward=<reward>]``. ``reward`` (``PROBE_REWARDS``) picks the loop's trained reward model
+    (default), its untrained one (the loop's control, to check that a setting does not gain without
+    a trained reward), or differentiable ports of the oracles (``synthetic.oracle_reward``;
+    "oracle-no-text" leaves text alignment out, "oracle-wrong-<percent>" reverses them on that share
+    of the conditions): diagnostics and upper bounds, never a way to train a demo policy.
     """
+    oracle_options = probe_oracle_reward(reward)
     _quiet_libraries()
     work = Path(work_dir).resolve()
     cfg = loop_config(work, size)
     base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
-    rm_final = work / "rm-run" / "final"
-    for path in (base_dir, rm_final, work / "conditions-train"):
+    reward_models = {"trained": work / "rm-run" / "final", "untrained": work / "rm-untrained"}
+    for path in (base_dir, *reward_models.values(), work / "conditions-train"):
         if not path.exists():
             raise ValueError(f"{path} is missing: run the loop first (python -m synthetic.experiment {size} {work})")
     rl_cfg = {k: v for k, v in cfg["rl"].items() if k != "control_algorithm"}
     rl_cfg.update(overrides or {})
     algorithm = int(rl_cfg.pop("algorithm", 1))
     reward_fn = None
-    if oracle_reward:
+    if oracle_options is not None:
         if not rl_cfg.get("paste_back", True):
-            raise ValueError("--oracle-reward finds each image's condition by its pasted-back source: "
+            raise ValueError("an oracle reward finds each image's condition by its pasted-back source: "
                              "it needs paste_back true")
-        reward_fn = _oracle_reward(work / "conditions-train", cfg, seed)
+        reward_fn = _oracle_reward(work / "conditions-train", cfg, seed, **oracle_options)
     t0 = time.time()
     out = work / f"probe-{name}"
     result = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=work / "conditions-train", out=out,
-                    reward_model=None if oracle_reward else rm_final, algorithm=algorithm,
+                    reward_model=reward_models.get(reward), algorithm=algorithm,
                     resolution=int(cfg["resolution"]), seed=seed, progress=progress, label=name, reward_fn=reward_fn)
     # Each set's seed comes from its name alone, so building only the held-out set gives the loop's.
     heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
     evaluation = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
-    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "oracle_reward": oracle_reward,
+    probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "reward": reward,
              "win_rate_vs_base": evaluation.win_rate[name], "win_rate_detail": evaluation.detail[name],
              "mean_oracle_scores": evaluation.mean_scores, "last_metrics": result.get("last_metrics"),
              "seconds": round(time.time() - t0, 1)}
@@ -957,7 +982,7 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     return probe
 
 
-def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int):
+def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int, **options: Any):
     """``synthetic.oracle_reward.oracle_reward_fn`` over a loop's RL conditions, loaded as RL loads them."""
     import torch
 
@@ -969,7 +994,7 @@ def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int):
     folder = load_conditions(conditions_dir)
     tensors = [load_condition_tensors(c, res) for c in folder]
     return oracle_reward_fn([scenes[c.id] for c in folder], torch.cat([t[0] for t in tensors]),
-                            torch.cat([t[1] for t in tensors]))
+                            torch.cat([t[1] for t in tensors]), seed=seed, **options)
 
 
 def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition]
@@ -1100,12 +1125,24 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cli_options(args: list[str], allowed: str) -> tuple[list[str], bool]:
-    """Split a probe's CLI arguments into positionals and whether its one ``--`` option is present."""
-    flags = {a for a in args if a.startswith("--")}
-    if flags - {allowed}:
-        raise SystemExit(f"unknown option(s) {sorted(flags - {allowed})}; the only one is {allowed}")
-    return [a for a in args if a not in flags], allowed in flags
+def _cli_options(args: list[str], allowed: str, values: Sequence[str] | None = ()
+                 ) -> tuple[list[str], str | None]:
+    """Split a probe's CLI arguments into positionals and its one ``--`` option: None when absent.
+    With ``values`` () it is a flag and gives ""; otherwise it needs ``=value`` and gives the value,
+    one of ``values`` (any value when ``values`` is None; the caller checks it)."""
+    options = [a for a in args if a.startswith("--")]
+    value = None
+    for option in options:
+        flag, eq, given = option.partition("=")
+        if values is None:
+            bad = not eq or not given
+        else:
+            bad = given not in values if values else bool(eq)
+        if flag != allowed or bad:
+            spelled = allowed if values == () else f"{allowed}={'|'.join(values or ['…'])}"
+            raise SystemExit(f"unknown option {option!r}; the only one is {spelled}")
+        value = given
+    return [a for a in args if a not in options], value
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic.experiment quick var/demo
@@ -1113,10 +1150,14 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
 
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rl":
         _, _, loop_dir, loop_size, *rest = sys.argv
-        rest, oracle_reward = _cli_options(rest, "--oracle-reward")
+        rest, reward = _cli_options(rest, "--reward", values=None)
+        try:
+            probe_oracle_reward(reward or "trained")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         found = rl_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {}, rest[1] if len(rest) > 1 else "probe",
-                         oracle_reward=oracle_reward)
-        print(json.dumps({k: found[k] for k in ("name", "overrides", "oracle_reward", "win_rate_vs_base", "seconds")}))
+                         reward=reward or "trained")
+        print(json.dumps({k: found[k] for k in ("name", "overrides", "reward", "win_rate_vs_base", "seconds")}))
         for task, d in found["win_rate_detail"].items():
             print(f"  {task}: {found['win_rate_vs_base'][task]:.3f} {describe_win(d)}")
         sys.exit(0)
@@ -1124,7 +1165,7 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
         _, _, loop_dir, loop_size, *rest = sys.argv
         rest, oracle_labels = _cli_options(rest, "--oracle-labels")
         found = rm_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},
-                         rest[1] if len(rest) > 1 else "probe", criteria=rest[2:], oracle_labels=oracle_labels)
+                         rest[1] if len(rest) > 1 else "probe", criteria=rest[2:], oracle_labels=oracle_labels is not None)
         print(json.dumps({k: found[k] for k in ("name", "overrides", "criteria", "oracle_accuracy", "mean", "min",
                                                  "seconds")}))
         sys.exit(0)

@@ -1,6 +1,6 @@
 """A reward that is right by construction: differentiable (torch) ports of the oracles, for RL.
 
-Diagnostic only, like ``probe-rm --oracle-labels``: ``probe-rl … --oracle-reward`` drives RL with
+Diagnostic only, like ``probe-rm --oracle-labels``: ``probe-rl … --reward=oracle`` drives RL with
 these in place of the reward model, to measure what the RL machinery does with a reward that
 ranks images as the oracle does (an upper bound for a reward model), never to train a demo
 policy. The ports, checked against ``synthetic.oracles`` in ``tests/synthetic/test_oracle_reward.py``:
@@ -9,10 +9,13 @@ policy. The ports, checked against ``synthetic.oracles`` in ``tests/synthetic/te
 - ``aesthetics``: exact except the colour-clipping factor, which has no useful gradient;
 - ``removal_quality``: the low-pass distance factor; the residue share (a colour threshold) is left out;
 - ``structure``: soft silhouettes (a sigmoid around the threshold) and a 3×3-tolerant F1, plus the
-  exact gradient-agreement term.
+  exact gradient-agreement term;
+- ``text_alignment``: for shapes, the presence ratio over soft colour-matched pixels, times the
+  shape-match factor of the hard match (a fill ratio of a bounding box has no useful gradient, so
+  it scales the reward but does not pull); for words, the soft-ink tolerant F1 against the glyphs.
 
-Text alignment has no port (it is a detector of shapes, colours and glyphs): its reward is a
-constant above the hinge ceiling, so it neither pulls nor adds gradient.
+``oracle_reward_fn(..., text_alignment=False)`` leaves text alignment out: its reward is then a
+constant above the hinge ceiling, so it neither pulls nor adds gradient (the eighth pass's runs).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from synthetic import oracles
-from synthetic.scenes import Condition, dilate
+from synthetic.scenes import Condition, dilate, object_rgb, object_silhouette
 
-DIFFERENTIABLE_CRITERIA = ("consistency", "structure", "aesthetics", "removal_quality")
-#: Softness of the silhouette threshold (RGB distance) in the structure port.
+DIFFERENTIABLE_CRITERIA = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
+#: Softness of the silhouette, colour and ink thresholds (RGB distance or luminance) in the ports.
 SILHOUETTE_SOFTNESS = 0.03
+LUMA = (0.299, 0.587, 0.114)
 
 
 def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,6 +77,14 @@ class DifferentiableOracle:
         self.flat_region = torch.from_numpy(mask & ~dilate(silhouette, 3))
         self._target_seams = seam_differences(self.target, self.mask)
         self._target_hf = {k: self._hf_energy(self.target, k) for k in (3, 9)}
+        self.requested = oracles.requested_object(condition)
+        if self.requested is not None:
+            self._requested_np = object_silhouette(self.requested, size) & mask
+            self.requested_silhouette = torch.from_numpy(self._requested_np).float()
+            if self.requested["kind"] != "word":
+                rgb = object_rgb(self.requested)
+                self.requested_rgb = torch.from_numpy(rgb)[:, None, None]
+                self.colour_threshold = oracles.colour_threshold(rgb)
 
     def __call__(self, criterion: str, image: torch.Tensor) -> torch.Tensor:
         if criterion not in DIFFERENTIABLE_CRITERIA:
@@ -97,15 +109,30 @@ class DifferentiableOracle:
         dist = ((box_blur(x, 5) - box_blur(self.target, 5)).norm(dim=0) / math.sqrt(3))[self.mask].mean()
         return torch.exp(-dist / oracles.REMOVAL_SCALE)
 
+    def _soft_positive(self, margin: torch.Tensor) -> torch.Tensor:
+        """A soft ``margin > 0`` per pixel, inside the mask (0 outside)."""
+        return torch.sigmoid(margin / SILHOUETTE_SOFTNESS) * self.mask.float()
+
+    def text_alignment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.requested is None:
+            raise ValueError("text alignment does not apply: the condition requests no object")
+        if self.requested["kind"] == "word":
+            luminance = (x * x.new_tensor(LUMA)[:, None, None]).sum(0)
+            return soft_f1(self._soft_positive(oracles.INK_LUMINANCE - luminance), self.requested_silhouette)
+        distance = (x - self.requested_rgb).norm(dim=0)
+        found = self._soft_positive(self.colour_threshold - distance).sum()
+        expected = self.requested_silhouette.sum()
+        if expected == 0:
+            return x.new_zeros(())
+        presence = torch.minimum(found, expected) / torch.maximum(found, expected).clamp(min=1e-6)
+        hard = ((distance < self.colour_threshold) & self.mask).cpu().numpy()
+        shape = oracles.shape_match(hard, self._requested_np) if hard.any() else 0.0
+        return presence * (0.5 + 0.5 * shape)
+
     def structure(self, x: torch.Tensor) -> torch.Tensor:
-        soft = torch.sigmoid(((x - self.background).norm(dim=0) - oracles.SILHOUETTE_THRESHOLD)
-                             / SILHOUETTE_SOFTNESS) * self.mask.float()
+        soft = self._soft_positive((x - self.background).norm(dim=0) - oracles.SILHOUETTE_THRESHOLD)
         if self.silhouette.sum() > 0:
-            near_target = F.max_pool2d(self.silhouette[None, None], 3, 1, 1)[0, 0]
-            near_output = F.max_pool2d(soft[None, None], 3, 1, 1)[0, 0]
-            precision = (soft * near_target).sum() / soft.sum().clamp(min=1e-6)
-            recall = (self.silhouette * near_output).sum() / self.silhouette.sum()
-            geometry = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
+            geometry = soft_f1(soft, self.silhouette)
         else:
             geometry = 1 - soft.sum() / self.mask.float().sum().clamp(min=1)
         if not self.flat_region.any():
@@ -121,19 +148,46 @@ class DifferentiableOracle:
         return 0.7 * geometry + 0.3 * torch.exp(-(err / 2) / oracles.GRAD_SCALE)
 
 
+def soft_f1(soft: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``oracles.tolerant_f1`` for a soft silhouette against a hard one (3×3 tolerance)."""
+    if reference.sum() == 0:
+        return soft.new_zeros(())
+    near_reference = F.max_pool2d(reference[None, None], 3, 1, 1)[0, 0]
+    near_soft = F.max_pool2d(soft[None, None], 3, 1, 1)[0, 0]
+    precision = (soft * near_reference).sum() / soft.sum().clamp(min=1e-6)
+    recall = (reference * near_soft).sum() / reference.sum()
+    return 2 * precision * recall / (precision + recall).clamp(min=1e-6)
+
+
 RewardFn = Callable[[torch.Tensor, torch.Tensor, str, str, Sequence[str]], torch.Tensor]
 
 
+def wrong_way(condition_index: int, criterion: str, share: float, seed: int = 0) -> bool:
+    """Whether ``oracle_reward_fn(wrong_share=share)`` reverses this (condition, criterion): a fixed
+    draw per pair, so about ``share`` of them are reversed for the whole run."""
+    if share <= 0:
+        return False
+    key = [seed, condition_index, DIFFERENTIABLE_CRITERIA.index(criterion)]
+    return bool(np.random.default_rng(key).random() < share)
+
+
 def oracle_reward_fn(conditions: Sequence[Condition], sources: torch.Tensor, masks: torch.Tensor,
-                     temperature: float = 0.02, text_alignment_reward: float = 3.0) -> RewardFn:
+                     temperature: float = 0.02, text_alignment: bool = True,
+                     constant_reward: float = 3.0, wrong_share: float = 0.0, seed: int = 0) -> RewardFn:
     """An RL ``reward_fn`` (``policytrain.engine.rl.train``) returning log-odds
     (oracle(first) − oracle(second)) / ``temperature`` per image pair.
 
     ``sources`` [N, 3, H, W] and ``masks`` [N, 1, H, W] are the RL conditions as the RL loop loads
     them, in the order of ``conditions``. RL pastes the source back outside the mask, so an image's
-    condition is the one whose source it equals there. Text alignment returns
-    ``text_alignment_reward`` (above the default hinge ceiling logit(0.9) ≈ 2.2: no pull).
+    condition is the one whose source it equals there. With ``text_alignment`` False that criterion
+    returns ``constant_reward`` (above the default hinge ceiling logit(0.9) ≈ 2.2: no pull).
+
+    ``wrong_share`` models a reward model with systematic errors: for that share of the
+    (condition, criterion) pairs (``wrong_way``) the reward is reversed for the whole run, so it
+    ranks pairs with accuracy about 1 − ``wrong_share`` and pulls the wrong way there.
     """
+    if not 0.0 <= wrong_share <= 1.0:
+        raise ValueError(f"wrong_share must be in [0, 1], got {wrong_share}")
     keep = 1 - masks
     cache: dict[int, DifferentiableOracle] = {}
 
@@ -143,13 +197,14 @@ def oracle_reward_fn(conditions: Sequence[Condition], sources: torch.Tensor, mas
 
     def reward(first: torch.Tensor, second: torch.Tensor, task: str, criterion: str,
                prompts: Sequence[str]) -> torch.Tensor:
-        if criterion == "text_alignment":
-            return torch.full((first.shape[0],), text_alignment_reward)
+        if criterion == "text_alignment" and not text_alignment:
+            return torch.full((first.shape[0],), constant_reward)
         out = []
         for a, b in zip(first, second, strict=True):
             i = condition_of(a)
             oracle = cache.setdefault(i, DifferentiableOracle(conditions[i]))
-            out.append((oracle(criterion, a.float()) - oracle(criterion, b.float().detach())) / temperature)
+            sign = -1.0 if wrong_way(i, criterion, wrong_share, seed) else 1.0
+            out.append(sign * (oracle(criterion, a.float()) - oracle(criterion, b.float().detach())) / temperature)
         return torch.stack(out)
 
     return reward

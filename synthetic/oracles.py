@@ -89,9 +89,13 @@ def colour_match(img: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     The margin keeps neighbouring palette colours apart, so a blue object never counts as
     purple; it is capped at 0.2 so pale backgrounds never match.
     """
+    return np.linalg.norm(img - rgb, axis=-1) < colour_threshold(rgb)
+
+
+def colour_threshold(rgb: np.ndarray) -> float:
+    """The RGB distance under which ``colour_match`` counts a pixel as the colour ``rgb``."""
     rivals = [np.linalg.norm(rgb - c) for c in _PALETTE_F.values() if np.linalg.norm(rgb - c) > 1e-3]
-    thr = min(0.2, 0.45 * min(rivals)) if rivals else 0.2
-    return np.linalg.norm(img - rgb, axis=-1) < thr
+    return float(min(0.2, 0.45 * min(rivals))) if rivals else 0.2
 
 
 def ink(img: np.ndarray) -> np.ndarray:
@@ -129,7 +133,8 @@ def background(condition: Any) -> np.ndarray:
     return render_scene(meta, include=("context",))
 
 
-def _requested(condition: Any) -> dict | None:
+def requested_object(condition: Any) -> dict | None:
+    """The object (shape or word) the condition's prompt asks for, if any."""
     return condition.meta.get("object")
 
 
@@ -150,7 +155,7 @@ def text_alignment(condition: Any, image: Any) -> float | None:
     * words: tolerant F1 between the ink pixels in the mask and the word's glyph mask.
     * prompt-free extend (no requested object): ``None`` — the criterion does not apply.
     """
-    obj = _requested(condition)
+    obj = requested_object(condition)
     if obj is None:
         return None
     size = int(condition.meta["size"])
@@ -164,8 +169,12 @@ def text_alignment(condition: Any, image: Any) -> float | None:
     if a_found == 0 or a_exp == 0:
         return 0.0
     presence = min(a_found, a_exp) / max(a_found, a_exp)
-    shape_match = max(0.0, 1.0 - abs(_fill_ratio(found) - _fill_ratio(sil)) / 0.5)
-    return float(presence * (0.5 + 0.5 * shape_match))
+    return float(presence * (0.5 + 0.5 * shape_match(found, sil)))
+
+
+def shape_match(found: np.ndarray, expected: np.ndarray) -> float:
+    """1 − |fill-ratio difference| / 0.5, floored at 0: how alike two silhouettes' shapes are."""
+    return max(0.0, 1.0 - abs(_fill_ratio(found) - _fill_ratio(expected)) / 0.5)
 
 
 def _seam_differences(img: np.ndarray, m: np.ndarray, depth: int) -> np.ndarray:

@@ -258,6 +258,49 @@ def test_rl_probe_needs_a_finished_loop(tmp_path):
         experiment.rl_probe(tmp_path / "no-loop", "quick", {"kl_weight": 1.0})
 
 
+@pytest.mark.parametrize("reward", ["text-only", "oracle-wrong-", "oracle-wrong-x", "oracle-wrong-120"])
+def test_rl_probe_refuses_an_unknown_reward(tmp_path, reward):
+    with pytest.raises(ValueError, match="reward must be one of trained, untrained, oracle, oracle-no-text, "
+                                         "oracle-wrong-<percent>"):
+        experiment.rl_probe(tmp_path / "no-loop", "quick", {}, reward=reward)
+
+
+def test_probe_oracle_rewards_map_to_oracle_reward_options():
+    assert experiment.probe_oracle_reward("trained") is None
+    assert experiment.probe_oracle_reward("untrained") is None
+    assert experiment.probe_oracle_reward("oracle") == {"text_alignment": True, "wrong_share": 0.0}
+    assert experiment.probe_oracle_reward("oracle-no-text") == {"text_alignment": False, "wrong_share": 0.0}
+    assert experiment.probe_oracle_reward("oracle-wrong-25") == {"text_alignment": True, "wrong_share": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed", "values", "expected"),
+    [
+        (["loop", "full"], "--reward", ("oracle",), (["loop", "full"], None)),
+        (["loop", "full", "--reward=oracle"], "--reward", ("oracle",), (["loop", "full"], "oracle")),
+        (["loop", "--oracle-labels", "full"], "--oracle-labels", (), (["loop", "full"], "")),
+        (["--reward=oracle-wrong-20"], "--reward", None, ([], "oracle-wrong-20")),
+    ],
+)
+def test_probe_cli_option_is_absent_a_flag_or_valued(args, allowed, values, expected):
+    assert experiment._cli_options(args, allowed, values) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed", "values", "spelled"),
+    [
+        (["--reward=text"], "--reward", ("oracle", "trained"), "--reward=oracle|trained"),
+        (["--reward"], "--reward", ("oracle",), "--reward=oracle"),
+        (["--oracle-reward"], "--reward", ("oracle",), "--reward=oracle"),
+        (["--oracle-labels=x"], "--oracle-labels", (), "--oracle-labels"),
+        (["--reward="], "--reward", None, "--reward=…"),
+    ],
+)
+def test_probe_cli_refuses_unknown_options_and_values(args, allowed, values, spelled):
+    with pytest.raises(SystemExit, match=f"the only one is {spelled}".replace("|", "\\|")):
+        experiment._cli_options(args, allowed, values)
+
+
 def test_rm_probe_needs_a_finished_loop(tmp_path):
     with pytest.raises(ValueError, match="run the loop first"):
         experiment.rm_probe(tmp_path / "no-loop", "quick", {"max_steps": 2})

@@ -1,4 +1,4 @@
-"""The differentiable oracle ports behind ``probe-rl --oracle-reward`` (synthetic/oracle_reward.py)."""
+"""The differentiable oracle ports behind ``probe-rl --reward=oracle`` (synthetic/oracle_reward.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from synthetic import oracles  # noqa: E402
-from synthetic.oracle_reward import DifferentiableOracle, oracle_reward_fn  # noqa: E402
+from synthetic.oracle_reward import DifferentiableOracle, oracle_reward_fn, wrong_way  # noqa: E402
 from synthetic.scenes import make_conditions  # noqa: E402
 
 KINDS = ("noise", "blur", "colour_shift", "partial_object", "residue")
@@ -47,6 +47,47 @@ def test_ports_rank_pairs_as_the_oracles_do(candidates, criterion, at_least):
     assert len(agree) >= 20 and np.mean(agree) >= at_least, (len(agree), np.mean(agree))
 
 
+@pytest.fixture(scope="module")
+def requested():
+    """Fill and prompted extend conditions (shapes and words): the target and copies that lose,
+    recolour, blur or half-draw the requested object."""
+    rng = np.random.default_rng(1)
+    out = []
+    for cond in make_conditions(24, seed=7, size=64):
+        if oracles.requested_object(cond) is None:
+            continue
+        kinds = ("wrong_colour", "partial_object", "blank", "blur", "noise")
+        out.append((cond, [cond.target] + [oracles.degrade(cond, s, k, rng) for k in kinds for s in (0.4, 0.9)]))
+    return out
+
+
+def test_text_alignment_port_ranks_pairs_as_the_oracle_does(requested):
+    agree, words = [], 0
+    for cond, images in requested:
+        truth = [oracles.text_alignment(cond, im) for im in images]
+        port = DifferentiableOracle(cond)
+        soft = [float(port("text_alignment", as_tensor(im))) for im in images]
+        words += oracles.requested_object(cond)["kind"] == "word"
+        for i, j in combinations(range(len(images)), 2):
+            if abs(truth[i] - truth[j]) > 0.03:
+                agree.append(np.sign(truth[i] - truth[j]) == np.sign(soft[i] - soft[j]))
+    assert words >= 2 and len(agree) >= 50 and np.mean(agree) >= 0.9, (words, len(agree), np.mean(agree))
+
+
+def test_text_alignment_port_pulls_towards_the_requested_object(requested):
+    cond, images = next((c, ims) for c, ims in requested if oracles.requested_object(c)["kind"] != "word")
+    blank = as_tensor(oracles.degrade(cond, 0.9, "blank", np.random.default_rng(0))).requires_grad_(True)
+    port = DifferentiableOracle(cond)
+    value = port.text_alignment(blank)
+    value.backward()
+    # One small step along the gradient raises the score: the port pulls, it is not a constant.
+    stepped = (blank + 0.05 * blank.grad / blank.grad.abs().max()).detach()
+    assert port.text_alignment(stepped).item() > value.item()
+    no_request = next(c for c in make_conditions(40, seed=3, size=64) if oracles.requested_object(c) is None)
+    with pytest.raises(ValueError, match="requests no object"):
+        DifferentiableOracle(no_request).text_alignment(as_tensor(no_request.target))
+
+
 def test_consistency_port_is_exact_and_has_gradient(candidates):
     cond, images = next((c, ims) for c, ims in candidates if c.task == "fill")
     worst = min(images, key=lambda im: oracles.consistency(cond, im))  # a seam: the score has a slope
@@ -71,6 +112,30 @@ def test_reward_finds_each_images_condition_and_prefers_the_target(candidates):
     good = reward(firsts, seconds, "fill", "aesthetics", ["p"] * 2)
     bad = reward(seconds, firsts, "fill", "aesthetics", ["p"] * 2)
     assert (good > 0).all() and torch.allclose(good, -bad, atol=1e-5)
-    # Text alignment has no port: a constant above the default hinge ceiling logit(0.9), no gradient.
+    # Text alignment is ported; left out, it is a constant above the hinge ceiling logit(0.9), no gradient.
     text = reward(firsts.requires_grad_(True), seconds, "fill", "text_alignment", ["p"] * 2)
+    assert text.requires_grad
+    without = oracle_reward_fn(conds, sources, masks, text_alignment=False)
+    text = without(firsts, seconds, "fill", "text_alignment", ["p"] * 2)
     assert torch.all(text > 2.2) and not text.requires_grad
+
+
+def test_wrong_share_reverses_a_fixed_share_of_condition_criterion_pairs(candidates):
+    reversed_share = np.mean([wrong_way(i, "structure", 0.3) for i in range(2000)])
+    assert abs(reversed_share - 0.3) < 0.03
+    assert [wrong_way(i, "structure", 0.3) for i in range(50)] == [wrong_way(i, "structure", 0.3) for i in range(50)]
+    assert not any(wrong_way(i, "structure", 0.0) for i in range(50))
+    conds = [c for c, _ in candidates]
+    sources = torch.stack([as_tensor(c.source) for c in conds])
+    masks = torch.stack([torch.from_numpy(oracles.mask_array(c)).float()[None] for c in conds])
+    firsts = torch.stack([as_tensor(c.target) for c in conds])
+    seconds = torch.stack([as_tensor(oracles.degrade(c, 0.9, "noise")) for c in conds])
+    firsts, seconds = (x * masks + sources * (1 - masks) for x in (firsts, seconds))
+    right = oracle_reward_fn(conds, sources, masks)(firsts, seconds, "fill", "consistency", ["p"] * len(conds))
+    noisy = oracle_reward_fn(conds, sources, masks, wrong_share=0.5)(firsts, seconds, "fill", "consistency",
+                                                                      ["p"] * len(conds))
+    flips = torch.tensor([wrong_way(i, "consistency", 0.5) for i in range(len(conds))])
+    assert flips.any() and (~flips).any()
+    assert torch.allclose(noisy, torch.where(flips, -right, right))
+    with pytest.raises(ValueError, match="wrong_share must be in"):
+        oracle_reward_fn(conds, sources, masks, wrong_share=1.5)
