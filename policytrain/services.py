@@ -54,7 +54,10 @@ GENERATE_PARAMS = ("num_inference_steps", "guidance", "true_cfg", "negative_prom
 # Base policies
 # ----------------------------------------------------------------------------------------------
 def tiny_base_dir() -> Path:
-    return Path(settings.ARTIFACTS_ROOT) / "base-models" / "tiny-flux-fill"
+    """Where the tiny base is cached; the build version is in the name, so a changed build is rebuilt."""
+    from policytrain.engine.tiny import TINY_BUILD_VERSION
+
+    return Path(settings.ARTIFACTS_ROOT) / "base-models" / f"tiny-flux-fill-v{TINY_BUILD_VERSION}"
 
 
 def resolve_base_policy(base: str | None) -> str:
@@ -93,7 +96,7 @@ def ensure_base_policy(base: str | None) -> str:
     target = tiny_base_dir()
     if (target / "model_index.json").is_file():
         return resolved
-    with _file_lock(target.parent / ".tiny-flux-fill.lock"):
+    with _file_lock(target.parent / f".{target.name}.lock"):
         if not (target / "model_index.json").is_file():
             from policytrain.engine.tiny import build_tiny_fill_pipeline
 

@@ -164,6 +164,10 @@ def config_hash(config: PretrainConfig) -> str:
         data.pop(name)
     if data.get("vae_crop") is None:  # added later: keep the hashes (caches) of older configs valid
         data.pop("vae_crop", None)
+    if not config.base_policy:  # built from scratch: a changed tiny build must not reuse old caches
+        from .tiny import TINY_BUILD_VERSION
+
+        data["tiny_build"] = TINY_BUILD_VERSION
     index = Path(config.conditions_dir) / "conditions.jsonl"
     data["conditions_sha256"] = hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else None
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -8,9 +8,16 @@ the team's feasibility notes (shared/research/feasibility.md, section 3).
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
-# Small synthetic corpus: the tokenizers only need to cover the words tests and fixed prompts use.
+#: Bumped whenever the tiny pipeline's build changes, so caches of models pre-trained from an
+#: older build (``pretrain.config_hash``) are not reused.
+TINY_BUILD_VERSION = 2
+#: Every printable ASCII character. The tokenizers must know each of them: prompts quote
+#: capitalised words (the word "STAR"), and an unknown character would swallow the word.
+ALPHABET = string.ascii_letters + string.digits + string.punctuation
+# Small synthetic corpus: merges for the words tests and fixed prompts use, on top of the alphabet.
 _WORDS = (
     "a photo of red blue green yellow white black cat dog tree house sky sea car person object "
     "remove the specified high-definition perfect composition fill extend image with in on under "
@@ -21,6 +28,8 @@ _WORDS = (
 def _corpus() -> list[str]:
     lines = [" ".join(_WORDS[i : i + 6]) for i in range(0, len(_WORDS), 3)]
     lines += ["remove the specified object", "high-definition, perfect composition", "a red cat", "a blue sky"]
+    # Each character as a word of its own, so word-final pieces (CLIP's "p</w>") exist for all of them.
+    lines.append(" ".join(ALPHABET))
     return lines * 4
 
 
@@ -73,7 +82,8 @@ def _t5_tokenizer():
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False  # noqa: S106 - a token, not a password
+        vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",  # noqa: S106 - a token
+        initial_alphabet=list(ALPHABET), show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer)
     import json

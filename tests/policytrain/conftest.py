@@ -31,7 +31,9 @@ def tiny_reward_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_base(tiny_flux_dir, settings) -> Path:
     """Pre-seed the cached tiny base policy under this test's ARTIFACTS_ROOT (it is built once a session)."""
-    target = Path(settings.ARTIFACTS_ROOT) / "base-models" / "tiny-flux-fill"
+    from policytrain.services import tiny_base_dir
+
+    target = tiny_base_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         target.symlink_to(tiny_flux_dir, target_is_directory=True)
