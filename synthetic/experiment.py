@@ -1125,22 +1125,15 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cli_options(args: list[str], allowed: str, values: Sequence[str] | None = ()
-                 ) -> tuple[list[str], str | None]:
-    """Split a probe's CLI arguments into positionals and its one ``--`` option: None when absent.
-    With ``values`` () it is a flag and gives ""; otherwise it needs ``=value`` and gives the value,
-    one of ``values`` (any value when ``values`` is None; the caller checks it)."""
+def _cli_options(args: list[str], allowed: str, valued: bool = False) -> tuple[list[str], str | None]:
+    """Split a probe's CLI arguments into positionals and its one ``--`` option: None when absent,
+    "" for a flag, the value of a ``valued`` option (``--name=value``; the caller checks it)."""
     options = [a for a in args if a.startswith("--")]
     value = None
     for option in options:
         flag, eq, given = option.partition("=")
-        if values is None:
-            bad = not eq or not given
-        else:
-            bad = given not in values if values else bool(eq)
-        if flag != allowed or bad:
-            spelled = allowed if values == () else f"{allowed}={'|'.join(values or ['…'])}"
-            raise SystemExit(f"unknown option {option!r}; the only one is {spelled}")
+        if flag != allowed or (not given if valued else bool(eq)):
+            raise SystemExit(f"unknown option {option!r}; the only one is {allowed}{'=…' if valued else ''}")
         value = given
     return [a for a in args if a not in options], value
 
@@ -1150,7 +1143,7 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
 
     if len(sys.argv) > 1 and sys.argv[1] == "probe-rl":
         _, _, loop_dir, loop_size, *rest = sys.argv
-        rest, reward = _cli_options(rest, "--reward", values=None)
+        rest, reward = _cli_options(rest, "--reward", valued=True)
         try:
             probe_oracle_reward(reward or "trained")
         except ValueError as exc:
