@@ -147,15 +147,14 @@ def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]
     """{task: criteria RL will score}: what the reward model covers of each active task, less the
     criteria ``criterion_weights`` sets to 0. A task left with none is a field error."""
     covered = reward_model_criteria(reward_model)
-    active = [t for t, p in config.task_probs.items() if p > 0]
-    missing = [t for t in active if not covered.get(t)]
+    missing = [t for t in config.active_tasks if not covered.get(t)]
     if missing:
         have = sorted(t for t, c in covered.items() if c) or ["nothing"]
         message = (f"Reward model '{reward_model.name}' has no criteria for task(s) {', '.join(missing)} "
                    f"(it covers {', '.join(have)}). Set their task_probs to 0 or pick a reward model trained on them.")
         raise ApplicationError(message, fields={"reward_model": [message], "task_probs": [message]},
                                code="reward_model_coverage")
-    scored = {t: [c for c in covered[t] if config.criterion_weight(t, c) > 0] for t in active}
+    scored = config.scored_criteria(covered)
     unweighted = [t for t, crits in scored.items() if not crits]
     if unweighted:
         message = (f"criterion_weights set every criterion the reward model scores for {', '.join(unweighted)} "
@@ -246,7 +245,7 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
                              reward_model_path=str(reward_model.path))
     check_reward_coverage(reward_model, config)
 
-    active = [t for t, p in config.task_probs.items() if p > 0]
+    active = config.active_tasks
     sample_filter = dict(sample_filter or {})
     if samples is None and not sample_filter.get("sample_ids"):
         sample_filter.setdefault("tasks", active)

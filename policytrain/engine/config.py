@@ -228,6 +228,16 @@ class RLConfig:
         return float(self.criterion_weights.get(task, {}).get(criterion, 1.0))
 
     @property
+    def active_tasks(self) -> list[str]:
+        """Tasks RL samples (probability > 0), in ``task_probs`` order."""
+        return [task for task, prob in self.task_probs.items() if prob > 0]
+
+    def scored_criteria(self, covered: dict[str, list[str]]) -> dict[str, list[str]]:
+        """{active task: the ``covered`` criteria with a positive weight}; a list may be empty."""
+        return {task: [c for c in covered.get(task, []) if self.criterion_weight(task, c) > 0]
+                for task in self.active_tasks}
+
+    @property
     def hinge_ceiling(self) -> float:
         """λ on the scale of the chosen reward (a probability, or its log-odds)."""
         if self.reward == "log_odds":

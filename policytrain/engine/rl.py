@@ -68,17 +68,16 @@ def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]
 
     Every task with nonzero probability must keep at least one criterion.
     """
-    active = [task for task, prob in config.task_probs.items() if prob > 0]
     if reward_criteria is not None:
-        missing = [task for task in active if not reward_criteria.get(task)]
+        missing = [task for task in config.active_tasks if not reward_criteria.get(task)]
         if missing:
             raise ValueError(
                 f"reward model {config.reward_model} has no criteria for task(s) {', '.join(missing)} "
                 f"(it covers {sorted(t for t, c in reward_criteria.items() if c) or 'nothing'}); "
                 "set their task_probs to 0 or use a reward model trained on them"
             )
-    covered = {task: list(TASK_CRITERIA[task] if reward_criteria is None else reward_criteria[task]) for task in active}
-    out = {task: [c for c in crits if config.criterion_weight(task, c) > 0] for task, crits in covered.items()}
+    covered = {task: list(c) for task, c in (TASK_CRITERIA if reward_criteria is None else reward_criteria).items()}
+    out = config.scored_criteria(covered)
     for task, crits in out.items():
         if not crits:
             raise ValueError(
@@ -426,7 +425,7 @@ def train(
     by_task: dict[str, list[Condition]] = defaultdict(list)
     for cond in conditions:
         by_task[cond.task].append(cond)
-    tasks = [t for t, p in config.task_probs.items() if p > 0]
+    tasks = config.active_tasks
     empty = [t for t in tasks if not by_task[t]]
     if empty:
         split = f" (split {config.conditions_split!r})" if config.conditions_split else ""

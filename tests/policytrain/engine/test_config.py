@@ -52,6 +52,14 @@ def test_criterion_weights_default_to_one_and_round_trip():
     assert RLConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_scored_criteria_keep_active_tasks_and_positive_weights():
+    cfg = RLConfig(**BASE, task_probs={"fill": 0.5, "extend": 0.5, "removal": 0.0},
+                   criterion_weights={"extend": {"structure": 0}})
+    assert cfg.active_tasks == ["fill", "extend"]
+    covered = {"fill": ["structure", "aesthetics"], "extend": ["structure"], "removal": ["removal_quality"]}
+    assert cfg.scored_criteria(covered) == {"fill": ["structure", "aesthetics"], "extend": []}
+
+
 def test_unknown_field_rejected():
     with pytest.raises(ValueError, match="unknown RLConfig field"):
         RLConfig.from_dict({**BASE, "lamda": 0.5})
