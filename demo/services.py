@@ -453,11 +453,25 @@ def label_ceiling(snapshot: DatasetSnapshot, split: str, scores: dict[int, dict[
 def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldItem], threshold: float) -> dict:
     """``synthetic.experiment.oracle_accuracy`` of each reward model on every candidate pair of
     the samples outside the RM's training split."""
-    from rewardtrain.engine.scorer import RewardScorer
-
     held = [it for it in items if it.sample.split != "train"]
     rows = ex.oracle_pairs([it.condition for it in held], [it.images for it in held], [it.scores for it in held],
                            keep=lambda _cid: True)
+    return _judge_rows(model_paths, rows, threshold)
+
+
+def reward_on_policy_accuracy(model_paths: dict[str, str], base_dir: str, heldout: Sequence, cfg: dict,
+                              *, seed: int, threshold: float) -> dict:
+    """The same on pairs of the base policy's own fills of the held-out conditions, sampled as RL
+    samples (``synthetic.experiment.on_policy_pairs``): the differences RL has to rank."""
+    from policytrain.engine.pipeline import FillPolicy
+
+    rows = ex.on_policy_pairs(FillPolicy.from_pretrained(base_dir), heldout, cfg, seed)
+    return _judge_rows(model_paths, rows, threshold)
+
+
+def _judge_rows(model_paths: dict[str, str], rows: Sequence[dict], threshold: float) -> dict:
+    from rewardtrain.engine.scorer import RewardScorer
+
     out = {}
     for name, path in model_paths.items():
         judged = ex.oracle_judged(RewardScorer.from_pretrained(path), rows, threshold=threshold)
@@ -566,7 +580,9 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
                               name=f"{tag} reward model", user=scientist, progress=progress)
         control_rm = control_reward_model_register(snapshot, base_model=rm_base, user=scientist)
         thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
-        oracle = reward_oracle_accuracy({"trained": rm.path, "control": control_rm.path}, annotated, thr)
+        models = {"trained": rm.path, "control": control_rm.path}
+        oracle = reward_oracle_accuracy(models, annotated, thr)
+        on_policy = reward_on_policy_accuracy(models, base_dir, heldout_conds, cfg, seed=seed, threshold=thr)
         ceiling = label_ceiling(snapshot, rm.eval_split, scores)
         pool = [a.profile for a in accounts]
         sim_ceiling = ex.human_ceiling_by_criterion([it.condition for it in annotated], [it.scores for it in annotated],
@@ -619,11 +635,14 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "oracle_accuracy": oracle["trained"]["accuracy"],
             "oracle_pairs": oracle["trained"]["pairs"],
             "oracle_accuracy_by_margin": oracle["trained"]["by_margin"],
+            "on_policy_oracle_accuracy": on_policy["trained"]["accuracy"],
+            "on_policy_pairs": on_policy["trained"]["pairs"],
             "human_ceiling": ceiling,
             "human_ceiling_simulated": sim_ceiling,
             "annotator_agreement": snapshot.human_ceiling,
             "control": {"accuracy": control_rm.eval_report.get("accuracy", {}),
-                        "oracle_accuracy": oracle["control"]["accuracy"]},
+                        "oracle_accuracy": oracle["control"]["accuracy"],
+                        "on_policy_oracle_accuracy": on_policy["control"]["accuracy"]},
             "oracle_accuracy_mean": _mean_nested(oracle["trained"]["accuracy"]),
             "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
         },
@@ -679,7 +698,8 @@ def format_summary(report: dict[str, Any]) -> str:
              f"({ann['items_submitted']} items, overlap {ann['overlap']}); labels agree with the oracle on "
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
              "", "Reward model (held-out); n = pairs behind the accuracy to its left",
-             f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9}"]
+             f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9} "
+             f"{'on-policy':>9} {'n':>4}"]
     for task, crits in ex.TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
@@ -687,7 +707,10 @@ def format_summary(report: dict[str, Any]) -> str:
                 return "  n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['label_pairs']):>4} "
                          f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
-                         f"{g(rm['control']['oracle_accuracy']):>9}")
+                         f"{g(rm['control']['oracle_accuracy']):>9} {g(rm['on_policy_oracle_accuracy']):>9} "
+                         f"{g(rm['on_policy_pairs']):>4}")
+    lines += ["on-policy: oracle accuracy on pairs of the base policy's own fills of the held-out samples, "
+              "sampled as RL samples"]
     lines += ["", "Reward model oracle accuracy by oracle margin (how clear the difference is): accuracy (pairs)"]
     for task, crits in ex.TASK_CRITERIA.items():
         lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"

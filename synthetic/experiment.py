@@ -630,6 +630,24 @@ def oracle_pairs(
     return rows
 
 
+def on_policy_pairs(policy, conditions: Sequence[Condition], cfg: dict[str, Any], seed: int = 0,
+                    samples: int = 3) -> list[dict[str, Any]]:
+    """``oracle_pairs`` among ``samples`` of ``policy``'s own fills per condition, sampled as RL
+    samples (its reference steps and guidance): the differences RL has to rank.
+
+    The loop's candidates mix guidance 3 and 100 and an early checkpoint, so a reward model can
+    score well on them by telling those settings apart and still rank two samples of one
+    setting wrongly; this measures the latter (docs/demo-results.md, tenth pass)."""
+    rl, gen = cfg["rl"], cfg["candidates"]
+    common = {"steps": int(rl.get("reference_steps", 4)), "guidance": float(rl.get("guidance", gen.get("guidance", 30.0))),
+              "max_sequence_length": int(rl.get("max_sequence_length", gen.get("max_sequence_length", 32))),
+              "batch_size": int(gen.get("batch_size", 32))}
+    fills = [generate_images(policy, conditions, seed=seed * 1000 + 900 + k, **common) for k in range(samples)]
+    candidates = [list(per_condition) for per_condition in zip(*fills, strict=True)]
+    scores = [oracle_scores([c] * samples, k) for c, k in zip(conditions, candidates, strict=True)]
+    return oracle_pairs(conditions, candidates, scores, keep=lambda cid: True)
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
@@ -757,6 +775,7 @@ def run_loop(
     held_pairs = oracle_pairs(train_conds, candidates, cand_scores, keep=lambda cid: heldout_split(cid) == "test")
     judged = oracle_judged(scorer, held_pairs, threshold=thr)
     oracle_acc, oracle_n = oracle_accuracy_table(judged)
+    on_policy, on_policy_n = oracle_accuracy(scorer, on_policy_pairs(base, heldout, cfg, seed), threshold=thr)
     untrained = untrained_reward_model(rm_base, work / "rm-untrained")
     untrained_acc, _ = oracle_accuracy(RewardScorer.from_pretrained(untrained), held_pairs, threshold=thr)
     del scorer
@@ -794,6 +813,8 @@ def run_loop(
             "oracle_pairs": oracle_n,
             "oracle_accuracy_by_margin": oracle_accuracy_by_margin(judged),
             "untrained_oracle_accuracy": untrained_acc,
+            "on_policy_oracle_accuracy": on_policy,
+            "on_policy_pairs": on_policy_n,
             "human_ceiling": ceiling,
             "label_pairs": rm_eval["counts"],
             "position_consistency": rm_eval["position_consistency"],
@@ -1098,15 +1119,16 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
 def format_report(report: dict[str, Any]) -> str:
     """Markdown tables of a report (the numbers docs/demo-results.md quotes)."""
     rm = report["reward_model"]
-    lines = ["| task | criterion | RM acc (labels) | human ceiling | RM acc (oracle) | n oracle pairs | untrained (oracle) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| task | criterion | RM acc (labels) | human ceiling | RM acc (oracle) | n oracle pairs | untrained (oracle) "
+             "| on-policy (oracle) | n on-policy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for task, crits in TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
                 v = d.get(t, {}).get(c)
                 return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             lines.append(f"| {task} | {c} | {g(rm['accuracy'])} | {g(rm['human_ceiling'])} | "
-                         f"{g(rm['oracle_accuracy'])} | {g(rm['oracle_pairs'])} | {g(rm['untrained_oracle_accuracy'])} |")
+                         f"{g(rm['oracle_accuracy'])} | {g(rm['oracle_pairs'])} | {g(rm['untrained_oracle_accuracy'])} | "
+                         f"{g(rm.get('on_policy_oracle_accuracy', {}))} | {g(rm.get('on_policy_pairs', {}))} |")
     lines += ["", "| task | criterion | RM oracle accuracy by oracle margin: accuracy (pairs) |", "| --- | --- | --- |"]
     by_margin = rm.get("oracle_accuracy_by_margin", {"accuracy": {}})
     for task, crits in TASK_CRITERIA.items():

@@ -38,7 +38,7 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
 
     # Shape: every key, every figure in [0, 1].
     rm, pol, ann = report["reward_model"], report["policy"], report["annotations"]
-    for key in ("accuracy", "oracle_accuracy", "human_ceiling"):
+    for key in ("accuracy", "oracle_accuracy", "human_ceiling", "on_policy_oracle_accuracy"):
         assert set(rm[key]) <= set(TASKS) and rm[key], key
         values = _unit_values(rm[key])
         assert values and all(0.0 <= v <= 1.0 for v in values), (key, rm[key])
@@ -57,6 +57,8 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     assert sum(n for bins in _unit_values(by_margin["pairs"]) for n in bins.values()) == sum(
         _unit_values(rm["oracle_pairs"]))
     assert "Behind each win rate" in text and "by oracle margin" in text
+    # On-policy pairs (two of the base's own fills per held-out sample) were scored and printed.
+    assert sum(_unit_values(rm["on_policy_pairs"])) > 0 and "on-policy" in text
     for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
                   "rl_algorithm_2", "rl_control", "evaluate", "generation", "total"):
         assert report["timings"][stage] >= 0, stage

@@ -376,3 +376,32 @@ def test_probes_read_the_config_a_loop_ran_with(tmp_path):
     custom["conditions"]["train"] = 1280
     (tmp_path / "report.json").write_text(json.dumps({"config": custom}))
     assert experiment.loop_config(tmp_path, "quick")["conditions"]["train"] == 1280
+
+
+def test_on_policy_pairs_rank_the_policys_own_samples_per_condition(tmp_path):
+    """What RL has to rank: fills of one policy at the RL sampling settings, every pair of them per
+    condition and criterion, the oracle-better one first."""
+    from policytrain.engine.pipeline import FillPolicy
+    from policytrain.engine.tiny import build_tiny_fill_pipeline
+
+    torch.set_num_threads(1)
+    cfg = experiment.load_demo_config("quick")
+    conds = experiment.make_condition_sets({"train": 6}, 0, cfg["resolution"])["train"]
+    policy = FillPolicy.from_pretrained(build_tiny_fill_pipeline(tmp_path / "fill", seed=0))
+    rows = experiment.on_policy_pairs(policy, conds, cfg, seed=0, samples=3)
+
+    # Three pairs per criterion the oracle scores, condition after condition.
+    per_condition = [list(score_all(c, np.asarray(c.target, dtype=np.float32) / 255.0)) for c in conds]
+    assert len(rows) == 3 * sum(len(criteria) for criteria in per_condition)
+    assert np.asarray(rows[0]["better"]).tolist() != np.asarray(rows[0]["worse"]).tolist()  # different samples
+    k = 0
+    for cond, criteria in zip(conds, per_condition, strict=True):
+        for _pair in range(3):
+            for criterion in criteria:
+                r = rows[k]
+                k += 1
+                assert (r["task"], r["prompt"], r["criterion"]) == (cond.task, cond.prompt, criterion)
+                better = score_all(cond, np.asarray(r["better"], dtype=np.float32) / 255.0)[criterion]
+                worse = score_all(cond, np.asarray(r["worse"], dtype=np.float32) / 255.0)[criterion]
+                # The rows hold 8-bit images; the oracle scored the float fills, hence the tolerance.
+                assert better >= worse - 0.01 and r["margin"] == pytest.approx(better - worse, abs=0.01)
