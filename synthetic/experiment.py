@@ -1095,25 +1095,42 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     conds, cands = snapshot_candidates(snapshot, [c for c in train_conds if heldout_split(c.id) == "test"])
     scores = [oracle_scores([c] * len(k), k) for c, k in zip(conds, cands, strict=True)]
     pairs = oracle_pairs(conds, cands, scores, keep=lambda cid: True)
+    on_policy_rows = []
+    base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
+    if base_dir.is_dir():  # the loop's base policy: also score both models on its own samples
+        from policytrain.engine.pipeline import FillPolicy
+
+        heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
+        on_policy_rows = on_policy_pairs(FillPolicy.from_pretrained(base_dir), heldout, cfg, seed)
     if criteria:
         pairs = [p for p in pairs if f"{p['task']}:{p['criterion']}" in criteria]
+        on_policy_rows = [p for p in on_policy_rows if f"{p['task']}:{p['criterion']}" in criteria]
     thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
-    accuracy, n, by_margin = {}, {}, {}
+    accuracy, n, by_margin, on_policy, on_policy_n = {}, {}, {}, {}, {}
     for label, folder in (("probe", final), ("loop", work / "rm-run" / "final")):
         if folder.is_dir():  # both models are scored on the same pairs, so one ``n`` serves
-            judged = oracle_judged(RewardScorer.from_pretrained(folder), pairs, threshold=thr)
+            scorer = RewardScorer.from_pretrained(folder)
+            judged = oracle_judged(scorer, pairs, threshold=thr)
             (accuracy[label], n), by_margin[label] = oracle_accuracy_table(judged), oracle_accuracy_by_margin(judged)
-    # Criteria with a handful of informative pairs (extend text alignment: the base rarely draws
-    # the object in the band) would swing the summary by chance, so mean/min skip them.
-    flat = [v for t, cs in accuracy["probe"].items() for c, v in cs.items() if n[t][c] >= MIN_SUMMARY_PAIRS]
+            if on_policy_rows:
+                on_policy[label], on_policy_n = oracle_accuracy(scorer, on_policy_rows, threshold=thr)
     probe = {"name": name, "overrides": overrides, "criteria": list(criteria), "oracle_labels": oracle_labels,
              "oracle_accuracy": accuracy,
-             "oracle_pairs": n, "oracle_accuracy_by_margin": by_margin, "mean": float(np.mean(flat)) if flat else float("nan"),
-             "min": float(np.min(flat)) if flat else float("nan"),
+             "oracle_pairs": n, "oracle_accuracy_by_margin": by_margin, **summary(accuracy.get("probe", {}), n),
+             "on_policy_accuracy": on_policy, "on_policy_pairs": on_policy_n,
+             **{f"on_policy_{k}": v for k, v in summary(on_policy.get("probe", {}), on_policy_n).items()},
              "train": {k: result.get(k) for k in ("steps", "train_loss", "train_accuracy", "train_seconds")},
              "seconds": round(time.time() - t0, 1)}
     (out / "probe.json").write_text(json.dumps(probe, indent=2))
     return probe
+
+
+def summary(accuracy: dict[str, dict[str, float]], pairs: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean and min of an accuracy table over the criteria with at least ``MIN_SUMMARY_PAIRS``
+    pairs (NaN when none has): a criterion with a handful of informative pairs (extend text
+    alignment: the base rarely draws the object in the band) would swing them by chance."""
+    flat = [v for t, cs in accuracy.items() for c, v in cs.items() if pairs[t][c] >= MIN_SUMMARY_PAIRS]
+    return {"mean": float(np.mean(flat)) if flat else float("nan"), "min": float(np.min(flat)) if flat else float("nan")}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -1182,7 +1199,7 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m synthetic
         found = rm_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},
                          rest[1] if len(rest) > 1 else "probe", criteria=rest[2:], oracle_labels=oracle_labels is not None)
         print(json.dumps({k: found[k] for k in ("name", "overrides", "criteria", "oracle_accuracy", "mean", "min",
-                                                 "seconds")}))
+                                                 "on_policy_accuracy", "on_policy_mean", "seconds")}))
         sys.exit(0)
     rep = run_loop(sys.argv[1] if len(sys.argv) > 1 else "quick", sys.argv[2] if len(sys.argv) > 2 else "var/demo",
                    int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -329,6 +329,12 @@ def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp
     pool = experiment.make_pool(4, 0.0, seed=0)
     judgments = experiment.simulate_judgments(conds, scores, pool, seed=0)
     experiment.write_snapshot(tmp_path / "loop" / "snapshot", conds, candidates, judgments, {})
+    from policytrain.engine.tiny import build_tiny_fill_pipeline
+
+    build_tiny_fill_pipeline(tmp_path / "loop" / "cache" / "pretrain-quick-0" / "final", seed=0)  # the loop's base
+    # A random base's samples differ by less than the demo's tie threshold: count every difference.
+    cfg["eval"]["oracle_tie_threshold"] = 1e-4
+    (tmp_path / "loop" / "report.json").write_text(json.dumps({"config": cfg}))
     wanted = "fill:consistency"
     probe = experiment.rm_probe(tmp_path / "loop", "quick", {"max_steps": 2, "batch_size": 2, "log_every": 1},
                                 name="one", criteria=[wanted], progress=lambda _: None)
@@ -344,6 +350,9 @@ def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp
     # Too few held-out pairs for the summary, which then says so rather than quoting noise.
     assert 0 < probe["oracle_pairs"]["fill"]["consistency"] < experiment.MIN_SUMMARY_PAIRS
     assert np.isnan(probe["mean"]) and np.isnan(probe["min"])
+    # The base's own samples of the held-out conditions, scored on the chosen criterion only.
+    assert probe["on_policy_pairs"].keys() == {"fill"} and probe["on_policy_pairs"]["fill"].keys() == {"consistency"}
+    assert 0.0 <= probe["on_policy_accuracy"]["probe"]["fill"]["consistency"] <= 1.0
     saved = json.loads((tmp_path / "loop" / "rm-probe-one" / "probe.json").read_text())
     assert saved["criteria"] == [wanted] and saved["overrides"] == {"max_steps": 2, "batch_size": 2, "log_every": 1}
 
