@@ -77,7 +77,7 @@ class RoundConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundConfig:
         """Build from JSON; an unknown key or a bad count is a ValueError that names it."""
-        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown round option(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
         config = cls(**data)
