@@ -935,6 +935,22 @@ def loop_config(work: Path, size: str) -> dict[str, Any]:
     return load_demo_config(size)
 
 
+def loop_base_dir(work: Path, size: str, seed: int = 0) -> Path:
+    """Where a finished loop keeps its pre-trained base policy (``run_loop``'s default cache)."""
+    return work / "cache" / f"pretrain-{size}-{seed}" / "final"
+
+
+def loop_conditions(cfg: dict[str, Any], name: str, seed: int = 0) -> list[Condition]:
+    """One of a loop's condition sets (``"train"``, ``"heldout"``), rebuilt from its config: each
+    set's seed comes from its name alone, so building one set gives the loop's."""
+    return make_condition_sets({name: cfg["conditions"][name]}, seed, int(cfg["resolution"]))[name]
+
+
+def reward_config_with(reward: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A loop's ``reward`` section with ``overrides`` on top; ``base`` is merged key by key."""
+    return {**reward, **overrides, "base": {**reward.get("base", {}), **overrides.get("base", {})}}
+
+
 #: What drives a probe's RL (``rl_probe(reward=…)``): the loop's trained reward model, its untrained
 #: one (the loop's control), or the differentiable oracle ports, with or without text alignment,
 #: or reversed on a share of the conditions (``oracle-wrong-<percent>``, see ``probe_oracle_reward``).
@@ -973,7 +989,7 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     _quiet_libraries()
     work = Path(work_dir).resolve()
     cfg = loop_config(work, size)
-    base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
+    base_dir = loop_base_dir(work, size, seed)
     reward_models = {"trained": work / "rm-run" / "final", "untrained": work / "rm-untrained"}
     for path in (base_dir, *reward_models.values(), work / "conditions-train"):
         if not path.exists():
@@ -992,8 +1008,7 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     result = run_rl(rl_cfg, base_dir=base_dir, conditions_dir=work / "conditions-train", out=out,
                     reward_model=reward_models.get(reward), algorithm=algorithm,
                     resolution=int(cfg["resolution"]), seed=seed, progress=progress, label=name, reward_fn=reward_fn)
-    # Each set's seed comes from its name alone, so building only the held-out set gives the loop's.
-    heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
+    heldout = loop_conditions(cfg, "heldout", seed)
     evaluation = evaluate_policies(base_dir, {name: out / "final"}, heldout, cfg, progress)
     probe = {"name": name, "overrides": overrides or {}, "algorithm": algorithm, "reward": reward,
              "win_rate_vs_base": evaluation.win_rate[name], "win_rate_detail": evaluation.detail[name],
@@ -1011,7 +1026,7 @@ def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int, **optio
     from synthetic.oracle_reward import oracle_reward_fn
 
     res = int(cfg["resolution"])
-    scenes = {c.id: c for c in make_condition_sets({"train": cfg["conditions"]["train"]}, seed, res)["train"]}
+    scenes = {c.id: c for c in loop_conditions(cfg, "train", seed)}
     folder = load_conditions(conditions_dir)
     tensors = [load_condition_tensors(c, res) for c in folder]
     return oracle_reward_fn([scenes[c.id] for c in folder], torch.cat([t[0] for t in tensors]),
@@ -1077,7 +1092,7 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     if unknown:
         raise ValueError(f"unknown task:criterion {unknown}; expected e.g. fill:consistency")
     overrides = dict(overrides or {})
-    reward_cfg = {**cfg["reward"], **overrides, "base": {**cfg["reward"].get("base", {}), **overrides.get("base", {})}}
+    reward_cfg = reward_config_with(cfg["reward"], overrides)
     out = work / f"rm-probe-{name}"
     out.mkdir(parents=True, exist_ok=True)
     train_snapshot = snapshot
@@ -1090,18 +1105,18 @@ def rm_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
             edit=oracle_labelled if oracle_labels else None)
     t0 = time.time()
     _, final, result = train_reward_model(reward_cfg, train_snapshot, out, seed, progress, out_name="run")
-    train_conds = make_condition_sets({"train": cfg["conditions"]["train"]}, seed, int(cfg["resolution"]))["train"]
+    train_conds = loop_conditions(cfg, "train", seed)
     # Only the held-out conditions are scored: the others' images are not read at all.
     conds, cands = snapshot_candidates(snapshot, [c for c in train_conds if heldout_split(c.id) == "test"])
     scores = [oracle_scores([c] * len(k), k) for c, k in zip(conds, cands, strict=True)]
     pairs = oracle_pairs(conds, cands, scores, keep=lambda cid: True)
     on_policy_rows = []
-    base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
+    base_dir = loop_base_dir(work, size, seed)
     if base_dir.is_dir():  # the loop's base policy: also score both models on its own samples
         from policytrain.engine.pipeline import FillPolicy
 
-        heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, int(cfg["resolution"]))["heldout"]
-        on_policy_rows = on_policy_pairs(FillPolicy.from_pretrained(base_dir), heldout, cfg, seed)
+        on_policy_rows = on_policy_pairs(FillPolicy.from_pretrained(base_dir), loop_conditions(cfg, "heldout", seed),
+                                         cfg, seed)
     if criteria:
         pairs = [p for p in pairs if f"{p['task']}:{p['criterion']}" in criteria]
         on_policy_rows = [p for p in on_policy_rows if f"{p['task']}:{p['criterion']}" in criteria]

@@ -40,13 +40,15 @@ from synthetic.experiment import (
     generate_images,
     heldout_split,
     human_ceiling_by_criterion,
+    loop_base_dir,
+    loop_conditions,
     loop_config,
-    make_condition_sets,
     oracle_accuracy_table,
     oracle_judged,
     oracle_pairs,
     oracle_scores,
     print_progress,
+    reward_config_with,
     run_rl,
     simulate_judgments,
     snapshot_candidates,
@@ -164,7 +166,7 @@ def round_probe(work_dir: str | Path, size: str = "full", overrides: Mapping[str
     config = RoundConfig.from_dict(dict(overrides or {}))
     work = Path(work_dir).resolve()
     cfg = loop_config(work, size)
-    base_dir = work / "cache" / f"pretrain-{size}-{seed}" / "final"
+    base_dir = loop_base_dir(work, size, seed)
     first_rm, first_snapshot, conditions_dir = work / "rm-run" / "final", work / "snapshot", work / "conditions-train"
     for path in (base_dir, first_rm, first_snapshot, conditions_dir):
         if not path.exists():
@@ -174,12 +176,10 @@ def round_probe(work_dir: str | Path, size: str = "full", overrides: Mapping[str
     out.mkdir(parents=True)
     t_all = time.time()
     res = int(cfg["resolution"])
-    train_conds = make_condition_sets({"train": cfg["conditions"]["train"]}, seed, res)["train"]
-    heldout = make_condition_sets({"heldout": cfg["conditions"]["heldout"]}, seed, res)["heldout"]
+    train_conds, heldout = loop_conditions(cfg, "train", seed), loop_conditions(cfg, "heldout", seed)
     rl_cfg = {k: v for k, v in cfg["rl"].items() if k != "control_algorithm"} | dict(config.rl)
     algorithm = int(rl_cfg.pop("algorithm", 1))
-    reward_cfg = {**cfg["reward"], **config.reward,
-                  "base": {**cfg["reward"].get("base", {}), **config.reward.get("base", {})}}
+    reward_cfg = reward_config_with(cfg["reward"], dict(config.reward))
     threshold = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
 
     def is_test(condition_id: str) -> bool:
