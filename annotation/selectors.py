@@ -14,8 +14,10 @@ from .models import (
     Campaign,
     CampaignMode,
     CampaignStatus,
+    Candidate,
     Choice,
     Item,
+    ItemCandidate,
     ItemStatus,
     Judgment,
     Lease,
@@ -232,3 +234,71 @@ def guideline_usage(campaign: Campaign) -> dict:
 
 def mean_active_ms(campaign: Campaign) -> float | None:
     return Judgment.objects.filter(item__campaign=campaign).aggregate(v=Avg("active_ms"))["v"]
+
+
+# --- Side by side (GSB) ----------------------------------------------------------------------------
+
+#: Verdicts of a GSB row: A's win rate is above / below ½ with 95 % confidence, or neither.
+GSB_VERDICTS = ("A better", "B better", "no clear difference")
+
+
+def _gsb_row(per_item: dict[int, list[int]]) -> dict:
+    """Good / same / bad counts and A's win rate (G + S/2) / N with a 95 % interval.
+
+    ``per_item`` maps an item to its judgments' outcomes (1 good, 0 same, -1 bad). Judgments of one
+    item share its two images, so they are not independent: the interval is the ratio estimator's
+    cluster-robust normal interval, clustered by item (one item judged by three annotators counts
+    as about one observation when they agree, not three).
+    """
+    good = sum(o == 1 for outs in per_item.values() for o in outs)
+    bad = sum(o == -1 for outs in per_item.values() for o in outs)
+    n = sum(len(outs) for outs in per_item.values())
+    same = n - good - bad
+    if not n:
+        return {"good": 0, "same": 0, "bad": 0, "judgments": 0, "items": 0, "good_rate": None, "same_rate": None,
+                "bad_rate": None, "net": None, "win_rate": None, "ci95": None, "verdict": None}
+    win = (good + same / 2) / n
+    k = len(per_item)
+    # Var of a ratio of sums over k clusters: sum_i (w_i - r n_i)^2 / (k (k-1) nbar^2).
+    residuals = [sum((o + 1) / 2 for o in outs) - win * len(outs) for outs in per_item.values()]
+    se = (sum(r * r for r in residuals) / (k * (k - 1))) ** 0.5 / (n / k) if k > 1 else 0.5
+    lo, hi = max(0.0, win - 1.96 * se), min(1.0, win + 1.96 * se)
+    verdict = GSB_VERDICTS[0] if lo > 0.5 else GSB_VERDICTS[1] if hi < 0.5 else GSB_VERDICTS[2]
+    return {"good": good, "same": same, "bad": bad, "judgments": n, "items": k, "good_rate": good / n,
+            "same_rate": same / n, "bad_rate": bad / n, "net": (good - bad) / n, "win_rate": win,
+            "ci95": [lo, hi], "verdict": verdict}
+
+
+def campaign_gsb(campaign: Campaign) -> dict | None:
+    """The side-by-side result of an A-versus-B campaign (``selection.opponents``: a generation
+    job's checkpoint against its opponent, or a curator's versus campaign), per criterion and
+    over all criteria: Good = annotators preferred A, Same = tie / no clear difference / both
+    bad, Bad = they preferred B (the paper's GSB, Fig. 7). None for other campaigns.
+
+    Sides come from each candidate's source, not from screen or slot order. Gold items are left
+    out: they measure annotators, not the systems.
+    """
+    opponents = (campaign.selection or {}).get("opponents") or []
+    if len(opponents) < 2:
+        return None
+    a_name, b_name = opponents[:2]
+    side_of = dict(
+        Candidate.objects.filter(items__campaign=campaign, source_name__in=(a_name, b_name))
+        .values_list("id", "source_name").distinct()
+    )
+    slots: dict[int, list[int]] = defaultdict(list)
+    for item_id, cand_id in (ItemCandidate.objects.filter(item__campaign=campaign, item__is_gold=False)
+                             .order_by("item_id", "position").values_list("item_id", "candidate_id")):
+        slots[item_id].append(cand_id)
+    per_criterion: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    overall: dict[int, list[int]] = defaultdict(list)
+    judgments = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
+                 .values_list("item_id", "criterion__slug", "choice", "best_id", "worst_id"))
+    for item_id, slug, choice, best_id, worst_id in judgments.iterator(chunk_size=2000):
+        winner, _ = _winner_loser(Judgment(choice=choice, best_id=best_id, worst_id=worst_id), slots[item_id])
+        outcome = 0 if winner is None else (1 if side_of.get(winner) == a_name else -1)
+        per_criterion[slug][item_id].append(outcome)
+        overall[item_id].append(outcome)
+    rows = [{"criterion": c.slug, "name": c.name, **_gsb_row(per_criterion.get(c.slug, {}))}
+            for c in campaign.criteria.order_by("id")]
+    return {"a": a_name, "b": b_name, "criteria": rows, "overall": _gsb_row(overall)}

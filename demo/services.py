@@ -14,6 +14,9 @@ Stages (each a function; ``run_demo`` chains them and times each one):
 9. ``evaluate_policies``   oracle win rate vs the base on held-out conditions (same noises)
 10. ``generation_now``     ``generation_job_start`` + ``generation_execute``: best checkpoint vs base →
                            a new, started campaign (the loop closes)
+11. side by side           the same simulated annotators judge those campaigns over HTTP;
+                           ``gsb_report``: the platform's GSB (``annotation.selectors.campaign_gsb``)
+                           beside the oracle's win rate on the same items
 
 Every job is created by the same ``*_start`` services the API uses (``enqueue=False``) and executed
 by the same bodies the Celery worker runs, under ``jobs.services.job_execute``, so every run is a
@@ -68,6 +71,7 @@ CAPS = {
 # Campaign mode per task: both of the platform's modes are exercised.
 CAMPAIGN_MODES = {"fill": CampaignMode.PAIRWISE, "extend": CampaignMode.PAIRWISE, "removal": CampaignMode.BEST_WORST}
 ANNOTATOR_PREFIX = "sim-annotator-"
+STAGES = 10  # the progress lines' "[n/10 …]"
 
 
 class DemoError(RuntimeError):
@@ -485,6 +489,54 @@ def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Seque
     return ex.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
 
 
+# ----------------------------------------------------------------------------------------------
+# 11. side by side: annotators judge the generation campaigns
+# ----------------------------------------------------------------------------------------------
+def generation_scores(gens: Sequence, items: Sequence[WorldItem]) -> dict[int, dict[str, float]]:
+    """Oracle scores of every candidate in the generation jobs' campaigns, read back from storage
+    (what the simulated annotators perceive), keyed by candidate id."""
+    from PIL import Image
+
+    conditions = {it.sample.pk: it.condition for it in items}
+    out = {}
+    for cand in Candidate.objects.filter(items__campaign__in=[g.campaign_id for g in gens]).distinct():
+        with cand.image.open("rb") as fh:
+            img = np.asarray(Image.open(fh).convert("RGB"), dtype=np.float32) / 255.0
+        out[cand.pk] = ex.oracles.score_all(conditions[cand.sample_id], img)
+    return out
+
+
+def gsb_oracle_win_rate(campaign: Campaign, a_source: str, scores: dict[int, dict[str, float]]) -> float:
+    """The oracle's side by side on the campaign's own items: the share where A's mean oracle score
+    over the task's criteria is the higher (ties ½), the truth to hold the annotators' GSB against."""
+    from annotation.models import ItemCandidate
+
+    sides: dict[int, dict[bool, float]] = defaultdict(dict)
+    for item_id, cand_id, source in (ItemCandidate.objects.filter(item__campaign=campaign, item__is_gold=False)
+                                     .values_list("item_id", "candidate_id", "candidate__source_name")):
+        sides[item_id][source == a_source] = float(np.mean(list(scores[cand_id].values())))
+    wins = [1.0 if s[True] > s[False] else 0.5 if s[True] == s[False] else 0.0
+            for s in sides.values() if len(s) == 2]
+    return float(np.mean(wins)) if wins else float("nan")
+
+
+def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]]) -> dict[str, dict]:
+    """Per task: the annotators' GSB of the generation campaign (``annotation.selectors.campaign_gsb``)
+    beside the oracle's win rate on the same items."""
+    from annotation.selectors import campaign_gsb
+
+    out = {}
+    for gen in gens:
+        campaign = Campaign.objects.select_related("task_type").get(pk=gen.campaign_id)
+        gsb = campaign_gsb(campaign)
+        out[campaign.task_type.slug] = {
+            "campaign": campaign.pk, "a": gsb["a"], "b": gsb["b"], "overall": gsb["overall"],
+            "criteria": {r["criterion"]: r for r in gsb["criteria"]},
+            "oracle_win_rate": gsb_oracle_win_rate(campaign, gsb["a"], scores),
+        }
+    return out
+
+
 def _rl_reward_trend(job: Job) -> dict:
     """First vs last logged RL metrics (reward of the policy vs the reference), for the report."""
     path = Path(job.run_dir) / "metrics.jsonl"
@@ -500,6 +552,13 @@ def _rl_reward_trend(job: Job) -> dict:
                                                                              k.startswith(("reward", "margin")))}
 
     return {"first": pick(rows[0]), "last": pick(rows[-1]), "logged": len(rows)}
+
+
+def _gsb_text(row: dict) -> str:
+    if not row["judgments"]:
+        return "no judgments"
+    return (f"G {row['good_rate']:.2f} / S {row['same_rate']:.2f} / B {row['bad_rate']:.2f}, win rate "
+            f"{row['win_rate']:.3f} [{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}] ({row['verdict']})")
 
 
 def _mean_nested(d: dict) -> float:
@@ -524,11 +583,11 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
 
     @contextmanager
     def stage(name: str, n: int) -> Iterator[None]:
-        progress(f"[{n}/9 {name}] …")
+        progress(f"[{n}/{STAGES} {name}] …")
         t0 = time.time()
         yield
         timings[name] = round(time.time() - t0, 2)
-        progress(f"[{n}/9 {name}] done in {timings[name]:.1f}s")
+        progress(f"[{n}/{STAGES} {name}] done in {timings[name]:.1f}s")
 
     with stage("seed", 1):
         users = demo_users_ensure()
@@ -624,6 +683,18 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
                                        overlap=overlap, params=gen_params, user=scientist))
         progress(f"  new started campaigns {[g.campaign_id for g in gens]} ({best} vs base)")
 
+    with stage("side_by_side", 10):
+        # The same annotators judge the new campaigns: the platform's own GSB measures the checkpoint.
+        gen_scores = generation_scores(gens, heldout_items)
+        close_old_connections()
+        with local_server(base_url) as url:
+            gen_stats = run_annotators(url, accounts, [g.campaign_id for g in gens], gen_scores, seed=seed + 7,
+                                       progress=progress)
+        close_old_connections()
+        gsb = gsb_report(gens, gen_scores)
+        for task, g in gsb.items():
+            progress(f"  {task}: annotators' GSB {_gsb_text(g['overall'])}; oracle win rate {g['oracle_win_rate']:.3f}")
+
     timings["total"] = round(time.time() - t_all, 2)
     judged_pairs = [json.loads(x) for x in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines() if x.strip()]
     agree = [1.0 if scores[r["winner_candidate_id"]][r["criterion"]] > scores[r["loser_candidate_id"]][r["criterion"]]
@@ -656,6 +727,8 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "eval_items": ev.items,
             "best": best,
             "rl": {k: {"steps": j.result.get("steps"), "reward_trend": _rl_reward_trend(j)} for k, j in rl_jobs.items()},
+            "annotator_gsb_vs_base": gsb,
+            "gsb_judgments": sum(s.judgments for s in gen_stats),
         },
         "annotations": {
             "judgments": n_judgments,
@@ -726,6 +799,17 @@ def format_summary(report: dict[str, Any]) -> str:
               "and the share of items that changed by more than the tie threshold (win rate over those):"]
     for name, per_task in pol["win_rate_detail"].items():
         lines += [f"  {name:<12} {task:<8} {ex.describe_win(d)}" for task, d in per_task.items()]
+    lines += ["", f"Side by side: annotators judged {pol['best']} against the base in the new campaigns "
+              "(GSB over all criteria; win rate = (G + S/2) / N, 95 % interval by item)",
+              f"{'task':<8} {'good':>6} {'same':>6} {'bad':>6} {'win rate':>9} {'95 %':>13} {'oracle':>7}  verdict"]
+    for task, g in pol["annotator_gsb_vs_base"].items():
+        o = g["overall"]
+        if not o["judgments"]:
+            lines.append(f"{task:<8} no judgments")
+            continue
+        interval = f"[{o['ci95'][0]:.2f}, {o['ci95'][1]:.2f}]"
+        lines.append(f"{task:<8} {o['good_rate']:>6.3f} {o['same_rate']:>6.3f} {o['bad_rate']:>6.3f} {o['win_rate']:>9.3f} "
+                     f"{interval:>13} {g['oracle_win_rate']:>7.3f}  {o['verdict']}")
     lin = report["lineage"]
     lines += ["", f"Lineage: campaigns {lin['campaigns']} → snapshot {lin['snapshot']['id']} → reward model "
               f"{lin['reward_model']['id']} (control {lin['control_reward_model']['id']}) → checkpoints "

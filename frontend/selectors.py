@@ -27,7 +27,7 @@ from annotation.models import (
     LeaseState,
     Sample,
 )
-from annotation.selectors import annotator_stats, campaign_agreement, campaign_progress
+from annotation.selectors import annotator_stats, campaign_agreement, campaign_gsb, campaign_progress
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_list, job_metric_series
@@ -373,8 +373,22 @@ def checkpoint_lineage_full(ckpt: PolicyCheckpoint) -> dict:
     return {"chain": chain, "upstream": up,
             "downstream": {"generation_jobs": [{"id": g.pk, "job": g.job_id, "status": g.job.status,
                                                 "url": reverse("dash-run", args=[g.job_id]),
-                                                "campaign": campaign_node(g.campaign) if g.campaign_id else None}
+                                                "campaign": campaign_node(g.campaign) if g.campaign_id else None,
+                                                "side_by_side": _side_by_side_for(g, ckpt)}
                                                for g in gens]}}
+
+
+def _side_by_side_for(gen: GenerationJob, ckpt: PolicyCheckpoint) -> dict | None:
+    """The annotators' overall GSB of a generation job's campaign, seen from ``ckpt``'s side (it
+    is A when it was the job's checkpoint, B when it was the opponent); None before any judgment."""
+    gsb = campaign_gsb(gen.campaign) if gen.campaign_id else None
+    if not gsb or not gsb["overall"]["judgments"]:
+        return None
+    o, is_a = gsb["overall"], gen.checkpoint_id == ckpt.pk
+    win, (lo, hi) = (o["win_rate"], o["ci95"]) if is_a else (1 - o["win_rate"], (1 - o["ci95"][1], 1 - o["ci95"][0]))
+    verdict = "better" if lo > 0.5 else "worse" if hi < 0.5 else "no clear difference"
+    return {"win_rate": win, "ci95": [lo, hi], "judgments": o["judgments"], "verdict": verdict,
+            "opponent": gsb["b"] if is_a else gsb["a"]}
 
 
 def checkpoint_grids(ckpt: PolicyCheckpoint, limit: int = 6) -> list[dict]:
@@ -477,7 +491,8 @@ def campaign_dashboard(campaign: Campaign) -> dict:
     return {"id": campaign.pk, "name": campaign.name, "status": campaign.status, "task": campaign.task_type.slug,
             "mode": campaign.mode, "overlap": campaign.overlap, "selection": campaign.selection,
             "progress": campaign_progress(campaign), "criteria": campaign_criteria_progress(campaign),
-            "annotators": annotator_activity(campaign), "lineage": campaign_lineage(campaign)}
+            "annotators": annotator_activity(campaign), "lineage": campaign_lineage(campaign),
+            "gsb": campaign_gsb(campaign)}
 
 
 def candidate_sources(*, task: str, split: str | None = None) -> list[dict]:

@@ -34,7 +34,8 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     call_command("demo", "--quick", "--report", str(report_path), "--cache-dir", str(cache), stdout=out)
     report = json.loads(report_path.read_text())
     text = out.getvalue()
-    assert "[9/9 generation] done" in text and "Reward model (held-out)" in text
+    assert "[9/10 generation] done" in text and "[10/10 side_by_side] done" in text
+    assert "Reward model (held-out)" in text and "Side by side:" in text
 
     # Shape: every key, every figure in [0, 1].
     rm, pol, ann = report["reward_model"], report["policy"], report["annotations"]
@@ -60,7 +61,7 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     # On-policy pairs (two of the base's own fills per held-out sample) were scored and printed.
     assert sum(_unit_values(rm["on_policy_pairs"])) > 0 and "on-policy" in text
     for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
-                  "rl_algorithm_2", "rl_control", "evaluate", "generation", "total"):
+                  "rl_algorithm_2", "rl_control", "evaluate", "generation", "side_by_side", "total"):
         assert report["timings"][stage] >= 0, stage
 
     # Judgments were made over HTTP (token logins, leases, idempotency keys) by >= 3 annotators.
@@ -93,6 +94,19 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         new = Campaign.objects.get(pk=gen.campaign_id)
         assert new.status == CampaignStatus.ACTIVE and new.started_at is not None and new.items.exists()
         assert new.source_ref == f"generation-job:{gen.pk}" and new.pk not in lineage["campaigns"]
+
+    # ... and the same annotators judged it over HTTP: the platform's GSB of the checkpoint vs base,
+    # whose counts are the campaign's judgments, beside the oracle's win rate on the same items.
+    gsb = pol["annotator_gsb_vs_base"]
+    assert set(gsb) == {GenerationJob.objects.get(pk=g["id"]).campaign.task_type.slug for g in lineage["generation"]}
+    for task, g in gsb.items():
+        stored = Judgment.objects.filter(item__campaign_id=g["campaign"])
+        overall = g["overall"]
+        assert overall["good"] + overall["same"] + overall["bad"] == overall["judgments"] == stored.count() > 0, task
+        assert sum(r["judgments"] for r in g["criteria"].values()) == overall["judgments"]
+        assert overall["ci95"][0] <= overall["win_rate"] <= overall["ci95"][1] and 0.0 <= g["oracle_win_rate"] <= 1.0
+        assert g["a"].startswith("policy:") and g["b"].startswith("base:"), (g["a"], g["b"])
+    assert pol["gsb_judgments"] == sum(g["overall"]["judgments"] for g in gsb.values())
 
     # "Moved in the right direction", the check that holds at quick size: the labels the simulated
     # annotators produced over HTTP carry the oracle's signal (well above chance), and the held-out

@@ -159,10 +159,16 @@ def test_invalid_start_forms_show_field_errors(browser_page, screenshot_dir):
 
 
 def judged_campaign() -> Campaign:
-    """Six items × overlap 3 on two criteria: alice and bob finish, carol is half-way (some ties)."""
+    """Six items × overlap 3 on two criteria, sys0 (A) against sys1 (B): alice and bob finish, carol
+    is half-way (some ties)."""
+    from annotation.services.campaigns import campaign_start
     from annotation.services.snapshots import snapshot_create, snapshot_execute
 
-    campaign = make_campaign(n_samples=6, overlap=3, criteria=["structure", "aesthetics"], name="fill: sys0 vs sys1")
+    campaign = make_campaign(n_samples=6, overlap=3, criteria=["structure", "aesthetics"], name="fill: sys0 vs sys1",
+                             start=False)
+    campaign.selection = {**campaign.selection, "opponents": ["sys0", "sys1"]}
+    campaign.save(update_fields=["selection"])
+    campaign = campaign_start(campaign=campaign)
     for name, limit, seconds in (("alice", 6, 4200), ("bob", 6, 6100), ("carol", 3, 2500)):
         ann = make_user(name, "annotator")
         for n in range(limit):
@@ -190,6 +196,12 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
     page.wait_for_selector("#c-annotators table")
     assert "alice" in page.text_content("#c-annotators") and "carol" in page.text_content("#c-annotators")
     assert page.text_content("#c-lineage a[href^='/dashboard/snapshots/']")
+    # Its side-by-side table: structure G 13 / S 2 / B 0 of 15 (A wins 14 / 15), aesthetics G 9 / B 6.
+    page.wait_for_selector("#c-gsb-table")
+    rows = {r.query_selector("td").text_content(): [td.text_content() for td in r.query_selector_all("td")]
+            for r in page.query_selector_all("#c-gsb-table tbody tr")}
+    assert rows["Structure"][1:5] == ["86.7%", "13.3%", "0.0%", "93.3%"] and rows["Structure"][7] == "A better"
+    assert rows["Aesthetics"][4] == "60.0%" and rows["All criteria"][6] == "30"
     shot(page, screenshot_dir, "campaign")
 
     page.goto("/dashboard/campaigns/new/")
@@ -209,6 +221,10 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
     assert Item.objects.filter(campaign=campaign).count() == 6
     assert list(campaign.criteria.values_list("slug", flat=True)) == ["aesthetics"]
     page.wait_for_selector("#c-cards .stat-card")
+    # The new versus campaign shows its side-by-side table too, empty until judged.
+    page.wait_for_selector("#c-gsb-table")
+    gsb = page.text_content("#c-gsb-card")
+    assert "A = sys0, B = sys1" in gsb and "Aesthetics" in gsb and "no judgments yet" in gsb
 
 
 @pytest.mark.django_db

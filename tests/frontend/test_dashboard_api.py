@@ -206,6 +206,8 @@ def test_start_campaign_from_candidates_api():
     assert resp.status_code == 201, resp.content
     campaign = Campaign.objects.get(name="A vs B")
     assert campaign.status == "active" and campaign.items.count() == 3 and campaign.overlap == 2
+    gsb = resp.json()["gsb"]  # the side-by-side result is there from the start, empty until judged
+    assert (gsb["a"], gsb["b"], gsb["overall"]["judgments"]) == ("sys0", "sys1", 0)
     dup = cur.post("/api/dashboard/campaigns/", body, content_type="application/json")
     assert dup.status_code == 400 and "name" in dup.json()["fields"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation.models import Campaign, CampaignStatus, Candidate, Item, Provenance
+from annotation.services.judgments import judgment_submit
+from annotation.services.queue import lease_next
 from core.errors import ApplicationError
 from jobs.models import JobStatus
 from jobs.services import job_execute
@@ -76,6 +80,22 @@ def test_generation_job_creates_candidates_and_started_campaign(tiny_reward_dir,
         assert slots[0].candidate.seed == slots[1].candidate.seed
         assert all(s.candidate.sample_id == item.sample_id for s in slots)
     assert job.result["campaign_id"] == campaign.pk
+
+    # Annotators judge it; the checkpoint's page shows their side-by-side verdict from its side.
+    for n in range(2):
+        ann = make_user(f"judge-{n}", "annotator")
+        while (lease := lease_next(campaign=campaign, annotator=ann)) is not None:
+            ours = lease.item.slots.get(position=0).candidate_id  # position 0 = the checkpoint (asserted above)
+            tie = n == 1 and lease.item_id == items.last().pk
+            judgment_submit(lease=lease, annotator=ann, idempotency_key=str(lease.uid),
+                            answers={"structure": "tie" if tie else ours})
+    client = Client()
+    client.login(username="sci", password="pw-test-1234")
+    page = client.get(f"/dashboard/checkpoints/{checkpoint.pk}/").content.decode()
+    # G 7 / S 1 / B 0 over 4 items × 2: win rate 7.5 / 8, interval 0.9375 ± 1.96 · 0.0625 (by item).
+    shown = re.search(r"annotators: win rate ([\d.]+) \[([\d.]+), ([\d.]+)\] vs base:tiny, 8 judgments: "
+                      r"<strong>better</strong>", page)
+    assert shown and shown.group(1) == "0.938" and float(shown.group(2)) == pytest.approx(0.815, abs=0.006)
 
 
 @pytest.mark.django_db

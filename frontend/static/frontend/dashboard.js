@@ -643,6 +643,21 @@
       return el("div", { class: "card stat-card" }, el("span", { class: "stat-k", text: label }), el("span", { class: "stat-big", text: value }), sub ? el("span", { class: "muted small", text: sub }) : "");
     }
     function nodeLinks(nodes) { return nodes.length ? nodes.map((n) => el("a", { class: "node-link", href: n.url }, n.label, el("span", { class: "muted small", text: ` ${n.extra || ""}` }))) : [el("p", { class: "muted", text: "—" })]; }
+    // A-versus-B campaigns only: how often annotators preferred A, per criterion and overall.
+    function renderGsb(g) {
+      $("#c-gsb-card").hidden = !g;
+      if (!g) return;
+      const ci = (r) => (r.ci95 ? `${(r.ci95[0] * 100).toFixed(0)}–${(r.ci95[1] * 100).toFixed(0)}%` : "—");
+      const row = (label, r, cls) => el("tr", { class: cls || "" }, el("td", { text: label }), el("td", { class: "num", text: fmtRate(r.good_rate) }),
+        el("td", { class: "num", text: fmtRate(r.same_rate) }), el("td", { class: "num", text: fmtRate(r.bad_rate) }),
+        el("td", { class: "num", text: fmtRate(r.win_rate) }), el("td", { class: "num", text: ci(r) }), el("td", { class: "num", text: r.judgments }),
+        el("td", { class: "gsb-verdict", text: r.verdict || "no judgments yet" }));
+      $("#c-gsb").replaceChildren(
+        el("p", { class: "muted small", text: `A = ${g.a}, B = ${g.b}. Good: annotators preferred A; Same: tie or no clear difference; Bad: they preferred B. Win rate = (Good + Same/2) / judgments, 95 % interval clustered by item.` }),
+        el("div", { class: "table-wrap" }, el("table", { class: "data-table compact", id: "c-gsb-table" },
+          el("thead", {}, el("tr", {}, ["Criterion", "Good", "Same", "Bad", "A win rate", "95 %", "Judgments", "Verdict"].map((h, i) => el("th", { class: i && i < 7 ? "num" : "", text: h })))),
+          el("tbody", {}, ...g.criteria.map((r) => row(r.name, r)), row("All criteria", g.overall, "total-row")))));
+    }
     async function refresh() {
       const r = await api(`/api/dashboard/campaigns/${id}/`);
       if (!r.ok) return;
@@ -661,6 +676,7 @@
         el("tbody", {}, d.criteria.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: c.items_done }), el("td", { class: "num", text: c.items_in_progress }),
           el("td", { class: "num", text: c.items_left }), el("td", { class: "w-bar" }, progressBar(c.items_total ? c.items_done / c.items_total : 0, "succeeded")),
           el("td", { class: "num", text: fmtRate(c.tie_rate) }), el("td", { class: "num", title: "Krippendorff's alpha", text: c.agreement === null || c.agreement === undefined ? "—" : c.agreement.toFixed(2) })))))));
+      renderGsb(d.gsb);
       const lin = d.lineage;
       $("#c-lineage").classList.remove("muted");
       $("#c-lineage").replaceChildren(
