@@ -240,6 +240,11 @@ def mean_active_ms(campaign: Campaign) -> float | None:
 
 #: Verdicts of a GSB row: A's win rate is above / below ½ with 95 % confidence, or neither.
 GSB_VERDICTS = ("A better", "B better", "no clear difference")
+#: Student's t 97.5 % quantiles for 1–30 degrees of freedom (above 30 the normal 1.96 is close):
+#: with few items a normal interval would claim more confidence than the data hold.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
 
 
 def _gsb_row(per_item: dict[int, list[int]]) -> dict:
@@ -247,8 +252,9 @@ def _gsb_row(per_item: dict[int, list[int]]) -> dict:
 
     ``per_item`` maps an item to its judgments' outcomes (1 good, 0 same, -1 bad). Judgments of one
     item share its two images, so they are not independent: the interval is the ratio estimator's
-    cluster-robust normal interval, clustered by item (one item judged by three annotators counts
-    as about one observation when they agree, not three).
+    cluster-robust interval, clustered by item (one item judged by three annotators counts as
+    about one observation when they agree, not three), with Student's t for (items − 1) degrees
+    of freedom.
     """
     good = sum(o == 1 for outs in per_item.values() for o in outs)
     bad = sum(o == -1 for outs in per_item.values() for o in outs)
@@ -262,7 +268,8 @@ def _gsb_row(per_item: dict[int, list[int]]) -> dict:
     # Var of a ratio of sums over k clusters: sum_i (w_i - r n_i)^2 / (k (k-1) nbar^2).
     residuals = [sum((o + 1) / 2 for o in outs) - win * len(outs) for outs in per_item.values()]
     se = (sum(r * r for r in residuals) / (k * (k - 1))) ** 0.5 / (n / k) if k > 1 else 0.5
-    lo, hi = max(0.0, win - 1.96 * se), min(1.0, win + 1.96 * se)
+    t = _T975[k - 2] if 1 < k <= len(_T975) + 1 else 1.96
+    lo, hi = max(0.0, win - t * se), min(1.0, win + t * se)
     verdict = GSB_VERDICTS[0] if lo > 0.5 else GSB_VERDICTS[1] if hi < 0.5 else GSB_VERDICTS[2]
     return {"good": good, "same": same, "bad": bad, "judgments": n, "items": k, "good_rate": good / n,
             "same_rate": same / n, "bad_rate": bad / n, "net": (good - bad) / n, "win_rate": win,

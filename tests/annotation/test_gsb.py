@@ -47,11 +47,16 @@ def test_gsb_counts_per_criterion_with_an_item_clustered_interval():
     assert (aesthetics["good"], aesthetics["same"], aesthetics["bad"]) == (6, 3, 3)
     assert aesthetics["win_rate"] == pytest.approx(0.625) and aesthetics["net"] == pytest.approx(0.25)
     # By hand: item wins 3, 3, 0, 1.5 against 1.875 expected each; residuals² sum 6.1875; se =
-    # sqrt(6.1875 / (4·3)) / 3 = 0.2394. A binomial interval over 12 judgments would be ±0.27.
-    assert aesthetics["ci95"][0] == pytest.approx(0.625 - 1.96 * 0.23936, abs=1e-4)
-    assert aesthetics["ci95"][1] == 1.0 and aesthetics["verdict"] == "no clear difference"
+    # sqrt(6.1875 / (4·3)) / 3 = 0.2394, times t(3 df) = 3.182: the interval is all of [0, 1].
+    # A binomial interval over the 12 judgments would have been ±0.27.
+    assert aesthetics["ci95"] == [0.0, 1.0] and aesthetics["verdict"] == "no clear difference"
     overall = gsb["overall"]
     assert (overall["good"], overall["same"], overall["bad"], overall["judgments"]) == (18, 3, 3, 24)
+    # Per item (6 judgments each) wins 6, 6, 3, 4.5 against 4.875: residuals² 6.1875, se = sqrt(6.1875 / 12) / 6.
+    se = (6.1875 / 12) ** 0.5 / 6
+    assert overall["win_rate"] == pytest.approx(19.5 / 24)
+    assert overall["ci95"] == pytest.approx([19.5 / 24 - 3.182 * se, 1.0], abs=1e-6)
+    assert overall["verdict"] == "no clear difference"  # 0.43: four items are too few to tell
 
 
 def test_gsb_sides_follow_the_candidates_source_not_the_slot():
