@@ -16,7 +16,8 @@ Stages (each a function; ``run_demo`` chains them and times each one):
                            a new, started campaign (the loop closes)
 11. side by side           the same simulated annotators judge those campaigns over HTTP;
                            ``gsb_report``: the platform's GSB (``annotation.selectors.campaign_gsb``)
-                           beside the oracle's win rate on the same items
+                           beside the oracle's win rate on the same items; ``reward_on_checkpoint_now``:
+                           a snapshot of those judgments and a ``RewardEvaluation`` of the reward model
 
 Every job is created by the same ``*_start`` services the API uses (``enqueue=False``) and executed
 by the same bodies the Celery worker runs, under ``jobs.services.job_execute``, so every run is a
@@ -317,11 +318,15 @@ def _require_succeeded(job: Job | None, what: str) -> Job:
     return job
 
 
-def snapshot_build_now(campaigns: Sequence[Campaign], *, name: str, user: User | None) -> DatasetSnapshot:
+def snapshot_build_now(campaigns: Sequence[Campaign], *, name: str, user: User | None,
+                       require: bool = True) -> DatasetSnapshot | None:
+    """Build a snapshot of the campaigns' judgments in process; a failed build raises DemoError
+    unless ``require`` is False (then the failed snapshot, or None, is returned)."""
     snapshot = snapshot_create(name=name, filter={"campaign_ids": [c.pk for c in campaigns]}, user=user,
                                enqueue=False)
     snapshot = snapshot_execute(snapshot.job_id)
-    _require_succeeded(snapshot.job if snapshot else None, "snapshot")
+    if require:
+        _require_succeeded(snapshot.job if snapshot else None, "snapshot")
     return snapshot
 
 
@@ -520,6 +525,23 @@ def gsb_oracle_win_rate(campaign: Campaign, a_source: str, scores: dict[int, dic
     return float(np.mean(wins)) if wins else float("nan")
 
 
+def reward_on_checkpoint_now(model, gens: Sequence, *, name: str, user: User | None) -> dict:
+    """The reward model's agreement with the annotators' majority on the side-by-side campaigns
+    (the checkpoint's outputs against the base): a snapshot of those judgments, then a
+    ``RewardEvaluation`` job on all of its pairs. Empty when no pair had a decisive majority."""
+    from rewardtrain.services import reward_evaluation_execute, reward_evaluation_start
+
+    campaigns = list(Campaign.objects.filter(pk__in=[g.campaign_id for g in gens]))
+    snapshot = snapshot_build_now(campaigns, name=name, user=user, require=False)
+    if snapshot is None or snapshot.status != "succeeded":
+        return {"snapshot": snapshot.pk if snapshot else None, "error": snapshot.error if snapshot else "not built"}
+    evaluation = reward_evaluation_start(model=model, snapshot=snapshot, split="all", user=user, enqueue=False)
+    _require_succeeded(job_execute(evaluation.job_id, reward_evaluation_execute), "reward-model evaluation")
+    evaluation.refresh_from_db()
+    return {"snapshot": snapshot.pk, "evaluation": evaluation.pk, "accuracy": evaluation.report.get("accuracy", {}),
+            "pairs": evaluation.report.get("counts", {}), "human_ceiling": snapshot.human_ceiling}
+
+
 def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]]) -> dict[str, dict]:
     """Per task: the annotators' GSB of the generation campaign (``annotation.selectors.campaign_gsb``)
     beside the oracle's win rate on the same items."""
@@ -694,6 +716,10 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         gsb = gsb_report(gens, gen_scores)
         for task, g in gsb.items():
             progress(f"  {task}: annotators' GSB {_gsb_text(g['overall'])}; oracle win rate {g['oracle_win_rate']:.3f}")
+        # Does the reward model still agree with the annotators on what RL made?
+        on_checkpoint = reward_on_checkpoint_now(rm, gens, name=f"{tag} side-by-side judgments", user=scientist)
+        progress(f"  reward model on the checkpoint's outputs (annotators' labels): "
+                 f"{_mean_nested(on_checkpoint.get('accuracy', {})):.3f} mean over criteria")
 
     timings["total"] = round(time.time() - t_all, 2)
     judged_pairs = [json.loads(x) for x in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines() if x.strip()]
@@ -711,6 +737,8 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "oracle_accuracy_by_margin": oracle["trained"]["by_margin"],
             "on_policy_oracle_accuracy": on_policy["trained"]["accuracy"],
             "on_policy_pairs": on_policy["trained"]["pairs"],
+            "on_checkpoint_label_accuracy": on_checkpoint.get("accuracy", {}),
+            "on_checkpoint_label_pairs": on_checkpoint.get("pairs", {}),
             "human_ceiling": ceiling,
             "human_ceiling_simulated": sim_ceiling,
             "annotator_agreement": snapshot.human_ceiling,
@@ -757,6 +785,8 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "policy_runs": {k: {"run": c.run_id, "job": rl_jobs[k].pk, "checkpoint": c.pk, "name": c.name}
                             for k, c in checkpoints.items()},
             "generation": [{"id": g.pk, "job": g.job_id, "campaign": g.campaign_id} for g in gens],
+            "side_by_side_snapshot": on_checkpoint.get("snapshot"),
+            "reward_evaluation": on_checkpoint.get("evaluation"),
             "new_campaigns": [g.campaign_id for g in gens],
         },
         "timings": timings,
@@ -774,7 +804,7 @@ def format_summary(report: dict[str, Any]) -> str:
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
              "", "Reward model (held-out); n = pairs behind the accuracy to its left",
              f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9} "
-             f"{'on-policy':>9} {'n':>4}"]
+             f"{'on-policy':>9} {'n':>4} {'on RL':>6} {'n':>4}"]
     for task, crits in ex.TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
@@ -783,9 +813,12 @@ def format_summary(report: dict[str, Any]) -> str:
             lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['label_pairs']):>4} "
                          f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
                          f"{g(rm['control']['oracle_accuracy']):>9} {g(rm['on_policy_oracle_accuracy']):>9} "
-                         f"{g(rm['on_policy_pairs']):>4}")
+                         f"{g(rm['on_policy_pairs']):>4} {g(rm['on_checkpoint_label_accuracy']):>6} "
+                         f"{g(rm['on_checkpoint_label_pairs']):>4}")
     lines += ["on-policy: oracle accuracy on pairs of the base policy's own fills of the held-out samples, "
-              "sampled as RL samples"]
+              "sampled as RL samples",
+              "on RL: agreement with the annotators' majority on the side-by-side campaigns (the RL checkpoint's "
+              "outputs against the base's)"]
     lines += ["", "Reward model oracle accuracy by oracle margin (how clear the difference is): accuracy (pairs)"]
     for task, crits in ex.TASK_CRITERIA.items():
         lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"

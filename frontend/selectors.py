@@ -34,6 +34,7 @@ from jobs.selectors import job_list, job_metric_series
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun
 from policytrain.selectors import checkpoint_lineage, run_sample_grids
 from rewardtrain.models import RewardModel, RewardRun
+from rewardtrain.selectors import evaluation_list
 
 COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
 # The paper's Table 1 (arXiv 2508.21066), in percent, shown beside our numbers for orientation.
@@ -150,6 +151,16 @@ def accuracy_table(report: dict) -> dict:
             "overall": None if overall is None else round(overall * 100, 2), "pairs": report.get("pairs"),
             "split": report.get("split"), "position_consistency": report.get("position_consistency"),
             "ece": report.get("ece")}
+
+
+def reward_model_evaluations(model: RewardModel) -> list[dict]:
+    """A reward model's evaluations on snapshots, each with its Table 1 layout once it finished."""
+    out = []
+    for ev in evaluation_list(model):
+        out.append({"id": ev.pk, "snapshot": snapshot_node(ev.snapshot), "split": ev.split, "status": ev.job.status,
+                    "job": ev.job_id, "url": reverse("dash-run", args=[ev.job_id]), "error": ev.job.error,
+                    "table": accuracy_table(ev.report) if ev.report else None})
+    return out
 
 
 def _metrics_rows(run_dir: str, limit: int = 20000) -> list[dict]:

@@ -16,6 +16,7 @@ from jobs.models import Job, JobKind, JobStatus
 from policytrain.models import PolicyCheckpoint
 from rewardtrain.models import RewardModel
 from rewardtrain.presets import load_preset, preset_names
+from rewardtrain.services import EVALUATION_SPLITS
 
 from . import selectors as dsel
 from .api import checkpoint_compare, reward_model_compare
@@ -109,7 +110,10 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     model = get_object_or_404(RewardModel.objects.select_related("run__job", "snapshot"), pk=pk)
     return _dash(request, "reward_model.html", "registry", model=model, table=dsel.accuracy_table(model.eval_report),
                  lineage=dsel.reward_model_lineage(model),
-                 others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100])
+                 others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100],
+                 evaluations=dsel.reward_model_evaluations(model),
+                 snapshots=DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:100],
+                 splits=EVALUATION_SPLITS)
 
 
 @staff_page

@@ -18,10 +18,12 @@ from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, sna
 from core.params import int_query_param
 
 from . import selectors as sel
-from .models import RewardModel, RewardRun
+from .models import RewardEvaluation, RewardModel, RewardRun
 from .presets import load_preset, preset_names
 from .services import (
+    EVALUATION_SPLITS,
     MAX_SCORE_PAIRS,
+    reward_evaluation_start,
     reward_run_cancel,
     reward_run_resume,
     reward_run_start,
@@ -123,6 +125,23 @@ class ScorePairIn(serializers.Serializer):
 
 class ScoreIn(serializers.Serializer):
     pairs = ScorePairIn(many=True, allow_empty=False, max_length=MAX_SCORE_PAIRS)
+
+
+class EvaluationIn(serializers.Serializer):
+    snapshot = serializers.IntegerField(help_text="A built snapshot, e.g. of a generation campaign's judgments.")
+    split = serializers.ChoiceField(choices=EVALUATION_SPLITS, default="all")
+
+
+class EvaluationOut(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    snapshot_name = serializers.CharField(source="snapshot.name", read_only=True)
+
+    class Meta:
+        model = RewardEvaluation
+        fields = ["id", "reward_model", "snapshot", "snapshot_name", "split", "job", "report", "created_at"]
+
+    def get_job(self, obj) -> dict | None:
+        return job_payload(obj.job)
 
 
 # --- views ------------------------------------------------------------------------------------------
@@ -243,6 +262,27 @@ class ModelScoreApi(_Staff):
         job = reward_score_start(model=model, pairs=[dict(p) for p in data.validated_data["pairs"]],
                                  user=request.user)
         return Response({"job": job_payload(job)}, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelEvaluationsApi(_Staff):
+    """GET: the model's evaluations on snapshots. POST {snapshot, split}: queue one (202)."""
+
+    @extend_schema(responses=EvaluationOut(many=True))
+    def get(self, request, pk: int):
+        return Response(EvaluationOut(sel.evaluation_list(get_object_or_404(RewardModel, pk=pk)), many=True).data)
+
+    @extend_schema(request=EvaluationIn, responses=EvaluationOut)
+    def post(self, request, pk: int):
+        model = get_object_or_404(RewardModel, pk=pk)
+        data = EvaluationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        snapshot = DatasetSnapshot.objects.filter(pk=data.validated_data["snapshot"]).first()
+        if snapshot is None:
+            return Response({"message": "Invalid input.", "code": "invalid",
+                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        evaluation = reward_evaluation_start(model=model, snapshot=snapshot, split=data.validated_data["split"],
+                                             user=request.user)
+        return Response(EvaluationOut(evaluation).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ScoreResultApi(_Staff):

@@ -51,3 +51,28 @@ class RewardModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+
+class RewardEvaluation(models.Model):
+    """A registered reward model scored against the majority labels of any built snapshot.
+
+    Why: a reward model's own eval split comes from the campaigns it was trained on; what RL needs
+    is its agreement with people on the images RL makes (docs/demo-results.md, tenth pass). A
+    snapshot of a generation campaign's judgments (checkpoint vs base) gives exactly that.
+    """
+
+    reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="evaluations")
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", on_delete=models.PROTECT,
+                                 related_name="reward_evaluations")
+    split = models.CharField(max_length=5, help_text="train, val, test, or all of the snapshot's pairs.")
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="reward_evaluation")
+    report = models.JSONField(default=dict, help_text="The engine's evaluation report (accuracy table, ECE, …).")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} of reward model {self.reward_model_id} on snapshot {self.snapshot_id}"

@@ -7,7 +7,7 @@ from annotation.models import DatasetSnapshot
 from jobs.models import Job, JobKind
 from jobs.selectors import job_metric_series
 
-from .models import RewardModel, RewardRun
+from .models import RewardEvaluation, RewardModel, RewardRun
 
 
 def run_list(*, status: str | None = None) -> QuerySet[RewardRun]:
@@ -42,4 +42,10 @@ def snapshot_list() -> QuerySet[DatasetSnapshot]:
 
 
 def score_job(job_id: int) -> Job | None:
-    return Job.objects.filter(pk=job_id, kind=JobKind.EVALUATION).first()
+    """A scoring job (evaluation jobs of a whole snapshot are RewardEvaluation rows instead)."""
+    return Job.objects.filter(pk=job_id, kind=JobKind.EVALUATION, reward_evaluation__isnull=True).first()
+
+
+def evaluation_list(model: RewardModel) -> QuerySet[RewardEvaluation]:
+    """A reward model's evaluations on snapshots, newest first."""
+    return model.evaluations.select_related("snapshot", "job")

@@ -28,11 +28,13 @@ from jobs.services import (
 )
 
 from .engine.config import RewardTrainConfig
-from .models import RewardModel, RewardRun
+from .models import RewardEvaluation, RewardModel, RewardRun
 from .presets import load_preset, preset_names
 
 TINY_BASE_MODEL_NAME = "tiny-qwen25vl"
 MAX_SCORE_PAIRS = 256
+#: Which of a snapshot's pairs an evaluation scores ("all" = every split).
+EVALUATION_SPLITS = ("all", "test", "val", "train")
 
 
 def default_base_model_dir() -> Path:
@@ -251,6 +253,11 @@ def _enqueue_score(job_id: int) -> None:
     reward_score_task.delay(job_id)
 
 
+def _scoring_device(model: RewardModel) -> str:
+    """Where a registered model is loaded for scoring: the device its training run resolved to."""
+    return RewardTrainConfig.from_dict({**model.run.config, "resume": False}).resolved_device()
+
+
 def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
     from PIL import Image
 
@@ -259,8 +266,7 @@ def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
     model = RewardModel.objects.get(pk=job.config["reward_model_id"])
     pairs = job.config["pairs"]
     cands = {c.pk: c for c in Candidate.objects.filter(pk__in={p[k] for p in pairs for k in ("first", "second")})}
-    scorer = RewardScorer.from_pretrained(model.path, device=RewardTrainConfig.from_dict(
-        {**model.run.config, "resume": False}).resolved_device())
+    scorer = RewardScorer.from_pretrained(model.path, device=_scoring_device(model))
     requests = []
     for p in pairs:
         images = []
@@ -277,3 +283,62 @@ def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
 def reward_score_execute_job(job_id: int) -> Job | None:
     return job_execute(job_id, reward_score_execute)
 
+
+
+# --- evaluation on any snapshot ----------------------------------------------------------------------
+
+def reward_evaluation_start(*, model: RewardModel, snapshot: DatasetSnapshot, split: str = "all",
+                            user: User | None = None, enqueue: bool = True) -> RewardEvaluation:
+    """Queue an evaluation of ``model`` against the majority labels of a built ``snapshot``.
+
+    Typical use: the snapshot of a generation campaign's judgments (a checkpoint's outputs against
+    the base), to see whether the reward model still agrees with people on what RL makes.
+    Refused with field errors for an unknown split, a snapshot that is not built, or a split
+    without pairs.
+    """
+    errors: dict[str, list[str]] = {}
+    if split not in EVALUATION_SPLITS:
+        errors["split"] = [f"Use one of {', '.join(EVALUATION_SPLITS)}."]
+    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+        errors["snapshot"] = [f"Snapshot {snapshot.pk} is not built (status {snapshot.status})."]
+    elif not errors:
+        per_split = (snapshot.counts or {}).get("per_split") or {}
+        pairs = sum(per_split.values()) if split == "all" else per_split.get(split, 0)
+        if not pairs:
+            errors["split"] = [f"Snapshot {snapshot.pk} has no {'' if split == 'all' else split + ' '}pairs."]
+    if errors:
+        raise ApplicationError("The evaluation request is invalid.", fields=errors)
+    with transaction.atomic():
+        job = job_create(kind=JobKind.EVALUATION, name=f"evaluate {model.name} on {snapshot.name} ({split})"[:200],
+                         config={"reward_model_id": model.pk, "snapshot_id": snapshot.pk, "split": split}, user=user)
+        evaluation = RewardEvaluation.objects.create(reward_model=model, snapshot=snapshot, split=split, job=job,
+                                                     started_by=user)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_evaluation(job.pk))
+    return evaluation
+
+
+def _enqueue_evaluation(job_id: int) -> None:
+    from .tasks import reward_evaluation_task
+
+    reward_evaluation_task.delay(job_id)
+
+
+def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
+    """The Celery body: the engine's ``evaluate`` on the snapshot; the report lands on the row."""
+    from .engine.evaluate import evaluate, format_table
+
+    evaluation = RewardEvaluation.objects.select_related("reward_model__run", "snapshot").get(job=job)
+    model = evaluation.reward_model
+    report = evaluate(model.path, evaluation.snapshot.path, split=None if evaluation.split == "all" else evaluation.split,
+                      device=_scoring_device(model))
+    report["table"] = format_table(report)
+    report = _finite(report)
+    RewardEvaluation.objects.filter(pk=evaluation.pk).update(report=report)
+    reporter.progress({"step": report["pairs"], "total_steps": report["pairs"], "kind": "eval",
+                       "overall_accuracy": report.get("overall_accuracy")})
+    return {"evaluation_id": evaluation.pk, "pairs": report["pairs"], "overall_accuracy": report.get("overall_accuracy")}
+
+
+def reward_evaluation_execute_job(job_id: int) -> Job | None:
+    return job_execute(job_id, reward_evaluation_execute)

@@ -30,3 +30,12 @@ def reward_score_task(job_id: int) -> None:
     from .services import reward_score_execute_job
 
     reward_score_execute_job(job_id)
+
+
+@shared_task(name="rewardtrain.tasks.reward_evaluation_task", acks_late=True)
+def reward_evaluation_task(job_id: int) -> None:
+    """Evaluate a registered reward model on a snapshot; the report goes to its RewardEvaluation."""
+    _torch_threads()
+    from .services import reward_evaluation_execute_job
+
+    reward_evaluation_execute_job(job_id)

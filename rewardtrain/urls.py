@@ -13,5 +13,6 @@ urlpatterns = [
     path("models/", v.ModelListApi.as_view(), name="reward-models"),
     path("models/<int:pk>/", v.ModelDetailApi.as_view(), name="reward-model"),
     path("models/<int:pk>/score/", v.ModelScoreApi.as_view(), name="reward-model-score"),
+    path("models/<int:pk>/evaluations/", v.ModelEvaluationsApi.as_view(), name="reward-model-evaluations"),
     path("scores/<int:job_id>/", v.ScoreResultApi.as_view(), name="reward-score"),
 ]

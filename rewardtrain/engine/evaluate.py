@@ -86,21 +86,23 @@ def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> d
 def evaluate(
     model_dir: str | Path,
     snapshot_dir: str | Path,
-    split: str = "test",
+    split: str | None = "test",
     batch_size: int = 16,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Evaluate a trained model folder on one split of a snapshot; see the module docstring.
+    """Evaluate a trained model folder on one split of a snapshot (``None``: every pair); see the
+    module docstring.
 
     Returns accuracy[task][criterion] (fractions), accuracy_single_order, counts,
-    position_consistency, ece, human_ceiling (copied from the manifest), split and pairs.
+    position_consistency, ece, human_ceiling (copied from the manifest), split ("all" for None)
+    and pairs.
     """
     rows = read_pairs(snapshot_dir, split=split)
     if not rows:
         raise ValueError(f"snapshot {snapshot_dir} has no {split!r} pairs to evaluate")
     scorer = RewardScorer.from_pretrained(model_dir, device=device)
     report = evaluate_scorer(scorer, rows, batch_size=batch_size)
-    report["split"] = split
+    report["split"] = split or "all"
     report["human_ceiling"] = load_manifest(snapshot_dir).get("human_ceiling", {})
     report["template_version"] = scorer.card.get("template_version")
     return report

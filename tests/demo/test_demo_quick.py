@@ -107,6 +107,16 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         assert overall["ci95"][0] <= overall["win_rate"] <= overall["ci95"][1] and 0.0 <= g["oracle_win_rate"] <= 1.0
         assert g["a"].startswith("policy:") and g["b"].startswith("base:"), (g["a"], g["b"])
     assert pol["gsb_judgments"] == sum(g["overall"]["judgments"] for g in gsb.values())
+    # The reward model was evaluated, as a job, on a snapshot of exactly those judgments.
+    from rewardtrain.models import RewardEvaluation
+
+    evaluation = RewardEvaluation.objects.get(pk=lineage["reward_evaluation"])
+    assert evaluation.snapshot_id == lineage["side_by_side_snapshot"] and evaluation.job.status == JobStatus.SUCCEEDED
+    assert set(evaluation.snapshot.campaigns.values_list("pk", flat=True)) == {g["campaign"] for g in gsb.values()}
+    assert evaluation.reward_model_id == lineage["reward_model"]["id"] and evaluation.split == "all"
+    on_rl = _unit_values(rm["on_checkpoint_label_accuracy"])
+    assert on_rl and all(0.0 <= v <= 1.0 for v in on_rl) and "on RL" in text
+    assert sum(_unit_values(rm["on_checkpoint_label_pairs"])) == evaluation.report["pairs"]
 
     # "Moved in the right direction", the check that holds at quick size: the labels the simulated
     # annotators produced over HTTP carry the oracle's signal (well above chance), and the held-out

@@ -267,3 +267,31 @@ def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(b
     assert built.aggregation == "majority-v1" and built.counts["pairs"] == 1
     page.goto(f"/dashboard/snapshots/{built.pk}/")
     assert page.text_content("[data-testid=aggregation]").strip() == "majority-v1"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_scientist_evaluates_a_reward_model_on_another_snapshot(browser_page, screenshot_dir):
+    from rewardtrain.models import RewardEvaluation
+    from rewardtrain.services import reward_evaluation_execute_job, reward_evaluation_start
+    from tests.rewardtrain.test_evaluations import trained_model
+
+    model = trained_model()
+    other = reward_snapshot()
+    done = reward_evaluation_start(model=model, snapshot=other, enqueue=False)
+    reward_evaluation_execute_job(done.job_id)
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+    page.goto(f"/dashboard/reward-models/{model.pk}/")
+    section = f"[data-evaluation='{done.pk}']"
+    page.wait_for_selector(f"{section} [data-testid=accuracy-table]")
+    assert other.name in page.text_content(section) and "succeeded" in page.text_content(section)
+    shot(page, screenshot_dir, "reward-model-evaluations")
+    # Start another from the form: no worker here, so it shows up queued (and the page keeps polling).
+    page.select_option("#ev-snapshot", str(model.snapshot_id))
+    page.select_option("#ev-split", "test")
+    page.click("#evaluation-form #btn-start")
+    page.wait_for_selector("[data-evaluation] .status-queued")
+    queued = RewardEvaluation.objects.exclude(pk=done.pk).get()
+    assert (queued.snapshot_id, queued.split, queued.job.status) == (model.snapshot_id, "test", "queued")

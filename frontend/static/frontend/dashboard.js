@@ -753,7 +753,25 @@
     });
   }
 
+  // Reward model page: start an evaluation on a snapshot; reload while one is queued or running.
+  function pageRewardModel() {
+    const form = $("#evaluation-form");
+    if (!form) return;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      submitting(form, true);
+      const body = { snapshot: Number(form.elements.snapshot.value) || null, split: form.elements.split.value };
+      const r = await api(`/api/reward/models/${form.dataset.model}/evaluations/`, { method: "POST", body });
+      submitting(form, false);
+      if (r.ok) location.reload(); else showErrors(form, r.data);
+    });
+    if ($("#rm-evaluations").dataset.pending) {
+      setInterval(() => { if (!document.hidden && !form.contains(document.activeElement)) location.reload(); }, 2000);
+    }
+  }
+
   const pages = { runs: pageRuns, run: pageRun, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
-                  "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign };
+                  "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign,
+                  "reward-model": pageRewardModel };
   if (pages[PAGE]) pages[PAGE]();
 })();
