@@ -97,14 +97,27 @@ EXPORT_COLUMNS = [
 ]
 
 
-def _winner_loser(j: Judgment, candidate_ids: list[int]) -> tuple[int | None, int | None]:
-    if j.choice == Choice.A:
+def _winner_loser(choice: str, best_id: int | None, worst_id: int | None,
+                  candidate_ids: list[int]) -> tuple[int | None, int | None]:
+    """The (winner, loser) candidate ids a judgment names, given its item's slots in canonical
+    order; (None, None) for a tie, no clear difference or both bad."""
+    if choice == Choice.A:
         return candidate_ids[0], candidate_ids[1]
-    if j.choice == Choice.B:
+    if choice == Choice.B:
         return candidate_ids[1], candidate_ids[0]
-    if j.choice == Choice.BEST_WORST:
-        return j.best_id, j.worst_id
+    if choice == Choice.BEST_WORST:
+        return best_id, worst_id
     return None, None
+
+
+def _canonical_slots(campaign: Campaign | None = None) -> dict[int, list[int]]:
+    """Each item's candidate ids in canonical (position) order, read in one query."""
+    qs = ItemCandidate.objects.all() if campaign is None else ItemCandidate.objects.filter(item__campaign=campaign)
+    slots: dict[int, list[int]] = defaultdict(list)
+    for item_id, cand_id in qs.order_by("item_id", "position").values_list("item_id", "candidate_id").iterator(
+            chunk_size=10_000):
+        slots[item_id].append(cand_id)
+    return slots
 
 
 def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: int = 2000) -> Iterator[dict]:
@@ -126,8 +139,7 @@ def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: i
             ids = slot_cache[r["item_id"]] = list(
                 Item.objects.get(pk=r["item_id"]).slots.order_by("position").values_list("candidate_id", flat=True)
             )
-        fake = Judgment(choice=r["choice"], best_id=r["best_id"], worst_id=r["worst_id"])
-        winner, loser = _winner_loser(fake, ids)
+        winner, loser = _winner_loser(r["choice"], r["best_id"], r["worst_id"], ids)
         yield {
             "judgment_id": r["id"], "campaign": r["item__campaign__name"], "mode": r["item__campaign__mode"],
             "task": r["item__sample__task_type__slug"], "criterion": r["criterion__slug"],
@@ -142,11 +154,11 @@ def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: i
 
 # --- Quality -------------------------------------------------------------------------------------
 
-def _label(j: Judgment) -> str:
+def _label(choice: str, best_id: int | None, worst_id: int | None) -> str:
     """A nominal label for agreement: which canonical position won (or tie / none)."""
-    if j.choice == Choice.BEST_WORST:
-        return f"{j.best_id}>{j.worst_id}"
-    return j.choice
+    if choice == Choice.BEST_WORST:
+        return f"{best_id}>{worst_id}"
+    return choice
 
 
 def krippendorff_alpha_nominal(units: dict[object, list[str]]) -> float | None:
@@ -177,8 +189,10 @@ def krippendorff_alpha_nominal(units: dict[object, list[str]]) -> float | None:
 def campaign_agreement(campaign: Campaign) -> dict[str, float | None]:
     """Krippendorff's alpha per criterion over the campaign's non-gold items."""
     units: dict[str, dict[object, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for j in Judgment.objects.filter(item__campaign=campaign, item__is_gold=False).select_related("criterion"):
-        units[j.criterion.slug][j.item_id].append(_label(j))
+    rows = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
+            .values_list("criterion__slug", "item_id", "choice", "best_id", "worst_id"))
+    for slug, item_id, choice, best_id, worst_id in rows.iterator(chunk_size=10_000):
+        units[slug][item_id].append(_label(choice, best_id, worst_id))
     return {slug: krippendorff_alpha_nominal(u) for slug, u in units.items()}
 
 
@@ -187,24 +201,28 @@ def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
     qs = Judgment.objects.all()
     if campaign is not None:
         qs = qs.filter(item__campaign=campaign)
+    # Plain value rows and one query for the slots: the campaign page polls this every 2 s, and
+    # model instances with per-item prefetches cost ~15x more (bench/campaign_dashboard.py).
+    slots = _canonical_slots(campaign)
     rows: dict[int, dict] = {}
-    qs = qs.select_related("item__campaign", "criterion", "annotator").prefetch_related("item__slots")
-    for j in qs.iterator(chunk_size=2000):
-        s = rows.setdefault(j.annotator_id, {"annotator": j.annotator.username, "judgments": 0, "ties": 0,
-                                             "left_picks": 0, "sided": 0, "gold_seen": 0, "gold_correct": 0,
-                                             "active_ms": []})
+    values = qs.values_list("annotator_id", "annotator__username", "choice", "best_id", "worst_id", "displayed_order",
+                            "active_ms", "item_id", "item__is_gold", "item__gold_answer", "criterion__slug",
+                            "item__campaign__mode")
+    for (user_id, username, choice, best_id, worst_id, shown, active_ms, item_id, is_gold, gold, slug,
+         mode) in values.iterator(chunk_size=10_000):
+        s = rows.setdefault(user_id, {"annotator": username, "judgments": 0, "ties": 0, "left_picks": 0, "sided": 0,
+                                      "gold_seen": 0, "gold_correct": 0, "active_ms": []})
         s["judgments"] += 1
-        if j.choice in (Choice.TIE, Choice.NO_DIFFERENCE, Choice.BOTH_BAD):
+        if choice in (Choice.TIE, Choice.NO_DIFFERENCE, Choice.BOTH_BAD):
             s["ties"] += 1
-        canonical = [slot.candidate_id for slot in sorted(j.item.slots.all(), key=lambda x: x.position)]
-        winner, _ = _winner_loser(j, canonical)
+        winner, _ = _winner_loser(choice, best_id, worst_id, slots[item_id])
         if winner is not None:
             s["sided"] += 1
-            s["left_picks"] += int(j.displayed_order and j.displayed_order[0] == winner)
-        if j.item.is_gold and j.item.gold_answer and j.criterion.slug in j.item.gold_answer:
+            s["left_picks"] += int(bool(shown) and shown[0] == winner)
+        if is_gold and gold and slug in gold:
             s["gold_seen"] += 1
-            s["gold_correct"] += int(_matches_gold(j, j.item.gold_answer[j.criterion.slug]))
-        s["active_ms"].append(j.active_ms)
+            s["gold_correct"] += int(_matches_gold(mode, choice, best_id, worst_id, gold[slug]))
+        s["active_ms"].append(active_ms)
     out = []
     for s in rows.values():
         ms = sorted(s.pop("active_ms"))
@@ -218,10 +236,10 @@ def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
     return sorted(out, key=lambda r: r["annotator"])
 
 
-def _matches_gold(j: Judgment, expected) -> bool:
-    if j.item.campaign.mode == CampaignMode.PAIRWISE:
-        return j.choice == expected
-    return isinstance(expected, dict) and j.best_id == expected.get("best") and j.worst_id == expected.get("worst")
+def _matches_gold(mode: str, choice: str, best_id: int | None, worst_id: int | None, expected) -> bool:
+    if mode == CampaignMode.PAIRWISE:
+        return choice == expected
+    return isinstance(expected, dict) and best_id == expected.get("best") and worst_id == expected.get("worst")
 
 
 def guideline_usage(campaign: Campaign) -> dict:
@@ -293,16 +311,13 @@ def campaign_gsb(campaign: Campaign) -> dict | None:
         Candidate.objects.filter(items__campaign=campaign, source_name__in=(a_name, b_name))
         .values_list("id", "source_name").distinct()
     )
-    slots: dict[int, list[int]] = defaultdict(list)
-    for item_id, cand_id in (ItemCandidate.objects.filter(item__campaign=campaign, item__is_gold=False)
-                             .order_by("item_id", "position").values_list("item_id", "candidate_id")):
-        slots[item_id].append(cand_id)
+    slots = _canonical_slots(campaign)
     per_criterion: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     overall: dict[int, list[int]] = defaultdict(list)
     judgments = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
                  .values_list("item_id", "criterion__slug", "choice", "best_id", "worst_id"))
     for item_id, slug, choice, best_id, worst_id in judgments.iterator(chunk_size=2000):
-        winner, _ = _winner_loser(Judgment(choice=choice, best_id=best_id, worst_id=worst_id), slots[item_id])
+        winner, _ = _winner_loser(choice, best_id, worst_id, slots[item_id])
         outcome = 0 if winner is None else (1 if side_of.get(winner) == a_name else -1)
         per_criterion[slug][item_id].append(outcome)
         overall[item_id].append(outcome)

@@ -44,9 +44,21 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0)
 
 
+def annotator_users(tag: str, n: int) -> list:
+    """``n`` users in the annotator group, named after ``tag`` (created once)."""
+    from django.contrib.auth.models import Group, User
+
+    annot = Group.objects.get(name="annotator")
+    users = []
+    for i in range(n):
+        u, _ = User.objects.get_or_create(username=f"bench-{tag}-{i}")
+        u.groups.add(annot)
+        users.append(u)
+    return users
+
+
 def load(n_judgments: int, tag: str):
     """A finished campaign holding ``n_judgments`` judgments, plus a fresh campaign to work on."""
-    from django.contrib.auth.models import Group, User
     from django.db import connection
 
     from annotation.models import (
@@ -66,12 +78,7 @@ def load(n_judgments: int, tag: str):
     fill = TaskType.objects.get(slug="fill")
     structure = Criterion.objects.get(slug="structure")
     guideline = GuidelineVersion.objects.get(criterion=structure, version=1)
-    annot = Group.objects.get(name="annotator")
-    users = []
-    for i in range(20):
-        u, _ = User.objects.get_or_create(username=f"bench-{tag}-{i}")
-        u.groups.add(annot)
-        users.append(u)
+    users = annotator_users(tag, 20)
 
     def samples(n: int, prefix: str) -> list[Sample]:
         objs = Sample.objects.bulk_create([
