@@ -197,7 +197,11 @@ def campaign_agreement(campaign: Campaign) -> dict[str, float | None]:
 
 
 def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
-    """Per annotator: submissions, gold accuracy, tie rate, left bias, median-ish speed."""
+    """Per annotator: submissions, gold accuracy, tie rate, left bias, median-ish speed.
+
+    Without a campaign it reads every item's slots at once (memory grows with the item table);
+    every caller today passes one.
+    """
     qs = Judgment.objects.all()
     if campaign is not None:
         qs = qs.filter(item__campaign=campaign)
