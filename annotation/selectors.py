@@ -269,7 +269,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.045, 2.042)
 
 
-def _gsb_row(per_item: dict[int, list[int]]) -> dict:
+def gsb_row(per_item: dict[int, list[int]]) -> dict:
     """Good / same / bad counts and A's win rate (G + S/2) / N with a 95 % interval.
 
     ``per_item`` maps an item to its judgments' outcomes (1 good, 0 same, -1 bad). Judgments of one
@@ -298,33 +298,57 @@ def _gsb_row(per_item: dict[int, list[int]]) -> dict:
             "ci95": [lo, hi], "verdict": verdict}
 
 
+Outcomes = dict[int, list[int]]  # item id → its judgments' outcomes for one side (1 good, 0 same, -1 bad)
+
+
+def side_by_side_outcomes(campaign: Campaign, side: str | None = None
+                          ) -> tuple[dict[str, Outcomes], Outcomes] | None:
+    """Per criterion slug and over all criteria, each item's judgment outcomes seen from ``side``
+    (one of the campaign's two ``selection.opponents`` source names; default the first, A).
+    None for a campaign without two opponents.
+
+    Kept per item so that several campaigns' outcomes can be pooled (item ids never collide) and
+    the interval still clusters by item. Sides come from each candidate's source, not from screen
+    or slot order; gold items are left out (they measure annotators, not the systems).
+    """
+    opponents = (campaign.selection or {}).get("opponents") or []
+    if len(opponents) < 2:
+        return None
+    ours = side or opponents[0]
+    if ours not in opponents[:2]:
+        raise ValueError(f"{ours!r} is not one of the campaign's opponents {opponents[:2]}")
+    side_of = dict(
+        Candidate.objects.filter(items__campaign=campaign, source_name__in=opponents[:2])
+        .values_list("id", "source_name").distinct()
+    )
+    slots = _canonical_slots(campaign)
+    per_criterion: dict[str, Outcomes] = defaultdict(lambda: defaultdict(list))
+    overall: Outcomes = defaultdict(list)
+    judgments = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
+                 .values_list("item_id", "criterion__slug", "choice", "best_id", "worst_id"))
+    for item_id, slug, choice, best_id, worst_id in judgments.iterator(chunk_size=2000):
+        winner, _ = _winner_loser(choice, best_id, worst_id, slots[item_id])
+        outcome = 0 if winner is None else (1 if side_of.get(winner) == ours else -1)
+        per_criterion[slug][item_id].append(outcome)
+        overall[item_id].append(outcome)
+    return per_criterion, overall
+
+
+def gsb_rows(per_criterion: dict[str, Outcomes], overall: Outcomes, criteria) -> dict:
+    """GSB rows (``gsb_row``) for each of ``criteria`` (Criterion rows, in display order) and over all."""
+    return {"criteria": [{"criterion": c.slug, "name": c.name, **gsb_row(per_criterion.get(c.slug, {}))}
+                         for c in criteria],
+            "overall": gsb_row(overall)}
+
+
 def campaign_gsb(campaign: Campaign) -> dict | None:
     """The side-by-side result of an A-versus-B campaign (``selection.opponents``: a generation
     job's checkpoint against its opponent, or a curator's versus campaign), per criterion and
     over all criteria: Good = annotators preferred A, Same = tie / no clear difference / both
     bad, Bad = they preferred B (the paper's GSB, Fig. 7). None for other campaigns.
-
-    Sides come from each candidate's source, not from screen or slot order. Gold items are left
-    out: they measure annotators, not the systems.
     """
-    opponents = (campaign.selection or {}).get("opponents") or []
-    if len(opponents) < 2:
+    outcomes = side_by_side_outcomes(campaign)
+    if outcomes is None:
         return None
-    a_name, b_name = opponents[:2]
-    side_of = dict(
-        Candidate.objects.filter(items__campaign=campaign, source_name__in=(a_name, b_name))
-        .values_list("id", "source_name").distinct()
-    )
-    slots = _canonical_slots(campaign)
-    per_criterion: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    overall: dict[int, list[int]] = defaultdict(list)
-    judgments = (Judgment.objects.filter(item__campaign=campaign, item__is_gold=False)
-                 .values_list("item_id", "criterion__slug", "choice", "best_id", "worst_id"))
-    for item_id, slug, choice, best_id, worst_id in judgments.iterator(chunk_size=2000):
-        winner, _ = _winner_loser(choice, best_id, worst_id, slots[item_id])
-        outcome = 0 if winner is None else (1 if side_of.get(winner) == a_name else -1)
-        per_criterion[slug][item_id].append(outcome)
-        overall[item_id].append(outcome)
-    rows = [{"criterion": c.slug, "name": c.name, **_gsb_row(per_criterion.get(c.slug, {}))}
-            for c in campaign.criteria.order_by("id")]
-    return {"a": a_name, "b": b_name, "criteria": rows, "overall": _gsb_row(overall)}
+    a_name, b_name = campaign.selection["opponents"][:2]
+    return {"a": a_name, "b": b_name, **gsb_rows(*outcomes, campaign.criteria.order_by("id"))}

@@ -194,6 +194,15 @@ ML_DEVICE = env.str("ML_DEVICE", default="cpu")
 # A running job whose worker has not beaten for this long is considered lost (jobs.services).
 JOB_STALE_AFTER_SECONDS = env.int("JOB_STALE_AFTER_SECONDS", default=300)
 TORCH_NUM_THREADS = env.int("TORCH_NUM_THREADS", default=1)
+# The gate a checkpoint passes to become the production policy (policytrain.selectors.PromotionRule):
+# side-by-side judgments against production per task, none worse overall or on any criterion,
+# better overall on "any" or "all" of the required tasks (blank = the tasks its RL run trained).
+POLICY_PROMOTION = {
+    "min_judgments": env.int("PROMOTION_MIN_JUDGMENTS", default=30),
+    "require_better": env.str("PROMOTION_REQUIRE_BETTER", default="any"),
+    "allow_worse_criteria": env.bool("PROMOTION_ALLOW_WORSE_CRITERIA", default=False),
+    "tasks": env.list("PROMOTION_TASKS", default=[]),
+}
 
 # --- Production hardening (only when DEBUG is off) ---------------------------------------------
 if not DEBUG:

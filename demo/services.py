@@ -17,7 +17,9 @@ Stages (each a function; ``run_demo`` chains them and times each one):
 11. side by side           the same simulated annotators judge those campaigns over HTTP;
                            ``gsb_report``: the platform's GSB (``annotation.selectors.campaign_gsb``)
                            beside the oracle's win rate on the same items; ``reward_on_checkpoint_now``:
-                           a snapshot of those judgments and a ``RewardEvaluation`` of the reward model
+                           a snapshot of those judgments and a ``RewardEvaluation`` of the reward model;
+                           ``promotion_attempt``: the promotion gate reads those judgments and
+                           promotes the checkpoint to production only if it lets it
 
 Every job is created by the same ``*_start`` services the API uses (``enqueue=False``) and executed
 by the same bodies the Celery worker runs, under ``jobs.services.job_execute``, so every run is a
@@ -542,6 +544,21 @@ def reward_on_checkpoint_now(model, gens: Sequence, *, name: str, user: User | N
             "pairs": evaluation.report.get("counts", {}), "human_ceiling": snapshot.human_ceiling}
 
 
+def promotion_attempt(checkpoint, *, user: User | None) -> dict:
+    """What a scientist does next: ask the promotion gate (``policytrain.selectors.promotion_gate``,
+    the rule in ``settings.POLICY_PROMOTION``) about the checkpoint people just judged, and
+    promote it only if the gate lets it. A refusal leaves production as it was."""
+    from policytrain.selectors import promotion_gate
+    from policytrain.services import checkpoint_promote
+
+    gate = promotion_gate(checkpoint)
+    number = checkpoint_promote(checkpoint=checkpoint, user=user)[0].number if gate["eligible"] else None
+    return {"checkpoint": checkpoint.pk, "opponent": gate["opponent"], "eligible": gate["eligible"],
+            "promotion": number, "reasons": gate["reasons"],
+            "tasks": {t["task"]: {k: t[k] for k in ("judgments", "win_rate", "ci95", "verdict", "worse_on")}
+                      for t in gate["tasks"]}}
+
+
 def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]]) -> dict[str, dict]:
     """Per task: the annotators' GSB of the generation campaign (``annotation.selectors.campaign_gsb``)
     beside the oracle's win rate on the same items."""
@@ -581,6 +598,12 @@ def _gsb_text(row: dict) -> str:
         return "no judgments"
     return (f"G {row['good_rate']:.2f} / S {row['same_rate']:.2f} / B {row['bad_rate']:.2f}, win rate "
             f"{row['win_rate']:.3f} [{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}] ({row['verdict']})")
+
+
+def _promotion_text(p: dict) -> str:
+    if p["eligible"]:
+        return f"promoted checkpoint {p['checkpoint']} to production (promotion {p['promotion']})"
+    return f"refused, production stays {p['opponent']}: " + " ".join(p["reasons"])
 
 
 def _mean_nested(d: dict) -> float:
@@ -720,6 +743,8 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         on_checkpoint = reward_on_checkpoint_now(rm, gens, name=f"{tag} side-by-side judgments", user=scientist)
         progress(f"  reward model on the checkpoint's outputs (annotators' labels): "
                  f"{_mean_nested(on_checkpoint.get('accuracy', {})):.3f} mean over criteria")
+        promotion = promotion_attempt(checkpoints[best], user=scientist)
+        progress(f"  promotion gate: {_promotion_text(promotion)}")
 
     timings["total"] = round(time.time() - t_all, 2)
     judged_pairs = [json.loads(x) for x in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines() if x.strip()]
@@ -757,6 +782,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "rl": {k: {"steps": j.result.get("steps"), "reward_trend": _rl_reward_trend(j)} for k, j in rl_jobs.items()},
             "annotator_gsb_vs_base": gsb,
             "gsb_judgments": sum(s.judgments for s in gen_stats),
+            "promotion": promotion,
         },
         "annotations": {
             "judgments": n_judgments,
@@ -843,6 +869,7 @@ def format_summary(report: dict[str, Any]) -> str:
         interval = f"[{o['ci95'][0]:.2f}, {o['ci95'][1]:.2f}]"
         lines.append(f"{task:<8} {o['good_rate']:>6.3f} {o['same_rate']:>6.3f} {o['bad_rate']:>6.3f} {o['win_rate']:>9.3f} "
                      f"{interval:>13} {g['oracle_win_rate']:>7.3f}  {o['verdict']}")
+    lines.append(f"Promotion gate: {_promotion_text(pol['promotion'])}")
     lin = report["lineage"]
     lines += ["", f"Lineage: campaigns {lin['campaigns']} → snapshot {lin['snapshot']['id']} → reward model "
               f"{lin['reward_model']['id']} (control {lin['control_reward_model']['id']}) → checkpoints "

@@ -32,7 +32,7 @@ from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_list, job_metric_series
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun
-from policytrain.selectors import checkpoint_lineage, run_sample_grids
+from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, run_sample_grids
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.selectors import evaluation_list
 
@@ -385,29 +385,9 @@ def checkpoint_lineage_full(ckpt: PolicyCheckpoint) -> dict:
             "downstream": {"generation_jobs": [{"id": g.pk, "job": g.job_id, "status": g.job.status,
                                                 "url": reverse("dash-run", args=[g.job_id]),
                                                 "campaign": campaign_node(g.campaign) if g.campaign_id else None,
-                                                "side_by_side": checkpoint_side_by_side(g, ckpt)}
+                                                "side_by_side": (checkpoint_gsb(ckpt, [g.campaign])
+                                                                 if g.campaign_id else None)}
                                                for g in gens]}}
-
-
-def checkpoint_side_by_side(gen: GenerationJob, ckpt: PolicyCheckpoint) -> dict | None:
-    """The annotators' GSB of a generation job's campaign, seen from ``ckpt``'s side (it is A when
-    it was the job's checkpoint, B when it was the opponent): overall, plus the criteria on which
-    it is clearly better or worse (a checkpoint that wins overall can still lose one criterion);
-    None before any judgment."""
-    gsb = campaign_gsb(gen.campaign) if gen.campaign_id else None
-    if not gsb or not gsb["overall"]["judgments"]:
-        return None
-    is_a = gen.checkpoint_id == ckpt.pk
-
-    def ours(row: dict) -> tuple[float, list[float], str]:
-        win, (lo, hi) = (row["win_rate"], row["ci95"]) if is_a else (1 - row["win_rate"], (1 - row["ci95"][1], 1 - row["ci95"][0]))
-        return win, [lo, hi], "better" if lo > 0.5 else "worse" if hi < 0.5 else "no clear difference"
-
-    win, ci, verdict = ours(gsb["overall"])
-    judged = [(r["name"], ours(r)[2]) for r in gsb["criteria"] if r["judgments"]]
-    return {"win_rate": win, "ci95": ci, "judgments": gsb["overall"]["judgments"], "verdict": verdict,
-            "opponent": gsb["b"] if is_a else gsb["a"],
-            "better_on": [n for n, v in judged if v == "better"], "worse_on": [n for n, v in judged if v == "worse"]}
 
 
 def checkpoint_grids(ckpt: PolicyCheckpoint, limit: int = 6) -> list[dict]:

@@ -3,6 +3,7 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -14,6 +15,7 @@ from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGA
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from jobs.models import Job, JobKind, JobStatus
 from policytrain.models import PolicyCheckpoint
+from policytrain.selectors import production_checkpoint, promotion_gate, promotion_history
 from rewardtrain.models import RewardModel
 from rewardtrain.presets import load_preset, preset_names
 from rewardtrain.services import EVALUATION_SPLITS
@@ -91,7 +93,7 @@ def new_policy_run(request: HttpRequest) -> HttpResponse:
 @staff_page
 def new_generation(request: HttpRequest) -> HttpResponse:
     return _dash(request, "new_generation.html", "new", checkpoints=PolicyCheckpoint.objects.order_by("-id")[:200],
-                 tasks=_task_criteria(), splits=Split.values)
+                 tasks=_task_criteria(), splits=Split.values, production=production_checkpoint())
 
 
 @staff_page
@@ -101,6 +103,7 @@ def registry(request: HttpRequest) -> HttpResponse:
         acc = (m.eval_report or {}).get("overall_accuracy")
         m.overall = None if acc is None else acc * 100
     return _dash(request, "registry.html", "registry", reward_models=models,
+                 production=promotion_history().first(),
                  checkpoints=PolicyCheckpoint.objects.select_related("run__job", "reward_model").order_by("-id"),
                  snapshots=DatasetSnapshot.objects.select_related("job").order_by("-id")[:100])
 
@@ -119,8 +122,12 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_page
 def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ckpt = get_object_or_404(PolicyCheckpoint.objects.select_related("run__job", "reward_model"), pk=pk)
+    production = production_checkpoint()
     return _dash(request, "checkpoint.html", "registry", ckpt=ckpt, lineage=dsel.checkpoint_lineage_full(ckpt),
-                 grids=dsel.checkpoint_grids(ckpt),
+                 grids=dsel.checkpoint_grids(ckpt), gate=promotion_gate(ckpt), production=production,
+                 is_production=production is not None and production.pk == ckpt.pk,
+                 promotions=promotion_history().filter(Q(checkpoint=ckpt) | Q(previous=ckpt)),
+                 can_promote=has_role(request.user, SCIENTIST),
                  rl_table=dsel.rl_reward_table(ckpt.run.output_dir) if ckpt.run else None,
                  others=PolicyCheckpoint.objects.exclude(pk=pk).order_by("-id")[:100])
 

@@ -1,6 +1,7 @@
-"""REST API under /api/policy/: RL runs, checkpoints (with lineage), generation jobs, run artifacts.
+"""REST API under /api/policy/: RL runs, checkpoints (with lineage), generation jobs, run artifacts,
+production (the promotion gate, promotions and their history).
 
-Scientists and curators only (annotators get 403). Thin views: validate → service/selector → serialize.
+Scientists and curators only (annotators get 403); promoting a checkpoint is for scientists. Thin views: validate → service/selector → serialize.
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.permissions import IsStaffRole
+from annotation.api.permissions import IsScientist, IsStaffRole
 from annotation.models import Split
 from core.errors import ApplicationError
 from core.params import int_query_param
 from jobs.selectors import job_metric_series
 
 from . import selectors, services
-from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun
+from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion
 
 ARTIFACT_SUFFIXES = {".png", ".json", ".jsonl"}
 
@@ -74,6 +75,16 @@ class CheckpointOut(serializers.ModelSerializer):
         fields = ["id", "name", "base_policy", "weights_dir", "run", "reward_model", "algorithm", "created_at"]
 
 
+class PromotionOut(serializers.ModelSerializer):
+    checkpoint = CheckpointOut()
+    previous = CheckpointOut(allow_null=True)
+    promoted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Promotion
+        fields = ["id", "number", "checkpoint", "previous", "forced", "reason", "evidence", "promoted_by", "created_at"]
+
+
 class GenerationOut(serializers.ModelSerializer):
     job = JobOut()
     checkpoint = CheckpointOut()
@@ -112,6 +123,11 @@ class GenerationIn(_SampleSelection):
     criteria = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     overlap = serializers.IntegerField(min_value=1, default=3)
     params = serializers.DictField(required=False, default=dict)
+
+
+class PromoteIn(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    force = serializers.BooleanField(required=False, default=False)
 
 
 def _reward_model(pk: int):
@@ -225,6 +241,46 @@ class CheckpointDetailApi(APIView):
     def get(self, request, pk: int):
         checkpoint = get_object_or_404(selectors.checkpoint_list(), pk=pk)
         return Response({**CheckpointOut(checkpoint).data, "lineage": selectors.checkpoint_lineage(checkpoint)})
+
+
+class CheckpointPromotionGateApi(APIView):
+    """GET /checkpoints/{id}/promotion/: may this checkpoint replace production, and why (not)."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        return Response(selectors.promotion_gate(get_object_or_404(selectors.checkpoint_list(), pk=pk)))
+
+
+class CheckpointPromoteApi(APIView):
+    """POST /checkpoints/{id}/promote/ {reason, force}: 201 promoted; 200 it already is production
+    (a retry changes nothing); 409 with the gate's reasons when it refuses."""
+
+    permission_classes = [IsScientist]
+
+    @extend_schema(request=PromoteIn, responses=PromotionOut)
+    def post(self, request, pk: int):
+        checkpoint = get_object_or_404(selectors.checkpoint_list(), pk=pk)
+        data = PromoteIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        promotion, created = services.checkpoint_promote(checkpoint=checkpoint, user=request.user,
+                                                         reason=data.validated_data["reason"],
+                                                         force=data.validated_data["force"])
+        return Response(PromotionOut(promotion).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ProductionApi(APIView):
+    """GET /production/: the production checkpoint (null = the base policy) and every promotion, newest first."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        history = list(selectors.promotion_history()[:200])
+        current = history[0].checkpoint if history else None
+        return Response({"checkpoint": CheckpointOut(current).data if current else None,
+                         "promotions": PromotionOut(history, many=True).data})
 
 
 class GenerationListCreateApi(APIView):

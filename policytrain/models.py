@@ -12,6 +12,13 @@ from django.db.models import Q
 TINY_BASE = "tiny"
 
 
+def policy_source_name(checkpoint: PolicyCheckpoint | None, base_policy: str = TINY_BASE) -> str:
+    """The Candidate.source_name of a policy's outputs (None = a bare base policy)."""
+    if checkpoint is not None:
+        return f"policy:{checkpoint.name}"[:200]
+    return f"base:{base_policy}"[:200]
+
+
 class Algorithm(models.IntegerChoices):
     FIXED = 1, "Algorithm 1 (fixed reference)"
     DYNAMIC = 2, "Algorithm 2 (EMA reference)"
@@ -91,3 +98,31 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"generation {self.pk} ({self.checkpoint})"
+
+
+class Promotion(models.Model):
+    """One change of the production policy. Append-only: the row with the highest ``number`` is
+    production; none at all means the base policy.
+
+    ``number`` is unique and one more than the production it replaced, so two promotions started
+    at once cannot both land: the second insert fails and is refused (services.checkpoint_promote).
+    """
+
+    number = models.PositiveIntegerField(unique=True)
+    checkpoint = models.ForeignKey(PolicyCheckpoint, on_delete=models.PROTECT, related_name="promotions")
+    previous = models.ForeignKey(PolicyCheckpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 help_text="Production before this promotion; null = the base policy.")
+    evidence = models.JSONField(default=dict, help_text="The promotion gate's assessment at the time (selectors.promotion_gate).")
+    forced = models.BooleanField(default=False, help_text="Promoted although the gate refused (a rollback, an override).")
+    reason = models.TextField(blank=True)
+    promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.CheckConstraint(condition=Q(forced=False) | ~Q(reason=""),
+                                              name="promotion_forced_has_reason")]
+
+    def __str__(self) -> str:
+        return f"promotion {self.number}: {self.checkpoint}"

@@ -1,11 +1,24 @@
-"""Reads for policy runs, checkpoints and generation jobs (lists, lineage, artifacts)."""
+"""Reads for policy runs, checkpoints and generation jobs (lists, lineage, artifacts), and for
+production: which checkpoint it is, and whether another may replace it (the promotion gate)."""
 from __future__ import annotations
 
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Q, QuerySet
 
-from .models import GenerationJob, PolicyCheckpoint, PolicyRun
+from annotation.models import Campaign
+from annotation.selectors import gsb_rows, side_by_side_outcomes
+
+from .models import GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
+
+REQUIRE_BETTER = ("any", "all")
+#: A GSB verdict for side A, said from the checkpoint's side (it is always A in checkpoint_gsb).
+_OURS = {"A better": "better", "B better": "worse", "no clear difference": "no clear difference"}
 
 
 def policy_run_list() -> QuerySet[PolicyRun]:
@@ -53,3 +66,143 @@ def checkpoint_lineage(checkpoint: PolicyCheckpoint) -> dict:
                      if snapshot is not None else None),
         "campaigns": campaigns,
     }
+
+
+# --- Side by side and production ----------------------------------------------------------------
+
+def checkpoint_gsb(ckpt: PolicyCheckpoint, campaigns: Iterable[Campaign]) -> dict | None:
+    """The annotators' side-by-side (GSB) of ``ckpt`` against its opponent, pooled over
+    ``campaigns`` (each a generation campaign in which ``ckpt`` is A or B) and seen from the
+    checkpoint's side: overall and per criterion, with the criteria on which it is clearly
+    better or worse (a checkpoint that wins overall can still lose one). None before any judgment.
+    """
+    ours = policy_source_name(ckpt)
+    per_criterion: dict[str, dict[int, list[int]]] = defaultdict(dict)
+    overall: dict[int, list[int]] = {}
+    criteria: dict[str, object] = {}
+    opponents: set[str] = set()
+    used: list[int] = []
+    for campaign in campaigns:
+        names = (campaign.selection or {}).get("opponents") or []
+        if ours not in names[:2]:
+            continue
+        per_campaign, campaign_overall = side_by_side_outcomes(campaign, side=ours)
+        for slug, items in per_campaign.items():
+            per_criterion[slug].update(items)  # item ids are unique across campaigns
+        overall.update(campaign_overall)
+        criteria.update({c.slug: c for c in campaign.criteria.order_by("id")})
+        opponents.update(n for n in names[:2] if n != ours)
+        used.append(campaign.pk)
+    if not overall:
+        return None
+    rows = gsb_rows(per_criterion, overall, criteria.values())
+    for row in [*rows["criteria"], rows["overall"]]:
+        row["verdict"] = _OURS.get(row["verdict"], row["verdict"])
+    judged = [r for r in rows["criteria"] if r["judgments"]]
+    head = rows["overall"]
+    return {"win_rate": head["win_rate"], "ci95": head["ci95"], "judgments": head["judgments"],
+            "items": head["items"], "verdict": head["verdict"], "opponent": ", ".join(sorted(opponents)),
+            "criteria": rows["criteria"], "campaigns": used,
+            "better_on": [r["name"] for r in judged if r["verdict"] == "better"],
+            "worse_on": [r["name"] for r in judged if r["verdict"] == "worse"]}
+
+
+def production_checkpoint() -> PolicyCheckpoint | None:
+    """The production policy's checkpoint; None = nothing promoted yet (the base policy serves)."""
+    latest = Promotion.objects.select_related("checkpoint").order_by("-number").first()
+    return latest.checkpoint if latest else None
+
+
+def promotion_history() -> QuerySet[Promotion]:
+    return Promotion.objects.select_related("checkpoint", "previous", "promoted_by").order_by("-number")
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """What a checkpoint's side-by-side against production must show before it replaces it.
+
+    The paper measures each model with GSB campaigns but gives no deployment rule; this default
+    ships nothing that people judged clearly worse on any task or criterion, and something that
+    they judged clearly better on at least one task. Configure with ``settings.POLICY_PROMOTION``.
+    """
+
+    min_judgments: int = 30
+    require_better: str = "any"  # "any" or "all" of the required tasks clearly better overall
+    allow_worse_criteria: bool = False
+    tasks: tuple[str, ...] = ()  # tasks that must have been judged; () = the tasks its RL run trained
+
+    def __post_init__(self) -> None:
+        if self.min_judgments < 1:
+            raise ValueError("POLICY_PROMOTION min_judgments must be at least 1")
+        if self.require_better not in REQUIRE_BETTER:
+            raise ValueError(f"POLICY_PROMOTION require_better must be one of {REQUIRE_BETTER}")
+
+    @classmethod
+    def from_settings(cls) -> PromotionRule:
+        raw = dict(getattr(settings, "POLICY_PROMOTION", {}) or {})
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"POLICY_PROMOTION has unknown keys {sorted(unknown)}")
+        return cls(**{**raw, "tasks": tuple(raw.get("tasks") or ())})
+
+
+def _trained_tasks(ckpt: PolicyCheckpoint) -> list[str]:
+    """The tasks the checkpoint's RL run sampled (probability > 0); none for a bare base."""
+    probs = ((ckpt.run.config or {}).get("task_probs") or {}) if ckpt.run_id else {}
+    return [task for task, p in probs.items() if p and p > 0]
+
+
+def promotion_evidence(ckpt: PolicyCheckpoint, production: PolicyCheckpoint | None) -> list[GenerationJob]:
+    """Generation jobs whose campaign puts ``ckpt`` side by side with production (with no
+    production: with its own base policy), either way round."""
+    if production is None:
+        match = Q(checkpoint=ckpt, opponent__isnull=True)
+    else:
+        match = Q(checkpoint=ckpt, opponent=production) | Q(checkpoint=production, opponent=ckpt)
+    return list(GenerationJob.objects.filter(match, campaign__isnull=False)
+                .select_related("campaign__task_type").order_by("id"))
+
+
+def promotion_gate(ckpt: PolicyCheckpoint, rule: PromotionRule | None = None) -> dict:
+    """Whether ``ckpt`` may replace production, per ``rule``, from the annotators' side-by-side
+    judgments against production, pooled per task: every required task judged at least
+    ``min_judgments`` times; no task clearly worse overall; no criterion clearly worse (unless
+    allowed); clearly better overall on any (or all) of them. ``reasons`` says what is missing.
+    """
+    rule = rule or PromotionRule.from_settings()
+    production = production_checkpoint()
+    opponent = production.name if production else policy_source_name(None, ckpt.base_policy)
+    head = {"checkpoint": {"id": ckpt.pk, "name": ckpt.name},
+            "production": {"id": production.pk, "name": production.name} if production else None,
+            "opponent": opponent, "rule": dataclasses.asdict(rule)}
+    if production is not None and production.pk == ckpt.pk:
+        return {**head, "tasks": [], "eligible": False, "reasons": ["This checkpoint is already the production policy."]}
+    by_task: dict[str, list[Campaign]] = defaultdict(list)
+    for gen in promotion_evidence(ckpt, production):
+        by_task[gen.campaign.task_type.slug].append(gen.campaign)
+    required = list(rule.tasks) or _trained_tasks(ckpt) or sorted(by_task)
+    reasons: list[str] = []
+    if not required:
+        reasons.append(f"No side-by-side campaign against {opponent} yet: start a generation job with it as the opponent.")
+    tasks = []
+    for task in sorted(set(required) | set(by_task)):
+        gsb = checkpoint_gsb(ckpt, by_task.get(task, []))
+        judgments = gsb["judgments"] if gsb else 0
+        row = {"task": task, "required": task in required, "judgments": judgments,
+               "campaigns": gsb["campaigns"] if gsb else [c.pk for c in by_task.get(task, [])],
+               **({k: gsb[k] for k in ("win_rate", "ci95", "items", "verdict", "better_on", "worse_on")} if gsb else
+                  {"win_rate": None, "ci95": None, "items": 0, "verdict": None, "better_on": [], "worse_on": []})}
+        tasks.append(row)
+        if task in required and judgments < rule.min_judgments:
+            reasons.append(f"{task}: {judgments} side-by-side judgments against {opponent}; the rule needs "
+                           f"{rule.min_judgments}.")
+        if row["verdict"] == "worse":
+            reasons.append(f"{task}: clearly worse than {opponent} overall (win rate {row['win_rate']:.3f}).")
+        if row["worse_on"] and not rule.allow_worse_criteria:
+            reasons.append(f"{task}: clearly worse on {', '.join(row['worse_on'])}.")
+    # Unjudged tasks already have their reason; this one is about the verdicts people gave.
+    better = [r["verdict"] == "better" for r in tasks if r["required"] and r["verdict"]]
+    if better and not (any(better) if rule.require_better == "any" else all(better)):
+        reasons.append("Not clearly better overall on any required task." if rule.require_better == "any"
+                       else "Not clearly better overall on every required task.")
+    return {**head, "tasks": tasks, "eligible": not reasons, "reasons": reasons}

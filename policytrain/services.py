@@ -16,14 +16,14 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from annotation.images import sha256_of
 from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
 from annotation.services.campaigns import campaign_add_items, campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png
-from core.errors import ApplicationError
+from core.errors import ApplicationError, Conflict
 from jobs.models import Job, JobKind
 from jobs.services import (
     JobCancelled,
@@ -35,7 +35,8 @@ from jobs.services import (
 from policytrain.engine.config import GenerateConfig, RLConfig
 
 from .conditions import export_conditions
-from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun
+from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
+from .selectors import PromotionRule, production_checkpoint, promotion_gate
 
 MODEL_CARD = "onereward.json"
 # Fields the platform sets itself; a user override of them is refused.
@@ -339,13 +340,6 @@ def policy_run_resume(*, run: PolicyRun) -> PolicyRun:
 # ----------------------------------------------------------------------------------------------
 # Generation jobs: checkpoint vs opponent → candidates → a started pairwise campaign
 # ----------------------------------------------------------------------------------------------
-def policy_source_name(checkpoint: PolicyCheckpoint | None, base_policy: str = TINY_BASE) -> str:
-    """The Candidate.source_name of a policy's outputs (None = a bare base policy)."""
-    if checkpoint is not None:
-        return f"policy:{checkpoint.name}"[:200]
-    return f"base:{base_policy}"[:200]
-
-
 def _generate_params(base_policy: str, params: dict | None) -> dict:
     params = dict(params or {})
     unknown = sorted(set(params) - set(GENERATE_PARAMS))
@@ -520,3 +514,47 @@ def generation_execute(job: Job, reporter: JobReporter) -> dict:
         raise
     return {"campaign_id": campaign.pk, "campaign": campaign.name, "candidates_created": created, "items": items,
             "identical_pairs": identical, "conditions_dir": str(conditions_dir)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Production
+# ----------------------------------------------------------------------------------------------
+def _production_changed() -> Conflict:
+    return Conflict("Production changed while promoting; reload and try again.",
+                    fields={"checkpoint": ["Another promotion landed first."]}, code="production_changed")
+
+
+def checkpoint_promote(*, checkpoint: PolicyCheckpoint, user: User | None = None, reason: str = "",
+                       force: bool = False, rule: PromotionRule | None = None) -> tuple[Promotion, bool]:
+    """Make ``checkpoint`` the production policy if the promotion gate lets it (``force`` with a
+    written reason overrides the gate: a rollback, a deliberate exception). Returns the promotion
+    and whether it is new: promoting production again returns its promotion, so a retried request
+    changes nothing. The gate's assessment is stored with the promotion as its evidence.
+    """
+    reason = (reason or "").strip()
+    current = production_checkpoint()
+    if current is not None and current.pk == checkpoint.pk:
+        return Promotion.objects.filter(checkpoint=checkpoint).order_by("-number").first(), False
+    if force and not reason:
+        raise ApplicationError("Say why the gate is overridden.",
+                               fields={"reason": ["Required when forcing a promotion past the gate."]})
+    if checkpoint.weights_dir and not Path(checkpoint.weights_dir).is_dir():
+        raise ApplicationError("This checkpoint cannot be served.",
+                               fields={"checkpoint": [f"Its weights folder {checkpoint.weights_dir} is missing."]})
+    gate = promotion_gate(checkpoint, rule)
+    if not gate["eligible"] and not force:
+        raise Conflict("The promotion gate refuses this checkpoint.", fields={"checkpoint": gate["reasons"]},
+                       code="promotion_refused")
+    previous = Promotion.objects.order_by("-number").first()
+    if (previous.checkpoint_id if previous else None) != (gate["production"] or {}).get("id"):
+        raise _production_changed()
+    try:
+        with transaction.atomic():
+            promotion = Promotion.objects.create(
+                number=(previous.number + 1) if previous else 1, checkpoint=checkpoint,
+                previous=previous.checkpoint if previous else None, evidence=gate,
+                forced=not gate["eligible"], reason=reason, promoted_by=user,
+            )
+    except IntegrityError as exc:  # another promotion landed between our read and this insert
+        raise _production_changed() from exc
+    return promotion, True

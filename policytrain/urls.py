@@ -9,6 +9,9 @@ urlpatterns = [
     path("runs/<int:pk>/<str:action>/", api.PolicyRunActionApi.as_view(), name="api-policy-run-action"),
     path("checkpoints/", api.CheckpointListApi.as_view(), name="api-policy-checkpoints"),
     path("checkpoints/<int:pk>/", api.CheckpointDetailApi.as_view(), name="api-policy-checkpoint"),
+    path("checkpoints/<int:pk>/promotion/", api.CheckpointPromotionGateApi.as_view(), name="api-policy-promotion-gate"),
+    path("checkpoints/<int:pk>/promote/", api.CheckpointPromoteApi.as_view(), name="api-policy-promote"),
+    path("production/", api.ProductionApi.as_view(), name="api-policy-production"),
     path("generations/", api.GenerationListCreateApi.as_view(), name="api-policy-generations"),
     path("generations/<int:pk>/", api.GenerationDetailApi.as_view(), name="api-policy-generation"),
 ]

@@ -28,3 +28,9 @@ class IsStaffRole(_RolePermission):
 
 class IsAnyRole(_RolePermission):
     roles = (ANNOTATOR, CURATOR, SCIENTIST)
+
+
+class IsScientist(_RolePermission):
+    """Scientists only: deciding which model serves is theirs."""
+
+    roles = (SCIENTIST,)

@@ -76,17 +76,13 @@ def test_gsb_is_none_for_a_campaign_without_opponents_and_empty_before_judgments
     assert {r["criterion"] for r in gsb["criteria"]} == set(campaign.criteria.values_list("slug", flat=True))
 
 
-def test_a_checkpoints_side_by_side_is_read_from_its_own_side():
-    from types import SimpleNamespace
-
-    from frontend.selectors import checkpoint_side_by_side
+def test_outcomes_can_be_read_from_either_side():
+    from annotation.selectors import side_by_side_outcomes
 
     campaign = versus_campaign(["sys0", "sys1"])
-    ckpt = SimpleNamespace(pk=7)
-    as_a = checkpoint_side_by_side(SimpleNamespace(campaign=campaign, campaign_id=campaign.pk, checkpoint_id=7), ckpt)
-    as_b = checkpoint_side_by_side(SimpleNamespace(campaign=campaign, campaign_id=campaign.pk, checkpoint_id=8), ckpt)
-    assert (as_a["opponent"], as_a["better_on"], as_a["worse_on"]) == ("sys1", ["Structure"], [])
-    assert (as_b["opponent"], as_b["better_on"], as_b["worse_on"]) == ("sys0", [], ["Structure"])
-    assert as_a["win_rate"] + as_b["win_rate"] == pytest.approx(1.0)
-    assert as_b["ci95"] == pytest.approx([1 - as_a["ci95"][1], 1 - as_a["ci95"][0]])
-    assert as_a["verdict"] == as_b["verdict"] == "no clear difference"  # four items: too few overall
+    per_a, overall_a = side_by_side_outcomes(campaign)
+    per_b, overall_b = side_by_side_outcomes(campaign, side="sys1")
+    assert per_a["structure"] and all(o == [1, 1, 1] for o in per_a["structure"].values())
+    assert {k: [-o for o in v] for k, v in overall_a.items()} == overall_b
+    with pytest.raises(ValueError, match="not one of"):
+        side_by_side_outcomes(campaign, side="sys2")

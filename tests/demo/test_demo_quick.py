@@ -107,6 +107,21 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         assert overall["ci95"][0] <= overall["win_rate"] <= overall["ci95"][1] and 0.0 <= g["oracle_win_rate"] <= 1.0
         assert g["a"].startswith("policy:") and g["b"].startswith("base:"), (g["a"], g["b"])
     assert pol["gsb_judgments"] == sum(g["overall"]["judgments"] for g in gsb.values())
+    # The promotion gate read the same judgments (the campaigns are against the base, and nothing
+    # was in production) and promoted the checkpoint only if it let it.
+    from policytrain.models import Promotion
+
+    promotion = pol["promotion"]
+    assert promotion["checkpoint"] == lineage["policy_runs"][pol["best"]]["checkpoint"]
+    ours = {"A better": "better", "B better": "worse", "no clear difference": "no clear difference"}
+    for task, g in gsb.items():
+        assert promotion["tasks"][task]["judgments"] == g["overall"]["judgments"], task
+        assert promotion["tasks"][task]["verdict"] == ours[g["overall"]["verdict"]], task
+    worse = [t for t, row in promotion["tasks"].items() if row["verdict"] == "worse" or row["worse_on"]]
+    assert promotion["eligible"] == (not promotion["reasons"]) and (not worse or not promotion["eligible"])
+    promoted = list(Promotion.objects.values_list("checkpoint_id", flat=True))
+    assert promoted == ([promotion["checkpoint"]] if promotion["eligible"] else []), promotion
+    assert "Promotion gate: " in text
     # The reward model was evaluated, as a job, on a snapshot of exactly those judgments.
     from rewardtrain.models import RewardEvaluation
 

@@ -295,3 +295,40 @@ def test_scientist_evaluates_a_reward_model_on_another_snapshot(browser_page, sc
     page.wait_for_selector("[data-evaluation] .status-queued")
     queued = RewardEvaluation.objects.exclude(pk=done.pk).get()
     assert (queued.snapshot_id, queued.split, queued.job.status) == (model.snapshot_id, "test", "queued")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_scientist_promotes_a_checkpoint_the_gate_lets_through(browser_page, screenshot_dir, tmp_path):
+    from policytrain.models import Promotion
+    from tests.policytrain.test_promotion import checkpoint, side_by_side
+
+    rl, regressed = checkpoint("rl-good", tmp_path), checkpoint("rl-regressed", tmp_path)
+    side_by_side(rl, None, items=16)
+    side_by_side(regressed, None, items=16, answer=lambda k, c: "b" if c == "consistency" else "a")
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+    # The gate holds back the checkpoint that people judged worse on one criterion.
+    page.goto(f"/dashboard/checkpoints/{regressed.pk}/")
+    assert "fill: clearly worse on Consistency." in page.text_content("#promotion-reasons")
+    assert page.is_disabled("#btn-promote")
+    page.goto(f"/dashboard/checkpoints/{rl.pk}/")
+    assert "better" in page.text_content("#promotion-gate [data-task=fill]")
+    shot(page, screenshot_dir, "checkpoint-promotion")
+    page.click("#btn-promote")
+    page.click("#confirm-yes")
+    page.wait_for_selector("#production-badge")
+    assert Promotion.objects.get().checkpoint_id == rl.pk
+    assert "rl-good" in page.text_content("#promotion-history")
+    # Overriding the gate without a reason is refused on the form, with one it is recorded.
+    page.goto(f"/dashboard/checkpoints/{regressed.pk}/")
+    page.click("details.override summary")
+    page.click("#btn-force")
+    page.click("#confirm-yes")
+    page.wait_for_selector("[data-error-for=reason]:has-text('Required when forcing')")
+    page.fill("#promote-reason", "rollback drill")
+    page.click("#btn-force")
+    page.click("#confirm-yes")
+    page.wait_for_selector("#production-badge")
+    assert list(Promotion.objects.values_list("number", "forced", "reason")) == [(2, True, "rollback drill"), (1, False, "")]

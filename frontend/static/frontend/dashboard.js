@@ -770,7 +770,26 @@
     }
   }
 
-  const pages = { runs: pageRuns, run: pageRun, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
+  // Checkpoint page: promote to production through the gate, or past it with a written reason.
+  function pageCheckpoint() {
+    const form = $("#promote-form");
+    if (!form) return;
+    const card = $("#promotion-card");
+    async function promote(force) {
+      const reason = form.elements.reason.value.trim();
+      const text = force ? `Override the gate and make this checkpoint the production policy? Reason: "${reason || "(none given)"}"`
+                         : "Make this checkpoint the production policy?";
+      if (!(await confirmAction(text, force ? "Promote anyway" : "Promote"))) return;
+      submitting(form, true);
+      const r = await api(`/api/policy/checkpoints/${card.dataset.checkpoint}/promote/`, { method: "POST", body: { reason, force } });
+      submitting(form, false);
+      if (r.ok) location.reload(); else showErrors(form, r.data);
+    }
+    form.addEventListener("submit", (e) => { e.preventDefault(); promote(false); });
+    $("#btn-force").addEventListener("click", () => promote(true));
+  }
+
+  const pages = { checkpoint: pageCheckpoint, runs: pageRuns, run: pageRun, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
                   "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign,
                   "reward-model": pageRewardModel };
   if (pages[PAGE]) pages[PAGE]();
