@@ -205,12 +205,21 @@ class PolicyRunForm(serializers.Serializer):
     conditions_split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
     name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     overrides = serializers.DictField(required=False, default=dict)
+    init_checkpoint = serializers.IntegerField(required=False, allow_null=True, default=None)
 
     def validate_reward_model(self, value: int) -> RewardModel:
         model = RewardModel.objects.filter(pk=value).first()
         if model is None:
             raise serializers.ValidationError(f"No reward model with id {value}.")
         return model
+
+    def validate_init_checkpoint(self, value: int | None) -> PolicyCheckpoint | None:
+        if value is None:
+            return None
+        checkpoint = PolicyCheckpoint.objects.filter(pk=value).first()
+        if checkpoint is None:
+            raise serializers.ValidationError(f"No checkpoint with id {value}.")
+        return checkpoint
 
     def validate_hinge_lambda(self, value):
         if value is not None and not 0 < value < 1:
@@ -257,7 +266,8 @@ class PolicyRunStartApi(_Staff):
         v = form.validated_data
         run = policy_services.policy_run_start(
             reward_model=v["reward_model"], base_policy=v["base_policy"] or None, algorithm=int(v["algorithm"]),
-            overrides=form.resolved_overrides(), user=request.user, name=v["name"])
+            overrides=form.resolved_overrides(), user=request.user, name=v["name"],
+            init_checkpoint=v["init_checkpoint"])
         return Response(sel.job_summary(sel.dashboard_jobs().get(pk=run.job_id)), status=status.HTTP_201_CREATED)
 
 
@@ -269,11 +279,9 @@ class PolicyRunPreviewApi(_Staff):
         form = PolicyRunForm(data=request.data)
         form.is_valid(raise_exception=True)
         v = form.validated_data
-        base = policy_services.validate_base_policy(v["base_policy"] or None)
-        config = policy_services.build_rl_config(base_policy=base, algorithm=int(v["algorithm"]),
-                                                 overrides=form.resolved_overrides(),
-                                                 reward_model_path=str(v["reward_model"].path))
-        policy_services.check_reward_coverage(v["reward_model"], config)
+        _, config = policy_services.resolve_rl_config(
+            reward_model=v["reward_model"], base_policy=v["base_policy"] or None, algorithm=int(v["algorithm"]),
+            overrides=form.resolved_overrides(), init_checkpoint=v["init_checkpoint"])
         data = config.to_dict()
         data.update(conditions_dir="(exported when the run starts)", output_dir="(assigned when the run starts)")
         return Response({"config": data})

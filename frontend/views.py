@@ -87,7 +87,8 @@ def new_reward_run(request: HttpRequest) -> HttpResponse:
 @staff_page
 def new_policy_run(request: HttpRequest) -> HttpResponse:
     return _dash(request, "new_policy.html", "new", reward_models=RewardModel.objects.order_by("-id")[:200],
-                 splits=Split.values)
+                 splits=Split.values, production=production_checkpoint(),
+                 init_checkpoints=PolicyCheckpoint.objects.exclude(weights_dir="").order_by("-id")[:200])
 
 
 @staff_page

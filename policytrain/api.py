@@ -58,7 +58,7 @@ class PolicyRunOut(serializers.ModelSerializer):
     class Meta:
         model = PolicyRun
         fields = ["id", "job", "reward_model", "base_policy", "algorithm", "processes", "config", "output_dir", "conditions_dir",
-                  "sample_filter", "checkpoint", "started_by", "created_at"]
+                  "sample_filter", "checkpoint", "init_checkpoint", "started_by", "created_at"]
 
     def get_reward_model(self, obj: PolicyRun) -> dict:
         rm = obj.reward_model
@@ -113,6 +113,8 @@ class PolicyRunIn(_SampleSelection):
     overrides = serializers.DictField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     processes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64)
+    init_checkpoint = serializers.IntegerField(required=False, allow_null=True,
+                                               help_text="Start the LoRA weights from this checkpoint's (e.g. production).")
 
 
 class GenerationIn(_SampleSelection):
@@ -180,6 +182,7 @@ class PolicyRunListCreateApi(APIView):
             reward_model=_reward_model(v["reward_model"]), base_policy=v.get("base_policy") or None,
             algorithm=int(v["algorithm"]), overrides=v.get("overrides") or {}, sample_filter=data.sample_filter(),
             user=request.user, name=v.get("name", ""), processes=v["processes"],
+            init_checkpoint=_checkpoint(v.get("init_checkpoint"), "init_checkpoint"),
         )
         return Response(PolicyRunOut(run).data, status=status.HTTP_201_CREATED)
 

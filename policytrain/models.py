@@ -41,6 +41,10 @@ class PolicyRun(models.Model):
     processes = models.PositiveSmallIntegerField(
         default=1, help_text="Ranks on the worker's machine; >1 launches the engine under torchrun (DDP)."
     )
+    init_checkpoint = models.ForeignKey(
+        "PolicyCheckpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="continued_by",
+        help_text="The checkpoint whose LoRA weights RL started from (null = a fresh adapter on the base).",
+    )
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -57,7 +57,9 @@ def checkpoint_lineage(checkpoint: PolicyCheckpoint) -> dict:
         "checkpoint": {"id": checkpoint.pk, "name": checkpoint.name, "base_policy": checkpoint.base_policy,
                        "weights_dir": checkpoint.weights_dir, "algorithm": checkpoint.algorithm},
         "run": ({"id": run.pk, "job_id": run.job_id, "status": run.job.status, "algorithm": run.algorithm,
-                 "output_dir": run.output_dir} if run else None),
+                 "output_dir": run.output_dir,
+                 "init_checkpoint": ({"id": run.init_checkpoint_id, "name": run.init_checkpoint.name}
+                                     if run.init_checkpoint_id else None)} if run else None),
         "reward_model": ({"id": rm.pk, "name": _attr(rm, "name", str(rm)), "path": _attr(rm, "path", ""),
                           "base_model": _attr(rm, "base_model", ""),
                           "template_version": _attr(rm, "template_version", ""),

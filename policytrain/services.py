@@ -32,7 +32,7 @@ from jobs.services import (
     job_create,
     job_requeue_for_resume,
 )
-from policytrain.engine.config import GenerateConfig, RLConfig
+from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
 
 from .conditions import export_conditions
 from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
@@ -40,7 +40,7 @@ from .selectors import PromotionRule, production_checkpoint, promotion_gate
 
 MODEL_CARD = "onereward.json"
 # Fields the platform sets itself; a user override of them is refused.
-PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm")
+PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm", "init_weights")
 # With the tiny base policy, a run defaults to sizes a CPU finishes in seconds (user overrides win).
 TINY_PRESET = {
     "resolution": 64, "batch_size": 2, "max_steps": 20, "reference_steps": 4, "policy_steps": 4,
@@ -228,23 +228,64 @@ def build_rl_config(*, base_policy: str, algorithm: int, overrides: dict | None,
         raise _config_error(exc) from exc
 
 
+def _init_overrides(checkpoint: PolicyCheckpoint, base: str, overrides: dict | None) -> dict:
+    """Overrides that start RL from ``checkpoint``'s LoRA weights: ``init_weights`` and its LoRA
+    shape (the run must train the same adapter). Refuses a checkpoint that cannot be continued."""
+    def refuse(message: str) -> ApplicationError:
+        return ApplicationError("RL cannot start from this checkpoint.", fields={"init_checkpoint": [message]})
+
+    if not checkpoint.weights_dir:
+        raise refuse("It is a bare base policy; leave the field empty to start from its base.")
+    if checkpoint.base_policy != base:
+        raise refuse(f"It was trained on base policy {checkpoint.base_policy!r}, not {base!r}.")
+    try:
+        meta = read_policy_meta(checkpoint.weights_dir)
+    except ValueError as exc:
+        raise refuse(str(exc)) from exc
+    if meta.get("kind") != "lora":
+        raise refuse("It is a full fine-tune; RL continues LoRA checkpoints only.")
+    shape = {"lora_rank": meta["lora"]["rank"], "lora_alpha": meta["lora"]["alpha"],
+             "lora_targets": tuple(meta["lora"]["targets"])}
+
+    def norm(value):
+        return tuple(value) if isinstance(value, list | tuple) else value
+
+    clash = [k for k, v in shape.items() if k in (overrides or {}) and norm(overrides[k]) != v]
+    if clash:
+        raise refuse(f"Its LoRA has {', '.join(f'{k} {shape[k]}' for k in clash)}; drop those overrides.")
+    return {**shape, "init_weights": checkpoint.weights_dir}
+
+
+def resolve_rl_config(*, reward_model, base_policy: str | None, algorithm: int, overrides: dict | None,
+                      init_checkpoint: PolicyCheckpoint | None = None) -> tuple[str, RLConfig]:
+    """The base policy and validated ``RLConfig`` a run would train with (nothing is written): the
+    platform's presets and the user's overrides, the checkpoint RL starts from, and the reward
+    model's coverage of the active tasks. The run form's live preview shows exactly this."""
+    base = validate_base_policy(base_policy)
+    config = build_rl_config(base_policy=base, algorithm=int(algorithm), overrides=overrides,
+                             reward_model_path=str(reward_model.path))
+    if init_checkpoint is not None:
+        config = config.replace(**_init_overrides(init_checkpoint, base, overrides))
+    check_reward_coverage(reward_model, config)
+    return base, config
+
+
 def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm: int = 1,
                      overrides: dict | None = None, samples=None, sample_filter: dict | None = None,
                      user: User | None = None, name: str = "", enqueue: bool = True,
-                     processes: int = 1) -> PolicyRun:
+                     processes: int = 1, init_checkpoint: PolicyCheckpoint | None = None) -> PolicyRun:
     """Validate, export the condition samples, create Job + PolicyRun, and enqueue the training task.
 
     ``enqueue=False`` leaves the job queued without a message (``train_policy --sync`` runs it in-process).
     ``processes`` > 1 trains under torchrun (DDP, gradients averaged across ranks) on the worker's machine.
+    ``init_checkpoint`` (e.g. production) starts the LoRA weights from that checkpoint's instead of fresh.
     """
     if not 1 <= int(processes) <= 64:
         raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
     if algorithm not in (1, 2):
         raise ApplicationError("Unknown algorithm.", fields={"algorithm": ["Must be 1 (fixed) or 2 (EMA reference)."]})
-    base = validate_base_policy(base_policy)
-    config = build_rl_config(base_policy=base, algorithm=int(algorithm), overrides=overrides,
-                             reward_model_path=str(reward_model.path))
-    check_reward_coverage(reward_model, config)
+    base, config = resolve_rl_config(reward_model=reward_model, base_policy=base_policy, algorithm=algorithm,
+                                     overrides=overrides, init_checkpoint=init_checkpoint)
 
     active = config.active_tasks
     sample_filter = dict(sample_filter or {})
@@ -276,7 +317,7 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
         run = PolicyRun.objects.create(
             job=job, reward_model=reward_model, base_policy=base, algorithm=algorithm, config=config.to_dict(),
             output_dir=str(output_dir), conditions_dir=str(conditions_dir), sample_filter=sample_filter,
-            started_by=user, processes=processes,
+            started_by=user, processes=processes, init_checkpoint=init_checkpoint,
         )
         if enqueue:
             transaction.on_commit(lambda: _enqueue("policy_train_task", job.pk))

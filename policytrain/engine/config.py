@@ -7,11 +7,14 @@ deployed weights) is a field here with a documented default; see DESIGN §5 and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 TASKS: tuple[str, ...] = ("fill", "extend", "removal")
+POLICY_FILE = "policy.json"  # beside a policy weights folder's weights: kind, LoRA shape, base, step
 # Task vocabulary shared with the reward model and annotation (docs/engine-contracts.md).
 TASK_CRITERIA: dict[str, tuple[str, ...]] = {
     "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
@@ -88,6 +91,11 @@ class RLConfig:
       form of a KL penalty against the base model, a guard against reward hacking when the reward
       model is weak. The base is the same anchor under both algorithms (Algorithm 2's EMA reference
       drifts with the policy, so it would not hold it back).
+    - ``init_weights`` None: RL's trainable (LoRA) weights start fresh. A LoRA policy weights folder
+      (a checkpoint's ``final/``, same base and LoRA shape) makes them start there instead: the next
+      round of the loop continues from the production policy. Algorithm 1's fixed reference and
+      the velocity anchor stay the base policy (the paper's reference is the pre-trained base);
+      Algorithm 2's EMA reference starts at these weights, as it always starts at the policy.
     - ``criterion_weights`` {} (every weight 1): the paper averages the hinge over the task's
       criteria with equal weight. ``{"extend": {"structure": 2}}`` makes extend's loss the weighted
       mean Σ w·hinge / Σ w over the criteria that apply; a weight of 0 drops a criterion from RL.
@@ -133,6 +141,7 @@ class RLConfig:
     sample_grid_every: int = 250
     log_every: int = 10
     resume: bool | str = False
+    init_weights: str | None = None
     deploy_weights: str = "ema"
     paste_back: bool = True
     kl_weight: float = 0.0
@@ -196,6 +205,10 @@ class RLConfig:
         for name in ("save_every", "sample_grid_every", "log_every"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
         _check(self.kl_weight >= 0, f"kl_weight must be >= 0 (0 disables), got {self.kl_weight}")
+        _check(self.init_weights is None or (isinstance(self.init_weights, str) and bool(self.init_weights.strip())),
+               f"init_weights must be a policy weights folder or null, got {self.init_weights!r}")
+        _check(not (self.init_weights and self.full_finetune),
+               "init_weights starts LoRA weights from a LoRA checkpoint; a full fine-tune starts from base_policy")
         _check(
             self.deploy_weights in ("ema", "policy"),
             f"deploy_weights must be 'ema' or 'policy', got {self.deploy_weights!r}",
@@ -301,3 +314,11 @@ class GenerateConfig:
         data = dataclasses.asdict(self)
         data["seeds"] = list(data["seeds"])
         return data
+
+
+def read_policy_meta(folder: str | Path) -> dict:
+    """The ``policy.json`` of a policy weights folder (kind, LoRA shape, base policy, step)."""
+    meta_path = Path(folder) / POLICY_FILE
+    if not meta_path.is_file():
+        raise ValueError(f"{folder} has no {POLICY_FILE}: not a policy weights folder")
+    return json.loads(meta_path.read_text())

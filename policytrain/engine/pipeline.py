@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT, TASKS
+from .config import EXTEND_DEFAULT_PROMPT, POLICY_FILE, REMOVAL_PROMPT, TASKS, read_policy_meta
 
 WEIGHTS_FILE = "weights.safetensors"
-POLICY_FILE = "policy.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,10 +307,7 @@ class FillPolicy:
         from safetensors.torch import load_file
 
         folder = Path(weights_dir)
-        meta_path = folder / POLICY_FILE
-        if not meta_path.is_file():
-            raise ValueError(f"{folder} has no {POLICY_FILE}: not a policy weights folder")
-        meta = json.loads(meta_path.read_text())
+        meta = read_policy_meta(folder)
         if meta["kind"] == "lora" and not self.has_lora:
             self.add_lora(meta["lora"]["rank"], meta["lora"]["alpha"], meta["lora"]["targets"])
         state = load_file(str(folder / WEIGHTS_FILE), device=str(self.device))

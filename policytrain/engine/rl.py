@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import TASK_CRITERIA, RLConfig
+from .config import TASK_CRITERIA, RLConfig, read_policy_meta
 from .onestep import OneStepOutput, one_step_images, sample_grad_step
 from .pipeline import (
     Condition,
@@ -292,6 +292,19 @@ def _weights_meta(config: RLConfig) -> tuple[str, dict | None]:
     return "lora", {"rank": config.lora_rank, "alpha": config.lora_alpha, "targets": list(config.lora_targets)}
 
 
+def load_init_weights(policy: FillPolicy, config: RLConfig) -> dict:
+    """Start the trainable LoRA weights from ``config.init_weights`` (a LoRA policy weights folder,
+    e.g. a checkpoint's ``final/``). Its LoRA shape must be this run's: the weights are copied
+    into the adapter ``setup_trainable`` made, so the optimiser and EMA see them as the start."""
+    folder = Path(config.init_weights)
+    meta = read_policy_meta(folder)
+    _, lora = _weights_meta(config)
+    if meta.get("kind") != "lora" or meta.get("lora") != lora:
+        raise ValueError(f"init_weights {folder} holds {meta.get('kind')} weights {meta.get('lora')}; this run "
+                         f"trains LoRA {lora}: set lora_rank, lora_alpha and lora_targets to match")
+    return policy.load_weights(folder)
+
+
 def save_checkpoint(state: TrainState, folder: Path) -> Path:
     """Policy weights (loadable by FillPolicy) + EMA + optimizer + RNG + step, for exact resume."""
     from safetensors.torch import save_file
@@ -447,6 +460,8 @@ def train(
     frozen_reference = None
     if config.full_finetune and (config.algorithm == 1 or config.kl_weight > 0):
         frozen_reference = copy.deepcopy(policy.transformer).requires_grad_(False)
+    if config.init_weights:  # after the reference is fixed, before the EMA copies the start
+        load_init_weights(policy, config)
     optimizer = torch.optim.AdamW(
         list(params.values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
     )

@@ -229,6 +229,63 @@ def test_train_policy_command(tiny_reward_dir, tiny_base, capsys):
     assert "checkpoint_id" in capsys.readouterr().out
 
 
+@pytest.mark.django_db
+def test_the_next_round_starts_from_production(tiny_reward_dir, tiny_base, capsys):
+    from django.test import Client
+    from safetensors.torch import load_file
+
+    from policytrain.services import checkpoint_promote
+    from tests.factories import make_user
+
+    rm = make_reward_model(tiny_reward_dir)
+    make_samples("fill")
+    first = policy_run_start(reward_model=rm, overrides={**FAST, "max_steps": 2, "lora_rank": 2, "lora_alpha": 2})
+    assert execute(first.job).status == JobStatus.SUCCEEDED
+    production = PolicyCheckpoint.objects.get(run=first)
+    with pytest.raises(CommandError, match="nothing is in production"):
+        call_command("train_policy", "--reward-model", str(rm.pk), "--init-checkpoint", "production")
+    checkpoint_promote(checkpoint=production, force=True, reason="round 1 of the test loop")
+
+    # The LoRA shape comes from the checkpoint; the run starts at its weights and trains on.
+    call_command("train_policy", "--reward-model", str(rm.pk), "--init-checkpoint", "production",
+                 *[a for k, v in {**FAST, "max_steps": 2}.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    second = PolicyRun.objects.exclude(pk=first.pk).get()
+    assert second.init_checkpoint == production
+    assert (second.config["init_weights"], second.config["lora_rank"]) == (production.weights_dir, 2)
+    assert execute(second.job).status == JobStatus.SUCCEEDED, second.job.error
+    after = load_file(str(Path(PolicyCheckpoint.objects.get(run=second).weights_dir) / "weights.safetensors"))
+    before = load_file(str(Path(production.weights_dir) / "weights.safetensors"))
+    assert after.keys() == before.keys() and any(not after[k].equal(before[k]) for k in after)
+    make_user("sci", "scientist")
+    client = Client()
+    client.login(username="sci", password="pw-test-1234")
+    page = client.get(f"/dashboard/checkpoints/{second.checkpoint.pk}/").content.decode()
+    assert f'<a href="/dashboard/checkpoints/{production.pk}/">{production.name}</a> (its LoRA weights)' in page
+    form = client.get("/dashboard/new/policy/").content.decode()
+    assert f'<option value="{production.pk}" selected>#{production.pk} {production.name} (production)' in form
+    preview = client.post("/api/dashboard/policy-runs/preview/", {"reward_model": rm.pk, "init_checkpoint": production.pk,
+                          "overrides": FAST}, content_type="application/json")
+    assert preview.status_code == 200 and preview.json()["config"]["init_weights"] == production.weights_dir
+
+    # Refusals name the field and write nothing.
+    bare = PolicyCheckpoint.objects.create(name="bare", base_policy="tiny")
+    other_base = PolicyCheckpoint.objects.create(name="other-base", base_policy="/elsewhere", weights_dir=production.weights_dir)
+    vanished = PolicyCheckpoint.objects.create(name="vanished", base_policy="tiny", weights_dir="/no/such/final")
+    cases = [(bare, {}, "bare base policy"), (other_base, {}, "trained on base policy '/elsewhere'"),
+             (vanished, {}, "not a policy weights folder"), (production, {"lora_rank": 4}, "lora_rank 2")]
+    for checkpoint, extra, message in cases:
+        with pytest.raises(ApplicationError) as refused:
+            policy_run_start(reward_model=rm, overrides={**FAST, **extra}, init_checkpoint=checkpoint)
+        assert message in refused.value.fields["init_checkpoint"][0], refused.value.fields
+    with pytest.raises(ApplicationError) as direct:
+        policy_run_start(reward_model=rm, overrides={**FAST, "init_weights": production.weights_dir})
+    assert "init_weights" in direct.value.fields
+    unknown = client.post("/api/dashboard/policy-runs/", {"reward_model": rm.pk, "init_checkpoint": 999999},
+                          content_type="application/json")
+    assert unknown.status_code == 400 and "init_checkpoint" in unknown.json()["fields"]
+    assert PolicyRun.objects.count() == 2
+
+
 # ----------------------------------------------------------------------------------------------
 # End to end through a real Celery worker
 # ----------------------------------------------------------------------------------------------

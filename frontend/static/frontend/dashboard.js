@@ -574,7 +574,8 @@
     const tau = () => { const alg2 = form.elements.algorithm.value === "2"; $("#p-tau").disabled = !alg2; $("#tau-field").classList.toggle("is-off", !alg2); };
     function payload() {
       const b = { reward_model: form.elements.reward_model.value || null, base_policy: form.elements.base_policy.value, algorithm: Number(form.elements.algorithm.value),
-                  conditions_split: form.elements.conditions_split.value, name: form.elements.name.value, overrides: parseJsonField(form, "overrides") };
+                  conditions_split: form.elements.conditions_split.value, name: form.elements.name.value, overrides: parseJsonField(form, "overrides"),
+                  init_checkpoint: Number(form.elements.init_checkpoint.value) || null };
       for (const k of ["task_fill", "task_extend", "task_removal", "hinge_lambda", "max_steps", "batch_size", "learning_rate"]) b[k] = numOrNull(form.elements[k].value);
       b.ema_decay = b.algorithm === 2 ? numOrNull(form.elements.ema_decay.value) : null;
       return b;

@@ -296,3 +296,27 @@ def test_rl_with_real_tiny_reward_model(rl_config, tmp_path):
     rewards = [v for r in rows for k, v in r.items() if k.startswith("reward/")]
     assert rewards
     assert all(0.0 <= v <= 1.0 for v in rewards)
+
+
+def test_init_weights_start_the_lora_at_a_checkpoint(rl_config, tmp_path):
+    from policytrain.engine.config import RLConfig
+
+    first = rl_config(max_steps=2, output_dir=str(tmp_path / "a"), deploy_weights="policy")
+    train(first, reward_fn=center_brightness)
+    final = Path(first.output_dir) / "final"
+    saved = load_file(str(final / "weights.safetensors"))
+    follow = rl_config(output_dir=str(tmp_path / "b"), init_weights=str(final), algorithm=2, max_steps=1)
+    policy = FillPolicy.from_pretrained(follow.base_policy)
+    params = rl.setup_trainable(policy, follow)
+    assert not all(torch.equal(params[k].detach(), saved[k].float()) for k in saved)  # a fresh adapter differs
+    rl.load_init_weights(policy, follow)
+    assert saved.keys() == params.keys() and all(torch.equal(params[k].detach(), saved[k].float()) for k in saved)
+    assert train(follow, reward_fn=center_brightness)["status"] == "completed"
+
+    with pytest.raises(ValueError, match="set lora_rank, lora_alpha and lora_targets to match"):
+        train(rl_config(output_dir=str(tmp_path / "c"), init_weights=str(final), lora_rank=8),
+              reward_fn=center_brightness)
+    with pytest.raises(ValueError, match="not a policy weights folder"):
+        train(rl_config(output_dir=str(tmp_path / "d"), init_weights=str(tmp_path)), reward_fn=center_brightness)
+    with pytest.raises(ValueError, match="full fine-tune starts from base_policy"):
+        RLConfig(base_policy="b", conditions_dir="c", output_dir="o", init_weights=str(final), full_finetune=True)
