@@ -5,6 +5,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -339,6 +340,30 @@ def gsb_rows(per_criterion: dict[str, Outcomes], overall: Outcomes, criteria) ->
     return {"criteria": [{"criterion": c.slug, "name": c.name, **gsb_row(per_criterion.get(c.slug, {}))}
                          for c in criteria],
             "overall": gsb_row(overall)}
+
+
+def source_leaderboard(*, task: str | None = None, criterion: str | None = None, bootstrap: int = 200,
+                       seed: int = 0) -> list[dict]:
+    """Every system (candidate source: a checkpoint, a base policy, an imported model) that people
+    judged side by side, ranked by a Bradley–Terry rating fitted to all A-versus-B campaigns
+    (``annotation.bradley_terry``), with 95 % intervals from resampling items; optionally only
+    one task's campaigns and one criterion's judgments. Gold items are left out."""
+    from .bradley_terry import PairItems, leaderboard
+
+    campaigns = Campaign.objects.filter(selection__has_key="opponents").select_related("task_type").order_by("id")
+    if task:
+        campaigns = campaigns.filter(task_type__slug=task)
+    items = []
+    for campaign in campaigns:
+        outcomes = side_by_side_outcomes(campaign)
+        if outcomes is None:
+            continue
+        per_item = outcomes[0].get(criterion, {}) if criterion else outcomes[1]
+        counts = [(outs.count(1), outs.count(-1), outs.count(0)) for outs in per_item.values()]
+        if counts:
+            a, b = campaign.selection["opponents"][:2]
+            items.append(PairItems(a=a, b=b, counts=np.array(counts, dtype=float)))
+    return leaderboard(items, bootstrap=bootstrap, seed=seed)
 
 
 def campaign_gsb(campaign: Campaign) -> dict | None:

@@ -404,6 +404,14 @@ class CampaignDashboardApi(_Staff):
         return Response(sel.campaign_dashboard(get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)))
 
 
+class LeaderboardApi(_Staff):
+    """GET ?task=&criterion= → every system judged side by side, ranked by Bradley–Terry rating."""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(sel.leaderboard(request.query_params))
+
+
 class CandidateSourcesApi(_Staff):
     """GET ?task=fill&split=&source=a&source=b&pairing=opponents → sources with counts + the item preview."""
 

@@ -27,12 +27,19 @@ from annotation.models import (
     LeaseState,
     Sample,
 )
-from annotation.selectors import annotator_stats, campaign_agreement, campaign_gsb, campaign_progress
+from annotation.selectors import (
+    annotator_stats,
+    campaign_agreement,
+    campaign_gsb,
+    campaign_progress,
+    source_leaderboard,
+)
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
+from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_list, job_metric_series
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun
-from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, run_sample_grids
+from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production_checkpoint, run_sample_grids
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.selectors import evaluation_list
 
@@ -409,6 +416,32 @@ def checkpoint_outputs(a: PolicyCheckpoint, b: PolicyCheckpoint, limit: int = 12
         rows.setdefault((c.sample_id, c.seed), {"sample": c.sample.external_id, "seed": c.seed,
                                                 "prompt": c.sample.effective_prompt})[side] = _media(c.image)
     return [r for r in rows.values() if "a" in r and "b" in r][:limit]
+
+
+def leaderboard(params) -> dict:
+    """The systems people judged side by side, ranked (``source_leaderboard``), for the query
+    ``params`` (``task``, ``criterion``: blank = all); each row links to its checkpoint and marks
+    production. An unknown task or criterion is a field error."""
+    task, criterion = params.get("task") or None, params.get("criterion") or None
+    errors = {}
+    if task and task not in TASK_CRITERIA:
+        errors["task"] = [f"Unknown task; use one of {', '.join(TASK_CRITERIA)}."]
+    allowed = TASK_CRITERIA.get(task) if task else {c for crits in TASK_CRITERIA.values() for c in crits}
+    if criterion and criterion not in (allowed or ()):
+        errors["criterion"] = [f"Unknown criterion{' for ' + task if task else ''}."]
+    if errors:
+        raise ApplicationError("Invalid leaderboard filter.", fields=errors)
+    rows = source_leaderboard(task=task, criterion=criterion)
+    names = {r["system"] for r in rows if r["system"].startswith("policy:")}
+    checkpoints = {f"policy:{c.name}"[:200]: c for c in PolicyCheckpoint.objects.filter(
+        name__in=[n.split(":", 1)[1] for n in names])}
+    production = production_checkpoint()
+    for r in rows:
+        ckpt = checkpoints.get(r["system"])
+        r["url"] = reverse("dash-checkpoint", args=[ckpt.pk]) if ckpt else None
+        r["production"] = bool(ckpt and production and ckpt.pk == production.pk)
+    return {"task": task, "criterion": criterion, "rows": rows,
+            "components": len({r["component"] for r in rows})}
 
 
 # --- curator ------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ dashboard = [
     path("new/policy/", views.new_policy_run, name="dash-new-policy"),
     path("new/generation/", views.new_generation, name="dash-new-generation"),
     path("registry/", views.registry, name="dash-registry"),
+    path("leaderboard/", views.leaderboard, name="dash-leaderboard"),
     path("reward-models/<int:pk>/", views.reward_model_detail, name="dash-reward-model"),
     path("checkpoints/<int:pk>/", views.checkpoint_detail, name="dash-checkpoint"),
     path("snapshots/<int:pk>/", views.snapshot_detail, name="dash-snapshot"),

@@ -13,6 +13,7 @@ from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from annotation.selectors import campaign_list_for
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
+from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from policytrain.models import PolicyCheckpoint
 from policytrain.selectors import production_checkpoint, promotion_gate, promotion_history
@@ -107,6 +108,16 @@ def registry(request: HttpRequest) -> HttpResponse:
                  production=promotion_history().first(),
                  checkpoints=PolicyCheckpoint.objects.select_related("run__job", "reward_model").order_by("-id"),
                  snapshots=DatasetSnapshot.objects.select_related("job").order_by("-id")[:100])
+
+
+@staff_page
+def leaderboard(request: HttpRequest) -> HttpResponse:
+    try:
+        board, error = dsel.leaderboard(request.GET), None
+    except ApplicationError as exc:
+        board, error = None, exc
+    return _dash(request, "leaderboard.html", "registry", board=board, error=error, tasks=TASK_CRITERIA,
+                 criteria=CRITERION_NAMES, task=request.GET.get("task", ""), criterion=request.GET.get("criterion", ""))
 
 
 @staff_page

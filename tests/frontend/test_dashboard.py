@@ -332,3 +332,10 @@ def test_scientist_promotes_a_checkpoint_the_gate_lets_through(browser_page, scr
     page.click("#confirm-yes")
     page.wait_for_selector("#production-badge")
     assert list(Promotion.objects.values_list("number", "forced", "reason")) == [(2, True, "rollback drill"), (1, False, "")]
+    # The leaderboard ranks both against the base, production marked.
+    page.goto("/dashboard/registry/")
+    page.click("#leaderboard-link")
+    page.wait_for_selector("#leaderboard")
+    assert page.text_content("#leaderboard tbody tr:first-child td:nth-child(2)").startswith("policy:rl-good")
+    assert "production" in page.text_content("#leaderboard [data-system='policy:rl-regressed']")
+    shot(page, screenshot_dir, "leaderboard")
