@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
@@ -296,7 +297,18 @@ def gsb_row(per_item: dict[int, list[int]]) -> dict:
     verdict = GSB_VERDICTS[0] if lo > 0.5 else GSB_VERDICTS[1] if hi < 0.5 else GSB_VERDICTS[2]
     return {"good": good, "same": same, "bad": bad, "judgments": n, "items": k, "good_rate": good / n,
             "same_rate": same / n, "bad_rate": bad / n, "net": (good - bad) / n, "win_rate": win,
-            "ci95": [lo, hi], "verdict": verdict}
+            "ci95": [lo, hi], "verdict": verdict,
+            "items_to_decide": _items_to_decide(k, se, win) if verdict == GSB_VERDICTS[2] else 0}
+
+
+def _items_to_decide(items: int, se: float, win: float) -> int | None:
+    """About how many more items (judged like these) the interval needs to exclude ½, if the win
+    rate stays where it is: the standard error shrinks as 1/√items. None when it cannot tell (one
+    item, or a win rate of exactly ½)."""
+    gap = abs(win - 0.5)
+    if items < 2 or gap == 0 or se == 0:
+        return None
+    return max(1, math.ceil(items * (1.96 * se / gap) ** 2) - items)
 
 
 Outcomes = dict[int, list[int]]  # item id → its judgments' outcomes for one side (1 good, 0 same, -1 bad)

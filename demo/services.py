@@ -555,7 +555,8 @@ def promotion_attempt(checkpoint, *, user: User | None) -> dict:
     number = checkpoint_promote(checkpoint=checkpoint, user=user)[0].number if gate["eligible"] else None
     return {"checkpoint": checkpoint.pk, "opponent": gate["opponent"], "eligible": gate["eligible"],
             "promotion": number, "reasons": gate["reasons"],
-            "tasks": {t["task"]: {k: t[k] for k in ("judgments", "win_rate", "ci95", "verdict", "worse_on")}
+            "tasks": {t["task"]: {k: t[k] for k in ("judgments", "win_rate", "ci95", "verdict", "items_to_decide",
+                                                    "worse_on")}
                       for t in gate["tasks"]}}
 
 

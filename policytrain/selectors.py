@@ -103,7 +103,8 @@ def checkpoint_gsb(ckpt: PolicyCheckpoint, campaigns: Iterable[Campaign]) -> dic
     judged = [r for r in rows["criteria"] if r["judgments"]]
     head = rows["overall"]
     return {"win_rate": head["win_rate"], "ci95": head["ci95"], "judgments": head["judgments"],
-            "items": head["items"], "verdict": head["verdict"], "opponent": ", ".join(sorted(opponents)),
+            "items": head["items"], "verdict": head["verdict"], "items_to_decide": head["items_to_decide"],
+            "opponent": ", ".join(sorted(opponents)),
             "criteria": rows["criteria"], "campaigns": used,
             "better_on": [r["name"] for r in judged if r["verdict"] == "better"],
             "worse_on": [r["name"] for r in judged if r["verdict"] == "worse"]}
@@ -192,8 +193,10 @@ def promotion_gate(ckpt: PolicyCheckpoint, rule: PromotionRule | None = None) ->
         judgments = gsb["judgments"] if gsb else 0
         row = {"task": task, "required": task in required, "judgments": judgments,
                "campaigns": gsb["campaigns"] if gsb else [c.pk for c in by_task.get(task, [])],
-               **({k: gsb[k] for k in ("win_rate", "ci95", "items", "verdict", "better_on", "worse_on")} if gsb else
-                  {"win_rate": None, "ci95": None, "items": 0, "verdict": None, "better_on": [], "worse_on": []})}
+               **({k: gsb[k] for k in ("win_rate", "ci95", "items", "verdict", "items_to_decide", "better_on",
+                                       "worse_on")} if gsb else
+                  {"win_rate": None, "ci95": None, "items": 0, "verdict": None, "items_to_decide": None,
+                   "better_on": [], "worse_on": []})}
         tasks.append(row)
         if task in required and judgments < rule.min_judgments:
             reasons.append(f"{task}: {judgments} side-by-side judgments against {opponent}; the rule needs "

@@ -50,6 +50,9 @@ def test_gsb_counts_per_criterion_with_an_item_clustered_interval():
     # sqrt(6.1875 / (4·3)) / 3 = 0.2394, times t(3 df) = 3.182: the interval is all of [0, 1].
     # A binomial interval over the 12 judgments would have been ±0.27.
     assert aesthetics["ci95"] == [0.0, 1.0] and aesthetics["verdict"] == "no clear difference"
+    # If the win rate held, the interval would exclude ½ at k' = 4 · (1.96 · 0.2394 / 0.125)² = 56.4 items:
+    # 53 more. A decided criterion needs none.
+    assert aesthetics["items_to_decide"] == 53 and structure["items_to_decide"] == 0
     overall = gsb["overall"]
     assert (overall["good"], overall["same"], overall["bad"], overall["judgments"]) == (18, 3, 3, 24)
     # Per item (6 judgments each) wins 6, 6, 3, 4.5 against 4.875: residuals² 6.1875, se = sqrt(6.1875 / 12) / 6.

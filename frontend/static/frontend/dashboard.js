@@ -652,7 +652,7 @@
       const row = (label, r, cls) => el("tr", { class: cls || "" }, el("td", { text: label }), el("td", { class: "num", text: fmtRate(r.good_rate) }),
         el("td", { class: "num", text: fmtRate(r.same_rate) }), el("td", { class: "num", text: fmtRate(r.bad_rate) }),
         el("td", { class: "num", text: fmtRate(r.win_rate) }), el("td", { class: "num", text: ci(r) }), el("td", { class: "num", text: r.judgments }),
-        el("td", { class: "gsb-verdict", text: r.verdict || "no judgments yet" }));
+        el("td", { class: "gsb-verdict", text: (r.verdict || "no judgments yet") + (r.items_to_decide ? ` (≈${r.items_to_decide} more items to tell)` : "") }));
       $("#c-gsb").replaceChildren(
         el("p", { class: "muted small", text: `A = ${g.a}, B = ${g.b}. Good: annotators preferred A; Same: tie or no clear difference; Bad: they preferred B. Win rate = (Good + Same/2) / judgments, 95 % interval clustered by item.` }),
         el("div", { class: "table-wrap" }, el("table", { class: "data-table compact", id: "c-gsb-table" },
