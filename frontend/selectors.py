@@ -38,7 +38,7 @@ from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_list, job_metric_series
-from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun
+from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun, policy_source_name
 from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production_checkpoint, run_sample_grids
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.selectors import evaluation_list
@@ -432,9 +432,9 @@ def leaderboard(params) -> dict:
     if errors:
         raise ApplicationError("Invalid leaderboard filter.", fields=errors)
     rows = source_leaderboard(task=task, criterion=criterion)
-    names = {r["system"] for r in rows if r["system"].startswith("policy:")}
-    checkpoints = {f"policy:{c.name}"[:200]: c for c in PolicyCheckpoint.objects.filter(
-        name__in=[n.split(":", 1)[1] for n in names])}
+    prefix = policy_source_name(PolicyCheckpoint(name=""))  # how a checkpoint's outputs are named
+    candidates = [r["system"][len(prefix):] for r in rows if r["system"].startswith(prefix)]
+    checkpoints = {policy_source_name(c): c for c in PolicyCheckpoint.objects.filter(name__in=candidates)}
     production = production_checkpoint()
     for r in rows:
         ckpt = checkpoints.get(r["system"])
