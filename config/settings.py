@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -70,6 +71,9 @@ TEMPLATES = [
 # --- Database ----------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+# With persistent connections (?conn_max_age=N in DATABASE_URL), check one before reusing it, so a
+# database restart costs no request an error.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL + a busy timeout let the web process and the embedded worker share one file; IMMEDIATE
     # transactions take the write lock up front, so concurrent writers wait instead of "database is locked".
@@ -193,6 +197,9 @@ ANNOTATOR_ID_SALT = env.str("ANNOTATOR_ID_SALT", default="change-me-in-productio
 ML_DEVICE = env.str("ML_DEVICE", default="cpu")
 # A running job whose worker has not beaten for this long is considered lost (jobs.services).
 JOB_STALE_AFTER_SECONDS = env.int("JOB_STALE_AFTER_SECONDS", default=300)
+# A job whose database went away (restart, failover) keeps training; its outcome waits this long
+# for the database to come back before the worker gives up (jobs.services.JobReporter.finish).
+JOB_DB_OUTAGE_SECONDS = env.int("JOB_DB_OUTAGE_SECONDS", default=300)
 TORCH_NUM_THREADS = env.int("TORCH_NUM_THREADS", default=1)
 # The gate a checkpoint passes to become the production policy (policytrain.selectors.PromotionRule):
 # side-by-side judgments against production per task, none worse overall or on any criterion,

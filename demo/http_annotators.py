@@ -28,7 +28,9 @@ from synthetic.annotators import SimulatedAnnotator
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TIMEOUT_S = 60
-RETRIES = 4
+#: How long one POST keeps retrying connection errors and 5xx (a database restart answers 503
+#: with Retry-After for a few seconds; a busy SQLite file, a 5xx for a moment).
+RETRY_PATIENCE_S = 60.0
 
 
 def check_loopback(base_url: str) -> str:
@@ -89,9 +91,14 @@ class _Client:
         self.session = requests.Session()
 
     def post(self, path: str, json: dict | None = None, data: dict | None = None) -> requests.Response:
-        """POST with bounded retries on connection errors and 5xx (e.g. a busy SQLite file)."""
+        """POST, retrying connection errors and 5xx for up to ``RETRY_PATIENCE_S`` (waiting what a
+        ``Retry-After`` asks, capped); a retried submit is safe because it carries its idempotency key."""
         last: Exception | None = None
-        for attempt in range(RETRIES):
+        deadline = time.monotonic() + RETRY_PATIENCE_S
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = min(0.2 * attempt, 2.0)
             try:
                 resp = self.session.post(self.base + path, json=json, data=data, timeout=TIMEOUT_S)
             except requests.ConnectionError as exc:
@@ -100,8 +107,12 @@ class _Client:
                 if resp.status_code < 500:
                     return resp
                 last = RuntimeError(f"{path}: HTTP {resp.status_code} {resp.text[:200]}")
-            time.sleep(0.2 * (attempt + 1))
-        raise RuntimeError(f"POST {path} failed after {RETRIES} tries: {last}")
+                retry_after = resp.headers.get("Retry-After", "")
+                if retry_after.isdigit():
+                    wait = min(float(retry_after), 5.0)
+            if time.monotonic() + wait > deadline:
+                raise RuntimeError(f"POST {path} failed after {attempt} tries: {last}")
+            time.sleep(wait)
 
 
 def annotate_campaign(client: _Client, campaign_id: int, account: AnnotatorAccount,

@@ -13,12 +13,16 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.db import CONNECTION_ERRORS, with_reconnect
 from core.errors import Conflict
 
 from .models import Job, JobStatus, MetricPoint
 
 ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
+#: Metric points kept in memory while the database is unreachable (the engine's own metrics file
+#: on disk keeps every point whatever happens; this bounds the worker's memory).
+MAX_PENDING_POINTS = 10_000
 
 
 class JobCancelled(Exception):
@@ -66,11 +70,20 @@ def job_claim(job_id: int) -> Job | None:
         return job
 
 
+def _outage_patience() -> float:
+    """How long a job's final status write waits for the database to come back."""
+    return float(settings.JOB_DB_OUTAGE_SECONDS)
+
+
 class JobReporter:
     """Progress and cancellation callbacks handed to an engine.
 
     Writes at most every ``min_interval`` seconds (plus every eval and the final step), so a fast
     loop does not hammer the database; each write is one UPDATE and maybe one INSERT.
+
+    While the database is unreachable the run goes on: metric points wait in memory and are
+    written with the first update that gets through, and a cancel request is read once it is
+    back. Losing the database never fails a training run by itself.
     """
 
     def __init__(self, job: Job, *, min_interval: float = 0.5) -> None:
@@ -81,6 +94,8 @@ class JobReporter:
         self._started = time.monotonic()
         self._cancel = False
         self._log: deque[str] = deque(maxlen=LOG_LINES)
+        self._pending: deque[MetricPoint] = deque(maxlen=MAX_PENDING_POINTS)
+        self._offline_since: float | None = None
 
     def progress(self, event: dict) -> None:
         step, total = int(event.get("step", 0)), int(event.get("total_steps", 0) or 0)
@@ -95,17 +110,48 @@ class JobReporter:
         fraction = min(1.0, step / total) if total else 0.0
         elapsed = now - self._started
         eta = (elapsed / fraction - elapsed) if fraction > 0 else None
-        MetricPoint.objects.create(job=self.job, step=step, kind=kind, values=values)
+        self._pending.append(MetricPoint(job=self.job, step=step, kind=kind, values=values))
         self.log(f"{kind} step {step}/{total or '?'} " + " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
             if isinstance(v, int | float | str)))
         if kind != "train":  # eval points are recorded but do not move the progress bar
-            Job.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), log_tail=self.log_text)
+            self._write({})
             return
-        Job.objects.filter(pk=self.job.pk).update(
-            step=step, total_steps=total, progress=fraction, eta_seconds=eta, last_metrics=values,
-            heartbeat_at=timezone.now(), log_tail=self.log_text,
-        )
+        self._write({"step": step, "total_steps": total, "progress": fraction, "eta_seconds": eta,
+                     "last_metrics": values})
+
+    def _save(self, fields: dict, *, patience_s: float) -> None:
+        """The pending metric points and ``fields`` of the job row, in one transaction; raises one
+        of ``CONNECTION_ERRORS`` when the database stayed unreachable for ``patience_s``."""
+        def write() -> None:
+            with transaction.atomic():
+                MetricPoint.objects.bulk_create(list(self._pending))
+                Job.objects.filter(pk=self.job.pk).update(**fields, log_tail=self.log_text)
+
+        with_reconnect(write, patience_s=patience_s)
+        self._pending.clear()
+
+    def _write(self, fields: dict) -> None:
+        """A progress update: best effort, kept for the next one while the database is unreachable."""
+        # One second of retries to ride out a dropped socket; once offline, one try per update, so
+        # a long outage does not slow the training loop down.
+        patience = 0.0 if self._offline_since is not None else 1.0
+        try:
+            self._save({**fields, "heartbeat_at": timezone.now()}, patience_s=patience)
+        except CONNECTION_ERRORS as exc:
+            if self._offline_since is None:
+                self._offline_since = time.monotonic()
+                self.log(f"database unreachable ({exc.__class__.__name__}); the run goes on and its progress "
+                         "is written once the database is back")
+            return
+        if self._offline_since is not None:
+            self.log(f"database back after {time.monotonic() - self._offline_since:.1f}s; progress caught up")
+            self._offline_since = None
+
+    def finish(self, fields: dict) -> None:
+        """Record the job's outcome (and any metric points still pending), waiting up to
+        ``JOB_DB_OUTAGE_SECONDS`` for an unreachable database before giving up with its error."""
+        self._save({**fields, "finished_at": timezone.now()}, patience_s=_outage_patience())
 
     def log(self, line: str) -> None:
         """Keep a line for the run's log tail (written with the next progress update)."""
@@ -119,7 +165,10 @@ class JobReporter:
         now = time.monotonic()
         if not self._cancel and now - self._last_poll >= self.min_interval:
             self._last_poll = now
-            self._cancel = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+            try:
+                self._cancel = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+            except CONNECTION_ERRORS:
+                connection.close()  # asked again at the next poll, on a new connection
         return self._cancel
 
 
@@ -132,7 +181,10 @@ def _start_heartbeat(job_id: int) -> Callable[[], None]:
     def beat() -> None:
         try:
             while not stop.wait(interval):
-                Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+                except CONNECTION_ERRORS:
+                    connection.close()  # keep beating on a new connection once the database is back
         finally:
             connection.close()  # this thread's own connection
 
@@ -147,7 +199,8 @@ def _start_heartbeat(job_id: int) -> Callable[[], None]:
 
 
 def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | None:
-    """Claim the job, run ``body(job, reporter)`` and record the outcome; never raises."""
+    """Claim the job, run ``body(job, reporter)`` and record the outcome. Never raises, except
+    when the database stays unreachable for ``JOB_DB_OUTAGE_SECONDS`` as the outcome is written."""
     job = job_claim(job_id)
     if job is None:
         return None
@@ -158,21 +211,20 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
         result = body(job, reporter) or {}
     except JobCancelled:
         reporter.log("cancelled")
-        Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now(),
-                                             log_tail=reporter.log_text)
+        outcome = {"status": JobStatus.CANCELLED}
     except Exception as exc:  # the run records its own failure; the worker stays healthy
         error = f"{exc.__class__.__name__}: {exc}"[:4000]
         reporter.log(f"failed: {error}")
-        Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.FAILED, finished_at=timezone.now(), error=error,
-            traceback=tb.format_exc()[-20000:], log_tail=reporter.log_text,
-        )
+        outcome = {"status": JobStatus.FAILED, "error": error, "traceback": tb.format_exc()[-20000:]}
     else:
         reporter.log("succeeded")
-        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=result,
-                                             progress=1.0, eta_seconds=0, log_tail=reporter.log_text)
+        outcome = {"status": JobStatus.SUCCEEDED, "result": result, "progress": 1.0, "eta_seconds": 0}
     finally:
         stop_beating()
+    # The outcome of a long run must not be lost to a database that is restarting right now. If it
+    # stays away longer than the patience, the error reaches Celery and the job, still "running"
+    # without heartbeats, is later marked failed (worker lost) and can resume from its checkpoint.
+    reporter.finish(outcome)
     job.refresh_from_db()
     return job
 

@@ -155,6 +155,67 @@ def celery_worker_process(request, transactional_db, settings, tmp_path):
             _print_worker_state(worker)
 
 
+class DatabaseOutage:
+    """What a PostgreSQL restart does to its clients, on the test database only: every open
+    connection is cut, and new ones are refused ("not currently accepting connections") until
+    ``end``. Other databases on the server, and the server itself, are left alone."""
+
+    def __init__(self, settings_dict: dict) -> None:
+        self.name = settings_dict["NAME"]
+        self.params = {"host": settings_dict["HOST"] or "127.0.0.1", "port": settings_dict["PORT"] or 5432,
+                       "user": settings_dict["USER"] or "postgres", "dbname": "postgres", "autocommit": True}
+
+    def _admin(self, allow: bool, terminate: bool = False) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(**self.params) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(self.name), sql.Literal(allow)))
+            if terminate:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                              [self.name])
+
+    def start(self) -> None:
+        self._admin(allow=False, terminate=True)
+
+    def end(self) -> None:
+        self._admin(allow=True)
+
+    def end_after(self, seconds: float):
+        import threading
+
+        timer = threading.Timer(seconds, self.end)
+        timer.start()
+        return timer
+
+    def lasting(self, seconds: float) -> None:
+        """An outage of ``seconds``, waited out by the caller; its own connection is new afterwards."""
+        import time
+
+        from django.db import connection
+
+        self.start()
+        time.sleep(seconds)
+        self.end()
+        connection.close()
+
+
+@pytest.fixture
+def database_outage(transactional_db):
+    """A ``DatabaseOutage`` of the test database (PostgreSQL only), always over by teardown."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("database outages are simulated on PostgreSQL")
+    outage = DatabaseOutage(connection.settings_dict)
+    try:
+        yield outage
+    finally:
+        outage.end()
+        connection.close()
+
+
 def _print_worker_state(worker: WorkerHandle) -> None:
     from jobs.models import Job
 

@@ -189,6 +189,39 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+def test_a_submit_during_a_database_restart_is_retried_until_it_lands_once(browser_page, database_outage,
+                                                                            screenshot_dir):
+    """The server answers 503 while the database restarts; the page says it is retrying and sends
+    the same submission again until it is stored, exactly once."""
+    from django.db import connection
+
+    page = browser_page
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", n_samples=2, overlap=1)
+    answers: list[int] = []
+    page.on("response", lambda r: answers.append(r.status) if r.url.endswith("/submit/") else None)
+    keyboard_login(page, "ann")
+    page.goto(f"/annotate/{campaign.pk}/")
+    lease1 = wait_item(page)
+
+    database_outage.start()
+    press_all(page, ["1", "1", "1", "1", "Enter"])
+    page.wait_for_function("() => document.getElementById('status-line').textContent"
+                           ".includes('retrying with the same submission')")
+    page.screenshot(path=str(screenshot_dir / "workspace-database-restart-1280x800.png"))
+    database_outage.end()
+    connection.close()
+    wait_item(page, lease1)
+
+    assert 503 in answers and answers[-1] == 201, answers
+    criteria = campaign.criteria.count()
+    assert Judgment.objects.filter(lease__uid=lease1).count() == criteria
+    assert Judgment.objects.filter(annotator__username="ann").count() == criteria
+    assert Lease.objects.get(uid=lease1).state == LeaseState.SUBMITTED
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
 def test_best_worst_of_four_and_skip_by_keyboard(browser_page, screenshot_dir):
     page = browser_page
     make_user("bw", "annotator")

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from annotation.models import Sample, SnapshotStatus
 from annotation.services.snapshots import snapshot_create, snapshot_execute
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, MetricPoint
 from rewardtrain.engine.train import latest_checkpoint
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
@@ -152,3 +152,22 @@ def test_a_killed_worker_leaves_a_failed_resumable_run_and_no_half_registered_mo
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.result["train"]["resumed_from_step"] >= 2
     assert RewardModel.objects.filter(run=run).count() == 1
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_training_run_outlives_a_database_restart(celery_worker_process, database_outage):
+    """Cut every database connection mid-run and refuse new ones for a while, as a PostgreSQL
+    restart does: the worker's run keeps training, catches its progress up and registers its model
+    in the same attempt."""
+    snapshot = reward_snapshot()
+    run = reward_run_start(snapshot=snapshot, overrides={**FAST, "max_steps": 400, "batch_size": 2})
+    wait_for(lambda: training(run, 2), timeout=150, interval=0.05, message="the run to be training")
+    database_outage.lasting(2.5)
+    job = wait_for(lambda: finished(run), timeout=240, message="the run after the outage")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.attempts == 1 and job.step == 400
+    assert "database unreachable" in job.log_tail and "progress caught up" in job.log_tail
+    assert RewardModel.objects.filter(run=run).count() == 1
+    steps = list(MetricPoint.objects.filter(job=job, kind="train").order_by("id").values_list("step", flat=True))
+    assert steps == sorted(steps) and steps[-1] == 400  # nothing out of order or missing at the end
