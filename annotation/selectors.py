@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -112,9 +112,16 @@ def _winner_loser(choice: str, best_id: int | None, worst_id: int | None,
     return None, None
 
 
-def _canonical_slots(campaign: Campaign | None = None) -> dict[int, list[int]]:
-    """Each item's candidate ids in canonical (position) order, read in one query."""
-    qs = ItemCandidate.objects.all() if campaign is None else ItemCandidate.objects.filter(item__campaign=campaign)
+def _canonical_slots(campaign: Campaign | None = None, *, judgments: QuerySet[Judgment] | None = None
+                     ) -> dict[int, list[int]]:
+    """Each item's candidate ids in canonical (position) order, read in one query: the campaign's
+    items, or the items ``judgments`` name."""
+    if judgments is not None:
+        qs = ItemCandidate.objects.filter(item_id__in=judgments.values("item_id"))
+    elif campaign is not None:
+        qs = ItemCandidate.objects.filter(item__campaign=campaign)
+    else:
+        qs = ItemCandidate.objects.all()
     slots: dict[int, list[int]] = defaultdict(list)
     for item_id, cand_id in qs.order_by("item_id", "position").values_list("item_id", "candidate_id").iterator(
             chunk_size=10_000):
@@ -198,26 +205,34 @@ def campaign_agreement(campaign: Campaign) -> dict[str, float | None]:
     return {slug: krippendorff_alpha_nominal(u) for slug, u in units.items()}
 
 
-def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
-    """Per annotator: submissions, gold accuracy, tie rate, left bias, median-ish speed.
+def annotator_stats(campaign: Campaign | None = None, *, judgments: QuerySet[Judgment] | None = None) -> list[dict]:
+    """Per annotator: submissions, gold accuracy, agreement with peers, tie rate, left bias,
+    median-ish speed; over one campaign's judgments, or over ``judgments`` (any queryset, e.g. a
+    snapshot's filter).
 
-    Without a campaign it reads every item's slots at once (memory grows with the item table);
-    every caller today passes one.
+    Peer agreement is the share of other annotators' judgments of the same item and criterion that
+    gave the same answer (A / B / tie / both bad, or the same best and worst): it needs no gold
+    items, and an annotator who answers at random sits well below the others.
+
+    Without a campaign or judgments it reads every item's slots at once (memory grows with the
+    item table); every caller today passes one.
     """
-    qs = Judgment.objects.all()
+    qs = judgments if judgments is not None else Judgment.objects.all()
     if campaign is not None:
         qs = qs.filter(item__campaign=campaign)
     # Plain value rows and one query for the slots: the campaign page polls this every 2 s, and
     # model instances with per-item prefetches cost ~15x more (bench/campaign_dashboard.py).
-    slots = _canonical_slots(campaign)
+    slots = _canonical_slots(campaign, judgments=judgments)
     rows: dict[int, dict] = {}
+    units: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
     values = qs.values_list("annotator_id", "annotator__username", "choice", "best_id", "worst_id", "displayed_order",
                             "active_ms", "item_id", "item__is_gold", "item__gold_answer", "criterion__slug",
                             "item__campaign__mode")
     for (user_id, username, choice, best_id, worst_id, shown, active_ms, item_id, is_gold, gold, slug,
          mode) in values.iterator(chunk_size=10_000):
-        s = rows.setdefault(user_id, {"annotator": username, "judgments": 0, "ties": 0, "left_picks": 0, "sided": 0,
-                                      "gold_seen": 0, "gold_correct": 0, "active_ms": []})
+        s = rows.setdefault(user_id, {"annotator_id": user_id, "annotator": username, "judgments": 0, "ties": 0,
+                                      "left_picks": 0, "sided": 0, "gold_seen": 0, "gold_correct": 0,
+                                      "active_ms": []})
         s["judgments"] += 1
         if choice in (Choice.TIE, Choice.NO_DIFFERENCE, Choice.BOTH_BAD):
             s["ties"] += 1
@@ -229,17 +244,35 @@ def annotator_stats(campaign: Campaign | None = None) -> list[dict]:
             s["gold_seen"] += 1
             s["gold_correct"] += int(_matches_gold(mode, choice, best_id, worst_id, gold[slug]))
         s["active_ms"].append(active_ms)
+        units[(item_id, slug)].append((user_id, _label(choice, best_id, worst_id)))
+    peers = _peer_agreement(units.values())
     out = []
-    for s in rows.values():
+    for user_id, s in rows.items():
         ms = sorted(s.pop("active_ms"))
+        compared, agreed = peers.get(user_id, (0, 0))
         out.append({
             **s,
             "tie_rate": s["ties"] / s["judgments"],
             "left_rate": (s["left_picks"] / s["sided"]) if s["sided"] else None,
             "gold_accuracy": (s["gold_correct"] / s["gold_seen"]) if s["gold_seen"] else None,
+            "peer_compared": compared,
+            "peer_agreement": (agreed / compared) if compared else None,
             "median_active_ms": ms[len(ms) // 2] if ms else None,
         })
     return sorted(out, key=lambda r: r["annotator"])
+
+
+def _peer_agreement(units: Iterable[list[tuple[int, str]]]) -> dict[int, tuple[int, int]]:
+    """Per annotator: (other judgments of the same units compared with, how many gave the same label)."""
+    out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for unit in units:
+        if len(unit) < 2:
+            continue
+        counts = Counter(label for _, label in unit)
+        for user_id, label in unit:
+            out[user_id][0] += len(unit) - 1
+            out[user_id][1] += counts[label] - 1
+    return {user_id: (compared, agreed) for user_id, (compared, agreed) in out.items()}
 
 
 def _matches_gold(mode: str, choice: str, best_id: int | None, worst_id: int | None, expected) -> bool:

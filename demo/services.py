@@ -442,6 +442,29 @@ def generation_now(checkpoint, samples: Sequence[Sample], *, campaign_name: str,
     return gen
 
 
+def careless_detection(campaigns: Sequence[Campaign], accounts: Sequence[AnnotatorAccount]) -> dict:
+    """Does the platform's quality signal single out the careless annotators (who answer at random)?
+
+    Every annotator's agreement with peers over the annotation campaigns (``annotator_stats``, the
+    campaign page's "Peer agr." column and the snapshot filter ``min_peer_agreement``), and the
+    share of (careless, careful) pairs in which the careless one agrees less: 1.0 separates them
+    perfectly, 0.5 is chance.
+    """
+    from annotation.models import Judgment
+    from annotation.selectors import annotator_stats
+
+    rates = {s["annotator"]: s["peer_agreement"]
+             for s in annotator_stats(judgments=Judgment.objects.filter(item__campaign__in=campaigns))
+             if s["peer_agreement"] is not None}
+    careless = sorted(a.username for a in accounts if a.profile.careless)
+    low = [rates[u] for u in careless if u in rates]
+    high = [r for u, r in rates.items() if u not in careless]
+    pairs = [1.0 if c < h else 0.5 if c == h else 0.0 for c in low for h in high]
+    return {"peer_agreement": {u: round(r, 4) for u, r in sorted(rates.items())}, "careless_annotators": careless,
+            "careless_separation": float(np.mean(pairs)) if pairs else None,
+            "careless_max": max(low) if low else None, "careful_min": min(high) if high else None}
+
+
 # ----------------------------------------------------------------------------------------------
 # 7b / 9. evaluation
 # ----------------------------------------------------------------------------------------------
@@ -674,6 +697,8 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         n_judgments = judgments.count()
         http_annotators = judgments.values("annotator").distinct().count()
         progress(f"  {n_judgments} judgments from {http_annotators} annotators over HTTP")
+        quality = careless_detection(campaigns, accounts)
+        progress(f"  {_careless_text(quality)}")
 
     with stage("snapshot", 5):
         snapshot = snapshot_build_now(campaigns, name=f"{tag} judgments", user=scientist)
@@ -797,6 +822,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
                                                 / max(1, sum(s.decisive_pairwise for s in stats))),
             "snapshot_pairs": len(judged_pairs),
             "label_oracle_agreement": float(np.mean(agree)) if agree else float("nan"),
+            "quality": quality,
             "via": "http",
         },
         "lineage": {
@@ -822,6 +848,13 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
     return report
 
 
+def _careless_text(quality: dict) -> str:
+    if quality["careless_separation"] is None:
+        return "no careless annotator to find (or no overlap)"
+    return (f"careless annotators agree with their peers at most {quality['careless_max']:.3f}, careful ones at "
+            f"least {quality['careful_min']:.3f} (separation {quality['careless_separation']:.2f}; 1 = perfect)")
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """A readable summary of a report."""
     rm, pol, ann = report["reward_model"], report["policy"], report["annotations"]
@@ -829,6 +862,7 @@ def format_summary(report: dict[str, Any]) -> str:
              f"Annotation: {ann['judgments']} judgments by {ann['annotators']} annotators over HTTP "
              f"({ann['items_submitted']} items, overlap {ann['overlap']}); labels agree with the oracle on "
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
+             f"Annotator quality: {_careless_text(ann['quality'])}",
              "", "Reward model (held-out); n = pairs behind the accuracy to its left",
              f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9} "
              f"{'on-policy':>9} {'n':>4} {'on RL':>6} {'n':>4}"]

@@ -64,6 +64,17 @@ class SnapshotFilterIn(serializers.Serializer):
     task_types = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
     date_from = serializers.DateField(required=False, allow_null=True, default=None)
     date_to = serializers.DateField(required=False, allow_null=True, default=None)
+    min_peer_agreement = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=1,
+        help_text="Leave out annotators whose agreement with peers on the same items is below this.")
+    min_gold_accuracy = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=1,
+        help_text="Leave out annotators whose gold accuracy is below this.")
+    quality_min_evidence = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="Peer comparisons / gold items an annotator needs before the two rates apply (default 10).")
+    exclude_annotators = serializers.ListField(child=serializers.CharField(max_length=150), required=False,
+                                               help_text="Usernames whose judgments are left out.")
 
 
 class SnapshotIn(serializers.Serializer):
@@ -173,7 +184,9 @@ class SnapshotListCreateApi(_Staff):
 
 
 class SnapshotPreviewApi(_Staff):
-    """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=…&aggregation=… → live counts."""
+    """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=…&aggregation=…
+    [&min_peer_agreement=…&min_gold_accuracy=…&quality_min_evidence=…&exclude_annotator=…] → live counts,
+    with the annotators the filter would leave out."""
 
     @extend_schema(responses=dict)
     def get(self, request):
@@ -183,7 +196,10 @@ class SnapshotPreviewApi(_Staff):
         except ValueError:
             campaign_ids = q.getlist("campaign")  # the service reports the field error
         flt = {"campaign_ids": campaign_ids, "criteria": q.getlist("criterion"), "task_types": q.getlist("task"),
-               "date_from": q.get("date_from"), "date_to": q.get("date_to")}
+               "date_from": q.get("date_from"), "date_to": q.get("date_to"),
+               "min_peer_agreement": q.get("min_peer_agreement"), "min_gold_accuracy": q.get("min_gold_accuracy"),
+               "quality_min_evidence": q.get("quality_min_evidence"),
+               "exclude_annotators": q.getlist("exclude_annotator")}
         return Response(snapshot_preview(filter=flt, aggregation=q.get("aggregation", DEFAULT_AGGREGATION)))
 
 

@@ -21,6 +21,11 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
   campaigns); the direction with strictly more votes wins, a tie is excluded and counted
   (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
 - Splits come from ``Sample.split`` (per sample, never per pair).
+- Annotator quality (optional filter keys): ``exclude_annotators`` (usernames) and, for
+  annotators with at least ``quality_min_evidence`` comparisons, ``min_peer_agreement`` and
+  ``min_gold_accuracy`` (``annotation.selectors.annotator_stats``, measured over the judgments
+  the rest of the filter selects) leave an annotator's judgments out; the manifest lists who was
+  left out and why (hashed ids, as in exports).
 - ``human_ceiling[task][criterion]``: over every (item, criterion) with ≥ 2 judgments, the share
   of annotator pairs giving the same label (A/B/tie/both_bad, or the same (best, worst) /
   no_difference), averaged over those items.
@@ -64,6 +69,7 @@ from ..models import (
     SnapshotStatus,
     TaskType,
 )
+from ..selectors import annotator_stats, hashed_annotator_id
 
 #: Every aggregation with one line for pickers (the dashboard's snapshot builder); the module
 #: docstring has the long form.
@@ -107,11 +113,20 @@ def _parse_date(value, field: str, errors: dict) -> str | None:
         return None
 
 
+#: Annotators with fewer peer comparisons (or gold items) than this are kept whatever their rate:
+#: too little evidence to call them careless.
+DEFAULT_QUALITY_MIN_EVIDENCE = 10
+_FILTER_KEYS = {"campaign_ids", "criteria", "task_types", "date_from", "date_to", "min_peer_agreement",
+                "min_gold_accuracy", "quality_min_evidence", "exclude_annotators"}
+
+
 def snapshot_normalize_filter(raw: dict | None) -> dict:
-    """Validate a filter {campaign_ids, criteria, task_types, date_from, date_to}; raise ApplicationError."""
+    """Validate a filter {campaign_ids, criteria, task_types, date_from, date_to} plus the optional
+    annotator-quality keys {min_peer_agreement, min_gold_accuracy, quality_min_evidence,
+    exclude_annotators}; raise ApplicationError with a message per field."""
     raw = dict(raw or {})
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(raw) - {"campaign_ids", "criteria", "task_types", "date_from", "date_to"})
+    unknown = sorted(set(raw) - _FILTER_KEYS)
     if unknown:
         errors["filter"] = [f"Unknown filter keys: {', '.join(unknown)}."]
     out: dict = {}
@@ -139,8 +154,77 @@ def snapshot_normalize_filter(raw: dict | None) -> dict:
     out["date_to"] = _parse_date(raw.get("date_to"), "date_to", errors)
     if out["date_from"] and out["date_to"] and out["date_from"] > out["date_to"]:
         errors["date_to"] = ["Must not be before date_from."]
+    out.update(_normalize_quality(raw, errors))
     if errors:
         raise ApplicationError("The snapshot filter is invalid.", fields=errors)
+    return out
+
+
+def _normalize_quality(raw: dict, errors: dict[str, list[str]]) -> dict:
+    """The annotator-quality keys that are set (absent or null ones stay out of the filter, so
+    filters without them read as before)."""
+    out: dict = {}
+    for key in ("min_peer_agreement", "min_gold_accuracy"):
+        value = raw.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            errors[key] = ["A rate between 0 and 1."]
+            continue
+        out[key] = value
+    if out:
+        evidence = raw.get("quality_min_evidence")
+        try:
+            evidence = DEFAULT_QUALITY_MIN_EVIDENCE if evidence in (None, "") else int(evidence)
+        except (TypeError, ValueError):
+            evidence = 0
+        if evidence < 1:
+            errors["quality_min_evidence"] = ["A whole number of at least 1."]
+        out["quality_min_evidence"] = evidence
+    names = raw.get("exclude_annotators") or []
+    if isinstance(names, str) or not all(isinstance(x, str) for x in names):
+        errors["exclude_annotators"] = ["A list of usernames."]
+    elif names:
+        names = sorted(set(names))
+        unknown = sorted(set(names) - set(User.objects.filter(username__in=names).values_list("username", flat=True)))
+        if unknown:
+            errors["exclude_annotators"] = [f"No such user: {', '.join(unknown)}."]
+        out["exclude_annotators"] = names
+    return out
+
+
+def annotator_exclusions(flt: dict) -> list[dict]:
+    """The annotators a (normalized) filter leaves out, each with its reasons: named in
+    ``exclude_annotators``, or, with at least ``quality_min_evidence`` peer comparisons / gold
+    items, a peer agreement / gold accuracy below the filter's minimum. Rates are measured over
+    the judgments the rest of the filter selects."""
+    named = set(flt.get("exclude_annotators") or [])
+    min_peer, min_gold = flt.get("min_peer_agreement"), flt.get("min_gold_accuracy")
+    if not named and min_peer is None and min_gold is None:
+        return []
+    evidence = flt.get("quality_min_evidence", DEFAULT_QUALITY_MIN_EVIDENCE)
+    stats = {s["annotator"]: s for s in annotator_stats(judgments=_judgments(flt))}
+    for username, user_id in User.objects.filter(username__in=named).values_list("username", "id"):
+        stats.setdefault(username, {"annotator_id": user_id, "annotator": username, "judgments": 0,
+                                    "peer_agreement": None, "peer_compared": 0, "gold_accuracy": None,
+                                    "gold_seen": 0})
+    out = []
+    for username, s in sorted(stats.items()):
+        reasons = []
+        if username in named:
+            reasons.append("excluded by name")
+        if min_peer is not None and s["peer_compared"] >= evidence and s["peer_agreement"] < min_peer:
+            reasons.append(f"agreement with peers {s['peer_agreement']:.3f} < {min_peer:g}")
+        if min_gold is not None and s["gold_seen"] >= evidence and s["gold_accuracy"] < min_gold:
+            reasons.append(f"gold accuracy {s['gold_accuracy']:.3f} < {min_gold:g}")
+        if reasons:
+            out.append({"annotator_id": s["annotator_id"], "annotator": username, "judgments": s["judgments"],
+                        "peer_agreement": s["peer_agreement"], "peer_compared": s["peer_compared"],
+                        "gold_accuracy": s["gold_accuracy"], "gold_seen": s["gold_seen"], "reasons": reasons})
     return out
 
 
@@ -184,6 +268,11 @@ class _Aggregator:
         self.ceiling_n: dict[tuple[str, str], int] = defaultdict(int)
         self.guideline_versions: dict[str, set[int]] = defaultdict(set)
         self.campaign_ids: set[int] = set()
+        self.exclusions = annotator_exclusions(flt)
+
+    def judgments(self) -> QuerySet[Judgment]:
+        """The filter's judgments, less those of excluded annotators."""
+        return _judgments(self.flt).exclude(annotator_id__in=[e["annotator_id"] for e in self.exclusions])
 
     def _slots(self, item_ids: set[int]) -> dict[int, list[int]]:
         out: dict[int, list[int]] = defaultdict(list)
@@ -254,8 +343,12 @@ class _Aggregator:
         return rows
 
     def _groups(self) -> Iterator[list[dict]]:
-        base = _judgments(self.flt)
+        base = self.judgments()
         self.counts["gold_judgments_excluded"] = base.filter(item__is_gold=True).count()
+        if self.exclusions:
+            self.counts["annotators_excluded"] = len(self.exclusions)
+            self.counts["judgments_excluded_by_annotator"] = _judgments(self.flt).filter(
+                item__is_gold=False, annotator_id__in=[e["annotator_id"] for e in self.exclusions]).count()
         qs = (base.filter(item__is_gold=False)
               .order_by("item__sample__external_id", "criterion__slug", "item_id", "id").values(*_FIELDS,
                                                                                               "item__campaign_id"))
@@ -304,6 +397,8 @@ def snapshot_preview(*, filter: dict | None, aggregation: str = DEFAULT_AGGREGAT
     return {
         "filter": flt, "pairs": sum(per_split.values()), "per_split": dict(per_split),
         "per_task": {t: dict(c) for t, c in per_task.items()}, **dict(agg.counts),
+        "judgments": agg.counts["judgments"],
+        "excluded_annotators": [{k: v for k, v in e.items() if k != "annotator_id"} for e in agg.exclusions],
     }
 
 
@@ -364,7 +459,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
     tmp = _snapshots_root() / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
     images = tmp / "images"
     images.mkdir(parents=True)
-    progress = _Progress(reporter, _judgments(snapshot.filter).filter(item__is_gold=False).count())
+    progress = _Progress(reporter, agg.judgments().filter(item__is_gold=False).count())
     try:
         digest = hashlib.sha256()
         if snapshot.aggregation != "majority-v1":
@@ -435,6 +530,9 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             "no_difference_excluded": agg.counts["no_difference_excluded"],
             "tied_excluded": agg.counts["tied_excluded"],
             "gold_judgments_excluded": agg.counts["gold_judgments_excluded"],
+            **({"annotators_excluded": agg.counts["annotators_excluded"],
+                "judgments_excluded_by_annotator": agg.counts["judgments_excluded_by_annotator"]}
+               if agg.exclusions else {}),
         }
         ceiling = agg.human_ceiling()
         manifest = {
@@ -443,6 +541,10 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             "guideline_versions": {c: sorted(v) for c, v in sorted(agg.guideline_versions.items())},
             "campaign_ids": sorted(agg.campaign_ids), "format_version": FORMAT_VERSION,
             "snapshot_id": snapshot.pk, "name": snapshot.name,
+            # Who was left out and why, pseudonymous like the exports (the usernames stay in the database).
+            "excluded_annotators": [{"annotator": hashed_annotator_id(e["annotator_id"]), "reasons": e["reasons"],
+                                     "judgments": e["judgments"], "peer_agreement": e["peer_agreement"],
+                                     "gold_accuracy": e["gold_accuracy"]} for e in agg.exclusions],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         with transaction.atomic():

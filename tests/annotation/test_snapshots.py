@@ -206,8 +206,57 @@ def test_empty_result_fails_the_job_with_a_clear_error(pairwise):
     ({"date_from": "yesterday"}, "date_from"),
     ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
     ({"colour": "red"}, "filter"),
+    ({"min_peer_agreement": 1.5}, "min_peer_agreement"),
+    ({"min_gold_accuracy": "high"}, "min_gold_accuracy"),
+    ({"min_peer_agreement": 0.5, "quality_min_evidence": 0}, "quality_min_evidence"),
+    ({"exclude_annotators": ["ghost"]}, "exclude_annotators"),
+    ({"exclude_annotators": "ann0"}, "exclude_annotators"),
 ])
 def test_invalid_filters_are_refused_with_field_errors(flt, field):
     with pytest.raises(ApplicationError) as exc:
         snapshot_create(name="x", filter=flt, enqueue=False)
     assert field in exc.value.fields
+
+
+# --- annotator quality ------------------------------------------------------------------------------
+# In ``pairwise`` ann2 disagrees with everyone on every item, ann0 and ann1 agree with each other on
+# 9 of their 10 (item, criterion) units: peer agreement 9/20 for them, 0/20 for ann2.
+
+def test_peer_agreement_is_measured_per_annotator(pairwise):
+    from annotation.selectors import annotator_stats
+
+    stats = {s["annotator"]: s for s in annotator_stats(pairwise)}
+    assert {u: (s["peer_compared"], s["peer_agreement"]) for u, s in stats.items()} == {
+        "ann0": (20, 0.45), "ann1": (20, 0.45), "ann2": (20, 0.0)}
+
+
+def test_a_quality_filter_leaves_out_the_annotator_who_agrees_with_nobody(pairwise):
+    from django.contrib.auth.models import User
+
+    from annotation.selectors import hashed_annotator_id
+
+    snap = build(campaign_ids=[pairwise.pk], min_peer_agreement=0.3)
+    assert snap.status == SnapshotStatus.SUCCEEDED, snap.error
+    rows = rows_of(snap)
+    # Without ann2's dissent every structure pair is unanimous and item 0's aesthetics is decided.
+    assert [(r["votes"], r["agreement"]) for r in rows if r["criterion"] == "structure"] == [(2, 1.0)] * 4
+    assert len([r for r in rows if r["criterion"] == "aesthetics"]) == 4
+    assert snap.counts["annotators_excluded"] == 1 and snap.counts["judgments_excluded_by_annotator"] == 8
+    assert snap.counts["judgments"] == 16
+    manifest = json.loads((Path(snap.path) / "manifest.json").read_text())
+    ann2 = User.objects.get(username="ann2")
+    assert manifest["excluded_annotators"] == [{
+        "annotator": hashed_annotator_id(ann2.pk), "reasons": ["agreement with peers 0.000 < 0.3"],
+        "judgments": 10, "peer_agreement": 0.0, "gold_accuracy": 0.0}]
+    assert "ann2" not in json.dumps(manifest)  # pseudonymous, like the exports
+    assert snap.human_ceiling["fill"]["structure"] == 1.0  # the remaining two always agree there
+
+
+def test_too_little_evidence_keeps_an_annotator_and_a_name_always_excludes(pairwise):
+    kept = build(name="evidence", campaign_ids=[pairwise.pk], min_peer_agreement=0.3, quality_min_evidence=21)
+    assert "annotators_excluded" not in kept.counts and kept.counts["pairs"] == 7
+    preview = snapshot_preview(filter={"campaign_ids": [pairwise.pk], "exclude_annotators": ["ann0"],
+                                       "min_gold_accuracy": 0.5, "quality_min_evidence": 1})
+    assert [(e["annotator"], e["reasons"]) for e in preview["excluded_annotators"]] == [
+        ("ann0", ["excluded by name"]), ("ann2", ["gold accuracy 0.000 < 0.5"])]
+    assert preview["annotators_excluded"] == 2 and preview["judgments"] == 8

@@ -138,5 +138,11 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     # labels' noise ceiling is above chance too. The RM and RL figures are reported but not asserted:
     # at this size they are at chance level (docs/demo-results.md, "Through the platform").
     assert ann["label_oracle_agreement"] > 0.55, ann
+    # The careless annotators answer at random; their agreement with peers gives them away.
+    quality = ann["quality"]
+    assert len(quality["careless_annotators"]) == ann["careless"] >= 1
+    assert set(quality["peer_agreement"]) == set(ann["per_annotator"])
+    assert quality["careless_separation"] >= 0.9, quality
+    assert "Annotator quality: careless annotators agree with their peers" in text
     ceiling = _unit_values(rm["human_ceiling"])
     assert sum(ceiling) / len(ceiling) > 0.55, rm["human_ceiling"]

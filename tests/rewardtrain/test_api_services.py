@@ -98,6 +98,17 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     assert resp.status_code == 201 and resp.json()["status"] == "queued" and resp.json()["job"]["kind"] == "snapshot"
     assert resp.json()["aggregation"] == "majority-v2"
     assert client.get(f"/api/reward/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
+    # Annotator-quality keys: validated with field messages, and previewed with who would be left out.
+    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"min_peer_agreement": 2}}, format="json")
+    assert resp.status_code == 400 and "min_peer_agreement" in resp.json()["fields"]["filter"]
+    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"exclude_annotators": ["ghost"]}},
+                       format="json")
+    assert resp.status_code == 400 and resp.json()["fields"] == {"exclude_annotators": ["No such user: ghost."]}
+    judged_by = campaign.items.values_list("judgments__annotator__username", flat=True).distinct().first()
+    preview = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&exclude_annotator={judged_by}").json()
+    assert [e["annotator"] for e in preview["excluded_annotators"]] == [judged_by]
+    everyone = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}").json()
+    assert everyone["excluded_annotators"] == [] and preview["judgments"] < everyone["judgments"]
     assert "tiny" in {p["name"] for p in client.get("/api/reward/presets/").json()}
 
     resp = client.post("/api/reward/runs/", {"snapshot": snapshot.pk, "overrides": {"nope": 1}}, format="json")
