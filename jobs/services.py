@@ -201,7 +201,9 @@ def _start_heartbeat(job_id: int) -> Callable[[], None]:
 def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | None:
     """Claim the job, run ``body(job, reporter)`` and record the outcome. Never raises, except
     when the database stays unreachable for ``JOB_DB_OUTAGE_SECONDS`` as the outcome is written."""
-    job = job_claim(job_id)
+    # A message that arrives while the database restarts waits for it: a claim that failed would
+    # ack the message and leave the job queued with nothing left to run it.
+    job = with_reconnect(lambda: job_claim(job_id), patience_s=_outage_patience())
     if job is None:
         return None
     reporter = JobReporter(job)

@@ -41,6 +41,10 @@ def rows_of(snapshot) -> list[dict]:
 
 @pytest.fixture
 def pairwise():
+    return pairwise_campaign()
+
+
+def pairwise_campaign():
     """5 items × 3 annotators on structure + aesthetics; item 4 is later made gold."""
     campaign = make_campaign(n_samples=5, overlap=3, criteria=["structure", "aesthetics"])
     anns = [make_user(f"ann{k}", "annotator") for k in range(3)]

@@ -15,7 +15,7 @@ from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next
 from jobs.models import Job, JobKind, JobStatus
 from rewardtrain.models import RewardModel
-from tests.annotation.test_snapshots import best_worst_campaign
+from tests.annotation.test_snapshots import best_worst_campaign, pairwise_campaign
 from tests.factories import make_campaign, make_user
 from tests.rewardtrain.test_runs import reward_snapshot
 
@@ -267,6 +267,47 @@ def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(b
     assert built.aggregation == "majority-v1" and built.counts["pairs"] == 1
     page.goto(f"/dashboard/snapshots/{built.pk}/")
     assert page.text_content("[data-testid=aggregation]").strip() == "majority-v1"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(browser_page, monkeypatch,
+                                                                                screenshot_dir):
+    """ann2 disagrees with everyone (``pairwise_campaign``): the campaign page marks their agreement
+    with peers, and the snapshot builder's minimum leaves them out, in the count and in the snapshot."""
+    from annotation.services import snapshots as snapshot_services
+
+    pairwise = pairwise_campaign()
+    monkeypatch.setattr(snapshot_services, "_enqueue", snapshot_services.snapshot_execute)
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+
+    page.goto(f"/dashboard/campaigns/{pairwise.pk}/")
+    page.wait_for_selector("#annotator-table")
+    careless = page.locator("[data-testid=peer-agreement][data-annotator=ann2]")
+    careful = page.locator("[data-testid=peer-agreement][data-annotator=ann0]")
+    assert careless.text_content().startswith("0") and "warn" in careless.get_attribute("class")
+    assert careful.text_content().startswith("45") and "warn" not in careful.get_attribute("class")
+    assert "20 comparisons" in careless.get_attribute("title")
+    page.locator("#annotator-table").scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot_dir / "dashboard-annotator-quality.png"), full_page=False)
+
+    page.goto("/dashboard/new/reward/")
+    page.check(f"#b-campaigns input[value='{pairwise.pk}']")
+    page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('7')")
+    page.fill("#b-min-peer", "0.3")
+    page.press("#b-min-peer", "Tab")  # a change event, as when the curator moves on
+    page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('8')")
+    assert "ann2 (agreement with peers 0.000 < 0.3" in page.text_content("#excluded-annotators")
+    page.fill("#b-name", "without ann2")
+    page.click("#btn-build")
+    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=30_000)
+    built = DatasetSnapshot.objects.get(name="without ann2")
+    assert built.filter["min_peer_agreement"] == 0.3 and built.counts["annotators_excluded"] == 1
+    assert built.counts["pairs"] == 8
+    page.goto(f"/dashboard/snapshots/{built.pk}/")
+    assert "1 (8 judgments" in page.text_content("#annotators-excluded")
 
 
 @pytest.mark.browser

@@ -207,7 +207,7 @@ def test_a_submit_during_a_database_restart_is_retried_until_it_lands_once(brows
     database_outage.start()
     press_all(page, ["1", "1", "1", "1", "Enter"])
     page.wait_for_function("() => document.getElementById('status-line').textContent"
-                           ".includes('retrying with the same submission')")
+                           ".includes('The server is briefly unavailable — retrying with the same submission')")
     page.screenshot(path=str(screenshot_dir / "workspace-database-restart-1280x800.png"))
     database_outage.end()
     connection.close()

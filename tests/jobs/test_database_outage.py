@@ -11,7 +11,7 @@ import pytest
 from django.db import OperationalError
 
 from jobs.models import Job, JobStatus, MetricPoint
-from jobs.services import job_claim, job_create, job_execute
+from jobs.services import job_create, job_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,15 +74,11 @@ def test_an_outage_longer_than_the_patience_leaves_the_job_running_for_the_reape
     assert job.status == JobStatus.RUNNING and job.result == {} and job.finished_at is None
 
 
-def test_a_claim_during_an_outage_raises_and_the_job_stays_queued(database_outage):
-    """The worker's claim is a transaction: it fails whole, and the message's redelivery claims it."""
+def test_a_job_whose_message_arrives_during_an_outage_waits_for_the_database(database_outage, settings):
+    """A failed claim would ack the message and leave the job queued with nothing to run it."""
+    settings.JOB_DB_OUTAGE_SECONDS = 60
     job = new_job()
     database_outage.start()
-    with pytest.raises(OperationalError):
-        job_claim(job.pk)
-    database_outage.end()
-    from django.db import connection
-
-    connection.close()
-    job.refresh_from_db()
-    assert job.status == JobStatus.QUEUED and job.attempts == 0
+    database_outage.end_after(1.5)
+    done = job_execute(job.pk, lambda job, rep: {"ran": True})
+    assert (done.status, done.result, done.attempts) == (JobStatus.SUCCEEDED, {"ran": True}, 1)

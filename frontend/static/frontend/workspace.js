@@ -96,7 +96,7 @@
         return await fn();
       } catch (err) {
         if (!retryable(err) || attempt >= delays.length) throw err;
-        onRetry(attempt + 1);
+        onRetry(attempt + 1, err);
         await sleep(delays[attempt]);
       }
     }
@@ -569,7 +569,7 @@
     setStatus("Saving…");
     try {
       await withRetry(() => api("POST", URLS.submit(v.payload.lease), body),
-        (n) => setStatus(`Connection problem — retrying with the same submission (${n})…`));
+        (n, err) => setStatus(`${err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem"} — retrying with the same submission (${n})…`));
       store.set(`or:answers:${v.payload.lease}`, answers);
       store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
       store.del(`or:key:${v.payload.lease}`);
