@@ -236,6 +236,14 @@ def test_curator_without_candidates_gets_a_field_error(client):
     assert resp.status_code == 400 and "sources" in resp.json()["fields"]
 
 
+def build_from_builder(page, name: str) -> DatasetSnapshot:
+    """Name the snapshot in the open builder, build it, and wait until the form selected it."""
+    page.fill("#b-name", name)
+    page.click("#btn-build")
+    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=30_000)
+    return DatasetSnapshot.objects.get(name=name)
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(browser_page, monkeypatch):
@@ -260,10 +268,7 @@ def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(b
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('1')")
     assert "most annotators" in page.text_content("#b-aggregation-help")
 
-    page.fill("#b-name", "best-worst, v1")
-    page.click("#btn-build")
-    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=30_000)
-    built = DatasetSnapshot.objects.get(name="best-worst, v1")
+    built = build_from_builder(page, "best-worst, v1")
     assert built.aggregation == "majority-v1" and built.counts["pairs"] == 1
     page.goto(f"/dashboard/snapshots/{built.pk}/")
     assert page.text_content("[data-testid=aggregation]").strip() == "majority-v1"
@@ -300,10 +305,7 @@ def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(b
     page.press("#b-min-peer", "Tab")  # a change event, as when the curator moves on
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('8')")
     assert "ann2 (agreement with peers 0.000 < 0.3" in page.text_content("#excluded-annotators")
-    page.fill("#b-name", "without ann2")
-    page.click("#btn-build")
-    page.wait_for_function("() => document.getElementById('f-snapshot').value !== ''", timeout=30_000)
-    built = DatasetSnapshot.objects.get(name="without ann2")
+    built = build_from_builder(page, "without ann2")
     assert built.filter["min_peer_agreement"] == 0.3 and built.counts["annotators_excluded"] == 1
     assert built.counts["pairs"] == 8
     page.goto(f"/dashboard/snapshots/{built.pk}/")
