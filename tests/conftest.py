@@ -207,7 +207,7 @@ def database_outage(transactional_db):
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        pytest.skip("database outages are simulated on PostgreSQL")
+        pytest.fail("database outages are simulated on PostgreSQL: run through `make test`, which provides it")
     outage = DatabaseOutage(connection.settings_dict)
     try:
         yield outage
