@@ -71,7 +71,7 @@ def job_claim(job_id: int) -> Job | None:
 
 
 def _outage_patience() -> float:
-    """How long a job's final status write waits for the database to come back."""
+    """How long a job's claim and its outcome wait for an unreachable database to come back."""
     return float(settings.JOB_DB_OUTAGE_SECONDS)
 
 

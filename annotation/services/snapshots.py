@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from core.errors import ApplicationError
@@ -207,11 +207,15 @@ def annotator_exclusions(flt: dict) -> list[dict]:
     if not named and min_peer is None and min_gold is None:
         return []
     evidence = flt.get("quality_min_evidence", DEFAULT_QUALITY_MIN_EVIDENCE)
-    stats = {s["annotator"]: s for s in annotator_stats(judgments=_judgments(flt))}
+    # The rates read every judgment in scope; names alone need only a count per named annotator.
+    stats = ({s["annotator"]: s for s in annotator_stats(judgments=_judgments(flt))}
+             if min_peer is not None or min_gold is not None else {})
+    counts = dict(_judgments(flt).filter(annotator__username__in=named).values_list("annotator__username")
+                  .annotate(n=Count("id"))) if named and not stats else {}
     for username, user_id in User.objects.filter(username__in=named).values_list("username", "id"):
-        stats.setdefault(username, {"annotator_id": user_id, "annotator": username, "judgments": 0,
-                                    "peer_agreement": None, "peer_compared": 0, "gold_accuracy": None,
-                                    "gold_seen": 0})
+        stats.setdefault(username, {"annotator_id": user_id, "annotator": username,
+                                    "judgments": counts.get(username, 0), "peer_agreement": None,
+                                    "peer_compared": 0, "gold_accuracy": None, "gold_seen": 0})
     out = []
     for username, s in sorted(stats.items()):
         reasons = []
@@ -269,10 +273,11 @@ class _Aggregator:
         self.guideline_versions: dict[str, set[int]] = defaultdict(set)
         self.campaign_ids: set[int] = set()
         self.exclusions = annotator_exclusions(flt)
+        self._excluded_ids = [e["annotator_id"] for e in self.exclusions]
 
     def judgments(self) -> QuerySet[Judgment]:
         """The filter's judgments, less those of excluded annotators."""
-        return _judgments(self.flt).exclude(annotator_id__in=[e["annotator_id"] for e in self.exclusions])
+        return _judgments(self.flt).exclude(annotator_id__in=self._excluded_ids)
 
     def _slots(self, item_ids: set[int]) -> dict[int, list[int]]:
         out: dict[int, list[int]] = defaultdict(list)
@@ -348,7 +353,7 @@ class _Aggregator:
         if self.exclusions:
             self.counts["annotators_excluded"] = len(self.exclusions)
             self.counts["judgments_excluded_by_annotator"] = _judgments(self.flt).filter(
-                item__is_gold=False, annotator_id__in=[e["annotator_id"] for e in self.exclusions]).count()
+                item__is_gold=False, annotator_id__in=self._excluded_ids).count()
         qs = (base.filter(item__is_gold=False)
               .order_by("item__sample__external_id", "criterion__slug", "item_id", "id").values(*_FIELDS,
                                                                                               "item__campaign_id"))

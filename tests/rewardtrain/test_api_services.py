@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from annotation.models import DatasetSnapshot
+from annotation.models import DatasetSnapshot, Judgment
 from core.errors import ApplicationError, Conflict
 from jobs.models import JobKind, JobStatus
 from rewardtrain.models import RewardModel
@@ -107,6 +107,8 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     judged_by = campaign.items.values_list("judgments__annotator__username", flat=True).distinct().first()
     preview = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&exclude_annotator={judged_by}").json()
     assert [e["annotator"] for e in preview["excluded_annotators"]] == [judged_by]
+    assert preview["excluded_annotators"][0]["judgments"] == Judgment.objects.filter(
+        annotator__username=judged_by, item__campaign=campaign).count()
     everyone = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}").json()
     assert everyone["excluded_annotators"] == [] and preview["judgments"] < everyone["judgments"]
     assert "tiny" in {p["name"] for p in client.get("/api/reward/presets/").json()}
