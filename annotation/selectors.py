@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -212,7 +213,11 @@ def annotator_stats(campaign: Campaign | None = None, *, judgments: QuerySet[Jud
 
     Peer agreement is the share of other annotators' judgments of the same item and criterion that
     gave the same answer (A / B / tie / both bad, or the same best and worst): it needs no gold
-    items, and an annotator who answers at random sits well below the others.
+    items. How often people agree depends on the work, though (best–worst answers agree far less
+    often than pairwise ones, close candidates less than distinct ones), so ``peer_expected`` is how
+    often the *other* annotators agree with each other in the same campaigns and criteria, weighted
+    like this annotator's comparisons, and ``peer_agreement_ratio`` the one over the other: about 1
+    for a careful annotator on any mix of work, well below 1 for one who answers at random.
 
     Without a campaign or judgments it reads every item's slots at once (memory grows with the
     item table); every caller today passes one.
@@ -224,12 +229,12 @@ def annotator_stats(campaign: Campaign | None = None, *, judgments: QuerySet[Jud
     # model instances with per-item prefetches cost ~15x more (bench/campaign_dashboard.py).
     slots = _canonical_slots(campaign, judgments=judgments)
     rows: dict[int, dict] = {}
-    units: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
+    units: dict[tuple[int, str, int], list[tuple[int, str]]] = defaultdict(list)
     values = qs.values_list("annotator_id", "annotator__username", "choice", "best_id", "worst_id", "displayed_order",
                             "active_ms", "item_id", "item__is_gold", "item__gold_answer", "criterion__slug",
-                            "item__campaign__mode")
+                            "item__campaign__mode", "item__campaign_id")
     for (user_id, username, choice, best_id, worst_id, shown, active_ms, item_id, is_gold, gold, slug,
-         mode) in values.iterator(chunk_size=10_000):
+         mode, campaign_id) in values.iterator(chunk_size=10_000):
         s = rows.setdefault(user_id, {"annotator_id": user_id, "annotator": username, "judgments": 0, "ties": 0,
                                       "left_picks": 0, "sided": 0, "gold_seen": 0, "gold_correct": 0,
                                       "active_ms": []})
@@ -244,35 +249,75 @@ def annotator_stats(campaign: Campaign | None = None, *, judgments: QuerySet[Jud
             s["gold_seen"] += 1
             s["gold_correct"] += int(_matches_gold(mode, choice, best_id, worst_id, gold[slug]))
         s["active_ms"].append(active_ms)
-        units[(item_id, slug)].append((user_id, _label(choice, best_id, worst_id)))
-    peers = _peer_agreement(units.values())
+        units[(campaign_id, slug, item_id)].append((user_id, _label(choice, best_id, worst_id)))
+    peers = _peer_agreement(units)
     out = []
     for user_id, s in rows.items():
         ms = sorted(s.pop("active_ms"))
-        compared, agreed = peers.get(user_id, (0, 0))
+        peer = peers.get(user_id, _NO_PEERS)
         out.append({
             **s,
             "tie_rate": s["ties"] / s["judgments"],
             "left_rate": (s["left_picks"] / s["sided"]) if s["sided"] else None,
             "gold_accuracy": (s["gold_correct"] / s["gold_seen"]) if s["gold_seen"] else None,
-            "peer_compared": compared,
-            "peer_agreement": (agreed / compared) if compared else None,
+            "peer_compared": peer.compared,
+            "peer_agreement": (peer.agreed / peer.compared) if peer.compared else None,
+            "peer_expected": (peer.expected / peer.baseline_compared) if peer.baseline_compared else None,
+            "peer_agreement_ratio": (peer.baseline_agreed / peer.expected) if peer.expected else None,
             "median_active_ms": ms[len(ms) // 2] if ms else None,
         })
     return sorted(out, key=lambda r: r["annotator"])
 
 
-def _peer_agreement(units: Iterable[list[tuple[int, str]]]) -> dict[int, tuple[int, int]]:
-    """Per annotator: (other judgments of the same units compared with, how many gave the same label)."""
-    out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for unit in units:
-        if len(unit) < 2:
+@dataclass(frozen=True)
+class _PeerCounts:
+    """One annotator's comparisons with other annotators' judgments of the same units."""
+
+    compared: int = 0  # judgments of others on the same (item, criterion)
+    agreed: int = 0  # … that gave the same answer
+    baseline_compared: int = 0  # the comparisons in strata where the others can be compared among themselves
+    baseline_agreed: int = 0
+    expected: float = 0.0  # agreements expected at the others' own rate, stratum by stratum
+
+
+_NO_PEERS = _PeerCounts()
+
+
+def _peer_agreement(units: dict[tuple[int, str, int], list[tuple[int, str]]]) -> dict[int, _PeerCounts]:
+    """Per annotator, from units keyed (campaign, criterion, item) holding (annotator, label) pairs.
+
+    The expectation is stratified by campaign × criterion (mode, task and criterion fix how hard it
+    is to agree) and leaves the annotator out: the pairs of judgments among the *others* in that
+    stratum. It is not per unit, so campaigns with an overlap of 2 get one too.
+    """
+    strata: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])  # pairs, agreeing pairs
+    own: dict[int, dict[tuple[int, str], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for (campaign_id, slug, _item), unit in units.items():
+        n = len(unit)
+        if n < 2:
             continue
         counts = Counter(label for _, label in unit)
+        stratum = strata[(campaign_id, slug)]
+        stratum[0] += n * (n - 1) // 2
+        stratum[1] += sum(c * (c - 1) // 2 for c in counts.values())
         for user_id, label in unit:
-            out[user_id][0] += len(unit) - 1
-            out[user_id][1] += counts[label] - 1
-    return {user_id: (compared, agreed) for user_id, (compared, agreed) in out.items()}
+            mine = own[user_id][(campaign_id, slug)]
+            mine[0] += n - 1  # every pair with this annotator in it, once
+            mine[1] += counts[label] - 1
+    out = {}
+    for user_id, by_stratum in own.items():
+        compared = agreed = baseline_compared = baseline_agreed = 0
+        expected = 0.0
+        for key, (mine_pairs, mine_agreeing) in by_stratum.items():
+            compared += mine_pairs
+            agreed += mine_agreeing
+            pairs, agreeing = strata[key]
+            if pairs > mine_pairs:  # someone else's pair to learn the stratum's rate from
+                baseline_compared += mine_pairs
+                baseline_agreed += mine_agreeing
+                expected += mine_pairs * (agreeing - mine_agreeing) / (pairs - mine_pairs)
+        out[user_id] = _PeerCounts(compared, agreed, baseline_compared, baseline_agreed, expected)
+    return out
 
 
 def _matches_gold(mode: str, choice: str, best_id: int | None, worst_id: int | None, expected) -> bool:

@@ -445,24 +445,29 @@ def generation_now(checkpoint, samples: Sequence[Sample], *, campaign_name: str,
 def careless_detection(campaigns: Sequence[Campaign], accounts: Sequence[AnnotatorAccount]) -> dict:
     """Does the platform's quality signal single out the careless annotators (who answer at random)?
 
-    Every annotator's agreement with peers over the annotation campaigns (``annotator_stats``, the
-    campaign page's "Peer agr." column and the snapshot filter ``min_peer_agreement``), and the
-    share of (careless, careful) pairs in which the careless one agrees less: 1.0 separates them
-    perfectly, 0.5 is chance.
+    Every annotator's agreement with peers over the annotation campaigns (``annotator_stats``): the
+    raw share and its ratio to how often the others agree with each other, which the campaign
+    page's mark and the snapshot filter ``min_peer_agreement_ratio`` use. Separation is the share
+    of (careless, careful) pairs in which the careless one is lower: 1.0 separates them perfectly,
+    0.5 is chance. Raw agreement mixes in how hard each annotator's share of the work was (the
+    best–worst campaign agrees far less often than the pairwise ones), the ratio does not.
     """
     from annotation.models import Judgment
     from annotation.selectors import annotator_stats
 
-    rates = {s["annotator"]: s["peer_agreement"]
-             for s in annotator_stats(judgments=Judgment.objects.filter(item__campaign__in=campaigns))
-             if s["peer_agreement"] is not None}
+    stats = annotator_stats(judgments=Judgment.objects.filter(item__campaign__in=campaigns))
     careless = sorted(a.username for a in accounts if a.profile.careless)
-    low = [rates[u] for u in careless if u in rates]
-    high = [r for u, r in rates.items() if u not in careless]
-    pairs = [1.0 if c < h else 0.5 if c == h else 0.0 for c in low for h in high]
-    return {"peer_agreement": {u: round(r, 4) for u, r in sorted(rates.items())}, "careless_annotators": careless,
-            "careless_separation": float(np.mean(pairs)) if pairs else None,
-            "careless_max": max(low) if low else None, "careful_min": min(high) if high else None}
+    out: dict = {"careless_annotators": careless}
+    for key in ("peer_agreement", "peer_agreement_ratio"):
+        rates = {s["annotator"]: s[key] for s in stats if s[key] is not None}
+        low = [rates[u] for u in careless if u in rates]
+        high = [r for u, r in rates.items() if u not in careless]
+        pairs = [1.0 if c < h else 0.5 if c == h else 0.0 for c in low for h in high]
+        out[key] = {u: round(r, 4) for u, r in sorted(rates.items())}
+        out[f"{key}_separation"] = float(np.mean(pairs)) if pairs else None
+        out[f"{key}_careless_max"] = max(low) if low else None
+        out[f"{key}_careful_min"] = min(high) if high else None
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -849,10 +854,13 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
 
 
 def _careless_text(quality: dict) -> str:
-    if quality["careless_separation"] is None:
+    if quality["peer_agreement_ratio_separation"] is None:
         return "no careless annotator to find (or no overlap)"
-    return (f"careless annotators agree with their peers at most {quality['careless_max']:.3f}, careful ones at "
-            f"least {quality['careful_min']:.3f} (separation {quality['careless_separation']:.2f}; 1 = perfect)")
+    return (f"careless annotators agree with their peers at most {quality['peer_agreement_ratio_careless_max']:.2f}× "
+            f"as often as the others agree with each other, careful ones at least "
+            f"{quality['peer_agreement_ratio_careful_min']:.2f}× (separation "
+            f"{quality['peer_agreement_ratio_separation']:.2f}, raw agreement's "
+            f"{quality['peer_agreement_separation']:.2f}; 1 = perfect)")
 
 
 def format_summary(report: dict[str, Any]) -> str:

@@ -64,9 +64,10 @@ class SnapshotFilterIn(serializers.Serializer):
     task_types = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
     date_from = serializers.DateField(required=False, allow_null=True, default=None)
     date_to = serializers.DateField(required=False, allow_null=True, default=None)
-    min_peer_agreement = serializers.FloatField(
-        required=False, allow_null=True, min_value=0, max_value=1,
-        help_text="Leave out annotators whose agreement with peers on the same items is below this.")
+    min_peer_agreement_ratio = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=2,
+        help_text="Leave out annotators who agree with peers on the same items less often than this many times "
+                  "the rate at which the others agree with each other (1 = as often; careless ≈ 0.5–0.85).")
     min_gold_accuracy = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=1,
         help_text="Leave out annotators whose gold accuracy is below this.")
@@ -185,7 +186,7 @@ class SnapshotListCreateApi(_Staff):
 
 class SnapshotPreviewApi(_Staff):
     """GET ?campaign=1&campaign=2&criterion=structure&task=fill&date_from=…&date_to=…&aggregation=…
-    [&min_peer_agreement=…&min_gold_accuracy=…&quality_min_evidence=…&exclude_annotator=…] → live counts,
+    [&min_peer_agreement_ratio=…&min_gold_accuracy=…&quality_min_evidence=…&exclude_annotator=…] → live counts,
     with the annotators the filter would leave out."""
 
     @extend_schema(responses=dict)
@@ -197,7 +198,8 @@ class SnapshotPreviewApi(_Staff):
             campaign_ids = q.getlist("campaign")  # the service reports the field error
         flt = {"campaign_ids": campaign_ids, "criteria": q.getlist("criterion"), "task_types": q.getlist("task"),
                "date_from": q.get("date_from"), "date_to": q.get("date_to"),
-               "min_peer_agreement": q.get("min_peer_agreement"), "min_gold_accuracy": q.get("min_gold_accuracy"),
+               "min_peer_agreement_ratio": q.get("min_peer_agreement_ratio"),
+               "min_gold_accuracy": q.get("min_gold_accuracy"),
                "quality_min_evidence": q.get("quality_min_evidence"),
                "exclude_annotators": q.getlist("exclude_annotator")}
         return Response(snapshot_preview(filter=flt, aggregation=q.get("aggregation", DEFAULT_AGGREGATION)))

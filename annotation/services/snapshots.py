@@ -22,7 +22,7 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
   (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
 - Splits come from ``Sample.split`` (per sample, never per pair).
 - Annotator quality (optional filter keys): ``exclude_annotators`` (usernames) and, for
-  annotators with at least ``quality_min_evidence`` comparisons, ``min_peer_agreement`` and
+  annotators with at least ``quality_min_evidence`` comparisons, ``min_peer_agreement_ratio`` and
   ``min_gold_accuracy`` (``annotation.selectors.annotator_stats``, measured over the judgments
   the rest of the filter selects) leave an annotator's judgments out; the manifest lists who was
   left out and why (hashed ids, as in exports).
@@ -116,13 +116,18 @@ def _parse_date(value, field: str, errors: dict) -> str | None:
 #: Annotators with fewer peer comparisons (or gold items) than this are kept whatever their rate:
 #: too little evidence to call them careless.
 DEFAULT_QUALITY_MIN_EVIDENCE = 10
-_FILTER_KEYS = {"campaign_ids", "criteria", "task_types", "date_from", "date_to", "min_peer_agreement",
+_FILTER_KEYS = {"campaign_ids", "criteria", "task_types", "date_from", "date_to", "min_peer_agreement_ratio",
                 "min_gold_accuracy", "quality_min_evidence", "exclude_annotators"}
+#: The bounds of each minimum and what it measures (for the field message).
+_QUALITY_MINIMUMS = {
+    "min_peer_agreement_ratio": (2.0, "A ratio between 0 and 2 (1 = as often as the others agree with each other)."),
+    "min_gold_accuracy": (1.0, "A rate between 0 and 1."),
+}
 
 
 def snapshot_normalize_filter(raw: dict | None) -> dict:
     """Validate a filter {campaign_ids, criteria, task_types, date_from, date_to} plus the optional
-    annotator-quality keys {min_peer_agreement, min_gold_accuracy, quality_min_evidence,
+    annotator-quality keys {min_peer_agreement_ratio, min_gold_accuracy, quality_min_evidence,
     exclude_annotators}; raise ApplicationError with a message per field."""
     raw = dict(raw or {})
     errors: dict[str, list[str]] = {}
@@ -164,7 +169,7 @@ def _normalize_quality(raw: dict, errors: dict[str, list[str]]) -> dict:
     """The annotator-quality keys that are set (absent or null ones stay out of the filter, so
     filters without them read as before)."""
     out: dict = {}
-    for key in ("min_peer_agreement", "min_gold_accuracy"):
+    for key, (upper, message) in _QUALITY_MINIMUMS.items():
         value = raw.get(key)
         if value is None or value == "":
             continue
@@ -172,8 +177,8 @@ def _normalize_quality(raw: dict, errors: dict[str, list[str]]) -> dict:
             value = float(value)
         except (TypeError, ValueError):
             value = -1.0
-        if not 0.0 <= value <= 1.0:
-            errors[key] = ["A rate between 0 and 1."]
+        if not 0.0 <= value <= upper:
+            errors[key] = [message]
             continue
         out[key] = value
     if out:
@@ -200,10 +205,10 @@ def _normalize_quality(raw: dict, errors: dict[str, list[str]]) -> dict:
 def annotator_exclusions(flt: dict) -> list[dict]:
     """The annotators a (normalized) filter leaves out, each with its reasons: named in
     ``exclude_annotators``, or, with at least ``quality_min_evidence`` peer comparisons / gold
-    items, a peer agreement / gold accuracy below the filter's minimum. Rates are measured over
-    the judgments the rest of the filter selects."""
+    items, a peer agreement ratio / gold accuracy below the filter's minimum. Rates are measured
+    over the judgments the rest of the filter selects."""
     named = set(flt.get("exclude_annotators") or [])
-    min_peer, min_gold = flt.get("min_peer_agreement"), flt.get("min_gold_accuracy")
+    min_peer, min_gold = flt.get("min_peer_agreement_ratio"), flt.get("min_gold_accuracy")
     if not named and min_peer is None and min_gold is None:
         return []
     evidence = flt.get("quality_min_evidence", DEFAULT_QUALITY_MIN_EVIDENCE)
@@ -215,19 +220,23 @@ def annotator_exclusions(flt: dict) -> list[dict]:
     for username, user_id in User.objects.filter(username__in=named).values_list("username", "id"):
         stats.setdefault(username, {"annotator_id": user_id, "annotator": username,
                                     "judgments": counts.get(username, 0), "peer_agreement": None,
-                                    "peer_compared": 0, "gold_accuracy": None, "gold_seen": 0})
+                                    "peer_agreement_ratio": None, "peer_compared": 0, "gold_accuracy": None,
+                                    "gold_seen": 0})
     out = []
     for username, s in sorted(stats.items()):
         reasons = []
         if username in named:
             reasons.append("excluded by name")
-        if min_peer is not None and s["peer_compared"] >= evidence and s["peer_agreement"] < min_peer:
-            reasons.append(f"agreement with peers {s['peer_agreement']:.3f} < {min_peer:g}")
+        ratio = s["peer_agreement_ratio"]
+        # No ratio (nobody else to compare the stratum with): too little evidence, like a short record.
+        if min_peer is not None and s["peer_compared"] >= evidence and ratio is not None and ratio < min_peer:
+            reasons.append(f"agreement with peers {ratio:.2f}× theirs with each other < {min_peer:g}")
         if min_gold is not None and s["gold_seen"] >= evidence and s["gold_accuracy"] < min_gold:
             reasons.append(f"gold accuracy {s['gold_accuracy']:.3f} < {min_gold:g}")
         if reasons:
             out.append({"annotator_id": s["annotator_id"], "annotator": username, "judgments": s["judgments"],
-                        "peer_agreement": s["peer_agreement"], "peer_compared": s["peer_compared"],
+                        "peer_agreement": s["peer_agreement"], "peer_agreement_ratio": ratio,
+                        "peer_compared": s["peer_compared"],
                         "gold_accuracy": s["gold_accuracy"], "gold_seen": s["gold_seen"], "reasons": reasons})
     return out
 
@@ -549,6 +558,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             # Who was left out and why, pseudonymous like the exports (the usernames stay in the database).
             "excluded_annotators": [{"annotator": hashed_annotator_id(e["annotator_id"]), "reasons": e["reasons"],
                                      "judgments": e["judgments"], "peer_agreement": e["peer_agreement"],
+                                     "peer_agreement_ratio": e["peer_agreement_ratio"],
                                      "gold_accuracy": e["gold_accuracy"]} for e in agg.exclusions],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

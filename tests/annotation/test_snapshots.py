@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotation.models import Item, Sample, SnapshotStatus
+from annotation.models import Item, Judgment, Sample, SnapshotStatus
 from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next
 from annotation.services.snapshots import snapshot_create, snapshot_execute, snapshot_preview
@@ -210,9 +210,9 @@ def test_empty_result_fails_the_job_with_a_clear_error(pairwise):
     ({"date_from": "yesterday"}, "date_from"),
     ({"date_from": "2026-02-01", "date_to": "2026-01-01"}, "date_to"),
     ({"colour": "red"}, "filter"),
-    ({"min_peer_agreement": 1.5}, "min_peer_agreement"),
+    ({"min_peer_agreement_ratio": 2.5}, "min_peer_agreement_ratio"),
     ({"min_gold_accuracy": "high"}, "min_gold_accuracy"),
-    ({"min_peer_agreement": 0.5, "quality_min_evidence": 0}, "quality_min_evidence"),
+    ({"min_peer_agreement_ratio": 0.5, "quality_min_evidence": 0}, "quality_min_evidence"),
     ({"exclude_annotators": ["ghost"]}, "exclude_annotators"),
     ({"exclude_annotators": "ann0"}, "exclude_annotators"),
 ])
@@ -224,14 +224,46 @@ def test_invalid_filters_are_refused_with_field_errors(flt, field):
 
 # --- annotator quality ------------------------------------------------------------------------------
 # In ``pairwise`` ann2 disagrees with everyone on every item, ann0 and ann1 agree with each other on
-# 9 of their 10 (item, criterion) units: peer agreement 9/20 for them, 0/20 for ann2.
+# 9 of their 10 (item, criterion) units: peer agreement 9/20 for them, 0/20 for ann2. The others
+# agree with each other 0 times in 10 for ann0 and ann1 (their peers are each other and ann2), 9 in
+# 10 for ann2: ratio 0 for ann2, none for ann0 and ann1 (nothing to compare them with).
 
 def test_peer_agreement_is_measured_per_annotator(pairwise):
     from annotation.selectors import annotator_stats
 
     stats = {s["annotator"]: s for s in annotator_stats(pairwise)}
-    assert {u: (s["peer_compared"], s["peer_agreement"]) for u, s in stats.items()} == {
-        "ann0": (20, 0.45), "ann1": (20, 0.45), "ann2": (20, 0.0)}
+    assert {u: (s["peer_compared"], s["peer_agreement"], s["peer_expected"], s["peer_agreement_ratio"])
+            for u, s in stats.items()} == {
+        "ann0": (20, 0.45, 0.0, None), "ann1": (20, 0.45, 0.0, None), "ann2": (20, 0.0, 0.9, 0.0)}
+
+
+def test_peer_agreement_ratio_is_fair_across_easy_and_hard_work():
+    """Careful people agree less often on hard work (best–worst) than on easy work (an obvious
+    pairwise choice): raw agreement would rank every careful best–worst annotator below one who
+    answers at random on the easy campaign; the ratio to how often the others agree with each
+    other ranks the random one last, and the filter leaves out only them."""
+    from annotation.selectors import annotator_stats
+
+    easy = make_campaign(n_samples=10, overlap=4, criteria=["structure"])
+    hard = make_campaign(n_samples=9, overlap=3, mode="best_worst", criteria=["structure"])
+    annotate(easy, [make_user(u, "annotator") for u in ("p0", "p1", "p2", "random")],
+             lambda k, i, slots: {"structure": slots[0] if k < 3 or i % 2 == 0 else slots[1]})
+
+    def best_worst(k, i, slots):
+        # On every item one of the three (in turn) sees it differently from the other two.
+        c1, c2, c3, c4 = slots
+        return {"structure": {"best": c2, "worst": c3} if i % 3 == k else {"best": c1, "worst": c4}}
+
+    annotate(hard, [make_user(u, "annotator") for u in ("b0", "b1", "b2")], best_worst)
+    stats = {s["annotator"]: s for s in annotator_stats(judgments=Judgment.objects.all())}
+    raw = {u: round(s["peer_agreement"], 3) for u, s in stats.items()}
+    ratio = {u: round(s["peer_agreement_ratio"], 3) for u, s in stats.items()}
+    assert raw == {"p0": 0.833, "p1": 0.833, "p2": 0.833, "random": 0.5, "b0": 0.333, "b1": 0.333, "b2": 0.333}
+    # p*: 25 agreements where the others agree with each other at 20/30; random: 15 where they always do.
+    assert ratio == {"p0": 1.25, "p1": 1.25, "p2": 1.25, "random": 0.5, "b0": 1.0, "b1": 1.0, "b2": 1.0}
+    preview = snapshot_preview(filter={"campaign_ids": [easy.pk, hard.pk], "min_peer_agreement_ratio": 0.8})
+    assert [(e["annotator"], e["reasons"]) for e in preview["excluded_annotators"]] == [
+        ("random", ["agreement with peers 0.50× theirs with each other < 0.8"])]
 
 
 def test_a_quality_filter_leaves_out_the_annotator_who_agrees_with_nobody(pairwise):
@@ -239,7 +271,7 @@ def test_a_quality_filter_leaves_out_the_annotator_who_agrees_with_nobody(pairwi
 
     from annotation.selectors import hashed_annotator_id
 
-    snap = build(campaign_ids=[pairwise.pk], min_peer_agreement=0.3)
+    snap = build(campaign_ids=[pairwise.pk], min_peer_agreement_ratio=0.3)
     assert snap.status == SnapshotStatus.SUCCEEDED, snap.error
     rows = rows_of(snap)
     # Without ann2's dissent every structure pair is unanimous and item 0's aesthetics is decided.
@@ -250,14 +282,14 @@ def test_a_quality_filter_leaves_out_the_annotator_who_agrees_with_nobody(pairwi
     manifest = json.loads((Path(snap.path) / "manifest.json").read_text())
     ann2 = User.objects.get(username="ann2")
     assert manifest["excluded_annotators"] == [{
-        "annotator": hashed_annotator_id(ann2.pk), "reasons": ["agreement with peers 0.000 < 0.3"],
-        "judgments": 10, "peer_agreement": 0.0, "gold_accuracy": 0.0}]
+        "annotator": hashed_annotator_id(ann2.pk), "reasons": ["agreement with peers 0.00× theirs with each other < 0.3"],
+        "judgments": 10, "peer_agreement": 0.0, "peer_agreement_ratio": 0.0, "gold_accuracy": 0.0}]
     assert "ann2" not in json.dumps(manifest)  # pseudonymous, like the exports
     assert snap.human_ceiling["fill"]["structure"] == 1.0  # the remaining two always agree there
 
 
 def test_too_little_evidence_keeps_an_annotator_and_a_name_always_excludes(pairwise):
-    kept = build(name="evidence", campaign_ids=[pairwise.pk], min_peer_agreement=0.3, quality_min_evidence=21)
+    kept = build(name="evidence", campaign_ids=[pairwise.pk], min_peer_agreement_ratio=0.3, quality_min_evidence=21)
     assert "annotators_excluded" not in kept.counts and kept.counts["pairs"] == 7
     preview = snapshot_preview(filter={"campaign_ids": [pairwise.pk], "exclude_annotators": ["ann0"],
                                        "min_gold_accuracy": 0.5, "quality_min_evidence": 1})

@@ -290,11 +290,14 @@ def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(b
 
     page.goto(f"/dashboard/campaigns/{pairwise.pk}/")
     page.wait_for_selector("#annotator-table")
-    careless = page.locator("[data-testid=peer-agreement][data-annotator=ann2]")
-    careful = page.locator("[data-testid=peer-agreement][data-annotator=ann0]")
-    assert careless.text_content().startswith("0") and "warn" in careless.get_attribute("class")
-    assert careful.text_content().startswith("45") and "warn" not in careful.get_attribute("class")
-    assert "20 comparisons" in careless.get_attribute("title")
+    careless = page.locator("[data-testid=peer-ratio][data-annotator=ann2]")
+    careful = page.locator("[data-testid=peer-ratio][data-annotator=ann0]")
+    # ann2 agrees with nobody while the other two agree on 9 of 10: 0× their rate. ann0's peers
+    # (ann1, ann2) never agree with each other, so there is no ratio to mark.
+    assert careless.text_content() == "0.00×" and "warn" in careless.get_attribute("class")
+    assert careful.text_content() == "—" and "warn" not in careful.get_attribute("class")
+    assert page.locator("[data-testid=peer-agreement][data-annotator=ann0]").text_content().startswith("45")
+    assert "20 comparisons" in careless.get_attribute("title") and "90.0% of the time" in careless.get_attribute("title")
     page.locator("#annotator-table").scroll_into_view_if_needed()
     page.screenshot(path=str(screenshot_dir / "dashboard-annotator-quality.png"), full_page=False)
 
@@ -304,9 +307,9 @@ def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(b
     page.fill("#b-min-peer", "0.3")
     page.press("#b-min-peer", "Tab")  # a change event, as when the curator moves on
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('8')")
-    assert "ann2 (agreement with peers 0.000 < 0.3" in page.text_content("#excluded-annotators")
+    assert "ann2 (agreement with peers 0.00× theirs with each other < 0.3" in page.text_content("#excluded-annotators")
     built = build_from_builder(page, "without ann2")
-    assert built.filter["min_peer_agreement"] == 0.3 and built.counts["annotators_excluded"] == 1
+    assert built.filter["min_peer_agreement_ratio"] == 0.3 and built.counts["annotators_excluded"] == 1
     assert built.counts["pairs"] == 8
     page.goto(f"/dashboard/snapshots/{built.pk}/")
     assert "1 (8 judgments" in page.text_content("#annotators-excluded")

@@ -99,8 +99,9 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     assert resp.json()["aggregation"] == "majority-v2"
     assert client.get(f"/api/reward/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
     # Annotator-quality keys: validated with field messages, and previewed with who would be left out.
-    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"min_peer_agreement": 2}}, format="json")
-    assert resp.status_code == 400 and "min_peer_agreement" in resp.json()["fields"]["filter"]
+    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"min_peer_agreement_ratio": 3}},
+                       format="json")
+    assert resp.status_code == 400 and "min_peer_agreement_ratio" in resp.json()["fields"]["filter"]
     resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"exclude_annotators": ["ghost"]}},
                        format="json")
     assert resp.status_code == 400 and resp.json()["fields"] == {"exclude_annotators": ["No such user: ghost."]}

@@ -506,14 +506,14 @@
       const rate = (id) => ($(id).value === "" ? null : Number($(id).value));
       return { campaign_ids: checked(builder, "campaign").map(Number), criteria: checked(builder, "criterion"), task_types: checked(builder, "task"),
                date_from: $("#b-from").value || null, date_to: $("#b-to").value || null,
-               min_peer_agreement: rate("#b-min-peer"), min_gold_accuracy: rate("#b-min-gold") };
+               min_peer_agreement_ratio: rate("#b-min-peer"), min_gold_accuracy: rate("#b-min-gold") };
     }
     const count = debounce(async () => {
       const f = filterOf();
       const q = new URLSearchParams();
       f.campaign_ids.forEach((c) => q.append("campaign", c)); f.criteria.forEach((c) => q.append("criterion", c)); f.task_types.forEach((t) => q.append("task", t));
       if (f.date_from) q.set("date_from", f.date_from); if (f.date_to) q.set("date_to", f.date_to);
-      if (f.min_peer_agreement !== null) q.set("min_peer_agreement", f.min_peer_agreement);
+      if (f.min_peer_agreement_ratio !== null) q.set("min_peer_agreement_ratio", f.min_peer_agreement_ratio);
       if (f.min_gold_accuracy !== null) q.set("min_gold_accuracy", f.min_gold_accuracy);
       q.set("aggregation", aggregation.value);
       const box = $("#pair-count");
@@ -693,19 +693,23 @@
         el("h3", { text: "… and reward models" }), ...nodeLinks(lin.downstream.reward_models));
       const box = $("#c-annotators");
       box.classList.remove("muted", "pad");
-      // Agreement with peers needs no gold: an annotator well below the campaign's median (with
-      // enough comparisons) is worth a look, and a snapshot filter can leave them out.
-      const peers = d.annotators.filter((a) => a.peer_agreement !== null).map((a) => a.peer_agreement).sort((x, y) => x - y);
-      const peerMedian = peers.length ? peers[Math.floor(peers.length / 2)] : null;
-      const peerLow = (a) => peerMedian !== null && a.peer_agreement !== null && a.peer_compared >= 10 && a.peer_agreement < peerMedian - 0.15;
+      // Agreement with peers needs no gold. Raw agreement depends on how hard the work is, so the
+      // mark goes by the ratio to how often the others agree with each other: an annotator at
+      // under 0.85 of it (with enough comparisons) is worth a look, and a snapshot filter can leave them out.
+      const peerLow = (a) => a.peer_agreement_ratio !== null && a.peer_compared >= 10 && a.peer_agreement_ratio < 0.85;
+      const peerTitle = (a) => a.peer_agreement === null ? "No other annotator judged the same items yet."
+        : `${a.peer_compared} comparisons with other annotators' judgments of the same items` +
+          (a.peer_expected === null ? "" : `; the others agree with each other ${fmtRate(a.peer_expected)} of the time on the same campaigns and criteria`) +
+          (peerLow(a) ? "; well below them" : "");
       box.replaceChildren(d.annotators.length ? el("div", { class: "table-wrap" }, el("table", { class: "data-table", id: "annotator-table" },
-        el("thead", {}, el("tr", {}, ["Annotator", "Judgments", "Last hour", "Last day", "Per hour", "Median s", "Tie rate", "Left picks", "Gold acc.", "Peer agr.", "Leases", "Last active"].map((h, i) => el("th", { class: i && i < 11 ? "num" : "", text: h })))),
+        el("thead", {}, el("tr", {}, ["Annotator", "Judgments", "Last hour", "Last day", "Per hour", "Median s", "Tie rate", "Left picks", "Gold acc.", "Peer agr.", "× peers", "Leases", "Last active"].map((h, i) => el("th", { class: i && i < 12 ? "num" : "", text: h })))),
         el("tbody", {}, d.annotators.map((a) => el("tr", {}, el("td", { text: a.annotator }), el("td", { class: "num", text: a.judgments }), el("td", { class: "num", text: a.judgments_last_hour }),
           el("td", { class: "num", text: a.judgments_last_day }), el("td", { class: "num", text: a.per_hour === null ? "—" : a.per_hour.toFixed(0) }),
           el("td", { class: "num", text: a.median_seconds === null ? "—" : `${a.median_seconds.toFixed(1)} s` }), el("td", { class: `num${a.tie_rate > 0.4 ? " warn" : ""}`, text: fmtRate(a.tie_rate) }),
           el("td", { class: "num", text: fmtRate(a.left_rate) }), el("td", { class: "num", text: fmtRate(a.gold_accuracy) }),
-          el("td", { class: `num${peerLow(a) ? " warn" : ""}`, "data-annotator": a.annotator, "data-testid": "peer-agreement", text: fmtRate(a.peer_agreement),
-                     title: a.peer_agreement === null ? "No other annotator judged the same items yet." : `${a.peer_compared} comparisons with other annotators' judgments of the same items${peerLow(a) ? "; well below the campaign's median" : ""}` }),
+          el("td", { class: "num", "data-annotator": a.annotator, "data-testid": "peer-agreement", text: fmtRate(a.peer_agreement), title: peerTitle(a) }),
+          el("td", { class: `num${peerLow(a) ? " warn" : ""}`, "data-annotator": a.annotator, "data-testid": "peer-ratio", title: peerTitle(a),
+                     text: a.peer_agreement_ratio === null ? "—" : `${a.peer_agreement_ratio.toFixed(2)}×` }),
           el("td", { class: "num", text: a.leases_active }),
           el("td", { class: "muted", text: fmtAgo(a.last_active) }))))))
         : el("p", { class: "muted pad", text: "No judgments yet." }));
