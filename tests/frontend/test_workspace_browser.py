@@ -191,15 +191,16 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
 @pytest.mark.django_db(transaction=True)
 def test_a_submit_during_a_database_restart_is_retried_until_it_lands_once(browser_page, database_outage,
                                                                             screenshot_dir):
-    """The server answers 503 while the database restarts; the page says it is retrying and sends
-    the same submission again until it is stored, exactly once."""
+    """The server answers 503 + Retry-After while the database restarts; the page says it is
+    retrying, comes back when the server asks (not on its short schedule, which a restart longer
+    than ~12 s would outlast) and sends the same submission again until it is stored, exactly once."""
     from django.db import connection
 
     page = browser_page
     make_user("ann", "annotator")
     campaign = make_campaign(task="fill", n_samples=2, overlap=1)
-    answers: list[int] = []
-    page.on("response", lambda r: answers.append(r.status) if r.url.endswith("/submit/") else None)
+    answers: list[tuple[float, int]] = []
+    page.on("response", lambda r: answers.append((time.monotonic(), r.status)) if r.url.endswith("/submit/") else None)
     keyboard_login(page, "ann")
     page.goto(f"/annotate/{campaign.pk}/")
     lease1 = wait_item(page)
@@ -209,11 +210,15 @@ def test_a_submit_during_a_database_restart_is_retried_until_it_lands_once(brows
     page.wait_for_function("() => document.getElementById('status-line').textContent"
                            ".includes('The server is briefly unavailable — retrying with the same submission')")
     page.screenshot(path=str(screenshot_dir / "workspace-database-restart-1280x800.png"))
+    while sum(status == 503 for _, status in answers) < 3:  # ~10 s: the old schedule made 3 tries in 1.1 s
+        page.wait_for_timeout(200)
     database_outage.end()
     connection.close()
     wait_item(page, lease1)
 
-    assert 503 in answers and answers[-1] == 201, answers
+    refused = [t for t, status in answers if status == 503]
+    assert all(b - a >= 4.5 for a, b in zip(refused, refused[1:])), answers  # Retry-After: 5
+    assert answers[-1][1] == 201 and {status for _, status in answers} == {503, 201}, answers
     criteria = campaign.criteria.count()
     assert Judgment.objects.filter(lease__uid=lease1).count() == criteria
     assert Judgment.objects.filter(annotator__username="ann").count() == criteria

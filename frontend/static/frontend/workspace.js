@@ -39,11 +39,12 @@
 
   // ---------------------------------------------------------------- API plumbing
   class ApiError extends Error {
-    constructor(status, data) {
+    constructor(status, data, retryAfterMs = null) {
       super((data && data.message) || `The server answered ${status}.`);
       this.status = status;
       this.data = data || {};
       this.code = this.data.code || "";
+      this.retryAfterMs = retryAfterMs;  // the server's Retry-After, when it sent one in seconds
     }
   }
   class NetworkError extends Error {}
@@ -82,22 +83,31 @@
     if (text) {
       try { data = JSON.parse(text); } catch { data = { message: text.slice(0, 200) }; }
     }
-    if (!resp.ok) throw new ApiError(resp.status, data);
+    if (!resp.ok) {
+      const after = Number(resp.headers.get("Retry-After"));
+      throw new ApiError(resp.status, data, resp.headers.has("Retry-After") && Number.isFinite(after) ? after * 1000 : null);
+    }
     return data;
   }
 
   const retryable = (err) => err instanceof NetworkError || (err instanceof ApiError && (err.status >= 500 || err.status === 429));
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  /** Run fn until it succeeds or fails for a non-transient reason (same request each time). */
-  async function withRetry(fn, onRetry, delays = [300, 800, 1600, 3200, 6000]) {
+  /** Run fn until it succeeds or fails for a non-transient reason (same request each time).
+   *  A transient error is retried on the short schedule of ``delays``; an answer that says when to
+   *  come back (503 + Retry-After while the database restarts) is waited out as the server asks,
+   *  for up to ``patienceMs`` in all, so a restart longer than the short schedule loses nothing. */
+  async function withRetry(fn, onRetry, delays = [300, 800, 1600, 3200, 6000], patienceMs = 60000) {
+    const started = Date.now();
     for (let attempt = 0; ; attempt++) {
       try {
         return await fn();
       } catch (err) {
-        if (!retryable(err) || attempt >= delays.length) throw err;
+        if (!retryable(err)) throw err;
+        const wait = err.retryAfterMs ?? (attempt < delays.length ? delays[attempt] : null);
+        if (wait === null || Date.now() - started + wait > patienceMs) throw err;
         onRetry(attempt + 1, err);
-        await sleep(delays[attempt]);
+        await sleep(wait);
       }
     }
   }
