@@ -65,10 +65,13 @@ Progress = Callable[[str], None]
 # Platform caps on top of configs/demo/<size>.json. Annotation goes through the real HTTP API
 # (~13 submitted items/s on 2 loaded cores, each item judged by `votes_per_pair` annotators), so
 # only part of the RL conditions is annotated. --quick is a smoke run of the whole loop that fits
-# in `make test` (< 3 min): also fewer optimiser steps and held-out conditions. Quality figures at
-# quick size are noise (docs/demo-results.md, "Through the platform").
+# in `make test` (< 3 min): also fewer optimiser steps and held-out conditions, and half the base's
+# pre-training (a fresh clone, as in CI, always pre-trains it: ~200 s of the test on a 2-core machine
+# at the config's steps). Quality figures at quick size are noise (docs/demo-results.md, "Through the
+# platform").
 CAPS = {
-    "quick": {"annotate_conditions": 40, "reward_max_steps": 60, "rl_max_steps": 16, "heldout_conditions": 36},
+    "quick": {"annotate_conditions": 40, "reward_max_steps": 60, "rl_max_steps": 16, "heldout_conditions": 36,
+              "pretrain_steps": 350, "pretrain_vae_steps": 400},
     "full": {"annotate_conditions": 160},
 }
 # Campaign mode per task: both of the platform's modes are exercised.
@@ -108,6 +111,9 @@ def demo_config(size: str) -> dict[str, Any]:
         cfg["reward"] = {**cfg["reward"], "max_steps": min(int(cfg["reward"]["max_steps"]), caps["reward_max_steps"])}
     if "rl_max_steps" in caps:
         cfg["rl"] = {**cfg["rl"], "max_steps": min(int(cfg["rl"]["max_steps"]), caps["rl_max_steps"])}
+    for key in ("steps", "vae_steps"):
+        if f"pretrain_{key}" in caps:
+            cfg["pretrain"] = {**cfg["pretrain"], key: min(int(cfg["pretrain"][key]), caps[f"pretrain_{key}"])}
     return cfg
 
 
