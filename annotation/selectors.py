@@ -291,7 +291,7 @@ def _peer_agreement(units: dict[tuple[int, str, int], list[tuple[int, str]]]) ->
     stratum. It is not per unit, so campaigns with an overlap of 2 get one too.
     """
     strata: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])  # pairs, agreeing pairs
-    own: dict[int, dict[tuple[int, str], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    own: dict[tuple[int, int, str], list[int]] = defaultdict(lambda: [0, 0])  # (annotator, stratum) -> same
     for (campaign_id, slug, _item), unit in units.items():
         n = len(unit)
         if n < 2:
@@ -301,23 +301,20 @@ def _peer_agreement(units: dict[tuple[int, str, int], list[tuple[int, str]]]) ->
         stratum[0] += n * (n - 1) // 2
         stratum[1] += sum(c * (c - 1) // 2 for c in counts.values())
         for user_id, label in unit:
-            mine = own[user_id][(campaign_id, slug)]
+            mine = own[(user_id, campaign_id, slug)]
             mine[0] += n - 1  # every pair with this annotator in it, once
             mine[1] += counts[label] - 1
-    out = {}
-    for user_id, by_stratum in own.items():
-        compared = agreed = baseline_compared = baseline_agreed = 0
-        expected = 0.0
-        for key, (mine_pairs, mine_agreeing) in by_stratum.items():
-            compared += mine_pairs
-            agreed += mine_agreeing
-            pairs, agreeing = strata[key]
-            if pairs > mine_pairs:  # someone else's pair to learn the stratum's rate from
-                baseline_compared += mine_pairs
-                baseline_agreed += mine_agreeing
-                expected += mine_pairs * (agreeing - mine_agreeing) / (pairs - mine_pairs)
-        out[user_id] = _PeerCounts(compared, agreed, baseline_compared, baseline_agreed, expected)
-    return out
+    sums: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0])
+    for (user_id, campaign_id, slug), (mine_pairs, mine_agreeing) in own.items():
+        s = sums[user_id]
+        s[0] += mine_pairs
+        s[1] += mine_agreeing
+        pairs, agreeing = strata[(campaign_id, slug)]
+        if pairs > mine_pairs:  # someone else's pair to learn the stratum's rate from
+            s[2] += mine_pairs
+            s[3] += mine_agreeing
+            s[4] += mine_pairs * (agreeing - mine_agreeing) / (pairs - mine_pairs)
+    return {user_id: _PeerCounts(int(s[0]), int(s[1]), int(s[2]), int(s[3]), s[4]) for user_id, s in sums.items()}
 
 
 def _matches_gold(mode: str, choice: str, best_id: int | None, worst_id: int | None, expected) -> bool:
