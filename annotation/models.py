@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from . import vocabulary as vocab
+from .guidelines import render_guideline
 
 
 class TimeStamped(models.Model):
@@ -68,6 +69,9 @@ class GuidelineVersion(models.Model):
     criterion = models.ForeignKey(Criterion, on_delete=models.CASCADE, related_name="guidelines")
     version = models.PositiveIntegerField()
     body_markdown = models.TextField()
+    body_html = models.TextField(
+        blank=True, editable=False, help_text="Rendered once when the version is saved (versions never change)."
+    )
     examples = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -81,6 +85,12 @@ class GuidelineVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.criterion.slug} v{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Rendered here, not per hand-out: the workspace asks for it with every item.
+        if not self.body_html:
+            self.body_html = render_guideline(self.body_markdown)
+        super().save(*args, **kwargs)
 
 
 class Split(models.TextChoices):

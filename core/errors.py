@@ -20,3 +20,9 @@ class Conflict(ApplicationError):
 
 class NotAllowed(ApplicationError):
     status_code = 403
+
+
+class NotFound(ApplicationError):
+    """Missing, or not the caller's to see: the API does not tell the two apart."""
+
+    status_code = 404

@@ -10,7 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split
 from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
-from annotation.selectors import campaign_list_for
+from annotation.selectors import campaign_list_for, campaigns_as_seen_by
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from core.errors import ApplicationError
@@ -27,7 +27,8 @@ from .api import checkpoint_compare, reward_model_compare
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "frontend/home.html", {"campaigns": campaign_list_for(request.user)})
+    campaigns = campaigns_as_seen_by(request.user, campaign_list_for(request.user))
+    return render(request, "frontend/home.html", {"campaigns": campaigns})
 
 
 @login_required
@@ -36,7 +37,7 @@ def annotate(request: HttpRequest, pk: int) -> HttpResponse:
     """The annotator workspace for one campaign; everything on it is driven by the REST API."""
     if not has_role(request.user, ANNOTATOR):
         raise PermissionDenied("Only annotators can annotate.")
-    campaign = get_object_or_404(campaign_list_for(request.user), pk=pk)
+    (campaign,) = campaigns_as_seen_by(request.user, [get_object_or_404(campaign_list_for(request.user), pk=pk)])
     return render(request, "frontend/workspace.html", {"campaign": campaign})
 
 

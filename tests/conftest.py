@@ -62,6 +62,13 @@ def _media_root(request, tmp_path_factory):
     settings.ARTIFACTS_ROOT = tmp_path_factory.mktemp("artifacts")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_progress(request):
+    """Progress is read fresh in tests (runs share one Redis; the cache has its own test)."""
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("settings").PROGRESS_CACHE_SECONDS = 0
+
+
 def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
     import time

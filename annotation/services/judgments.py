@@ -12,19 +12,22 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.errors import ApplicationError, Conflict, NotAllowed
+from core.errors import ApplicationError, Conflict, NotAllowed, NotFound
 
 from ..models import (
+    Campaign,
     CampaignMode,
+    CampaignStatus,
     Choice,
     Criterion,
-    Item,
+    GuidelineVersion,
     ItemStatus,
     Judgment,
     JudgmentRevision,
     Lease,
     LeaseState,
 )
+from ..selectors import criteria_with_guidelines
 
 PAIRWISE_WORDS = {Choice.TIE.value, Choice.BOTH_BAD.value}
 
@@ -50,10 +53,10 @@ def _parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, 
     raise ValueError("Use {'best': id, 'worst': id} with two different candidates of the item, or 'no_difference'.")
 
 
-def _validate_answers(*, item: Item, answers: dict) -> dict[Criterion, tuple[str, int | None, int | None]]:
-    campaign = item.campaign
-    criteria = {c.slug: c for c in campaign.criteria.all()}
-    candidate_ids = list(item.slots.order_by("position").values_list("candidate_id", flat=True))
+def _validate_answers(*, lease: Lease, answers: dict) -> dict[Criterion, tuple[str, int | None, int | None]]:
+    campaign = lease.item.campaign
+    criteria = {c.slug: c for c in criteria_with_guidelines(campaign.criteria.all())}
+    candidate_ids = list(lease.item.slots.order_by("position").values_list("candidate_id", flat=True))
     errors: dict[str, list[str]] = {}
     parsed = {}
     for slug in criteria.keys() - answers.keys():
@@ -71,53 +74,75 @@ def _validate_answers(*, item: Item, answers: dict) -> dict[Criterion, tuple[str
     return parsed
 
 
+def _current_guideline(criterion: Criterion) -> GuidelineVersion:
+    """The criterion's current guideline version from the fields ``criteria_with_guidelines``
+    read along with it (no further query; versions are immutable)."""
+    return GuidelineVersion(pk=criterion.guideline_id, criterion=criterion, version=criterion.guideline_version)
+
+
+def _refuse_unless_active(campaign: Campaign) -> None:
+    """Judgments are taken only while a campaign runs; the client keeps the answers to retry."""
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise Conflict(f"The campaign is {campaign.status}, so answers are not taken now; they are kept on this "
+                       "page and can be sent when it runs again.", code="campaign_not_active")
+
+
 def judgment_submit(
-    *, lease: Lease, annotator: User, answers: dict, idempotency_key: str, active_ms: int = 0
-) -> list[Judgment]:
-    """Store one answer per campaign criterion for a leased item; idempotent per key."""
+    *, lease_uid, annotator: User, answers: dict, idempotency_key: str, active_ms: int = 0
+) -> tuple[list[Judgment], bool]:
+    """Store one answer per campaign criterion for the annotator's leased item (by lease uid).
+
+    Idempotent per key: returns (judgments, created); a replay returns the stored judgments and
+    ``created=False``. Locks only the lease and its item, so submits to one campaign run in
+    parallel; a constant handful of statements whatever the campaign's size.
+    """
     if not idempotency_key or len(idempotency_key) > 64:
         raise ApplicationError("An idempotency key (1–64 characters) is required.",
                                fields={"idempotency_key": ["Required, at most 64 characters."]})
     try:
         with transaction.atomic():
-            return _submit_locked(lease=lease, annotator=annotator, answers=answers,
+            return _submit_locked(lease_uid=lease_uid, annotator=annotator, answers=answers,
                                   idempotency_key=idempotency_key, active_ms=active_ms)
     except IntegrityError:
-        # A concurrent replay of the same key won the race: return what it stored.
-        stored = list(Judgment.objects.filter(annotator=annotator, idempotency_key=idempotency_key))
-        if stored:
-            return stored
-        raise
+        # The key is taken: a concurrent replay won the race (return what it stored), or the key
+        # was used for another item.
+        stored = list(Judgment.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
+                      .select_related("lease", "criterion", "guideline_version"))
+        if not stored:
+            raise
+        if str(stored[0].lease.uid) != str(lease_uid):
+            raise Conflict("This idempotency key was already used for another item.", code="key_reused") from None
+        return stored, False
 
 
-def _submit_locked(*, lease: Lease, annotator: User, answers: dict, idempotency_key: str,
-                   active_ms: int) -> list[Judgment]:
-    lease = Lease.objects.select_for_update().get(pk=lease.pk)
-    if lease.annotator_id != annotator.pk:
-        raise NotAllowed("This is not your lease.")
-    replay = list(Judgment.objects.filter(annotator=annotator, idempotency_key=idempotency_key))
-    if replay:
-        if replay[0].lease_id != lease.pk:
-            raise Conflict("This idempotency key was already used for another item.", code="key_reused")
-        return replay
-    item = Item.objects.select_for_update().select_related("campaign").get(pk=lease.item_id)
+def _submit_locked(*, lease_uid, annotator: User, answers: dict, idempotency_key: str,
+                   active_ms: int) -> tuple[list[Judgment], bool]:
+    lease = (Lease.objects.select_for_update(of=("self", "item")).select_related("item__campaign")
+             .filter(uid=lease_uid, annotator=annotator).first())
+    if lease is None:
+        raise NotFound("No such lease of yours.")
+    item = lease.item
     campaign = item.campaign
     if lease.state == LeaseState.SUBMITTED:
+        replay = list(lease.judgments.filter(idempotency_key=idempotency_key)
+                      .select_related("criterion", "guideline_version"))
+        if replay:
+            return replay, False
         raise Conflict("This item is already judged; edit the judgments instead.", code="already_submitted")
     if lease.state == LeaseState.SKIPPED:
         raise Conflict("This item was skipped.", code="skipped")
+    _refuse_unless_active(campaign)
     if lease.state == LeaseState.EXPIRED:
         # The slot was given back; take it again only if nobody else has it (overlap is a hard cap).
         if not item.is_gold and item.leased_count >= campaign.overlap:
             raise Conflict("The lease expired and the item went to someone else.", code="lease_expired")
         item.leased_count += 1
-    parsed = _validate_answers(item=item, answers=answers)
-    guidelines = {c.pk: c.current_guideline for c in parsed}
+    parsed = _validate_answers(lease=lease, answers=answers)
     judgments = Judgment.objects.bulk_create([
         Judgment(
             item=item, lease=lease, criterion=criterion, annotator=annotator, choice=choice,
             best_id=best, worst_id=worst, displayed_order=lease.displayed_order,
-            guideline_version=guidelines[criterion.pk], active_ms=max(0, min(int(active_ms), 86_400_000)),
+            guideline_version=_current_guideline(criterion), active_ms=max(0, min(int(active_ms), 86_400_000)),
             idempotency_key=idempotency_key,
         )
         for criterion, (choice, best, worst) in parsed.items()
@@ -132,15 +157,17 @@ def _submit_locked(*, lease: Lease, annotator: User, answers: dict, idempotency_
         elif item.leased_count >= campaign.overlap:
             item.status = ItemStatus.FULL
     item.save(update_fields=["leased_count", "completed_count", "status"])
-    return judgments
+    return judgments, True
 
 
 @transaction.atomic
 def judgment_edit(*, judgment: Judgment, annotator: User, answer) -> Judgment:
     """Change an own judgment within the edit window; the previous state goes to history."""
-    judgment = Judgment.objects.select_for_update().select_related("item__campaign").get(pk=judgment.pk)
+    judgment = (Judgment.objects.select_for_update(of=("self",)).select_related("item__campaign")
+                .get(pk=judgment.pk))
     if judgment.annotator_id != annotator.pk:
         raise NotAllowed("You can only edit your own judgments.")
+    _refuse_unless_active(judgment.item.campaign)
     window = timedelta(seconds=settings.ANNOTATION_EDIT_WINDOW_SECONDS)
     if timezone.now() - judgment.created_at > window:
         raise Conflict("The edit window for this judgment has closed.", code="edit_window_closed")

@@ -48,7 +48,7 @@ def test_best_worst_judgment_needs_two_different_candidates():
     ann = make_user("a", "annotator")
     lease = lease_next(campaign=campaign, annotator=ann)
     ids = list(lease.item.slots.values_list("candidate_id", flat=True))
-    (j,) = judgment_submit(lease=lease, annotator=ann, answers={"structure": {"best": ids[0], "worst": ids[1]}},
+    (j,), _ = judgment_submit(lease_uid=lease.uid, annotator=ann, answers={"structure": {"best": ids[0], "worst": ids[1]}},
                            idempotency_key="k")
     assert _violates(lambda: Judgment.objects.filter(pk=j.pk).update(worst_id=ids[0]))
     assert _violates(lambda: Judgment.objects.filter(pk=j.pk).update(best=None))

@@ -31,7 +31,7 @@ def versus_campaign(opponents: list[str]):
         while (lease := lease_next(campaign=campaign, annotator=user)) is not None:
             by_source = {c.source_name: c.pk for c in Candidate.objects.filter(items=lease.item)}
             pick = AESTHETICS[order[lease.item.sample_id]][n]
-            judgment_submit(lease=lease, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}",
+            judgment_submit(lease_uid=lease.uid, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}",
                             answers={"structure": by_source["sys0"],
                                      "aesthetics": "tie" if pick == "tie" else by_source[pick]})
     return campaign

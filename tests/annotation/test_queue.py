@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 from annotation.models import Item, ItemStatus, Judgment, Lease, LeaseState
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def _answer_all(lease: Lease, key: str) -> None:
     answers = {c.slug: lease.displayed_order[0] for c in lease.item.campaign.criteria.all()}
-    judgment_submit(lease=lease, annotator=lease.annotator, answers=answers, idempotency_key=key)
+    judgment_submit(lease_uid=lease.uid, annotator=lease.annotator, answers=answers, idempotency_key=key)
 
 
 def test_next_returns_held_lease_until_submitted_then_a_new_item():
@@ -140,7 +140,7 @@ def test_concurrent_annotators_never_exceed_overlap_nor_get_an_item_twice():
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own (persistent) connection
 
     threads = [threading.Thread(target=work, args=(u,)) for u in users]
     for t in threads:

@@ -26,7 +26,7 @@ def annotate(campaign, annotators, answer) -> None:
     for k, ann in enumerate(annotators):
         while (lease := lease_next(campaign=campaign, annotator=ann)) is not None:
             slots = list(lease.item.slots.order_by("position").values_list("candidate_id", flat=True))
-            judgment_submit(lease=lease, annotator=ann, answers=answer(k, order[lease.item_id], slots),
+            judgment_submit(lease_uid=lease.uid, annotator=ann, answers=answer(k, order[lease.item_id], slots),
                             idempotency_key=str(lease.uid))
 
 

@@ -175,7 +175,7 @@ def judged_campaign() -> Campaign:
             lease = lease_next(campaign=campaign, annotator=ann)
             a, b = lease.item.slots.order_by("position").values_list("candidate_id", flat=True)
             tie = name == "carol" and n % 2 == 0
-            judgment_submit(lease=lease, annotator=ann, idempotency_key=str(lease.uid), active_ms=seconds + 300 * n,
+            judgment_submit(lease_uid=lease.uid, annotator=ann, idempotency_key=str(lease.uid), active_ms=seconds + 300 * n,
                             answers={"structure": "tie" if tie else a, "aesthetics": b if name == "bob" else a})
     snapshot_execute(snapshot_create(name="fill judgments", filter={"campaign_ids": [campaign.pk]}, enqueue=False).job_id)
     return campaign

@@ -87,7 +87,7 @@ def test_generation_job_creates_candidates_and_started_campaign(tiny_reward_dir,
         while (lease := lease_next(campaign=campaign, annotator=ann)) is not None:
             ours = lease.item.slots.get(position=0).candidate_id  # position 0 = the checkpoint (asserted above)
             tie = n == 1 and lease.item_id == items.last().pk
-            judgment_submit(lease=lease, annotator=ann, idempotency_key=str(lease.uid),
+            judgment_submit(lease_uid=lease.uid, annotator=ann, idempotency_key=str(lease.uid),
                             answers={"structure": "tie" if tie else ours})
     client = Client()
     client.login(username="sci", password="pw-test-1234")

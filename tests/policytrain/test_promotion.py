@@ -72,7 +72,7 @@ def side_by_side(a: PolicyCheckpoint, b: PolicyCheckpoint | None, *, task: str =
             for c in criteria:
                 pick = answer(k, c)
                 answers[c] = "tie" if pick == "tie" else by_source[names[0] if pick == "a" else names[1]]
-            judgment_submit(lease=lease, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}", answers=answers)
+            judgment_submit(lease_uid=lease.uid, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}", answers=answers)
     GenerationJob.objects.create(job=job_create(kind=JobKind.GENERATION, name=campaign.name, config={}),
                                  checkpoint=a, opponent=b, campaign=campaign, campaign_name=campaign.name)
     return campaign

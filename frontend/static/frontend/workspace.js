@@ -458,7 +458,6 @@
     renderCandidates(v);
     renderCriteria(v);
     updateRows();
-    renderProgress(v.payload.progress);
     renderSwipe();
     tickTimer();
   }
@@ -522,9 +521,18 @@
     setState("finished");
   }
 
+  // Campaign-wide progress is polled slowly (the server caches it); the hand-out never carries
+  // it, so the annotator's own count is kept here between polls.
+  const PROGRESS_POLL_MS = 30000;
   async function refreshProgress() {
     try { renderProgress(await api("GET", URLS.progress)); } catch { /* cosmetic */ }
   }
+  function countMine(n) {
+    const el = $("mine-count");
+    const now = Number.parseInt(el.textContent, 10);
+    if (Number.isFinite(now)) el.textContent = String(now + n);
+  }
+  setInterval(() => { if (!document.hidden) refreshProgress(); }, PROGRESS_POLL_MS);
 
   async function start() {
     setState("loading");
@@ -534,6 +542,7 @@
       if (!p) { showFinished(); refreshProgress(); return; }
       show(p);
       fetchUpcoming();
+      refreshProgress();
     } catch (err) {
       if (err instanceof ApiError && err.code === "campaign_not_active") {
         showFinished("This campaign is not open right now", err.message);
@@ -558,7 +567,6 @@
     if (!next) { showFinished(); refreshProgress(); return; }
     show(next);
     fetchUpcoming();
-    refreshProgress();
   }
 
   async function submit() {
@@ -583,6 +591,7 @@
       store.set(`or:answers:${v.payload.lease}`, answers);
       store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
       store.del(`or:key:${v.payload.lease}`);
+      countMine(1);
       clearAlert();
       flash("Saved.");
       S.busy = false;

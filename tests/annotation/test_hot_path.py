@@ -1,0 +1,250 @@
+"""The annotator hot path over the real API: a fixed, small number of statements per `next` and
+per submit whatever the campaign's size, a lease cap that holds under concurrency, 409 on a
+campaign that is not running, cached campaign-wide progress, and blind side-by-side payloads."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotation.models import (
+    Campaign,
+    Choice,
+    GuidelineVersion,
+    Item,
+    ItemCandidate,
+    ItemStatus,
+    Judgment,
+    Lease,
+    LeaseState,
+)
+from annotation.selectors import campaign_progress
+from annotation.services.campaigns import campaign_set_status
+from annotation.services.queue import MAX_ACTIVE_LEASES, lease_next
+from tests.factories import make_campaign, make_user
+
+pytestmark = pytest.mark.django_db
+
+# What the targets allow (issue: at most 12 statements per `next` and 8 per submit).
+MAX_NEXT_STATEMENTS, MAX_SUBMIT_STATEMENTS = 12, 8
+
+
+def token_client(user) -> APIClient:
+    """A client that authenticates as a script would: with a token, on every request."""
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def statements(ctx: CaptureQueriesContext) -> list[str]:
+    """The statements a request ran; savepoints are left out because they come from the test's
+    own wrapping transaction, not from the request (in production the request's atomic block
+    is the outermost one and issues none)."""
+    return [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+
+
+def one_loop(client: APIClient, campaign: Campaign) -> tuple[list[str], list[str]]:
+    """One next + submit, as the workspace does it; returns the statements of each call."""
+    with CaptureQueriesContext(connection) as nxt:
+        response = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert response.status_code == 200, response.content
+    payload = response.json()
+    answers = {c["slug"]: payload["candidates"][0]["id"] for c in payload["criteria"]}
+    with CaptureQueriesContext(connection) as sub:
+        response = client.post(f"/api/leases/{payload['lease']}/submit/",
+                               {"answers": answers, "idempotency_key": uuid.uuid4().hex}, format="json")
+    assert response.status_code == 201, response.content
+    return statements(nxt), statements(sub)
+
+
+def grow(campaign: Campaign, *, n_items: int, annotators: list) -> None:
+    """Add ``n_items`` already-judged items to the live campaign (history in the same campaign,
+    as a real large campaign has it), with their leases and judgments, in bulk."""
+    template = Item.objects.filter(campaign=campaign).first()
+    slots = list(template.slots.order_by("position").values_list("candidate_id", flat=True))
+    criteria = list(campaign.criteria.all())
+    guidelines = {c.pk: GuidelineVersion.objects.filter(criterion=c).order_by("-version").first() for c in criteria}
+    items = Item.objects.bulk_create([
+        Item(campaign=campaign, sample=template.sample, status=ItemStatus.DONE,
+             leased_count=len(annotators), completed_count=len(annotators)) for _ in range(n_items)
+    ])
+    ItemCandidate.objects.bulk_create([
+        ItemCandidate(item=item, candidate_id=cid, position=pos) for item in items for pos, cid in enumerate(slots)
+    ])
+    now = timezone.now()
+    leases = Lease.objects.bulk_create([
+        Lease(item=item, annotator=user, state=LeaseState.SUBMITTED, displayed_order=slots, expires_at=now,
+              finished_at=now) for item in items for user in annotators
+    ])
+    Judgment.objects.bulk_create([
+        Judgment(item_id=lease.item_id, lease=lease, criterion=c, annotator_id=lease.annotator_id, choice=Choice.A,
+                 displayed_order=slots, guideline_version=guidelines[c.pk], idempotency_key=f"h{lease.pk}")
+        for lease in leases for c in criteria
+    ])
+
+
+def test_next_and_submit_cost_a_fixed_small_number_of_statements_at_any_campaign_size():
+    campaign = make_campaign(n_samples=6, overlap=1, criteria=["structure", "aesthetics"])
+    me = make_user("me", "annotator")
+    client = token_client(me)
+    small = one_loop(client, campaign)
+    grow(campaign, n_items=1500, annotators=[make_user(f"h{i}", "annotator") for i in range(2)] + [me])
+    assert Judgment.objects.filter(item__campaign=campaign).count() > 9000
+    large = one_loop(client, campaign)
+    assert len(small[0]) == len(large[0]) <= MAX_NEXT_STATEMENTS, "\n".join(q[:150] for q in large[0])
+    assert len(small[1]) == len(large[1]) <= MAX_SUBMIT_STATEMENTS, "\n".join(q[:150] for q in large[1])
+    # Nothing on the path scans the campaign: no aggregate, no guideline rendering per call.
+    for sql in large[0] + large[1]:
+        assert "COUNT(" not in sql.upper() and "SUM(" not in sql.upper(), sql
+
+
+def test_the_held_lease_comes_back_without_extra_statements():
+    campaign = make_campaign(n_samples=3, overlap=1, criteria=["structure"])
+    client = token_client(make_user("me", "annotator"))
+    first = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    with CaptureQueriesContext(connection) as ctx:
+        again = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    assert again["lease"] == first["lease"]
+    assert len(statements(ctx)) <= MAX_NEXT_STATEMENTS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_cap_holds_under_ten_concurrent_requests_of_one_annotator():
+    campaign = make_campaign(n_samples=12, overlap=1, criteria=["structure"])
+    me = make_user("me", "annotator")
+    barrier = threading.Barrier(10)
+    got, errors = [], []
+
+    def ask() -> None:
+        try:
+            barrier.wait()
+            lease = lease_next(campaign=campaign, annotator=me)
+            got.append(lease.uid if lease else None)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()  # this thread's own persistent connection
+
+    threads = [threading.Thread(target=ask) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    active = Lease.objects.filter(annotator=me, state=LeaseState.ACTIVE).count()
+    assert 1 <= active <= MAX_ACTIVE_LEASES
+    assert len({uid for uid in got if uid}) == active  # every caller got one of the held leases
+    assert Item.objects.filter(campaign=campaign, leased_count__gt=0).count() == active
+
+
+def test_submits_and_edits_on_a_campaign_that_is_not_running_get_409_and_nothing_is_written():
+    campaign = make_campaign(n_samples=2, overlap=1, criteria=["structure"])
+    me = make_user("me", "annotator")
+    client = token_client(me)
+    first = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    cid = first["candidates"][0]["id"]
+    done = client.post(f"/api/leases/{first['lease']}/submit/",
+                       {"answers": {"structure": cid}, "idempotency_key": "k1"}, format="json")
+    assert done.status_code == 201
+    second = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    campaign_set_status(campaign=campaign, status="paused")
+
+    body = {"answers": {"structure": "tie"}, "idempotency_key": "k2"}
+    refused = client.post(f"/api/leases/{second['lease']}/submit/", body, format="json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "campaign_not_active" and "paused" in refused.json()["message"]
+    assert Judgment.objects.count() == 1
+    assert Lease.objects.get(uid=second["lease"]).state == LeaseState.ACTIVE
+
+    jid = done.json()[0]["id"]
+    edit = client.patch(f"/api/judgments/{jid}/", {"answer": "tie"}, format="json")
+    assert edit.status_code == 409 and edit.json()["code"] == "campaign_not_active"
+    assert Judgment.objects.get(pk=jid).choice != Choice.TIE
+
+    nxt = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert nxt.status_code == 409 and nxt.json()["code"] == "campaign_not_active"
+
+    campaign_set_status(campaign=campaign, status="active")
+    assert client.post(f"/api/leases/{second['lease']}/submit/", body, format="json").status_code == 201
+
+
+def test_a_replayed_submit_answers_200_with_the_stored_rows():
+    campaign = make_campaign(n_samples=1, overlap=1, criteria=["structure"])
+    client = token_client(make_user("me", "annotator"))
+    lease = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()["lease"]
+    body = {"answers": {"structure": "tie"}, "idempotency_key": "same"}
+    first = client.post(f"/api/leases/{lease}/submit/", body, format="json")
+    replay = client.post(f"/api/leases/{lease}/submit/", body, format="json")
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert [j["id"] for j in first.json()] == [j["id"] for j in replay.json()]
+
+
+def test_campaign_wide_progress_is_shared_from_the_cache_and_the_own_count_is_fresh(settings):
+    settings.PROGRESS_CACHE_SECONDS = 60
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": f"progress-{uuid.uuid4()}"}}
+    caches._settings = None  # let the overridden CACHES take effect
+    try:
+        campaign = make_campaign(n_samples=2, overlap=1, criteria=["structure"])
+        me = make_user("me", "annotator")
+        before = campaign_progress(campaign, me)
+        lease = lease_next(campaign=campaign, annotator=me)
+        client = token_client(me)
+        response = client.post(f"/api/leases/{lease.uid}/submit/",
+                               {"answers": {"structure": "tie"}, "idempotency_key": "k"}, format="json")
+        assert response.status_code == 201
+        after = campaign_progress(campaign, me)
+        assert after["slots_done"] == before["slots_done"] == 0  # within the cache window
+        assert (before["mine_submitted"], after["mine_submitted"]) == (0, 1)  # always fresh
+        settings.PROGRESS_CACHE_SECONDS = 0
+        assert campaign_progress(campaign, me)["slots_done"] == 1
+    finally:
+        caches._settings = None
+
+
+def test_side_by_side_hand_outs_are_blind():
+    """Annotators never learn which system made which image: no names, no canonical position,
+    no lineage, and the screen order is the lease's own shuffle."""
+    campaign = make_campaign(n_samples=12, overlap=1, criteria=["structure"], name="ckpt-7 vs production")
+    campaign.selection = {**campaign.selection, "opponents": ["policy:ckpt-7", "policy:production"]}
+    campaign.description = "ckpt-7 (A) vs production (B)"
+    campaign.save()
+    me = make_user("me", "annotator")
+    client = token_client(me)
+    firsts = []
+    for k in range(12):
+        response = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+        payload = response.json()
+        text = json.dumps(payload)
+        for secret in ("ckpt-7", "production", "sys0", "sys1", "position", "opponents", "lineage"):
+            assert secret not in text, (secret, text)
+        firsts.append(payload["candidates"][0]["id"] == min(c["id"] for c in payload["candidates"]))
+        client.post(f"/api/leases/{payload['lease']}/submit/",
+                    {"answers": {"structure": "tie"}, "idempotency_key": f"k{k}"}, format="json")
+    assert 0 < sum(firsts) < len(firsts)  # the screen order is not the canonical one every time
+    for path in ("/api/campaigns/", f"/api/campaigns/{campaign.pk}/"):
+        text = json.dumps(client.get(path).json())
+        assert "ckpt-7" not in text and "opponents" not in text and "production" not in text, text
+    staff = APIClient()
+    staff.force_authenticate(make_user("cur", "curator"))
+    assert staff.get(f"/api/campaigns/{campaign.pk}/").json()["name"] == "ckpt-7 vs production"
+
+
+def test_expired_leases_are_still_reclaimed_on_the_way():
+    campaign = make_campaign(n_samples=1, overlap=1, lease_seconds=10, criteria=["structure"])
+    a, b = make_user("a", "annotator"), make_user("b", "annotator")
+    la = lease_next(campaign=campaign, annotator=a)
+    Lease.objects.filter(pk=la.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = token_client(b).post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert response.status_code == 200 and response.json()["item"] == la.item_id
+    assert Lease.objects.get(pk=la.pk).state == LeaseState.EXPIRED
