@@ -10,3 +10,11 @@ def snapshot_build_task(job_id: int) -> None:
     from .services.snapshots import snapshot_execute
 
     snapshot_execute(job_id)
+
+
+@shared_task(name="annotation.tasks.export_task", acks_late=True)
+def export_task(job_id: int) -> None:
+    """Write a judgment export file (idempotent like the snapshot build)."""
+    from .services.exports import export_execute
+
+    export_execute(job_id)

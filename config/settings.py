@@ -192,6 +192,10 @@ CELERY_TASK_ROUTES = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Product settings --------------------------------------------------------------------------
+# Exports with more rows than this run as a job in the CPU worker (annotation.services.exports)
+# instead of streaming from the request, where a web worker's timeout would cut them.
+EXPORT_SYNC_MAX_ROWS = env.int("EXPORT_SYNC_MAX_ROWS", default=100_000)
+
 ANNOTATION_EDIT_WINDOW_SECONDS = env.int("ANNOTATION_EDIT_WINDOW_SECONDS", default=600)
 ANNOTATOR_ID_SALT = env.str("ANNOTATOR_ID_SALT", default="change-me-in-production")
 ML_DEVICE = env.str("ML_DEVICE", default="cpu")

@@ -16,6 +16,7 @@ class JobKind(models.TextChoices):
     POLICY = "policy", "Policy RL"
     GENERATION = "generation", "Candidate generation"
     EVALUATION = "evaluation", "Evaluation"
+    EXPORT = "export", "Judgment export"
 
 
 class JobStatus(models.TextChoices):

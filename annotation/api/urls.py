@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
+from . import exports as ex
 from . import views as v
 
 urlpatterns = [
@@ -22,5 +23,9 @@ urlpatterns = [
     path("judgments/<int:pk>/", v.JudgmentEditApi.as_view(), name="api-judgment"),
     path("samples/", v.SampleListApi.as_view(), name="api-samples"),
     path("imports/", v.ImportApi.as_view(), name="api-imports"),
-    path("exports/judgments.<str:fmt>", v.ExportApi.as_view(), name="api-export"),
+    path("exports/judgments.<str:fmt>", ex.ExportApi.as_view(), name="api-export"),
+    path("exports/jobs/", ex.ExportJobListApi.as_view(), name="api-export-jobs"),
+    path("exports/jobs/<int:pk>/", ex.ExportJobApi.as_view(), name="api-export-job"),
+    path("exports/jobs/<int:pk>/cancel/", ex.ExportJobCancelApi.as_view(), name="api-export-cancel"),
+    path("exports/jobs/<int:pk>/download/", ex.ExportJobDownloadApi.as_view(), name="api-export-download"),
 ]

@@ -5,7 +5,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -25,7 +24,6 @@ from ..selectors import (
     judgments_for,
 )
 from ..services.campaigns import campaign_create, campaign_set_status, campaign_start
-from ..services.exports import export_jsonl, export_parquet
 from ..services.imports import import_samples
 from ..services.judgments import judgment_edit, judgment_submit
 from ..services.queue import lease_next, lease_skip
@@ -252,22 +250,3 @@ class ImportApi(APIView):
                 raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
             batch = import_samples(path=path, user=request.user)
         return Response(s.ImportBatchOut(batch).data, status=status.HTTP_201_CREATED)
-
-
-class ExportApi(APIView):
-    """Stream judgments as JSONL or Parquet (hashed annotator ids)."""
-
-    permission_classes = [IsStaffRole]
-
-    @extend_schema(responses=bytes)
-    def get(self, request, fmt: str):
-        campaigns = [int(c) for c in request.query_params.getlist("campaign") if c.isdigit()] or None
-        if fmt == "jsonl":
-            body, ctype = export_jsonl(campaign_ids=campaigns), "application/x-ndjson"
-        elif fmt == "parquet":
-            body, ctype = export_parquet(campaign_ids=campaigns), "application/vnd.apache.parquet"
-        else:
-            raise ApplicationError("Unknown format.", fields={"format": ["Use jsonl or parquet."]})
-        response = StreamingHttpResponse(body, content_type=ctype)
-        response["Content-Disposition"] = f'attachment; filename="judgments.{fmt}"'
-        return response

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from rest_framework.test import APIClient
 
+from annotation.export_format import read_jsonl_rows, verify_jsonl
 from annotation.models import Campaign, CampaignStatus, Item, Judgment
 from annotation.selectors import (
     annotator_stats,
@@ -36,7 +37,7 @@ def judged_campaign(n_annotators=3, pick_left=True):
 
 def test_jsonl_and_parquet_exports_round_trip_with_hashed_ids():
     campaign, users = judged_campaign()
-    lines = [json.loads(x) for x in b"".join(export_jsonl(campaign_ids=[campaign.pk])).splitlines()]
+    lines = list(read_jsonl_rows(b"".join(export_jsonl(campaign_ids=[campaign.pk]))))  # trailer checked, skipped
     assert len(lines) == Judgment.objects.count() == 3 * 3 * 2
     assert {r["annotator"] for r in lines} == {hashed_annotator_id(u.pk) for u in users}
     assert not any(u.username in json.dumps(lines) for u in users)
@@ -66,7 +67,7 @@ def test_export_endpoint_streams_for_scientists_only():
     response = sci.get(f"/api/exports/judgments.jsonl?campaign={campaign.pk}")
     assert response.status_code == 200
     assert response.streaming
-    assert len(b"".join(response.streaming_content).splitlines()) == 18
+    assert verify_jsonl(b"".join(response.streaming_content)) == 18
     annot = APIClient()
     annot.force_authenticate(users[0])
     assert annot.get("/api/exports/judgments.parquet").status_code == 403
