@@ -59,7 +59,16 @@ class RewardTrainConfig:
         keep_checkpoints: how many step checkpoints to keep (newest first; 2).
         resume: continue from the newest checkpoint in output_dir/checkpoints if there is one.
         device: "cpu", "cuda", "cuda:1", ... or "auto" (cuda if available, else cpu).
-        dtype: model weight dtype: "float32" (default), "bfloat16" or "float16".
+        dtype: compute dtype: "float32" (default), "bfloat16" or "float16". Trainable weights and
+            their AdamW moments always stay float32 (master weights): a full fine-tune loads every
+            weight in float32 and runs forward and backward under ``torch.autocast(dtype)`` (under
+            FSDP: ``MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=float32)``); LoRA keeps
+            the frozen base in ``dtype`` and the adapters in float32. An AdamW step of lr 1e-6 is
+            below a bf16 weight's spacing, so optimizing bf16 weights directly trains almost
+            nothing. "float16" is refused for a full fine-tune, which would need loss scaling.
+        final_dtype: dtype of the weights written to ``final/`` (None, the default: as trained, so
+            a full fine-tune deploys its float32 masters). "bfloat16" writes a half-size deployable
+            copy; checkpoints always keep the float32 masters, so resuming is unaffected.
         eval_batch_size: pairs per evaluation batch (16).
         parallelism: how a torchrun job with several processes splits the work: "ddp" (default:
             every rank holds the whole model, gradients are all-reduced) or "fsdp" (FSDP2
@@ -98,6 +107,7 @@ class RewardTrainConfig:
     dtype: str = "float32"
     eval_batch_size: int = 16
     parallelism: str = "ddp"
+    final_dtype: str | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -141,6 +151,11 @@ class RewardTrainConfig:
             errors.append("keep_checkpoints must be >= 1")
         if self.dtype not in _DTYPES:
             errors.append(f"dtype must be one of {', '.join(_DTYPES)}")
+        elif self.dtype == "float16" and self.full_finetune:
+            errors.append("dtype float16 with full_finetune needs loss scaling, which the engine does not do; "
+                          "use bfloat16 (fp32 master weights, bf16 compute)")
+        if self.final_dtype is not None and self.final_dtype not in _DTYPES:
+            errors.append(f"final_dtype must be null or one of {', '.join(_DTYPES)}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             errors.append("device must be 'auto', 'cpu' or 'cuda[:N]'")
         if self.eval_batch_size < 1:
@@ -199,10 +214,17 @@ class RewardTrainConfig:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def torch_dtype(self):
-        """The `torch.dtype` for `dtype`."""
+        """The `torch.dtype` for `dtype` (the compute dtype)."""
         import torch
 
         return getattr(torch, self.dtype)
+
+    def weight_dtype(self):
+        """The dtype the base model is loaded in: float32 for a full fine-tune (every weight is a
+        trainable master weight), else `dtype` (the frozen base under LoRA)."""
+        import torch
+
+        return torch.float32 if self.full_finetune else self.torch_dtype()
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -96,14 +96,15 @@ def load_reward_model(
 ) -> RewardModel:
     """Load a Qwen2.5-VL checkpoint + processor and resolve its Yes/No answer tokens.
 
-    `config` may be a `RewardTrainConfig`; then its dtype, device and pixel budget are used and,
-    when `config.lora` is true, LoRA adapters are attached (see `apply_lora`). Raises
-    ModelLoadError for a missing folder or another architecture.
+    `config` may be a `RewardTrainConfig`; then its weight dtype (`weight_dtype()`: float32 for a
+    full fine-tune), device and pixel budget are used and, when `config.lora` is true, LoRA
+    adapters are attached (see `apply_lora`). Raises ModelLoadError for a missing folder or another
+    architecture.
     """
     path = str(path)
     check_architecture(path)
     if config is not None:
-        dtype = dtype or config.torch_dtype()
+        dtype = dtype or config.weight_dtype()
         device = device or config.resolved_device()
         min_pixels = min_pixels or config.min_pixels
         max_pixels = max_pixels or config.max_pixels

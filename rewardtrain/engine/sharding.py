@@ -21,11 +21,27 @@ import torch.distributed as dist
 SHARD_UNIT_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
 
 
-def shard_model(model: torch.nn.Module, device: torch.device) -> int:
+def mixed_precision_policy(compute_dtype: torch.dtype):
+    """FSDP2's policy for ``compute_dtype``: None (plain fp32) or all-gather and compute in
+    ``compute_dtype`` with gradients reduced in fp32 into the fp32 sharded master weights.
+
+    The sharded parameters (what AdamW updates) keep their own dtype, so the optimizer step and
+    its moments stay fp32; only the gathered copies used for forward and backward are low precision.
+    Reducing in fp32 keeps the sum over ranks from losing the small gradients a bf16 sum rounds away.
+    """
+    if compute_dtype == torch.float32:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+
+
+def shard_model(model: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype = torch.float32) -> int:
     """Apply ``fully_shard`` to each shard unit, then to the root; returns the number of units.
 
-    Call it after LoRA is attached and ``requires_grad`` is set, and before the optimizer is built:
-    the optimizer must see the sharded parameters.
+    Call it after LoRA is attached, ``requires_grad`` is set and trainable weights are fp32, and
+    before the optimizer is built: the optimizer must see the sharded parameters.
+    ``compute_dtype`` other than fp32 applies ``mixed_precision_policy``.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -34,9 +50,11 @@ def shard_model(model: torch.nn.Module, device: torch.device) -> int:
     units = [m for m in model.modules() if type(m).__name__ in SHARD_UNIT_CLASSES]
     if not units:
         raise ValueError(f"parallelism 'fsdp' found none of {', '.join(SHARD_UNIT_CLASSES)} in the model")
+    policy = mixed_precision_policy(compute_dtype)
+    kwargs = {"mp_policy": policy} if policy is not None else {}
     for unit in units:
-        fully_shard(unit, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(unit, mesh=mesh, **kwargs)
+    fully_shard(model, mesh=mesh, **kwargs)
     return len(units)
 
 

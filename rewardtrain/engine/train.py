@@ -13,6 +13,7 @@ written last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -205,6 +206,13 @@ class _Trainer:
         self.yes_id, self.no_id = loaded.yes_token_id, loaded.no_token_id
         if config.full_finetune:
             self.model.requires_grad_(True)
+        # Trainable weights are fp32 master weights whatever the compute dtype: an AdamW step at a
+        # full fine-tune's lr (~1e-6) is far below a bf16 weight's spacing (~1e-4 at 0.02), so bf16
+        # weights would hardly move. A full fine-tune is already loaded in fp32 (weight_dtype());
+        # this covers LoRA adapters on a bf16 base should peft leave them in the base's dtype.
+        for param in self.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
         if config.gradient_checkpointing:
             # Non-reentrant checkpointing works with frozen inputs + LoRA without
             # enable_input_require_grads (feasibility §2).
@@ -213,7 +221,7 @@ class _Trainer:
         self.model.train()
         self.sharded = self.env.distributed and config.parallelism == "fsdp"
         if self.sharded:
-            units = shard_model(self.model, self.device)
+            units = shard_model(self.model, self.device, compute_dtype=config.torch_dtype())
             logger.info("FSDP: %d shard units over %d ranks", units, self.env.world_size)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
@@ -381,10 +389,18 @@ class _Trainer:
         return int(state["step"])
 
     # ------------------------------------------------------------------------------------- steps
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 (or fp16) compute over fp32 master weights; autocast keeps the precision-sensitive
+        ops (norms, softmax, losses) in fp32. A no-op for fp32 runs."""
+        compute = self.config.torch_dtype()
+        if compute == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=compute)
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {k: v.to(self.device) for k, v in batch.items()}
-        out["pixel_values"] = out["pixel_values"].to(self.config.torch_dtype())
-        return out
+        # pixel_values stay fp32: the vision tower casts them to its own weight dtype, and the
+        # compute dtype comes from autocast (or FSDP's mixed-precision policy).
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def train_step(self, step: int) -> tuple[float, float]:
         """One optimizer step on the global batch of `step`; returns local (loss, accuracy)."""
@@ -392,7 +408,8 @@ class _Trainer:
         mine = shard_for_rank(indices, self.env.rank, self.env.world_size)
         batch = self._to_device(self.collator([self.rows[i] for i in mine]))
         labels = batch.pop("labels")
-        log_odds = forward_log_odds(self.forward_model, batch, self.yes_id, self.no_id)
+        with self._autocast():
+            log_odds = forward_log_odds(self.forward_model, batch, self.yes_id, self.no_id)
         loss = yes_no_cross_entropy(log_odds, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -418,7 +435,8 @@ class _Trainer:
             chunk = mine[index * bs : (index + 1) * bs]
             batch = self._to_device(self.collator(chunk or rows[:1]))  # rows[:1]: a padding forward
             labels = batch.pop("labels")
-            log_odds = forward_log_odds(self.model, batch, self.yes_id, self.no_id)
+            with self._autocast():
+                log_odds = forward_log_odds(self.model, batch, self.yes_id, self.no_id)
             if not chunk:
                 continue
             n = len(chunk)
@@ -461,6 +479,8 @@ class _Trainer:
             if self.config.gradient_checkpointing:
                 model.gradient_checkpointing_disable()
             model.config.use_cache = True
+            if self.config.final_dtype:  # an explicit export; the run's masters stay in its checkpoints
+                model = model.to(getattr(torch, self.config.final_dtype))
             model.save_pretrained(tmp)
             save_processor(self.processor, tmp)
             card = {
