@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -28,6 +29,7 @@ from .models import (
     Sample,
     TaskType,
 )
+from .roles import IMPORT_PERMISSION
 from .selectors import campaign_progress
 from .services.campaigns import campaign_create, campaign_set_status, campaign_start, campaign_validate
 from .services.imports import ImportFailed, import_samples
@@ -116,6 +118,9 @@ class SampleAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def import_view(self, request):
+        # admin_view only checks is_staff; importing writes samples, so it needs its permission.
+        if not request.user.has_perm(IMPORT_PERMISSION):
+            raise PermissionDenied
         form = ImportForm(request.POST or None, request.FILES or None)
         report = None
         if request.method == "POST" and form.is_valid():
@@ -162,6 +167,7 @@ class CampaignForm(forms.ModelForm):
             or list(data["task_type"].criteria.all()), mode=data["mode"],
             candidates_per_item=data["candidates_per_item"], overlap=data["overlap"],
             gold_fraction=data["gold_fraction"], lease_seconds=data["lease_seconds"], exclude_pk=self.instance.pk,
+            selection=data.get("selection"),
         )
         for field, msgs in errors.items():
             self.add_error(field if field in self.fields else None, msgs)

@@ -6,6 +6,22 @@ from django.contrib.auth.models import AnonymousUser, Group, User
 ANNOTATOR, CURATOR, SCIENTIST = "annotator", "curator", "scientist"
 ALL_ROLES = (ANNOTATOR, CURATOR, SCIENTIST)
 
+# Django model permissions each role's group holds, for the admin (the API checks roles instead).
+# Curators run campaigns, criteria, guidelines, samples and imports there; they see the rows that
+# only services write; nobody deletes through the admin. Granted by annotation.seed on every migrate.
+ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    CURATOR: {
+        "annotation": (
+            "view_tasktype", "view_criterion", "change_criterion", "view_guidelineversion", "add_guidelineversion",
+            "view_sample", "change_sample", "view_candidate", "view_campaign", "add_campaign", "change_campaign",
+            "view_item", "view_lease", "view_judgment", "view_importbatch", "add_importbatch",
+            "view_datasetsnapshot",
+        ),
+    },
+}
+# The admin's import view (annotation.admin.SampleAdmin.import_view) requires this permission.
+IMPORT_PERMISSION = "annotation.add_importbatch"
+
 
 def roles_of(user: User | AnonymousUser) -> frozenset[str]:
     """The role names of ``user`` (superusers hold every role)."""

@@ -7,6 +7,7 @@ Idempotent. Uses the ``apps`` registry it is given, as migrations must.
 from __future__ import annotations
 
 from . import vocabulary as vocab
+from .roles import ROLE_PERMISSIONS
 
 
 def seed_taxonomy(apps) -> None:
@@ -28,8 +29,13 @@ def seed_taxonomy(apps) -> None:
         )
         if created:
             task.criteria.set([made[c] for c in vocab.TASK_CRITERIA[slug]])
+    Permission = apps.get_model("auth", "Permission")
     for role in ("annotator", "curator", "scientist"):
-        Group.objects.get_or_create(name=role)
+        group, _ = Group.objects.get_or_create(name=role)
+        # Permissions appear only after migrate (post_migrate); until then this grants what exists,
+        # and the post_migrate run grants the rest.
+        for app_label, codenames in ROLE_PERMISSIONS.get(role, {}).items():
+            group.permissions.add(*Permission.objects.filter(content_type__app_label=app_label, codename__in=codenames))
 
 
 def _after_migrate(sender, apps=None, using="default", **kwargs) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections import Counter, defaultdict
@@ -36,8 +37,10 @@ from .roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 
 
 def hashed_annotator_id(user_id: int) -> str:
-    """A stable pseudonym for exports; the salt lives in settings, never in the export."""
-    return hashlib.sha256(f"{settings.ANNOTATOR_ID_SALT}:{user_id}".encode()).hexdigest()[:16]
+    """A stable pseudonym for exports and snapshot manifests: an HMAC keyed with the deployment's
+    secret ANNOTATOR_ID_SALT, so without the key nobody can map pseudonyms back to user ids by
+    hashing every small integer."""
+    return hmac.new(settings.ANNOTATOR_ID_SALT.encode(), str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def campaign_list_for(user: User) -> QuerySet[Campaign]:
@@ -529,8 +532,10 @@ def side_by_side_outcomes(campaign: Campaign, side: str | None = None
     the interval still clusters by item. Sides come from each candidate's source, not from screen
     or slot order; gold items are left out (they measure annotators, not the systems).
     """
-    opponents = (campaign.selection or {}).get("opponents") or []
-    if len(opponents) < 2:
+    # Selections are validated on write, but one stored before that must not break readers.
+    selection = campaign.selection if isinstance(campaign.selection, dict) else {}
+    opponents = selection.get("opponents") or []
+    if not isinstance(opponents, list) or len(opponents) < 2 or not all(isinstance(o, str) for o in opponents[:2]):
         return None
     ours = side or opponents[0]
     if ours not in opponents[:2]:

@@ -3,9 +3,12 @@
 With no environment at all the product runs embedded: SQLite, a file-system Celery broker and
 local media under ``var/``. Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, etc.
 """
+import os
+import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -13,10 +16,55 @@ if env.bool("DJANGO_READ_DOT_ENV_FILE", default=True) and (BASE_DIR / ".env").ex
     env.read_env(str(BASE_DIR / ".env"))
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+# Embedded = no DATABASE_URL: the one-machine `make run` setup (SQLite, file broker, plain HTTP on
+# 127.0.0.1). Anything with a real database is treated as production and must configure its secrets.
+EMBEDDED = not env.str("DATABASE_URL", default="")
+
+# Values that were ever published (old defaults, .env.example placeholders): never accept them.
+_PUBLIC_SECRETS = {"", "change-me", "change-me-in-production", "dev-only-insecure-key-change-me-" + "x" * 20}
+
+
+def _flag(name: str, default: bool) -> bool:
+    """A boolean variable; blank (as in .env.example) means the default, not false."""
+    return env.bool(name) if env.str(name, default="").strip() else default
+
+
+def _number(name: str, default: int) -> int:
+    return env.int(name) if env.str(name, default="").strip() else default
+
+
+def _secret(var: str, file_name: str) -> str:
+    """The secret in ``var``; else, embedded or in DEBUG, one generated on first start and kept in
+    VAR_DIR/``file_name`` (mode 0600, shared by the web process and the worker); else refuse to start,
+    because a public fallback would let anyone forge signatures or reverse pseudonyms."""
+    value = env.str(var, default="")
+    if value and value not in _PUBLIC_SECRETS:
+        return value
+    if not (EMBEDDED or DEBUG):
+        raise ImproperlyConfigured(
+            f"{var} is {'a public placeholder' if value else 'not set'}. Production (DATABASE_URL set, "
+            f"DJANGO_DEBUG off) needs its own random value, e.g. "
+            f"`python -c 'import secrets; print(secrets.token_urlsafe(50))'` (see docs/operations.md)."
+        )
+    path = VAR_DIR / file_name
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = VAR_DIR / f".{file_name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+        try:  # link, not rename: if another process (web vs worker) won the race, keep its value
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
 
 # --- Core --------------------------------------------------------------------------------------
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me-" + "x" * 20)
+DEBUG = _flag("DJANGO_DEBUG", False)
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "secret_key")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -30,6 +78,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "jobs",
     "annotation",
     "rewardtrain",
@@ -49,6 +98,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",
 ]
+if env.bool("DB_STATEMENT_COUNT_HEADER", default=False):  # benchmarks only (core.middleware)
+    MIDDLEWARE.insert(0, "core.middleware.StatementCountMiddleware")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -71,8 +122,11 @@ TEMPLATES = [
 # --- Database ----------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
-# With persistent connections (?conn_max_age=N in DATABASE_URL), check one before reusing it, so a
-# database restart costs no request an error.
+# Persistent connections by default: a new PostgreSQL backend per request cost more CPU than the
+# annotator's whole next+submit loop. ``?conn_max_age=N`` in DATABASE_URL overrides (0 = per request).
+if "conn_max_age" not in env.str("DATABASE_URL", default=""):
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# Check a persistent connection before reusing it, so a database restart costs no request an error.
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL + a busy timeout let the web process and the embedded worker share one file; IMMEDIATE
@@ -84,15 +138,22 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-PASSWORD_HASHERS = env.list(
-    "DJANGO_PASSWORD_HASHERS",
-    default=[
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-        "django.contrib.auth.hashers.MD5PasswordHasher",
-    ],
-)
+# No MD5 (or any unsalted/fast hasher): a stored MD5 hash would authenticate. Tests use a fast one
+# in config/test_settings.py only.
+PASSWORD_HASHERS = env.list("DJANGO_PASSWORD_HASHERS", default=[]) or ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+# Every password check goes through the throttled backend: N failures per account or per client
+# address within the window lock that account/address out (login page, admin, API token).
+AUTHENTICATION_BACKENDS = ["core.login_throttle.ThrottledModelBackend"]
+LOGIN_FAILURES_PER_ACCOUNT = _number("LOGIN_FAILURES_PER_ACCOUNT", 10)
+LOGIN_FAILURES_PER_ADDRESS = _number("LOGIN_FAILURES_PER_ADDRESS", 30)
+LOGIN_LOCKOUT_SECONDS = _number("LOGIN_LOCKOUT_SECONDS", 900)
+# API tokens expire this long after they were issued (annotation.api.auth.ExpiringTokenAuthentication).
+TOKEN_TTL_SECONDS = _number("TOKEN_TTL_SECONDS", 24 * 3600)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -127,7 +188,8 @@ UPLOAD_MAX_ARCHIVE_BYTES = env.int("UPLOAD_MAX_ARCHIVE_BYTES", default=500 * 102
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        # A bad or expired token answers 401 (annotation.api.errors), no credentials 403.
+        "annotation.api.authentication.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -140,7 +202,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="6000/min"),
+        # POST /api/auth/token/ per client address, successes included (failures also lock out: above).
+        "auth": env.str("THROTTLE_AUTH", default="30/min"),
     },
+    # Proxies in front of the app that append to X-Forwarded-For. 0 = use REMOTE_ADDR; DRF's default
+    # (None) would trust a client-sent X-Forwarded-For and let it dodge every per-address limit.
+    "NUM_PROXIES": _number("NUM_PROXIES", 0),
     "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -148,6 +215,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Pairwise preference annotation, reward-model training and fill-policy RL.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Schema and docs for signed-in users only; Swagger UI from the pinned, vendored sidecar
+    # package (served by us), not from a CDN.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "TaskSlugEnum": "annotation.vocabulary.TASK_CHOICES",
         "SplitEnum": "annotation.models.Split",
@@ -197,7 +270,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 EXPORT_SYNC_MAX_ROWS = env.int("EXPORT_SYNC_MAX_ROWS", default=100_000)
 
 ANNOTATION_EDIT_WINDOW_SECONDS = env.int("ANNOTATION_EDIT_WINDOW_SECONDS", default=600)
-ANNOTATOR_ID_SALT = env.str("ANNOTATOR_ID_SALT", default="change-me-in-production")
+# Campaign-wide progress scans the campaign; every reader within this window shares one scan.
+PROGRESS_CACHE_SECONDS = env.int("PROGRESS_CACHE_SECONDS", default=5)
+# Key of the HMAC that turns user ids into export/snapshot pseudonyms: per deployment, never public
+# (with a known salt every pseudonym maps back to its user id).
+ANNOTATOR_ID_SALT = _secret("ANNOTATOR_ID_SALT", "annotator_id_salt")
 ML_DEVICE = env.str("ML_DEVICE", default="cpu")
 # A running job whose worker has not beaten for this long is considered lost (jobs.services).
 JOB_STALE_AFTER_SECONDS = env.int("JOB_STALE_AFTER_SECONDS", default=300)
@@ -214,15 +291,25 @@ POLICY_PROMOTION = {
     "allow_worse_criteria": env.bool("PROMOTION_ALLOW_WORSE_CRITERIA", default=False),
     "tasks": env.list("PROMOTION_TASKS", default=[]),
 }
+# Base models and base policies named in a form or the API load only from ARTIFACTS_ROOT, from a
+# folder under one of MODEL_ROOTS, or from a registered model (core.model_sources); the default adds
+# the default artifacts folder, where `make demo` and its test cache their pre-trained bases. Hub
+# ids (org/name) only with ALLOW_HUB_MODELS: a worker would download and load them.
+MODEL_ROOTS = env.list("MODEL_ROOTS", default=[str(ARTIFACTS_ROOT), str(VAR_DIR / "artifacts")])
+ALLOW_HUB_MODELS = env.bool("ALLOW_HUB_MODELS", default=False)
 
-# --- Production hardening (only when DEBUG is off) ---------------------------------------------
-if not DEBUG:
-    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+# --- HTTPS hardening ------------------------------------------------------------------------------
+# On by default in production (DEBUG off and not embedded); off for the embedded `make run`, which
+# serves plain HTTP on 127.0.0.1 (secure cookies would never come back, the redirect would loop).
+# Each can be set explicitly, e.g. DJANGO_SECURE_SSL_REDIRECT=false behind a proxy that redirects.
+_HTTPS_DEFAULT = not DEBUG and not EMBEDDED
+SECURE_SSL_REDIRECT = _flag("DJANGO_SECURE_SSL_REDIRECT", _HTTPS_DEFAULT)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _flag("DJANGO_SECURE_COOKIES", _HTTPS_DEFAULT)
+# HSTS follows the secure cookies (served over HTTPS, whoever redirects); browsers ignore it on HTTP.
+SECURE_HSTS_SECONDS = _number("DJANGO_SECURE_HSTS_SECONDS", 31536000 if SESSION_COOKIE_SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = bool(SECURE_HSTS_SECONDS)
+if _flag("DJANGO_TRUST_X_FORWARDED_PROTO", SESSION_COOKIE_SECURE):
+    # Only behind a proxy that sets this header itself (and drops a client's own).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {

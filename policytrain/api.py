@@ -213,20 +213,26 @@ class PolicyRunActionApi(APIView):
 
 
 class PolicyRunArtifactApi(APIView):
-    """A run's PNG grids and JSON files; refuses anything outside the run folder."""
+    """A run's PNG grids and JSON files; refuses anything outside the run folder, symlinks that
+    lead out of it included (anyone who can write into the run folder could plant one)."""
 
     permission_classes = [IsStaffRole]
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request, pk: int, path: str):
         run = get_object_or_404(PolicyRun, pk=pk)
+        if not run.output_dir:
+            raise Http404("Not found")
         try:
-            full = Path(safe_join(run.output_dir, path))  # refuses ../ and absolute paths
+            full = Path(safe_join(run.output_dir, path)).resolve()  # safe_join refuses ../ and absolute paths
         except Exception as exc:  # SuspiciousFileOperation, ValueError
             raise Http404("Not found") from exc
-        if full.suffix.lower() not in ARTIFACT_SUFFIXES or not full.is_file():
+        root = Path(run.output_dir).resolve()
+        if not full.is_relative_to(root) or full.suffix.lower() not in ARTIFACT_SUFFIXES or not full.is_file():
             raise Http404("Not found")
-        return FileResponse(full.open("rb"))
+        response = FileResponse(full.open("rb"))
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 class CheckpointListApi(APIView):

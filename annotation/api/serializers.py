@@ -106,7 +106,7 @@ def assignment_payload(lease: Lease, user) -> dict:
 
 
 class SubmitIn(serializers.Serializer):
-    answers = serializers.DictField(child=serializers.JSONField(), allow_empty=False)
+    answers = serializers.DictField(child=serializers.JSONField(validators=[_answer_shape]), allow_empty=False)
     idempotency_key = serializers.CharField(max_length=64)
     active_ms = serializers.IntegerField(min_value=0, default=0)
 
@@ -128,7 +128,22 @@ class JudgmentOut(serializers.ModelSerializer):
 
 
 class JudgmentEditIn(serializers.Serializer):
-    answer = serializers.JSONField()
+    answer = serializers.JSONField(validators=[_answer_shape])
+
+def _answer_shape(value):
+    """Only the shapes an answer can take (the service checks the values against the item): a
+    candidate id, a word ("tie", "both_bad", "no_difference") or {"best": id, "worst": id}. Lists,
+    nested objects, floats and null are refused here, so nothing unhashable reaches the service."""
+    def is_id(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ok = (is_id(value) or (isinstance(value, str) and len(value) <= 64)
+          or (isinstance(value, dict) and set(value) == {"best", "worst"} and all(map(is_id, value.values()))))
+    if not ok:
+        raise serializers.ValidationError('A candidate id, "tie", "both_bad", "no_difference" or '
+                                          '{"best": id, "worst": id}.')
+    return value
+
 
 
 class ImportIn(serializers.Serializer):

@@ -1,11 +1,12 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from . import exports as ex
 from . import views as v
+from .auth import LogoutApi, TokenObtainApi
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", TokenObtainApi.as_view(), name="api-token"),
+    path("auth/logout/", LogoutApi.as_view(), name="api-logout"),
     path("me/", v.MeApi.as_view(), name="api-me"),
     path("task-types/", v.TaskTypeListApi.as_view(), name="api-task-types"),
     path("criteria/", v.CriterionListApi.as_view(), name="api-criteria"),

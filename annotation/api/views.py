@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 
+from core.params import int_list_query_param
 from ..models import Campaign, CampaignStatus, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
 from ..roles import roles_of
 from ..selectors import (
@@ -202,8 +203,8 @@ class JudgmentListApi(APIView):
     @extend_schema(responses=s.JudgmentOut(many=True))
     def get(self, request):
         qs = judgments_for(request.user).select_related("lease", "guideline_version").order_by("-id")
-        if campaign := request.query_params.get("campaign"):
-            qs = qs.filter(item__campaign_id=campaign)
+        if campaigns := int_list_query_param(request, "campaign"):
+            qs = qs.filter(item__campaign_id__in=campaigns)
         return Response(s.JudgmentOut(qs[:200], many=True).data)
 
 

@@ -24,11 +24,39 @@ from ..models import (
 )
 
 
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def selection_errors(selection) -> list[str]:
+    """Messages for a malformed ``selection`` (empty when valid or absent). Checked on every write,
+    and again when a campaign starts, because a stored bad one would break every reader of it.
+    Keys this module does not read are kept as they are."""
+    if selection is None:
+        return []
+    if not isinstance(selection, dict):
+        return ['An object, e.g. {"sample_ids": [1, 2], "max_items_per_sample": 1}.']
+    msgs = []
+    ids = selection.get("sample_ids")
+    if ids is not None and not (isinstance(ids, list) and all(_is_count(i, 1) for i in ids)):
+        msgs.append("sample_ids: a list of sample ids (whole numbers).")
+    for key in ("sources", "opponents"):
+        names = selection.get(key)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
+            msgs.append(f"{key}: a list of candidate source names.")
+    most = selection.get("max_items_per_sample")
+    if most is not None and not _is_count(most, 0):
+        msgs.append("max_items_per_sample: a whole number, 0 or more (0 = no limit).")
+    return msgs
+
+
 def campaign_validate(*, name: str, task_type: TaskType, criteria: Sequence[Criterion], mode: str,
                       candidates_per_item: int, overlap: int, gold_fraction: float, lease_seconds: int,
-                      exclude_pk: int | None = None) -> dict[str, list[str]]:
+                      exclude_pk: int | None = None, selection=None) -> dict[str, list[str]]:
     """Field errors for a campaign definition (empty when valid); shared by the API and the admin."""
     errors: dict[str, list[str]] = {}
+    if msgs := selection_errors(selection):
+        errors["selection"] = msgs
     if Campaign.objects.filter(name=name).exclude(pk=exclude_pk).exists():
         errors["name"] = ["A campaign with this name already exists."]
     if mode not in CampaignMode.values:
@@ -72,7 +100,8 @@ def campaign_create(
     n = candidates_per_item or (2 if mode == CampaignMode.PAIRWISE else 4)
     chosen = list(criteria) if criteria else list(task_type.criteria.all())
     errors = campaign_validate(name=name, task_type=task_type, criteria=chosen, mode=mode, candidates_per_item=n,
-                               overlap=overlap, gold_fraction=gold_fraction, lease_seconds=lease_seconds)
+                               overlap=overlap, gold_fraction=gold_fraction, lease_seconds=lease_seconds,
+                               selection=selection)
     if errors:
         raise ApplicationError("The campaign is not valid.", fields=errors)
     campaign = Campaign.objects.create(
@@ -86,6 +115,9 @@ def campaign_create(
 
 def _candidate_groups(campaign: Campaign, rng: random.Random) -> Iterable[tuple[Sample, list[Candidate]]]:
     """Yield (sample, candidates) groups that become items, following ``campaign.selection``."""
+    if msgs := selection_errors(campaign.selection):  # saved before selections were checked
+        raise ApplicationError("The campaign's selection is malformed; fix it before starting.",
+                               fields={"selection": msgs})
     sel = campaign.selection or {}
     samples = Sample.objects.filter(task_type=campaign.task_type)
     if sel.get("sample_ids"):

@@ -550,7 +550,8 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
         }
         ceiling = agg.human_ceiling()
         manifest = {
-            "content_hash": content_hash, "created_at": timezone.now().isoformat(), "filter": snapshot.filter,
+            "content_hash": content_hash, "created_at": timezone.now().isoformat(),
+            "filter": _pseudonymous_filter(snapshot.filter),
             "aggregation": snapshot.aggregation, "counts": counts, "human_ceiling": ceiling,
             "guideline_versions": {c: sorted(v) for c, v in sorted(agg.guideline_versions.items())},
             "campaign_ids": sorted(agg.campaign_ids), "format_version": FORMAT_VERSION,
@@ -586,6 +587,17 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             shutil.rmtree(tmp, ignore_errors=True)
     snapshot.refresh_from_db()
     return snapshot
+
+
+def _pseudonymous_filter(flt: dict) -> dict:
+    """The filter as the manifest records it: ``exclude_annotators`` as export pseudonyms, since a
+    snapshot folder leaves the database (training machines, shared storage) and usernames must not."""
+    names = flt.get("exclude_annotators")
+    if not names:
+        return flt
+    ids = dict(User.objects.filter(username__in=names).values_list("username", "id"))
+    # A user deleted since the build started has no id left: record that one was named, not who.
+    return {**flt, "exclude_annotators": sorted(hashed_annotator_id(ids[n]) if n in ids else "unknown" for n in names)}
 
 
 def _sync_from_job(snapshot: DatasetSnapshot, job: Job) -> None:
