@@ -24,6 +24,7 @@ from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
 from annotation.services.campaigns import campaign_add_items, campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png
 from core.errors import ApplicationError, Conflict
+from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
 from jobs.services import (
     JobCancelled,
@@ -39,8 +40,10 @@ from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun, Promo
 from .selectors import PromotionRule, production_checkpoint, promotion_gate
 
 MODEL_CARD = "onereward.json"
-# Fields the platform sets itself; a user override of them is refused.
-PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm", "init_weights")
+# Fields the platform sets itself; a user override of them is refused. ``resume`` only ever comes
+# from the platform's Resume action (policy_run_resume), never from a form.
+PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm", "init_weights",
+                   "resume")
 # With the tiny base policy, a run defaults to sizes a CPU finishes in seconds (user overrides win).
 TINY_PRESET = {
     "resolution": 64, "batch_size": 2, "max_steps": 20, "reference_steps": 4, "policy_steps": 4,
@@ -68,9 +71,13 @@ def resolve_base_policy(base: str | None) -> str:
 
 
 def validate_base_policy(base: str | None) -> str:
+    """``"tiny"``, or a FLUX.1-Fill location the worker may load: under the model roots, the base of a
+    registered checkpoint, or a hub id where ALLOW_HUB_MODELS is on (core.model_sources)."""
     base = (base or TINY_BASE).strip()
     if base == TINY_BASE:
         return base
+    base = check_model_source(base, field="base_policy", what="base policy",
+                              is_registered=lambda value: PolicyCheckpoint.objects.filter(base_policy=value).exists())
     looks_local = base.startswith(("/", ".", "~")) or Path(base).exists()
     if looks_local and not Path(base).expanduser().is_dir():
         raise ApplicationError("The base policy folder does not exist.",
@@ -338,8 +345,8 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
 
     data = dict(run.config)
     data["base_policy"] = ensure_base_policy(run.base_policy)
-    if job.config.get("resume"):
-        data["resume"] = True
+    # Resume is the platform's action (job_requeue_for_resume sets it), never a stored override.
+    data["resume"] = job.config.get("resume") is True
     config = RLConfig.from_dict(data)
     if run.processes > 1:
         from jobs.launcher import run_distributed

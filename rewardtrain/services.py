@@ -17,6 +17,7 @@ from django.db import transaction
 from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
 from annotation.vocabulary import TASK_CRITERIA
 from core.errors import ApplicationError, Conflict
+from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
 from jobs.services import (
     JobCancelled,
@@ -80,7 +81,13 @@ def reward_run_start(
     if reserved:
         raise ApplicationError("Some overrides are set by the platform.", fields={
             "overrides": [f"{', '.join(reserved)} cannot be overridden (use the snapshot / base_model fields)."]})
-    base = (base_model or "").strip() or str(default_base_model_dir())
+    # A base model is loaded on the worker: only from the model roots, a registered reward model's
+    # folder, or (where the deployment allows it) a hub id. Empty = the built-in tiny backbone.
+    if (base_model or "").strip():
+        base = check_model_source(base_model, field="base_model", what="base model",
+                                  is_registered=lambda value: RewardModel.objects.filter(path=value).exists())
+    else:
+        base = str(default_base_model_dir())
     with transaction.atomic():
         job = job_create(kind=JobKind.REWARD, name=name or f"reward model on {snapshot.name}", config={}, user=user)
         output_dir = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"

@@ -96,6 +96,9 @@ class RLConfig:
       round of the loop continues from the production policy. Algorithm 1's fixed reference and
       the velocity anchor stay the base policy (the paper's reference is the pre-trained base);
       Algorithm 2's EMA reference starts at these weights, as it always starts at the policy.
+    - ``resume`` False: True continues from the newest ``checkpoints/step-N/`` of ``output_dir``,
+      and only from there. It is a flag, not a path: a checkpoint folder chosen elsewhere would be
+      read (and its files unpickled) on the training worker. The platform sets it only on Resume.
     - ``criterion_weights`` {} (every weight 1): the paper averages the hinge over the task's
       criteria with equal weight. ``{"extend": {"structure": 2}}`` makes extend's loss the weighted
       mean Σ w·hinge / Σ w over the criteria that apply; a weight of 0 drops a criterion from RL.
@@ -140,7 +143,7 @@ class RLConfig:
     save_every: int = 500
     sample_grid_every: int = 250
     log_every: int = 10
-    resume: bool | str = False
+    resume: bool = False
     init_weights: str | None = None
     deploy_weights: str = "ema"
     paste_back: bool = True
@@ -204,6 +207,8 @@ class RLConfig:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad device {self.device!r}")
         for name in ("save_every", "sample_grid_every", "log_every"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        _check(isinstance(self.resume, bool),
+               f"resume must be true or false (the run resumes from its own output_dir), got {self.resume!r}")
         _check(self.kl_weight >= 0, f"kl_weight must be >= 0 (0 disables), got {self.kl_weight}")
         _check(self.init_weights is None or (isinstance(self.init_weights, str) and bool(self.init_weights.strip())),
                f"init_weights must be a policy weights folder or null, got {self.init_weights!r}")

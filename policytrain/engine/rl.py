@@ -316,6 +316,7 @@ def save_checkpoint(state: TrainState, folder: Path) -> Path:
     )
     save_file({k: v.contiguous().cpu() for k, v in state.ema.items()}, str(folder / "ema.safetensors"))
     torch.save(state.optimizer.state_dict(), folder / "optimizer.pt")
+    # Tensors only (ByteTensor states), so load_checkpoint can read it with weights_only=True.
     rng = {"generator": state.generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -343,8 +344,11 @@ def load_checkpoint(state: TrainState, folder: Path) -> None:
         for name, p in state.params.items():
             p.copy_(weights[name])
             state.ema[name].copy_(ema[name])
-    state.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=state.policy.device))
-    rng = torch.load(folder / "rng.pt", weights_only=False)
+    # weights_only: a checkpoint is data, never code to unpickle; optimizer and RNG states are
+    # plain tensors, numbers and lists (save_checkpoint), which the restricted loader accepts.
+    state.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=state.policy.device,
+                                               weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=True)
     state.generator.set_state(rng["generator"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
@@ -475,8 +479,8 @@ def train(
         frozen_reference=frozen_reference,
     )
     resume_from = None
-    if config.resume:
-        resume_from = Path(config.resume) if isinstance(config.resume, str) else latest_checkpoint(out)
+    if config.resume:  # only this run's own folder: resume is a flag, never a path
+        resume_from = latest_checkpoint(out)
         if resume_from is not None:
             load_checkpoint(state, resume_from)
     _broadcast_params(params, world)

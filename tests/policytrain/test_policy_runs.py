@@ -141,7 +141,9 @@ def test_start_exports_conditions_folder(tiny_reward_dir, settings):
 # Engine failures, cancel and resume (in-process job bodies; deterministic)
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.django_db
-def test_non_fill_base_policy_fails_with_clear_error_and_no_checkpoint(tiny_reward_dir, tiny_flux_dir, tmp_path):
+def test_non_fill_base_policy_fails_with_clear_error_and_no_checkpoint(tiny_reward_dir, tiny_flux_dir, tmp_path,
+                                                                      settings):
+    settings.MODEL_ROOTS = [str(tmp_path)]  # a base policy must live under a model root
     not_fill = tmp_path / "flux-dev-like"
     shutil.copytree(tiny_flux_dir, not_fill)
     cfg_path = not_fill / "transformer" / "config.json"

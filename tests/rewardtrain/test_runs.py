@@ -93,7 +93,8 @@ def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worke
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_bad_inputs_end_failed_with_a_clear_error_and_no_model(celery_worker_process, tmp_path):
+def test_bad_inputs_end_failed_with_a_clear_error_and_no_model(celery_worker_process, tmp_path, settings):
+    settings.MODEL_ROOTS = [str(tmp_path)]  # under a model root, so the start accepts it and the worker fails it
     snapshot = reward_snapshot()
     missing = reward_run_start(snapshot=snapshot, base_model=str(tmp_path / "no-such-model"), overrides=FAST)
     job = wait_for(lambda: finished(missing), timeout=90, message="the failing run")
