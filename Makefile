@@ -10,20 +10,24 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/onereward)
 TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
 
-.PHONY: run test install demo lint bench clean-var
+.PHONY: run dev test install demo lint bench clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null || PYTHON=python3; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	@# torch first and pinned: its CPU wheel lies on these machines; an unpinned torch pulls CUDA.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[ml,dev]"
+	$(PY) -m pip install -q -e ".[ml,dev,prod]"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)
 	@bash scripts/run.sh $(PORT)
+
+# Development: runserver with autoreload and DEBUG on, same embedded defaults.
+dev: $(STAMP)
+	@bash scripts/run.sh $(PORT) --dev
 
 test: $(STAMP)
 	@source scripts/ensure-services.sh && \

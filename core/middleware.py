@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .db import CONNECTION_ERRORS
@@ -36,4 +36,28 @@ class DatabaseUnavailableMiddleware:
         else:
             response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
+
+class StatementCountMiddleware:
+    """Tell the client how many SQL statements its request ran (``X-DB-Statements``).
+
+    Off unless ``DB_STATEMENT_COUNT_HEADER`` is set: benchmarks read it to report statements per
+    call through the production server, where ``connection.queries`` is not kept.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        count = 0
+
+        def counter(execute, sql, params, many, context):
+            nonlocal count
+            count += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counter):
+            response = self.get_response(request)
+        response["X-DB-Statements"] = str(count)
         return response
