@@ -15,12 +15,49 @@ Usage: python bench/campaign_dashboard.py [--sizes 3000,30000]
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from queue_latency import annotator_users, recreate_database, setup_django
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ["DJANGO_READ_DOT_ENV_FILE"] = "false"
+BENCH_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/onereward_bench")
+os.environ["DATABASE_URL"] = BENCH_URL
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    base, name = BENCH_URL.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django() -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def annotator_users(tag: str, n: int) -> list:
+    """``n`` users in the annotator group, named after ``tag`` (created once)."""
+    from django.contrib.auth.models import Group, User
+
+    annot = Group.objects.get(name="annotator")
+    users = []
+    for i in range(n):
+        u, _ = User.objects.get_or_create(username=f"bench-{tag}-{i}")
+        u.groups.add(annot)
+        users.append(u)
+    return users
 
 CRITERIA = ("structure", "aesthetics")
 OVERLAP = 3
