@@ -364,3 +364,82 @@ def test_the_admin_import_view_needs_the_import_permission():
     client = Client()
     client.force_login(staff)
     assert client.get("/admin/annotation/sample/import/").status_code == 403
+
+
+# --- 5. imports: ill-typed manifest fields and damaged archives are row errors / 400 -------------
+
+IMPORT_TYPE_CASES = {
+    "long external_id": ({"external_id": "x" * 201}, "external_id is longer than 200"),
+    "list external_id": ({"external_id": ["s"]}, "external_id must be a string"),
+    "long split_key": ({"split_key": "k" * 201}, "split_key is longer than 200"),
+    "list task": ({"task": ["fill"]}, "task must be one of"),
+    "dict source": ({"source": {"a": 1}}, "file path must be a string"),
+    "list candidates item": ({"candidates": ["out/a.png"]}, "candidates must be a list of objects"),
+    "object candidates": ({"candidates": {"image": "out/a.png"}}, "candidates must be a list of objects"),
+    "string seed": ({"candidates": [{"image": "out/a.png", "seed": "x"}]}, "seed must be a whole number"),
+    "huge seed": ({"candidates": [{"image": "out/a.png", "seed": 2**70}]}, "seed must be a whole number"),
+    "list meta": ({"meta": [1]}, "meta must be an object"),
+    "list provenance": ({"candidates": [{"image": "out/a.png", "provenance": ["x"]}]}, "provenance"),
+    "list image": ({"candidates": [{"image": ["out/a.png"]}]}, "file path must be a string"),
+}
+
+
+def _import_zip(rows, files, *, corrupt: str | None = None) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+        for name, data in files.items():
+            zf.writestr(name, data)
+    data = buf.getvalue()
+    if corrupt:  # flip bytes inside the member's compressed data: a CRC / inflate error on read
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo(corrupt)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        data = data[:start + 4] + bytes(b ^ 0xFF for b in data[start + 4:start + 12]) + data[start + 12:]
+    return data
+
+
+def _post_import(client, data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post("/api/imports/", {"file": SimpleUploadedFile("batch.zip", data)}, format="multipart")
+
+
+@pytest.mark.parametrize("case", IMPORT_TYPE_CASES, ids=list(IMPORT_TYPE_CASES))
+def test_ill_typed_manifest_fields_are_reported_per_row_not_500(case):
+    from tests.annotation.test_imports import base_files, row
+
+    over, message = IMPORT_TYPE_CASES[case]
+    client = APIClient()
+    client.force_authenticate(make_user("cur-imp", "curator"))
+    resp = _post_import(client, _import_zip([row("ok-first"), row("bad", **over)], base_files()))
+    _assert_shape(resp)
+    rows = resp.json()["fields"]["rows"]
+    assert [r["line"] for r in rows] == [2] and message in rows[0]["error"], rows
+
+
+@pytest.mark.parametrize("member", ["manifest.jsonl", "img/s1.png"])
+def test_a_damaged_zip_member_is_400(member):
+    from annotation.models import Sample
+    from tests.annotation.test_imports import base_files, row
+
+    client = APIClient()
+    client.force_authenticate(make_user("cur-crc", "curator"))
+    resp = _post_import(client, _import_zip([row()], base_files(), corrupt=member))
+    _assert_shape(resp)
+    assert "damaged" in json.dumps(resp.json()) and not Sample.objects.exists()
+
+
+def test_an_oversize_manifest_is_refused_before_it_is_read(monkeypatch):
+    from annotation.services import imports
+    from tests.annotation.test_imports import base_files, row
+
+    monkeypatch.setattr(imports, "MANIFEST_MAX_BYTES", 100)
+    client = APIClient()
+    client.force_authenticate(make_user("cur-big", "curator"))
+    resp = _post_import(client, _import_zip([row(), row("s2")], base_files()))
+    _assert_shape(resp)
+    assert "larger than 100 bytes" in resp.json()["message"]

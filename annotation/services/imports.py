@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +31,10 @@ from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
 from ..models import Candidate, ImportBatch, ImportStatus, Provenance, Sample, TaskType
 
 MANIFEST_NAME = "manifest.jsonl"
+# The manifest is read whole; a few bytes of zip can inflate to gigabytes of it (zip bomb).
+MANIFEST_MAX_BYTES = 10 * 1024 * 1024
+# A damaged archive (bad CRC, truncated or corrupt deflate data) raises these on read.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 class ImportFailed(ApplicationError):
@@ -58,9 +63,14 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        try:
+            self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        except _ZIP_ERRORS as exc:
+            raise ApplicationError("Upload a .zip archive.", fields={"file": [f"Not a readable zip archive ({exc})."]}) from exc
 
     def read(self, rel: str) -> bytes:
+        if not isinstance(rel, str):
+            raise ImageRejected(f"a file path must be a string, not {_json_type(rel)}.")
         pure = PurePosixPath(rel)
         if pure.is_absolute() or ".." in pure.parts or not rel:
             raise ImageRejected(f"path '{rel}' must be relative and stay inside the import.")
@@ -71,7 +81,10 @@ class _Source:
                 raise ImageRejected(f"file '{rel}' is not in the archive.") from exc
             if info.file_size > settings.UPLOAD_MAX_IMAGE_BYTES:
                 raise ImageRejected(f"file '{rel}' is larger than {settings.UPLOAD_MAX_IMAGE_BYTES} bytes.")
-            return self.zip.read(info)
+            try:
+                return self.zip.read(info)
+            except _ZIP_ERRORS as exc:
+                raise ImageRejected(f"file '{rel}' is damaged in the archive ({exc}).") from exc
         full = (self.path / pure).resolve()
         if not full.is_relative_to(self.path.resolve()) or not full.is_file():
             raise ImageRejected(f"file '{rel}' does not exist in the folder.")
@@ -80,40 +93,85 @@ class _Source:
 
 def _manifest_lines(src: _Source) -> list[str]:
     try:
+        size = src.zip.getinfo(MANIFEST_NAME).file_size if src.zip else (src.path / MANIFEST_NAME).stat().st_size
+        if size > MANIFEST_MAX_BYTES:
+            raise ApplicationError(f"{MANIFEST_NAME} is larger than {MANIFEST_MAX_BYTES} bytes.",
+                                   fields={"file": [f"Split the import: at most {MANIFEST_MAX_BYTES} bytes of manifest."]})
         raw = src.zip.read(MANIFEST_NAME) if src.zip else (src.path / MANIFEST_NAME).read_bytes()
     except (KeyError, FileNotFoundError) as exc:
         raise ApplicationError(f"No {MANIFEST_NAME} at the top of the import.",
                                fields={"file": [f"{MANIFEST_NAME} is missing."]}) from exc
+    except _ZIP_ERRORS as exc:
+        raise ApplicationError(f"{MANIFEST_NAME} is damaged in the archive.", fields={"file": [str(exc)]}) from exc
     return raw.decode("utf-8", errors="replace").splitlines()
 
 
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _text(obj: dict, key: str, *, max_length: int | None = None, default: str = "") -> str:
+    """``obj[key]`` as text: a string (or a plain number, as ids often are), at most ``max_length``."""
+    value = obj.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ImageRejected(f"{key} must be a string, not {_json_type(value)}.")
+    text = str(value).strip()
+    if max_length is not None and len(text) > max_length:
+        raise ImageRejected(f"{key} is longer than {max_length} characters.")
+    return text
+
+
+def _object(obj: dict, key: str) -> dict:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ImageRejected(f"{key} must be an object, not {_json_type(value)}.")
+    return value
+
+
 def _validate_row(line_no: int, obj: dict, src: _Source, tasks: dict[str, TaskType], seen: set[str]) -> _Row:
-    ext = str(obj.get("external_id") or "").strip()
+    # Field types and lengths are checked here, so a bad row is a line in the report, never a 500
+    # (an unhashable task, a list as a path, an id longer than its column).
+    ext = _text(obj, "external_id", max_length=200)
     if not ext:
         raise ImageRejected("external_id is required.")
     if ext in seen or Sample.objects.filter(external_id=ext).exists():
         raise ImageRejected(f"external_id '{ext}' already exists.")
-    task = tasks.get(obj.get("task"))
+    task_slug = obj.get("task")
+    task = tasks.get(task_slug) if isinstance(task_slug, str) else None
     if task is None:
         raise ImageRejected(f"task must be one of {sorted(tasks)}.")
+    prompt = _text(obj, "prompt", max_length=10_000)
+    split_key = _text(obj, "split_key", max_length=200) or ext
+    meta = _object(obj, "meta")
+    cands = obj.get("candidates") or []
+    if not isinstance(cands, list) or not all(isinstance(c, dict) for c in cands):
+        raise ImageRejected("candidates must be a list of objects.")
     source = open_image(src.read(obj.get("source", "")), what="source").convert("RGB")
     mask = check_mask(open_image(src.read(obj.get("mask", "")), what="mask"), size=source.size)
     candidates = []
-    for i, cand in enumerate(obj.get("candidates") or []):
+    for i, cand in enumerate(cands):
+        seed = cand.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63):
+            raise ImageRejected(f"candidate {i}: seed must be a whole number.")
         img = open_image(src.read(cand.get("image", "")), what=f"candidate {i}").convert("RGB")
         if img.size != source.size:
             raise ImageRejected(f"candidate {i} is {img.size[0]}×{img.size[1]}, the source {source.size[0]}×{source.size[1]}.")
         provenance = cand.get("provenance", Provenance.EXTERNAL)
-        if provenance not in Provenance.values:
+        if not isinstance(provenance, str) or provenance not in Provenance.values:
             raise ImageRejected(f"candidate {i}: provenance must be one of {Provenance.values}.")
         candidates.append({
-            "png": png_bytes(img), "source_name": str(cand.get("source_name") or "upload")[:200],
-            "provenance": provenance, "seed": cand.get("seed"), "params": cand.get("params") or {},
-            "source_ref": str(cand.get("source_ref") or "")[:200],
+            "png": png_bytes(img), "source_name": _text(cand, "source_name", default="upload")[:200],
+            "provenance": provenance, "seed": seed, "params": _object(cand, "params"),
+            "source_ref": _text(cand, "source_ref")[:200],
         })
-    return _Row(line=line_no, external_id=ext, task=task, prompt=str(obj.get("prompt") or ""),
-                split_key=str(obj.get("split_key") or ext), source_png=png_bytes(source),
-                mask_png=png_bytes(mask), size=source.size, meta=obj.get("meta") or {}, candidates=candidates)
+    return _Row(line=line_no, external_id=ext, task=task, prompt=prompt, split_key=split_key,
+                source_png=png_bytes(source), mask_png=png_bytes(mask), size=source.size, meta=meta,
+                candidates=candidates)
 
 
 def import_samples(*, path: Path, user: User | None = None) -> ImportBatch:
@@ -166,7 +224,7 @@ def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> Imp
                     n_cand += 1
             return ImportBatch.objects.create(created_by=user, source_name=source_name, status=ImportStatus.SUCCEEDED,
                                               samples_created=len(rows), candidates_created=n_cand)
-    except Exception:
+    except BaseException:  # a worker timeout (SystemExit) mid-import must not leave files either
         for name in written:  # all-or-nothing: no orphaned files either
             default_storage.delete(name)
         raise
