@@ -7,6 +7,8 @@ class AnnotationConfig(AppConfig):
     verbose_name = "Annotation"
 
     def ready(self) -> None:
+        from . import cache_invalidation
         from .seed import _after_migrate
 
+        cache_invalidation.connect()
         post_migrate.connect(_after_migrate, sender=self, dispatch_uid="annotation-seed-taxonomy")

@@ -27,7 +27,7 @@ from ..models import (
     Lease,
     LeaseState,
 )
-from ..selectors import criteria_with_guidelines
+from ..selectors import campaign_criteria
 
 PAIRWISE_WORDS = {Choice.TIE.value, Choice.BOTH_BAD.value}
 
@@ -55,7 +55,7 @@ def _parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, 
 
 def _validate_answers(*, lease: Lease, answers: dict) -> dict[Criterion, tuple[str, int | None, int | None]]:
     campaign = lease.item.campaign
-    criteria = {c.slug: c for c in criteria_with_guidelines(campaign.criteria.all())}
+    criteria = {c.slug: c for c in campaign_criteria(campaign)}
     candidate_ids = list(lease.item.slots.order_by("position").values_list("candidate_id", flat=True))
     errors: dict[str, list[str]] = {}
     parsed = {}
