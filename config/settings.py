@@ -272,6 +272,9 @@ EXPORT_SYNC_MAX_ROWS = env.int("EXPORT_SYNC_MAX_ROWS", default=100_000)
 ANNOTATION_EDIT_WINDOW_SECONDS = env.int("ANNOTATION_EDIT_WINDOW_SECONDS", default=600)
 # Campaign-wide progress scans the campaign; every reader within this window shares one scan.
 PROGRESS_CACHE_SECONDS = env.int("PROGRESS_CACHE_SECONDS", default=5)
+# A campaign's criteria and current guidelines, read by every hand-out and submit; dropped from the
+# cache whenever they change (annotation.cache_invalidation), so this only bounds the unforeseen.
+CRITERIA_CACHE_SECONDS = env.int("CRITERIA_CACHE_SECONDS", default=300)
 # Key of the HMAC that turns user ids into export/snapshot pseudonyms: per deployment, never public
 # (with a known salt every pseudonym maps back to its user id).
 ANNOTATOR_ID_SALT = _secret("ANNOTATOR_ID_SALT", "annotator_id_salt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import random
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -521,19 +522,22 @@ def generation_execute(job: Job, reporter: JobReporter) -> dict:
         with transaction.atomic():
             made: dict[tuple[str, int, int], Candidate] = {}
             created = 0
-            for side, ckpt, _base, source_name in sides:
-                for row in outputs[side]:
-                    sample = samples[int(row["condition_id"])]
-                    png = (out_dir / side / row["image"]).read_bytes()
-                    is_new = not Candidate.objects.filter(sample=sample, sha256=sha256_of(png)).exists()
-                    cand = candidate_create_from_png(
-                        sample=sample, png=png, provenance=Provenance.POLICY, source_name=source_name,
-                        seed=int(row["seed"]), source_ref=str(ckpt.pk) if ckpt else "",
-                        params={**row.get("params", {}), "generation_job": gen.pk,
-                                "checkpoint_id": ckpt.pk if ckpt else None}, _save=save,
-                    )
-                    created += int(is_new)
-                    made[(side, sample.pk, int(row["seed"]))] = cand
+            # Created in a shuffled order of sides: candidate ids reach annotators, and ids that
+            # always put the checkpoint first would unblind the side-by-side.
+            rows = [(side, ckpt, source_name, row) for side, ckpt, _base, source_name in sides for row in outputs[side]]
+            random.Random(gen.pk).shuffle(rows)
+            for side, ckpt, source_name, row in rows:
+                sample = samples[int(row["condition_id"])]
+                png = (out_dir / side / row["image"]).read_bytes()
+                is_new = not Candidate.objects.filter(sample=sample, sha256=sha256_of(png)).exists()
+                cand = candidate_create_from_png(
+                    sample=sample, png=png, provenance=Provenance.POLICY, source_name=source_name,
+                    seed=int(row["seed"]), source_ref=str(ckpt.pk) if ckpt else "",
+                    params={**row.get("params", {}), "generation_job": gen.pk,
+                            "checkpoint_id": ckpt.pk if ckpt else None}, _save=save,
+                )
+                created += int(is_new)
+                made[(side, sample.pk, int(row["seed"]))] = cand
             groups, identical = [], 0
             for sample_id in gen.sample_ids:
                 for seed in gen.seeds:
@@ -549,7 +553,8 @@ def generation_execute(job: Job, reporter: JobReporter) -> dict:
             campaign = campaign_create(
                 name=gen.campaign_name, task_type=task_type, criteria=criteria, overlap=gen.overlap,
                 selection={"sample_ids": list(gen.sample_ids), "opponents": [sides[0][3], sides[1][3]]},
-                description=f"Generation job {gen.pk}: {sides[0][3]} (A) vs {sides[1][3]} (B), seeds {gen.seeds}.",
+                # Annotators read the description: it must not say which system made what.
+                description="Side-by-side comparison of two edits of each image.",
                 created_by=gen.started_by, source_ref=f"generation-job:{gen.pk}",
             )
             items = campaign_add_items(campaign=campaign, groups=groups)

@@ -4,16 +4,18 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..guidelines import render_guideline
 from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
-from ..selectors import campaign_progress
+from ..selectors import annotator_title, blind_for, campaign_criteria, campaigns_as_seen_by
 
 # "" = any split; shared by every form that filters samples by split.
 OPTIONAL_SPLIT_CHOICES = ["", *Split.values]
 
 
 class CriterionOut(serializers.ModelSerializer):
-    guideline_version = serializers.SerializerMethodField()
+    """A criterion with its current guideline; give it criteria from
+    ``selectors.criteria_with_guidelines`` (the guideline fields are annotations)."""
+
+    guideline_version = serializers.IntegerField(allow_null=True, read_only=True)
     guideline_markdown = serializers.SerializerMethodField()
     guideline_html = serializers.SerializerMethodField()
 
@@ -21,17 +23,11 @@ class CriterionOut(serializers.ModelSerializer):
         model = Criterion
         fields = ["id", "slug", "name", "uses_prompt", "guideline_version", "guideline_markdown", "guideline_html"]
 
-    def get_guideline_version(self, obj: Criterion) -> int | None:
-        g = obj.current_guideline
-        return g.version if g else None
-
     def get_guideline_markdown(self, obj: Criterion) -> str:
-        g = obj.current_guideline
-        return g.body_markdown if g else ""
+        return obj.guideline_markdown or ""
 
     def get_guideline_html(self, obj: Criterion) -> str:
-        g = obj.current_guideline
-        return render_guideline(g.body_markdown) if g else ""
+        return obj.guideline_html or ""
 
 
 class TaskTypeOut(serializers.ModelSerializer):
@@ -54,6 +50,30 @@ class CampaignOut(serializers.ModelSerializer):
         model = Campaign
         fields = ["id", "name", "description", "mode", "status", "task_type", "criteria", "candidates_per_item",
                   "overlap", "gold_fraction", "lease_seconds", "priority", "selection", "created_at", "started_at"]
+
+
+class CampaignForAnnotatorOut(serializers.ModelSerializer):
+    """What an annotator may know of a campaign: nothing that says which systems it compares
+    (no selection, lineage or system names); give it campaigns from
+    ``selectors.campaigns_as_seen_by``."""
+
+    name = serializers.CharField(source="display_name", read_only=True)
+    description = serializers.CharField(source="display_description", read_only=True)
+    task_type = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    criteria = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = ["id", "name", "description", "mode", "status", "task_type", "criteria", "candidates_per_item",
+                  "lease_seconds"]
+
+
+def campaign_out(user, campaigns, *, many: bool = False):
+    """Campaign(s) serialized for ``user``: the full record for staff, the blind one for annotators."""
+    if not blind_for(user):
+        return CampaignOut(campaigns, many=many).data
+    seen = campaigns_as_seen_by(user, campaigns if many else [campaigns])
+    return CampaignForAnnotatorOut(seen if many else seen[0], many=many).data
 
 
 class CampaignIn(serializers.Serializer):
@@ -79,17 +99,23 @@ def _media(field) -> str:
     return reverse("media", kwargs={"path": field.name})
 
 
-def assignment_payload(lease: Lease, user) -> dict:
-    """Everything the workspace needs to show one leased item, in displayed order."""
+def assignment_payload(lease: Lease) -> dict:
+    """Everything the workspace needs to show one leased item, in displayed order.
+
+    Blind by construction: candidates carry only an id, a screen label and an image URL, never
+    their system, canonical position or campaign lineage, and the order is the lease's own
+    shuffle. Campaign-wide progress is not here: the workspace polls ``/progress/`` slowly.
+    Expects the lease as ``lease_next`` returns it (item, sample and slots loaded).
+    """
     item = lease.item
     campaign = item.campaign
     sample: Sample = item.sample
-    by_id = {s.candidate_id: s for s in item.slots.select_related("candidate")}
+    by_id = {s.candidate_id: s.candidate for s in item.slots.all()}
     labels = "ABCDEFGH"
     return {
         "lease": str(lease.uid),
         "expires_at": lease.expires_at.isoformat(),
-        "campaign": {"id": campaign.id, "name": campaign.name, "mode": campaign.mode},
+        "campaign": {"id": campaign.id, "name": annotator_title(campaign), "mode": campaign.mode},
         "item": item.id,
         "sample": {
             "id": sample.external_id, "task": sample.task_type.slug, "prompt": sample.effective_prompt,
@@ -97,12 +123,26 @@ def assignment_payload(lease: Lease, user) -> dict:
             "width": sample.width, "height": sample.height,
         },
         "candidates": [
-            {"id": cid, "label": labels[i], "position": by_id[cid].position, "url": _media(by_id[cid].candidate.image)}
+            {"id": cid, "label": labels[i], "url": _media(by_id[cid].image)}
             for i, cid in enumerate(lease.displayed_order)
         ],
-        "criteria": CriterionOut(campaign.criteria.all(), many=True).data,
-        "progress": campaign_progress(campaign, user),
+        "criteria": CriterionOut(campaign_criteria(campaign), many=True).data,
     }
+
+
+def _answer_shape(value):
+    """Only the shapes an answer can take (the service checks the values against the item): a
+    candidate id, a word ("tie", "both_bad", "no_difference") or {"best": id, "worst": id}. Lists,
+    nested objects, floats and null are refused here, so nothing unhashable reaches the service."""
+    def is_id(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ok = (is_id(value) or (isinstance(value, str) and len(value) <= 64)
+          or (isinstance(value, dict) and set(value) == {"best", "worst"} and all(map(is_id, value.values()))))
+    if not ok:
+        raise serializers.ValidationError('A candidate id, "tie", "both_bad", "no_difference" or '
+                                          '{"best": id, "worst": id}.')
+    return value
 
 
 class SubmitIn(serializers.Serializer):
@@ -129,21 +169,6 @@ class JudgmentOut(serializers.ModelSerializer):
 
 class JudgmentEditIn(serializers.Serializer):
     answer = serializers.JSONField(validators=[_answer_shape])
-
-def _answer_shape(value):
-    """Only the shapes an answer can take (the service checks the values against the item): a
-    candidate id, a word ("tie", "both_bad", "no_difference") or {"best": id, "worst": id}. Lists,
-    nested objects, floats and null are refused here, so nothing unhashable reaches the service."""
-    def is_id(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    ok = (is_id(value) or (isinstance(value, str) and len(value) <= 64)
-          or (isinstance(value, dict) and set(value) == {"best", "worst"} and all(map(is_id, value.values()))))
-    if not ok:
-        raise serializers.ValidationError('A candidate id, "tie", "both_bad", "no_difference" or '
-                                          '{"best": id, "worst": id}.')
-    return value
-
 
 
 class ImportIn(serializers.Serializer):

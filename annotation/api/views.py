@@ -5,6 +5,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from django.db.models import prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -13,8 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
-
 from core.params import int_list_query_param
+
 from ..models import Campaign, CampaignStatus, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
 from ..roles import roles_of
 from ..selectors import (
@@ -22,12 +23,13 @@ from ..selectors import (
     campaign_agreement,
     campaign_list_for,
     campaign_progress,
+    criteria_with_guidelines,
     judgments_for,
 )
 from ..services.campaigns import campaign_create, campaign_set_status, campaign_start
 from ..services.imports import import_samples
 from ..services.judgments import judgment_edit, judgment_submit
-from ..services.queue import lease_next, lease_skip
+from ..services.queue import SLOTS, lease_next, lease_skip
 from ..services.taxonomy import guideline_publish
 from . import serializers as s
 from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
@@ -55,7 +57,7 @@ class CriterionListApi(APIView):
 
     @extend_schema(responses=s.CriterionOut(many=True))
     def get(self, request):
-        return Response(s.CriterionOut(Criterion.objects.all(), many=True).data)
+        return Response(s.CriterionOut(criteria_with_guidelines(Criterion.objects.all()), many=True).data)
 
 
 class GuidelinePublishApi(APIView):
@@ -67,6 +69,7 @@ class GuidelinePublishApi(APIView):
         data = s.GuidelineIn(data=request.data)
         data.is_valid(raise_exception=True)
         guideline_publish(criterion=criterion, body_markdown=data.validated_data["body_markdown"], user=request.user)
+        (criterion,) = criteria_with_guidelines(Criterion.objects.filter(pk=criterion.pk))
         return Response(s.CriterionOut(criterion).data, status=status.HTTP_201_CREATED)
 
 
@@ -76,7 +79,7 @@ class CampaignListCreateApi(APIView):
 
     @extend_schema(responses=s.CampaignOut(many=True))
     def get(self, request):
-        return Response(s.CampaignOut(campaign_list_for(request.user), many=True).data)
+        return Response(s.campaign_out(request.user, campaign_list_for(request.user), many=True))
 
     @extend_schema(request=s.CampaignIn, responses=s.CampaignOut)
     def post(self, request):
@@ -95,7 +98,7 @@ class CampaignDetailApi(APIView):
 
     @extend_schema(responses=s.CampaignOut)
     def get(self, request, pk: int):
-        return Response(s.CampaignOut(_visible_campaign(request, pk)).data)
+        return Response(s.campaign_out(request.user, _visible_campaign(request, pk)))
 
 
 class CampaignActionApi(APIView):
@@ -134,20 +137,24 @@ class CampaignQualityApi(APIView):
 
 
 class NextItemApi(APIView):
-    """Lease the next item (or return the one already held). 204 when nothing is left."""
+    """Lease the next item (or return the one already held). 204 when nothing is left.
+
+    The hot path: a fixed handful of statements whatever the campaign's size (see
+    ``services.queue``); campaign access is checked inside ``lease_next``.
+    """
 
     permission_classes = [IsAnnotator]
 
     @extend_schema(request=s.NextIn, responses=dict)
     def post(self, request, pk: int):
-        campaign = _visible_campaign(request, pk)
+        campaign = get_object_or_404(Campaign, pk=pk)
         data = s.NextIn(data=request.data)
         data.is_valid(raise_exception=True)
         lease = lease_next(campaign=campaign, annotator=request.user,
                            exclude=[str(u) for u in data.validated_data["exclude"]])
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.assignment_payload(lease, request.user))
+        return Response(s.assignment_payload(lease))
 
 
 def _own_lease(request, uid) -> Lease:
@@ -155,16 +162,16 @@ def _own_lease(request, uid) -> Lease:
 
 
 class SubmitApi(APIView):
+    """Submit the answers for a leased item: 201 when stored, 200 for a replay of the same key."""
+
     permission_classes = [IsAnnotator]
 
     @extend_schema(request=s.SubmitIn, responses=s.JudgmentOut(many=True))
     def post(self, request, uid):
-        lease = _own_lease(request, uid)
         data = s.SubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
-        was_submitted = lease.state == LeaseState.SUBMITTED
-        judgments = judgment_submit(lease=lease, annotator=request.user, **data.validated_data)
-        code = status.HTTP_200_OK if was_submitted else status.HTTP_201_CREATED
+        judgments, created = judgment_submit(lease_uid=uid, annotator=request.user, **data.validated_data)
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(s.JudgmentOut(judgments, many=True).data, status=code)
 
 
@@ -188,10 +195,11 @@ class LastSubmittedApi(APIView):
     def get(self, request, pk: int):
         campaign = _visible_campaign(request, pk)
         lease = (Lease.objects.filter(annotator=request.user, item__campaign=campaign, state=LeaseState.SUBMITTED)
-                 .order_by("-finished_at").first())
+                 .select_related("item__campaign", "item__sample__task_type").order_by("-finished_at").first())
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        payload = s.assignment_payload(lease, request.user)
+        prefetch_related_objects([lease.item], SLOTS)
+        payload = s.assignment_payload(lease)
         payload["judgments"] = s.JudgmentOut(lease.judgments.select_related("criterion", "guideline_version"),
                                              many=True).data
         return Response(payload)
