@@ -227,6 +227,29 @@ def test_a_submit_during_a_database_restart_is_retried_until_it_lands_once(brows
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+def test_a_submit_while_the_campaign_is_paused_says_why_and_keeps_the_answers(browser_page):
+    from annotation.services.campaigns import campaign_set_status
+
+    page = browser_page
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", n_samples=2, overlap=1, criteria=["structure", "aesthetics"])
+    keyboard_login(page, "ann")
+    page.goto(f"/annotate/{campaign.pk}/")
+    lease = wait_item(page)
+    campaign_set_status(campaign=campaign, status="paused")
+    press_all(page, ["1", "3", "Enter"])
+    page.wait_for_function("() => /paused/.test(document.body.innerText)")
+    assert "answers are not taken now" in page.inner_text("body")
+    assert page.get_attribute("#ws", "data-lease") == lease and not Judgment.objects.exists()
+    campaign_set_status(campaign=campaign, status="active")
+    page.keyboard.press("Enter")  # the same answers, sent again once the campaign runs
+    wait_item(page, lease)
+    stored = {j.criterion.slug: j.choice for j in Judgment.objects.filter(lease__uid=lease).select_related("criterion")}
+    assert set(stored) == {"structure", "aesthetics"}
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
 def test_best_worst_of_four_and_skip_by_keyboard(browser_page, screenshot_dir):
     page = browser_page
     make_user("bw", "annotator")
