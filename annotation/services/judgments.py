@@ -125,8 +125,10 @@ def _submit_locked(*, lease_uid, annotator: User, answers: dict, idempotency_key
     campaign = item.campaign
     if lease.state == LeaseState.SUBMITTED:
         replay = list(lease.judgments.filter(idempotency_key=idempotency_key)
-                      .select_related("criterion", "guideline_version"))
+                      .select_related("item", "criterion", "guideline_version"))
         if replay:
+            for judgment in replay:
+                judgment.lease = lease
             return replay, False
         raise Conflict("This item is already judged; edit the judgments instead.", code="already_submitted")
     if lease.state == LeaseState.SKIPPED:

@@ -275,3 +275,33 @@ def test_a_published_guideline_reaches_the_next_hand_out_and_the_judgment_record
     campaign.criteria.add(Criterion.objects.get(slug="aesthetics"))
     third = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
     assert [c["slug"] for c in third["criteria"]] == ["structure", "aesthetics"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_replays_of_one_submit_store_it_once_and_only_one_answers_201():
+    campaign = make_campaign(n_samples=1, overlap=1, criteria=["structure"])
+    me = make_user("me", "annotator")
+    lease = lease_next(campaign=campaign, annotator=me)
+    barrier = threading.Barrier(6)
+    codes, errors = [], []
+
+    def replay() -> None:
+        try:
+            client = token_client(me)
+            barrier.wait()
+            response = client.post(f"/api/leases/{lease.uid}/submit/",
+                                   {"answers": {"structure": "tie"}, "idempotency_key": "once"}, format="json")
+            codes.append(response.status_code)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=replay) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(codes) == [200] * 5 + [201]
+    assert Judgment.objects.filter(lease=lease).count() == 1
