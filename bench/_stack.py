@@ -263,3 +263,42 @@ def gunicorn(db_url: str, media_root: Path, **extra: str) -> Iterator[tuple[str,
             proc.wait(20)
         if proc.poll() is None:
             proc.kill()
+
+
+DISTINCT = r"""
+import json, os, random, sys, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings"); django.setup()
+import io
+from PIL import Image, ImageChops
+from annotation.models import Item, ItemCandidate, Provenance, TaskType
+from annotation.services.imports import candidate_create_from_png, sample_create_from_images
+campaign, n = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(7)
+def picture():
+    # Smooth colour fields plus grain: compresses and decodes like a photo, not like a flat fill.
+    small = Image.frombytes("RGB", (8, 8), bytes(rng.randrange(256) for _ in range(192)))
+    grain = Image.effect_noise((512, 512), 12).convert("RGB")
+    return ImageChops.add(small.resize((512, 512), Image.BICUBIC), grain, 1.0, -128)
+def png(img):
+    b = io.BytesIO(); img.save(b, format="PNG"); return b.getvalue()
+mask = Image.new("L", (512, 512), 0); mask.paste(255, (128, 128, 384, 384))
+task = TaskType.objects.get(slug="fill")
+for k, item in enumerate(Item.objects.filter(campaign_id=campaign, status="open").order_by("id")[:n]):
+    sample = sample_create_from_images(external_id=f"bench-distinct-{k}", task=task, source=picture(), mask=mask,
+                                       prompt="a red kite")
+    for pos in (0, 1):
+        cand = candidate_create_from_png(sample=sample, png=png(picture()), provenance=Provenance.SYNTHETIC,
+                                         source_name=f"sys{pos}")
+        ItemCandidate.objects.filter(item=item, position=pos).update(candidate=cand)
+    Item.objects.filter(pk=item.pk).update(sample=sample)
+print(json.dumps({"items": k + 1}))
+"""
+
+
+def distinct_images(pg: Postgres, world: World, media_root: Path, n: int) -> int:
+    """Give the first ``n`` open items of the live campaign their own sample and candidate images
+    (photo-like PNGs), so a browser benchmark cannot be served every image from its cache; returns
+    how many items were changed. The world's items otherwise all share one sample and two images."""
+    out = subprocess.run([PY, "-c", DISTINCT, str(world.campaign), str(n)], cwd=ROOT,
+                         env=server_env(pg.url, MEDIA_ROOT=str(media_root)), check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["items"]
