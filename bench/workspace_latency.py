@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -183,6 +184,7 @@ def main() -> None:
             out = drive(base, world.campaign, args.items, args.warmup, args.think_ms)
     finally:
         pg.stop()
+        shutil.rmtree(media, ignore_errors=True)  # the distinct images are ~1.8 MB per item
 
     rows = out["samples"]
     ms = [r["t1"] - r["t0"] for r in rows]
