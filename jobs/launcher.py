@@ -59,6 +59,32 @@ def _stop(proc: subprocess.Popen) -> None:
             rank.kill()
 
 
+def _stop_leftovers(launch_config: Path, reporter: JobReporter) -> None:
+    """Stop a dead predecessor's ranks before launching: when a worker's pool process is killed,
+    torchrun and its ranks live on as orphans, and a job taken over at once (jobs.services.job_claim)
+    must not train twice into one run folder. They are found by the launch file in their command line."""
+    import psutil
+
+    me = psutil.Process()
+    mine = {p.pid for p in me.children(recursive=True)} | {me.pid}
+    left = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid not in mine and str(launch_config) in (proc.info["cmdline"] or []):
+                left.append(proc)
+    if not left:
+        return
+    reporter.log(f"stopping {len(left)} process(es) left by the previous attempt")
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(left, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
 def run_distributed(
     *, module: str, config: dict, run_dir: Path, processes: int, reporter: JobReporter, total_steps: int = 0,
     poll_seconds: float = 0.5, exit_grace_seconds: float = 120.0,
@@ -75,6 +101,7 @@ def run_distributed(
     launch_config = run_dir.parent / f"{run_dir.name}.launch.json"
     stop_file = run_dir.parent / f"{run_dir.name}.stop"
     log_path = run_dir.parent / f"{run_dir.name}.log"
+    _stop_leftovers(launch_config, reporter)
     launch_config.write_text(json.dumps(config, indent=2))
     stop_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),

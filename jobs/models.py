@@ -52,6 +52,13 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: "host:pid" of the worker process that claimed it (jobs.services.worker_identity),
+    # so a redelivered message can tell a dead owner on its own host from a live one.
+    owner = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
+    # The last send to the broker: the task's name, and when the send went through. A queued job with
+    # a task name but no enqueued_at was never sent (broker down) and is sent by job_send_unsent.
+    task_name = models.CharField(max_length=200, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

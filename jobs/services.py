@@ -1,6 +1,9 @@
 """The job life cycle. Celery tasks call ``job_execute``; views call create/cancel/resume."""
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import threading
 import time
 import traceback as tb
@@ -11,12 +14,15 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.db import CONNECTION_ERRORS, with_reconnect
 from core.errors import Conflict
 
 from .models import Job, JobStatus, MetricPoint
+
+logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -29,8 +35,95 @@ class JobCancelled(Exception):
     """Raised inside a job's body when a cancel was requested; the job ends ``cancelled``."""
 
 
+class JobOwnedElsewhere(Exception):
+    """The job runs on another host (or under an owner this host cannot check) and still beats.
+
+    The message must not be dropped: when that owner died, this message may be the only one left
+    (its worker requeued it). It is delivered again after ``retry_in`` seconds, by when a dead
+    owner's heartbeat has gone stale and the job is taken over.
+    """
+
+    def __init__(self, owner: str, retry_in: float) -> None:
+        super().__init__(f"job is running under {owner or 'an unknown owner'}; delivering again in {retry_in:.0f} s")
+        self.owner, self.retry_in = owner, retry_in
+
+
 def job_create(*, kind: str, name: str, config: dict, user: User | None = None) -> Job:
     return Job.objects.create(kind=kind, name=name[:200], config=config, created_by=user)
+
+
+#: The error a queued job shows while its message could not be sent.
+BROKER_DOWN_MESSAGE = ("Not sent to a worker yet: the message broker is unreachable. The job stays queued and "
+                       "will be sent when the broker is back (when a worker starts, or `manage.py send_unsent_jobs`).")
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError as BrokerUnreachable
+
+    return (BrokerUnreachable, OSError)
+
+
+def job_enqueue(task, job: Job | int) -> bool:
+    """Send ``task(job_id)`` to the broker; True when it went through.
+
+    Called after the job's row is committed. When the broker is unreachable the job stays queued
+    with ``BROKER_DOWN_MESSAGE`` as its error instead of the request failing, and the sweep
+    (``job_send_unsent``) sends it later; a job counts as sent only once ``apply_async`` returned.
+    A ``Job`` passed in is updated in memory too, so the caller's response shows the outcome.
+    """
+    job_id = job.pk if isinstance(job, Job) else job
+    try:
+        task.apply_async(args=[job_id])
+    except _broker_errors() as exc:
+        logger.warning("job %s: the broker is unreachable (%s); left queued for job_send_unsent", job_id, exc)
+        fields = {"task_name": task.name, "enqueued_at": None, "error": BROKER_DOWN_MESSAGE}
+        sent = False
+    else:
+        fields = {"task_name": task.name, "enqueued_at": timezone.now()}
+        sent = True
+    # Only a queued job's send is recorded: a fast worker may already have claimed (even finished) it.
+    Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(**fields)
+    if isinstance(job, Job) and job.status == JobStatus.QUEUED:
+        for name, value in fields.items():
+            setattr(job, name, value)
+    return sent
+
+
+def job_send_unsent(*, older_than_s: float | None = None) -> int:
+    """Send the queued jobs whose message never reached the broker; returns how many were sent.
+
+    Runs when a worker starts (the broker is up then) and from ``manage.py send_unsent_jobs``.
+    With ``older_than_s`` it also sends again jobs sent longer ago than that and still queued (a
+    message lost with a broker that kept no data); a job legitimately waiting behind a long run
+    looks the same, so that is for an operator to ask for. Sending twice is harmless: a job is
+    claimed once (``job_claim``). Each row is locked while it is sent, so two sweeps do not both
+    send it, and a job whose send fails again is left for the next sweep.
+    """
+    from celery import current_app
+
+    unsent = Q(enqueued_at__isnull=True)
+    if older_than_s is not None:
+        unsent |= Q(enqueued_at__lt=timezone.now() - timedelta(seconds=older_than_s))
+    candidates = list(Job.objects.filter(unsent, status=JobStatus.QUEUED).exclude(task_name="")
+                      .values_list("pk", flat=True))
+    sent = 0
+    for job_id in candidates:
+        with transaction.atomic():
+            job = (Job.objects.select_for_update(skip_locked=True)
+                   .filter(unsent, pk=job_id, status=JobStatus.QUEUED).exclude(task_name="").first())
+            if job is None:
+                continue  # claimed, cancelled or being sent by another sweep meanwhile
+            try:
+                current_app.send_task(job.task_name, args=[job.pk])
+            except _broker_errors() as exc:
+                logger.warning("job %s: still cannot reach the broker (%s)", job.pk, exc)
+                return sent
+            job.enqueued_at = timezone.now()
+            job.error = "" if job.error == BROKER_DOWN_MESSAGE else job.error
+            job.save(update_fields=["enqueued_at", "error"])
+        logger.info("job %s: sent %s (its first send had failed or was lost)", job.pk, job.task_name)
+        sent += 1
+    return sent
 
 
 LOG_LINES = 200  # lines of the run log kept on the job for the dashboard
@@ -41,19 +134,68 @@ def _stale_after() -> float:
     return float(settings.JOB_STALE_AFTER_SECONDS)
 
 
-def job_claim(job_id: int) -> Job | None:
-    """queued → running, atomically. None if the job is not queued (a redelivered message).
+def _this_host() -> str:
+    """The host part of an owner: the host name, plus the pid namespace where there is one, so
+    that two containers which happen to share a host name never judge each other's pids."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace.removeprefix('pid:[').rstrip(']')}"
 
-    A job still marked running whose heartbeat is stale lost its worker (killed, OOM, reboot);
-    the redelivered message takes it over and the engine resumes from its last checkpoint.
+
+def worker_identity() -> str:
+    """"host:pid" of this process (computed each time: a forked pool process has its own pid)."""
+    return f"{_this_host()}:{os.getpid()}"
+
+
+def _owner_on_this_host(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    return host == _this_host() and pid.isdigit()
+
+
+def _owner_is_dead(job: Job) -> bool:
+    """True when the job's owner ran on this host and that process is gone: no such pid, a zombie
+    (killed, not yet reaped), or a process started after the claim (its pid was reused)."""
+    import psutil
+
+    try:
+        process = psutil.Process(int(job.owner.rpartition(":")[2]))
+        created, state = process.create_time(), process.status()
+    except psutil.NoSuchProcess:
+        return True
+    if state == psutil.STATUS_ZOMBIE:
+        return True
+    # The owner existed before it claimed the job; 1 s of slack for the clock that create_time is
+    # derived from (boot time + ticks) drifting against the wall clock.
+    return job.started_at is not None and created > job.started_at.timestamp() + 1.0
+
+
+def job_claim(job_id: int) -> Job | None:
+    """queued → running, atomically, owned by this process. None when there is nothing to run: the
+    job is finished, cancelled, or running under a live owner on this host (a duplicate message).
+
+    A job still marked running lost its worker (killed, OOM, reboot) when its heartbeat is stale,
+    or at once when its owner ran on this host and that process is dead; the redelivered message
+    then takes it over and the engine resumes from its last checkpoint. An owner on another host
+    cannot be checked: while it beats, ``JobOwnedElsewhere`` asks for the message to come back
+    once the heartbeat would be stale. The taken-over job carries ``takeover`` (why) for the log.
     """
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
             return None
-        stale = (job.status == JobStatus.RUNNING and job.heartbeat_at is not None
-                 and (timezone.now() - job.heartbeat_at).total_seconds() > _stale_after())
-        if stale:
+        takeover = ""
+        if job.status == JobStatus.RUNNING:
+            age = (timezone.now() - job.heartbeat_at).total_seconds() if job.heartbeat_at else None
+            if age is not None and age > _stale_after():
+                takeover = f"no heartbeat from {job.owner or 'its worker'} for {age:.0f} s"
+            elif job.owner and _owner_on_this_host(job.owner):
+                if not _owner_is_dead(job):
+                    return None  # alive here: its worker still holds the job's message
+                takeover = f"previous owner {job.owner} died (last heartbeat {age or 0:.1f} s ago)"
+            else:
+                raise JobOwnedElsewhere(job.owner, retry_in=_stale_after() - (age or 0) + 1)
             job.config = {**job.config, "resume": True}
             job.save(update_fields=["config"])
         elif job.status != JobStatus.QUEUED:
@@ -64,9 +206,13 @@ def job_claim(job_id: int) -> Job | None:
             return None
         now = timezone.now()
         job.status, job.started_at, job.heartbeat_at = JobStatus.RUNNING, now, now
+        job.owner = worker_identity()
         job.attempts += 1
         job.error = job.traceback = ""
-        job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "error", "traceback"])
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "owner", "attempts", "error", "traceback"])
+        if takeover:
+            logger.warning("job %s: taking over (%s)", job.pk, takeover)
+        job.takeover = takeover
         return job
 
 
@@ -174,15 +320,21 @@ class JobReporter:
 
 def _start_heartbeat(job_id: int) -> Callable[[], None]:
     """Beat from a side thread, well inside the stale limit, so long silent phases (model
-    loading, evaluation) never look like a dead worker; returns the function that stops it."""
+    loading, evaluation) never look like a dead worker; returns the function that stops it.
+
+    Each beat names its owner and only counts while this process still owns the job: an owner
+    presumed dead and taken over (a frozen host that wakes up) cannot make the job look like its own.
+    """
     stop = threading.Event()
     interval = max(0.5, min(20.0, _stale_after() / 3))
+    owner = worker_identity()
 
     def beat() -> None:
         try:
             while not stop.wait(interval):
                 try:
-                    Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+                    Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, owner=owner).update(
+                        heartbeat_at=timezone.now())
                 except CONNECTION_ERRORS:
                     connection.close()  # keep beating on a new connection once the database is back
         finally:
@@ -203,10 +355,16 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
     when the database stays unreachable for ``JOB_DB_OUTAGE_SECONDS`` as the outcome is written."""
     # A message that arrives while the database restarts waits for it: a claim that failed would
     # ack the message and leave the job queued with nothing left to run it.
-    job = with_reconnect(lambda: job_claim(job_id), patience_s=_outage_patience())
+    try:
+        job = with_reconnect(lambda: job_claim(job_id), patience_s=_outage_patience())
+    except JobOwnedElsewhere as busy:
+        _deliver_again_later(job_id, busy)
+        return None
     if job is None:
         return None
     reporter = JobReporter(job)
+    if job.takeover:
+        reporter.log(f"taking over: {job.takeover}")
     reporter.log(f"started (attempt {job.attempts}{', resuming' if job.config.get('resume') else ''})")
     stop_beating = _start_heartbeat(job.pk)
     try:
@@ -229,6 +387,20 @@ def job_execute(job_id: int, body: Callable[[Job, JobReporter], dict]) -> Job | 
     reporter.finish(outcome)
     job.refresh_from_db()
     return job
+
+
+def _deliver_again_later(job_id: int, busy: JobOwnedElsewhere) -> None:
+    """Send this task's message again with a countdown (a new message, so no retry limit applies):
+    the job is checked again once a dead owner's heartbeat would be stale. Called outside a worker
+    (a job run inline), there is no message to keep."""
+    from celery import current_task
+
+    if not current_task or not current_task.request.id or current_task.request.called_directly:
+        logger.info("job %s: %s (not in a worker: nothing to deliver again)", job_id, busy)
+        return
+    current_task.apply_async(args=current_task.request.args, kwargs=current_task.request.kwargs,
+                             countdown=max(1.0, busy.retry_in))
+    logger.info("job %s: %s", job_id, busy)
 
 
 def job_fail_stale() -> int:
@@ -268,6 +440,8 @@ def job_requeue_for_resume(*, job: Job) -> Job:
             raise Conflict(f"Only failed or cancelled jobs can be resumed (this one is {job.status}).")
         job.status, job.cancel_requested, job.finished_at = JobStatus.QUEUED, False, None
         job.config = {**job.config, "resume": True}
-        job.save(update_fields=["status", "cancel_requested", "finished_at", "config"])
+        # A fresh send follows (job_enqueue); until it is known to have failed, the sweep leaves it be.
+        job.task_name, job.enqueued_at = "", None
+        job.save(update_fields=["status", "cancel_requested", "finished_at", "config", "task_name", "enqueued_at"])
     return job
 

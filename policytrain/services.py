@@ -32,6 +32,7 @@ from jobs.services import (
     JobReporter,
     job_cancel,
     job_create,
+    job_enqueue,
     job_requeue_for_resume,
 )
 from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
@@ -335,7 +336,7 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
 def _enqueue(task_name: str, job_id: int) -> None:
     from . import tasks
 
-    getattr(tasks, task_name).delay(job_id)
+    job_enqueue(getattr(tasks, task_name), job_id)
 
 
 def policy_run_execute(job: Job, reporter: JobReporter) -> dict:

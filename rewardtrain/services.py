@@ -24,6 +24,7 @@ from jobs.services import (
     JobReporter,
     job_cancel,
     job_create,
+    job_enqueue,
     job_execute,
     job_requeue_for_resume,
 )
@@ -112,7 +113,7 @@ def reward_run_start(
 def _enqueue_train(job_id: int) -> None:
     from .tasks import reward_train_task
 
-    reward_train_task.delay(job_id)
+    job_enqueue(reward_train_task, job_id)
 
 
 def reward_run_cancel(*, run: RewardRun) -> RewardRun:
@@ -257,7 +258,7 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
 def _enqueue_score(job_id: int) -> None:
     from .tasks import reward_score_task
 
-    reward_score_task.delay(job_id)
+    job_enqueue(reward_score_task, job_id)
 
 
 def _scoring_device(model: RewardModel) -> str:
@@ -328,7 +329,7 @@ def reward_evaluation_start(*, model: RewardModel, snapshot: DatasetSnapshot, sp
 def _enqueue_evaluation(job_id: int) -> None:
     from .tasks import reward_evaluation_task
 
-    reward_evaluation_task.delay(job_id)
+    job_enqueue(reward_evaluation_task, job_id)
 
 
 def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:

@@ -88,8 +88,8 @@ def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, message
 class WorkerHandle:
     """A real Celery worker subprocess that a test can kill and start again."""
 
-    def __init__(self, env: dict, log_path) -> None:
-        self.env, self.log_path, self.proc = env, log_path, None
+    def __init__(self, env: dict, log_path, args: tuple[str, ...] = ("--pool", "solo")) -> None:
+        self.env, self.log_path, self.args, self.proc = env, log_path, args, None
 
     def start(self) -> None:
         import subprocess
@@ -98,7 +98,7 @@ class WorkerHandle:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "--pool", "solo",
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", *self.args,
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
@@ -129,6 +129,7 @@ def celery_worker_process(request, transactional_db, settings, tmp_path):
     """A real Celery worker process (Redis broker, the test database) for integration tests.
 
     Tests using it must be ``django_db(transaction=True)`` so the worker sees committed rows.
+    Indirect parametrization replaces the pool arguments (``--pool solo``), e.g. with a prefork pool.
     When the test fails, the worker's log and every job row are printed, so that a CI failure
     says what the worker was doing.
     """
@@ -154,7 +155,7 @@ def celery_worker_process(request, transactional_db, settings, tmp_path):
         "PYTHONUNBUFFERED": "1",
         "JOB_STALE_AFTER_SECONDS": "3",
     }
-    worker = WorkerHandle(env, tmp_path / "worker.log")
+    worker = WorkerHandle(env, tmp_path / "worker.log", tuple(getattr(request, "param", ("--pool", "solo"))))
     worker.start()
     try:
         yield worker

@@ -32,7 +32,7 @@ from django.db import connection, transaction
 
 from core.errors import ApplicationError, NotFound
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobCancelled, JobReporter, job_create, job_execute
+from jobs.services import JobCancelled, JobReporter, job_create, job_enqueue, job_execute
 
 from ..export_format import trailer_line
 from ..models import Campaign
@@ -187,14 +187,14 @@ def export_start(*, fmt: str, campaign_ids: list[int] | None, user: User | None 
         job = job_create(kind=JobKind.EXPORT, name=f"export {fmt}: {scope}",
                          config={"format": fmt, "campaign_ids": campaign_ids or []}, user=user)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue(job.pk))
+            transaction.on_commit(lambda: _enqueue(job))
     return job
 
 
-def _enqueue(job_id: int) -> None:
+def _enqueue(job: Job) -> None:
     from ..tasks import export_task
 
-    export_task.delay(job_id)
+    job_enqueue(export_task, job)  # a broker outage leaves it queued, said on the job (not a 500)
 
 
 def _exports_root() -> Path:

@@ -55,7 +55,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobReporter, job_create, job_execute
+from jobs.services import JobReporter, job_create, job_enqueue, job_execute
 
 from ..models import (
     Campaign,
@@ -447,7 +447,7 @@ def snapshot_create(
 def _enqueue(job_id: int) -> None:
     from ..tasks import snapshot_build_task
 
-    snapshot_build_task.delay(job_id)
+    job_enqueue(snapshot_build_task, job_id)
 
 
 def _snapshots_root() -> Path:
