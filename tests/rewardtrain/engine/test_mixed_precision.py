@@ -8,6 +8,7 @@ bf16 arithmetic adds to the gradients.
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -86,3 +87,21 @@ def test_fsdp_bf16_full_finetune_keeps_fp32_sharded_masters(base_config, tmp_pat
     assert {t.dtype for t in load_file(ckpt / SHARDED_WEIGHTS).values()} == {torch.float32}
     moments = torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
     assert moments and {s["exp_avg"].dtype for s in moments.values()} == {torch.float32}
+
+
+def test_final_dtype_exports_a_bf16_copy_while_checkpoints_keep_fp32(base_config, tmp_path):
+    cfg = base_config.replace(lora=False, full_finetune=True, lr=1e-6, max_steps=2, save_every=1,
+                              dtype="bfloat16", final_dtype="bfloat16")
+    train(cfg)
+    out = Path(cfg.output_dir)
+    assert {t.dtype for t in _weights(out / "final").values()} == {torch.bfloat16}
+    assert {t.dtype for t in _weights(out / "checkpoints" / "step-1").values()} == {torch.float32}
+
+
+def test_config_refuses_fp16_full_finetune_and_unknown_final_dtype(base_config):
+    with pytest.raises(ValueError, match="float16 with full_finetune needs loss scaling"):
+        base_config.replace(lora=False, full_finetune=True, dtype="float16")
+    with pytest.raises(ValueError, match="final_dtype must be null or one of"):
+        base_config.replace(final_dtype="int8")
+    assert base_config.replace(lora=False, full_finetune=True, dtype="bfloat16").weight_dtype() == torch.float32
+    assert base_config.replace(dtype="bfloat16").weight_dtype() == torch.bfloat16  # LoRA: the frozen base
