@@ -36,6 +36,16 @@ def wait_item(page, previous: str = "") -> str:
     return page.get_attribute("#ws", "data-lease")
 
 
+def wait_stored(page, lease_uid: str, timeout: float = 15.0) -> None:
+    """Wait until the lease's judgments are in the database: the next item is on screen at the
+    key press and the submission lands behind it."""
+    deadline = time.monotonic() + timeout
+    while not Judgment.objects.filter(lease__uid=lease_uid).exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the judgments of lease {lease_uid} were never stored")
+        page.wait_for_timeout(50)
+
+
 def wait_state(page, state: str) -> None:
     page.wait_for_function("s => document.getElementById('ws').dataset.state === s", arg=state)
 
@@ -149,7 +159,11 @@ def test_pairwise_items_judged_with_keyboard_only(browser_page, screenshot_dir):
     page.route("**/submit/", lose_first_response)
     before = len(submits)
     press_all(page, ["3", "2", "4", "3", "Enter"])
-    lease3 = wait_item(page, lease2)
+    lease3 = wait_item(page, lease2)  # on screen at once; item 2's submission goes on behind it
+    deadline = time.monotonic() + 15
+    while len(submits) - before < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.wait_for_function("() => !/retrying/.test(document.getElementById('ws').innerText)")
     page.unroute("**/submit/")
     item2_submits = submits[before:]
     assert len(item2_submits) == 2 and item2_submits[0]["idempotency_key"] == item2_submits[1]["idempotency_key"]
@@ -244,8 +258,33 @@ def test_a_submit_while_the_campaign_is_paused_says_why_and_keeps_the_answers(br
     campaign_set_status(campaign=campaign, status="active")
     page.keyboard.press("Enter")  # the same answers, sent again once the campaign runs
     wait_item(page, lease)
+    wait_stored(page, lease)
     stored = {j.criterion.slug: j.choice for j in Judgment.objects.filter(lease__uid=lease).select_related("criterion")}
     assert set(stored) == {"structure", "aesthetics"}
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_next_item_is_on_screen_while_the_submission_is_still_on_its_way(browser_page):
+    page = browser_page
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", n_samples=3, overlap=1, criteria=["structure"])
+    keyboard_login(page, "ann")
+    page.goto(f"/annotate/{campaign.pk}/")
+    lease1 = wait_item(page)
+    page.wait_for_function("() => Boolean(window.performance.getEntriesByType('resource')"
+                           ".filter(e => e.name.endsWith('/next/')).length >= 2)")  # the prefetch is back
+    held = []
+    page.route("**/submit/", lambda route: held.append(route))  # the server's answer is held back
+    press_all(page, ["1", "Enter"])
+    lease2 = wait_item(page, lease1)
+    assert held and not Judgment.objects.exists()  # on screen before the submission even arrived
+    for route in held:
+        route.continue_()
+    page.unroute("**/submit/")
+    wait_stored(page, lease1)
+    page.wait_for_function("() => /Saved/.test(document.getElementById('ws').innerText)")
+    assert page.get_attribute("#ws", "data-lease") == lease2
 
 
 @pytest.mark.browser
@@ -274,6 +313,7 @@ def test_best_worst_of_four_and_skip_by_keyboard(browser_page, screenshot_dir):
     page.set_viewport_size({"width": 1280, "height": 800})
     page.keyboard.press("Enter")
     lease2 = wait_item(page, lease1)
+    wait_stored(page, lease1)
 
     lease = Lease.objects.get(uid=lease1)
     d = lease.displayed_order

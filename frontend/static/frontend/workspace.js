@@ -144,6 +144,9 @@
     stash: null,       // the current item while the last one is being edited
     upcoming: null,    // the prefetched next payload
     upcomingPromise: null,
+    pending: null,     // the submit still on its way while the next item is already on screen
+    pendingLease: null,
+    parked: null,      // the item that was on screen when a background submit failed and came back
     busy: false,
     finished: false,
     mask: true,
@@ -485,17 +488,24 @@
   // ---------------------------------------------------------------- queue flow
   function prefetch(payload) {
     const urls = [payload.sample.source_url, payload.sample.mask_url, ...payload.candidates.map((c) => c.url)];
-    S.keptImages = urls.map((u) => { const im = new Image(); im.decoding = "async"; im.src = u; return im; });
+    S.keptImages = urls.map((u) => {
+      const im = new Image();
+      im.decoding = "async";
+      im.src = u;
+      im.decode().catch(() => {}); // decoded while the annotator thinks, not after the key
+      return im;
+    });
   }
 
   function fetchUpcoming() {
     const current = S.view && !S.view.editing ? S.view : S.stash;
     if (!current) return Promise.resolve(null);
     const lease = current.payload.lease;
+    const exclude = S.pendingLease ? [lease, S.pendingLease] : [lease];
     S.upcoming = null;
-    S.upcomingPromise = api("POST", URLS.next, { exclude: [lease] })
+    S.upcomingPromise = api("POST", URLS.next, { exclude })
       .then((p) => {
-        if (p && p.lease !== lease) { S.upcoming = p; prefetch(p); }
+        if (p && !exclude.includes(p.lease)) { S.upcoming = p; prefetch(p); }
         return p;
       })
       .catch(() => null) // prefetch is best-effort; advance() asks again
@@ -504,8 +514,12 @@
   }
 
   function show(payload) {
+    showView(makeView(payload));
+  }
+
+  function showView(view) {
     S.finished = false;
-    S.view = makeView(payload);
+    S.view = view;
     resetZoom();
     render();
     setState("ready");
@@ -569,6 +583,52 @@
     fetchUpcoming();
   }
 
+  function saved(v, answers) {
+    store.set(`or:answers:${v.payload.lease}`, answers);
+    store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
+    store.del(`or:key:${v.payload.lease}`);
+    countMine(1);
+  }
+
+  /** Whether the next item can go on screen at once (prefetched, or parked by a failed submit). */
+  function nextReady() {
+    if (S.parked) return true;
+    return Boolean(S.upcoming && Date.parse(S.upcoming.expires_at) > serverNow() + 5000);
+  }
+
+  /** Put the next item on screen now and send this one's answers in the background (same
+   * idempotency key on every retry). If they are refused, the item comes back with its answers
+   * and the refusal; the item that was showing waits, parked with its own answers. */
+  function submitInBackground(v, body) {
+    const next = S.parked || makeView(S.upcoming);
+    S.parked = null;
+    S.upcoming = null;
+    S.pendingLease = v.payload.lease;
+    showView(next);
+    S.pending = withRetry(() => api("POST", URLS.submit(v.payload.lease), body),
+      (n, err) => setStatus(`${err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem"} — retrying your last submission (${n})…`))
+      .then(() => {
+        saved(v, body.answers);
+        setStatus("");
+        flash("Saved.");
+        S.pendingLease = null;
+        if (!S.upcoming && !S.upcomingPromise) fetchUpcoming();
+      })
+      .catch((err) => {
+        S.pendingLease = null;
+        setStatus("");
+        if (err instanceof ApiError && ["lease_expired", "skipped", "already_submitted"].includes(err.code)) {
+          showAlert(err.message, "warn");
+          if (!S.upcoming && !S.upcomingPromise) fetchUpcoming();
+          return;
+        }
+        if (S.view && !S.view.editing) S.parked = S.view;
+        showView(v);
+        showError(err, "Not saved: ");
+      })
+      .finally(() => { S.pending = null; });
+  }
+
   async function submit() {
     const v = S.view;
     if (!v || S.busy) return;
@@ -579,19 +639,21 @@
       flash(`Answer “${criteriaOf(v)[missing].name}” first.`);
       return;
     }
+    if (S.pending) {
+      await S.pending; // one submission in flight at a time
+      if (S.view !== v) return; // the previous one was refused and brought its item back
+    }
     const answers = {};
     criteriaOf(v).forEach((c, i) => { answers[c.slug] = rowAnswer(v, i); });
     const body = { answers, idempotency_key: v.key, active_ms: v.timer.total() };
+    if (nextReady()) { submitInBackground(v, body); return; }
     S.busy = true;
     root.classList.add("is-busy");
     setStatus("Saving…");
     try {
       await withRetry(() => api("POST", URLS.submit(v.payload.lease), body),
         (n, err) => setStatus(`${err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem"} — retrying with the same submission (${n})…`));
-      store.set(`or:answers:${v.payload.lease}`, answers);
-      store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
-      store.del(`or:key:${v.payload.lease}`);
-      countMine(1);
+      saved(v, answers);
       clearAlert();
       flash("Saved.");
       S.busy = false;
@@ -624,6 +686,10 @@
   async function doSkip() {
     const v = S.view;
     if (!v || S.busy) return;
+    if (S.pending) {
+      await S.pending; // the server must see the last submit before it hands out more
+      if (S.view !== v) return;
+    }
     const reason = $("skip-reason").value.trim();
     closeSkip();
     S.busy = true;
@@ -646,6 +712,7 @@
   // ---------------------------------------------------------------- undo last / edit
   async function undoLast() {
     if (!S.view || S.view.editing || S.busy) return;
+    if (S.pending) await S.pending; // "last" must be the item just submitted
     let p;
     try { p = await api("GET", URLS.last); } catch (err) { showError(err); return; }
     if (!p) { flash("Nothing to undo yet in this campaign."); return; }
@@ -981,6 +1048,8 @@
 
   const syncTimers = () => { if (S.view) S.view.timer.sync(); if (S.stash) S.stash.timer.sync(); };
   document.addEventListener("visibilitychange", syncTimers);
+  // Leaving while a submission is still on its way could lose it: ask first.
+  window.addEventListener("beforeunload", (e) => { if (S.pending) { e.preventDefault(); e.returnValue = ""; } });
   window.addEventListener("focus", syncTimers);
   window.addEventListener("blur", syncTimers);
 
