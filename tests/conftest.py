@@ -129,7 +129,8 @@ def celery_worker_process(request, transactional_db, settings, tmp_path):
     """A real Celery worker process (Redis broker, the test database) for integration tests.
 
     Tests using it must be ``django_db(transaction=True)`` so the worker sees committed rows.
-    Indirect parametrization replaces the pool arguments (``--pool solo``), e.g. with a prefork pool.
+    Indirect parametrization with ``{"args": (...), "env": {...}}`` replaces the pool arguments
+    (``--pool solo``) and adds to the worker's environment, e.g. a prefork pool.
     When the test fails, the worker's log and every job row are printed, so that a CI failure
     says what the worker was doing.
     """
@@ -155,7 +156,9 @@ def celery_worker_process(request, transactional_db, settings, tmp_path):
         "PYTHONUNBUFFERED": "1",
         "JOB_STALE_AFTER_SECONDS": "3",
     }
-    worker = WorkerHandle(env, tmp_path / "worker.log", tuple(getattr(request, "param", ("--pool", "solo"))))
+    options = getattr(request, "param", {})
+    env.update(options.get("env", {}))
+    worker = WorkerHandle(env, tmp_path / "worker.log", tuple(options.get("args", ("--pool", "solo"))))
     worker.start()
     try:
         yield worker
