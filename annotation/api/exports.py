@@ -80,7 +80,8 @@ class ExportApi(APIView):
 class ExportJobListApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    # A list and the detail view would both be "exports_jobs_retrieve": a W001 that fails check --deploy.
+    @extend_schema(responses=dict, operation_id="exports_jobs_list")
     def get(self, request):
         """The 20 newest export jobs, optionally only those of one campaign (``?campaign=``)."""
         campaign = request.query_params.get("campaign", "")
