@@ -301,6 +301,8 @@ def test_malformed_answer_edits_are_400(world):
 def test_bad_campaign_query_params_are_400(world, query):
     _assert_shape(world["ann"].get("/api/judgments/", {"campaign": query}))
     _assert_shape(world["cur"].get("/api/exports/judgments.jsonl", {"campaign": query}))
+    if query in ("abc", "²"):
+        _assert_shape(world["cur"].get("/api/exports/jobs/", {"campaign": query}))
 
 
 @pytest.mark.parametrize("body", [[], [1, 2], "text", 5])

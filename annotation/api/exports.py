@@ -85,7 +85,7 @@ class ExportJobListApi(APIView):
     def get(self, request):
         """The 20 newest export jobs, optionally only those of one campaign (``?campaign=``)."""
         campaign = request.query_params.get("campaign", "")
-        if campaign and not campaign.isdigit():
+        if campaign and not (campaign.isascii() and campaign.isdigit()):  # "²".isdigit() is true, int() refuses it
             raise ApplicationError("The campaign is invalid.", fields={"campaign": ["A campaign id."]})
         # Filtered in Python: SQLite (the embedded default) has no JSON "contains" lookup.
         jobs = [j for j in Job.objects.filter(kind=JobKind.EXPORT).order_by("-id")[:200]
