@@ -104,3 +104,24 @@ def test_a_job_started_while_the_broker_is_down_is_sent_when_a_worker_starts(cel
     assert done.enqueued_at is not None and done.error == "" and done.attempts == 1
     assert "sent 1 queued job(s)" in celery_worker_process.log_path.read_text()
     assert client.get(body["url"]).json()["status"] == "succeeded"
+
+
+def test_a_message_for_a_job_owned_on_another_host_comes_back_and_takes_over_once_it_is_stale(
+        celery_worker_process):
+    from annotation.services.exports import export_start
+    from annotation.tasks import export_task
+    from jobs.services import job_claim
+
+    job = export_start(fmt="jsonl", campaign_ids=None, enqueue=False)
+    job_claim(job.pk)
+    # Claimed by a worker on another machine, which then vanished: this host cannot check its pid.
+    Job.objects.filter(pk=job.pk).update(owner="gpu-box-7/4026531836:4242", heartbeat_at=timezone.now())
+    sent_at = timezone.now()
+    job_enqueue(export_task, job.pk)  # the message its worker held, requeued
+    done = wait_for(lambda: (j := Job.objects.get(pk=job.pk)).is_finished and j, timeout=30,
+                    message="the job to be taken over once stale")
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2 and "taking over: no heartbeat from gpu-box-7/4026531836:4242" in done.log_tail
+    # Not before the heartbeat was stale: the first delivery was not dropped, it was sent again later.
+    assert (done.started_at - sent_at).total_seconds() > 3
+    assert "delivering again in" in celery_worker_process.log_path.read_text()
