@@ -332,6 +332,16 @@ def test_a_stored_malformed_selection_breaks_no_reader(world):
     _assert_shape(world["cur"].post(f"/api/campaigns/{campaign.pk}/start/"))
 
 
+def test_free_text_fields_are_bounded(world):
+    resp = world["cur"].post("/api/campaigns/", {"name": "long", "task_type": "fill", "description": "d" * 10_001},
+                             format="json")
+    _assert_shape(resp)
+    assert "description" in resp.json()["fields"]
+    resp = world["cur"].post("/api/criteria/structure/guidelines/", {"body_markdown": "g" * 50_001}, format="json")
+    _assert_shape(resp)
+    assert "body_markdown" in resp.json()["fields"]
+
+
 def test_an_oversize_json_body_is_413_in_the_error_shape(world, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
     body = json.dumps({"name": "x" * (2 * 1024 * 1024), "task_type": "fill"})

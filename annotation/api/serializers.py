@@ -39,7 +39,8 @@ class TaskTypeOut(serializers.ModelSerializer):
 
 
 class GuidelineIn(serializers.Serializer):
-    body_markdown = serializers.CharField()
+    # Bounded: the rendered guideline travels with every item an annotator is handed.
+    body_markdown = serializers.CharField(max_length=50_000)
 
 
 class CampaignOut(serializers.ModelSerializer):
@@ -78,7 +79,7 @@ def campaign_out(user, campaigns, *, many: bool = False):
 
 class CampaignIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     task_type = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
     criteria = serializers.SlugRelatedField(slug_field="slug", queryset=Criterion.objects.all(), many=True,
                                             required=False)
