@@ -242,6 +242,14 @@ class JobReporter:
         self._log: deque[str] = deque(maxlen=LOG_LINES)
         self._pending: deque[MetricPoint] = deque(maxlen=MAX_PENDING_POINTS)
         self._offline_since: float | None = None
+        self._owner = job.owner
+        self._superseded = False
+
+    def _own_row(self):
+        """The job's row while this run still owns it: once another process took the job over (this
+        one was presumed dead), this run's progress and outcome must not overwrite the new run's."""
+        rows = Job.objects.filter(pk=self.job.pk)
+        return rows.filter(owner=self._owner) if self._owner else rows
 
     def progress(self, event: dict) -> None:
         step, total = int(event.get("step", 0)), int(event.get("total_steps", 0) or 0)
@@ -269,12 +277,16 @@ class JobReporter:
     def _save(self, fields: dict, *, patience_s: float) -> None:
         """The pending metric points and ``fields`` of the job row, in one transaction; raises one
         of ``CONNECTION_ERRORS`` when the database stayed unreachable for ``patience_s``."""
-        def write() -> None:
+        def write() -> int:
             with transaction.atomic():
-                MetricPoint.objects.bulk_create(list(self._pending))
-                Job.objects.filter(pk=self.job.pk).update(**fields, log_tail=self.log_text)
+                updated = self._own_row().update(**fields, log_tail=self.log_text)
+                if updated:
+                    MetricPoint.objects.bulk_create(list(self._pending))
+                return updated
 
-        with_reconnect(write, patience_s=patience_s)
+        if not with_reconnect(write, patience_s=patience_s) and not self._superseded:
+            self._superseded = True
+            logger.warning("job %s: taken over by another process; this run's writes are dropped", self.job.pk)
         self._pending.clear()
 
     def _write(self, fields: dict) -> None:
@@ -312,7 +324,10 @@ class JobReporter:
         if not self._cancel and now - self._last_poll >= self.min_interval:
             self._last_poll = now
             try:
-                self._cancel = Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+                stop = Q(cancel_requested=True)
+                if self._owner:  # taken over by another process: stop, so two runs never train side by side
+                    stop |= ~Q(owner=self._owner)
+                self._cancel = self._superseded or Job.objects.filter(stop, pk=self.job.pk).exists()
             except CONNECTION_ERRORS:
                 connection.close()  # asked again at the next poll, on a new connection
         return self._cancel

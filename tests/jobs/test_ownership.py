@@ -14,10 +14,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, MetricPoint
 from jobs.services import (
     BROKER_DOWN_MESSAGE,
     JobOwnedElsewhere,
+    JobReporter,
     _start_heartbeat,
     _this_host,
     job_claim,
@@ -176,3 +177,20 @@ def test_a_resume_is_not_swept_before_its_own_send_fails():
     resumed = job_requeue_for_resume(job=job)
     assert (resumed.task_name, resumed.enqueued_at) == ("", None)
     assert job_send_unsent() == 0
+
+
+def test_a_run_that_was_taken_over_stops_and_its_writes_are_dropped(settings):
+    """An owner presumed dead that is in fact alive (a frozen host waking up) must not train beside
+    the run that took its job over, nor overwrite that run's progress or outcome."""
+    settings.JOB_STALE_AFTER_SECONDS = 300
+    job = job_claim(job_create(kind="reward", name="t", config={}).pk)
+    old_run = JobReporter(job, min_interval=0)
+    old_run.progress({"step": 1, "total_steps": 10, "loss": 1.0})
+    assert (Job.objects.get(pk=job.pk).step, old_run.should_stop()) == (1, False)
+    Job.objects.filter(pk=job.pk).update(owner="gpu-box-7/4026531836:99", step=5)  # the new owner's run
+    old_run.progress({"step": 2, "total_steps": 10, "loss": 0.5})
+    assert old_run.should_stop() is True
+    old_run.finish({"status": JobStatus.CANCELLED})
+    now = Job.objects.get(pk=job.pk)
+    assert (now.status, now.step, now.finished_at) == (JobStatus.RUNNING, 5, None)
+    assert list(MetricPoint.objects.filter(job=job).values_list("step", flat=True)) == [1]
