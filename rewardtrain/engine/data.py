@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,27 +58,39 @@ def load_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
         raise SnapshotError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _raw_rows(snapshot: Path) -> list[dict[str, Any]]:
+def iter_raw_rows(snapshot: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (row number, row dict) from pairs.jsonl, one line at a time, or pairs.parquet, one
+    record batch at a time.
+
+    Streamed, so a snapshot of millions of pairs never sits in memory as text or as dicts: callers
+    keep only the parsed rows of the split they asked for.
+    """
     jsonl = snapshot / "pairs.jsonl"
     parquet = snapshot / "pairs.parquet"
     if jsonl.exists():
-        rows = []
-        for lineno, line in enumerate(jsonl.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise SnapshotError(f"{jsonl}:{lineno} is not valid JSON: {exc}") from exc
-        return rows
+        with jsonl.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SnapshotError(f"{jsonl}:{lineno} is not valid JSON: {exc}") from exc
+        return
     if parquet.exists():
         import pyarrow.parquet as pq
 
-        return pq.read_table(parquet).to_pylist()
+        number = 0
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
+            for raw in batch.to_pylist():
+                number += 1
+                yield number, raw
+        return
     raise SnapshotError(f"snapshot {snapshot} has neither pairs.jsonl nor pairs.parquet")
 
 
 def _parse_row(raw: dict[str, Any], snapshot: Path, where: str) -> PairRow:
+    """Validate one raw row; ``snapshot`` must already be resolved."""
     missing = [f for f in _REQUIRED_FIELDS if raw.get(f) in (None, "")]
     if missing:
         raise SnapshotError(f"{where}: missing field(s) {', '.join(missing)}")
@@ -90,7 +103,7 @@ def _parse_row(raw: dict[str, Any], snapshot: Path, where: str) -> PairRow:
     prompt = raw.get("prompt") or ""
     if raw["criterion"] == "text_alignment" and not prompt.strip():
         raise SnapshotError(f"{where}: a text_alignment pair needs a prompt")
-    root = snapshot.resolve()
+    root = snapshot  # resolved once by the caller: this runs for every row of the snapshot
     paths = []
     for key in ("winner", "loser"):
         path = (root / str(raw[key])).resolve()
@@ -121,14 +134,20 @@ def read_pairs(snapshot_dir: str | Path, split: str | None = None) -> list[PairR
     snapshot = Path(snapshot_dir)
     if not snapshot.is_dir():
         raise SnapshotError(f"snapshot folder not found: {snapshot}")
-    raws = _raw_rows(snapshot)
-    if not raws:
+    if split is not None and split not in SPLITS:
+        raise SnapshotError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    rows = []
+    seen = 0
+    # Every row is validated (a bad row fails the snapshot whatever split is asked for), but only
+    # the requested split's rows are kept.
+    root = snapshot.resolve()
+    for number, raw in iter_raw_rows(snapshot):
+        seen += 1
+        row = _parse_row(raw, root, f"{snapshot.name} row {number}")
+        if split is None or row.split == split:
+            rows.append(row)
+    if not seen:
         raise SnapshotError(f"snapshot {snapshot} is empty: it has no preference pairs")
-    rows = [_parse_row(raw, snapshot, f"{snapshot.name} row {i + 1}") for i, raw in enumerate(raws)]
-    if split is not None:
-        if split not in SPLITS:
-            raise SnapshotError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-        rows = [r for r in rows if r.split == split]
     return rows
 
 
