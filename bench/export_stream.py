@@ -342,7 +342,7 @@ def async_job(n: int) -> None:
     server = Server(env)
     try:
         t0 = time.perf_counter()
-        status, job = server.get_json(f"/api/exports/judgments.jsonl?campaign={campaign_id}", token)
+        status, job = server.get_json(f"/api/exports/judgments.jsonl?campaign={campaign_id}&async=1", token)
         assert status == 202, (status, job)
         path = f"/api/exports/jobs/{job['id']}/"
         while job["status"] not in ("succeeded", "failed", "cancelled"):
