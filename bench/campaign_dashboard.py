@@ -28,6 +28,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["DJANGO_READ_DOT_ENV_FILE"] = "false"
 BENCH_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/onereward_bench")
 os.environ["DATABASE_URL"] = BENCH_URL
+# A database URL means production settings, which refuse to start without their own secrets.
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + "k" * 40)
+os.environ.setdefault("ANNOTATOR_ID_SALT", "bench-" + "s" * 40)
 
 
 def recreate_database() -> None:

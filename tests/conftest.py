@@ -50,9 +50,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     for db in settings.DATABASES.values():
         if db["ENGINE"].endswith("postgresql"):
             db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"
-    # Runs on one Redis must not read each other's cached rows (ids repeat across databases).
-    for cache in settings.CACHES.values():
-        cache["KEY_PREFIX"] = f"test-{suffix}"
 
 
 @pytest.fixture(autouse=True)

@@ -39,7 +39,7 @@ def _parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, 
     "worst": id} or "no_difference". Choices are stored by canonical position (A = first).
     """
     if mode == CampaignMode.PAIRWISE:
-        if answer in PAIRWISE_WORDS:
+        if isinstance(answer, str) and answer in PAIRWISE_WORDS:
             return answer, None, None
         if isinstance(answer, int) and not isinstance(answer, bool) and answer in candidate_ids:
             return (Choice.A if candidate_ids.index(answer) == 0 else Choice.B), None, None

@@ -62,6 +62,7 @@ def test_a_second_submission_with_a_new_key_is_a_conflict(leased):
     ({"structure": "tie", "aesthetics": "tie", "consistency": "tie"}, "consistency"),  # not in campaign
     ({"structure": 999999, "aesthetics": "tie"}, "structure"),  # not a candidate of the item
     ({"structure": "left", "aesthetics": "tie"}, "structure"),  # unknown word
+    ({"structure": {"best": 1, "worst": 2}, "aesthetics": "tie"}, "structure"),  # best-worst shape on a pair
 ])
 def test_invalid_answers_are_rejected_with_field_messages_and_nothing_is_written(leased, answers, field):
     lease, ann = leased
