@@ -329,14 +329,14 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
             started_by=user, processes=processes, init_checkpoint=init_checkpoint,
         )
         if enqueue:
-            transaction.on_commit(lambda: _enqueue("policy_train_task", job.pk))
+            transaction.on_commit(lambda: _enqueue("policy_train_task", job))
     return run
 
 
-def _enqueue(task_name: str, job_id: int) -> None:
+def _enqueue(task_name: str, job: Job | int) -> None:
     from . import tasks
 
-    job_enqueue(getattr(tasks, task_name), job_id)
+    job_enqueue(getattr(tasks, task_name), job)  # a Job: the caller's answer shows a broker outage
 
 
 def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
@@ -464,7 +464,7 @@ def generation_job_start(*, checkpoint: PolicyCheckpoint, opponent: PolicyCheckp
             params=merged, started_by=user,
         )
         if enqueue:
-            transaction.on_commit(lambda: _enqueue("generation_task", job.pk))
+            transaction.on_commit(lambda: _enqueue("generation_task", job))
     return gen
 
 

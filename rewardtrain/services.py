@@ -106,14 +106,14 @@ def reward_run_start(
         run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=base, preset=preset, config=resolved,
                                        output_dir=str(output_dir), started_by=user, processes=processes)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_train(job.pk))
+            transaction.on_commit(lambda: _enqueue_train(job))
     return run
 
 
-def _enqueue_train(job_id: int) -> None:
+def _enqueue_train(job: Job | int) -> None:
     from .tasks import reward_train_task
 
-    job_enqueue(reward_train_task, job_id)
+    job_enqueue(reward_train_task, job)  # a Job: the caller's answer shows a broker outage
 
 
 def reward_run_cancel(*, run: RewardRun) -> RewardRun:
@@ -251,14 +251,14 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
         job = job_create(kind=JobKind.EVALUATION, name=f"score {len(resolved)} pairs with {model.name}",
                          config={"reward_model_id": model.pk, "pairs": resolved}, user=user)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_score(job.pk))
+            transaction.on_commit(lambda: _enqueue_score(job))
     return job
 
 
-def _enqueue_score(job_id: int) -> None:
+def _enqueue_score(job: Job) -> None:
     from .tasks import reward_score_task
 
-    job_enqueue(reward_score_task, job_id)
+    job_enqueue(reward_score_task, job)
 
 
 def _scoring_device(model: RewardModel) -> str:
@@ -322,14 +322,14 @@ def reward_evaluation_start(*, model: RewardModel, snapshot: DatasetSnapshot, sp
         evaluation = RewardEvaluation.objects.create(reward_model=model, snapshot=snapshot, split=split, job=job,
                                                      started_by=user)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_evaluation(job.pk))
+            transaction.on_commit(lambda: _enqueue_evaluation(job))
     return evaluation
 
 
-def _enqueue_evaluation(job_id: int) -> None:
+def _enqueue_evaluation(job: Job) -> None:
     from .tasks import reward_evaluation_task
 
-    job_enqueue(reward_evaluation_task, job_id)
+    job_enqueue(reward_evaluation_task, job)
 
 
 def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
