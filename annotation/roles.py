@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, Group, User
+from django.db.models import Exists, OuterRef, QuerySet
 
 ANNOTATOR, CURATOR, SCIENTIST = "annotator", "curator", "scientist"
 ALL_ROLES = (ANNOTATOR, CURATOR, SCIENTIST)
@@ -34,6 +35,20 @@ def roles_of(user: User | AnonymousUser) -> frozenset[str]:
         cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
         user._role_cache = cached
     return cached
+
+
+def with_roles(rows: QuerySet, user_field: str = "pk") -> QuerySet:
+    """``rows`` (users, or rows naming a user in ``user_field``) with one role flag per role,
+    read in the same statement: every API request needs the caller's roles, and a second
+    query per request was a measurable share of the annotator's loop."""
+    return rows.annotate(**{
+        f"has_role_{role}": Exists(Group.objects.filter(name=role, user=OuterRef(user_field))) for role in ALL_ROLES
+    })
+
+
+def remember_roles(user: User, row) -> None:
+    """Keep the flags ``with_roles`` read on ``row`` as ``user``'s roles (what ``roles_of`` returns)."""
+    user._role_cache = frozenset(role for role in ALL_ROLES if getattr(row, f"has_role_{role}"))
 
 
 def has_role(user: User | AnonymousUser, *roles: str) -> bool:

@@ -148,7 +148,7 @@ AUTH_PASSWORD_VALIDATORS = [
 PASSWORD_HASHERS = env.list("DJANGO_PASSWORD_HASHERS", default=[]) or ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 # Every password check goes through the throttled backend: N failures per account or per client
 # address within the window lock that account/address out (login page, admin, API token).
-AUTHENTICATION_BACKENDS = ["core.login_throttle.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["annotation.auth_backend.RoleAwareBackend"]
 LOGIN_FAILURES_PER_ACCOUNT = _number("LOGIN_FAILURES_PER_ACCOUNT", 10)
 LOGIN_FAILURES_PER_ADDRESS = _number("LOGIN_FAILURES_PER_ADDRESS", 30)
 LOGIN_LOCKOUT_SECONDS = _number("LOGIN_LOCKOUT_SECONDS", 900)

@@ -10,6 +10,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from ..roles import remember_roles, with_roles
+
 
 def token_expired(token: Token) -> bool:
     return token.created < timezone.now() - timedelta(seconds=settings.TOKEN_TTL_SECONDS)
@@ -23,14 +25,19 @@ class TokenRefused(exceptions.AuthenticationFailed):
 
 
 class ExpiringTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication, refusing a token older than TOKEN_TTL_SECONDS."""
+    """DRF's token authentication, refusing a token older than TOKEN_TTL_SECONDS; the user's
+    roles are read with the token (one statement, see ``annotation.roles.with_roles``)."""
 
     def authenticate_credentials(self, key):
+        model = self.get_model()
         try:
-            user, token = super().authenticate_credentials(key)
-        except exceptions.AuthenticationFailed as exc:
-            raise TokenRefused(exc.detail) from exc
+            token = with_roles(model.objects.select_related("user"), "user_id").get(key=key)
+        except model.DoesNotExist:
+            raise TokenRefused("Invalid token.") from None
+        if not token.user.is_active:
+            raise TokenRefused("User inactive or deleted.")
         if token_expired(token):
             token.delete()  # dead anyway; the next token request issues a fresh key
             raise TokenRefused("Token has expired.", code="token_expired")
-        return user, token
+        remember_roles(token.user, token)
+        return token.user, token
