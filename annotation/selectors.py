@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from .export_format import ndjson_chunks
 from .models import (
     Campaign,
     CampaignMode,
@@ -388,16 +389,8 @@ def _ndjson_copy(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_t
 
 def _ndjson_portable(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_text: bool
                      ) -> Iterator[tuple[int, bytes]]:
-    lines: list[str] = []
-    for row in judgment_export_rows(campaign_ids=campaign_ids):
-        if lists_as_text:
-            row = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in row.items()}
-        lines.append(json.dumps(row, default=str))
-        if len(lines) >= rows_per_chunk:
-            yield len(lines), ("\n".join(lines) + "\n").encode()
-            lines = []
-    if lines:
-        yield len(lines), ("\n".join(lines) + "\n").encode()
+    return ndjson_chunks(judgment_export_rows(campaign_ids=campaign_ids), rows_per_chunk=rows_per_chunk,
+                         lists_as_text=lists_as_text)
 
 
 def judgment_export_ndjson(*, campaign_ids: list[int] | None = None, rows_per_chunk: int = 2000,

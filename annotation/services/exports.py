@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import threading
 import uuid
@@ -34,7 +33,7 @@ from core.errors import ApplicationError, NotFound
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobCancelled, JobReporter, job_create, job_enqueue, job_execute
 
-from ..export_format import trailer_line
+from ..export_format import ndjson_chunks, trailer_line
 from ..models import Campaign
 from ..selectors import EXPORT_COLUMNS, judgment_export_count, judgment_export_ndjson
 
@@ -77,19 +76,10 @@ def export_normalize_request(*, fmt: str, campaign_ids: Iterable) -> tuple[str, 
 def _ndjson_chunks(rows: Iterable[dict] | None, campaign_ids: list[int] | None, rows_per_chunk: int,
                    lists_as_text: bool) -> Iterator[tuple[int, bytes]]:
     if rows is None:
-        yield from judgment_export_ndjson(campaign_ids=campaign_ids, rows_per_chunk=rows_per_chunk,
-                                          lists_as_text=lists_as_text)
-        return
-    lines: list[str] = []  # rows handed in by a caller (tests, tools): same encoding as the reader
-    for row in rows:
-        if lists_as_text:
-            row = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in row.items()}
-        lines.append(json.dumps(row, default=str))
-        if len(lines) >= rows_per_chunk:
-            yield len(lines), ("\n".join(lines) + "\n").encode()
-            lines = []
-    if lines:
-        yield len(lines), ("\n".join(lines) + "\n").encode()
+        return judgment_export_ndjson(campaign_ids=campaign_ids, rows_per_chunk=rows_per_chunk,
+                                      lists_as_text=lists_as_text)
+    # Rows handed in by a caller (tests, tools): the same encoding as the portable reader's.
+    return ndjson_chunks(rows, rows_per_chunk=rows_per_chunk, lists_as_text=lists_as_text)
 
 
 def export_jsonl(rows: Iterable[dict] | None = None, *, campaign_ids: list[int] | None = None,
