@@ -196,6 +196,10 @@ def export_write_file(*, fmt: str, campaign_ids: list[int] | None, dest: Path,
     """Write the export to ``dest`` atomically (a temporary file in the same folder, fsynced, then
     renamed), so ``dest`` is either absent or complete. Returns rows, size and sha256 of the file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # A worker killed mid-export leaves its temporary file; the retry that takes the job over
+    # starts again from the first row, so the leftover goes.
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
     digest, size, rows = hashlib.sha256(), 0, 0
 

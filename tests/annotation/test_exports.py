@@ -287,6 +287,11 @@ def test_a_big_export_answers_202_and_its_job_writes_the_file(fmt, settings, mon
     assert verify(data) == 18
     folder = Path(settings.ARTIFACTS_ROOT) / "exports" / str(body["id"])
     assert [p.name for p in folder.iterdir()] == [f"judgments.{fmt}"]  # no temporary file left
+    # A worker killed mid-export leaves a temporary file; the attempt that takes over removes it.
+    (folder / f".judgments.{fmt}.dead0001.tmp").write_bytes(b"half a file")
+    Job.objects.filter(pk=body["id"]).update(status=JobStatus.QUEUED)
+    export_execute(body["id"])
+    assert [p.name for p in folder.iterdir()] == [f"judgments.{fmt}"]
     listed = curator.get(f"/api/exports/jobs/?campaign={pair.pk}").json()["results"]
     assert [j["id"] for j in listed] == [body["id"]]
 
