@@ -2,6 +2,7 @@
 its own views module is still loading)."""
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +25,12 @@ class TokenRefused(exceptions.AuthenticationFailed):
     default_code = "token_invalid"
 
 
+@functools.cache
+def _tokens_with_roles():
+    """Built once: the queryset is only ever filtered (cloned), never evaluated itself."""
+    return with_roles(Token.objects.select_related("user"), "user_id")
+
+
 class ExpiringTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, refusing a token older than TOKEN_TTL_SECONDS; the user's
     roles are read with the token (one statement, see ``annotation.roles.with_roles``)."""
@@ -31,7 +38,7 @@ class ExpiringTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
         model = self.get_model()
         try:
-            token = with_roles(model.objects.select_related("user"), "user_id").get(key=key)
+            token = _tokens_with_roles().get(key=key)
         except model.DoesNotExist:
             raise TokenRefused("Invalid token.") from None
         if not token.user.is_active:
