@@ -66,6 +66,12 @@ class RewardTrainConfig:
             the frozen base in ``dtype`` and the adapters in float32. An AdamW step of lr 1e-6 is
             below a bf16 weight's spacing, so optimizing bf16 weights directly trains almost
             nothing. "float16" is refused for a full fine-tune, which would need loss scaling.
+        select_best: when the snapshot has val pairs, ``final/`` holds the weights of the
+            evaluation (every ``eval_every`` steps and after the last step) with the best val
+            accuracy, ties broken by the lower val loss and then the earlier step (default True).
+            The last step can be past the best one once the model overfits. False, or no val
+            pairs: the last step. The chosen step is ``selected_step`` in result.json and the
+            model card.
         final_dtype: dtype of the weights written to ``final/`` (None, the default: as trained, so
             a full fine-tune deploys its float32 masters). "bfloat16" writes a half-size deployable
             copy; checkpoints always keep the float32 masters, so resuming is unaffected.
@@ -108,6 +114,7 @@ class RewardTrainConfig:
     eval_batch_size: int = 16
     parallelism: str = "ddp"
     final_dtype: str | None = None
+    select_best: bool = True
 
     def __post_init__(self) -> None:
         errors = []

@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: Under FSDP, a checkpoint's trainable weights, keyed by parameter name (docs/engine-contracts.md).
 SHARDED_WEIGHTS = "trainable.safetensors"
+#: With ``select_best``, the run folder's copy of the best evaluation's trainable weights.
+BEST_DIR = "best"
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -248,6 +250,7 @@ class _Trainer:
             ckpt = latest_checkpoint(self.out)
             if ckpt is not None:
                 self.start_step = self._load_checkpoint(ckpt)
+        self.best = self._restore_best()
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -455,7 +458,66 @@ class _Trainer:
             return None
         metrics = self.evaluate_rows(self.val_rows)
         self._log({"step": step, "kind": "eval", "split": "val", **metrics})
+        if self.config.select_best:
+            # The last step's weights go to final/ as they are: no copy needed when they win.
+            self._consider_best(step, metrics, keep_copy=step < self.total_steps)
         return metrics
+
+    # ------------------------------------------------------------------------ best on validation
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trainable weights keyed by parameter name, on rank 0's CPU (collective under FSDP)."""
+        if self.sharded:
+            return full_model_state(self.model, trainable_only=True)
+        if not self.env.is_main:  # DDP ranks hold the same weights; rank 0 writes them
+            return {}
+        return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in self.model.named_parameters()
+                if p.requires_grad}
+
+    def _consider_best(self, step: int, metrics: dict[str, float], keep_copy: bool = True) -> None:
+        """Keep the trainable weights of the best evaluation so far in ``best/`` (ranked by val
+        accuracy, then lower val loss; an equal result keeps the earlier step). On disk, not in
+        memory: it survives a cancel and a resume, and a 7B full fine-tune's copy would not fit RAM
+        next to the model. Every rank sees the same all-reduced metrics, so all take the same branch."""
+        score = (metrics["accuracy"], -metrics["loss"])
+        if self.best is not None and score <= (self.best["accuracy"], -self.best["loss"]):
+            return
+        self.best = {"step": step, "accuracy": metrics["accuracy"], "loss": metrics["loss"]}
+        if not keep_copy:
+            return
+        state = self._trainable_state()
+        if self.env.is_main:
+            from safetensors.torch import save_file
+
+            folder, tmp = self.out / BEST_DIR, self.out / f".tmp-{BEST_DIR}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file(state, tmp / "trainable.safetensors")
+            (tmp / "best.json").write_text(json.dumps(self.best))  # written last: marks a complete copy
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        self._barrier()
+
+    def _restore_best(self) -> dict[str, Any] | None:
+        """After a resume, the best evaluation at or before the resumed step (later ones are replayed)."""
+        marker = self.out / BEST_DIR / "best.json"
+        if not (self.config.select_best and self.config.resume and marker.exists()):
+            return None
+        best = json.loads(marker.read_text())
+        return best if best["step"] <= self.start_step else None
+
+    def _selected_step(self, step: int) -> int:
+        """The step whose weights ``final/`` holds."""
+        if self.config.select_best and self.best is not None:
+            return int(self.best["step"])
+        return step
+
+    def _best_weights(self, step: int) -> dict[str, torch.Tensor] | None:
+        """The best evaluation's trainable weights when it is not the last step (None otherwise)."""
+        if not (self.config.select_best and self.best is not None and self.best["step"] != step):
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(self.out / BEST_DIR / "trainable.safetensors")
 
     # --------------------------------------------------------------------------------- finalise
     def _unsharded_model(self) -> torch.nn.Module | None:
@@ -470,6 +532,15 @@ class _Trainer:
     def _write_final(self, step: int) -> Path:
         final = self.out / "final"
         trained = self._unsharded_model() if self.sharded else self.model
+        best = self._best_weights(step) if self.env.is_main else None
+        if best is not None:  # training is over: the model may take the best evaluation's weights
+            with torch.no_grad():
+                params = dict(trained.named_parameters())
+                missing = sorted(set(best) - set(params))
+                if missing:
+                    raise ValueError(f"{self.out / BEST_DIR} does not match the model, e.g. {missing[:3]}")
+                for name, value in best.items():
+                    params[name].copy_(value.to(params[name].device, params[name].dtype))
         if self.env.is_main:
             tmp = self.out / ".tmp-final"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -496,7 +567,8 @@ class _Trainer:
                 "min_pixels": self.config.min_pixels,
                 "max_pixels": self.config.max_pixels,
                 "training": {"steps": step, "lora": self.config.lora, "lr": self.config.lr,
-                             "batch_size": self.config.batch_size, "seed": self.config.seed},
+                             "batch_size": self.config.batch_size, "seed": self.config.seed,
+                             "selected_step": self._selected_step(step)},
                 "created_at": datetime.now(UTC).isoformat(),
             }
             (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
@@ -556,10 +628,13 @@ class _Trainer:
                 "world_size": self.env.world_size,
                 "parallelism": "fsdp" if self.sharded else ("ddp" if self.env.distributed else "single"),
                 "template_version": TEMPLATE_VERSION,
+                "selected_step": self._selected_step(step),
+                "selected_val": self.best if self._selected_step(step) != step else val,
             }
             if self.env.is_main:
                 # result.json last: its presence means the run finished.
                 (self.out / "result.json").write_text(json.dumps(result, indent=2))
+                shutil.rmtree(self.out / BEST_DIR, ignore_errors=True)  # final/ holds what it kept
             self._barrier()
             return result
         finally:
