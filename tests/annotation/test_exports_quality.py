@@ -30,7 +30,7 @@ def judged_campaign(n_annotators=3, pick_left=True):
     for user in users:
         while (lease := lease_next(campaign=campaign, annotator=user)) is not None:
             side = lease.displayed_order[0 if pick_left else 1]
-            judgment_submit(lease=lease, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}",
+            judgment_submit(lease_uid=lease.uid, annotator=user, idempotency_key=f"{user.pk}-{lease.pk}",
                             answers={"structure": side, "aesthetics": "tie"})
     return campaign, users
 
@@ -101,7 +101,7 @@ def test_gold_accuracy_is_measured():
     b_id = item.slots.get(position=1).candidate_id
     for user, answer in ((good, a_id), (bad, b_id)):
         lease = lease_next(campaign=campaign, annotator=user)
-        judgment_submit(lease=lease, annotator=user, idempotency_key="g", answers={"structure": answer})
+        judgment_submit(lease_uid=lease.uid, annotator=user, idempotency_key="g", answers={"structure": answer})
     stats = {s["annotator"]: s for s in annotator_stats(campaign)}
     assert (stats["good"]["gold_accuracy"], stats["bad"]["gold_accuracy"]) == (1.0, 0.0)
 
