@@ -2,10 +2,11 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from rewardtrain.engine.train import train
+from rewardtrain.engine.train import RunCancelled, train
 
 
 def test_final_holds_the_best_val_evaluation(base_config, synthetic_snapshot, tmp_path):
@@ -34,3 +35,28 @@ def test_final_holds_the_best_val_evaluation(base_config, synthetic_snapshot, tm
     a = load_file(tmp_path / "best" / "final" / "model.safetensors")
     b = load_file(tmp_path / "short" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_the_best_evaluation_survives_a_cancel_and_resume(base_config, synthetic_snapshot, tmp_path):
+    """Best at step 12, cancelled at step 18, resumed: the steps replayed after the checkpoint cannot
+    find step 12 again, so the kept copy in best/ must carry it across."""
+    snap = synthetic_snapshot(tmp_path / "snap", n_train=48, n_val=16, n_test=8, seed=5)
+    cfg = base_config.replace(snapshot_dir=str(snap), max_steps=24, eval_every=6, lr_scheduler="constant",
+                              log_every=6)
+    straight = train(cfg.replace(output_dir=str(tmp_path / "straight")))
+    calls = {"n": 0}
+
+    def stop_before_step_18():
+        calls["n"] += 1
+        return calls["n"] > 18
+
+    interrupted = cfg.replace(output_dir=str(tmp_path / "resumed"))
+    with pytest.raises(RunCancelled):
+        train(interrupted, should_stop=stop_before_step_18)
+    assert json.loads((tmp_path / "resumed" / "best" / "best.json").read_text())["step"] == 12
+    resumed = train(interrupted.replace(resume=True))
+    assert resumed["resumed_from_step"] == 18
+    assert resumed["selected_step"] == straight["selected_step"] == 12
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
