@@ -130,3 +130,22 @@ def test_reward_base_model_sources(tiny_reward_dir, tmp_path, settings):
     client.force_login(make_user("sci", "scientist"))
     resp = client.post("/api/reward/runs/", {"snapshot": snapshot.pk, "base_model": str(outside)}, format="json")
     assert resp.status_code == 400 and "base_model" in resp.json()["fields"], resp.content
+
+
+@pytest.mark.django_db
+def test_a_stored_resume_path_never_reaches_the_engine(tiny_reward_dir, tiny_base, tmp_path):
+    """A run recorded before overrides refused ``resume`` may hold a path in its config: the job body
+    replaces it with the platform's flag, so the engine never reads a checkpoint from elsewhere."""
+    from jobs.models import JobStatus
+    from tests.policytrain.test_policy_runs import execute
+
+    rm = make_reward_model(tiny_reward_dir)
+    make_samples("fill")
+    run = policy_run_start(reward_model=rm, overrides={**FAST, "save_every": 0, "sample_grid_every": 0},
+                           enqueue=False)
+    elsewhere = tmp_path / "elsewhere" / "checkpoints" / "step-1"
+    elsewhere.mkdir(parents=True)
+    PolicyRun.objects.filter(pk=run.pk).update(config={**run.config, "resume": str(elsewhere)})
+    job = execute(run.job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.result["resumed_from"] is None and job.result["steps"] == FAST["max_steps"]
