@@ -67,8 +67,8 @@ Progress = Callable[[str], None]
 # only part of the RL conditions is annotated. --quick is a smoke run of the whole loop that fits
 # in `make test` (< 3 min): also fewer optimiser steps and held-out conditions, and half the base's
 # pre-training (a fresh clone, as in CI, always pre-trains it: ~200 s of the test on a 2-core machine
-# at the config's steps). Quality figures at quick size are noise (docs/demo-results.md, "Through the
-# platform").
+# at the config's steps). Quality figures at quick size are noise: only a few held-out test pairs per
+# criterion.
 CAPS = {
     "quick": {"annotate_conditions": 40, "reward_max_steps": 60, "rl_max_steps": 16, "heldout_conditions": 36,
               "pretrain_steps": 350, "pretrain_vae_steps": 400},
@@ -724,7 +724,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         models = {"trained": rm.path, "control": control_rm.path}
         oracle = reward_oracle_accuracy(models, annotated, thr)
         # The trained model only, as the engine loop does: on-policy generation and scoring is
-        # the costly part, and the untrained control's is near chance (docs/demo-results.md, tenth pass (b)).
+        # the costly part, and the untrained control's is near chance.
         on_policy = reward_on_policy_accuracy({"trained": rm.path}, base_dir, heldout_conds, cfg, seed=seed,
                                               threshold=thr)
         ceiling = label_ceiling(snapshot, rm.eval_split, scores)

@@ -57,7 +57,7 @@ class RewardEvaluation(models.Model):
     """A registered reward model scored against the majority labels of any built snapshot.
 
     Why: a reward model's own eval split comes from the campaigns it was trained on; what RL needs
-    is its agreement with people on the images RL makes (docs/demo-results.md, tenth pass). A
+    is its agreement with people on the images RL makes, which can be far lower (near chance). A
     snapshot of a generation campaign's judgments (checkpoint vs base) gives exactly that.
     """
 

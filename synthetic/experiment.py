@@ -475,7 +475,7 @@ def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: 
 
     Why: the tiny reward model starts on an order-symmetric saddle (loss ln 2) and, on the whole
     noisy snapshot, does not leave it in a demo's budget; on one small fixed batch of clear pairs
-    it does (docs/demo-results.md, second pass). A short warm-up on such a batch, then training on
+    it does. A short warm-up on such a batch, then training on
     the whole snapshot, is a curriculum on *annotator agreement* only — never on the oracle.
     """
     rows = [json.loads(line) for line in (Path(snapshot_dir) / "pairs.jsonl").read_text().splitlines()
@@ -637,7 +637,7 @@ def on_policy_pairs(policy, conditions: Sequence[Condition], cfg: dict[str, Any]
 
     The loop's candidates mix guidance 3 and 100 and an early checkpoint, so a reward model can
     score well on them by telling those settings apart and still rank two samples of one
-    setting wrongly; this measures the latter (docs/demo-results.md, tenth pass)."""
+    setting wrongly; this measures the latter."""
     rl, gen = cfg["rl"], cfg["candidates"]
     common = {"steps": int(rl.get("reference_steps", 4)), "guidance": float(rl.get("guidance", gen.get("guidance", 30.0))),
               "max_sequence_length": int(rl.get("max_sequence_length", gen.get("max_sequence_length", 32))),

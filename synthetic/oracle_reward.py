@@ -15,7 +15,7 @@ policy. The ports, checked against ``synthetic.oracles`` in ``tests/synthetic/te
   it scales the reward but does not pull); for words, the soft-ink tolerant F1 against the glyphs.
 
 ``oracle_reward_fn(..., text_alignment=False)`` leaves text alignment out: its reward is then a
-constant above the hinge ceiling, so it neither pulls nor adds gradient (the eighth pass's runs).
+constant above the hinge ceiling, so it neither pulls nor adds gradient.
 """
 
 from __future__ import annotations

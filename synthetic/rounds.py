@@ -2,9 +2,8 @@
 
 The paper's loop, and the platform's, is closed: the RL policy's outputs flow back to annotators.
 A reward model trained only on the base policy's candidates has never seen what RL will make, and
-RL finds exactly what it gets wrong (docs/demo-results.md, ninth pass (e): every tiny reward model
-here pays for "more of the named colour" with seams and blotches). One more round shows it
-those outputs:
+RL finds exactly what it gets wrong (every tiny reward model here pays for "more of the named
+colour" with seams and blotches). One more round shows it those outputs:
 
 1. RL with the current reward model (from the base policy, the loop's RL config with overrides);
 2. the RL policy and the base fill the loop's RL conditions again (new seeds);

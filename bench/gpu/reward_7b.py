@@ -1,7 +1,8 @@
 """GPU benchmark: reward-model training step time and peak memory at real Qwen2.5-VL-7B size.
 
-Builds a RANDOM-INIT model with the Qwen2.5-VL-7B configuration (feasibility §4; nothing is
-downloaded) in bf16 on one CUDA device, then times optimizer steps of the OneReward loss for:
+Builds a RANDOM-INIT model with the Qwen2.5-VL-7B configuration (its published sizes, written out
+here; nothing is downloaded) in bf16 on one CUDA device, then times optimizer steps of the
+OneReward loss for:
 - LoRA (peft, our default targets incl. vision qkv/proj and lm_head, r=16) with AdamW, and
 - full fine-tune with a memory-light optimizer: by default torch AdamW directly on the bf16
   weights (bf16 moments, no fp32 master copy: 2 + 2 + 4 bytes/param ~ 66 GiB for 8.3 B params);

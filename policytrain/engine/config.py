@@ -1,7 +1,7 @@
 """Configuration of a fill-policy RL run and of a candidate-generation job.
 
 Every knob the OneReward paper leaves unspecified (λ, τ, [t1, t2], sampler steps, CFG, optimiser,
-deployed weights) is a field here with a documented default; see DESIGN §5 and paper.md §5.5.
+deployed weights) is a field here with a documented default.
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ class RLConfig:
     - ``reference_steps`` / ``policy_steps`` 28, ``guidance`` 30 (FLUX.1-Fill-dev's guidance-distilled
       default), ``reference_true_cfg`` 1.0 (no true CFG: it doubles reference cost; set >1 with a
       ``negative_prompt`` to get a stronger reference).
-    - ``learning_rate`` 1e-5 and ``batch_size`` 8 (paper §5.5), AdamW betas (0.9, 0.999),
-      weight decay 1e-4, grad clip 1.0.
-    - LoRA r=4, α=4 on the attention projections (feasibility §3); ``full_finetune`` trains the whole
-      transformer instead (what the released FLUX OneReward checkpoints did).
+    - ``learning_rate`` 1e-5 and ``batch_size`` 8 (the paper's policy settings), AdamW betas
+      (0.9, 0.999), weight decay 1e-4, grad clip 1.0.
+    - LoRA r=4, α=4 on the attention projections (on the tiny policy these are ~3 % of the
+      transformer's weights, and a reward still rises within 60 steps); ``full_finetune`` trains the
+      whole transformer instead (what the released FLUX OneReward checkpoints did).
     - ``deploy_weights`` "ema": the EMA is the smoother, less reward-hacked model; under Algorithm 2
       it is also the model the paper calls πref and releases.
     - ``mixed_precision`` "auto": bf16 on CUDA, fp32 on CPU ("bf16" on CPU is an error).
@@ -85,7 +86,7 @@ class RLConfig:
       mask before the reward model sees them (``pipeline.paste_back_source``), as a fill product
       delivers them; the paper does not say. The reward then judges only the edit, and the policy
       cannot raise it by changing pixels it was asked to keep: on the synthetic demo, RL without it
-      learned a global stripe pattern the tiny reward model liked (docs/demo-results.md).
+      learned a global stripe pattern the tiny reward model liked.
     - ``kl_weight`` β 0.0: the paper has no KL term, so none by default. β > 0 adds
       β·mean((v_policy − v_base)²) at the grad-enabled step (``rl.velocity_anchor``): the flow-matching
       form of a KL penalty against the base model, a guard against reward hacking when the reward

@@ -1,4 +1,4 @@
-"""The ReFL-style one-step policy image of OneReward (paper.md §5.3).
+"""The ReFL-style one-step policy image of OneReward (arXiv 2508.21066, Sec. 4.4, Algorithm 1).
 
 The policy denoises without gradient from pure noise down to step k, then makes ONE grad-enabled
 transformer call; the rectified-flow identity x0 = x_k − σ_k·v turns that velocity into a clean

@@ -1,6 +1,6 @@
 """OneReward RL for a FLUX.1-Fill policy: Algorithm 1 (fixed reference) and 2 (EMA reference).
 
-One training step (DESIGN §5, paper.md §5.2):
+One training step (the OneReward paper, arXiv 2508.21066: Algorithm 1 in Sec. 4.4, Algorithm 2 in Sec. 5.3):
   task ~ task_probs; batch of conditions of that task; two independent noises;
   reference image = full no-grad denoise (base model: LoRA disabled / frozen copy; Alg. 2: EMA weights);
   policy image = no-grad denoise to k ∈ [t1·N, t2·N], one grad-enabled step, x0 = x_k − σ_k·v, decode;

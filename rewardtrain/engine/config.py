@@ -16,7 +16,7 @@ from typing import Any
 
 #: LoRA targets: language-model attention (q/k/v/o), the vision tower's fused `qkv` and output
 #: `attn.proj` (Qwen2.5-VL vision attention has no separate q/k/v), and `lm_head`. lm_head is
-#: included because without it the Yes/No logits stay bounded (feasibility P6) and the loss
+#: included because without it the Yes/No logits stay bounded and the loss
 #: plateaus far from zero on tiny models; on real models it lets the answer head adapt cheaply.
 DEFAULT_LORA_TARGETS = (
     r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj)|visual.*\.(qkv|attn\.proj)|lm_head)"

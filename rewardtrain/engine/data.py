@@ -214,8 +214,8 @@ class PairCollator:
     """Turn a list of pairs into one processor batch covering both orders.
 
     The processor left-pads (so the answer logit is at position -1 for every row) and returns
-    `mm_token_type_ids`, which Qwen2.5-VL needs for its 3-D M-RoPE positions (feasibility P3);
-    we pass its whole output to the model.
+    `mm_token_type_ids`, which Qwen2.5-VL needs for its 3-D M-RoPE positions (without it the
+    model silently falls back to 1-D positions); we pass its whole output to the model.
     """
 
     def __init__(self, processor: Any):

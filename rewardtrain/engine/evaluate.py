@@ -1,6 +1,6 @@
 """Held-out evaluation of a trained reward model in the paper's Table 1 layout.
 
-Definitions (the paper does not say how it computes accuracy, §4.5):
+Definitions (the paper does not say how it computes accuracy):
 - `accuracy` (primary): a pair counts as correct when P(Yes | w, l) > P(Yes | l, w), i.e. the
   model prefers the winner when asked in both orders; equivalently the order-symmetrised score
   1/2 (P(Yes|w,l) + 1 - P(Yes|l,w)) exceeds 1/2. Exact ties count as half correct. This is

@@ -2,7 +2,7 @@
 
 The reward is P(Yes) renormalised over the two answer tokens: softmax([logit_Yes, logit_No])[0],
 which equals sigmoid(logit_Yes - logit_No). We call logit_Yes - logit_No the *log-odds*; it is
-unbounded, which makes it the better RL reward signal once a tiny model saturates (feasibility P6).
+unbounded, which makes it the better RL reward signal once a tiny model saturates.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 transformers 5.x builds the stock Qwen2.5-VL processor from a torchvision-backed image processor
 and a video processor. torchvision is not usable with the CPU torch wheel on our machines
-(feasibility P2), and `AutoProcessor` silently returns just the tokenizer for folders it cannot
-resolve. So we assemble the processor from its parts: the tokenizer (left padding, so the answer
-logit is always at position -1), the PIL-backed image processor, and a subclass that passes
-``video_processor=None``. The same loader reads our tiny folders and real hub-layout folders.
+(importing it fails with `operator torchvision::nms does not exist`), and `AutoProcessor`
+silently returns just the tokenizer for folders it cannot resolve. So we assemble the processor
+from its parts: the tokenizer (left padding, so the answer logit is always at position -1), the
+PIL-backed image processor, and a subclass that passes ``video_processor=None``. The same loader
+reads our tiny folders and real hub-layout folders.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def load_processor(
 ) -> ImageOnlyQwen2_5_VLProcessor:
     """Load the tokenizer and PIL image processor from `path` and wrap them in the image-only processor.
 
-    `min_pixels`/`max_pixels` (pixel counts, not edges; feasibility P5) override the folder's
-    token budget so training, evaluation and the differentiable scorer all see the same image
-    resolution.
+    `min_pixels`/`max_pixels` (pixel counts, though stored as `size.shortest_edge`/`longest_edge`)
+    override the folder's token budget so training, evaluation and the differentiable scorer all
+    see the same image resolution.
     """
     path = str(path)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")

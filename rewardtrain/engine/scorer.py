@@ -7,7 +7,7 @@ goes through PIL/numpy and would cut the autograd graph). The text side (input i
 mm_token_type_ids) depends only on the image sizes and the query, so it is computed once per
 shape with the real processor and cached. At sizes that need no resize (multiples of 28 within the
 pixel budget, e.g. 56 or 112 px) the tensor path equals the processor exactly; otherwise torch's
-antialiased bicubic resize approximates PIL's (feasibility P10).
+antialiased bicubic resize approximates PIL's.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ class RewardScorer:
         `first` and `second` are [B, 3, H, W] tensors in [0, 1] (the two may differ in size).
         `prompt` is one string for the whole batch or one per sample (used only for
         text_alignment). Returns [B] P(Yes) or, with `return_log_odds`, logit(Yes) - logit(No),
-        which does not saturate (the better RL reward for sharp models; feasibility P6).
+        which does not saturate (the better RL reward for sharp models).
         """
         if first.shape[0] != second.shape[0]:
             raise ValueError("first and second must have the same batch size")

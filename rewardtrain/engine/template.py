@@ -81,7 +81,7 @@ def build_messages(task: str, criterion: str, prompt: str | None = None) -> list
     of the task and criterion. With the images first (v1) only the last few tokens could combine
     the criterion with the images. On the demo snapshot, where the criteria disagree about the same
     pair, the tiny reward model then never left the order-symmetric ln 2 saddle: label accuracy
-    was 0.47 with v1 and 0.68 with v2 at equal steps (docs/demo-results.md, "Fourth probe").
+    was 0.47 with v1 and 0.68 with v2 at equal steps.
     """
     return [
         {

@@ -1,9 +1,9 @@
 """Build a tiny, randomly initialised Qwen2.5-VL reward model folder for tests and demos.
 
 Nothing is downloaded: the byte-level BPE tokenizer is trained locally on the query template's
-own text, the model is built from a `Qwen2_5_VLConfig` with the sizes measured in
-research/feasibility.md §2, and everything is written with `save_pretrained`, so the folder loads
-through exactly the `from_pretrained` path a real Qwen2.5-VL checkpoint uses.
+own text, the model is built from a `Qwen2_5_VLConfig` at sizes where a training step takes a few
+hundredths of a second on a CPU, and everything is written with `save_pretrained`, so the folder
+loads through exactly the `from_pretrained` path a real Qwen2.5-VL checkpoint uses.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedToke
 
 
 def tiny_model_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
-    """Qwen2.5-VL config with the tiny sizes from feasibility §2 (about 0.2 M parameters)."""
+    """Qwen2.5-VL config with tiny sizes (about 0.2 M parameters)."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     return Qwen2_5_VLConfig(
         text_config={

@@ -217,7 +217,7 @@ class _Trainer:
                 param.data = param.data.float()
         if config.gradient_checkpointing:
             # Non-reentrant checkpointing works with frozen inputs + LoRA without
-            # enable_input_require_grads (feasibility §2).
+            # enable_input_require_grads.
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.config.use_cache = False
         self.model.train()

@@ -136,7 +136,7 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     # "Moved in the right direction", the check that holds at quick size: the labels the simulated
     # annotators produced over HTTP carry the oracle's signal (well above chance), and the held-out
     # labels' noise ceiling is above chance too. The RM and RL figures are reported but not asserted:
-    # at this size they are at chance level (docs/demo-results.md, "Through the platform").
+    # at this size they are at chance level (a few held-out test pairs per criterion).
     assert ann["label_oracle_agreement"] > 0.55, ann
     # The report's annotator quality is the platform's own (annotator_stats over those judgments).
     # How well it singles out the careless annotator is reported, not asserted: at quick size the
