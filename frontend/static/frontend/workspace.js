@@ -583,6 +583,11 @@
     fetchUpcoming();
   }
 
+  function retryStatus(n, err) {
+    const why = err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem";
+    setStatus(`${why} — retrying with the same submission (${n})…`);
+  }
+
   function saved(v, answers) {
     store.set(`or:answers:${v.payload.lease}`, answers);
     store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
@@ -606,7 +611,7 @@
     S.pendingLease = v.payload.lease;
     showView(next);
     S.pending = withRetry(() => api("POST", URLS.submit(v.payload.lease), body),
-      (n, err) => setStatus(`${err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem"} — retrying your last submission (${n})…`))
+      retryStatus)
       .then(() => {
         saved(v, body.answers);
         setStatus("");
@@ -651,8 +656,7 @@
     root.classList.add("is-busy");
     setStatus("Saving…");
     try {
-      await withRetry(() => api("POST", URLS.submit(v.payload.lease), body),
-        (n, err) => setStatus(`${err.code === "database_unavailable" ? "The server is briefly unavailable" : "Connection problem"} — retrying with the same submission (${n})…`));
+      await withRetry(() => api("POST", URLS.submit(v.payload.lease), body), retryStatus);
       saved(v, answers);
       clearAlert();
       flash("Saved.");
