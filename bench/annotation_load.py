@@ -25,6 +25,7 @@ import argparse
 import http.client
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -274,6 +275,7 @@ def main() -> None:
         failures = verify(pg, world)
     finally:
         pg.stop()
+        shutil.rmtree(media, ignore_errors=True)
     print()
     print_table(runs)
     for r in runs:
