@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -40,15 +39,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import _stack  # noqa: E402  (bench/ is not a package)
+
 BENCH_URL = os.environ.get("BENCH_EXPORT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/onereward_bench_export")
 ANNOTATORS, CRITERIA = 5, 2  # judgments per item = ANNOTATORS × CRITERIA
 
-ENV = {
-    **os.environ, "DATABASE_URL": BENCH_URL, "DJANGO_READ_DOT_ENV_FILE": "false", "DJANGO_DEBUG": "false",
-    "DJANGO_SECRET_KEY": "bench", "ANNOTATOR_ID_SALT": "bench-salt", "DJANGO_SECURE_SSL_REDIRECT": "false",
-    "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "EXPORT_SYNC_MAX_ROWS": "100000000", "OMP_NUM_THREADS": "1",
-    "PYTHONUNBUFFERED": "1",
-}
+# The production web process's environment, as every bench starts it (bench/_stack.py).
+ENV = _stack.server_env(BENCH_URL, EXPORT_SYNC_MAX_ROWS="100000000", PYTHONUNBUFFERED="1")
 
 # Runs in a child process with Django set up: makes (or finds) the campaign of N judgments and
 # prints "<campaign id> <curator token>".
@@ -139,12 +137,6 @@ print(f"filled {n} judgments in {time.perf_counter() - t0:.1f}s", file=sys.stder
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -183,7 +175,7 @@ class Server:
     """The production gunicorn on a free port; ``rss`` reads its workers' resident size."""
 
     def __init__(self, env: dict | None = None, workers: int = 2) -> None:
-        self.port = free_port()
+        self.port = _stack.free_port()
         self.log = open(ROOT / "var" / "bench-export-gunicorn.log", "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"], cwd=ROOT,

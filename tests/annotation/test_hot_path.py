@@ -55,6 +55,30 @@ def statements(ctx: CaptureQueriesContext) -> list[str]:
     return [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
 
 
+def all_at_once(n: int, call) -> list:
+    """Run ``call`` in ``n`` threads released together; returns what each returned. Each thread
+    closes its own (persistent) database connection, so the test database can be dropped."""
+    barrier = threading.Barrier(n)
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(call())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return results
+
+
 def one_loop(client: APIClient, campaign: Campaign) -> tuple[list[str], list[str]]:
     """One next + submit, as the workspace does it; returns the statements of each call."""
     with CaptureQueriesContext(connection) as nxt:
@@ -125,25 +149,12 @@ def test_the_held_lease_comes_back_without_extra_statements():
 def test_the_lease_cap_holds_under_ten_concurrent_requests_of_one_annotator():
     campaign = make_campaign(n_samples=12, overlap=1, criteria=["structure"])
     me = make_user("me", "annotator")
-    barrier = threading.Barrier(10)
-    got, errors = [], []
 
-    def ask() -> None:
-        try:
-            barrier.wait()
-            lease = lease_next(campaign=campaign, annotator=me)
-            got.append(lease.uid if lease else None)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()  # this thread's own persistent connection
+    def ask():
+        lease = lease_next(campaign=campaign, annotator=me)
+        return lease.uid if lease else None
 
-    threads = [threading.Thread(target=ask) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    got = all_at_once(10, ask)
     active = Lease.objects.filter(annotator=me, state=LeaseState.ACTIVE).count()
     assert 1 <= active <= MAX_ACTIVE_LEASES
     assert len({uid for uid in got if uid}) == active  # every caller got one of the held leases
@@ -282,26 +293,12 @@ def test_concurrent_replays_of_one_submit_store_it_once_and_only_one_answers_201
     campaign = make_campaign(n_samples=1, overlap=1, criteria=["structure"])
     me = make_user("me", "annotator")
     lease = lease_next(campaign=campaign, annotator=me)
-    barrier = threading.Barrier(6)
-    codes, errors = [], []
 
-    def replay() -> None:
-        try:
-            client = token_client(me)
-            barrier.wait()
-            response = client.post(f"/api/leases/{lease.uid}/submit/",
-                                   {"answers": {"structure": "tie"}, "idempotency_key": "once"}, format="json")
-            codes.append(response.status_code)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def replay() -> int:
+        return token_client(me).post(f"/api/leases/{lease.uid}/submit/",
+                                     {"answers": {"structure": "tie"}, "idempotency_key": "once"}, format="json"
+                                     ).status_code
 
-    threads = [threading.Thread(target=replay) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    codes = all_at_once(6, replay)
     assert sorted(codes) == [200] * 5 + [201]
     assert Judgment.objects.filter(lease=lease).count() == 1
