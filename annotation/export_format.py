@@ -38,14 +38,11 @@ def trailer_line(rows: int, sha256_hex: str) -> bytes:
     return (json.dumps({TRAILER_KEY: {"rows": rows, "sha256": sha256_hex}}) + "\n").encode()
 
 
-def ndjson_chunks(rows: Iterable[dict], *, rows_per_chunk: int, lists_as_text: bool = False
-                  ) -> Iterator[tuple[int, bytes]]:
+def ndjson_chunks(rows: Iterable[dict], *, rows_per_chunk: int) -> Iterator[tuple[int, bytes]]:
     """Rows as JSON lines, ``(rows, bytes)`` per chunk of ``rows_per_chunk`` rows (trailer not
-    included). ``lists_as_text`` writes list values as JSON text, as the Parquet columns hold them."""
+    included)."""
     lines: list[str] = []
     for row in rows:
-        if lists_as_text:
-            row = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in row.items()}
         lines.append(json.dumps(row, default=str))
         if len(lines) >= rows_per_chunk:
             yield len(lines), ("\n".join(lines) + "\n").encode()

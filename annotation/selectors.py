@@ -199,8 +199,10 @@ EXPORT_COLUMNS = [
     ("sample_id", pa.string()),
     ("split", pa.string()),
     ("prompt", pa.string()),
-    ("candidate_ids", pa.string()),
-    ("displayed_order", pa.string()),
+    ("candidate_ids", pa.list_(pa.int64())),
+    ("candidate_sources", pa.list_(pa.string())),
+    ("candidate_provenance", pa.list_(pa.string())),
+    ("displayed_order", pa.list_(pa.int64())),
     ("choice", pa.string()),
     ("winner_candidate_id", pa.int64()),
     ("loser_candidate_id", pa.int64()),
@@ -273,12 +275,14 @@ def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: i
     last_id = 0
     while chunk := list(qs.filter(id__gt=last_id)[:chunk_size]):
         last_id = chunk[-1]["id"]
-        slots: dict[int, list[int]] = defaultdict(list)
-        for item_id, cand_id in (ItemCandidate.objects.filter(item_id__in={r["item_id"] for r in chunk})
-                                 .order_by("item_id", "position").values_list("item_id", "candidate_id")):
-            slots[item_id].append(cand_id)
+        slots: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
+        for item_id, *cand in (ItemCandidate.objects.filter(item_id__in={r["item_id"] for r in chunk})
+                               .order_by("item_id", "position")
+                               .values_list("item_id", "candidate_id", "candidate__source_name",
+                                            "candidate__provenance")):
+            slots[item_id].append(cand)
         for r in chunk:
-            ids = slots[r["item_id"]]
+            ids = [c[0] for c in slots[r["item_id"]]]
             winner, loser = _winner_loser(r["choice"], r["best_id"], r["worst_id"], ids)
             annotator = pseudonyms.get(r["annotator_id"])
             if annotator is None:
@@ -287,7 +291,9 @@ def judgment_export_rows(*, campaign_ids: list[int] | None = None, chunk_size: i
                 "judgment_id": r["id"], "campaign": r["item__campaign__name"], "mode": r["item__campaign__mode"],
                 "task": r["item__sample__task_type__slug"], "criterion": r["criterion__slug"],
                 "sample_id": r["item__sample__external_id"], "split": r["item__sample__split"],
-                "prompt": r["item__sample__prompt"], "candidate_ids": ids, "displayed_order": r["displayed_order"],
+                "prompt": r["item__sample__prompt"], "candidate_ids": ids,
+                "candidate_sources": [c[1] for c in slots[r["item_id"]]],
+                "candidate_provenance": [c[2] for c in slots[r["item_id"]]], "displayed_order": r["displayed_order"],
                 "choice": r["choice"], "winner_candidate_id": winner, "loser_candidate_id": loser,
                 "annotator": annotator,
                 "guideline_version": r["guideline_version__version"], "active_ms": r["active_ms"],
@@ -301,22 +307,18 @@ def _uses_copy() -> bool:
     return connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg"
 
 
-def _export_sql(campaign_ids: list[int] | None, lists_as_text: bool) -> str:
+def _export_sql(campaign_ids: list[int] | None) -> str:
     """One SELECT that makes each export row as a JSON line, in judgment id order, with the same
     keys, order and values as ``judgment_export_rows`` (a test holds the two equal).
-    ``lists_as_text`` writes candidate_ids and displayed_order as JSON text, the way the Parquet
-    columns hold them. Parameters: [campaign ids], user ids, their pseudonyms as JSON strings.
+    Parameters: [campaign ids], user ids, their pseudonyms as JSON strings.
 
     Built with format() from fragments rather than json_build_object: the item's part (campaign,
     sample, prompt, slots) is escaped once per item instead of once per judgment, and format()
     skips json_build_object's per-argument type lookups: about half the database CPU per row.
     """
     t = {m.__name__: m._meta.db_table for m in (Judgment, Item, Campaign, Sample, TaskType, Criterion,
-                                                GuidelineVersion, ItemCandidate)}
+                                                GuidelineVersion, ItemCandidate, Candidate)}
     ids_text = "'[' || array_to_string(sl.ids, ', ') || ']'"  # json.dumps spacing: "[3, 1]"
-    candidate_ids = f"to_json({ids_text})" if lists_as_text else ids_text
-    # jsonb prints a list of ints as "[2, 1]", exactly like json.dumps.
-    displayed = "to_json(j.displayed_order::text)" if lists_as_text else "j.displayed_order"
     # datetime.isoformat(): microseconds only when there are any, and the UTC offset as +00:00.
     utc = "(j.created_at AT TIME ZONE 'UTC')"
     created = (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN extract(microseconds FROM {utc})::bigint "
@@ -327,15 +329,20 @@ def _export_sql(campaign_ids: list[int] | None, lists_as_text: bool) -> str:
             SELECT i.id, sl.ids, CASE WHEN i.is_gold THEN 'true' ELSE 'false' END AS gold,
                    format('"campaign": %%s, "mode": %%s, "task": %%s',
                           to_json(c.name), to_json(c.mode), to_json(tt.slug)) AS head,
-                   format(', "sample_id": %%s, "split": %%s, "prompt": %%s, "candidate_ids": %%s',
-                          to_json(s.external_id), to_json(s.split), to_json(s.prompt), {candidate_ids}) AS body
+                   format(', "sample_id": %%s, "split": %%s, "prompt": %%s, "candidate_ids": %%s, '
+                          '"candidate_sources": %%s, "candidate_provenance": %%s',
+                          to_json(s.external_id), to_json(s.split), to_json(s.prompt), {ids_text},
+                          to_json(sl.sources), to_json(sl.provenance)) AS body
             FROM {t['Item']} i
             JOIN {t['Campaign']} c ON c.id = i.campaign_id
             JOIN {t['Sample']} s ON s.id = i.sample_id
             JOIN {t['TaskType']} tt ON tt.id = s.task_type_id
             CROSS JOIN LATERAL (
-                SELECT coalesce(array_agg(ic.candidate_id ORDER BY ic.position), '{{}}') AS ids
-                FROM {t['ItemCandidate']} ic WHERE ic.item_id = i.id) sl
+                SELECT coalesce(array_agg(ic.candidate_id ORDER BY ic.position), '{{}}') AS ids,
+                       coalesce(array_agg(ca.source_name ORDER BY ic.position), '{{}}') AS sources,
+                       coalesce(array_agg(ca.provenance ORDER BY ic.position), '{{}}') AS provenance
+                FROM {t['ItemCandidate']} ic JOIN {t['Candidate']} ca ON ca.id = ic.candidate_id
+                WHERE ic.item_id = i.id) sl
             {"WHERE i.campaign_id = ANY(%s::bigint[])" if campaign_ids else ""}
         ),
         cr AS (SELECT id, to_json(slug)::text AS slug FROM {t['Criterion']}),
@@ -343,7 +350,7 @@ def _export_sql(campaign_ids: list[int] | None, lists_as_text: bool) -> str:
         SELECT format('{{"judgment_id": %%s, %%s, "criterion": %%s%%s, "displayed_order": %%s, "choice": %%s, '
                       '"winner_candidate_id": %%s, "loser_candidate_id": %%s, "annotator": %%s, '
                       '"guideline_version": %%s, "active_ms": %%s, "is_gold": %%s, "created_at": "%%s+00:00"}}',
-            j.id, it.head, cr.slug, it.body, {displayed}, to_json(j.choice),
+            j.id, it.head, cr.slug, it.body, j.displayed_order, to_json(j.choice),
             coalesce((CASE j.choice WHEN {a} THEN it.ids[1] WHEN {b} THEN it.ids[2] WHEN {bw} THEN j.best_id END)::text,
                      'null'),
             coalesce((CASE j.choice WHEN {a} THEN it.ids[2] WHEN {b} THEN it.ids[1] WHEN {bw} THEN j.worst_id END)::text,
@@ -357,8 +364,7 @@ def _export_sql(campaign_ids: list[int] | None, lists_as_text: bool) -> str:
         ORDER BY j.id"""  # noqa: S608 (table names come from model metadata; every value is a parameter)
 
 
-def _ndjson_copy(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_text: bool
-                 ) -> Iterator[tuple[int, bytes]]:
+def _ndjson_copy(campaign_ids: list[int] | None, rows_per_chunk: int) -> Iterator[tuple[int, bytes]]:
     # Repeatable read: the statement and the user list the pseudonyms come from see one snapshot,
     # so nobody appears without a pseudonym.
     outermost = not connection.in_atomic_block
@@ -376,7 +382,7 @@ def _ndjson_copy(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_t
         # One COPY for the whole export: rows stream as PostgreSQL makes them, no Python object per
         # value. Its text format only doubles the backslashes of a JSON line (JSON escapes every
         # control character itself), which the replace below undoes.
-        with cursor.cursor.copy(f"COPY ({_export_sql(campaign_ids, lists_as_text)}) TO STDOUT", params) as copy:
+        with cursor.cursor.copy(f"COPY ({_export_sql(campaign_ids)}) TO STDOUT", params) as copy:
             parts: list = []
             while data := copy.read():
                 parts.append(data)
@@ -387,14 +393,12 @@ def _ndjson_copy(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_t
                 yield len(parts), b"".join(parts).replace(b"\\\\", b"\\")
 
 
-def _ndjson_portable(campaign_ids: list[int] | None, rows_per_chunk: int, lists_as_text: bool
-                     ) -> Iterator[tuple[int, bytes]]:
-    return ndjson_chunks(judgment_export_rows(campaign_ids=campaign_ids), rows_per_chunk=rows_per_chunk,
-                         lists_as_text=lists_as_text)
+def _ndjson_portable(campaign_ids: list[int] | None, rows_per_chunk: int) -> Iterator[tuple[int, bytes]]:
+    return ndjson_chunks(judgment_export_rows(campaign_ids=campaign_ids), rows_per_chunk=rows_per_chunk)
 
 
-def judgment_export_ndjson(*, campaign_ids: list[int] | None = None, rows_per_chunk: int = 2000,
-                           lists_as_text: bool = False) -> Iterator[tuple[int, bytes]]:
+def judgment_export_ndjson(*, campaign_ids: list[int] | None = None, rows_per_chunk: int = 2000
+                           ) -> Iterator[tuple[int, bytes]]:
     """The export rows as JSON lines, ``(rows, bytes)`` per chunk of ``rows_per_chunk`` rows.
 
     On PostgreSQL, PostgreSQL itself builds each line (json_build_object) and streams them with
@@ -402,7 +406,7 @@ def judgment_export_ndjson(*, campaign_ids: list[int] | None = None, rows_per_ch
     the lines come from ``judgment_export_rows``. The rows are the same either way (a test).
     """
     reader = _ndjson_copy if _uses_copy() else _ndjson_portable
-    yield from reader(campaign_ids, max(1, rows_per_chunk), lists_as_text)
+    yield from reader(campaign_ids, max(1, rows_per_chunk))
 
 
 # --- Quality -------------------------------------------------------------------------------------

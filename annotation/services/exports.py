@@ -73,13 +73,12 @@ def export_normalize_request(*, fmt: str, campaign_ids: Iterable) -> tuple[str, 
 
 # --- streams ----------------------------------------------------------------------------------------
 
-def _ndjson_chunks(rows: Iterable[dict] | None, campaign_ids: list[int] | None, rows_per_chunk: int,
-                   lists_as_text: bool) -> Iterator[tuple[int, bytes]]:
+def _ndjson_chunks(rows: Iterable[dict] | None, campaign_ids: list[int] | None, rows_per_chunk: int
+                   ) -> Iterator[tuple[int, bytes]]:
     if rows is None:
-        return judgment_export_ndjson(campaign_ids=campaign_ids, rows_per_chunk=rows_per_chunk,
-                                      lists_as_text=lists_as_text)
+        return judgment_export_ndjson(campaign_ids=campaign_ids, rows_per_chunk=rows_per_chunk)
     # Rows handed in by a caller (tests, tools): the same encoding as the portable reader's.
-    return ndjson_chunks(rows, rows_per_chunk=rows_per_chunk, lists_as_text=lists_as_text)
+    return ndjson_chunks(rows, rows_per_chunk=rows_per_chunk)
 
 
 def export_jsonl(rows: Iterable[dict] | None = None, *, campaign_ids: list[int] | None = None,
@@ -88,7 +87,7 @@ def export_jsonl(rows: Iterable[dict] | None = None, *, campaign_ids: list[int] 
     digest, done = hashlib.sha256(), 0
     # closing(): a consumer that stops early (client gone, job cancelled) ends the database read
     # at once, so the connection is free again (a COPY left open would block it).
-    with closing(_ndjson_chunks(rows, campaign_ids, JSONL_CHUNK_ROWS, lists_as_text=False)) as chunks:
+    with closing(_ndjson_chunks(rows, campaign_ids, JSONL_CHUNK_ROWS)) as chunks:
         for n, data in chunks:
             digest.update(data)
             done += n
@@ -144,7 +143,7 @@ def export_parquet(rows: Iterable[dict] | None = None, *, campaign_ids: list[int
     sink = _DrainableSink()
     writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), SCHEMA)
     done = 0
-    with closing(_ndjson_chunks(rows, campaign_ids, ROW_GROUP, lists_as_text=True)) as chunks:
+    with closing(_ndjson_chunks(rows, campaign_ids, ROW_GROUP)) as chunks:
         for n, data in chunks:
             writer.write_table(_arrow_chunk(data), row_group_size=ROW_GROUP)
             done += n

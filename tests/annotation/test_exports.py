@@ -9,6 +9,7 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.db import connection
@@ -18,7 +19,7 @@ from rest_framework.test import APIClient
 
 from annotation import selectors
 from annotation.export_format import ExportIncomplete, read_jsonl_rows, verify_jsonl, verify_parquet
-from annotation.models import Choice, GuidelineVersion, Item, Judgment, Lease, LeaseState
+from annotation.models import Candidate, Choice, GuidelineVersion, Item, Judgment, Lease, LeaseState
 from annotation.selectors import hashed_annotator_id, judgment_export_rows
 from annotation.services import exports
 from annotation.services.exports import export_execute, export_jsonl, export_parquet, export_start
@@ -69,6 +70,9 @@ def _world():
     sample = first.sample
     sample.prompt = NASTY
     sample.save(update_fields=["prompt"])
+    # A source system name that needs escaping in every list column's encoding.
+    Candidate.objects.filter(pk=first.slots.order_by("position").first().candidate_id).update(
+        source_name='flux "ü" \\ v2 ✓')
     users = [make_user(f"exp-{i}", "annotator") for i in range(3)]
     pair_choices = [Choice.A, Choice.B, Choice.TIE, Choice.BOTH_BAD]
     _judge(pair, users, lambda item, slots, crit, u: (pair_choices[(item.pk + u + len(crit)) % 4], None, None))
@@ -91,7 +95,8 @@ def _expected_rows(campaign_ids=None) -> list[dict]:
     if campaign_ids:
         qs = qs.filter(item__campaign_id__in=campaign_ids)
     for j in qs:
-        slots = [s.candidate_id for s in j.item.slots.order_by("position")]
+        item_slots = list(j.item.slots.order_by("position").select_related("candidate"))
+        slots = [s.candidate_id for s in item_slots]
         winner, loser = {
             Choice.A: (slots[0], slots[1]), Choice.B: (slots[1], slots[0]), Choice.BEST_WORST: (j.best_id, j.worst_id),
         }.get(j.choice, (None, None))
@@ -100,7 +105,9 @@ def _expected_rows(campaign_ids=None) -> list[dict]:
             "judgment_id": j.pk, "campaign": j.item.campaign.name, "mode": j.item.campaign.mode,
             "task": j.item.sample.task_type.slug, "criterion": j.criterion.slug,
             "sample_id": j.item.sample.external_id, "split": j.item.sample.split, "prompt": j.item.sample.prompt,
-            "candidate_ids": slots, "displayed_order": j.displayed_order, "choice": j.choice,
+            "candidate_ids": slots, "candidate_sources": [s.candidate.source_name for s in item_slots],
+            "candidate_provenance": [s.candidate.provenance for s in item_slots],
+            "displayed_order": j.displayed_order, "choice": j.choice,
             "winner_candidate_id": winner, "loser_candidate_id": loser, "annotator": hashed_annotator_id(j.annotator_id),
             "guideline_version": j.guideline_version.version, "active_ms": j.active_ms, "is_gold": j.item.is_gold,
             "created_at": created.isoformat(),
@@ -109,10 +116,7 @@ def _expected_rows(campaign_ids=None) -> list[dict]:
 
 
 def _parquet_rows(data: bytes) -> list[dict]:
-    rows = pq.read_table(io.BytesIO(data)).to_pylist()
-    for r in rows:  # Parquet holds the two lists as JSON text
-        r["candidate_ids"], r["displayed_order"] = json.loads(r["candidate_ids"]), json.loads(r["displayed_order"])
-    return rows
+    return pq.read_table(io.BytesIO(data)).to_pylist()  # list columns come back as Python lists
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -147,6 +151,13 @@ def test_parquet_columns_keep_their_types_and_row_groups(monkeypatch):
     meta = pq.ParquetFile(io.BytesIO(data))
     assert meta.num_row_groups == -(-22 // 4)
     assert meta.schema_arrow == exports.SCHEMA
+    # Lists are Parquet lists (as JSONL has them), not JSON text.
+    table = meta.read()
+    assert table.schema.field("candidate_ids").type.value_type == pa.int64()
+    assert table.schema.field("candidate_sources").type.value_type == pa.string()
+    first = table.slice(0, 1).to_pylist()[0]
+    assert len(first["candidate_ids"]) == len(first["candidate_sources"]) == len(first["candidate_provenance"]) == 2
+    assert isinstance(first["displayed_order"], list)
 
 
 @pytest.mark.django_db
