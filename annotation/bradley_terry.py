@@ -3,7 +3,7 @@
 Plain Python + numpy (no Django): ``annotation.selectors.source_leaderboard`` feeds it. A tie
 counts half a win for each side, as FastChat's arena leaderboard does; one virtual tie per compared
 pair keeps a system that never lost from an infinite rating. Ratings are on the Elo scale
-(400 · log10 of the BT strength), centred on a mean of 1000.
+(400 · log10 of the BT strength), centred on a mean of 1000 within each connected group.
 """
 from __future__ import annotations
 
@@ -64,23 +64,17 @@ def _pair_rows(items: Sequence[PairItems], picks: Sequence[np.ndarray] | None = 
 
 
 def leaderboard(items: Sequence[PairItems], *, bootstrap: int = 200, seed: int = 0) -> list[dict]:
-    """Systems ranked by rating, each with a 95 % interval from resampling items within each
-    campaign (``bootstrap`` rounds), its judgments and the systems it was compared with.
+    """Systems ranked by rating within their connected group, each with a 95 % interval from
+    resampling items within each campaign (``bootstrap`` rounds), its judgments and the systems it
+    was compared with.
 
-    Systems not connected to the others by comparisons cannot share one scale; ``component``
-    numbers the connected groups (0 = the largest) so a reader can tell.
+    Systems that no chain of comparisons connects cannot share one scale, so each connected group
+    (``component``, 0 = the largest) is fitted, centred on 1000 and ranked on its own: adding a
+    campaign between unrelated systems never moves a rating in another group.
     """
     systems = sorted({s for pi in items for s in (pi.a, pi.b)})
     if not systems:
         return []
-    point = fit(systems, _pair_rows(items))
-    rng = np.random.default_rng(seed)
-    draws = np.empty((bootstrap, len(systems)))
-    for r in range(bootstrap):
-        picks = [rng.integers(0, len(pi.counts), len(pi.counts)) if len(pi.counts) else np.zeros(0, int)
-                 for pi in items]
-        draws[r] = fit(systems, _pair_rows(items, picks), start=point)
-    lo, hi = (np.percentile(draws, q, axis=0) if bootstrap else point for q in (2.5, 97.5))
     judgments = {s: 0 for s in systems}
     opponents: dict[str, set[str]] = {s: set() for s in systems}
     for pi in items:
@@ -90,10 +84,32 @@ def leaderboard(items: Sequence[PairItems], *, bootstrap: int = 200, seed: int =
         opponents[pi.a].add(pi.b)
         opponents[pi.b].add(pi.a)
     component = _components(systems, opponents)
-    order = sorted(range(len(systems)), key=lambda k: (component[systems[k]], -point[k]))
-    return [{"rank": rank, "system": systems[k], "rating": float(point[k]), "ci95": [float(lo[k]), float(hi[k])],
-             "judgments": judgments[systems[k]], "opponents": sorted(opponents[systems[k]]),
-             "component": component[systems[k]]} for rank, k in enumerate(order, start=1)]
+    rows = []
+    for group in range(max(component.values()) + 1):
+        members = [s for s in systems if component[s] == group]
+        group_items = [pi for pi in items if component[pi.a] == group]
+        # Each group draws from its own generator, so one group's bootstrap never depends on another's items.
+        point, lo, hi = _fit_with_intervals(members, group_items, bootstrap=bootstrap, seed=seed)
+        order = sorted(range(len(members)), key=lambda k: -point[k])
+        rows += [{"rank": rank, "system": members[k], "rating": float(point[k]), "ci95": [float(lo[k]), float(hi[k])],
+                  "judgments": judgments[members[k]], "opponents": sorted(opponents[members[k]]), "component": group}
+                 for rank, k in enumerate(order, start=1)]
+    return rows
+
+
+def _fit_with_intervals(systems: Sequence[str], items: Sequence[PairItems], *, bootstrap: int,
+                        seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point ratings of one connected group and their 2.5 / 97.5 percentiles over item resamples."""
+    point = fit(systems, _pair_rows(items))
+    if not bootstrap:
+        return point, point, point
+    rng = np.random.default_rng(seed)
+    draws = np.empty((bootstrap, len(systems)))
+    for r in range(bootstrap):
+        picks = [rng.integers(0, len(pi.counts), len(pi.counts)) if len(pi.counts) else np.zeros(0, int)
+                 for pi in items]
+        draws[r] = fit(systems, _pair_rows(items, picks), start=point)
+    return point, np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
 def _components(systems: Sequence[str], neighbours: dict[str, set[str]]) -> dict[str, int]:

@@ -421,7 +421,8 @@ def checkpoint_outputs(a: PolicyCheckpoint, b: PolicyCheckpoint, limit: int = 12
 def leaderboard(params) -> dict:
     """The systems people judged side by side, ranked (``source_leaderboard``), for the query
     ``params`` (``task``, ``criterion``: blank = all); each row links to its checkpoint and marks
-    production. An unknown task or criterion is a field error."""
+    production. ``groups`` holds the rows per connected comparison group (ranked within it; ratings
+    of two groups are not comparable). An unknown task or criterion is a field error."""
     task, criterion = params.get("task") or None, params.get("criterion") or None
     errors = {}
     if task and task not in TASK_CRITERIA:
@@ -440,8 +441,9 @@ def leaderboard(params) -> dict:
         ckpt = checkpoints.get(r["system"])
         r["url"] = reverse("dash-checkpoint", args=[ckpt.pk]) if ckpt else None
         r["production"] = bool(ckpt and production and ckpt.pk == production.pk)
-    return {"task": task, "criterion": criterion, "rows": rows,
-            "components": len({r["component"] for r in rows})}
+    groups = [{"component": k, "rows": [r for r in rows if r["component"] == k]}
+              for k in sorted({r["component"] for r in rows})]
+    return {"task": task, "criterion": criterion, "rows": rows, "groups": groups, "components": len(groups)}
 
 
 # --- curator ------------------------------------------------------------------------------------------

@@ -44,6 +44,19 @@ def test_systems_no_campaign_connects_are_told_apart():
     groups = {r["system"]: r["component"] for r in board}
     assert groups["a"] == groups["b"] == groups["e"] == 0 and groups["c"] == groups["d"] == 1
     assert [r["system"] for r in board][3:] == ["d", "c"]  # each group ranked on its own
+    assert [r["rank"] for r in board] == [1, 2, 3, 1, 2]
+    for group in (0, 1):  # each group on its own scale, centred on 1000
+        assert np.mean([r["rating"] for r in board if r["component"] == group]) == pytest.approx(ELO_CENTRE)
+
+
+def test_an_unrelated_campaign_does_not_move_a_rating_in_another_group():
+    """Reported: a rating moved 1004 → 1189 when a campaign between other systems was added."""
+    first = [PairItems("a", "b", items(8, 3, 1)), PairItems("b", "c", items(6, 6))]
+    before = {r["system"]: (r["rating"], r["ci95"], r["rank"]) for r in leaderboard(first, bootstrap=30)}
+    after = leaderboard([*first, PairItems("x", "y", items(20, 0)), PairItems("y", "z", items(15, 1))], bootstrap=30)
+    moved = {r["system"]: (r["rating"], r["ci95"], r["rank"]) for r in after if r["system"] in before}
+    assert moved == before
+    assert {r["system"]: r["component"] for r in after if r["system"] in "xyz"} == {"x": 1, "y": 1, "z": 1}
 
 
 @pytest.mark.django_db
