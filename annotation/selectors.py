@@ -18,6 +18,8 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from core.stats import wilson_interval
+
 from .export_format import ndjson_chunks
 from .models import (
     Campaign,
@@ -616,6 +618,10 @@ def gsb_row(per_item: dict[int, list[int]]) -> dict:
     se = (sum(r * r for r in residuals) / (k * (k - 1))) ** 0.5 / (n / k) if k > 1 else 0.5
     t = _T975[k - 2] if 1 < k <= len(_T975) + 1 else 1.96
     lo, hi = max(0.0, win - t * se), min(1.0, win + t * se)
+    if se == 0:
+        # Every item came out alike (e.g. all judgments "A"): the clustered spread is 0 and would
+        # claim certainty ("100–100 %"); the Wilson interval over the judgments stays honest there.
+        lo, hi = wilson_interval(good + same / 2, n)
     verdict = GSB_VERDICTS[0] if lo > 0.5 else GSB_VERDICTS[1] if hi < 0.5 else GSB_VERDICTS[2]
     return {"good": good, "same": same, "bad": bad, "judgments": n, "items": k, "good_rate": good / n,
             "same_rate": same / n, "bad_rate": bad / n, "net": (good - bad) / n, "win_rate": win,
