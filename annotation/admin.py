@@ -130,7 +130,8 @@ class SampleAdmin(admin.ModelAdmin):
                     for chunk in form.cleaned_data["file"].chunks():
                         fh.write(chunk)
                 try:
-                    batch = import_samples(path=archive, user=request.user)
+                    batch = import_samples(path=archive, user=request.user,
+                                           source_name=form.cleaned_data["file"].name or "")
                 except ImportFailed as exc:
                     report = exc.batch.errors
                     messages.error(request, exc.message)

@@ -8,8 +8,8 @@ from pathlib import Path
 from django.db.models import prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
-from rest_framework.parsers import MultiPartParser
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,11 +26,17 @@ from ..selectors import (
     criteria_with_guidelines,
     judgments_for,
 )
-from ..services.campaigns import campaign_create, campaign_set_status, campaign_start
+from ..services.campaigns import campaign_create, campaign_set_annotators, campaign_set_status, campaign_start
 from ..services.imports import import_samples
 from ..services.judgments import judgment_edit, judgment_submit
-from ..services.queue import SLOTS, lease_next, lease_skip
-from ..services.taxonomy import guideline_publish
+from ..services.queue import SLOTS, lease_next, lease_release, lease_skip
+from ..services.taxonomy import (
+    criterion_create,
+    criterion_update,
+    guideline_publish,
+    task_type_create,
+    task_type_update,
+)
 from . import serializers as s
 from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
 
@@ -44,20 +50,85 @@ class MeApi(APIView):
                          "roles": sorted(roles_of(request.user))})
 
 
+def _curators_write(view: APIView) -> list:
+    """Every role reads the vocabulary; only curators change it."""
+    return [IsAnyRole()] if view.request.method == "GET" else [IsCurator()]
+
+
+def _task_type_out(pk: int) -> dict:
+    return s.TaskTypeOut(TaskType.objects.prefetch_related("criteria").get(pk=pk)).data
+
+
+def _criterion_out(pk: int) -> dict:
+    (criterion,) = criteria_with_guidelines(Criterion.objects.filter(pk=pk).prefetch_related("task_types"))
+    return s.CriterionDetailOut(criterion).data
+
+
 class TaskTypeListApi(APIView):
-    permission_classes = [IsAnyRole]
+    def get_permissions(self):
+        return _curators_write(self)
 
     @extend_schema(responses=s.TaskTypeOut(many=True))
     def get(self, request):
         return Response(s.TaskTypeOut(TaskType.objects.prefetch_related("criteria"), many=True).data)
 
+    @extend_schema(request=s.TaskTypeIn, responses={201: s.TaskTypeOut})
+    def post(self, request):
+        data = s.TaskTypeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = task_type_create(**data.validated_data)
+        return Response(_task_type_out(task.pk), status=status.HTTP_201_CREATED)
+
+
+class TaskTypeDetailApi(APIView):
+    def get_permissions(self):
+        return _curators_write(self)
+
+    @extend_schema(responses=s.TaskTypeOut)
+    def get(self, request, slug: str):
+        return Response(_task_type_out(get_object_or_404(TaskType, slug=slug).pk))
+
+    @extend_schema(request=s.TaskTypeIn(partial=True), responses=s.TaskTypeOut)
+    def patch(self, request, slug: str):
+        task = get_object_or_404(TaskType, slug=slug)
+        data = s.TaskTypeIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        task = task_type_update(task_type=task, **data.validated_data)
+        return Response(_task_type_out(task.pk))
+
 
 class CriterionListApi(APIView):
-    permission_classes = [IsAnyRole]
+    def get_permissions(self):
+        return _curators_write(self)
 
-    @extend_schema(responses=s.CriterionOut(many=True))
+    @extend_schema(responses=s.CriterionDetailOut(many=True))
     def get(self, request):
-        return Response(s.CriterionOut(criteria_with_guidelines(Criterion.objects.all()), many=True).data)
+        criteria = criteria_with_guidelines(Criterion.objects.prefetch_related("task_types"))
+        return Response(s.CriterionDetailOut(criteria, many=True).data)
+
+    @extend_schema(request=s.CriterionIn, responses={201: s.CriterionDetailOut})
+    def post(self, request):
+        data = s.CriterionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        criterion = criterion_create(**data.validated_data)
+        return Response(_criterion_out(criterion.pk), status=status.HTTP_201_CREATED)
+
+
+class CriterionDetailApi(APIView):
+    def get_permissions(self):
+        return _curators_write(self)
+
+    @extend_schema(responses=s.CriterionDetailOut)
+    def get(self, request, slug: str):
+        return Response(_criterion_out(get_object_or_404(Criterion, slug=slug).pk))
+
+    @extend_schema(request=s.CriterionIn(partial=True), responses=s.CriterionDetailOut)
+    def patch(self, request, slug: str):
+        criterion = get_object_or_404(Criterion, slug=slug)
+        data = s.CriterionIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        criterion = criterion_update(criterion=criterion, **data.validated_data)
+        return Response(_criterion_out(criterion.pk))
 
 
 class GuidelinePublishApi(APIView):
@@ -93,12 +164,29 @@ def _visible_campaign(request, pk: int) -> Campaign:
     return get_object_or_404(campaign_list_for(request.user), pk=pk)
 
 
+class CampaignAnnotatorsIn(serializers.Serializer):
+    annotators = serializers.ListField(child=serializers.CharField(max_length=150), max_length=10_000)
+
+
 class CampaignDetailApi(APIView):
-    permission_classes = [IsAnyRole]
+    """GET the campaign; PATCH {"annotators": [usernames]} restricts it to those annotators
+    (``[]`` opens it to all) and answers the campaign with its annotators."""
+
+    def get_permissions(self):
+        return [IsCurator()] if self.request.method == "PATCH" else [IsAnyRole()]
 
     @extend_schema(responses=s.CampaignOut)
     def get(self, request, pk: int):
         return Response(s.campaign_out(request.user, _visible_campaign(request, pk)))
+
+    @extend_schema(request=CampaignAnnotatorsIn, responses=dict)
+    def patch(self, request, pk: int):
+        data = CampaignAnnotatorsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        campaign = campaign_set_annotators(campaign=get_object_or_404(Campaign, pk=pk),
+                                           usernames=data.validated_data["annotators"])
+        return Response({**s.CampaignOut(campaign).data,
+                         "annotators": sorted(campaign.annotators.values_list("username", flat=True))})
 
 
 class CampaignActionApi(APIView):
@@ -186,6 +274,24 @@ class SkipApi(APIView):
         return Response({"lease": str(lease.uid), "state": lease.state})
 
 
+class ReleaseApi(APIView):
+    """Give back an item the annotator never worked on: 204, or 404 when it is already gone.
+
+    The workspace calls it with ``navigator.sendBeacon`` as the page closes, which can send
+    neither the token header nor the X-CSRFToken header, so the browser posts a form with the
+    session cookie and ``csrfmiddlewaretoken`` in the body: DRF's session authentication checks
+    that token like any form post, so another site cannot release an annotator's items.
+    """
+
+    permission_classes = [IsAnnotator]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request, uid):
+        lease_release(lease=_own_lease(request, uid), annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class LastSubmittedApi(APIView):
     """The annotator's last submitted item in a campaign, with its answers (for undo-last)."""
 
@@ -257,5 +363,5 @@ class ImportApi(APIView):
                     fh.write(chunk)
             if not zipfile.is_zipfile(path):
                 raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
-            batch = import_samples(path=path, user=request.user)
+            batch = import_samples(path=path, user=request.user, source_name=upload.name or "")
         return Response(s.ImportBatchOut(batch).data, status=status.HTTP_201_CREATED)

@@ -3,20 +3,35 @@
 Manifest (``manifest.jsonl``), one sample a line::
 
     {"external_id": "s1", "task": "fill", "prompt": "a red circle", "source": "img/s1.png",
-     "mask": "mask/s1.png", "split_key": "scene-7",
+     "mask": "mask/s1.png", "split_key": "scene-7", "split": "test",
      "candidates": [{"image": "out/s1-a.png", "source_name": "flux-base", "provenance": "external",
                      "seed": 1, "params": {}}]}
 
-Every row is validated before anything is written; one bad row fails the whole import with a
-per-row report, and no file or row is left behind.
+- ``split`` (optional: train, val or test) is kept as given. Without it the sample takes the split
+  of the other samples sharing its ``split_key`` (in this manifest or already stored), else the
+  hash split of the key (``vocabulary.split_for_key``). Samples sharing a key must share a split:
+  an explicit split that contradicts another row's or a stored sample's is a row error, since
+  a split key exists to keep near-duplicates out of the test set.
+- A new sample needs at least two distinct candidate images (pairwise work compares two).
+- A row whose ``external_id`` is already stored adds candidates to that sample: its task must
+  match, ``prompt`` / ``split_key`` / ``split`` when given must equal the stored ones (the
+  sample's condition never changes under its judgments), ``source`` / ``mask`` / ``meta`` are not
+  read, and images the sample already has (same sha256) are skipped. The sample must end with at
+  least two candidates.
+
+Every row is validated before anything is written and every error of every row is reported
+(one ``{"line", "error"}`` entry per error); one bad row fails the whole import, and no file or
+row is left behind.
 """
 from __future__ import annotations
 
 import json
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -28,13 +43,17 @@ from core.errors import ApplicationError
 
 from .. import vocabulary as vocab
 from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
-from ..models import Candidate, ImportBatch, ImportStatus, Provenance, Sample, TaskType
+from ..models import Candidate, ImportBatch, ImportStatus, Provenance, Sample, Split, TaskType
 
 MANIFEST_NAME = "manifest.jsonl"
 # The manifest is read whole; a few bytes of zip can inflate to gigabytes of it (zip bomb).
 MANIFEST_MAX_BYTES = 10 * 1024 * 1024
 # A damaged archive (bad CRC, truncated or corrupt deflate data) raises these on read.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+#: Pairwise work shows two candidates side by side, so a sample with fewer is never shown.
+MIN_CANDIDATES = 2
+
+_T = TypeVar("_T")
 
 
 class ImportFailed(ApplicationError):
@@ -51,11 +70,13 @@ class _Row:
     task: TaskType
     prompt: str
     split_key: str
+    split: str  # as the manifest gives it; "" = resolved from the key (``_resolve_splits``)
     source_png: bytes
     mask_png: bytes
     size: tuple[int, int]
     meta: dict
-    candidates: list[dict] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)  # new images only (deduplicated by sha256)
+    existing: Sample | None = None  # set when the row adds candidates to a stored sample
 
 
 class _Source:
@@ -133,71 +154,168 @@ def _object(obj: dict, key: str) -> dict:
     return value
 
 
-def _validate_row(line_no: int, obj: dict, src: _Source, tasks: dict[str, TaskType], seen: set[str]) -> _Row:
-    # Field types and lengths are checked here, so a bad row is a line in the report, never a 500
-    # (an unhashable task, a list as a path, an id longer than its column).
-    ext = _text(obj, "external_id", max_length=200)
-    if not ext:
-        raise ImageRejected("external_id is required.")
-    if ext in seen or Sample.objects.filter(external_id=ext).exists():
-        raise ImageRejected(f"external_id '{ext}' already exists.")
+class _Errors(list):
+    """The errors of one row: each check that fails adds its message and the row goes on."""
+
+    def check(self, fn: Callable[[], _T]) -> _T | None:
+        try:
+            return fn()
+        except ImageRejected as exc:
+            self.append(str(exc))
+            return None
+
+
+def _split(obj: dict) -> str:
+    value = obj.get("split")
+    if value is None or value == "":
+        return ""
+    if value not in Split.values:
+        raise ImageRejected(f"split must be one of {', '.join(Split.values)}, not {json.dumps(value)}.")
+    return value
+
+
+def _stored_differences(sample: Sample, values: dict[str, str | None]) -> list[str]:
+    """A row for a stored sample may repeat its condition but never change it."""
+    return [f"{key} '{given}' differs from the stored sample's '{getattr(sample, key)}'; an import adds "
+            "candidates to a stored sample but never changes it."
+            for key, given in values.items() if given and given != getattr(sample, key)]
+
+
+def _candidate(i: int, cand: dict, src: _Source, size: tuple[int, int] | None) -> dict:
+    seed = cand.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63):
+        raise ImageRejected(f"candidate {i}: seed must be a whole number.")
+    provenance = cand.get("provenance", Provenance.EXTERNAL)
+    if not isinstance(provenance, str) or provenance not in Provenance.values:
+        raise ImageRejected(f"candidate {i}: provenance must be one of {Provenance.values}.")
+    try:
+        data = src.read(cand.get("image", ""))
+    except ImageRejected as exc:
+        raise ImageRejected(f"candidate {i}: {exc}") from exc
+    img = open_image(data, what=f"candidate {i}").convert("RGB")
+    if size is not None and img.size != size:
+        raise ImageRejected(f"candidate {i} is {img.size[0]}×{img.size[1]}, the source {size[0]}×{size[1]}.")
+    png = png_bytes(img)
+    return {"png": png, "sha256": sha256_of(png), "source_name": _text(cand, "source_name", default="upload")[:200],
+            "provenance": provenance, "seed": seed, "params": _object(cand, "params"),
+            "source_ref": _text(cand, "source_ref")[:200]}
+
+
+def _validate_row(line_no: int, obj: dict, src: _Source, tasks: dict[str, TaskType],
+                  seen: set[str]) -> tuple[_Row | None, list[str]]:
+    """The row, or None, and every error found in it. Field types and lengths are checked here,
+    so a bad row is a line in the report, never a 500 (an unhashable task, a list as a path, an
+    id longer than its column)."""
+    errors = _Errors()
+    ext = errors.check(lambda: _text(obj, "external_id", max_length=200))
+    existing = None
+    if ext == "":
+        errors.append("external_id is required.")
+    elif ext is not None:
+        if ext in seen:
+            errors.append(f"external_id '{ext}' appears on an earlier line of this manifest.")
+        existing = Sample.objects.select_related("task_type").filter(external_id=ext).first()
     task_slug = obj.get("task")
     task = tasks.get(task_slug) if isinstance(task_slug, str) else None
     if task is None:
-        raise ImageRejected(f"task must be one of {sorted(tasks)}.")
-    prompt = _text(obj, "prompt", max_length=10_000)
-    split_key = _text(obj, "split_key", max_length=200) or ext
-    meta = _object(obj, "meta")
+        errors.append(f"task must be one of {sorted(tasks)}.")
+    elif existing is not None and existing.task_type_id != task.pk:
+        errors.append(f"sample '{ext}' is stored with task '{existing.task_type.slug}', not '{task.slug}'.")
+    prompt = errors.check(lambda: _text(obj, "prompt", max_length=10_000))
+    split_key = errors.check(lambda: _text(obj, "split_key", max_length=200))
+    split = errors.check(lambda: _split(obj))
+    meta = errors.check(lambda: _object(obj, "meta"))
     cands = obj.get("candidates") or []
     if not isinstance(cands, list) or not all(isinstance(c, dict) for c in cands):
-        raise ImageRejected("candidates must be a list of objects.")
-    source = open_image(src.read(obj.get("source", "")), what="source").convert("RGB")
-    mask = check_mask(open_image(src.read(obj.get("mask", "")), what="mask"), size=source.size)
-    candidates = []
-    for i, cand in enumerate(cands):
-        seed = cand.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63):
-            raise ImageRejected(f"candidate {i}: seed must be a whole number.")
-        img = open_image(src.read(cand.get("image", "")), what=f"candidate {i}").convert("RGB")
-        if img.size != source.size:
-            raise ImageRejected(f"candidate {i} is {img.size[0]}×{img.size[1]}, the source {source.size[0]}×{source.size[1]}.")
-        provenance = cand.get("provenance", Provenance.EXTERNAL)
-        if not isinstance(provenance, str) or provenance not in Provenance.values:
-            raise ImageRejected(f"candidate {i}: provenance must be one of {Provenance.values}.")
-        candidates.append({
-            "png": png_bytes(img), "source_name": _text(cand, "source_name", default="upload")[:200],
-            "provenance": provenance, "seed": seed, "params": _object(cand, "params"),
-            "source_ref": _text(cand, "source_ref")[:200],
-        })
-    return _Row(line=line_no, external_id=ext, task=task, prompt=prompt, split_key=split_key,
-                source_png=png_bytes(source), mask_png=png_bytes(mask), size=source.size, meta=meta,
-                candidates=candidates)
+        errors.append("candidates must be a list of objects.")
+        cands = None  # how many there are is unknown: no count error on top
+    source = mask = None
+    if existing is not None:
+        errors.extend(_stored_differences(existing, {"prompt": prompt, "split_key": split_key, "split": split}))
+        size: tuple[int, int] | None = (existing.width, existing.height)
+    else:
+        source = errors.check(lambda: open_image(src.read(obj.get("source", "")), what="source").convert("RGB"))
+        mask = errors.check(lambda: open_image(src.read(obj.get("mask", "")), what="mask"))
+        if source is not None and mask is not None:
+            mask = errors.check(lambda: check_mask(mask, size=source.size))
+        size = source.size if source is not None else None
+    checked = [errors.check(lambda i=i, c=c: _candidate(i, c, src, size)) for i, c in enumerate(cands or [])]
+    stored = set(existing.candidates.values_list("sha256", flat=True)) if existing is not None else set()
+    new: dict[str, dict] = {}
+    for cand in checked:
+        if cand is not None and cand["sha256"] not in stored:
+            new.setdefault(cand["sha256"], cand)
+    if cands is None or None in checked:
+        pass  # a malformed candidate is already reported; the count would be a guess
+    elif existing is not None and not cands:
+        errors.append(f"sample '{ext}' is already stored: list the candidates to add to it.")
+    elif len(stored | set(new)) < MIN_CANDIDATES:
+        what = "the stored sample and this row have" if existing is not None else "this row has"
+        errors.append(f"pairwise work needs at least {MIN_CANDIDATES} different candidate images; "
+                      f"{what} {len(stored | set(new))}.")
+    if errors:
+        return None, errors
+    return _Row(line=line_no, external_id=ext, task=task, prompt=prompt, split_key=split_key or ext, split=split,
+                source_png=png_bytes(source) if source is not None else b"",
+                mask_png=png_bytes(mask) if mask is not None else b"", size=size, meta=meta,
+                candidates=list(new.values()), existing=existing), []
 
 
-def import_samples(*, path: Path, user: User | None = None) -> ImportBatch:
-    """Validate every row, then create all samples and candidates, or nothing (raises ImportFailed)."""
+def _resolve_splits(rows: list[_Row]) -> list[dict]:
+    """Give every new sample its split (explicit, else its key's, else the key's hash) and return
+    the row errors of explicit splits that contradict another sample sharing the key."""
+    new = [r for r in rows if r.existing is None]
+    stored = dict(Sample.objects.filter(split_key__in={r.split_key for r in new})
+                  .values_list("split_key", "split").distinct())
+    claimed: dict[str, tuple[str, str]] = {k: (v, "the stored samples") for k, v in stored.items()}
+    errors = []
+    for r in new:
+        if not r.split:
+            continue
+        split, where = claimed.setdefault(r.split_key, (r.split, f"line {r.line}"))
+        if split != r.split:
+            errors.append({"line": r.line, "error": f"split '{r.split}' conflicts with split '{split}' of "
+                                                    f"{where}, which shares split_key '{r.split_key}'."})
+    for r in new:
+        r.split = r.split or claimed.get(r.split_key, (vocab.split_for_key(r.split_key), ""))[0]
+    return errors
+
+
+def import_samples(*, path: Path, user: User | None = None, source_name: str = "") -> ImportBatch:
+    """Validate every row, then create all samples and candidates, or nothing (raises ImportFailed).
+    ``source_name`` is the uploaded file's name for the record (default: the name of ``path``)."""
     src = _Source(Path(path))
+    record_name = Path(source_name).name[:300] or Path(path).name
     tasks = {t.slug: t for t in TaskType.objects.all()}
-    rows, errors, seen = [], [], set()
+    rows: list[_Row] = []
+    errors: list[dict] = []
+    seen: set[str] = set()
     for line_no, line in enumerate(_manifest_lines(src), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ImageRejected("each line must be a JSON object.")
-            row = _validate_row(line_no, obj, src, tasks, seen)
-            seen.add(row.external_id)
+        except json.JSONDecodeError as exc:
+            errors.append({"line": line_no, "error": f"not valid JSON ({exc})."})
+            continue
+        if not isinstance(obj, dict):
+            errors.append({"line": line_no, "error": "each line must be a JSON object."})
+            continue
+        row, row_errors = _validate_row(line_no, obj, src, tasks, seen)
+        if isinstance(obj.get("external_id"), str | int):
+            seen.add(str(obj["external_id"]).strip())
+        errors.extend({"line": line_no, "error": e} for e in row_errors)
+        if row is not None:
             rows.append(row)
-        except (json.JSONDecodeError, ImageRejected) as exc:
-            errors.append({"line": line_no, "error": str(exc)})
+    errors.extend(_resolve_splits(rows))
     if not rows and not errors:
         errors.append({"line": 0, "error": "the manifest has no rows."})
     if errors:
-        batch = ImportBatch.objects.create(created_by=user, source_name=Path(path).name, status=ImportStatus.FAILED,
+        errors.sort(key=lambda e: e["line"])  # stable: a row's errors stay in the order found
+        batch = ImportBatch.objects.create(created_by=user, source_name=record_name, status=ImportStatus.FAILED,
                                            errors=errors)
         raise ImportFailed(batch)
-    return _write_rows(rows, source_name=Path(path).name, user=user)
+    return _write_rows(rows, source_name=record_name, user=user)
 
 
 def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> ImportBatch:
@@ -210,20 +328,23 @@ def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> Imp
 
     try:
         with transaction.atomic():
-            n_cand = 0
+            n_cand = n_samples = 0
             for row in rows:
-                sample = Sample.objects.create(
-                    external_id=row.external_id, task_type=row.task, prompt=row.prompt, split_key=row.split_key,
-                    split=vocab.split_for_key(row.split_key), width=row.size[0], height=row.size[1],
-                    source_image=save("samples", row.source_png), mask=save("masks", row.mask_png), meta=row.meta,
-                )
+                sample = row.existing
+                if sample is None:
+                    sample = Sample.objects.create(
+                        external_id=row.external_id, task_type=row.task, prompt=row.prompt, split_key=row.split_key,
+                        split=row.split, width=row.size[0], height=row.size[1],
+                        source_image=save("samples", row.source_png), mask=save("masks", row.mask_png), meta=row.meta,
+                    )
+                    n_samples += 1
                 for cand in row.candidates:
                     candidate_create_from_png(sample=sample, png=cand["png"], provenance=cand["provenance"],
                                               source_name=cand["source_name"], seed=cand["seed"],
                                               params=cand["params"], source_ref=cand["source_ref"], _save=save)
                     n_cand += 1
             return ImportBatch.objects.create(created_by=user, source_name=source_name, status=ImportStatus.SUCCEEDED,
-                                              samples_created=len(rows), candidates_created=n_cand)
+                                              samples_created=n_samples, candidates_created=n_cand)
     except BaseException:  # a worker timeout (SystemExit) mid-import must not leave files either
         for name in written:  # all-or-nothing: no orphaned files either
             default_storage.delete(name)

@@ -162,3 +162,106 @@ def test_management_command_imports_and_reports_bad_rows(tmp_path):
     assert "line 1: task must be one of" in err.getvalue()
     with pytest.raises(CommandError, match="does not exist"):
         call_command("import_samples", str(tmp_path / "missing"))
+
+
+# --- splits, every error, candidate counts, adding to stored samples, the record's name ---------
+
+def third_files() -> dict[str, bytes]:
+    return {**base_files(), "out/c.png": png(Image.new("RGB", (32, 32), (3, 90, 250)))}
+
+
+def test_an_explicit_split_is_kept_and_shared_by_its_key(tmp_path):
+    from annotation.vocabulary import split_for_key
+
+    # Keys whose hash split is train, so only the manifest can put them in test.
+    key, other = [k for k in (f"scene-{i}" for i in range(200)) if split_for_key(k) == "train"][:2]
+    rows = [row("s1", split_key=key, split="test"), row("s2", split_key=key),  # inherits "test" from s1
+            row("s3", split_key=other), row("s4", split="val")]
+    import_samples(path=write_folder(tmp_path / "imp", rows, base_files()))
+    splits = dict(Sample.objects.values_list("external_id", "split"))
+    assert splits == {"s1": "test", "s2": "test", "s3": "train", "s4": "val"}
+    # A later import without a split joins the stored samples of its key.
+    import_samples(path=write_folder(tmp_path / "imp2", [row("s5", split_key=key)], base_files()))
+    assert Sample.objects.get(external_id="s5").split == "test"
+
+
+def test_bad_and_conflicting_splits_are_row_errors(tmp_path):
+    import_samples(path=write_folder(tmp_path / "first", [row("stored", split_key="k0", split="val")], base_files()))
+    rows = [row("a", split_key="k1", split="train"), row("b", split_key="k1", split="test"),
+            row("c", split="TEST"), row("d", split_key="k0", split="train")]
+    with pytest.raises(ImportFailed) as info:
+        import_samples(path=write_folder(tmp_path / "imp", rows, base_files()))
+    errors = info.value.batch.errors
+    assert [e["line"] for e in errors] == [2, 3, 4]
+    assert "split 'test' conflicts with split 'train' of line 1" in errors[0]["error"]
+    assert "split must be one of train, val, test" in errors[1]["error"]
+    assert "conflicts with split 'val' of the stored samples" in errors[2]["error"]
+    assert Sample.objects.count() == 1
+
+
+def test_every_error_of_every_row_is_reported(tmp_path):
+    bad = row("bad", task="paint", source="img/none.png", split="holdout",
+              candidates=[{"image": "out/a.png", "provenance": "magic"}, {"image": "out/none.png"}])
+    with pytest.raises(ImportFailed) as info:
+        import_samples(path=write_folder(tmp_path / "imp", [bad, row("", prompt=["x"])], base_files()))
+    by_line: dict[int, list[str]] = {}
+    for e in info.value.batch.errors:
+        by_line.setdefault(e["line"], []).append(e["error"])
+    assert len(by_line[1]) == 5, by_line[1]
+    for message in ("task must be one of", "split must be one of", "does not exist", "provenance", "candidate 1"):
+        assert any(message in e for e in by_line[1]), (message, by_line[1])
+    assert any("external_id is required" in e for e in by_line[2])
+    assert any("prompt must be a string" in e for e in by_line[2])
+
+
+@pytest.mark.parametrize("candidates", [
+    [], [{"image": "out/a.png"}], [{"image": "out/a.png"}, {"image": "out/a.png", "source_name": "again"}],
+], ids=["none", "one", "same image twice"])
+def test_a_new_sample_needs_two_different_candidates(tmp_path, candidates):
+    with pytest.raises(ImportFailed) as info:
+        import_samples(path=write_folder(tmp_path / "imp", [row(candidates=candidates)], base_files()))
+    assert [e["line"] for e in info.value.batch.errors] == [1]
+    assert "at least 2 different candidate images" in info.value.batch.errors[0]["error"]
+
+
+def test_an_import_adds_candidates_to_stored_samples_by_external_id(tmp_path):
+    import_samples(path=write_folder(tmp_path / "first", [row("s1", split="test")], base_files()))
+    sample = Sample.objects.get(external_id="s1")
+    more = row("s1", split="test", source="img/absent.png",  # source is not read for a stored sample
+               candidates=[{"image": "out/b.png"}, {"image": "out/c.png", "source_name": "sysC"}])
+    batch = import_samples(path=write_folder(tmp_path / "more", [more, row("s2")], third_files()))
+    assert (batch.samples_created, batch.candidates_created) == (1, 3)  # s1 gets only c (b is stored); s2 a, b
+    assert sorted(sample.candidates.values_list("source_name", flat=True)) == ["sysA", "sysB", "sysC"]
+    assert Sample.objects.get(external_id="s1").split == "test"
+    # Re-sending only images it already has adds nothing and is no error.
+    again = import_samples(path=write_folder(tmp_path / "again", [row("s1")], base_files()))
+    assert (again.samples_created, again.candidates_created) == (0, 0)
+
+
+def test_adding_to_a_stored_sample_never_changes_it(tmp_path):
+    import_samples(path=write_folder(tmp_path / "first", [row("s1"), row("s9", split="train")], base_files()))
+    rows = [row("s1", task="extend"), row("s1-b"), row("s9", prompt="another prompt", split="test"),
+            row("s1-b")]
+    with pytest.raises(ImportFailed) as info:
+        import_samples(path=write_folder(tmp_path / "bad", rows, base_files()))
+    errors = info.value.batch.errors
+    assert [e["line"] for e in errors] == [1, 3, 3, 4], errors
+    assert "stored with task 'fill', not 'extend'" in errors[0]["error"]
+    assert "prompt 'another prompt' differs" in errors[1]["error"] and "split 'test' differs" in errors[2]["error"]
+    assert "appears on an earlier line" in errors[3]["error"]
+    assert Candidate.objects.count() == 4 and Sample.objects.count() == 2
+
+
+def test_the_import_record_keeps_the_uploaded_file_name(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in base_files().items():
+            zf.writestr(name, data)
+        zf.writestr("manifest.jsonl", json.dumps(row()) + "\n" + json.dumps(row("s2", task="paint")) + "\n")
+    client = APIClient()
+    client.force_authenticate(make_user("cur", "curator"))
+    buf.seek(0)
+    buf.name = "spring-batch.zip"
+    response = client.post("/api/imports/", {"file": buf}, format="multipart")
+    assert response.status_code == 400
+    assert ImportBatch.objects.get().source_name == "spring-batch.zip"
