@@ -432,3 +432,40 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.content_hash[:10] or self.status})"
+
+
+class Adjudication(models.Model):
+    """A curator's final answer for one item on one criterion, with the reason.
+
+    Versioned: a new answer is a new row and the latest one (highest id) per (item, criterion)
+    wins; in snapshots it replaces that item's votes on the criterion. The answer takes the
+    shape of a judgment's (canonical positions, never screen sides).
+    """
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="adjudications")
+    criterion = models.ForeignKey(Criterion, on_delete=models.PROTECT, related_name="adjudications")
+    choice = models.CharField(max_length=16, choices=Choice.choices)
+    best = models.ForeignKey(Candidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    worst = models.ForeignKey(Candidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="adjudications"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["item", "criterion", "-id"], name="adjudication_latest")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(choice="best_worst", best__isnull=False, worst__isnull=False)
+                    & ~Q(best=F("worst"))
+                )
+                | (~Q(choice="best_worst") & Q(best__isnull=True, worst__isnull=True)),
+                name="adjudication_best_worst_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"adjudication {self.pk} item {self.item_id} {self.criterion_id}={self.choice}"

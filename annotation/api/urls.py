@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import exports as ex
+from . import items as it
 from . import views as v
 from .auth import LogoutApi, TokenObtainApi
 
@@ -17,7 +18,11 @@ urlpatterns = [
     path("campaigns/<int:pk>/quality/", v.CampaignQualityApi.as_view(), name="api-campaign-quality"),
     path("campaigns/<int:pk>/next/", v.NextItemApi.as_view(), name="api-next"),
     path("campaigns/<int:pk>/last/", v.LastSubmittedApi.as_view(), name="api-last"),
+    path("campaigns/<int:pk>/items/", it.CampaignItemsApi.as_view(), name="api-campaign-items"),
     path("campaigns/<int:pk>/<str:action>/", v.CampaignActionApi.as_view(), name="api-campaign-action"),
+    path("items/<int:pk>/", it.ItemDetailApi.as_view(), name="api-item"),
+    path("items/<int:pk>/adjudicate/", it.ItemAdjudicateApi.as_view(), name="api-item-adjudicate"),
+    path("items/<int:pk>/gold/", it.ItemGoldApi.as_view(), name="api-item-gold"),
     path("leases/<uuid:uid>/submit/", v.SubmitApi.as_view(), name="api-submit"),
     path("leases/<uuid:uid>/skip/", v.SkipApi.as_view(), name="api-skip"),
     path("judgments/", v.JudgmentListApi.as_view(), name="api-judgments"),

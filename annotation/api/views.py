@@ -8,7 +8,7 @@ from pathlib import Path
 from django.db.models import prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,6 +38,7 @@ from ..services.taxonomy import (
     task_type_update,
 )
 from . import serializers as s
+from .items import CampaignAnnotatorsIn
 from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
 
 
@@ -162,10 +163,6 @@ class CampaignListCreateApi(APIView):
 
 def _visible_campaign(request, pk: int) -> Campaign:
     return get_object_or_404(campaign_list_for(request.user), pk=pk)
-
-
-class CampaignAnnotatorsIn(serializers.Serializer):
-    annotators = serializers.ListField(child=serializers.CharField(max_length=150), max_length=10_000)
 
 
 class CampaignDetailApi(APIView):

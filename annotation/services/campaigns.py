@@ -16,12 +16,15 @@ from ..models import (
     CampaignMode,
     CampaignStatus,
     Candidate,
+    Choice,
     Criterion,
     Item,
     ItemCandidate,
     Sample,
     TaskType,
 )
+from ..roles import ANNOTATOR, has_role
+from .adjudication import parse_item_answer
 
 
 def _is_count(value, minimum: int) -> bool:
@@ -210,13 +213,69 @@ def campaign_set_status(*, campaign: Campaign, status: str) -> Campaign:
     return campaign
 
 
+def _gold_answer(item: Item, answer) -> dict:
+    """``answer`` ({criterion slug: answer in the submit shape}) as stored on a gold item:
+    pairwise choices by canonical position ("a", "b", "tie", "both_bad"), best–worst as
+    {"best": id, "worst": id}. Raises ApplicationError with a message per criterion."""
+    slugs = set(item.campaign.criteria.values_list("slug", flat=True))
+    if not isinstance(answer, dict) or not answer:
+        raise ApplicationError("Give the expected answer for at least one criterion.",
+                               fields={"answer": [f"An object keyed by criterion: {', '.join(sorted(slugs))}."]})
+    errors: dict[str, list[str]] = {}
+    stored: dict = {}
+    for slug, value in answer.items():
+        if slug not in slugs:
+            errors[str(slug)] = [f"Not a criterion of this campaign (use {', '.join(sorted(slugs))})."]
+            continue
+        try:
+            choice, best, worst = parse_item_answer(item=item, answer=value)
+        except ValueError as exc:
+            errors[slug] = [str(exc)]
+            continue
+        if choice == Choice.NO_DIFFERENCE:  # gold checks compare (best, worst) picks
+            errors[slug] = ["A best–worst gold answer names the best and the worst candidate."]
+            continue
+        stored[slug] = {"best": best, "worst": worst} if choice == Choice.BEST_WORST else choice
+    if errors:
+        raise ApplicationError("The gold answer is not valid.", fields=errors)
+    return stored
+
+
 @transaction.atomic
 def item_mark_gold(*, item: Item, answer: dict) -> Item:
-    """Turn an item into a gold item with its expected answer per criterion slug."""
-    slugs = set(item.campaign.criteria.values_list("slug", flat=True))
-    if not answer or not set(answer) <= slugs:
-        raise ApplicationError("Gold answers must name campaign criteria.", fields={"answer": [f"Use {sorted(slugs)}."]})
+    """Turn an item into a gold item with its expected answer per criterion slug (answers as
+    annotators submit them; see ``_gold_answer``). Gold items are handed out at the campaign's
+    gold fraction, scored in annotator statistics and never exported to snapshots."""
+    item = Item.objects.select_for_update().select_related("campaign").get(pk=item.pk)
+    item.gold_answer = _gold_answer(item, answer)
     item.is_gold = True
-    item.gold_answer = answer
     item.save(update_fields=["is_gold", "gold_answer"])
     return item
+
+
+@transaction.atomic
+def item_unmark_gold(*, item: Item) -> Item:
+    """Make a gold item an ordinary one again: its judgments count in snapshots from now on."""
+    item = Item.objects.select_for_update().get(pk=item.pk)
+    item.is_gold = False
+    item.gold_answer = None
+    item.save(update_fields=["is_gold", "gold_answer"])
+    return item
+
+
+@transaction.atomic
+def campaign_set_annotators(*, campaign: Campaign, usernames: Sequence[str]) -> Campaign:
+    """Restrict the campaign to these annotators (by username); an empty list opens it to every
+    annotator. Unknown users and users without the annotator role are refused by name. Leases
+    already handed out run to their end."""
+    names = sorted(set(usernames))
+    users = {u.username: u for u in User.objects.filter(username__in=names)}
+    unknown = [n for n in names if n not in users]
+    not_annotators = [n for n in names if n in users and not has_role(users[n], ANNOTATOR)]
+    msgs = ([f"No such user: {', '.join(unknown)}."] if unknown else []) + (
+        [f"Not an annotator: {', '.join(not_annotators)}."] if not_annotators else [])
+    if msgs:
+        raise ApplicationError("Only annotators can be assigned to a campaign.", fields={"annotators": msgs})
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    campaign.annotators.set(users.values())
+    return campaign

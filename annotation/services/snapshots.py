@@ -58,6 +58,7 @@ from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobReporter, job_create, job_enqueue, job_execute
 
 from ..models import (
+    Adjudication,
     Campaign,
     CampaignMode,
     Candidate,
@@ -269,6 +270,21 @@ def _label(r: dict) -> str:
     return f"{r['best_id']}>{r['worst_id']}" if r["choice"] == Choice.BEST_WORST else r["choice"]
 
 
+def _adjudications(flt: dict) -> dict[tuple[int, str], dict]:
+    """{(item id, criterion slug): the latest adjudication's answer} in the filter's campaigns,
+    criteria and task types. Curators write these one by one, so they fit in memory."""
+    qs = Adjudication.objects.all()
+    if flt.get("campaign_ids"):
+        qs = qs.filter(item__campaign_id__in=flt["campaign_ids"])
+    if flt.get("criteria"):
+        qs = qs.filter(criterion__slug__in=flt["criteria"])
+    if flt.get("task_types"):
+        qs = qs.filter(item__sample__task_type__slug__in=flt["task_types"])
+    return {(item_id, slug): {"choice": choice, "best_id": best, "worst_id": worst}  # ascending ids: latest wins
+            for item_id, slug, choice, best, worst in qs.order_by("id").values_list(
+                "item_id", "criterion__slug", "choice", "best_id", "worst_id")}
+
+
 class _Aggregator:
     """Streams (sample, criterion) groups of judgments into preference rows plus counts."""
 
@@ -283,6 +299,7 @@ class _Aggregator:
         self.campaign_ids: set[int] = set()
         self.exclusions = annotator_exclusions(flt)
         self._excluded_ids = [e["annotator_id"] for e in self.exclusions]
+        self._adjudicated = _adjudications(self.flt)
 
     def judgments(self) -> QuerySet[Judgment]:
         """The filter's judgments, less those of excluded annotators."""
@@ -312,6 +329,10 @@ class _Aggregator:
                 pairs = list(combinations(labels, 2))
                 self.ceiling_sum[(task, criterion)] += sum(a == b for a, b in pairs) / len(pairs)
                 self.ceiling_n[(task, criterion)] += 1
+            if (adjudicated := self._adjudicated.get((item_id, criterion))) is not None:
+                # The curator's final answer replaces each vote (the ceiling above keeps the votes).
+                js = [{**j, **adjudicated} for j in js]
+                self.counts["adjudicated"] += 1
             if js[0]["item__campaign__mode"] == CampaignMode.PAIRWISE:
                 a, b = slots[item_id][0], slots[item_id][1]
                 for j in js:
@@ -544,6 +565,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             "no_difference_excluded": agg.counts["no_difference_excluded"],
             "tied_excluded": agg.counts["tied_excluded"],
             "gold_judgments_excluded": agg.counts["gold_judgments_excluded"],
+            "adjudicated": agg.counts["adjudicated"],
             **({"annotators_excluded": agg.counts["annotators_excluded"],
                 "judgments_excluded_by_annotator": agg.counts["judgments_excluded_by_annotator"]}
                if agg.exclusions else {}),
