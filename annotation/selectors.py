@@ -155,9 +155,40 @@ def campaign_progress(campaign: Campaign, user: User | None = None) -> dict:
             cache.set(key, out, seconds)
     out = dict(out)
     if user is not None:
-        out["mine_submitted"] = Lease.objects.filter(
-            annotator=user, item__campaign=campaign, state=LeaseState.SUBMITTED
-        ).count()
+        out.update(campaign_progress_for_annotator(campaign, user))
+        out["items_left_for_others"] = out["items_total"] - out["items_done"]
+    return out
+
+
+# Short: an annotator's own count moves with every submit (the workspace counts those itself
+# between polls), but a reload or the home page should not show a number much older than that.
+ANNOTATOR_PROGRESS_CACHE_SECONDS = 5
+
+
+def campaign_progress_for_annotator(campaign: Campaign, user: User) -> dict:
+    """The annotator's own standing in a campaign, in items: ``mine_left`` (items they can still
+    judge: the ones they hold now plus open ones never handed to them, gold included since the
+    queue hands those out too) and ``mine_submitted``.
+
+    Two indexed statements: open items (the queue's partial index) and the annotator's own
+    leases in the campaign; cached per (campaign, annotator) for a few seconds.
+    """
+    seconds = min(ANNOTATOR_PROGRESS_CACHE_SECONDS, settings.PROGRESS_CACHE_SECONDS)
+    key = f"campaign-progress:{campaign.pk}:user:{user.pk}"
+    out = cache.get(key) if seconds > 0 else None
+    if out is None:
+        now = timezone.now()
+        open_items = Item.objects.filter(campaign=campaign, status=ItemStatus.OPEN).count()
+        mine = Lease.objects.filter(annotator=user, item__campaign=campaign).aggregate(
+            # Open items already handed to this annotator never come back to them …
+            on_open=Count("id", filter=Q(item__status=ItemStatus.OPEN)),
+            # … except the ones they hold right now (open or full).
+            held=Count("id", filter=Q(state=LeaseState.ACTIVE, expires_at__gt=now)),
+            submitted=Count("id", filter=Q(state=LeaseState.SUBMITTED)),
+        )
+        out = {"mine_left": open_items - mine["on_open"] + mine["held"], "mine_submitted": mine["submitted"]}
+        if seconds > 0:
+            cache.set(key, out, seconds)
     return out
 
 

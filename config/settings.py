@@ -320,5 +320,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {"django.server": {"level": "WARNING"}, "django.request": {"filters": ["one_line_refusals"]}},
 }
+    # Refusals (403/404) are expected: one line each, no traceback (core.log_filters).
+    "filters": {"one_line_refusals": {"()": "core.log_filters.OneLineRefusals"}},

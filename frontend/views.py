@@ -5,12 +5,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split
 from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
-from annotation.selectors import campaign_list_for, campaigns_as_seen_by
+from annotation.selectors import campaign_list_for, campaign_progress_for_annotator, campaigns_as_seen_by
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from core.errors import ApplicationError
@@ -27,8 +27,19 @@ from .api import checkpoint_compare, reward_model_compare
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    campaigns = campaigns_as_seen_by(request.user, campaign_list_for(request.user))
-    return render(request, "frontend/home.html", {"campaigns": campaigns})
+    """Each role's own start page: annotators their campaigns (those with work for them first,
+    the ones they have finished apart), curators the campaigns dashboard, scientists the runs."""
+    if not has_role(request.user, ANNOTATOR):
+        if has_role(request.user, CURATOR):
+            return redirect("dash-campaigns")
+        if has_role(request.user, SCIENTIST):
+            return redirect("dashboard")
+        return render(request, "frontend/home.html", {"no_role": True})
+    open_now, finished = [], []
+    for campaign in campaigns_as_seen_by(request.user, campaign_list_for(request.user)):
+        campaign.progress = campaign_progress_for_annotator(campaign, request.user)
+        (open_now if campaign.progress["mine_left"] else finished).append(campaign)
+    return render(request, "frontend/home.html", {"campaigns": open_now, "finished": finished})
 
 
 @login_required

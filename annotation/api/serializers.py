@@ -9,6 +9,7 @@ from ..selectors import annotator_title, blind_for, campaign_criteria, campaigns
 
 # "" = any split; shared by every form that filters samples by split.
 OPTIONAL_SPLIT_CHOICES = ["", *Split.values]
+SKIP_REASON_MAX_LENGTH = Lease._meta.get_field("skip_reason").max_length
 
 
 class CriterionOut(serializers.ModelSerializer):
@@ -50,7 +51,8 @@ class CampaignOut(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = ["id", "name", "description", "mode", "status", "task_type", "criteria", "candidates_per_item",
-                  "overlap", "gold_fraction", "lease_seconds", "priority", "selection", "created_at", "started_at"]
+                  "overlap", "gold_fraction", "lease_seconds", "priority", "selection", "skip_reasons", "created_at",
+                  "started_at"]
 
 
 class CampaignForAnnotatorOut(serializers.ModelSerializer):
@@ -66,7 +68,7 @@ class CampaignForAnnotatorOut(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = ["id", "name", "description", "mode", "status", "task_type", "criteria", "candidates_per_item",
-                  "lease_seconds"]
+                  "lease_seconds", "skip_reasons"]
 
 
 def campaign_out(user, campaigns, *, many: bool = False):
@@ -124,6 +126,19 @@ def assignment_payload(lease: Lease) -> dict:
             "width": sample.width, "height": sample.height,
         },
         "candidates": [
+    skip_reasons = serializers.ListField(
+        child=serializers.CharField(max_length=SKIP_REASON_MAX_LENGTH, trim_whitespace=True),
+        required=False, max_length=12,
+        help_text="Preset reasons the skip dialog offers as buttons; an empty list offers only free text.",
+    )
+
+    def validate_skip_reasons(self, value: list[str]) -> list[str]:
+        # Each preset becomes a button: blanks and repeats would be buttons that say nothing new.
+        if any(not reason for reason in value):
+            raise serializers.ValidationError("A skip reason cannot be blank.")
+        if len({reason.casefold() for reason in value}) != len(value):
+            raise serializers.ValidationError("Each skip reason must be different.")
+        return value
             {"id": cid, "label": labels[i], "url": _media(by_id[cid].image)}
             for i, cid in enumerate(lease.displayed_order)
         ],
@@ -153,7 +168,7 @@ class SubmitIn(serializers.Serializer):
 
 
 class SkipIn(serializers.Serializer):
-    reason = serializers.CharField(max_length=200, allow_blank=True, default="")
+    reason = serializers.CharField(max_length=SKIP_REASON_MAX_LENGTH, allow_blank=True, default="")
 
 
 class JudgmentOut(serializers.ModelSerializer):

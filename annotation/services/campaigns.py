@@ -22,6 +22,7 @@ from ..models import (
     ItemCandidate,
     Sample,
     TaskType,
+    default_skip_reasons,
 )
 from ..roles import ANNOTATOR, has_role
 from .adjudication import parse_item_answer
@@ -98,8 +99,10 @@ def campaign_create(
     description: str = "",
     created_by: User | None = None,
     source_ref: str = "",
+    skip_reasons: list[str] | None = None,
 ) -> Campaign:
-    """Create a draft campaign; criteria default to all of the task type's criteria."""
+    """Create a draft campaign; criteria default to all of the task type's criteria, skip
+    reasons to ``models.default_skip_reasons()`` (``[]`` offers free text only)."""
     n = candidates_per_item or (2 if mode == CampaignMode.PAIRWISE else 4)
     chosen = list(criteria) if criteria else list(task_type.criteria.all())
     errors = campaign_validate(name=name, task_type=task_type, criteria=chosen, mode=mode, candidates_per_item=n,
@@ -111,6 +114,7 @@ def campaign_create(
         name=name, description=description, mode=mode, task_type=task_type, candidates_per_item=n,
         overlap=overlap, gold_fraction=gold_fraction, lease_seconds=lease_seconds, priority=priority,
         selection=selection or {}, created_by=created_by, source_ref=source_ref,
+        skip_reasons=default_skip_reasons() if skip_reasons is None else list(skip_reasons),
     )
     campaign.criteria.set(chosen)
     return campaign

@@ -13,8 +13,11 @@ from ..models import Campaign, CampaignMode, Provenance, Sample, TaskType
 from .campaigns import campaign_create, campaign_start
 from .imports import candidate_create_from_png, sample_create_from_images
 
+# Two annotators: the demo campaigns want two judgments per item (overlap 2), so one annotator
+# alone could never finish them.
 DEMO_USERS = {  # username: (password, roles)
     "annotator": ("annotate-me", ("annotator",)),
+    "annotator2": ("annotate-me-too", ("annotator",)),
     "curator": ("curate-me", ("curator",)),
     "scientist": ("science-me", ("scientist",)),
 }

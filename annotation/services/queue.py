@@ -156,3 +156,22 @@ def lease_skip(*, lease: Lease, annotator: User, reason: str = "") -> Lease:
     lease.save(update_fields=["state", "skip_reason", "finished_at"])
     _release_slots(Counter([lease.item_id]))
     return lease
+
+
+@transaction.atomic
+def lease_release(*, lease: Lease, annotator: User) -> None:
+    """Hand back an item the annotator never worked on (the browser's prefetched item when the
+    page closes), as if it had never been handed out.
+
+    Unlike a skip, the lease row goes: the item may come back to this annotator later (a lease
+    row would block that for good) and its slot reopens for everyone at once instead of when
+    the lease expires. Only active leases can be released; a submitted or skipped one is final.
+    """
+    lease = Lease.objects.select_for_update(of=("self",)).get(pk=lease.pk)
+    if lease.annotator_id != annotator.pk:
+        raise NotAllowed("This is not your lease.")
+    if lease.state != LeaseState.ACTIVE:
+        raise Conflict(f"The lease is already {lease.state}.", code="lease_not_active")
+    item_id = lease.item_id
+    lease.delete()
+    _release_slots(Counter([item_id]))

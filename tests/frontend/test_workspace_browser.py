@@ -398,8 +398,9 @@ def test_workspace_page_access(client):
     make_user("cur", "curator")
     client.login(username="cur", password="pw-test-1234")
     assert client.get(url).status_code == 403
-    home = client.get("/").content.decode()
-    assert 'href="/dashboard/"' in home and 'href="/admin/"' in home
+    home = client.get("/", follow=True)  # a curator's home is the campaigns dashboard
+    assert home.redirect_chain == [(reverse("dash-campaigns"), 302)]
+    assert 'href="/dashboard/"' in home.content.decode() and 'href="/admin/"' in home.content.decode()
 
     make_user("ann2", "annotator")
     client.login(username="ann2", password="pw-test-1234")

@@ -19,6 +19,7 @@
     progress: `/api/campaigns/${CAMPAIGN}/progress/`,
     submit: (lease) => `/api/leases/${lease}/submit/`,
     skip: (lease) => `/api/leases/${lease}/skip/`,
+    release: (lease) => `/api/leases/${lease}/release/`,
     judgment: (id) => `/api/judgments/${id}/`,
   };
   const $ = (id) => document.getElementById(id);
@@ -120,10 +121,43 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
-  const store = {
-    get(key) { try { return JSON.parse(sessionStorage.getItem(key)); } catch { return null; } },
-    set(key, value) { try { sessionStorage.setItem(key, JSON.stringify(value)); } catch { /* private mode */ } },
-    del(key) { try { sessionStorage.removeItem(key); } catch { /* ignore */ } },
+  const storeOn = (area) => ({
+    get(key) { try { return JSON.parse(area().getItem(key)); } catch { return null; } },
+    set(key, value) { try { area().setItem(key, JSON.stringify(value)); } catch { /* private mode, full */ } },
+    del(key) { try { area().removeItem(key); } catch { /* ignore */ } },
+  });
+  const store = storeOn(() => sessionStorage);
+
+  /** Answers given so far, per lease, in localStorage: a reload (or a crash, or another tab taking
+   *  over) gets the same lease back from /next/ while it is unexpired, and with it these answers.
+   *  Kept in screen terms, which the lease's stored display order keeps stable. */
+  const DRAFT_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+  const drafts = {
+    ...storeOn(() => localStorage),
+    key: (lease) => `or:draft:${lease}`,
+    save(v) {
+      if (v.editing) return;
+      if (v.rows.every(rowEmpty)) { this.del(this.key(v.payload.lease)); return; }
+      this.set(this.key(v.payload.lease), { rows: v.rows, active: v.active, at: Date.now() });
+    },
+    restore(v) {
+      const d = this.get(this.key(v.payload.lease));
+      if (!d || !Array.isArray(d.rows) || d.rows.length !== v.rows.length) return false;
+      v.rows = d.rows.map((r) => ({ ...emptyRow(), ...r }));
+      v.active = Math.min(Math.max(0, Number(d.active) || 0), v.rows.length - 1);
+      return !v.rows.every(rowEmpty);
+    },
+    drop(lease) { this.del(this.key(lease)); },
+    prune() {  // drafts of leases long expired would otherwise pile up
+      try {
+        for (let i = localStorage.length - 1; i >= 0; i--) {
+          const k = localStorage.key(i);
+          if (!k || !k.startsWith("or:draft:")) continue;
+          const d = this.get(k);
+          if (!d || !(Date.now() - d.at < DRAFT_MAX_AGE_MS)) localStorage.removeItem(k);
+        }
+      } catch { /* storage unavailable */ }
+    },
   };
 
   // ---------------------------------------------------------------- active time
@@ -167,13 +201,15 @@
     const keyName = `or:key:${payload.lease}`;
     let key = editing ? null : store.get(keyName);
     if (!editing && !key) { key = uuid(); store.set(keyName, key); }
-    return {
+    const view = {
       payload, editing, key,
       rows: payload.criteria.map(emptyRow),
       active: 0,
       timer: new ActiveTimer(),
       openGuide: -1,
     };
+    if (!editing) view.restored = drafts.restore(view);
+    return view;
   }
 
   /** Row state → the API's answer for that criterion (null while unanswered). */
@@ -265,14 +301,30 @@
     }
   }
 
+  // The annotator's own standing, in items: what is left for them, and once nothing is, what is
+  // left for others. Kept between polls by counting this tab's own submits and skips.
+  let mine = null;  // {left, submitted, others, total, done}
+
   function renderProgress(progress) {
-    if (!progress) return;
-    const pct = Math.round((progress.fraction_done || 0) * 1000) / 10;
+    if (progress) {
+      mine = {
+        left: progress.mine_left, submitted: progress.mine_submitted,
+        others: progress.items_left_for_others, total: progress.items_total, done: progress.items_done,
+      };
+    }
+    if (!mine || mine.left === undefined) return;
+    const ofMine = mine.submitted + mine.left;
+    const pct = ofMine ? Math.round((mine.submitted / ofMine) * 1000) / 10 : 100;
     $("progress-fill").style.width = `${Math.min(100, pct)}%`;
     $("progress").setAttribute("aria-valuenow", String(pct));
-    const slots = progress.slots_total ? ` · ${progress.slots_done}/${progress.slots_total} done` : "";
-    $("progress-text").textContent = `Campaign ${pct}%${slots}`;
-    if (progress.mine_submitted !== undefined) $("mine-count").textContent = String(progress.mine_submitted);
+    const campaign = mine.total ? ` · campaign ${mine.done} of ${mine.total} items complete` : "";
+    let text;
+    if (mine.left > 0) text = `${mine.left} left for you${campaign}`;
+    else if (mine.others > 0) text = `Done for you — ${mine.others} item${mine.others === 1 ? "" : "s"} left for others`;
+    else text = "Campaign complete";
+    $("progress-text").textContent = text;
+    $("progress").setAttribute("aria-valuetext", text);
+    $("mine-count").textContent = String(mine.submitted);
   }
 
   function renderSource(v) {
@@ -323,27 +375,35 @@
     applyZoom();
   }
 
+  // Each criterion's answers form a radio group named by the criterion (its heading's id), so a
+  // screen reader says "Structure, radio group, A better, 1 of 4" instead of four loose buttons.
+  const critNameId = (i) => `crit-name-${i}`;
+
   function pairwiseButtons(i) {
     const opts = [
       ["L", "1", "A better"], ["tie", "2", "Tie"], ["R", "3", "B better"], ["both_bad", "4", "Both bad"],
     ];
-    return el("div", { class: "choices choices-4", role: "group", "aria-label": "Choice" },
+    return el("div", { class: "choices choices-4", role: "radiogroup", "aria-labelledby": critNameId(i) },
       ...opts.map(([val, key, label]) => el("button", {
-        type: "button", class: `choice choice-${val}`, "data-row": String(i), "data-value": val, "aria-pressed": "false",
+        type: "button", class: `choice choice-${val}`, "data-row": String(i), "data-value": val,
+        role: "radio", "aria-checked": "false",
       }, el("kbd", { text: key }), el("span", { text: label }))));
   }
 
   function bestWorstButtons(i, n) {
-    const grid = el("div", { class: "bw-choices", style: `--n: ${n}`, role: "group", "aria-label": "Best and worst" });
+    const grid = el("div", { class: "bw-choices", style: `--n: ${n}`, role: "group", "aria-labelledby": critNameId(i) });
     for (const [kind, title] of [["best", "Best"], ["worst", "Worst"]]) {
-      grid.append(el("span", { class: `bw-label bw-label-${kind}`, text: title }));
+      const labelId = `bw-${kind}-${i}`;
+      const group = el("div", { class: "bw-group", role: "radiogroup", "aria-labelledby": `${critNameId(i)} ${labelId}` },
+        el("span", { class: `bw-label bw-label-${kind}`, id: labelId, text: title }));
       for (let k = 0; k < n; k++) {
-        grid.append(el("button", {
+        group.append(el("button", {
           type: "button", class: `choice bw-choice bw-${kind}-btn`, "data-row": String(i), "data-kind": kind,
-          "data-idx": String(k), "aria-pressed": "false",
+          "data-idx": String(k), role: "radio", "aria-checked": "false",
           title: `${title}: ${labelOf(k)} (${kind === "best" ? "" : "Shift+"}${k + 1})`,
         }, el("span", { text: labelOf(k) })));
       }
+      grid.append(group);
       if (kind === "best") {
         grid.append(el("button", {
           type: "button", class: "choice nodiff-btn", "data-row": String(i), "data-kind": "nodiff",
@@ -361,7 +421,7 @@
       const plain = (c.guideline_markdown || "").replace(/[*_`#>]/g, "");
       const head = el("div", { class: "crit-head" },
         el("span", { class: "crit-num", text: String(i + 1) }),
-        el("span", { class: "crit-name", title: plain, text: c.name }),
+        el("span", { class: "crit-name", id: critNameId(i), title: plain, text: c.name }),
         el("span", { class: "crit-meta" },
           c.uses_prompt ? el("span", { class: "tag tag-prompt", title: "This criterion judges against the prompt", text: "prompt" }) : null,
           el("button", {
@@ -407,7 +467,7 @@
         if (MODE === "pairwise") on = b.dataset.value === r.value;
         else if (b.dataset.kind === "nodiff") on = r.nodiff;
         else on = !r.nodiff && r[b.dataset.kind] === Number(b.dataset.idx);
-        b.setAttribute("aria-pressed", String(on));
+        b.setAttribute(b.getAttribute("role") === "radio" ? "aria-checked" : "aria-pressed", String(on));
       });
     });
     // Candidate badges follow the active row.
@@ -429,6 +489,7 @@
     });
     const all = v.rows.every(rowDone);
     const anyChange = v.editing && v.rows.some((row, i) => !rowEmpty(row) && JSON.stringify(rowAnswer(v, i)) !== JSON.stringify(v.original[i]));
+    drafts.save(v);
     const submitBtn = $("submit-btn");
     submitBtn.classList.toggle("is-ready", v.editing ? anyChange : all);
     $("submit-label").textContent = v.editing ? "Save changes" : "Submit";
@@ -447,6 +508,7 @@
   function render() {
     const v = S.view;
     $("ws-empty").hidden = !S.finished;
+    $("ws-elsewhere").hidden = S.tab !== "elsewhere";
     $("ws-body").hidden = S.finished || !v;
     $("edit-banner").hidden = !(v && v.editing);
     root.classList.toggle("is-editing", Boolean(v && v.editing));
@@ -514,7 +576,9 @@
   }
 
   function show(payload) {
-    showView(makeView(payload));
+    const view = makeView(payload);
+    showView(view);
+    if (view.restored) flash("Your answers to this item were restored.");
   }
 
   function showView(view) {
@@ -529,8 +593,8 @@
     S.finished = true;
     S.view = null;
     S.upcoming = null;
-    $("empty-title").textContent = title || "Campaign finished — nothing left for you";
-    $("empty-text").textContent = text || "Every item you can judge in this campaign is done or held by someone else. Thank you!";
+    $("empty-title").textContent = title || "Done for you — nothing left for you here";
+    $("empty-text").textContent = text || "Every item you can judge in this campaign is done, or held by another annotator. Thank you!";
     render();
     setState("finished");
   }
@@ -541,10 +605,12 @@
   async function refreshProgress() {
     try { renderProgress(await api("GET", URLS.progress)); } catch { /* cosmetic */ }
   }
-  function countMine(n) {
-    const el = $("mine-count");
-    const now = Number.parseInt(el.textContent, 10);
-    if (Number.isFinite(now)) el.textContent = String(now + n);
+  /** One item of this annotator's finished here (submitted, or skipped when ``submitted`` is false). */
+  function countMine({ submitted = true } = {}) {
+    if (!mine) return;
+    if (submitted) mine.submitted += 1;
+    mine.left = Math.max(0, mine.left - 1);
+    renderProgress(null);
   }
   setInterval(() => { if (!document.hidden) refreshProgress(); }, PROGRESS_POLL_MS);
 
@@ -592,7 +658,8 @@
     store.set(`or:answers:${v.payload.lease}`, answers);
     store.set(`or:last:${CAMPAIGN}`, v.payload.lease);
     store.del(`or:key:${v.payload.lease}`);
-    countMine(1);
+    drafts.drop(v.payload.lease);
+    countMine();
   }
 
   /** Whether the next item can go on screen at once (prefetched, or parked by a failed submit). */
@@ -622,14 +689,10 @@
       .catch((err) => {
         S.pendingLease = null;
         setStatus("");
-        if (err instanceof ApiError && ["lease_expired", "skipped", "already_submitted"].includes(err.code)) {
-          showAlert(err.message, "warn");
-          if (!S.upcoming && !S.upcomingPromise) fetchUpcoming();
-          return;
-        }
+        if (S.tab !== "owner") return;  // another tab took over; the lease's draft still has the answers
         if (S.view && !S.view.editing) S.parked = S.view;
         showView(v);
-        showError(err, "Not saved: ");
+        if (isFinal(err)) showRefusal(err); else showError(err, "Not saved: ");
       })
       .finally(() => { S.pending = null; });
   }
@@ -667,40 +730,69 @@
       S.busy = false;
       root.classList.remove("is-busy");
       setStatus("");
-      if (err instanceof ApiError && ["lease_expired", "skipped", "already_submitted"].includes(err.code)) {
-        showAlert(err.message, "warn");
-        await advance();
-        return;
-      }
-      showError(err, "Not saved: ");
+      if (isFinal(err)) showRefusal(err); else showError(err, "Not saved: ");
     }
+  }
+
+  /** Refusals that sending again cannot change: this item is closed for this annotator. */
+  const isFinal = (err) => err instanceof ApiError && ["lease_expired", "skipped", "already_submitted"].includes(err.code);
+
+  /** Say what happened and leave the answers on screen (and in the draft) until the annotator
+   *  chooses to move on: nothing they typed disappears behind their back. */
+  function showRefusal(err) {
+    const why = {
+      already_submitted: "This item was already submitted — from another tab, or by an earlier try whose answer got lost. "
+        + "The stored answers stand; use Undo last to change them.",
+      skipped: "This item was skipped — from another tab, perhaps — so it takes no answers now.",
+      lease_expired: "Your hold on this item ran out and it went to another annotator, so these answers cannot be stored.",
+    }[err.code] || err.message;
+    showAlert(`Not saved: ${why}`, "warn", ["Your answers are still shown below."]);
+    $("ws-alert").append(el("button", { type: "button", class: "btn btn-sm btn-primary", id: "move-on-btn", text: "Go to the next item" }));
+    $("move-on-btn").addEventListener("click", moveOn);
+    $("move-on-btn").focus();
+  }
+
+  /** Leave a refused item: its draft goes, and the parked item (if any) or the next one comes. */
+  async function moveOn() {
+    const v = S.view;
+    if (!v || S.busy) return;
+    drafts.drop(v.payload.lease);
+    store.del(`or:key:${v.payload.lease}`);
+    clearAlert();
+    if (S.parked) { const p = S.parked; S.parked = null; showView(p); return; }
+    await advance();
   }
 
   function openSkip() {
     if (!S.view || S.view.editing || S.busy) return;
     $("skip-form").hidden = false;
+    $("skip-btn").setAttribute("aria-expanded", "true");
     const input = $("skip-reason");
     input.value = "";
     input.focus();
   }
   function closeSkip() {
     $("skip-form").hidden = true;
+    $("skip-btn").setAttribute("aria-expanded", "false");
     if (document.activeElement === $("skip-reason")) $("skip-reason").blur();
   }
-  async function doSkip() {
+  /** Skip with a preset reason (``preset``) or the typed "other" one. */
+  async function doSkip(preset) {
     const v = S.view;
     if (!v || S.busy) return;
     if (S.pending) {
       await S.pending; // the server must see the last submit before it hands out more
       if (S.view !== v) return;
     }
-    const reason = $("skip-reason").value.trim();
+    const reason = typeof preset === "string" ? preset : $("skip-reason").value.trim();
     closeSkip();
     S.busy = true;
     setStatus("Skipping…");
     try {
       await withRetry(() => api("POST", URLS.skip(v.payload.lease), { reason }), () => setStatus("Skipping… (retry)"));
       store.del(`or:key:${v.payload.lease}`);
+      drafts.drop(v.payload.lease);
+      countMine({ submitted: false });
       S.busy = false;
       clearAlert();
       flash("Skipped.");
@@ -969,6 +1061,8 @@
     const overlayOpen = !$("shortcuts-overlay").hidden;
     if (e.key === "?") { e.preventDefault(); toggleOverlay(); return; }
     if (overlayOpen) { if (e.key === "Escape") { e.preventDefault(); toggleOverlay(false); } return; }
+    if (!$("skip-form").hidden && e.key !== "Escape") return;  // its buttons answer Enter / Space
+    if (S.tab !== "owner") return;  // another tab has this campaign
     if (e.key === "Escape") {
       if (!$("skip-form").hidden) closeSkip();
       else if (S.view && S.view.openGuide !== -1) toggleGuide(S.view.openGuide);
@@ -1034,7 +1128,11 @@
   $("submit-btn").addEventListener("click", submit);
   $("skip-btn").addEventListener("click", openSkip);
   $("undo-btn").addEventListener("click", undoLast);
-  $("skip-confirm").addEventListener("click", doSkip);
+  $("skip-confirm").addEventListener("click", () => doSkip());
+  $("skip-presets").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-reason]");
+    if (b) doSkip(b.dataset.reason);
+  });
   $("skip-reason").addEventListener("keydown", (e) => {
     if (e.key === "Enter") { e.preventDefault(); doSkip(); }
     else if (e.key === "Escape") { e.preventDefault(); closeSkip(); }
@@ -1057,5 +1155,67 @@
   window.addEventListener("focus", syncTimers);
   window.addEventListener("blur", syncTimers);
 
-  start();
+  // ---------------------------------------------------------------- one tab per campaign
+  // Two tabs of one campaign would be handed the same leased item by /next/, and the answers of
+  // whichever submits second would be refused. So the first tab owns the campaign; a later tab
+  // says so plainly and can take over (answers travel with the lease's draft in localStorage).
+  const CHANNEL = typeof BroadcastChannel === "function" ? new BroadcastChannel(`onereward-ws-${CAMPAIGN}`) : null;
+  const TAB_ID = uuid();
+  const PROBE_MS = 250;
+  S.tab = "probing";  // → "owner" | "elsewhere"
+  let otherTabAnswered = false;
+  const announce = (type) => { if (CHANNEL) CHANNEL.postMessage({ type, id: TAB_ID }); };
+
+  if (CHANNEL) {
+    CHANNEL.onmessage = (e) => {
+      const m = e.data || {};
+      // Two tabs opened together: the one with the smaller id keeps the campaign.
+      if (m.type === "hello" && (S.tab === "owner" || (S.tab === "probing" && TAB_ID < m.id))) announce("here");
+      else if (m.type === "here" && S.tab === "probing") otherTabAnswered = true;
+      else if (m.type === "takeover" && S.tab !== "elsewhere") showElsewhere();
+    };
+  }
+
+  function showElsewhere() {
+    S.tab = "elsewhere";
+    // The leases stay with the annotator: the tab that owns the campaign now gets them from /next/.
+    Object.assign(S, { view: null, stash: null, upcoming: null, parked: null, finished: false });
+    closeSkip();
+    clearAlert();
+    render();
+    setState("elsewhere");
+  }
+
+  async function claimTab() {
+    announce("hello");
+    if (CHANNEL) await sleep(PROBE_MS);
+    if (otherTabAnswered) { showElsewhere(); return; }
+    S.tab = "owner";
+    drafts.prune();
+    start();
+  }
+
+  $("takeover-btn").addEventListener("click", () => {
+    announce("takeover");
+    S.tab = "owner";
+    render();
+    start();
+  });
+
+  // Leaving the page gives back the prefetched item the annotator never saw, so it goes to
+  // someone else now rather than when its lease expires. A beacon cannot set headers: the CSRF
+  // token travels in the form body, with the session cookie, as in any form post.
+  function releaseUpcoming() {
+    const p = S.upcoming;
+    if (S.tab !== "owner" || !p || !navigator.sendBeacon) return;
+    const form = new FormData();
+    form.append("csrfmiddlewaretoken", csrfToken());
+    if (navigator.sendBeacon(URLS.release(p.lease), form)) S.upcoming = null;
+  }
+  window.addEventListener("pagehide", releaseUpcoming);
+  window.addEventListener("pageshow", (e) => {  // back from the back/forward cache: prefetch again
+    if (e.persisted && S.tab === "owner" && S.view && !S.upcoming && !S.upcomingPromise) fetchUpcoming();
+  });
+
+  claimTab();
 })();
