@@ -3,7 +3,7 @@
 Stages (each a function; ``run_demo`` chains them and times each one):
 
 1. ``world_seed``          synthetic conditions → real ``Sample`` rows (scene meta in ``Sample.meta``)
-2. ``base_policy_ensure``  the pre-trained tiny Fill base (``policytrain.engine.pretrain``, cached)
+2. ``base_policy_ensure``  the pre-trained tiny Fill base (``synthetic.base_policy``, cached)
 3. ``candidates_create``   base-policy candidates → ``candidate_create_from_png`` (provenance "policy")
 4. ``campaigns_create``    ``campaign_create`` + ``campaign_start`` (pairwise and best–worst of 4)
 5. annotation              ``demo.http_annotators`` over the HTTP API (threads, token auth)
@@ -23,7 +23,7 @@ Stages (each a function; ``run_demo`` chains them and times each one):
 
 Every job is created by the same ``*_start`` services the API uses (``enqueue=False``) and executed
 by the same bodies the Celery worker runs, under ``jobs.services.job_execute``, so every run is a
-``Job`` row on the dashboard. The ML building blocks come from ``synthetic.experiment`` and the
+``Job`` row on the dashboard. The ML building blocks come from the synthetic world (``synthetic``) and the
 sizes from ``configs/demo/<size>.json`` (``load_demo_config``). Heavy imports (torch) happen inside
 the stage functions.
 """
@@ -55,7 +55,7 @@ from annotation.services.imports import candidate_create_from_png, sample_create
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_create, job_execute
-from synthetic import experiment as ex
+from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base
 from synthetic.annotators import make_pool
 
 from .http_annotators import AnnotatorAccount, run_annotators
@@ -100,7 +100,7 @@ class WorldItem:
 # ----------------------------------------------------------------------------------------------
 def demo_config(size: str) -> dict[str, Any]:
     """``configs/demo/<size>.json`` (via the ML side's loader) plus the platform's demo caps."""
-    cfg = ex.load_demo_config(size)
+    cfg = loop_config.load_demo_config(size)
     caps = dict(CAPS.get(size, {}))
     cfg["platform"] = {
         "annotate_conditions": caps.get("annotate_conditions"),
@@ -139,8 +139,8 @@ def world_seed(conditions: Sequence, *, tag: str, role: str) -> list[WorldItem]:
 # ----------------------------------------------------------------------------------------------
 def base_policy_ensure(cfg: dict, pretrain_conditions: Sequence, *, size: str, seed: int, cache_dir: Path,
                        progress: Progress) -> dict:
-    """The colleague's pre-training (``policytrain.engine.pretrain``), cached by config hash."""
-    from policytrain.engine.pretrain import PretrainConfig, pretrain
+    """The synthetic world's supervised pre-training (``synthetic.base_policy``), cached by config hash."""
+    from synthetic.base_policy import PretrainConfig, pretrain
     from synthetic.conditions import write_conditions_folder
 
     res = int(cfg["resolution"])
@@ -191,7 +191,7 @@ def candidates_create(items: Sequence[WorldItem], pre: dict, cfg: dict, *, seed:
             policies[model] = FillPolicy.from_pretrained(path)
         cand_seed = seed * 1000 + 17 * k + 1
         steps = int(spec.get("steps", 4))
-        imgs = ex.generate_images(policies[model], conds, seed=cand_seed, steps=steps,
+        imgs = candidate_fills.generate_images(policies[model], conds, seed=cand_seed, steps=steps,
                                   guidance=float(spec.get("guidance", gen.get("guidance", 30.0))),
                                   max_sequence_length=msl, batch_size=int(gen.get("batch_size", 32)))
         for it, img in zip(items, imgs, strict=True):
@@ -205,7 +205,7 @@ def candidates_create(items: Sequence[WorldItem], pre: dict, cfg: dict, *, seed:
             if all(c.pk != cand.pk for c in it.candidates):
                 it.candidates.append(cand)
                 it.images.append(img)
-                it.scores.append(ex.oracles.score_all(it.condition, img))
+                it.scores.append(oracles.score_all(it.condition, img))
             created += len(it.candidates) - before
     return created
 
@@ -345,14 +345,14 @@ def reward_base_ensure(cfg: dict, *, seed: int, cache_dir: Path) -> Path:
     key = hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:12]
     out = cache_dir / f"rm-base-{seed}-{key}"  # keyed on every base option (sizes may be added)
     if not (out / "onereward-base.ok").is_file():
-        ex.build_reward_base(out, seed=seed, **opts)
+        reward_base.build_reward_base(out, seed=seed, **opts)
         (out / "onereward-base.ok").write_text("built by demo\n")
     return out
 
 
 def reward_overrides(cfg: dict, *, seed: int) -> dict:
     """The demo config's reward settings over the engine defaults (not the platform's "tiny" preset),
-    as ``synthetic.experiment.run_loop`` trains it."""
+    as the research loop (``research.loop.run_loop``) trains it."""
     from rewardtrain.engine.config import RewardTrainConfig
 
     # "warm_start" is run_loop's optional curriculum (a short run on a few unanimous pairs before
@@ -401,7 +401,7 @@ def control_reward_model_register(snapshot: DatasetSnapshot, *, base_model: Path
                                    config=job.config, output_dir=str(out), started_by=user)
 
     def body(job: Job, reporter) -> dict:
-        final = ex.untrained_reward_model(base_model, out / "final")
+        final = reward_base.untrained_reward_model(base_model, out / "final")
         split = "test" if _has_pairs(snapshot.path, "test") else "val"
         report = evaluate(final, snapshot.path, split=split, device=settings.ML_DEVICE)
         report["table"] = format_table(report)
@@ -496,10 +496,10 @@ def label_ceiling(snapshot: DatasetSnapshot, split: str, scores: dict[int, dict[
 
 
 def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldItem], threshold: float) -> dict:
-    """``synthetic.experiment.oracle_accuracy`` of each reward model on every candidate pair of
+    """``synthetic.oracle_metrics.oracle_accuracy`` of each reward model on every candidate pair of
     the samples outside the RM's training split."""
     held = [it for it in items if it.sample.split != "train"]
-    rows = ex.oracle_pairs([it.condition for it in held], [it.images for it in held], [it.scores for it in held],
+    rows = candidate_fills.oracle_pairs([it.condition for it in held], [it.images for it in held], [it.scores for it in held],
                            keep=lambda _cid: True)
     return _judge_rows(model_paths, rows, threshold)
 
@@ -507,10 +507,10 @@ def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldIte
 def reward_on_policy_accuracy(model_paths: dict[str, str], base_dir: str, heldout: Sequence, cfg: dict,
                               *, seed: int, threshold: float) -> dict:
     """The same on pairs of the base policy's own fills of the held-out conditions, sampled as RL
-    samples (``synthetic.experiment.on_policy_pairs``): the differences RL has to rank."""
+    samples (``synthetic.candidate_fills.on_policy_pairs``): the differences RL has to rank."""
     from policytrain.engine.pipeline import FillPolicy
 
-    rows = ex.on_policy_pairs(FillPolicy.from_pretrained(base_dir), heldout, cfg, seed)
+    rows = candidate_fills.on_policy_pairs(FillPolicy.from_pretrained(base_dir), heldout, cfg, seed)
     return _judge_rows(model_paths, rows, threshold)
 
 
@@ -519,15 +519,15 @@ def _judge_rows(model_paths: dict[str, str], rows: Sequence[dict], threshold: fl
 
     out = {}
     for name, path in model_paths.items():
-        judged = ex.oracle_judged(RewardScorer.from_pretrained(path), rows, threshold=threshold)
-        acc, n = ex.oracle_accuracy_table(judged)
-        out[name] = {"accuracy": acc, "pairs": n, "by_margin": ex.oracle_accuracy_by_margin(judged)}
+        judged = oracle_metrics.oracle_judged(RewardScorer.from_pretrained(path), rows, threshold=threshold)
+        acc, n = oracle_metrics.oracle_accuracy_table(judged)
+        out[name] = {"accuracy": acc, "pairs": n, "by_margin": oracle_metrics.oracle_accuracy_by_margin(judged)}
     return out
 
 
-def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> ex.PolicyEvaluation:
-    """Oracle win rate vs the base per task (``synthetic.experiment.evaluate_policies``) for registered checkpoints."""
-    return ex.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
+def evaluate_policies(base_dir: str, checkpoints: dict[str, Any], heldout: Sequence, cfg: dict) -> oracle_metrics.PolicyEvaluation:
+    """Oracle win rate vs the base per task (``synthetic.oracle_metrics.evaluate_policies``) for registered checkpoints."""
+    return oracle_metrics.evaluate_policies(base_dir, {name: c.weights_dir for name, c in checkpoints.items()}, heldout, cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,7 +543,7 @@ def generation_scores(gens: Sequence, items: Sequence[WorldItem]) -> dict[int, d
     for cand in Candidate.objects.filter(items__campaign__in=[g.campaign_id for g in gens]).distinct():
         with cand.image.open("rb") as fh:
             img = np.asarray(Image.open(fh).convert("RGB"), dtype=np.float32) / 255.0
-        out[cand.pk] = ex.oracles.score_all(conditions[cand.sample_id], img)
+        out[cand.pk] = oracles.score_all(conditions[cand.sample_id], img)
     return out
 
 
@@ -652,7 +652,7 @@ def _mean_nested(d: dict) -> float:
 def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None, cache_dir: Path | None = None,
              progress: Progress = print) -> dict[str, Any]:
     """Run every stage on the current database and return the report (see docs/demo-results.md)."""
-    ex._quiet_libraries()
+    loop_config.quiet_libraries()
     cfg = demo_config(size)
     res = int(cfg["resolution"])
     cache = Path(cache_dir or Path(settings.ARTIFACTS_ROOT) / "demo-cache").resolve()
@@ -672,7 +672,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
     with stage("seed", 1):
         users = demo_users_ensure()
         scientist = User.objects.get(username="scientist")
-        sets = ex.make_condition_sets(cfg["conditions"], seed, res)
+        sets = loop_config.make_condition_sets(cfg["conditions"], seed, res)
         n_ann = cfg["platform"]["annotate_conditions"] or len(sets["train"])
         n_held = cfg["platform"]["heldout_conditions"] or len(sets["heldout"])
         train_items = world_seed(sets["train"], tag=tag, role="train")
@@ -729,7 +729,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
                                               threshold=thr)
         ceiling = label_ceiling(snapshot, rm.eval_split, scores)
         pool = [a.profile for a in accounts]
-        sim_ceiling = ex.human_ceiling_by_criterion([it.condition for it in annotated], [it.scores for it in annotated],
+        sim_ceiling = oracle_metrics.human_ceiling_by_criterion([it.condition for it in annotated], [it.scores for it in annotated],
                                                     pool, seed=seed + 1, votes_per_pair=overlap)
         progress(f"  reward model {rm.pk}: label acc {rm.eval_report.get('overall_accuracy')}, oracle acc (mean) "
                  f"{_mean_nested(oracle['trained']['accuracy']):.3f} vs untrained "
@@ -880,7 +880,7 @@ def format_summary(report: dict[str, Any]) -> str:
              "", "Reward model (held-out); n = pairs behind the accuracy to its left",
              f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9} "
              f"{'on-policy':>9} {'n':>4} {'on RL':>6} {'n':>4}"]
-    for task, crits in ex.TASK_CRITERIA.items():
+    for task, crits in oracles.TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
                 v = d.get(t, {}).get(c)
@@ -895,8 +895,8 @@ def format_summary(report: dict[str, Any]) -> str:
               "on RL: agreement with the annotators' majority on the side-by-side campaigns (the RL checkpoint's "
               "outputs against the base's)"]
     lines += ["", "Reward model oracle accuracy by oracle margin (how clear the difference is): accuracy (pairs)"]
-    for task, crits in ex.TASK_CRITERIA.items():
-        lines += [f"  {task:<8} {c:<16} {ex.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
+    for task, crits in oracles.TASK_CRITERIA.items():
+        lines += [f"  {task:<8} {c:<16} {oracle_metrics.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
                   for c in crits if c in rm["oracle_accuracy_by_margin"]["accuracy"].get(task, {})]
     lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
@@ -906,7 +906,7 @@ def format_summary(report: dict[str, Any]) -> str:
     lines += ["Behind each win rate: its 95 % interval (conditions resampled), the mean change of the oracle score,",
               "and the share of items that changed by more than the tie threshold (win rate over those):"]
     for name, per_task in pol["win_rate_detail"].items():
-        lines += [f"  {name:<12} {task:<8} {ex.describe_win(d)}" for task, d in per_task.items()]
+        lines += [f"  {name:<12} {task:<8} {oracle_metrics.describe_win(d)}" for task, d in per_task.items()]
     lines += ["", f"Side by side: annotators judged {pol['best']} against the base in the new campaigns "
               "(GSB over all criteria; win rate = (G + S/2) / N, 95 % interval by item)",
               f"{'task':<8} {'good':>6} {'same':>6} {'bad':>6} {'win rate':>9} {'95 %':>13} {'oracle':>7}  verdict"]

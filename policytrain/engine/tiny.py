@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 
 #: Bumped whenever the tiny pipeline's build changes, so caches of models pre-trained from an
-#: older build (``pretrain.config_hash``) are not reused.
+#: older build (the synthetic base policy's ``config_hash``) are not reused.
 TINY_BUILD_VERSION = 2
 #: Every printable ASCII character. The tokenizers must know each of them: prompts quote
 #: capitalised words (the word "STAR"), and an unknown character would swallow the word.

@@ -130,16 +130,3 @@ def test_tiny_tokenizers_know_every_character_of_a_prompt(policy, prompt):
     clip = policy.pipe.tokenizer(prompt).input_ids
     assert clip.count(policy.pipe.tokenizer.eos_token_id) == 1 and clip[-1] == policy.pipe.tokenizer.eos_token_id
     assert "STAR" in policy.pipe.tokenizer_2.decode(policy.pipe.tokenizer_2('the word "STAR"').input_ids)
-
-
-def test_pretrain_cache_key_follows_the_tiny_build(tmp_path, monkeypatch):
-    from policytrain.engine import tiny
-    from policytrain.engine.pretrain import PretrainConfig, config_hash
-
-    config = PretrainConfig(conditions_dir=str(tmp_path), output_dir=str(tmp_path / "o"))
-    # A given base policy is not built here: its hash does not depend on the tiny build.
-    given = config.replace(base_policy="/models/flux-fill")
-    before, given_before = config_hash(config), config_hash(given)
-    monkeypatch.setattr(tiny, "TINY_BUILD_VERSION", tiny.TINY_BUILD_VERSION + 1)
-    assert config_hash(config) != before
-    assert config_hash(given) == given_before

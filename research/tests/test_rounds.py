@@ -1,4 +1,4 @@
-"""More rounds of the loop (synthetic/rounds.py): the RL policy's outputs go back to the annotators."""
+"""More rounds of the loop (research/rounds.py): the RL policy's outputs go back to the annotators."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from synthetic import experiment, rounds  # noqa: E402
+from research import loop, rounds  # noqa: E402
+from synthetic import candidate_fills, loop_config, reward_base  # noqa: E402
+from synthetic.annotators import make_pool  # noqa: E402
 from synthetic.conditions import write_conditions_folder  # noqa: E402
 
 
@@ -20,9 +22,9 @@ def _snapshot(path, conds, seed):
     for c in conds:
         clean = np.asarray(c.target, dtype=np.float32) / 255.0
         candidates.append([clean, np.clip(clean + rng.normal(0, 0.3, clean.shape), 0, 1).astype(np.float32)])
-    scores = [experiment.oracle_scores([c] * 2, k) for c, k in zip(conds, candidates, strict=True)]
-    judgments = experiment.simulate_judgments(conds, scores, experiment.make_pool(4, 0.0, seed=0), seed=seed)
-    return experiment.write_snapshot(path, conds, candidates, judgments, {"fill": {"consistency": 0.9}})
+    scores = [candidate_fills.oracle_scores([c] * 2, k) for c, k in zip(conds, candidates, strict=True)]
+    judgments = loop.simulate_judgments(conds, scores, make_pool(4, 0.0, seed=0), seed=seed)
+    return loop.write_snapshot(path, conds, candidates, judgments, {"fill": {"consistency": 0.9}})
 
 
 def _rows(snapshot):
@@ -44,7 +46,7 @@ def test_round_config_refuses_what_cannot_run(data, message):
 
 
 def test_merge_snapshots_keeps_every_row_once_with_ids_per_round(tmp_path):
-    conds = experiment.make_condition_sets({"train": 6}, 0, 64)["train"]
+    conds = loop_config.make_condition_sets({"train": 6}, 0, 64)["train"]
     first, second = _snapshot(tmp_path / "a", conds, seed=1), _snapshot(tmp_path / "b", conds, seed=2)
     merged = rounds.merge_snapshots([first, second], tmp_path / "merged")
 
@@ -74,18 +76,18 @@ def test_round_probe_annotates_the_rl_policy_and_retrains_the_reward_model(tmp_p
 
     torch.set_num_threads(1)
     loop = tmp_path / "loop"
-    cfg = experiment.load_demo_config("quick")
+    cfg = loop_config.load_demo_config("quick")
     cfg["conditions"] = {**cfg["conditions"], "train": 24, "heldout": 3}
     cfg["reward"] = {**cfg["reward"], "max_steps": 2, "batch_size": 2, "log_every": 1}
     cfg["eval"] = {**cfg["eval"], "seeds": [0]}
     (loop / "cache").mkdir(parents=True)
     (loop / "report.json").write_text(json.dumps({"config": cfg}))
     build_tiny_fill_pipeline(loop / "cache" / "pretrain-quick-0" / "final", seed=0)
-    train = experiment.make_condition_sets({"train": 24}, 0, cfg["resolution"])["train"]
+    train = loop_config.make_condition_sets({"train": 24}, 0, cfg["resolution"])["train"]
     write_conditions_folder(train, loop / "conditions-train")
     first = _snapshot(loop / "snapshot", train, seed=1)
-    rm_base = experiment.build_reward_base(loop / "rm-base", min_pixels=56 * 56, max_pixels=56 * 56)
-    experiment.untrained_reward_model(rm_base, loop / "rm-run" / "final")
+    rm_base = reward_base.build_reward_base(loop / "rm-base", min_pixels=56 * 56, max_pixels=56 * 56)
+    reward_base.untrained_reward_model(rm_base, loop / "rm-run" / "final")
 
     result = rounds.round_probe(loop, "quick", {"rl": {"max_steps": 1, "batch_size": 2}}, name="t",
                                 progress=lambda _: None)

@@ -1,4 +1,4 @@
-"""The differentiable oracle ports behind ``probe-rl --reward=oracle`` (synthetic/oracle_reward.py)."""
+"""The differentiable oracle ports behind ``probe-rl --reward=oracle`` (research/oracle_reward.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from research.oracle_reward import DifferentiableOracle, oracle_reward_fn, wrong_way  # noqa: E402
 from synthetic import oracles  # noqa: E402
-from synthetic.oracle_reward import DifferentiableOracle, oracle_reward_fn, wrong_way  # noqa: E402
 from synthetic.scenes import make_conditions  # noqa: E402
 
 KINDS = ("noise", "blur", "colour_shift", "partial_object", "residue")

@@ -14,8 +14,8 @@ colour" with seams and blotches). One more round shows it those outputs:
 
 Every reward model is scored against the oracle on the held-out pairs of every round (the base's
 candidates and each RL policy's), and every RL policy by its oracle win rate against the base,
-exactly as ``synthetic.experiment`` does. ``round_probe`` runs this on a finished loop:
-``python -m synthetic.rounds <loop_dir> <size> '<json overrides>' [name]`` writes
+exactly as ``research.loop`` does. ``round_probe`` runs this on a finished loop:
+``python -m research.rounds <loop_dir> <size> '<json overrides>' [name]`` writes
 ``<loop_dir>/round-<name>/probe.json``. Engine level: no Django.
 """
 
@@ -31,30 +31,24 @@ from typing import Any
 
 import numpy as np
 
-from synthetic.annotators import make_pool
-from synthetic.experiment import (
-    TASK_CRITERIA,
-    Progress,
-    evaluate_policies,
-    generate_images,
-    heldout_split,
-    human_ceiling_by_criterion,
+from research.loop import heldout_split, run_rl, simulate_judgments, train_reward_model, write_snapshot
+from research.probes import (
     loop_base_dir,
     loop_conditions,
     loop_config,
+    reward_config_with,
+    snapshot_candidates,
+)
+from synthetic.annotators import make_pool
+from synthetic.candidate_fills import generate_images, oracle_pairs, oracle_scores
+from synthetic.loop_config import Progress, print_progress
+from synthetic.oracle_metrics import (
+    evaluate_policies,
+    human_ceiling_by_criterion,
     oracle_accuracy_table,
     oracle_judged,
-    oracle_pairs,
-    oracle_scores,
-    print_progress,
-    reward_config_with,
-    run_rl,
-    simulate_judgments,
-    snapshot_candidates,
-    train_reward_model,
-    write_snapshot,
 )
-from synthetic.scenes import Condition
+from synthetic.scenes import TASK_CRITERIA, Condition
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ def merge_snapshots(sources: Sequence[Path], out_dir: Path) -> Path:
     manifest = json.loads((Path(sources[0]) / "manifest.json").read_text())
     manifest.update({
         "content_hash": "+".join(hashes),
-        "filter": {"source": "synthetic.rounds", "merged": [str(s) for s in sources]},
+        "filter": {"source": "research.rounds", "merged": [str(s) for s in sources]},
         "counts": {"pairs": len(rows), "images": len(list((out / "images").iterdir())),
                    **{sp: sum(1 for r in rows if r["split"] == sp) for sp in ("train", "val", "test")}},
     })
@@ -169,7 +163,7 @@ def round_probe(work_dir: str | Path, size: str = "full", overrides: Mapping[str
     first_rm, first_snapshot, conditions_dir = work / "rm-run" / "final", work / "snapshot", work / "conditions-train"
     for path in (base_dir, first_rm, first_snapshot, conditions_dir):
         if not path.exists():
-            raise ValueError(f"{path} is missing: run the loop first (python -m synthetic.experiment {size} {work})")
+            raise ValueError(f"{path} is missing: run the loop first (python -m research.loop {size} {work})")
     out = work / f"round-{name}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -262,7 +256,7 @@ if __name__ == "__main__":  # pragma: no cover - manual use
     import sys
 
     if len(sys.argv) < 3:
-        raise SystemExit("usage: python -m synthetic.rounds <loop_dir> <size> ['<json overrides>'] [name]")
+        raise SystemExit("usage: python -m research.rounds <loop_dir> <size> ['<json overrides>'] [name]")
     loop_dir, loop_size, *rest = sys.argv[1:]
     try:
         found = round_probe(loop_dir, loop_size, json.loads(rest[0]) if rest else {},

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .pipeline import FillInputs, FillPolicy, policy_prompt
+from policytrain.engine.pipeline import FillInputs, FillPolicy, policy_prompt
 
 ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -165,7 +165,7 @@ def config_hash(config: PretrainConfig) -> str:
     if data.get("vae_crop") is None:  # added later: keep the hashes (caches) of older configs valid
         data.pop("vae_crop", None)
     if not config.base_policy:  # built from scratch: a changed tiny build must not reuse old caches
-        from .tiny import TINY_BUILD_VERSION
+        from policytrain.engine.tiny import TINY_BUILD_VERSION
 
         data["tiny_build"] = TINY_BUILD_VERSION
     index = Path(config.conditions_dir) / "conditions.jsonl"
@@ -198,7 +198,7 @@ def build_fill_pipeline(
     384→64 for 4 levels (8×, as FLUX), 192→64 for 3 levels (4×)."""
     from diffusers import FluxFillPipeline
 
-    from .tiny import build_tiny_fill_pipeline, tiny_transformer, tiny_vae
+    from policytrain.engine.tiny import build_tiny_fill_pipeline, tiny_transformer, tiny_vae
 
     out = Path(out_dir)
     scratch = out.with_name(out.name + ".tiny-tmp")

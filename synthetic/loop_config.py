@@ -1,0 +1,65 @@
+"""Configuration of the synthetic loop: the demo sizes, its condition sets, progress and quiet libraries.
+
+``configs/demo/<size>.json`` ("quick", "full") sizes every stage of the loop; the Django ``demo``
+command and the research loop both read it here. Plain Python: no Django, no engine import at
+module level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synthetic.scenes import Condition, make_conditions
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
+
+
+Progress = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    """Default progress sink: one flushed line per event."""
+    print(message, flush=True)
+
+
+def load_demo_config(size: str) -> dict[str, Any]:
+    """``configs/demo/<size>.json`` ("quick" or "full")."""
+    path = CONFIG_DIR / f"{size}.json"
+    if not path.is_file():
+        raise ValueError(f"no demo config {path} (sizes: quick, full)")
+    return json.loads(path.read_text())
+
+
+def quiet_libraries() -> None:
+    """One torch thread unless OMP_NUM_THREADS says otherwise, no Hub access, no library progress bars:
+    the loop's own progress lines are the only output, and nothing is downloaded."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import diffusers
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        diffusers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        diffusers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - logging tweaks must never break a run
+        return
+
+
+def make_condition_sets(counts: dict[str, int], seed: int, size: int) -> dict[str, list[Condition]]:
+    """Disjoint condition sets, one per name (seeds derived from the name, so sets never overlap
+    and a set does not change when another one is resized)."""
+    out = {}
+    for name, n in counts.items():
+        set_seed = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big")
+        out[name] = make_conditions(n, seed=set_seed, size=size)
+    return out
