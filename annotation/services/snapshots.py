@@ -20,6 +20,11 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
 - Votes for the same two candidates on the same criterion are summed over items (and
   campaigns); the direction with strictly more votes wins, a tie is excluded and counted
   (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
+- ``tie-aware-v1``: as ``majority-v2``, but tie / both_bad (and best–worst no_difference, a tie
+  vote for every two of the item's candidates) votes count (``tie_votes``): a pair needs strictly
+  more winner votes than tie votes (else ``tie_outvoted``), and ``agreement`` = winner votes /
+  all votes on the pair. Every aggregation writes soft labels: ``votes_loser``, ``votes_tie`` and
+  ``p_winner`` = (winner votes + tie votes / 2) / all votes.
 - Splits come from ``Sample.split`` (per sample, never per pair).
 - Annotator quality (optional filter keys): ``exclude_annotators`` (usernames) and, for
   annotators with at least ``quality_min_evidence`` comparisons, ``min_peer_agreement_ratio`` and
@@ -77,9 +82,18 @@ from ..selectors import annotator_stats, hashed_annotator_id
 AGGREGATION_SUMMARIES = {
     "majority-v2": "every best–worst judgment is one best > worst vote (default)",
     "majority-v1": "one pair per best–worst item, only when most annotators chose the same (best, worst)",
+    "tie-aware-v1": "as majority-v2, but tie / both-bad / no-difference votes count and can outvote a preference",
 }
 AGGREGATIONS = tuple(AGGREGATION_SUMMARIES)
+# majority-v2 stays the default: changing it would silently change what the same request builds
+# (pair counts, content hashes, the reward runs compared in docs/demo-results.md); tie-aware-v1
+# is chosen per snapshot until a comparison of reward models trained on each favours it.
 DEFAULT_AGGREGATION = "majority-v2"
+#: Aggregations whose "tie" votes count (pairwise tie / both_bad, best–worst no_difference).
+TIE_AWARE = frozenset({"tie-aware-v1"})
+#: Soft-label columns; in the content hash only for tie-aware aggregations (elsewhere they follow
+#: from votes and agreement, and leaving them out keeps earlier snapshots' hashes).
+SOFT_LABEL_KEYS = ("votes_loser", "votes_tie", "p_winner")
 FORMAT_VERSION = 1
 ROW_GROUP = 5_000
 PAIR_SCHEMA = pa.schema([
@@ -95,6 +109,10 @@ PAIR_SCHEMA = pa.schema([
     ("agreement", pa.float64()),
     ("winner_candidate_id", pa.int64()),
     ("loser_candidate_id", pa.int64()),
+    # Soft labels (added at the end: readers of the first twelve columns are unaffected).
+    ("votes_loser", pa.int64()),
+    ("votes_tie", pa.int64()),
+    ("p_winner", pa.float64()),
 ])
 
 
@@ -323,6 +341,8 @@ class _Aggregator:
         slots = self._slots(set(by_item))
         votes: Counter = Counter()  # (winner, loser) -> votes
         decisive: Counter = Counter()  # frozenset{x, y} -> decisive votes
+        ties: Counter = Counter()  # frozenset{x, y} -> tie votes (tie-aware aggregations only)
+        tie_aware = self.aggregation in TIE_AWARE
         for item_id, js in by_item.items():
             labels = [_label(j) for j in js]
             if len(labels) >= 2:
@@ -342,11 +362,21 @@ class _Aggregator:
                     elif j["choice"] == Choice.B:
                         votes[(b, a)] += 1
                         decisive[frozenset((a, b))] += 1
+                    elif tie_aware:
+                        ties[frozenset((a, b))] += 1
+                        self.counts["tie_votes"] += 1
                     else:
                         self.counts["tie_judgments_excluded"] += 1
             else:
                 picks = Counter((j["best_id"], j["worst_id"]) for j in js if j["choice"] == Choice.BEST_WORST)
-                self.counts["no_difference_excluded"] += sum(j["choice"] == Choice.NO_DIFFERENCE for j in js)
+                n_same = sum(j["choice"] == Choice.NO_DIFFERENCE for j in js)
+                if tie_aware:
+                    # "No clear difference" says every two of the item's candidates are alike.
+                    for pair in combinations(slots[item_id], 2):
+                        ties[frozenset(pair)] += n_same
+                    self.counts["tie_votes"] += n_same
+                else:
+                    self.counts["no_difference_excluded"] += n_same
                 if not picks:
                     continue
                 if self.aggregation != "majority-v1":
@@ -369,11 +399,18 @@ class _Aggregator:
                 self.counts["tied_excluded"] += 1
                 continue
             winner, loser = (x, y) if votes[(x, y)] > votes[(y, x)] else (y, x)
+            won, tied = votes[(winner, loser)], ties[key]
+            if won <= tied:  # as many "alike" votes as for the winner: no preference to learn
+                self.counts["tie_outvoted"] += 1
+                continue
             rows.append({
                 "split": first["item__sample__split"], "task": task, "criterion": criterion, "prompt": prompt,
-                "sample_id": first["item__sample__external_id"], "votes": votes[(winner, loser)],
-                "agreement": round(votes[(winner, loser)] / decisive[key], 6),
+                "sample_id": first["item__sample__external_id"], "votes": won,
+                "agreement": round(won / (decisive[key] + tied), 6),
                 "winner_candidate_id": winner, "loser_candidate_id": loser,
+                # Soft label: the chance the winner is preferred, a tie counting half for each side.
+                "votes_loser": decisive[key] - won, "votes_tie": tied,
+                "p_winner": round((won + tied / 2) / (decisive[key] + tied), 6),
             })
         return rows
 
@@ -534,11 +571,14 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                        "prompt": row["prompt"], "winner": winner, "loser": loser, "sample_id": row["sample_id"],
                        "votes": row["votes"], "agreement": row["agreement"],
                        "winner_candidate_id": row["winner_candidate_id"],
-                       "loser_candidate_id": row["loser_candidate_id"]}
+                       "loser_candidate_id": row["loser_candidate_id"],
+                       **{k: row[k] for k in SOFT_LABEL_KEYS}}
                 line = json.dumps(out, sort_keys=True)
                 jsonl.write(line + "\n")
                 # The hash leaves out database ids: the same judgments give the same hash anywhere.
-                digest.update(json.dumps({k: v for k, v in out.items() if not k.endswith("candidate_id")},
+                unhashed = () if snapshot.aggregation in TIE_AWARE else SOFT_LABEL_KEYS
+                digest.update(json.dumps({k: v for k, v in out.items()
+                                          if not k.endswith("candidate_id") and k not in unhashed},
                                          sort_keys=True).encode() + b"\n")
                 per_split[out["split"]] += 1
                 per_task[out["task"]][out["criterion"]] += 1
@@ -564,6 +604,8 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             "tie_judgments_excluded": agg.counts["tie_judgments_excluded"],
             "no_difference_excluded": agg.counts["no_difference_excluded"],
             "tied_excluded": agg.counts["tied_excluded"],
+            **({"tie_votes": agg.counts["tie_votes"], "tie_outvoted": agg.counts["tie_outvoted"]}
+               if snapshot.aggregation in TIE_AWARE else {}),
             "gold_judgments_excluded": agg.counts["gold_judgments_excluded"],
             "adjudicated": agg.counts["adjudicated"],
             **({"annotators_excluded": agg.counts["annotators_excluded"],

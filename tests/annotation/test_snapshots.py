@@ -296,3 +296,56 @@ def test_too_little_evidence_keeps_an_annotator_and_a_name_always_excludes(pairw
     assert [(e["annotator"], e["reasons"]) for e in preview["excluded_annotators"]] == [
         ("ann0", ["excluded by name"]), ("ann2", ["gold accuracy 0.000 < 0.5"])]
     assert preview["annotators_excluded"] == 2 and preview["judgments"] == 8
+
+
+# --- tie-aware aggregation and soft labels ----------------------------------------------------------
+
+def ties_campaign():
+    """Pairwise, 3 annotators: item 0 has 2 "alike" votes (tie, both bad) and 1 flip to A; item 1 a
+    clear majority (A, A, tie); item 2 is unanimous (A, A, A)."""
+    campaign = make_campaign(n_samples=3, overlap=3, criteria=["structure"])
+    anns = [make_user(f"tie{k}", "annotator") for k in range(3)]
+
+    def answer(k, i, slots):
+        a, _ = slots
+        return {"structure": [["tie", "both_bad", a], [a, a, "tie"], [a, a, a]][i][k]}
+
+    annotate(campaign, anns, answer)
+    return campaign
+
+
+def test_two_ties_outvote_one_flipped_vote_and_a_clear_majority_stays():
+    campaign = ties_campaign()
+    samples = list(Item.objects.filter(campaign=campaign).order_by("id").values_list("sample__external_id", flat=True))
+    v2 = {r["sample_id"]: r for r in rows_of(build("v2", campaign_ids=[campaign.pk]))}
+    # majority-v2 leaves the ties out: the one flipped vote becomes a "unanimous" label.
+    assert (v2[samples[0]]["votes"], v2[samples[0]]["agreement"], v2[samples[0]]["p_winner"]) == (1, 1.0, 1.0)
+    assert v2[samples[1]]["votes_tie"] == 0 and v2[samples[1]]["agreement"] == 1.0
+
+    snap = build("tie-aware", campaign_ids=[campaign.pk], aggregation="tie-aware-v1")
+    rows = {r["sample_id"]: r for r in rows_of(snap)}
+    assert samples[0] not in rows  # 2 alike votes outvote 1 preference: nothing to learn
+    clear = rows[samples[1]]
+    assert (clear["votes"], clear["votes_loser"], clear["votes_tie"]) == (2, 0, 1)
+    assert clear["agreement"] == round(2 / 3, 6) and clear["p_winner"] == round(2.5 / 3, 6)
+    assert (rows[samples[2]]["agreement"], rows[samples[2]]["p_winner"], rows[samples[2]]["votes_tie"]) == (1.0, 1.0, 0)
+    c = snap.counts
+    assert (c["pairs"], c["tie_votes"], c["tie_outvoted"], c["tie_judgments_excluded"]) == (2, 3, 1, 0)
+    # The soft labels are Parquet columns too, and the reward engine's reader takes the rows.
+    assert pq.read_table(Path(snap.path) / "pairs.parquet").to_pylist() == rows_of(snap)
+    from rewardtrain.engine.data import read_pairs
+
+    assert len(read_pairs(snap.path)) == 2
+    preview = snapshot_preview(filter={"campaign_ids": [campaign.pk]}, aggregation="tie-aware-v1")
+    assert preview["pairs"] == 2 and preview["tie_outvoted"] == 1
+
+
+def test_tie_aware_counts_no_difference_as_a_tie_for_every_pair_of_the_item(best_worst):
+    campaign, slots = best_worst
+    snap = build(campaign_ids=[campaign.pk], aggregation="tie-aware-v1")
+    got = {(r["winner_candidate_id"], r["loser_candidate_id"]): (r["votes"], r["votes_tie"], r["agreement"])
+           for r in rows_of(snap)}
+    (a1, a2, a3, a4), _ = slots
+    # Item 1's single (best, worst) votes each meet one "no difference": outvoted; item 0 keeps both.
+    assert got == {(a1, a4): (2, 0, 1.0), (a2, a3): (1, 0, 1.0)}
+    assert snap.counts["tie_outvoted"] == 2 and snap.counts["tie_votes"] == 1
