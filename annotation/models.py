@@ -12,7 +12,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from . import vocabulary as vocab
 from .guidelines import render_guideline
 
 
@@ -25,9 +24,13 @@ class TimeStamped(models.Model):
 
 
 class TaskType(models.Model):
-    """An edit task (fill, extend, removal). Text rendering is fill with quoted text."""
+    """An edit task: the paper's fill, extend and removal are seeded, curators add others.
 
-    slug = models.SlugField(unique=True, choices=vocab.TASK_CHOICES)
+    Text rendering is fill with quoted text. The slug is the task's name in snapshots and reward
+    models, so it cannot change once judgments exist (services.taxonomy).
+    """
+
+    slug = models.SlugField(unique=True)
     name = models.CharField(max_length=80)
     fixed_prompt = models.CharField(
         max_length=200, blank=True, help_text="Used when a sample has no prompt (removal, prompt-free extend)."
@@ -43,12 +46,19 @@ class TaskType(models.Model):
 
 
 class Criterion(models.Model):
-    """An evaluation dimension. Its guideline is versioned (see GuidelineVersion)."""
+    """An evaluation dimension. Its guideline is versioned (see GuidelineVersion).
+
+    ``name`` and ``description`` are what annotators and the reward model read: the reward query
+    says "Evaluation criterion: <name> (<description>)." (contracts.vocabulary).
+    """
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=80)
+    description = models.TextField(
+        default="", help_text="One line on what is judged; annotators see it and the reward model's query states it."
+    )
     uses_prompt = models.BooleanField(
-        default=False, help_text="Only text alignment shows the prompt to annotators and the reward model."
+        default=False, help_text="Show the prompt to annotators and the reward model (text alignment in the paper)."
     )
 
     class Meta:

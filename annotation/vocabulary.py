@@ -1,36 +1,30 @@
-"""The fixed task and criterion vocabulary shared by every layer (docs/engine-contracts.md).
+"""The built-in task and criterion vocabulary as annotation uses it, and the first guidelines.
 
-Kept free of Django imports so the engines' own copy (rewardtrain.engine.template) can be
-checked against it in tests.
+The vocabulary itself (schema and seeds) lives in ``contracts.vocabulary``; the database rows seeded
+from it are the live vocabulary, which curators extend through the API. The names below are views of
+the built-in seeds for code that only ever handles the paper's tasks.
 """
 from __future__ import annotations
 
-FILL, EXTEND, REMOVAL = "fill", "extend", "removal"
-TEXT_ALIGNMENT, CONSISTENCY, STRUCTURE, AESTHETICS, REMOVAL_QUALITY = (
-    "text_alignment",
-    "consistency",
-    "structure",
-    "aesthetics",
-    "removal_quality",
+from contracts.vocabulary import (  # noqa: F401 - re-exported slugs
+    AESTHETICS,
+    BUILTIN,
+    CONSISTENCY,
+    EXTEND,
+    FILL,
+    REMOVAL,
+    REMOVAL_QUALITY,
+    STRUCTURE,
+    TEXT_ALIGNMENT,
 )
 
-TASK_NAMES = {FILL: "Image fill", EXTEND: "Image extend", REMOVAL: "Object removal"}
+TASK_NAMES = {t.slug: t.name for t in BUILTIN.tasks}
 TASK_CHOICES = list(TASK_NAMES.items())
-CRITERION_NAMES = {
-    TEXT_ALIGNMENT: "Text alignment",
-    CONSISTENCY: "Consistency",
-    STRUCTURE: "Structure",
-    AESTHETICS: "Aesthetics",
-    REMOVAL_QUALITY: "Removal quality",
-}
-TASK_CRITERIA = {
-    FILL: (TEXT_ALIGNMENT, CONSISTENCY, STRUCTURE, AESTHETICS),
-    EXTEND: (TEXT_ALIGNMENT, CONSISTENCY, STRUCTURE, AESTHETICS),
-    REMOVAL: (REMOVAL_QUALITY,),
-}
-# Fixed prompts where the paper (or its official repo) uses one.
-FIXED_PROMPTS = {REMOVAL: "remove the specified object", EXTEND: "high-definition, perfect composition"}
+CRITERION_NAMES = {c.slug: c.name for c in BUILTIN.criteria}
+TASK_CRITERIA = BUILTIN.task_criteria
+FIXED_PROMPTS = {t.slug: t.fixed_prompt for t in BUILTIN.tasks if t.fixed_prompt}
 
+# The first version of each built-in criterion's guideline (annotators read these in full).
 INITIAL_GUIDELINES = {
     TEXT_ALIGNMENT: (
         "Does the edited region show **what the prompt asks for** — the right object, colour, "

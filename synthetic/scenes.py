@@ -21,16 +21,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TASKS: tuple[str, ...] = ("fill", "extend", "removal")
+from contracts.vocabulary import BUILTIN, EXTEND, REMOVAL
 
-# Task → criteria, exactly as in docs/engine-contracts.md.
-TASK_CRITERIA: dict[str, tuple[str, ...]] = {
-    "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "extend": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "removal": ("removal_quality",),
-}
-REMOVAL_PROMPT = "remove the specified object"
-EXTEND_FIXED_PROMPT = "high-definition, perfect composition"
+# The synthetic world draws the built-in tasks and its oracles judge the built-in criteria.
+TASKS: tuple[str, ...] = BUILTIN.task_slugs
+TASK_CRITERIA: dict[str, tuple[str, ...]] = BUILTIN.task_criteria
+REMOVAL_PROMPT = BUILTIN.task(REMOVAL).fixed_prompt
+EXTEND_FIXED_PROMPT = BUILTIN.task(EXTEND).fixed_prompt
 DEFAULT_TASK_PROBS: dict[str, float] = {"fill": 0.5, "extend": 0.25, "removal": 0.25}
 
 # Saturated, well-separated named colours (0..255). Backgrounds are pale and unsaturated, so a
@@ -109,7 +106,7 @@ class Condition:
         """Criteria that apply to this condition (no text alignment for prompt-free extend)."""
         crits = TASK_CRITERIA[self.task]
         if self.task == "extend" and not self.prompt:
-            crits = tuple(c for c in crits if c != "text_alignment")
+            crits = tuple(c for c in crits if not BUILTIN.criterion(c).uses_prompt)
         return crits
 
 

@@ -31,12 +31,46 @@ class CriterionOut(serializers.ModelSerializer):
         return obj.guideline_html or ""
 
 
+class CriterionDetailOut(CriterionOut):
+    """A criterion as curators edit it: also its description and the task types offering it
+    (prefetch ``task_types``). The hand-out keeps the lean ``CriterionOut``."""
+
+    task_types = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+
+    class Meta(CriterionOut.Meta):
+        fields = [*CriterionOut.Meta.fields, "description", "task_types"]
+
+
 class TaskTypeOut(serializers.ModelSerializer):
     criteria = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
 
     class Meta:
         model = TaskType
-        fields = ["id", "slug", "name", "fixed_prompt", "criteria"]
+        fields = ["id", "slug", "name", "fixed_prompt", "description", "criteria"]
+
+
+# Slugs: their format (lowercase words joined by '_' or '-') and uniqueness are checked by the
+# taxonomy services, which answer with field messages like these serializers.
+class TaskTypeIn(serializers.Serializer):
+    slug = serializers.CharField(max_length=50)
+    name = serializers.CharField(max_length=80)
+    fixed_prompt = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
+                                         help_text="Used when a sample has no prompt.")
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    criteria = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list,
+                                     help_text="Slugs of the criteria this task offers.")
+
+
+class CriterionIn(serializers.Serializer):
+    slug = serializers.CharField(max_length=50)
+    name = serializers.CharField(max_length=80)
+    description = serializers.CharField(max_length=2000, help_text=(
+        "What is judged, in a phrase: annotators read it and the reward model's query says "
+        "'Evaluation criterion: <name> (<description>).'"))
+    uses_prompt = serializers.BooleanField(required=False, default=False,
+                                           help_text="Show the prompt to annotators and put it in the reward query.")
+    task_types = serializers.ListField(child=serializers.CharField(max_length=50), min_length=1,
+                                       help_text="Slugs of the task types that offer this criterion.")
 
 
 class GuidelineIn(serializers.Serializer):

@@ -35,7 +35,8 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
   of annotator pairs giving the same label (A/B/tie/both_bad, or the same (best, worst) /
   no_difference), averaged over those items.
 - ``content_hash``: sha256 over the rows in their deterministic order (sample external id,
-  criterion, pair) — rows name their images by sha256, so the hash covers the image content.
+  criterion, pair) — rows name their images by sha256, so the hash covers the image content —
+  and over the ``vocabulary`` when its wording is not the built-in one.
   A succeeded snapshot with the same hash is reused: the new snapshot points at its folder.
 """
 from __future__ import annotations
@@ -58,6 +59,7 @@ from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from contracts.vocabulary import is_builtin
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobReporter, job_create, job_enqueue, job_execute
@@ -76,6 +78,7 @@ from ..models import (
     TaskType,
 )
 from ..selectors import annotator_stats, hashed_annotator_id
+from .taxonomy import vocabulary_from_db
 
 #: Every aggregation with one line for pickers (the dashboard's snapshot builder); the module
 #: docstring has the long form.
@@ -596,6 +599,13 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                 "no preference pairs match the filter "
                 f"({agg.counts['judgments']} judgments read; ties, no-difference answers and gold items "
                 "are excluded)", code="snapshot_empty")
+        # The wording the reward engine will train on: the tasks and criteria of these pairs, as
+        # the database words them now. Custom wording is hashed so that a snapshot built after a
+        # description changed is not mistaken for (and reused as) the earlier one; the paper's
+        # wording adds nothing, so snapshots of the built-in vocabulary keep their hashes.
+        vocabulary = vocabulary_from_db(task_criteria=per_task)
+        if not is_builtin(vocabulary):
+            digest.update(json.dumps(vocabulary.to_dict(), sort_keys=True).encode())
         content_hash = digest.hexdigest()
         counts = {
             "pairs": total, "images": n_images, "per_split": {s: per_split.get(s, 0) for s in ("train", "val", "test")},
@@ -620,6 +630,8 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
             "guideline_versions": {c: sorted(v) for c, v in sorted(agg.guideline_versions.items())},
             "campaign_ids": sorted(agg.campaign_ids), "format_version": FORMAT_VERSION,
             "snapshot_id": snapshot.pk, "name": snapshot.name,
+            # Names, descriptions, uses_prompt and fixed prompts the reward engine words its queries with.
+            "vocabulary": vocabulary.to_dict(),
             # Who was left out and why, pseudonymous like the exports (the usernames stay in the database).
             "excluded_annotators": [{"annotator": hashed_annotator_id(e["annotator_id"]), "reasons": e["reasons"],
                                      "judgments": e["judgments"], "peer_agreement": e["peer_agreement"],

@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS: tuple[str, ...] = ("fill", "extend", "removal")
+from contracts.vocabulary import BUILTIN, EXTEND, REMOVAL, Vocabulary, VocabularyError
+
+#: The tasks the fill pipeline can build inputs for (extend pads the canvas, removal uses its fixed
+#: prompt): the built-in ones. Which criteria score them is the reward model's vocabulary.
+TASKS: tuple[str, ...] = BUILTIN.task_slugs
 POLICY_FILE = "policy.json"  # beside a policy weights folder's weights: kind, LoRA shape, base, step
-# Task vocabulary shared with the reward model and annotation (docs/engine-contracts.md).
-TASK_CRITERIA: dict[str, tuple[str, ...]] = {
-    "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "extend": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "removal": ("removal_quality",),
-}
-EXTEND_DEFAULT_PROMPT = "high-definition, perfect composition"
-REMOVAL_PROMPT = "remove the specified object"
+EXTEND_DEFAULT_PROMPT = BUILTIN.task(EXTEND).fixed_prompt
+REMOVAL_PROMPT = BUILTIN.task(REMOVAL).fixed_prompt
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
     "to_q",
     "to_k",
@@ -228,17 +226,31 @@ class RLConfig:
             _check(isinstance(weights, dict), f"criterion_weights[{task!r}] must be a dict {{criterion: weight}}")
             for criterion, weight in weights.items():
                 _check(
-                    criterion in TASK_CRITERIA[task],
-                    f"criterion_weights[{task!r}]: unknown criterion {criterion!r} "
-                    f"(expected one of {', '.join(TASK_CRITERIA[task])})",
-                )
-                _check(
                     isinstance(weight, int | float) and not isinstance(weight, bool)
                     and math.isfinite(weight) and weight >= 0,
                     f"criterion_weights[{task!r}][{criterion!r}] must be a finite number >= 0, got {weight!r}",
                 )
+        if not self.reward_model:
+            # No reward model to read a vocabulary from: the criteria are the built-in ones. With
+            # one, the run checks the weights against its card's vocabulary (check_vocabulary).
+            self.check_vocabulary(BUILTIN)
+
+    def check_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Raise ``ValueError`` unless every ``criterion_weights`` criterion belongs to its task in
+        ``vocabulary`` (the reward model's) and leaves each weighted task a positive weight."""
+        for task, weights in self.criterion_weights.items():
+            try:
+                allowed = vocabulary.criteria_for(task)
+            except VocabularyError as exc:
+                raise ValueError(f"criterion_weights: {exc}") from None
+            for criterion in weights:
+                _check(
+                    criterion in allowed,
+                    f"criterion_weights[{task!r}]: unknown criterion {criterion!r} "
+                    f"(expected one of {', '.join(allowed)})",
+                )
             _check(
-                any(self.criterion_weight(task, c) > 0 for c in TASK_CRITERIA[task]),
+                any(self.criterion_weight(task, c) > 0 for c in allowed),
                 f"criterion_weights[{task!r}]: every weight is 0, the task would have no loss",
             )
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import TASK_CRITERIA, RLConfig, read_policy_meta
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+
+from .config import RLConfig, read_policy_meta
 from .onestep import OneStepOutput, one_step_images, sample_grad_step
 from .pipeline import (
     Condition,
@@ -48,10 +50,12 @@ class RunCancelled(Exception):
 # ----------------------------------------------------------------------------------------------
 # Reward
 # ----------------------------------------------------------------------------------------------
-def read_reward_criteria(reward_model_dir: str | Path) -> dict[str, list[str]]:
-    """{task: [criteria]} the reward model was trained on, from its ``onereward.json``.
+def read_reward_criteria(reward_model_dir: str | Path) -> tuple[dict[str, list[str]], Vocabulary]:
+    """({task: [criteria]} the reward model was trained on, its vocabulary), from its ``onereward.json``.
 
     Cards written by ``rewardtrain.engine`` carry ``trained_on``; hand-written cards may use ``tasks``.
+    Cards without a ``vocabulary`` were trained on the built-in one. Every trained-on pair must
+    belong to the vocabulary.
     """
     path = Path(reward_model_dir) / "onereward.json"
     if not path.is_file():
@@ -60,7 +64,12 @@ def read_reward_criteria(reward_model_dir: str | Path) -> dict[str, list[str]]:
     tasks = card.get("trained_on") or card.get("tasks")
     if not isinstance(tasks, dict):
         raise ValueError(f"{path}: missing the 'trained_on' map of tasks to criteria")
-    return {task: list(criteria) for task, criteria in tasks.items()}
+    try:
+        vocabulary = vocabulary_or_builtin(card.get("vocabulary"))
+        vocabulary.restricted_to(tasks)  # every (task, criterion) trained on is in the vocabulary
+    except VocabularyError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return {task: list(criteria) for task, criteria in tasks.items()}, vocabulary
 
 
 def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]] | None) -> dict[str, list[str]]:
@@ -76,7 +85,9 @@ def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]
                 f"(it covers {sorted(t for t, c in reward_criteria.items() if c) or 'nothing'}); "
                 "set their task_probs to 0 or use a reward model trained on them"
             )
-    covered = {task: list(c) for task, c in (TASK_CRITERIA if reward_criteria is None else reward_criteria).items()}
+    if reward_criteria is None:
+        reward_criteria = {task: list(c) for task, c in BUILTIN.task_criteria.items()}
+    covered = {task: list(c) for task, c in reward_criteria.items()}
     out = config.scored_criteria(covered)
     for task, crits in out.items():
         if not crits:
@@ -87,13 +98,17 @@ def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]
     return out
 
 
-def check_every_condition_scored(criteria: dict[str, list[str]], by_task: dict[str, list[Condition]]) -> None:
+def check_every_condition_scored(
+    criteria: dict[str, list[str]], by_task: dict[str, list[Condition]], vocabulary: Vocabulary = BUILTIN
+) -> None:
     """Refuse a run in which some condition would have no criterion that applies (no loss, no gradient).
 
-    Happens when only text alignment is left for a task that has prompt-free (extend) conditions.
+    Happens when only prompt criteria (text alignment) are left for a task that has prompt-free
+    (extend) conditions.
     """
     for task, crits in criteria.items():
-        unscored = [c.id for c in by_task.get(task, []) if not any(criterion_applies(k, c.prompt) for k in crits)]
+        unscored = [c.id for c in by_task.get(task, [])
+                    if not any(criterion_applies(vocabulary, k, c.prompt) for k in crits)]
         if unscored:
             raise ValueError(
                 f"task {task!r}: {len(unscored)} prompt-free condition(s) (e.g. {unscored[0]}) have no criterion "
@@ -114,9 +129,10 @@ def load_reward_fn(config: RLConfig, device: torch.device) -> RewardFn:
     return reward
 
 
-def criterion_applies(criterion: str, user_prompt: str) -> bool:
-    """Text alignment is only scored when the user gave a prompt (prompt-less extend has none)."""
-    return criterion != "text_alignment" or bool(user_prompt.strip())
+def criterion_applies(vocabulary: Vocabulary, criterion: str, user_prompt: str) -> bool:
+    """A criterion that uses the prompt (text alignment) is only scored when the user gave one
+    (prompt-less extend has none)."""
+    return not vocabulary.criterion(criterion).uses_prompt or bool(user_prompt.strip())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,9 +463,10 @@ def train(
     if empty:
         split = f" (split {config.conditions_split!r})" if config.conditions_split else ""
         raise ValueError(f"conditions folder {config.conditions_dir}{split} has no conditions for task(s) {', '.join(empty)}")
-    reward_criteria = read_reward_criteria(config.reward_model) if config.reward_model else None
+    reward_criteria, vocabulary = read_reward_criteria(config.reward_model) if config.reward_model else (None, BUILTIN)
+    config.check_vocabulary(vocabulary)  # criterion names are the reward model's, not constants
     criteria = resolve_task_criteria(config, reward_criteria)
-    check_every_condition_scored(criteria, by_task)
+    check_every_condition_scored(criteria, by_task, vocabulary)
     if reward_fn is None:
         if not config.reward_model:
             raise ValueError("reward_model is required (or pass reward_fn)")
@@ -537,7 +554,7 @@ def train(
         step_rewards: dict[str, tuple[float, float]] = {}
         for criterion in criteria[task]:
             weight = config.criterion_weight(task, criterion)
-            idx = [i for i, p in enumerate(user_prompts) if criterion_applies(criterion, p)]
+            idx = [i for i, p in enumerate(user_prompts) if criterion_applies(vocabulary, criterion, p)]
             if not idx:
                 continue
             sel = torch.tensor(idx, device=device)

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .template import CRITERIA, TASKS, build_messages, validate_task_criterion
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+
+from .template import build_messages
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,15 @@ def load_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
         raise SnapshotError(f"{path} is not valid JSON: {exc}") from exc
 
 
+def load_vocabulary(snapshot_dir: str | Path) -> Vocabulary:
+    """The snapshot's task/criterion vocabulary (manifest ``"vocabulary"``); the built-in one for
+    snapshots written before manifests carried it."""
+    try:
+        return vocabulary_or_builtin(load_manifest(snapshot_dir).get("vocabulary"))
+    except VocabularyError as exc:
+        raise SnapshotError(f"{snapshot_dir}: manifest vocabulary: {exc}") from exc
+
+
 def iter_raw_rows(snapshot: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (row number, row dict) from pairs.jsonl, one line at a time, or pairs.parquet, one
     record batch at a time.
@@ -89,20 +100,20 @@ def iter_raw_rows(snapshot: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     raise SnapshotError(f"snapshot {snapshot} has neither pairs.jsonl nor pairs.parquet")
 
 
-def _parse_row(raw: dict[str, Any], snapshot: Path, where: str) -> PairRow:
-    """Validate one raw row; ``snapshot`` must already be resolved."""
+def _parse_row(raw: dict[str, Any], snapshot: Path, where: str, vocabulary: Vocabulary) -> PairRow:
+    """Validate one raw row against the snapshot's vocabulary; ``snapshot`` must already be resolved."""
     missing = [f for f in _REQUIRED_FIELDS if raw.get(f) in (None, "")]
     if missing:
         raise SnapshotError(f"{where}: missing field(s) {', '.join(missing)}")
     if raw["split"] not in SPLITS:
         raise SnapshotError(f"{where}: split {raw['split']!r} is not one of {', '.join(SPLITS)}")
     try:
-        validate_task_criterion(raw["task"], raw["criterion"])
-    except ValueError as exc:
+        spec = vocabulary.check_pair(raw["task"], raw["criterion"])
+    except VocabularyError as exc:
         raise SnapshotError(f"{where}: {exc}") from exc
     prompt = raw.get("prompt") or ""
-    if raw["criterion"] == "text_alignment" and not prompt.strip():
-        raise SnapshotError(f"{where}: a text_alignment pair needs a prompt")
+    if spec.uses_prompt and not prompt.strip():
+        raise SnapshotError(f"{where}: a {spec.slug} pair needs a prompt")
     root = snapshot  # resolved once by the caller: this runs for every row of the snapshot
     paths = []
     for key in ("winner", "loser"):
@@ -125,17 +136,22 @@ def _parse_row(raw: dict[str, Any], snapshot: Path, where: str) -> PairRow:
     )
 
 
-def read_pairs(snapshot_dir: str | Path, split: str | None = None) -> list[PairRow]:
+def read_pairs(
+    snapshot_dir: str | Path, split: str | None = None, vocabulary: Vocabulary | None = None
+) -> list[PairRow]:
     """Read and validate every pair of a snapshot (optionally one split).
 
-    Raises SnapshotError for a missing folder, an empty snapshot, malformed rows, or an unknown
-    task/criterion.
+    Tasks and criteria are checked against ``vocabulary`` (default: the snapshot's own, see
+    `load_vocabulary`). Raises SnapshotError for a missing folder, an empty snapshot, malformed
+    rows, or an unknown task/criterion.
     """
     snapshot = Path(snapshot_dir)
     if not snapshot.is_dir():
         raise SnapshotError(f"snapshot folder not found: {snapshot}")
     if split is not None and split not in SPLITS:
         raise SnapshotError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if vocabulary is None:
+        vocabulary = load_vocabulary(snapshot)
     rows = []
     seen = 0
     # Every row is validated (a bad row fails the snapshot whatever split is asked for), but only
@@ -143,7 +159,7 @@ def read_pairs(snapshot_dir: str | Path, split: str | None = None) -> list[PairR
     root = snapshot.resolve()
     for number, raw in iter_raw_rows(snapshot):
         seen += 1
-        row = _parse_row(raw, root, f"{snapshot.name} row {number}")
+        row = _parse_row(raw, root, f"{snapshot.name} row {number}", vocabulary)
         if split is None or row.split == split:
             rows.append(row)
     if not seen:
@@ -172,14 +188,16 @@ def check_images(rows: list[PairRow]) -> None:
                 raise SnapshotError(f"pair {row.pair_id}: unreadable image {path}: {exc}") from exc
 
 
-def load_training_pairs(snapshot_dir: str | Path, split: str = "train") -> list[PairRow]:
+def load_training_pairs(
+    snapshot_dir: str | Path, split: str = "train", vocabulary: Vocabulary | None = None
+) -> list[PairRow]:
     """The usable training pairs of a snapshot, with clear errors when there are none.
 
     A pair whose winner and loser are the same image says nothing about preference (its two
     orders are the same input with opposite labels), so it is dropped; a snapshot with only such
     pairs has a single effective class and is rejected.
     """
-    rows = read_pairs(snapshot_dir, split=split)
+    rows = read_pairs(snapshot_dir, split=split, vocabulary=vocabulary)
     if not rows:
         raise SnapshotError(f"snapshot {snapshot_dir} has no {split!r} rows")
     usable = [r for r in rows if r.winner != r.loser]
@@ -218,8 +236,9 @@ class PairCollator:
     model silently falls back to 1-D positions); we pass its whole output to the model.
     """
 
-    def __init__(self, processor: Any):
+    def __init__(self, processor: Any, vocabulary: Vocabulary = BUILTIN):
         self.processor = processor
+        self.vocabulary = vocabulary  # words the query: the snapshot's in training, the card's in scoring
 
     def texts_for(self, rows: list[tuple[str, str, str]]) -> list[str]:
         """Chat-template text (with assistant header) for (task, criterion, prompt) triples."""
@@ -228,7 +247,7 @@ class PairCollator:
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - the collator lives as long as its processor
     def _text(self, task: str, criterion: str, prompt: str) -> str:
         return self.processor.apply_chat_template(
-            build_messages(task, criterion, prompt), add_generation_prompt=True, tokenize=False
+            build_messages(task, criterion, prompt, self.vocabulary), add_generation_prompt=True, tokenize=False
         )
 
     def encode(self, examples: list[tuple[Any, Any, str, str, str]]) -> dict[str, torch.Tensor]:
@@ -283,7 +302,11 @@ def shard_for_rank(indices: list[int], rank: int, world_size: int) -> list[int]:
     return indices[rank * per_rank : (rank + 1) * per_rank]
 
 
-def task_criteria_present(rows: list[PairRow]) -> dict[str, list[str]]:
-    """The task -> criteria present in `rows`, in canonical order."""
+def task_criteria_present(rows: list[PairRow], vocabulary: Vocabulary = BUILTIN) -> dict[str, list[str]]:
+    """The task -> criteria present in `rows`, in `vocabulary` order."""
     present = {(r.task, r.criterion) for r in rows}
-    return {t: [c for c in CRITERIA[t] if (t, c) in present] for t in TASKS if any(p[0] == t for p in present)}
+    return {
+        t: [c for c in vocabulary.criteria_for(t) if (t, c) in present]
+        for t in vocabulary.task_slugs
+        if any(p[0] == t for p in present)
+    }

@@ -19,19 +19,17 @@ from typing import Any
 
 import torch
 
-from .data import load_manifest, read_pairs
-from .scorer import RewardScorer, ScoreRequest
-from .template import CRITERIA, TASKS
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError
 
-#: Paper Table 1 accuracies (%), for side-by-side display only.
+from .data import load_manifest, read_pairs, task_criteria_present
+from .scorer import RewardScorer, ScoreRequest
+
+#: Paper Table 1 accuracies (%), shown beside ours where the snapshot has that task and criterion.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "fill": {"text_alignment": 83.77, "consistency": 74.23, "structure": 74.63, "aesthetics": 72.10},
     "extend": {"text_alignment": 80.36, "consistency": 72.50, "structure": 74.29, "aesthetics": 71.10},
     "removal": {"removal_quality": 84.93},
 }
-_COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
-_COLUMN_TITLES = ("Text Alignment", "Consistency", "Structure", "Aesthetics", "Removal Quality")
-_ROW_TITLES = {"fill": "Image Fill", "extend": "Image Extend", "removal": "Object Removal"}
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
@@ -49,7 +47,11 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
 
 
 def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> dict[str, Any]:
-    """Evaluate an already-loaded scorer on preference rows (see module docstring for metrics)."""
+    """Evaluate an already-loaded scorer on preference rows (see module docstring for metrics).
+
+    The table has one cell per (task, criterion) present in ``rows``, in the order of the scorer's
+    vocabulary (the one the model was trained on); ``vocabulary`` in the report names them.
+    """
     requests = []
     for r in rows:
         requests.append(ScoreRequest(r.winner, r.loser, r.task, r.criterion, r.prompt))
@@ -61,12 +63,11 @@ def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> d
     accuracy: dict[str, dict[str, float]] = {}
     single_acc: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
-    for task in TASKS:
-        for criterion in CRITERIA[task]:
+    present = task_criteria_present(rows, scorer.vocabulary)
+    for task, criteria in present.items():
+        for criterion in criteria:
             sel = torch.tensor([r.task == task and r.criterion == criterion for r in rows], dtype=torch.bool)
-            n = int(sel.sum()) if rows else 0
-            if n == 0:
-                continue
+            n = int(sel.sum())
             accuracy.setdefault(task, {})[criterion] = correct[sel].mean().item()
             single_acc.setdefault(task, {})[criterion] = single[sel].mean().item()
             counts.setdefault(task, {})[criterion] = n
@@ -80,6 +81,7 @@ def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> d
         "position_consistency": (p_wl + p_lw - 1).abs().mean().item() if rows else float("nan"),
         "ece": expected_calibration_error(torch.cat([p_wl, p_lw]), labels),
         "pairs": len(rows),
+        "vocabulary": scorer.vocabulary.restricted_to(present).to_dict() if present else None,
     }
 
 
@@ -94,8 +96,8 @@ def evaluate(
     module docstring.
 
     Returns accuracy[task][criterion] (fractions), accuracy_single_order, counts,
-    position_consistency, ece, human_ceiling (copied from the manifest), split ("all" for None)
-    and pairs.
+    position_consistency, ece, human_ceiling (copied from the manifest), split ("all" for None),
+    pairs and vocabulary (the model's names and descriptions of the evaluated tasks and criteria).
     """
     rows = read_pairs(snapshot_dir, split=split)
     if not rows:
@@ -108,21 +110,40 @@ def evaluate(
     return report
 
 
+def _report_vocabulary(report: dict[str, Any]) -> Vocabulary:
+    try:
+        return Vocabulary.from_dict(report["vocabulary"])
+    except (KeyError, VocabularyError):  # reports written before they named their vocabulary
+        return BUILTIN
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """Render accuracies in the paper's Table 1 layout: `ours (paper)` in percent, `-` where n/a."""
-    width = 17
-    lines = ["Accuracy (%)".ljust(16) + "".join(t.rjust(width) for t in _COLUMN_TITLES)]
-    for task in TASKS:
+    """Render accuracies in the paper's Table 1 layout, one row per task and one column per criterion
+    of the report: `ours (paper)` in percent where the paper has the cell, `-` where n/a."""
+    accuracy = report.get("accuracy", {})
+    vocabulary = _report_vocabulary(report)
+
+    def name(kind: str, slug: str) -> str:
+        try:
+            return (vocabulary.task(slug) if kind == "task" else vocabulary.criterion(slug)).name
+        except VocabularyError:
+            return slug
+
+    columns = list(dict.fromkeys(c for crits in accuracy.values() for c in crits))
+    titles = [name("criterion", c) for c in columns]
+    widths = [max(17, len(t) + 2) for t in titles]
+    first = max([16, *(len(name("task", t)) + 2 for t in accuracy)])
+    lines = ["Accuracy (%)".ljust(first) + "".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))]
+    for task, crits in accuracy.items():
         cells = []
-        for col in _COLUMNS:
-            if col not in CRITERIA[task]:
+        for col, width in zip(columns, widths, strict=True):
+            ours = crits.get(col)
+            paper = PAPER_TABLE1.get(task, {}).get(col)
+            if ours is None:
                 cells.append("-".rjust(width))
-                continue
-            ours = report.get("accuracy", {}).get(task, {}).get(col)
-            paper = PAPER_TABLE1[task][col]
-            text = f"{ours * 100:.2f}" if ours is not None else "n/a"
-            cells.append(f"{text} ({paper:.2f})".rjust(width))
-        lines.append(_ROW_TITLES[task].ljust(16) + "".join(cells))
+            else:
+                cells.append((f"{ours * 100:.2f}" + (f" ({paper:.2f})" if paper is not None else "")).rjust(width))
+        lines.append(name("task", task).ljust(first) + "".join(cells))
     lines.append("ours (paper)")
     lines.append(
         f"pairs: {report.get('pairs')}  position consistency |P(a,b)+P(b,a)-1|: "

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+
 from .data import PairCollator
 from .loss import p_yes as p_yes_from_log_odds
 from .model import forward_log_odds, load_reward_model
@@ -63,13 +65,15 @@ class RewardScorer:
         yes_token_id: int,
         no_token_id: int,
         card: dict[str, Any] | None = None,
+        vocabulary: Vocabulary = BUILTIN,
     ):
         self.model = model
         self.processor = processor
         self.yes_token_id = yes_token_id
         self.no_token_id = no_token_id
         self.card = card or {}
-        self.collator = PairCollator(processor)
+        self.vocabulary = vocabulary  # the words of every query: the model's training vocabulary
+        self.collator = PairCollator(processor, vocabulary)
         self._template_cache: dict[tuple, dict[str, torch.Tensor]] = {}
         ip = processor.image_processor
         self.patch_size = int(ip.patch_size)
@@ -86,7 +90,8 @@ class RewardScorer:
     ) -> RewardScorer:
         """Load a trained reward model folder (a run's `final/`) for scoring.
 
-        The pixel budget saved with the model (the one used in training) is used. The model is
+        The pixel budget and the vocabulary saved with the model (those used in training; the
+        built-in vocabulary for cards written before cards carried one) are used. The model is
         frozen (`requires_grad=False`) and in eval mode; `differentiable` still builds a graph to
         the input pixels.
         """
@@ -103,6 +108,10 @@ class RewardScorer:
                 )
         else:
             logger.warning("%s has no %s: scoring an untrained base model", model_dir, MODEL_CARD)
+        try:
+            vocabulary = vocabulary_or_builtin(card.get("vocabulary"))
+        except VocabularyError as exc:
+            raise ValueError(f"{card_path}: vocabulary: {exc}") from exc
         loaded = load_reward_model(
             model_dir,
             device=device,
@@ -112,7 +121,7 @@ class RewardScorer:
         )
         loaded.model.eval()
         loaded.model.requires_grad_(False)
-        return cls(loaded.model, loaded.processor, loaded.yes_token_id, loaded.no_token_id, card)
+        return cls(loaded.model, loaded.processor, loaded.yes_token_id, loaded.no_token_id, card, vocabulary)
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +193,7 @@ class RewardScorer:
         cached = self._template_cache.get(key)
         if cached is None:
             text = self.processor.apply_chat_template(
-                build_messages(task, criterion, prompt), add_generation_prompt=True, tokenize=False
+                build_messages(task, criterion, prompt, self.vocabulary), add_generation_prompt=True, tokenize=False
             )
             # Blank images of the final size: only their shape matters for the token layout.
             blanks = [Image.new("RGB", (size1[1], size1[0])), Image.new("RGB", (size2[1], size2[0]))]
@@ -211,8 +220,8 @@ class RewardScorer:
         """P(Yes | first, second, query) for a batch of image tensors, differentiable w.r.t. pixels.
 
         `first` and `second` are [B, 3, H, W] tensors in [0, 1] (the two may differ in size).
-        `prompt` is one string for the whole batch or one per sample (used only for
-        text_alignment). Returns [B] P(Yes) or, with `return_log_odds`, logit(Yes) - logit(No),
+        `prompt` is one string for the whole batch or one per sample (used only for criteria that
+        use the prompt). Returns [B] P(Yes) or, with `return_log_odds`, logit(Yes) - logit(No),
         which does not saturate (the better RL reward for sharp models).
         """
         if first.shape[0] != second.shape[0]:

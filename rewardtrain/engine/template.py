@@ -1,80 +1,64 @@
 """The one versioned reward-model query template.
 
 The OneReward paper (Fig. 5) does not publish its template wording, only its shape: the query
-states the edit task and the evaluation criterion, includes the user's prompt *only* for text
-alignment, and asks whether the FIRST image is better than the SECOND. This module is the single
-place where that wording lives; `TEMPLATE_VERSION` is stored with every trained model
-(`final/onereward.json`) so a scorer can refuse a model trained with a different wording.
+states the edit task and the evaluation criterion, includes the user's prompt *only* for criteria
+that use it (text alignment in the paper), and asks whether the FIRST image is better than the
+SECOND. The task and criterion words come from a vocabulary (contracts.vocabulary): the snapshot's
+for training, the model card's for scoring. This module is the single place where the wording
+around them lives; `TEMPLATE_VERSION` is stored with every trained model (`final/onereward.json`)
+so a scorer can refuse a model trained with a different wording.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Bump whenever the wording below changes: models trained on another version are incompatible.
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError
+
+#: Bump whenever the wording below (or the built-in vocabulary's) changes: models trained on another
+#: version are incompatible.
 TEMPLATE_VERSION = "onereward-query-v2"
-
-#: Task slugs, in the order of the paper's Table 1.
-TASKS: tuple[str, ...] = ("fill", "extend", "removal")
-
-#: Valid criteria per task (docs/engine-contracts.md vocabulary).
-CRITERIA: dict[str, tuple[str, ...]] = {
-    "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "extend": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "removal": ("removal_quality",),
-}
-
-TASK_NAMES: dict[str, str] = {
-    "fill": "image fill",
-    "extend": "image extend",
-    "removal": "object removal",
-}
-
-#: What each criterion asks the model to judge; part of the versioned wording.
-CRITERION_DESCRIPTIONS: dict[str, str] = {
-    "text_alignment": "text alignment (how well the edited region matches the prompt)",
-    "consistency": "consistency (how seamlessly the edited region blends with the rest of the image)",
-    "structure": "structure (plausible shapes, no distorted or broken objects)",
-    "aesthetics": "aesthetics (overall visual appeal, colour and detail)",
-    "removal_quality": "removal quality (the object is gone and the background is restored cleanly)",
-}
 
 #: The answer words; each must be a single token right after the assistant header.
 YES = "Yes"
 NO = "No"
 
 
-def validate_task_criterion(task: str, criterion: str) -> None:
-    """Raise ValueError unless `criterion` is a valid criterion of `task`."""
-    if task not in CRITERIA:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if criterion not in CRITERIA[task]:
-        raise ValueError(
-            f"criterion {criterion!r} is not valid for task {task!r}; expected one of {', '.join(CRITERIA[task])}"
-        )
+def _in_sentence(name: str) -> str:
+    """A display name as it reads mid-sentence: "Image fill" -> "image fill", "OCR score" unchanged."""
+    if len(name) > 1 and name[1].isupper():
+        return name
+    return name[:1].lower() + name[1:]
 
 
-def build_query(task: str, criterion: str, prompt: str | None = None) -> str:
-    """Return the query text for one (task, criterion) judgement.
+def validate_task_criterion(task: str, criterion: str, vocabulary: Vocabulary = BUILTIN) -> None:
+    """Raise ValueError unless `criterion` is a criterion of `task` in `vocabulary`."""
+    vocabulary.check_pair(task, criterion)
 
-    The prompt is included only for ``text_alignment`` (paper §4.3: other criteria must judge
-    visual quality without semantic bias), where it is required. For every other criterion the
-    prompt is ignored, so callers can pass a row's prompt unconditionally.
+
+def build_query(task: str, criterion: str, prompt: str | None = None, vocabulary: Vocabulary = BUILTIN) -> str:
+    """Return the query text for one (task, criterion) judgement, worded from `vocabulary`.
+
+    The prompt is included only for a criterion that ``uses_prompt`` (paper §4.3: other criteria
+    must judge visual quality without semantic bias), where it is required. For every other
+    criterion the prompt is ignored, so callers can pass a row's prompt unconditionally.
     """
-    validate_task_criterion(task, criterion)
+    spec = vocabulary.check_pair(task, criterion)
     lines = [
-        f"Task: {TASK_NAMES[task]}.",
-        f"Evaluation criterion: {CRITERION_DESCRIPTIONS[criterion]}.",
+        f"Task: {_in_sentence(vocabulary.task(task).name)}.",
+        f"Evaluation criterion: {_in_sentence(spec.name)} ({spec.description.strip()}).",
     ]
-    if criterion == "text_alignment":
+    if spec.uses_prompt:
         if not prompt or not prompt.strip():
-            raise ValueError("criterion 'text_alignment' needs a non-empty prompt")
+            raise VocabularyError(f"criterion {criterion!r} needs a non-empty prompt")
         lines.append(f"Prompt: {prompt.strip()}")
     lines.append(f"Is the first image better than the second image? Answer {YES} or {NO}.")
     return "\n".join(lines)
 
 
-def build_messages(task: str, criterion: str, prompt: str | None = None) -> list[dict[str, Any]]:
+def build_messages(
+    task: str, criterion: str, prompt: str | None = None, vocabulary: Vocabulary = BUILTIN
+) -> list[dict[str, Any]]:
     """Chat messages for the processor's chat template: the query, then the first and second image.
 
     The query comes first (v2) so that, in a causal model, every image token is read in the light
@@ -87,7 +71,7 @@ def build_messages(task: str, criterion: str, prompt: str | None = None) -> list
         {
             "role": "user",
             "content": [
-                {"type": "text", "text": build_query(task, criterion, prompt)},
+                {"type": "text", "text": build_query(task, criterion, prompt, vocabulary)},
                 {"type": "image"},
                 {"type": "image"},
             ],

@@ -16,8 +16,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from contracts.vocabulary import BUILTIN
+
 from .processor import ImageOnlyQwen2_5_VLProcessor, save_processor
-from .template import CRITERIA, NO, YES, build_query
+from .template import NO, YES, build_query
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -51,11 +53,12 @@ _WORDS = (
 
 
 def _tokenizer_corpus(seed: int) -> list[str]:
-    """Template text for every (task, criterion) plus bare answer words, so Yes/No are single tokens."""
+    """Built-in template text for every (task, criterion) plus bare answer words, so Yes/No are single
+    tokens. Other vocabularies' words are still encoded (byte-level BPE), only in more tokens."""
     rng = random.Random(seed)
     lines = []
     for _ in range(60):
-        for task, criteria in CRITERIA.items():
+        for task, criteria in BUILTIN.task_criteria.items():
             for criterion in criteria:
                 prompt = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 6)))
                 lines.append(build_query(task, criterion, prompt))

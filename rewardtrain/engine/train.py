@@ -38,6 +38,7 @@ from .data import (
     global_batch_indices,
     load_manifest,
     load_training_pairs,
+    load_vocabulary,
     read_pairs,
     shard_for_rank,
     task_criteria_present,
@@ -47,7 +48,7 @@ from .model import forward_log_odds, load_reward_model
 from .processor import save_processor
 from .scorer import MODEL_CARD
 from .sharding import full_model_state, full_optimizer_state, load_full_state, shard_model
-from .template import CRITERIA, TEMPLATE_VERSION
+from .template import TEMPLATE_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +194,10 @@ class _Trainer:
             (self.out / "result.json").exists() or latest_checkpoint(self.out) is not None
         ):
             raise ValueError(f"{self.out} already holds a run; set resume=true or choose a new output_dir")
-        self.rows = load_training_pairs(config.snapshot_dir)
-        self.val_rows = read_pairs(config.snapshot_dir, split="val")
+        # The snapshot's vocabulary words every query, and goes into the model card for the scorer.
+        self.vocabulary = load_vocabulary(config.snapshot_dir)
+        self.rows = load_training_pairs(config.snapshot_dir, vocabulary=self.vocabulary)
+        self.val_rows = read_pairs(config.snapshot_dir, split="val", vocabulary=self.vocabulary)
         self.manifest = load_manifest(config.snapshot_dir)
         if config.max_steps:
             self.total_steps = config.max_steps
@@ -244,7 +247,7 @@ class _Trainer:
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.collator = PairCollator(self.processor)
+        self.collator = PairCollator(self.processor, self.vocabulary)
         self.start_step = 0
         if config.resume:
             ckpt = latest_checkpoint(self.out)
@@ -556,8 +559,9 @@ class _Trainer:
             save_processor(self.processor, tmp)
             card = {
                 "template_version": TEMPLATE_VERSION,
-                "criteria": {task: list(c) for task, c in CRITERIA.items()},
-                "trained_on": task_criteria_present(self.rows),
+                "criteria": {task: list(c) for task, c in self.vocabulary.task_criteria.items()},
+                "trained_on": task_criteria_present(self.rows, self.vocabulary),
+                "vocabulary": self.vocabulary.to_dict(),
                 "base_model": self.config.base_model,
                 "snapshot": {
                     "path": str(self.config.snapshot_dir),

@@ -2,15 +2,53 @@
 
 import pytest
 
+from contracts.vocabulary import BUILTIN, CriterionSpec, TaskSpec, Vocabulary
 from rewardtrain.engine.config import RewardTrainConfig, parse_override
-from rewardtrain.engine.template import CRITERIA, TASKS, TEMPLATE_VERSION, build_messages, build_query
+from rewardtrain.engine.template import TEMPLATE_VERSION, build_messages, build_query
 
 
-def test_vocabulary_matches_contract():
-    assert TASKS == ("fill", "extend", "removal")
-    assert CRITERIA["fill"] == ("text_alignment", "consistency", "structure", "aesthetics")
-    assert CRITERIA["removal"] == ("removal_quality",)
-    assert TEMPLATE_VERSION
+def test_builtin_wording_is_the_versioned_one():
+    # Every model trained on TEMPLATE_VERSION read exactly these words: the seeds must not drift.
+    assert TEMPLATE_VERSION == "onereward-query-v2"
+    assert build_query("fill", "text_alignment", " a red cat ") == (
+        "Task: image fill.\n"
+        "Evaluation criterion: text alignment (how well the edited region matches the prompt).\n"
+        "Prompt: a red cat\n"
+        "Is the first image better than the second image? Answer Yes or No."
+    )
+    assert build_query("removal", "removal_quality", "ignored") == (
+        "Task: object removal.\n"
+        "Evaluation criterion: removal quality (the object is gone and the background is restored cleanly).\n"
+        "Is the first image better than the second image? Answer Yes or No."
+    )
+    assert build_query("extend", "structure") == (
+        "Task: image extend.\n"
+        "Evaluation criterion: structure (plausible shapes, no distorted or broken objects).\n"
+        "Is the first image better than the second image? Answer Yes or No."
+    )
+
+
+def test_query_is_worded_from_the_vocabulary_it_is_given():
+    vocab = Vocabulary(
+        tasks=(TaskSpec("fill", "Image fill"), TaskSpec("relight", "Relighting")),
+        criteria=(
+            CriterionSpec("text_legibility", "OCR legibility", "quoted words are spelled exactly and readable",
+                          ("fill",), uses_prompt=True),
+            CriterionSpec("shadows", "Shadows", "shadows agree with the light", ("relight",)),
+        ),
+    )
+    query = build_query("fill", "text_legibility", 'the word "OPEN"', vocab)
+    # Acronyms keep their case; the prompt is included because this criterion uses it.
+    assert "Evaluation criterion: OCR legibility (quoted words are spelled exactly and readable)." in query
+    assert 'Prompt: the word "OPEN"' in query
+    assert build_query("relight", "shadows", "not shown", vocab).startswith("Task: relighting.\nEvaluation criterion: shadows")
+    assert "not shown" not in build_query("relight", "shadows", "not shown", vocab)
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        build_query("fill", "text_legibility", "", vocab)
+    with pytest.raises(ValueError, match="unknown task 'extend'"):
+        build_query("extend", "structure", None, vocab)
+    with pytest.raises(ValueError, match="not valid for task 'fill'"):
+        build_query("fill", "text_legibility", "x", BUILTIN)
 
 
 def test_prompt_only_in_text_alignment_query():

@@ -37,7 +37,7 @@ def test_learns_brightness_criterion_to_high_heldout_accuracy(base_config, synth
     assert report["human_ceiling"]["removal"]["removal_quality"] == 0.92
     assert 0 <= report["position_consistency"] <= 1 and 0 <= report["ece"] <= 1
     table = format_table(report)
-    assert "Image Fill" in table and "(83.77)" in table
+    assert "Image fill" in table and "(83.77)" in table and "Removal quality" in table
 
 
 def test_resume_from_mid_run_checkpoint_matches_uninterrupted(base_config, tmp_path):
