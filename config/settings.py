@@ -84,8 +84,12 @@ INSTALLED_APPS = [
     "rewardtrain",
     "policytrain",
     "frontend",
-    "demo",
 ]
+# The synthetic-world demo (`manage.py demo`, `manage.py seed_demo`) is a tool around the product, not
+# part of it: the embedded one-machine setup and `make run` include it, a production deployment
+# (DATABASE_URL set) only with DEMO_APP=true (docs/decisions/0012).
+if _flag("DEMO_APP", EMBEDDED):
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -10,6 +10,8 @@ os.environ.setdefault("ANNOTATOR_ID_SALT", "test-only-annotator-salt")
 # The live-server and browser tests speak plain HTTP.
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "false")
+# The suite drives the demo (tests/demo) and its seeding, which production leaves out.
+os.environ.setdefault("DEMO_APP", "true")
 # Every test signs in from 127.0.0.1: suite-wide counts must not lock it out. The tests of the
 # limits set low ones themselves.
 os.environ.setdefault("LOGIN_FAILURES_PER_ACCOUNT", "100000")

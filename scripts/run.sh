@@ -12,6 +12,9 @@ PY=.venv/bin/python
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 # Local use is plain HTTP on 127.0.0.1: no HTTPS redirect or secure-only cookies unless asked for.
 export DJANGO_SECURE_SSL_REDIRECT="${DJANGO_SECURE_SSL_REDIRECT:-false}" DJANGO_SECURE_COOKIES="${DJANGO_SECURE_COOKIES:-false}"
+# `make run` seeds the demo users and campaigns (and `make demo` runs the demo): the demo app is on
+# here even against PostgreSQL, where production settings leave it out.
+export DEMO_APP="${DEMO_APP:-true}"
 if [ "$MODE" = "--dev" ]; then
   export DJANGO_DEBUG="${DJANGO_DEBUG:-true}"
 else
