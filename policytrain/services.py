@@ -24,6 +24,7 @@ from annotation.images import sha256_of
 from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
 from annotation.services.campaigns import campaign_add_items, campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png
+from contracts.vocabulary import vocabulary_or_builtin
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
@@ -157,6 +158,12 @@ def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]
     """{task: criteria RL will score}: what the reward model covers of each active task, less the
     criteria ``criterion_weights`` sets to 0. A task left with none is a field error."""
     covered = reward_model_criteria(reward_model)
+    # Criterion names are the reward model's (its card's vocabulary; the built-in one for older cards).
+    card = json.loads((Path(reward_model.path) / MODEL_CARD).read_text())  # read and checked just above
+    try:
+        config.check_vocabulary(vocabulary_or_builtin(card.get("vocabulary")))
+    except ValueError as exc:
+        raise ApplicationError(str(exc), fields={"criterion_weights": [str(exc)]}, code="invalid_config") from None
     missing = [t for t in config.active_tasks if not covered.get(t)]
     if missing:
         have = sorted(t for t, c in covered.items() if c) or ["nothing"]

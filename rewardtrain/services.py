@@ -6,6 +6,7 @@ modules (train, evaluate, scorer, tiny) are imported inside the functions the Ce
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
-from annotation.vocabulary import TASK_CRITERIA
+from contracts.vocabulary import VocabularyError, vocabulary_or_builtin
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
@@ -230,6 +231,13 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
              .select_related("sample__task_type")}
     errors: dict[str, list[str]] = {}
     resolved = []
+    # The criteria a model can score are those of the vocabulary it was trained on (its card).
+    card = Path(model.path) / "onereward.json"
+    try:
+        vocabulary = vocabulary_or_builtin(json.loads(card.read_text()).get("vocabulary") if card.is_file() else None)
+    except (ValueError, VocabularyError) as exc:
+        raise ApplicationError("The reward model's card is unreadable.", fields={"model": [f"{card}: {exc}"]}) from None
+    task_criteria = vocabulary.task_criteria
     for n, p in enumerate(pairs):
         first, second = cands.get(p.get("first")), cands.get(p.get("second"))
         if first is None or second is None:
@@ -237,8 +245,8 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
             continue
         task = p.get("task") or first.sample.task_type.slug
         criterion = p.get("criterion")
-        if criterion not in TASK_CRITERIA.get(task, ()):
-            errors[str(n)] = [f"criterion must be one of {', '.join(TASK_CRITERIA.get(task, ()))} for task {task}."]
+        if criterion not in task_criteria.get(task, ()):
+            errors[str(n)] = [f"criterion must be one of {', '.join(task_criteria.get(task, ()))} for task {task}."]
             continue
         prompt = p.get("prompt")
         if prompt is None:

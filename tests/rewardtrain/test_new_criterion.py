@@ -11,6 +11,10 @@ from rest_framework.test import APIClient
 from annotation.models import Sample
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from contracts.vocabulary import BUILTIN
+from core.errors import ApplicationError
+from policytrain.services import check_reward_coverage
+from rewardtrain.models import RewardModel
+from rewardtrain.services import reward_run_start, reward_score_start
 from tests.factories import make_sample, make_user
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +107,23 @@ def test_a_new_criterion_goes_from_the_api_to_the_reward_model_and_rl(tmp_path):
     rl.check_vocabulary(vocabulary)
     with pytest.raises(ValueError, match="unknown criterion 'text_legibility'"):
         rl.check_vocabulary(BUILTIN)  # the paper's vocabulary has no such criterion
+
+    # The web side checks requests against the registered model's card in the same way.
+    run = reward_run_start(snapshot=snapshot, preset="tiny")
+    model = RewardModel.objects.create(run=run, name="legibility-rm", path=str(final), base_model=str(base),
+                                       template_version=card["template_version"], snapshot=snapshot)
+    first_id, second_id = samples[0].candidates.order_by("id").values_list("id", flat=True)
+    job = reward_score_start(model=model, pairs=[{"first": first_id, "second": second_id,
+                                                  "criterion": "text_legibility"}], enqueue=False)
+    assert job.config["pairs"][0]["criterion"] == "text_legibility"
+    with pytest.raises(ApplicationError) as refused:
+        reward_score_start(model=model, pairs=[{"first": first_id, "second": second_id, "criterion": "structure"}],
+                           enqueue=False)
+    assert "text_legibility" in refused.value.fields["pairs"]["0"][0]
+    fill_only = {"base_policy": "b", "conditions_dir": "c", "output_dir": "o", "reward_model": str(final),
+                 "task_probs": {"fill": 1.0}}
+    assert check_reward_coverage(model, RLConfig(**fill_only, criterion_weights={"fill": {"text_legibility": 2}})) == {
+        "fill": ["text_legibility"]}
+    with pytest.raises(ApplicationError) as unknown:
+        check_reward_coverage(model, RLConfig(**fill_only, criterion_weights={"fill": {"structure": 1}}))
+    assert "unknown criterion 'structure'" in unknown.value.fields["criterion_weights"][0]
