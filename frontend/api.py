@@ -32,6 +32,7 @@ from rewardtrain.presets import preset_names
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
 
 from . import selectors as sel
+from .services import run_tags_set
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 INLINE_SUFFIXES = IMAGE_SUFFIXES | {".json", ".jsonl", ".txt", ".log", ".md"}
@@ -98,6 +99,38 @@ class JobActionApi(_Staff):
         else:
             raise ApplicationError(f"Unknown action '{action}'.", fields={"action": ["Use cancel or resume."]})
         return Response(sel.job_summary(sel.dashboard_jobs().get(pk=pk)))
+
+
+class JobTagsIn(serializers.Serializer):
+    tags = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False), max_length=100)
+
+
+class JobTagsApi(_Staff):
+    """PUT {"tags": [...]}: replace a reward or RL run's tags (``frontend.services.run_tags_set``)."""
+
+    @extend_schema(request=JobTagsIn, responses=dict)
+    def put(self, request, pk: int):
+        job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
+        data = JobTagsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        run_tags_set(job=job, tags=data.validated_data["tags"])
+        return Response(sel.job_summary(sel.dashboard_jobs().get(pk=pk)))
+
+
+class RunOverlayApi(_Staff):
+    """GET ?job=1&job=2…: the runs' summaries and every curve they logged, for one overlay chart."""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        raw = request.query_params.getlist("job")
+        bad = [v for v in raw if not v.isdigit()]
+        if bad or not raw:
+            raise ApplicationError("Pick runs to overlay.", fields={"job": [f"Not a run id: {v!r}." for v in bad]
+                                                                       or ["Pick at least one run."]})
+        ids = list(dict.fromkeys(int(v) for v in raw))
+        if len(ids) > sel.MAX_OVERLAY_RUNS:
+            raise ApplicationError("Too many runs.", fields={"job": [f"At most {sel.MAX_OVERLAY_RUNS} runs at once."]})
+        return Response(sel.overlay_runs(ids))
 
 
 class JobArtifactApi(_Staff):
@@ -346,6 +379,7 @@ class CompareCheckpointsApi(_Staff):
 class CampaignFromCandidatesIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     task = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
+    # For "opponents", the first source is side A and the second side B.
     sources = serializers.ListField(child=serializers.CharField(max_length=200), min_length=1, max_length=20)
     pairing = serializers.ChoiceField(choices=["opponents", "all_pairs"], default="opponents")
     split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
@@ -357,6 +391,8 @@ class CampaignFromCandidatesIn(serializers.Serializer):
     def validate(self, attrs):
         if attrs["pairing"] == "opponents" and len(attrs["sources"]) != 2:
             raise serializers.ValidationError({"sources": ["A versus campaign needs exactly two sources (A and B)."]})
+        if len(set(attrs["sources"])) != len(attrs["sources"]):
+            raise serializers.ValidationError({"sources": ["Each source once: A and B must differ."]})
         return attrs
 
 

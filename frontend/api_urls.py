@@ -6,6 +6,8 @@ from . import api
 urlpatterns = [
     path("jobs/", api.JobListApi.as_view(), name="dash-api-jobs"),
     path("jobs/<int:pk>/", api.JobDetailApi.as_view(), name="dash-api-job"),
+    path("jobs/<int:pk>/tags/", api.JobTagsApi.as_view(), name="dash-api-job-tags"),
+    path("runs/overlay/", api.RunOverlayApi.as_view(), name="dash-api-overlay"),
     path("jobs/<int:pk>/artifacts/<path:path>", api.JobArtifactApi.as_view(), name="dash-api-artifact"),
     path("jobs/<int:pk>/<str:action>/", api.JobActionApi.as_view(), name="dash-api-job-action"),
     path("reward-runs/", api.RewardRunStartApi.as_view(), name="dash-api-reward-runs"),

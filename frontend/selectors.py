@@ -36,7 +36,8 @@ from annotation.selectors import (
 )
 from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from core.errors import ApplicationError
-from jobs.models import Job, JobKind, JobStatus
+from core.stats import wilson_interval
+from jobs.models import Job, JobKind, JobStatus, MetricPoint
 from jobs.selectors import job_list, job_metric_series
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun, policy_source_name
 from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production_checkpoint, run_sample_grids
@@ -123,7 +124,37 @@ def can_resume(job: Job) -> bool:
     return related(job, "policy_run") is not None
 
 
+#: The key config values the runs list shows as columns, per kind of run (the resolved config's
+#: names); "lr" is shown for both, so reward and RL runs line up in one column.
+PARAM_KEYS = {
+    JobKind.REWARD: ("preset", "lr", "batch_size", "max_steps", "lora_r", "full_finetune", "seed"),
+    JobKind.POLICY: ("algorithm", "lr", "batch_size", "max_steps", "hinge_lambda", "ema_decay", "lora_rank", "seed"),
+}
+
+
+def run_of(job: Job) -> RewardRun | PolicyRun | None:
+    """The reward or RL run behind a job (the rows that carry tags), else None."""
+    if job.kind == JobKind.REWARD:
+        return related(job, "reward_run")
+    if job.kind == JobKind.POLICY:
+        return related(job, "policy_run")
+    return None
+
+
+def run_params(job: Job, run: RewardRun | PolicyRun | None) -> dict:
+    """The key config values of a reward or RL run (``PARAM_KEYS``); empty for other jobs."""
+    if run is None:
+        return {}
+    config = {**(run.config or {}), "preset": getattr(run, "preset", None), "algorithm": getattr(run, "algorithm", None)}
+    if job.kind == JobKind.POLICY:
+        config["lr"] = config.get("learning_rate")
+        if config.get("algorithm") != 2:  # τ is only used by Algorithm 2
+            config["ema_decay"] = None
+    return {k: config.get(k) for k in PARAM_KEYS[job.kind] if config.get(k) is not None}
+
+
 def job_summary(job: Job) -> dict:
+    run = run_of(job)
     return {
         "id": job.pk, "kind": job.kind, "kind_label": job.get_kind_display(), "name": job.name,
         "status": job.status, "step": job.step, "total_steps": job.total_steps, "progress": job.progress,
@@ -134,6 +165,7 @@ def job_summary(job: Job) -> dict:
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "can_cancel": not job.is_finished, "can_resume": can_resume(job),
         "url": reverse("dash-run", args=[job.pk]), "links": job_links(job),
+        "tags": list(run.tags) if run is not None else None, "params": run_params(job, run),
     }
 
 
@@ -149,15 +181,23 @@ def accuracy_table(report: dict) -> dict:
                 cells.append({"criterion": col, "applicable": False})
                 continue
             a, c = acc.get(task, {}).get(col), ceiling.get(task, {}).get(col)
+            n = counts.get(task, {}).get(col, 0)
             cells.append({"criterion": col, "applicable": True, "accuracy": None if a is None else round(a * 100, 2),
-                          "ceiling": None if c is None else round(c * 100, 2), "n": counts.get(task, {}).get(col, 0),
-                          "paper": PAPER_TABLE1.get(task, {}).get(col)})
+                          "ci95": percent_interval(a, n), "ceiling": None if c is None else round(c * 100, 2),
+                          "n": n, "paper": PAPER_TABLE1.get(task, {}).get(col)})
         rows.append({"task": task, "name": TASK_NAMES[task], "cells": cells})
     overall = report.get("overall_accuracy")
     return {"columns": [{"slug": c, "name": CRITERION_NAMES[c]} for c in COLUMNS], "rows": rows,
             "overall": None if overall is None else round(overall * 100, 2), "pairs": report.get("pairs"),
+            "overall_ci95": percent_interval(overall, report.get("pairs") or 0),
             "split": report.get("split"), "position_consistency": report.get("position_consistency"),
             "ece": report.get("ece")}
+
+
+def percent_interval(rate: float | None, n: int) -> list[float] | None:
+    """The 95 % Wilson interval of an accuracy ``rate`` measured on ``n`` pairs, in percent."""
+    bounds = None if rate is None else wilson_interval(rate * n, n)
+    return None if bounds is None else [round(bounds[0] * 100, 2), round(bounds[1] * 100, 2)]
 
 
 def reward_model_evaluations(model: RewardModel) -> list[dict]:
@@ -300,6 +340,40 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
     elif job.kind == JobKind.EVALUATION:
         out["scores"] = (job.result or {}).get("scores", [])[:50]
     return out
+
+
+MAX_OVERLAY_RUNS = 12
+MAX_OVERLAY_POINTS = 2000
+
+
+def _thin(points: list[list[float]], limit: int = MAX_OVERLAY_POINTS) -> list[list[float]]:
+    """Every k-th point (and always the last) so one curve stays under ``limit`` points."""
+    step = max(1, math.ceil(len(points) / limit))
+    return points[::step] + ([points[-1]] if points and (len(points) - 1) % step else [])
+
+
+def run_curves(job: Job) -> dict[str, list[list[float]]]:
+    """Every numeric metric a job logged, as ``{"<metric> · <train|eval (split)>": [[step, value], …]}``,
+    plus an RL run's reward per task × criterion (``reward/<task>/<criterion>``)."""
+    series: dict[str, list[list[float]]] = defaultdict(list)
+    for step, kind, values in MetricPoint.objects.filter(job=job).order_by("id").values_list("step", "kind", "values"):
+        split = (values or {}).get("split")
+        suffix = kind if kind != "eval" or not split else f"eval ({split})"
+        for key, value in (values or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                series[f"{key} · {suffix}"].append([step, value])
+    if job.kind == JobKind.POLICY and (run := related(job, "policy_run")):
+        series.update(rl_reward_table(run.output_dir)["series"])
+    return {k: _thin(v) for k, v in sorted(series.items())}
+
+
+def overlay_runs(job_ids: list[int]) -> dict:
+    """The runs ``job_ids`` (in that order, unknown ids reported) with their curves, for one overlay chart."""
+    jobs = {j.pk: j for j in dashboard_jobs().filter(pk__in=job_ids)}
+    missing = [pk for pk in job_ids if pk not in jobs]
+    if missing:
+        raise ApplicationError("Unknown runs.", fields={"job": [f"No run with id {pk}." for pk in missing]})
+    return {"runs": [{**job_summary(jobs[pk]), "curves": run_curves(jobs[pk])} for pk in job_ids]}
 
 
 # --- lineage: campaigns → snapshot → reward model → policy checkpoint → generated campaign -------

@@ -48,6 +48,7 @@ class PolicyRun(models.Model):
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    tags = models.JSONField(default=list, blank=True, help_text="Free labels from the dashboard's runs list.")
 
     class Meta:
         ordering = ["-id"]

@@ -200,16 +200,21 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
     page.wait_for_selector("#c-gsb-table")
     rows = {r.query_selector("td").text_content(): [td.text_content() for td in r.query_selector_all("td")]
             for r in page.query_selector_all("#c-gsb-table tbody tr")}
-    assert rows["Structure"][1:5] == ["86.7%", "13.3%", "0.0%", "93.3%"] and rows["Structure"][7] == "A better"
-    assert rows["Aesthetics"][4] == "60.0%" and rows["All criteria"][6] == "30"
+    assert rows["Structure"][1:4] == ["86.7%", "13.3%", "0.0%"] and rows["Structure"][6] == "A better"
+    assert re.fullmatch(r"93\.3% \(n=15, \d+\.\d–\d+\.\d%\)", rows["Structure"][4])
+    assert rows["Aesthetics"][4].startswith("60.0% (n=15, ") and rows["All criteria"][5] == "30"
     shot(page, screenshot_dir, "campaign")
 
     page.goto("/dashboard/campaigns/new/")
     page.select_option("#c-task", "fill")
-    page.wait_for_selector("#c-sources input[value=sys0]")
-    page.check("#c-sources input[value=sys0]")
-    page.check("#c-sources input[value=sys1]")
+    page.wait_for_selector("#c-side-a option[value=sys0]", state="attached")
+    # Sides are named, not taken from tick order: B is chosen first here.
+    page.select_option("#c-side-b", "sys1")
+    page.select_option("#c-side-a", "sys1")
+    page.wait_for_selector("#c-preview:has-text('A and B must be two different sources.')")
+    page.select_option("#c-side-a", "sys0")
     page.wait_for_selector("#c-preview .count-n")
+    assert "A = sys0, B = sys1" in page.text_content("#c-preview")
     assert page.text_content("#c-preview .count-n") == "6"
     page.fill("#c-name", "sys0 vs sys1 (dashboard)")
     page.check("#c-criteria-list input[value=aesthetics]")

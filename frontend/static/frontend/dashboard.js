@@ -87,6 +87,22 @@
     return Math.abs(v) < 0.001 && v !== 0 ? v.toExponential(2) : v.toFixed(digits === undefined ? 4 : digits);
   }
 
+  // "lo–hi" with enough decimals that the ends differ: an interval never reads "100–100".
+  function fmtInterval(lo, hi, digits) {
+    let a = "", b = "";
+    for (let d = digits; d < digits + 3; d++) { a = lo.toFixed(d); b = hi.toFixed(d); if (a !== b) break; }
+    return `${a}–${b}`;
+  }
+
+  // A rate with its count and 95 % interval, e.g. "82.0 (n=412, 78.0–85.4)" (the template tag rate_ci writes the same).
+  function rateCI(value, n, ci, digits, unit) {
+    if (value === null || value === undefined) return [el("span", { class: "muted", text: "n/a" })];
+    unit = unit || "";
+    const text = `${value.toFixed(digits)}${unit}`;
+    if (!n) return [text];
+    return [text, " ", el("span", { class: "ci", text: ci ? `(n=${n}, ${fmtInterval(ci[0], ci[1], digits)}${unit})` : `(n=${n})` })];
+  }
+
   function pct(x) { return `${Math.round((x || 0) * 100)}%`; }
 
   function badge(status) { return el("span", { class: `badge status-${status}`, "data-status": status, text: status }); }
@@ -192,17 +208,18 @@
     const body = table.rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.name }), row.cells.map((c) => {
       if (!c.applicable) return [el("td", { class: "na", text: "–" }), el("td", { class: "na ceiling", text: "–" })];
       const meets = c.accuracy !== null && c.ceiling !== null && c.accuracy >= c.ceiling;
-      return [el("td", { class: `num${meets ? " meets" : ""}`, title: `${c.n} held-out pairs · paper ${c.paper}` },
-                 c.accuracy === null ? el("span", { class: "muted", text: "n/a" }) : c.accuracy.toFixed(1)),
+      return [el("td", { class: `num${meets ? " meets" : ""}`, "data-testid": "accuracy-cell", title: `${c.n} held-out pairs, 95 % Wilson interval · paper ${c.paper}` },
+                 rateCI(c.accuracy, c.n, c.ci95, 1)),
               el("td", { class: "num ceiling" }, c.ceiling === null ? el("span", { class: "muted", text: "n/a" }) : c.ceiling.toFixed(1))];
     })));
     return el("div", {},
       el("div", { class: "table-wrap" }, el("table", { class: "acc-table", "data-testid": "accuracy-table" },
         el("thead", {}, head1, head2), el("tbody", {}, body))),
-      el("p", { class: "muted small", text: `Overall ${table.overall === null ? "n/a" : table.overall.toFixed(1) + "%"} on ${table.pairs || 0} ${table.split || ""} pairs` +
+      el("p", { class: "muted small" }, "Overall ", el("span", { "data-testid": "accuracy-cell" }, rateCI(table.overall, table.pairs, table.overall_ci95, 1)),
+        ` % on ${table.pairs || 0} ${table.split || ""} pairs` +
         (table.position_consistency !== null && table.position_consistency !== undefined ? ` · position consistency ${fmtNum(table.position_consistency, 3)}` : "") +
         (table.ece !== null && table.ece !== undefined ? ` · ECE ${fmtNum(table.ece, 3)}` : "") +
-        ". “Human” is the snapshot's annotator-agreement ceiling." }));
+        ". Each accuracy reads “value (n = pairs, 95 % Wilson interval)”; “Human” is the snapshot's annotator-agreement ceiling."));
   }
 
   function rlTable(t) {
@@ -216,52 +233,161 @@
   }
 
   // ---------------------------------------------------------------- runs list
+  // The server filters (kind, status, who, name); the page itself sorts, filters by tag or
+  // parameter, edits tags and collects runs for the overlay.
+  const RUN_COLUMNS = [
+    { key: "id", label: "#", sort: (j) => j.id },
+    { key: "name", label: "Run", sort: (j) => j.name.toLowerCase() },
+    { key: "tags", label: "Tags", sort: (j) => (j.tags || []).join(",").toLowerCase() },
+    { key: "status", label: "Status", sort: (j) => j.status },
+    { key: "progress", label: "Progress", sort: (j) => j.progress, cls: "w-progress" },
+    { key: "step", label: "Step · ETA", sort: (j) => j.step },
+  ];
+
+  function matchesLocal(job, tokens) {
+    return tokens.every((t) => {
+      const eq = t.indexOf("=");
+      if (eq > 0) {
+        const k = t.slice(0, eq), v = t.slice(eq + 1);
+        const have = (job.params || {})[k];
+        return have !== undefined && (String(have).toLowerCase() === v || (v !== "" && Number(v) === Number(have)));
+      }
+      return (job.tags || []).some((tag) => tag.toLowerCase().includes(t)) || job.name.toLowerCase().includes(t) ||
+        Object.entries(job.params || {}).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(t));
+    });
+  }
+
   function pageRuns() {
     const form = $("#run-filters");
+    const head = $("#runs-head");
     const body = $("#runs-body");
     const chips = $("#status-chips");
+    const local = $("#runs-local-filter");
+    const overlayBtn = $("#overlay-selected");
+    const selected = new Set();
+    let jobs = [];
     let last = "";
+    let sort = { key: "id", dir: -1 };
+    let editing = null;  // the job whose tags are being edited: polling leaves the table alone meanwhile
     const params = new URLSearchParams(location.search);
     for (const [k, v] of params) { if (form.elements[k]) { if (form.elements[k].type === "checkbox") form.elements[k].checked = true; else form.elements[k].value = v; } }
+    if (params.get("filter")) local.value = params.get("filter");
 
     function query() {
       const q = new URLSearchParams();
       for (const name of ["kind", "status", "started_by", "q"]) if (form.elements[name].value) q.set(name, form.elements[name].value);
       if (form.elements.mine.checked) q.set("mine", "1");
+      if (local.value.trim()) q.set("filter", local.value.trim());
       return q;
     }
 
-    function row(job) {
+    function paramKeys() {
+      return Array.from(new Set(jobs.flatMap((j) => Object.keys(j.params || {})))).sort();
+    }
+
+    function columns() {
+      return [...RUN_COLUMNS, ...paramKeys().map((k) => ({ key: `param:${k}`, label: k, param: k, cls: "num",
+                                                           sort: (j) => { const v = (j.params || {})[k]; return v === undefined ? null : v; } })),
+              { key: "started", label: "Started", sort: (j) => j.created_at }];
+    }
+
+    function sortButton(col) {
+      const on = sort.key === col.key;
+      return el("th", { scope: "col", class: col.cls || "", "aria-sort": on ? (sort.dir > 0 ? "ascending" : "descending") : null },
+        el("button", { type: "button", class: "sort-btn", "data-sort": col.key,
+                       onclick: () => { sort = { key: col.key, dir: on ? -sort.dir : (col.key === "id" || col.key === "started" ? -1 : 1) }; render(); } },
+          col.label, el("span", { class: "sort-mark", "aria-hidden": "true", text: on ? (sort.dir > 0 ? " ▲" : " ▼") : "" })));
+    }
+
+    function tagCell(job) {
+      if (job.tags === null || job.tags === undefined) return el("td", { class: "muted small", text: "—" });
+      if (editing === job.id) {
+        const input = el("input", { type: "text", class: "tag-input", value: job.tags.join(", "), "aria-label": `Tags of #${job.id}, comma-separated` });
+        const msg = el("span", { class: "field-error", role: "alert" });
+        const done = () => { editing = null; render(); };
+        const save = async () => {
+          const tags = input.value.split(",").map((t) => t.trim()).filter(Boolean);
+          const r = await api(`/api/dashboard/jobs/${job.id}/tags/`, { method: "PUT", body: { tags } });
+          if (!r.ok) { msg.textContent = Object.values(r.data.fields || {}).flat().join(" ") || r.data.message; input.setAttribute("aria-invalid", "true"); input.focus(); return; }
+          job.tags = r.data.tags;
+          last = "";
+          done();
+        };
+        input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); save(); } else if (e.key === "Escape") done(); });
+        setTimeout(() => input.focus(), 0);
+        return el("td", { class: "tag-cell editing" }, el("div", { class: "tag-editor" }, input,
+          el("button", { type: "button", class: "btn btn-sm btn-primary", "data-action": "save-tags", onclick: save }, "Save"),
+          el("button", { type: "button", class: "btn btn-sm", onclick: done }, "Cancel")), msg);
+      }
+      return el("td", { class: "tag-cell" }, job.tags.map((t) => el("span", { class: "tag", text: t })),
+        el("button", { type: "button", class: "btn btn-sm btn-ghost", "data-action": "edit-tags", "aria-label": `Edit the tags of #${job.id}`,
+                       onclick: () => { editing = job.id; render(); } }, job.tags.length ? "Edit" : "Add tag"));
+    }
+
+    function row(job, keys) {
       const stepText = job.total_steps ? `${job.step} / ${job.total_steps}` : (job.step ? String(job.step) : "—");
       const eta = job.status === "running" && job.eta_seconds !== null ? ` · ETA ${fmtDuration(job.eta_seconds)}` : "";
       const metric = job.last_metrics && typeof job.last_metrics.loss === "number" ? `loss ${fmtNum(job.last_metrics.loss, 3)}` : "";
       const actions = el("div", { class: "row-actions" },
         job.can_cancel ? el("button", { class: "btn btn-sm", "data-action": "cancel", onclick: () => jobAction(job, "cancel", refresh) }, "Cancel") : null,
         job.can_resume ? el("button", { class: "btn btn-sm", "data-action": "resume", onclick: () => jobAction(job, "resume", refresh) }, "Resume") : null);
+      const pick = el("input", { type: "checkbox", class: "pick", "aria-label": `Overlay #${job.id}`, checked: selected.has(job.id),
+                                 onchange: (e) => { if (e.target.checked) selected.add(job.id); else selected.delete(job.id); syncOverlay(); } });
       return el("tr", { "data-job": job.id, "data-status": job.status },
+        el("td", { class: "pick-col" }, pick),
         el("td", { class: "muted", text: job.id }),
         el("td", { class: "run-cell" }, el("a", { href: job.url, class: "run-name", text: job.name }),
           el("div", { class: "muted small" }, el("span", { class: `kind kind-${job.kind}`, text: job.kind_label }),
             job.error ? el("span", { class: "error-snippet", title: job.error, text: ` · ${job.error}` }) : "")),
+        tagCell(job),
         el("td", {}, badge(job.status), job.cancel_requested && !["cancelled", "failed", "succeeded"].includes(job.status) ? el("div", { class: "muted small", text: "cancelling…" }) : ""),
         el("td", {}, el("div", { class: "progress-cell" }, progressBar(job.progress, job.status), el("span", { class: "small muted", text: pct(job.progress) }))),
         el("td", { class: "small" }, el("div", { text: stepText + eta }), metric ? el("div", { class: "muted", text: metric }) : ""),
+        keys.map((k) => el("td", { class: "num small", "data-param": k, text: (job.params || {})[k] === undefined ? "—" : fmtNum((job.params || {})[k], 6) })),
         el("td", { class: "small" }, el("div", { text: job.started_by || "—" }), el("div", { class: "muted", title: fmtTime(job.created_at), text: fmtAgo(job.created_at) })),
         el("td", { class: "actions-col" }, actions));
     }
 
+    function syncOverlay() {
+      const q = new URLSearchParams();
+      selected.forEach((id) => q.append("job", id));
+      overlayBtn.textContent = `Overlay selected (${selected.size})`;
+      overlayBtn.href = `/dashboard/runs/overlay/?${q}`;
+      overlayBtn.setAttribute("aria-disabled", selected.size ? "false" : "true");
+      overlayBtn.classList.toggle("is-disabled", !selected.size);
+    }
+
+    function render() {
+      const cols = columns();
+      const keys = paramKeys();
+      const col = cols.find((c) => c.key === sort.key) || cols[0];
+      const tokens = local.value.toLowerCase().split(/\s+/).filter(Boolean);
+      const shown = jobs.filter((j) => matchesLocal(j, tokens)).sort((a, b) => {
+        const x = col.sort(a), y = col.sort(b);
+        if (x === y) return b.id - a.id;
+        if (x === null || x === undefined) return 1;  // runs without the value go last either way
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : 1) * sort.dir;
+      });
+      const span = cols.length + 2;
+      head.replaceChildren(el("tr", {}, el("th", { scope: "col", class: "pick-col" }, el("span", { class: "sr-only", text: "Overlay" })),
+        cols.map(sortButton), el("th", { scope: "col", class: "actions-col" }, el("span", { class: "sr-only", text: "Actions" }))));
+      body.replaceChildren(...(shown.length ? shown.map((j) => row(j, keys)) : [el("tr", {}, el("td", { colspan: String(span), class: "muted center" },
+        jobs.length ? "No run has these tags or parameters." : ["No runs match. ", el("a", { href: "/dashboard/new/reward/", text: "Start a reward run" }), "."]))]));
+    }
+
     async function refresh() {
       const q = query();
+      q.delete("filter");
       const r = await api(`/api/dashboard/jobs/?${q}`);
       if (!r.ok) return;
       const text = JSON.stringify(r.data);
-      if (text === last) return;
+      if (text === last || editing !== null) return;
       last = text;
-      const jobs = r.data.jobs;
-      body.replaceChildren(...(jobs.length ? jobs.map(row) : [el("tr", {}, el("td", { colspan: "7", class: "muted center" },
-        "No runs match. ", el("a", { href: "/dashboard/new/reward/", text: "Start a reward run" }), "."))]));
+      jobs = r.data.jobs;
+      render();
       chips.replaceChildren(...Object.entries(r.data.counts).map(([s, n]) => el("button", {
-        type: "button", class: `chip${form.elements.status.value === s ? " is-on" : ""}`, "data-status": s,
+        type: "button", class: `chip${form.elements.status.value === s ? " is-on" : ""}`, "data-status": s, "aria-pressed": form.elements.status.value === s ? "true" : "false",
         onclick: () => { form.elements.status.value = form.elements.status.value === s ? "" : s; changed(); },
       }, badge(s), el("span", { class: "chip-n", text: n }))));
     }
@@ -270,37 +396,123 @@
     form.addEventListener("change", changed);
     form.addEventListener("input", debounce(changed, 300));
     form.addEventListener("submit", (e) => { e.preventDefault(); changed(); });
+    local.addEventListener("input", debounce(() => { history.replaceState(null, "", `?${query()}`); render(); }, 150));
+    overlayBtn.addEventListener("click", (e) => { if (!selected.size) e.preventDefault(); });
+    syncOverlay();
     refresh();
     setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
   }
 
-  // ---------------------------------------------------------------- run detail
+  // ---------------------------------------------------------------- charts
+  // Curves are kept raw ({label, color, dashed, points: [[step, value]]}); drawing applies the
+  // viewer's smoothing and scale, and a <details> "Data" table under each chart lists the raw points.
   const PALETTE = ["#2f5bd3", "#d9822b", "#17804a", "#c2352b", "#7a4fd1", "#0f8b8d", "#9a6200", "#5f6b7a", "#d6409f"];
+  const MAX_TABLE_ROWS = 400;
+
+  function cssVar(name, fallback) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+  }
 
   function makeChart(canvas, yTitle) {
-    if (!window.Chart) return null;
+    if (!window.Chart || !canvas) return null;
+    const ink = cssVar("--muted", "#5f6b7a"), grid = cssVar("--border", "#dfe2e8");
     return new window.Chart(canvas, {
       type: "line",
       data: { datasets: [] },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
         interaction: { mode: "nearest", intersect: false },
-        scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
-                  y: { title: { display: true, text: yTitle } } },
-        plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
-        elements: { point: { radius: (ctx) => (ctx.dataset.data.length < 30 ? 2.5 : 0), hoverRadius: 3 }, line: { borderWidth: 2, tension: 0.15 } },
+        scales: { x: { type: "linear", title: { display: true, text: "step", color: ink }, ticks: { precision: 0, color: ink }, grid: { color: grid } },
+                  y: { title: { display: true, text: yTitle, color: ink }, ticks: { color: ink }, grid: { color: grid } } },
+        plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true, color: ink, font: { size: 13 },
+                                                           filter: (item, data) => !data.datasets[item.datasetIndex].isRaw } } },
+        // Straight segments between logged points: a spline would invent values between sparse evaluations.
+        elements: { point: { radius: (ctx) => (ctx.dataset.data.length < 30 ? 2.5 : 0), hoverRadius: 3 }, line: { borderWidth: 2, tension: 0 } },
       },
     });
   }
 
-  function series(chart, label, index, points, dashed) {
-    let ds = chart.data.datasets.find((d) => d.label === label);
-    if (!ds) {
-      const color = PALETTE[index % PALETTE.length];
-      ds = { label, data: [], borderColor: color, backgroundColor: color, borderDash: dashed ? [5, 4] : undefined };
-      chart.data.datasets.push(ds);
+  // Exponential moving average with the start-up bias removed (as TensorBoard and W&B draw it):
+  // weight 0 = the raw curve, 0.99 = very smooth.
+  function smoothEMA(points, weight) {
+    if (!weight) return points;
+    let avg = 0, norm = 0;
+    return points.map(([x, y]) => {
+      avg = avg * weight + (1 - weight) * y;
+      norm = norm * weight + (1 - weight);
+      return [x, avg / norm];
+    });
+  }
+
+  function faint(color) { return `${color}40`; }
+
+  // Draw raw curves on a chart with the given smoothing and y scale; raw points stay faint behind a smoothed line.
+  function drawCurves(chart, curves, view) {
+    if (!chart) return;
+    const usable = (pts) => (view.log ? pts.filter(([, y]) => y > 0) : pts);
+    const datasets = [];
+    for (const c of curves) {
+      const pts = usable(c.points);
+      const dash = c.dashed ? [5, 4] : undefined;
+      if (view.smoothing > 0) {
+        datasets.push({ label: `${c.label} (raw)`, isRaw: true, data: pts.map(([x, y]) => ({ x, y })), borderColor: faint(c.color),
+                        backgroundColor: faint(c.color), borderWidth: 1, pointRadius: 0, borderDash: dash });
+      }
+      datasets.push({ label: c.label, data: smoothEMA(pts, view.smoothing).map(([x, y]) => ({ x, y })), borderColor: c.color,
+                      backgroundColor: c.color, borderDash: dash });
     }
-    return ds;
+    chart.data.datasets = datasets;
+    chart.options.scales.y.type = view.log ? "logarithmic" : "linear";
+    chart.update("none");
+  }
+
+  // The chart's data as a table (steps down, curves across), for screen readers and exact values.
+  function curvesTable(curves, caption) {
+    const steps = Array.from(new Set(curves.flatMap((c) => c.points.map(([x]) => x)))).sort((a, b) => a - b);
+    const byCurve = curves.map((c) => new Map(c.points.map(([x, y]) => [x, y])));
+    const shown = steps.length > MAX_TABLE_ROWS ? steps.filter((_, i) => i % Math.ceil(steps.length / MAX_TABLE_ROWS) === 0 || i === steps.length - 1) : steps;
+    return el("div", { class: "table-wrap chart-table" },
+      el("table", { class: "data-table compact" },
+        el("caption", { class: "sr-only", text: caption }),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "num", text: "step" }), curves.map((c) => el("th", { scope: "col", class: "num", text: c.label })))),
+        el("tbody", {}, shown.map((x) => el("tr", {}, el("th", { scope: "row", class: "num", text: x }),
+          byCurve.map((m) => el("td", { class: "num", text: m.has(x) ? fmtNum(m.get(x), 4) : "—" })))))),
+      shown.length < steps.length ? el("p", { class: "muted small", text: `Every ${Math.ceil(steps.length / MAX_TABLE_ROWS)}th of ${steps.length} steps.` }) : "");
+  }
+
+  function renderDataTable(details, curves, caption) {
+    if (!details) return;
+    details.hidden = !curves.length;
+    const body = details.querySelector(".chart-data-body");
+    // Built only while open: a long run's table is large and the page polls every second.
+    if (details.open) body.replaceChildren(curvesTable(curves, caption));
+    else body.replaceChildren();
+  }
+
+  // The smoothing slider and log toggle of a page (#smoothing, #log-scale); calls onChange on input.
+  function chartView(onChange) {
+    const slider = $("#smoothing"), log = $("#log-scale"), out = $("#smoothing-value");
+    const params = new URLSearchParams(location.search);
+    if (params.has("smoothing")) slider.value = params.get("smoothing");
+    if (params.get("log") === "1") log.checked = true;
+    const view = {};
+    const read = () => {
+      view.smoothing = Math.min(0.99, Math.max(0, Number(slider.value) || 0));
+      view.log = log.checked;
+      out.textContent = view.smoothing.toFixed(2);
+    };
+    read();
+    const changed = () => {
+      read();
+      const q = new URLSearchParams(location.search);
+      q.set("smoothing", String(view.smoothing));
+      if (view.log) q.set("log", "1"); else q.delete("log");
+      history.replaceState(null, "", `?${q}`);
+      onChange();
+    };
+    slider.addEventListener("input", changed);
+    log.addEventListener("change", changed);
+    return view;
   }
 
   function pageRun() {
@@ -313,26 +525,39 @@
     const charts = { c1: makeChart($("#chart-1"), kind === "policy" ? "hinge loss" : "loss"),
                      c2: makeChart($("#chart-2"), kind === "policy" ? "P(Yes) vs reference" : "accuracy") };
     if (kind === "policy") { $("#chart1-title").textContent = "Loss"; $("#chart2-title").textContent = "Reward per task × criterion"; }
-    let hasCurves = false;
+    const curves = { c1: new Map(), c2: new Map() };
+    const view = chartView(redraw);
+    ["#data-1", "#data-2"].forEach((id) => $(id).addEventListener("toggle", redraw));
+
+    function curve(which, label, index, dashed) {
+      if (!curves[which].has(label)) curves[which].set(label, { label, color: PALETTE[index % PALETTE.length], dashed, points: [] });
+      return curves[which].get(label);
+    }
 
     function addMetrics(points) {
-      if (!charts.c1) return;
       for (const p of points) {
         after = Math.max(after, p.id);
         const suffix = p.kind === "train" ? "train" : (p.kind === "eval" ? `eval${p.split ? " (" + p.split + ")" : ""}` : null);
         if (!suffix) continue;
-        if (typeof p.loss === "number") { series(charts.c1, `loss · ${suffix}`, p.kind === "train" ? 0 : 1, null, p.kind !== "train").data.push({ x: p.step, y: p.loss }); hasCurves = true; }
-        if (kind !== "policy" && typeof p.accuracy === "number") { series(charts.c2, `accuracy · ${suffix}`, p.kind === "train" ? 2 : 3, null, p.kind !== "train").data.push({ x: p.step, y: p.accuracy }); hasCurves = true; }
-        if (kind !== "policy" && typeof p.overall_accuracy === "number") { series(charts.c2, "held-out accuracy", 4, null, true).data.push({ x: p.step, y: p.overall_accuracy }); }
+        if (typeof p.loss === "number") curve("c1", `loss · ${suffix}`, p.kind === "train" ? 0 : 1, p.kind !== "train").points.push([p.step, p.loss]);
+        if (kind !== "policy" && typeof p.accuracy === "number") curve("c2", `accuracy · ${suffix}`, p.kind === "train" ? 2 : 3, p.kind !== "train").points.push([p.step, p.accuracy]);
+        if (kind !== "policy" && typeof p.overall_accuracy === "number") curve("c2", "held-out accuracy", 4, true).points.push([p.step, p.overall_accuracy]);
       }
     }
 
     function policySeries(rl) {
-      if (!charts.c2 || !rl) return;
-      const keys = Object.keys(rl.series || {}).sort();
-      charts.c2.data.datasets = keys.map((k, i) => ({ label: k.replace("reward/", ""), data: rl.series[k].map(([x, y]) => ({ x, y })),
-        borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length], pointRadius: 0 }));
-      if (keys.length) hasCurves = true;
+      if (!rl) return;
+      curves.c2 = new Map(Object.keys(rl.series || {}).sort().map((k, i) => [k, { label: k.replace("reward/", ""), color: PALETTE[i % PALETTE.length],
+                                                                                   points: rl.series[k] }]));
+    }
+
+    function redraw() {
+      const c1 = Array.from(curves.c1.values()), c2 = Array.from(curves.c2.values());
+      $("#charts").hidden = !(c1.length || c2.length);
+      drawCurves(charts.c1, c1, view);
+      drawCurves(charts.c2, c2, view);
+      renderDataTable($("#data-1"), c1, $("#chart1-title").textContent);
+      renderDataTable($("#data-2"), c2, $("#chart2-title").textContent);
     }
 
     function renderOnce(key, value, fn) {
@@ -367,8 +592,8 @@
             rlTable(pol.rl_table),
             el("p", { class: "muted small", text: "Mean P(Yes) that the policy's one-step image beats the reference (last logged windows); above 0.5 the policy wins." }),
             el("h2", { class: "mt", text: "Sample grids" }),
-            pol.sample_grids.length ? el("div", { class: "grid-gallery" }, pol.sample_grids.map((u) => el("figure", {}, el("img", { src: u, alt: "Sample grid", loading: "lazy" }), el("figcaption", { text: u.split("/").slice(-1)[0] }))))
-              : el("p", { class: "muted", text: "Grids (condition · reference · policy) appear every sample_grid_every steps." }));
+            pol.sample_grids.length ? el("div", { class: "grid-gallery" }, pol.sample_grids.map((u) => sampleGrid(u, u.split("/").slice(-1)[0])))
+              : el("p", { class: "muted", text: "Grids (condition · mask · reference · policy) appear every sample_grid_every steps." }));
         });
       } else if (d.generation) {
         renderOnce("gen", d.generation, (g) => {
@@ -378,9 +603,12 @@
               " vs ", g.opponent ? el("a", { href: `/dashboard/checkpoints/${g.opponent.id}/`, text: g.opponent.name }) : "its base policy",
               " → ", g.campaign ? el("a", { href: `/dashboard/campaigns/${g.campaign.id}/`, text: `campaign ${g.campaign.name}` }) : el("span", { class: "muted", text: `campaign “${g.campaign_name}” (created on success)` }),
               el("span", { class: "muted", text: ` · ${g.samples} samples × ${g.seeds.length} seeds · ${g.candidates_created} new candidates` })),
-            g.pairs.length ? el("div", { class: "pair-rows" }, g.pairs.map((p) => el("div", { class: "pair-row" },
+            g.pairs.length ? el("div", { class: "pair-rows" },
+              el("div", { class: "pair-row pair-head", "aria-hidden": "true" }, el("span", { text: "Sample" }), el("span", { text: `Checkpoint: ${g.checkpoint.name}` }),
+                el("span", { text: `Opponent: ${g.opponent ? g.opponent.name : "base policy"}` })),
+              g.pairs.map((p) => el("div", { class: "pair-row" },
               el("div", { class: "pair-meta" }, el("strong", { text: p.sample }), el("span", { class: "muted small", text: `seed ${p.seed} · ${p.prompt}` })),
-              p.a ? el("img", { src: p.a, alt: "checkpoint output" }) : el("span"), p.b ? el("img", { src: p.b, alt: "opponent output" }) : el("span"))))
+              p.a ? el("img", { src: p.a, alt: `checkpoint output for ${p.sample}` }) : el("span"), p.b ? el("img", { src: p.b, alt: `opponent output for ${p.sample}` }) : el("span"))))
               : el("p", { class: "muted", text: "Outputs appear when the job succeeds." }));
         });
       } else if (d.snapshot) {
@@ -436,9 +664,10 @@
         box.replaceChildren(el("ul", { class: "artifact-list" }, arts.map((a) => el("li", {},
           el("a", { href: a.url, text: a.path }), el("span", { class: "muted small", text: humanBytes(a.size) })))));
       });
+      const fresh = (d.metrics || []).length > 0 || d.policy;
       addMetrics(d.metrics || []);
       renderKind(d);
-      if (charts.c1) { $("#charts").hidden = !hasCurves; charts.c1.update("none"); charts.c2.update("none"); }
+      if (fresh) redraw();
     }
 
     async function poll() {
@@ -452,6 +681,87 @@
     $("#btn-resume").addEventListener("click", () => job && jobAction(job, "resume", () => { clearTimeout(timer); poll(); }));
     $("#charts").hidden = true;
     poll();
+  }
+
+  // One RL sample grid (a row per sample: condition | mask | reference | policy) under its column labels.
+  function sampleGrid(url, name) {
+    return el("figure", { class: "sample-grid" },
+      el("div", { class: "grid-cols", "aria-hidden": "true" }, ["Condition", "Mask", "Reference", "Policy"].map((t) => el("span", { text: t }))),
+      el("img", { src: url, alt: `Sample grid ${name}: one sample per row, columns condition, mask, reference and policy output`, loading: "lazy" }),
+      el("figcaption", { text: name }));
+  }
+
+  // ---------------------------------------------------------------- overlay of several runs
+  function pageOverlay() {
+    let ids = (root.dataset.jobs || "").split(",").filter(Boolean).map(Number);
+    let runs = [];
+    const metricSel = $("#overlay-metric");
+    const chart = makeChart($("#overlay-chart"), "value");
+    const view = chartView(draw);
+    const wanted = new URLSearchParams(location.search).get("metric");
+    $("#overlay-data").addEventListener("toggle", draw);
+
+    function syncUrl() {
+      const q = new URLSearchParams(location.search);
+      q.delete("job");
+      ids.forEach((id) => q.append("job", id));
+      if (metricSel.value) q.set("metric", metricSel.value);
+      history.replaceState(null, "", `?${q}`);
+    }
+
+    function curvesFor(metric) {
+      return runs.map((r, i) => ({ label: `#${r.id} ${r.name}`, color: PALETTE[i % PALETTE.length], points: (r.curves || {})[metric] || [] }))
+        .filter((c) => c.points.length);
+    }
+
+    function draw() {
+      const metric = metricSel.value;
+      const curves = metric ? curvesFor(metric) : [];
+      $("#overlay-empty").hidden = curves.length > 0 || !runs.length;
+      if (chart) chart.options.scales.y.title.text = metric || "value";
+      drawCurves(chart, curves, view);
+      renderDataTable($("#overlay-data"), curves, `${metric} per step`);
+      syncUrl();
+    }
+
+    function renderRuns() {
+      $("#overlay-runs").replaceChildren(...runs.map((r, i) => el("li", { "data-job": r.id },
+        el("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}`, "aria-hidden": "true" }),
+        el("a", { href: r.url, text: `#${r.id} ${r.name}` }), el("span", { class: "muted small", text: ` ${r.kind_label} · ${r.status}` }),
+        (r.tags || []).map((t) => el("span", { class: "tag", text: t })),
+        el("button", { type: "button", class: "btn btn-sm btn-ghost", "aria-label": `Remove #${r.id} from the overlay`,
+                       onclick: () => { ids = ids.filter((x) => x !== r.id); load(); } }, "Remove"))));
+      const metrics = Array.from(new Set(runs.flatMap((r) => Object.keys(r.curves || {})))).sort();
+      const keep = metricSel.value || wanted;
+      metricSel.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));
+      const fallback = metrics.find((m) => m.startsWith("loss · train")) || metrics[0] || "";
+      metricSel.value = metrics.includes(keep) ? keep : fallback;
+    }
+
+    async function load() {
+      const err = $("#overlay-error");
+      err.hidden = true;
+      if (!ids.length) { runs = []; renderRuns(); draw(); return; }
+      const q = new URLSearchParams();
+      ids.forEach((id) => q.append("job", id));
+      const r = await api(`/api/dashboard/runs/overlay/?${q}`);
+      if (!r.ok) {
+        err.hidden = false;
+        err.textContent = `${r.data.message || "Could not load the runs."} ${Object.values(r.data.fields || {}).flat().join(" ")}`;
+        return;
+      }
+      runs = r.data.runs;
+      renderRuns();
+      draw();
+    }
+
+    metricSel.addEventListener("change", draw);
+    $("#overlay-add").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const id = Number($("#overlay-run").value);
+      if (id && !ids.includes(id)) { ids.push(id); load(); }
+    });
+    load();
   }
 
   function humanBytes(n) {
@@ -654,15 +964,15 @@
     function renderGsb(g) {
       $("#c-gsb-card").hidden = !g;
       if (!g) return;
-      const ci = (r) => (r.ci95 ? `${(r.ci95[0] * 100).toFixed(0)}–${(r.ci95[1] * 100).toFixed(0)}%` : "—");
+      const win = (r) => (r.win_rate === null ? "—" : rateCI(r.win_rate * 100, r.judgments, r.ci95 && r.ci95.map((x) => x * 100), 1, "%"));
       const row = (label, r, cls) => el("tr", { class: cls || "" }, el("td", { text: label }), el("td", { class: "num", text: fmtRate(r.good_rate) }),
         el("td", { class: "num", text: fmtRate(r.same_rate) }), el("td", { class: "num", text: fmtRate(r.bad_rate) }),
-        el("td", { class: "num", text: fmtRate(r.win_rate) }), el("td", { class: "num", text: ci(r) }), el("td", { class: "num", text: r.judgments }),
+        el("td", { class: "num", "data-testid": "win-rate-cell" }, win(r)), el("td", { class: "num", text: r.judgments }),
         el("td", { class: "gsb-verdict", text: (r.verdict || "no judgments yet") + (r.items_to_decide ? ` (≈${r.items_to_decide} more items to tell)` : "") }));
       $("#c-gsb").replaceChildren(
-        el("p", { class: "muted small", text: `A = ${g.a}, B = ${g.b}. Good: annotators preferred A; Same: tie or no clear difference; Bad: they preferred B. Win rate = (Good + Same/2) / judgments, 95 % interval clustered by item.` }),
+        el("p", { class: "muted small", text: `A = ${g.a}, B = ${g.b}. Good: annotators preferred A; Same: tie or no clear difference; Bad: they preferred B. Win rate = (Good + Same/2) / judgments, with n judgments and a 95 % interval clustered by item (Wilson when every item came out alike).` }),
         el("div", { class: "table-wrap" }, el("table", { class: "data-table compact", id: "c-gsb-table" },
-          el("thead", {}, el("tr", {}, ["Criterion", "Good", "Same", "Bad", "A win rate", "95 %", "Judgments", "Verdict"].map((h, i) => el("th", { class: i && i < 7 ? "num" : "", text: h })))),
+          el("thead", {}, el("tr", {}, ["Criterion", "Good", "Same", "Bad", "A win rate (n, 95 %)", "Judgments", "Verdict"].map((h, i) => el("th", { scope: "col", class: i && i < 6 ? "num" : "", text: h })))),
           el("tbody", {}, ...g.criteria.map((r) => row(r.name, r)), row("All criteria", g.overall, "total-row")))));
     }
     async function refresh() {
@@ -721,50 +1031,79 @@
   function pageNewCampaign() {
     const form = $("#campaign-form");
     const tbody = $("#c-sources tbody");
-    let picked = [];
+    const sideA = $("#c-side-a"), sideB = $("#c-side-b");
+    let ticked = [];
+    let names = [];
+    const versus = () => form.elements.pairing.value === "opponents";
+    // A vs B names its sides in two selects (never tick order); "every pair" ticks any number of sources.
+    const picked = () => (versus() ? [sideA.value, sideB.value].filter(Boolean) : ticked);
     function query(withSources) {
       const q = new URLSearchParams({ task: form.elements.task.value });
       if (form.elements.split.value) q.set("split", form.elements.split.value);
-      if (withSources) { picked.forEach((s) => q.append("source", s)); q.set("pairing", form.elements.pairing.value); }
+      if (withSources) { picked().forEach((s) => q.append("source", s)); q.set("pairing", form.elements.pairing.value); }
       return q;
+    }
+    function fillSides() {
+      for (const [sel, label] of [[sideA, "Pick source A"], [sideB, "Pick source B"]]) {
+        const keep = names.includes(sel.value) ? sel.value : "";
+        sel.replaceChildren(el("option", { value: "", text: label }), ...names.map((n) => el("option", { value: n, text: n })));
+        sel.value = keep;
+      }
+    }
+    function syncMode() {
+      $("#c-ab").hidden = !versus();
+      $$("#c-sources .pick-col", form).forEach((c) => { c.hidden = versus(); });
     }
     async function loadSources() {
       filterCriteria(form, "#c-criteria-list", form.elements.task.value);
       const r = await api(`/api/dashboard/candidate-sources/?${query(false)}`);
       if (!r.ok) return;
-      const names = r.data.sources.map((s) => s.source_name);
-      picked = picked.filter((p) => names.includes(p));
+      names = r.data.sources.map((s) => s.source_name);
+      ticked = ticked.filter((p) => names.includes(p));
       tbody.replaceChildren(...(r.data.sources.length ? r.data.sources.map((s) => el("tr", {},
-        el("td", {}, el("input", { type: "checkbox", name: "sources", value: s.source_name, "aria-label": s.source_name, checked: picked.includes(s.source_name) })),
+        el("td", { class: "pick-col" }, el("input", { type: "checkbox", name: "sources", value: s.source_name, "aria-label": s.source_name, checked: ticked.includes(s.source_name) })),
         el("td", { class: "mono small", text: s.source_name }), el("td", { text: s.provenance }),
         el("td", { class: "num", text: s.samples }), el("td", { class: "num", text: s.candidates })))
         : [el("tr", {}, el("td", { colspan: "5", class: "muted", text: "No candidates for this task yet." }))]));
+      fillSides();
+      syncMode();
       loadPreview();
     }
     async function loadPreview() {
       const box = $("#c-preview");
-      const needed = form.elements.pairing.value === "opponents" ? 2 : 1;
-      if (picked.length < needed) { box.replaceChildren(el("span", { class: "muted", text: needed === 2 ? "Tick source A, then source B (order matters: A is the first ticked)." : "Tick the sources to pair." })); return; }
+      const chosen = picked();
+      if (versus() && sideA.value && sideA.value === sideB.value) { box.replaceChildren(el("span", { class: "field-error", text: "A and B must be two different sources." })); return; }
+      if (chosen.length < (versus() ? 2 : 1)) { box.replaceChildren(el("span", { class: "muted", text: versus() ? "Pick source A and source B." : "Tick the sources to pair." })); return; }
       const r = await api(`/api/dashboard/candidate-sources/?${query(true)}`);
       if (!r.ok || !r.data.preview) return;
       const pv = r.data.preview;
       box.replaceChildren(el("strong", { class: "count-n", text: pv.items }), " items from ", el("strong", { text: pv.samples }), " samples",
-        form.elements.pairing.value === "opponents" ? el("span", { class: "muted", text: ` — A = ${picked[0]}, B = ${picked[1]}` }) : "");
-      if (!form.elements.name.value) form.elements.name.placeholder = `${picked.join(" vs ")}`.slice(0, 120);
+        versus() ? el("span", { class: "muted", text: ` — A = ${chosen[0]}, B = ${chosen[1]}` }) : "");
+      if (!form.elements.name.value) form.elements.name.placeholder = `${chosen.join(" vs ")}`.slice(0, 120);
     }
     tbody.addEventListener("change", (e) => {
       const v = e.target.value;
-      if (e.target.checked) picked.push(v); else picked = picked.filter((p) => p !== v);
+      if (e.target.checked) ticked.push(v); else ticked = ticked.filter((p) => p !== v);
       loadPreview();
     });
-    form.elements.task.addEventListener("change", () => { picked = []; loadSources(); });
+    sideA.addEventListener("change", loadPreview);
+    sideB.addEventListener("change", loadPreview);
+    form.elements.task.addEventListener("change", () => { ticked = []; loadSources(); });
     form.elements.split.addEventListener("change", loadSources);
-    $$('input[name="pairing"]', form).forEach((r) => r.addEventListener("change", loadPreview));
+    $$('input[name="pairing"]', form).forEach((r) => r.addEventListener("change", () => { syncMode(); loadPreview(); }));
     loadSources();
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const body = { name: form.elements.name.value || form.elements.name.placeholder, task: form.elements.task.value, split: form.elements.split.value,
-                     pairing: form.elements.pairing.value, sources: picked, criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3 };
+                     pairing: form.elements.pairing.value, sources: picked(), criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3 };
+      if (versus() && (!sideA.value || !sideB.value || sideA.value === sideB.value)) {
+        const fields = {};
+        if (!sideA.value) fields.side_a = ["Pick source A."];
+        if (!sideB.value) fields.side_b = ["Pick source B."];
+        if (sideA.value && sideA.value === sideB.value) fields.side_b = ["B must differ from A."];
+        showErrors(form, { message: "Please fix the highlighted fields.", fields });
+        return;
+      }
       submitting(form, true);
       const r = await api("/api/dashboard/campaigns/", { method: "POST", body });
       submitting(form, false);
@@ -808,8 +1147,10 @@
     $("#btn-force").addEventListener("click", () => promote(true));
   }
 
-  const pages = { checkpoint: pageCheckpoint, runs: pageRuns, run: pageRun, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
+  const pages = { checkpoint: pageCheckpoint, runs: pageRuns, run: pageRun, overlay: pageOverlay, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
                   "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign,
                   "reward-model": pageRewardModel };
   if (pages[PAGE]) pages[PAGE]();
+  // The curator pages (curation.js) share these helpers rather than keeping copies.
+  window.OneRewardDash = { $, $$, el, api, showErrors, clearErrors, confirmAction };
 })();
