@@ -1,10 +1,11 @@
 from django.urls import include, path
 
-from . import views
+from . import experiment_views, views
 
 dashboard = [
     path("", views.dashboard_runs, name="dashboard"),
     path("runs/<int:pk>/", views.dashboard_run, name="dash-run"),
+    path("runs/overlay/", experiment_views.runs_overlay, name="dash-overlay"),
     path("new/reward/", views.new_reward_run, name="dash-new-reward"),
     path("new/policy/", views.new_policy_run, name="dash-new-policy"),
     path("new/generation/", views.new_generation, name="dash-new-generation"),

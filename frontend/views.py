@@ -114,8 +114,9 @@ def new_generation(request: HttpRequest) -> HttpResponse:
 def registry(request: HttpRequest) -> HttpResponse:
     models = list(RewardModel.objects.select_related("run__job__created_by", "snapshot").order_by("-id"))
     for m in models:
-        acc = (m.eval_report or {}).get("overall_accuracy")
-        m.overall = None if acc is None else acc * 100
+        report = m.eval_report or {}
+        acc, m.pairs = report.get("overall_accuracy"), report.get("pairs") or 0
+        m.overall, m.overall_ci95 = None if acc is None else acc * 100, dsel.percent_interval(acc, m.pairs)
     return _dash(request, "registry.html", "registry", reward_models=models,
                  production=promotion_history().first(),
                  checkpoints=PolicyCheckpoint.objects.select_related("run__job", "reward_model").order_by("-id"),
