@@ -89,8 +89,8 @@ AGGREGATION_SUMMARIES = {
 }
 AGGREGATIONS = tuple(AGGREGATION_SUMMARIES)
 # majority-v2 stays the default: changing it would silently change what the same request builds
-# (pair counts, content hashes, the reward runs compared in docs/demo-results.md); tie-aware-v1
-# is chosen per snapshot until a comparison of reward models trained on each favours it.
+# (pair counts, content hashes, and so the reward runs trained on them); tie-aware-v1 is chosen
+# per snapshot until a comparison of reward models trained on each favours it (docs/decisions/0007).
 DEFAULT_AGGREGATION = "majority-v2"
 #: Aggregations whose "tie" votes count (pairwise tie / both_bad, best–worst no_difference).
 TIE_AWARE = frozenset({"tie-aware-v1"})
