@@ -6,6 +6,9 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 ANNOTATOR, CURATOR, SCIENTIST = "annotator", "curator", "scientist"
 ALL_ROLES = (ANNOTATOR, CURATOR, SCIENTIST)
+# Not a group: a superuser. Accounts name it as a role so admins can be listed and created.
+ADMIN = "admin"
+ACCOUNT_ROLES = (ANNOTATOR, CURATOR, SCIENTIST, ADMIN)
 
 # Django model permissions each role's group holds, for the admin (the API checks roles instead).
 # Curators run campaigns, criteria, guidelines, samples and imports there; they see the rows that
@@ -54,6 +57,30 @@ def remember_roles(user: User, row) -> None:
 
 def has_role(user: User | AnonymousUser, *roles: str) -> bool:
     return bool(roles_of(user) & set(roles))
+
+
+def account_role(user: User) -> str | None:
+    """The one role an account is listed and managed under: admin for superusers, else the
+    strongest group it holds (an account made by hand may hold several)."""
+    if user.is_superuser:
+        return ADMIN
+    held = roles_of(user)
+    return next((role for role in (SCIENTIST, CURATOR, ANNOTATOR) if role in held), None)
+
+
+def roles_manageable_by(user: User | AnonymousUser) -> frozenset[str]:
+    """The account roles ``user`` may create, edit, deactivate and reset: admins every role,
+    curators annotators only (their team), everyone else none."""
+    if user.is_authenticated and user.is_superuser:
+        return frozenset(ACCOUNT_ROLES)
+    return frozenset({ANNOTATOR}) if has_role(user, CURATOR) else frozenset()
+
+
+def may_manage(by: User | AnonymousUser, user: User) -> bool:
+    """Whether ``by`` may edit, deactivate and reset ``user``'s account. An account without any
+    role is an admin's to sort out."""
+    role = account_role(user)
+    return role in roles_manageable_by(by) if role else bool(by.is_authenticated and by.is_superuser)
 
 
 def ensure_groups() -> None:

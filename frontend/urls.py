@@ -1,9 +1,11 @@
-from django.urls import include, path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, reverse_lazy
 
+from . import curation_views as cv
 from . import experiment_views, views
 
 dashboard = [
-    path("", views.dashboard_runs, name="dashboard"),
+    path("", cv.dashboard_home, name="dashboard"),
     path("runs/<int:pk>/", views.dashboard_run, name="dash-run"),
     path("runs/overlay/", experiment_views.runs_overlay, name="dash-overlay"),
     path("new/reward/", views.new_reward_run, name="dash-new-reward"),
@@ -19,10 +21,39 @@ dashboard = [
     path("campaigns/", views.campaigns, name="dash-campaigns"),
     path("campaigns/new/", views.new_campaign, name="dash-new-campaign"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="dash-campaign"),
+    path("people/", cv.people, name="dash-people"),
+    path("taxonomy/", cv.taxonomy, name="dash-taxonomy"),
+    path("taxonomy/criteria/new/", cv.criterion_form, name="dash-criterion-new"),
+    path("taxonomy/criteria/<slug:slug>/", cv.criterion_form, name="dash-criterion"),
+    path("taxonomy/criteria/<slug:slug>/guideline/", cv.guideline_editor, name="dash-guideline"),
+    path("taxonomy/task-types/new/", cv.task_type_form, name="dash-task-type-new"),
+    path("taxonomy/task-types/<slug:slug>/", cv.task_type_form, name="dash-task-type"),
+]
+
+# Forgot / set a password (Django's flow; curators hand out the same one-time links from People).
+_PASSWORD = "frontend/password.html"
+passwords = [
+    path("password-reset/", auth_views.PasswordResetView.as_view(
+        template_name=_PASSWORD, success_url=reverse_lazy("password_reset_done"),
+        extra_context={"title": "Forgot your password?", "submit_label": "Send me a link",
+                       "intro": "Enter your account's e-mail address; we send a one-time link to choose a new password."},
+    ), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(
+        template_name=_PASSWORD, extra_context={"title": "Check your e-mail", "done_text":
+                                                "If an account has that address, a link to set its password is on its way."},
+    ), name="password_reset_done"),
+    path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
+        template_name=_PASSWORD, success_url=reverse_lazy("password_reset_complete"),
+        extra_context={"title": "Choose a password", "submit_label": "Set password"},
+    ), name="password_reset_confirm"),
+    path("reset/done/", auth_views.PasswordResetCompleteView.as_view(
+        template_name=_PASSWORD, extra_context={"title": "Password set", "done_text": "Your password is set."},
+    ), name="password_reset_complete"),
 ]
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("annotate/<int:pk>/", views.annotate, name="annotate"),
     path("dashboard/", include(dashboard)),
+    path("accounts/", include(passwords)),
 ]

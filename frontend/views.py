@@ -55,29 +55,40 @@ def annotate(request: HttpRequest, pk: int) -> HttpResponse:
 # --- dashboard (scientists and curators) -------------------------------------------------------------
 # Pages render a shell plus the choices a form needs; live data comes from /api/dashboard/ (frontend/api.py).
 
-def staff_page(view):
-    """Signed-in scientists and curators only: anonymous → login, everyone else → 403."""
+def role_page(*roles: str):
+    """A page for signed-in holders of one of ``roles`` (superusers hold every role): anonymous →
+    login, everyone else → 403. The dashboard nav (``_layout.html``) shows a link by the same roles."""
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not has_role(request.user, CURATOR, SCIENTIST):
-            raise PermissionDenied("The dashboard is for scientists and curators.")
-        return view(request, *args, **kwargs)
+    def decorate(view):
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not has_role(request.user, *roles):
+                raise PermissionDenied(f"This page is for: {', '.join(roles)}.")
+            return view(request, *args, **kwargs)
 
-    return login_required(ensure_csrf_cookie(wrapped))
+        return login_required(ensure_csrf_cookie(wrapped))
+
+    return decorate
+
+
+# Runs, models and their lineage are the scientists'; the vocabulary and accounts the curators';
+# both watch campaigns and the snapshots built from them (a campaign's lineage links there).
+science_page = role_page(SCIENTIST)
+campaign_page = role_page(CURATOR, SCIENTIST)
+curator_page = role_page(CURATOR)
 
 
 def _dash(request: HttpRequest, template: str, section: str, **context) -> HttpResponse:
     return render(request, f"frontend/dashboard/{template}", {"section": section, **context})
 
 
-@staff_page
+@science_page
 def dashboard_runs(request: HttpRequest) -> HttpResponse:
     return _dash(request, "runs.html", "runs", kinds=JobKind.choices, statuses=JobStatus.values,
                  users=sorted(set(Job.objects.exclude(created_by=None).values_list("created_by__username", flat=True))))
 
 
-@staff_page
+@science_page
 def dashboard_run(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
     return _dash(request, "run.html", "runs", job=job)
@@ -88,7 +99,7 @@ def _task_criteria() -> list[dict]:
             for t, crits in TASK_CRITERIA.items()]
 
 
-@staff_page
+@science_page
 def new_reward_run(request: HttpRequest) -> HttpResponse:
     snapshots = DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:200]
     return _dash(request, "new_reward.html", "new", snapshots=snapshots, presets=preset_names(),
@@ -97,20 +108,20 @@ def new_reward_run(request: HttpRequest) -> HttpResponse:
                  aggregations=AGGREGATION_SUMMARIES.items(), default_aggregation=DEFAULT_AGGREGATION)
 
 
-@staff_page
+@science_page
 def new_policy_run(request: HttpRequest) -> HttpResponse:
     return _dash(request, "new_policy.html", "new", reward_models=RewardModel.objects.order_by("-id")[:200],
                  splits=Split.values, production=production_checkpoint(),
                  init_checkpoints=PolicyCheckpoint.objects.exclude(weights_dir="").order_by("-id")[:200])
 
 
-@staff_page
+@science_page
 def new_generation(request: HttpRequest) -> HttpResponse:
     return _dash(request, "new_generation.html", "new", checkpoints=PolicyCheckpoint.objects.order_by("-id")[:200],
                  tasks=_task_criteria(), splits=Split.values, production=production_checkpoint())
 
 
-@staff_page
+@science_page
 def registry(request: HttpRequest) -> HttpResponse:
     models = list(RewardModel.objects.select_related("run__job__created_by", "snapshot").order_by("-id"))
     for m in models:
@@ -123,7 +134,7 @@ def registry(request: HttpRequest) -> HttpResponse:
                  snapshots=DatasetSnapshot.objects.select_related("job").order_by("-id")[:100])
 
 
-@staff_page
+@science_page
 def leaderboard(request: HttpRequest) -> HttpResponse:
     try:
         board, error = dsel.leaderboard(request.GET), None
@@ -133,7 +144,7 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
                  criteria=CRITERION_NAMES, task=request.GET.get("task", ""), criterion=request.GET.get("criterion", ""))
 
 
-@staff_page
+@science_page
 def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     model = get_object_or_404(RewardModel.objects.select_related("run__job", "snapshot"), pk=pk)
     return _dash(request, "reward_model.html", "registry", model=model, table=dsel.accuracy_table(model.eval_report),
@@ -144,7 +155,7 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
                  splits=EVALUATION_SPLITS)
 
 
-@staff_page
+@science_page
 def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ckpt = get_object_or_404(PolicyCheckpoint.objects.select_related("run__job", "reward_model"), pk=pk)
     production = production_checkpoint()
@@ -157,7 +168,7 @@ def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
                  others=PolicyCheckpoint.objects.exclude(pk=pk).order_by("-id")[:100])
 
 
-@staff_page
+@campaign_page
 def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshot = get_object_or_404(DatasetSnapshot.objects.select_related("job", "created_by"), pk=pk)
     ceiling = [{"task": TASK_NAMES.get(t, t), "criterion": CRITERION_NAMES.get(c, c), "value": v * 100}
@@ -177,7 +188,7 @@ def _picked_pair(request: HttpRequest, queryset):
     return a, b, (first, second) if first and second else None
 
 
-@staff_page
+@science_page
 def compare_reward_models(request: HttpRequest) -> HttpResponse:
     models = RewardModel.objects.order_by("-id")
     a, b, pair = _picked_pair(request, models)
@@ -185,7 +196,7 @@ def compare_reward_models(request: HttpRequest) -> HttpResponse:
     return _dash(request, "compare_reward.html", "registry", models=models[:200], data=data, a=a, b=b)
 
 
-@staff_page
+@science_page
 def compare_checkpoints(request: HttpRequest) -> HttpResponse:
     ckpts = PolicyCheckpoint.objects.select_related("run").order_by("-id")
     a, b, pair = _picked_pair(request, ckpts)
@@ -193,18 +204,18 @@ def compare_checkpoints(request: HttpRequest) -> HttpResponse:
     return _dash(request, "compare_checkpoints.html", "registry", checkpoints=ckpts[:200], data=data, a=a, b=b)
 
 
-@staff_page
+@campaign_page
 def campaigns(request: HttpRequest) -> HttpResponse:
     return _dash(request, "campaigns.html", "campaigns", rows=dsel.campaign_overview())
 
 
-@staff_page
+@campaign_page
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)
     return _dash(request, "campaign.html", "campaigns", campaign=campaign)
 
 
-@staff_page
+@campaign_page
 def new_campaign(request: HttpRequest) -> HttpResponse:
     return _dash(request, "new_campaign.html", "campaigns", tasks=_task_criteria(), splits=Split.values,
                  is_curator=has_role(request.user, CURATOR))

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import accounts as acc
 from . import exports as ex
 from . import items as it
 from . import views as v
@@ -14,6 +15,10 @@ urlpatterns = [
     path("criteria/", v.CriterionListApi.as_view(), name="api-criteria"),
     path("criteria/<slug:slug>/", v.CriterionDetailApi.as_view(), name="api-criterion"),
     path("criteria/<slug:slug>/guidelines/", v.GuidelinePublishApi.as_view(), name="api-guideline-publish"),
+    path("guidelines/preview/", acc.GuidelinePreviewApi.as_view(), name="api-guideline-preview"),
+    path("users/", acc.UserListCreateApi.as_view(), name="api-users"),
+    path("users/<int:pk>/", acc.UserDetailApi.as_view(), name="api-user"),
+    path("users/<int:pk>/reset-password/", acc.UserPasswordResetApi.as_view(), name="api-user-reset-password"),
     path("campaigns/", v.CampaignListCreateApi.as_view(), name="api-campaigns"),
     path("campaigns/<int:pk>/", v.CampaignDetailApi.as_view(), name="api-campaign"),
     path("campaigns/<int:pk>/progress/", v.CampaignProgressApi.as_view(), name="api-campaign-progress"),

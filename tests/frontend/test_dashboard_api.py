@@ -73,12 +73,17 @@ def test_staff_roles_open_every_page(role):
     run = reward_run_start(snapshot=snapshot, overrides={"max_steps": 2}, enqueue=False)
     campaign = snapshot.campaigns.get()
     c = client_for("staff", role)
-    urls = ["/dashboard/", f"/dashboard/runs/{run.job_id}/", "/dashboard/new/reward/", "/dashboard/new/policy/",
-            "/dashboard/new/generation/", "/dashboard/registry/", f"/dashboard/snapshots/{snapshot.pk}/",
-            "/dashboard/campaigns/", "/dashboard/campaigns/new/", f"/dashboard/campaigns/{campaign.pk}/",
-            "/dashboard/compare/reward-models/", "/dashboard/compare/checkpoints/"]
-    for url in urls:
-        assert c.get(url).status_code == 200, url
+    # Campaigns and their snapshots are both roles'; runs and models the scientists' (test_roles_pages).
+    shared = [f"/dashboard/snapshots/{snapshot.pk}/", "/dashboard/campaigns/", "/dashboard/campaigns/new/",
+              f"/dashboard/campaigns/{campaign.pk}/"]
+    science = ["/dashboard/", f"/dashboard/runs/{run.job_id}/", "/dashboard/new/reward/", "/dashboard/new/policy/",
+               "/dashboard/new/generation/", "/dashboard/registry/", "/dashboard/compare/reward-models/",
+               "/dashboard/compare/checkpoints/"]
+    for url in shared + science:
+        expected = 200 if role == "scientist" or url in shared else 403
+        if role == "curator" and url == "/dashboard/":
+            expected = 302  # a curator's dashboard starts at the campaigns
+        assert c.get(url).status_code == expected, url
     body = c.get(f"/api/dashboard/lineage/snapshot/{snapshot.pk}/").json()
     assert body["upstream"]["campaigns"][0]["id"] == campaign.pk
     assert body["downstream"]["reward_runs"][0]["job"] == run.job_id
