@@ -145,7 +145,8 @@ def campaign_progress(campaign: Campaign, user: User | None = None) -> dict:
 
     The campaign-wide part scans the whole campaign, so it is cached for
     ``settings.PROGRESS_CACHE_SECONDS`` (shared by every process through the cache); the
-    caller's own count is one indexed query. Nothing on the hand-out path calls this.
+    caller's own counts (``campaign_progress_for_annotator``) are always fresh. Nothing on the
+    hand-out path calls this.
     """
     key, seconds = f"campaign-progress:{campaign.pk}", settings.PROGRESS_CACHE_SECONDS
     out = cache.get(key) if seconds > 0 else None
@@ -160,36 +161,24 @@ def campaign_progress(campaign: Campaign, user: User | None = None) -> dict:
     return out
 
 
-# Short: an annotator's own count moves with every submit (the workspace counts those itself
-# between polls), but a reload or the home page should not show a number much older than that.
-ANNOTATOR_PROGRESS_CACHE_SECONDS = 5
-
-
 def campaign_progress_for_annotator(campaign: Campaign, user: User) -> dict:
     """The annotator's own standing in a campaign, in items: ``mine_left`` (items they can still
     judge: the ones they hold now plus open ones never handed to them, gold included since the
     queue hands those out too) and ``mine_submitted``.
 
-    Two indexed statements: open items (the queue's partial index) and the annotator's own
-    leases in the campaign; cached per (campaign, annotator) for a few seconds.
+    Always fresh (a reload right after a submit must not show the old count): two indexed
+    statements, the open items (the queue's partial index) and the annotator's own leases here.
     """
-    seconds = min(ANNOTATOR_PROGRESS_CACHE_SECONDS, settings.PROGRESS_CACHE_SECONDS)
-    key = f"campaign-progress:{campaign.pk}:user:{user.pk}"
-    out = cache.get(key) if seconds > 0 else None
-    if out is None:
-        now = timezone.now()
-        open_items = Item.objects.filter(campaign=campaign, status=ItemStatus.OPEN).count()
-        mine = Lease.objects.filter(annotator=user, item__campaign=campaign).aggregate(
-            # Open items already handed to this annotator never come back to them …
-            on_open=Count("id", filter=Q(item__status=ItemStatus.OPEN)),
-            # … except the ones they hold right now (open or full).
-            held=Count("id", filter=Q(state=LeaseState.ACTIVE, expires_at__gt=now)),
-            submitted=Count("id", filter=Q(state=LeaseState.SUBMITTED)),
-        )
-        out = {"mine_left": open_items - mine["on_open"] + mine["held"], "mine_submitted": mine["submitted"]}
-        if seconds > 0:
-            cache.set(key, out, seconds)
-    return out
+    now = timezone.now()
+    open_items = Item.objects.filter(campaign=campaign, status=ItemStatus.OPEN).count()
+    mine = Lease.objects.filter(annotator=user, item__campaign=campaign).aggregate(
+        # Open items already handed to this annotator never come back to them …
+        on_open=Count("id", filter=Q(item__status=ItemStatus.OPEN)),
+        # … except the ones they hold right now (open or full).
+        held=Count("id", filter=Q(state=LeaseState.ACTIVE, expires_at__gt=now)),
+        submitted=Count("id", filter=Q(state=LeaseState.SUBMITTED)),
+    )
+    return {"mine_left": open_items - mine["on_open"] + mine["held"], "mine_submitted": mine["submitted"]}
 
 
 def _campaign_progress_uncached(campaign: Campaign) -> dict:
