@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import Campaign, CampaignMode, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
+from ..models import Campaign, CampaignMode, Candidate, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
 from ..selectors import annotator_title, blind_for, campaign_criteria, campaigns_as_seen_by
 
 # "" = any split; shared by every form that filters samples by split.
@@ -231,10 +231,40 @@ class ImportBatchOut(serializers.ModelSerializer):
         fields = ["id", "source_name", "status", "samples_created", "candidates_created", "errors", "created_at"]
 
 
+class SampleCandidateOut(serializers.ModelSerializer):
+    """One candidate of a sample: its id (as in exports and snapshots), the system that made it and
+    its image (fetchable with the API token)."""
+
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Candidate
+        fields = ["id", "source_name", "provenance", "source_ref", "seed", "sha256", "url"]
+
+    def get_url(self, obj: Candidate) -> str:
+        return _media(obj.image)
+
+
 class SampleOut(serializers.ModelSerializer):
+    """A sample with its candidates; give it samples with ``candidates`` prefetched."""
+
     task = serializers.SlugRelatedField(source="task_type", slug_field="slug", read_only=True)
-    candidates = serializers.IntegerField(source="candidates.count", read_only=True)
+    candidates = SampleCandidateOut(many=True, read_only=True)
+    source_url = serializers.SerializerMethodField()
+    mask_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Sample
-        fields = ["id", "external_id", "task", "prompt", "split", "width", "height", "candidates", "created_at"]
+        fields = ["id", "external_id", "task", "prompt", "split", "split_key", "width", "height", "source_url",
+                  "mask_url", "candidates", "created_at"]
+
+    def get_source_url(self, obj: Sample) -> str:
+        return _media(obj.source_image)
+
+    def get_mask_url(self, obj: Sample) -> str:
+        return _media(obj.mask)
+
+
+class SampleListQuery(serializers.Serializer):
+    task = serializers.SlugField(required=False, help_text="Only samples of this task type.")
+    split = serializers.ChoiceField(choices=Split.values, required=False)

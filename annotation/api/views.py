@@ -5,7 +5,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from django.db.models import prefetch_related_objects
+from django.db.models import Prefetch, prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.params import int_list_query_param
 
-from ..models import Campaign, CampaignStatus, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
+from ..models import Campaign, CampaignStatus, Candidate, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
 from ..roles import roles_of
 from ..selectors import (
     annotator_stats,
@@ -39,6 +39,7 @@ from ..services.taxonomy import (
 )
 from . import serializers as s
 from .items import CampaignAnnotatorsIn
+from .pagination import PagePagination
 from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
 
 
@@ -332,14 +333,23 @@ class JudgmentEditApi(APIView):
 
 
 class SampleListApi(APIView):
+    """Samples, newest first, a page at a time (``?page=&page_size=``), each with its candidates."""
+
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=s.SampleOut(many=True))
+    @extend_schema(parameters=[s.SampleListQuery], responses=s.SampleOut(many=True))
     def get(self, request):
+        query = s.SampleListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
         qs = Sample.objects.select_related("task_type").order_by("-id")
-        if task := request.query_params.get("task"):
+        if task := query.validated_data.get("task"):
             qs = qs.filter(task_type__slug=task)
-        return Response(s.SampleOut(qs[:200], many=True).data)
+        if split := query.validated_data.get("split"):
+            qs = qs.filter(split=split)
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        prefetch_related_objects(page, Prefetch("candidates", Candidate.objects.order_by("id")))
+        return paginator.get_paginated_response(s.SampleOut(page, many=True).data)
 
 
 class ImportApi(APIView):
