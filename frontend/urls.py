@@ -31,23 +31,23 @@ dashboard = [
 ]
 
 # Forgot / set a password (Django's flow; curators hand out the same one-time links from People).
-_PASSWORD = "frontend/password.html"
+_RESET_TEMPLATE = "frontend/password.html"
 passwords = [
     path("password-reset/", auth_views.PasswordResetView.as_view(
-        template_name=_PASSWORD, success_url=reverse_lazy("password_reset_done"),
+        template_name=_RESET_TEMPLATE, success_url=reverse_lazy("password_reset_done"),
         extra_context={"title": "Forgot your password?", "submit_label": "Send me a link",
                        "intro": "Enter your account's e-mail address; we send a one-time link to choose a new password."},
     ), name="password_reset"),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(
-        template_name=_PASSWORD, extra_context={"title": "Check your e-mail", "done_text":
+        template_name=_RESET_TEMPLATE, extra_context={"title": "Check your e-mail", "done_text":
                                                 "If an account has that address, a link to set its password is on its way."},
     ), name="password_reset_done"),
     path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
-        template_name=_PASSWORD, success_url=reverse_lazy("password_reset_complete"),
+        template_name=_RESET_TEMPLATE, success_url=reverse_lazy("password_reset_complete"),
         extra_context={"title": "Choose a password", "submit_label": "Set password"},
     ), name="password_reset_confirm"),
     path("reset/done/", auth_views.PasswordResetCompleteView.as_view(
-        template_name=_PASSWORD, extra_context={"title": "Password set", "done_text": "Your password is set."},
+        template_name=_RESET_TEMPLATE, extra_context={"title": "Password set", "done_text": "Your password is set."},
     ), name="password_reset_complete"),
 ]
 

@@ -54,7 +54,7 @@ def _clean_email(email: str) -> str:
         try:
             validate_email(email)
         except ValidationError:
-            raise ApplicationError("Invalid e-mail address.", fields={"email": ["Enter a valid e-mail address."]})
+            raise ApplicationError("Invalid e-mail address.", fields={"email": ["Enter a valid e-mail address."]}) from None
     return email
 
 

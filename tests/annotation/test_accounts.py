@@ -154,3 +154,17 @@ def test_guideline_preview_renders_sanitised_html(people):
     assert curator.post("/api/guidelines/preview/", {"body_markdown": ""}, format="json").status_code == 400
     assert api_as(people["annotator"]).post("/api/guidelines/preview/", {"body_markdown": "x"},
                                             format="json").status_code == 403
+
+
+def test_forgotten_password_is_e_mailed_from_the_login_page(people):
+    people["annotator"].email = "ann@example.org"
+    people["annotator"].save()
+    assert 'href="/accounts/password-reset/"' in Client().get("/accounts/login/").content.decode()
+    sent = Client().post("/accounts/password-reset/", {"email": "ann@example.org"}, follow=True)
+    assert b"Check your e-mail" in sent.content
+    (message,) = mail.outbox
+    assert message.to == ["ann@example.org"] and "/accounts/reset/" in message.body
+    # An unknown address gets the same answer and no e-mail (no account enumeration).
+    assert b"Check your e-mail" in Client().post("/accounts/password-reset/", {"email": "x@example.org"},
+                                                 follow=True).content
+    assert len(mail.outbox) == 1

@@ -132,7 +132,7 @@ def test_curator_invites_deactivates_and_edits_the_taxonomy_in_the_browser(brows
     link = page.locator("[data-testid=set-password-link]")
     assert "/accounts/reset/" in link.text_content()
     page.wait_for_selector("tr[data-user=newbie]")
-    page.screenshot(path=str(screenshot_dir / "dashboard-people.png"), full_page=False)
+    page.screenshot(path=str(screenshot_dir / "dashboard-people.png"), full_page=True)
 
     row.locator("button[data-action=deactivate]").click()
     page.click("#confirm-yes")

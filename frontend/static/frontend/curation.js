@@ -88,6 +88,7 @@
                                                     : [el("tr", {}, el("td", { colspan: "6", class: "muted center", text: "No accounts match." }))]));
     }
 
+    $("#people-filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
     filterRole.addEventListener("change", load);
     filterActive.addEventListener("change", load);
     form.addEventListener("submit", async (e) => {
