@@ -14,6 +14,11 @@ Readers skip the trailer (``read_jsonl_rows`` does, and checks it on the way).
 
 **Parquet** (``/api/exports/judgments.parquet``): a Parquet file is complete only when its footer
 is there (it is written last and ends with the magic bytes ``PAR1``); ``verify_parquet`` reads it.
+
+Both formats hold the same rows with the same columns (docs/api.md, "Exports"). The list columns
+are lists in both: ``candidate_ids`` and ``displayed_order`` (Parquet ``list<int64>``) and,
+aligned with ``candidate_ids``, ``candidate_sources`` (the system that made each candidate) and
+``candidate_provenance`` (Parquet ``list<string>``).
 """
 from __future__ import annotations
 

@@ -265,3 +265,20 @@ def test_the_import_record_keeps_the_uploaded_file_name(tmp_path):
     response = client.post("/api/imports/", {"file": buf}, format="multipart")
     assert response.status_code == 400
     assert ImportBatch.objects.get().source_name == "spring-batch.zip"
+
+
+def test_the_admin_import_page_keeps_the_uploaded_file_name(client, django_user_model):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in base_files().items():
+            zf.writestr(name, data)
+        zf.writestr("manifest.jsonl", json.dumps(row(split="val")) + "\n")
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-test-1234"))
+    response = client.post("/admin/annotation/sample/import/",
+                           {"file": SimpleUploadedFile("autumn-set.zip", buf.getvalue())})
+    assert response.status_code == 302, response.content[:500]
+    batch = ImportBatch.objects.get()
+    assert (batch.source_name, batch.samples_created) == ("autumn-set.zip", 1)
+    assert Sample.objects.get().split == "val"
