@@ -50,7 +50,6 @@ from django.utils import timezone
 from annotation.images import png_bytes
 from annotation.models import Campaign, CampaignMode, Candidate, DatasetSnapshot, Provenance, Sample, TaskType
 from annotation.services.campaigns import campaign_create, campaign_start
-from annotation.services.demo import demo_users_ensure
 from annotation.services.imports import candidate_create_from_png, sample_create_from_images
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from jobs.models import Job, JobKind, JobStatus
@@ -59,6 +58,7 @@ from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, rew
 from synthetic.annotators import make_pool
 
 from .http_annotators import AnnotatorAccount, run_annotators
+from .seed import demo_users_ensure
 
 Progress = Callable[[str], None]
 

@@ -352,7 +352,7 @@ def test_an_oversize_json_body_is_413_in_the_error_shape(world, settings):
 # --- 6. curators in the admin --------------------------------------------------------------------
 
 def test_the_seeded_curator_can_use_the_admin_pages_of_the_role(tmp_path):
-    from annotation.services.demo import demo_users_ensure
+    from demo.seed import demo_users_ensure
 
     passwords = demo_users_ensure()
     client = Client()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from annotation.services.demo import demo_seed
+from demo.seed import demo_seed
 
 
 class Command(BaseCommand):

@@ -1,5 +1,6 @@
 """Demo data: users for each role and a small started campaign per task type, built from the
-synthetic world (no downloads). Idempotent: running it twice changes nothing."""
+synthetic world (no downloads) through the annotation services. Idempotent: running it twice
+changes nothing. ``manage.py seed_demo`` runs it; ``make run`` calls that on every start."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +9,10 @@ import numpy as np
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from ..images import png_bytes
-from ..models import Campaign, CampaignMode, Provenance, Sample, TaskType
-from .campaigns import campaign_create, campaign_start
-from .imports import candidate_create_from_png, sample_create_from_images
+from annotation.images import png_bytes
+from annotation.models import Campaign, CampaignMode, Provenance, Sample, TaskType
+from annotation.services.campaigns import campaign_create, campaign_start
+from annotation.services.imports import candidate_create_from_png, sample_create_from_images
 
 # Two annotators: the demo campaigns want two judgments per item (overlap 2), so one annotator
 # alone could never finish them.
@@ -25,6 +26,8 @@ DEMO_USERS = {  # username: (password, roles)
 
 @dataclass(frozen=True)
 class DemoSummary:
+    """Passwords by demo username, and the demo campaigns' names."""
+
     users: dict[str, str]
     campaigns: list[str]
 
@@ -80,4 +83,5 @@ def demo_campaigns_ensure(*, samples_per_task: int = 6, size: int = 112, seed: i
 
 
 def demo_seed() -> DemoSummary:
+    """The demo users and campaigns, created if missing; what ``seed_demo`` prints."""
     return DemoSummary(users=demo_users_ensure(), campaigns=demo_campaigns_ensure())
