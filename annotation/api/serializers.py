@@ -4,7 +4,18 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import Campaign, CampaignMode, Candidate, Criterion, ImportBatch, Judgment, Lease, Sample, Split, TaskType
+from ..models import (
+    Campaign,
+    CampaignMode,
+    Candidate,
+    Criterion,
+    ImportBatch,
+    Judgment,
+    Lease,
+    Sample,
+    Split,
+    TaskType,
+)
 from ..selectors import annotator_title, blind_for, campaign_criteria, campaigns_as_seen_by
 
 # "" = any split; shared by every form that filters samples by split.

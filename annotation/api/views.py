@@ -16,7 +16,17 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.params import int_list_query_param
 
-from ..models import Campaign, CampaignStatus, Candidate, Criterion, Judgment, Lease, LeaseState, Sample, TaskType
+from ..models import (
+    Campaign,
+    CampaignStatus,
+    Candidate,
+    Criterion,
+    Judgment,
+    Lease,
+    LeaseState,
+    Sample,
+    TaskType,
+)
 from ..roles import roles_of
 from ..selectors import (
     annotator_stats,
