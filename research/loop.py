@@ -477,7 +477,7 @@ def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path
            progress: Progress = print_progress, label: str = "rl", reward_fn: Callable | None = None) -> dict:
     """One RL run of the loop (``policytrain.engine.rl.train``) into a fresh ``out``; returns its result.
 
-    ``reward_fn`` replaces the reward model (``probe-rl --reward=oracle``)."""
+    ``reward_fn`` replaces the reward model (``research.probes rl … --reward=oracle``)."""
     from policytrain.engine.config import RLConfig
     from policytrain.engine.rl import train as rl_train
 

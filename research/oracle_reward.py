@@ -1,9 +1,10 @@
 """A reward that is right by construction: differentiable (torch) ports of the oracles, for RL.
 
-Diagnostic only, like ``probe-rm --oracle-labels``: ``probe-rl … --reward=oracle`` drives RL with
-these in place of the reward model, to measure what the RL machinery does with a reward that
-ranks images as the oracle does (an upper bound for a reward model), never to train a demo
-policy. The ports, checked against ``synthetic.oracles`` in ``tests/synthetic/test_oracle_reward.py``:
+Diagnostic only, like ``research.probes rm … --oracle-labels``: ``research.probes rl …
+--reward=oracle`` drives RL with these in place of the reward model, to measure what the RL
+machinery does with a reward that ranks images as the oracle does (an upper bound for a reward
+model), never to train a demo policy. The ports, checked against ``synthetic.oracles`` in
+``research/tests/test_oracle_reward.py``:
 
 - ``consistency``: exact (the seam differences are sums of absolute differences over fixed pixels);
 - ``aesthetics``: exact except the colour-clipping factor, which has no useful gradient;

@@ -1,4 +1,4 @@
-"""The differentiable oracle ports behind ``probe-rl --reward=oracle`` (research/oracle_reward.py)."""
+"""The differentiable oracle ports behind ``research.probes rl … --reward=oracle`` (research/oracle_reward.py)."""
 
 from __future__ import annotations
 
