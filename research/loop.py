@@ -500,7 +500,7 @@ def run_rl(rl_cfg: dict[str, Any], *, base_dir: str | Path, conditions_dir: Path
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Markdown tables of a report (the numbers docs/demo-results.md quotes)."""
+    """Markdown tables of a loop's report: the reward model per task × criterion, the policies' win rates, the timings."""
     rm = report["reward_model"]
     lines = ["| task | criterion | RM acc (labels) | human ceiling | RM acc (oracle) | n oracle pairs | untrained (oracle) "
              "| on-policy (oracle) | n on-policy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
