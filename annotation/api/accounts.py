@@ -46,6 +46,11 @@ class UserOut(serializers.ModelSerializer):
         return obj.pk != by.pk and may_manage(by, obj)
 
 
+class UserListOut(serializers.Serializer):
+    users = UserOut(many=True)
+    roles_you_can_give = serializers.ListField(child=serializers.ChoiceField(choices=ACCOUNT_ROLES))
+
+
 class UserIn(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=ACCOUNT_ROLES)
@@ -88,7 +93,7 @@ class UserListCreateApi(APIView):
 
     permission_classes = [IsCurator]
 
-    @extend_schema(responses=UserOut(many=True))
+    @extend_schema(responses=UserListOut, operation_id="users_list")
     def get(self, request):
         role, active = request.query_params.get("role") or None, request.query_params.get("active")
         if role is not None and role not in ACCOUNT_ROLES:
