@@ -62,9 +62,11 @@ class MeApi(APIView):
                          "roles": sorted(roles_of(request.user))})
 
 
-def _curators_write(view: APIView) -> list:
-    """Every role reads the vocabulary; only curators change it."""
-    return [IsAnyRole()] if view.request.method == "GET" else [IsCurator()]
+class _VocabularyApi(APIView):
+    """Every role reads the task types and criteria; only curators change them."""
+
+    def get_permissions(self):
+        return [IsAnyRole()] if self.request.method == "GET" else [IsCurator()]
 
 
 def _task_type_out(pk: int) -> dict:
@@ -76,10 +78,7 @@ def _criterion_out(pk: int) -> dict:
     return s.CriterionDetailOut(criterion).data
 
 
-class TaskTypeListApi(APIView):
-    def get_permissions(self):
-        return _curators_write(self)
-
+class TaskTypeListApi(_VocabularyApi):
     @extend_schema(responses=s.TaskTypeOut(many=True))
     def get(self, request):
         return Response(s.TaskTypeOut(TaskType.objects.prefetch_related("criteria"), many=True).data)
@@ -92,10 +91,7 @@ class TaskTypeListApi(APIView):
         return Response(_task_type_out(task.pk), status=status.HTTP_201_CREATED)
 
 
-class TaskTypeDetailApi(APIView):
-    def get_permissions(self):
-        return _curators_write(self)
-
+class TaskTypeDetailApi(_VocabularyApi):
     @extend_schema(responses=s.TaskTypeOut)
     def get(self, request, slug: str):
         return Response(_task_type_out(get_object_or_404(TaskType, slug=slug).pk))
@@ -109,10 +105,7 @@ class TaskTypeDetailApi(APIView):
         return Response(_task_type_out(task.pk))
 
 
-class CriterionListApi(APIView):
-    def get_permissions(self):
-        return _curators_write(self)
-
+class CriterionListApi(_VocabularyApi):
     @extend_schema(responses=s.CriterionDetailOut(many=True))
     def get(self, request):
         criteria = criteria_with_guidelines(Criterion.objects.prefetch_related("task_types"))
@@ -126,10 +119,7 @@ class CriterionListApi(APIView):
         return Response(_criterion_out(criterion.pk), status=status.HTTP_201_CREATED)
 
 
-class CriterionDetailApi(APIView):
-    def get_permissions(self):
-        return _curators_write(self)
-
+class CriterionDetailApi(_VocabularyApi):
     @extend_schema(responses=s.CriterionDetailOut)
     def get(self, request, slug: str):
         return Response(_criterion_out(get_object_or_404(Criterion, slug=slug).pk))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 
 from contracts.vocabulary import CriterionSpec, TaskSpec, Vocabulary, VocabularyError, check_slug
 from core.errors import ApplicationError, Conflict
@@ -64,12 +64,33 @@ def _refuse_slug_change(obj: TaskType | Criterion, new_slug: str, judged: bool) 
         )
 
 
+def _description(text: str) -> str:
+    # The reward query states it in parentheses, so surrounding whitespace would show there.
+    if not text.strip():
+        raise ApplicationError("A criterion needs a description.", fields={"description": ["This field may not be blank."]})
+    return text.strip()
+
+
 def _save(obj: TaskType | Criterion) -> None:
     try:
         with transaction.atomic():
             obj.save()
     except IntegrityError:  # a concurrent create took the slug between the check and the insert
         raise ApplicationError("This slug is taken.", fields={"slug": [f"'{obj.slug}' is taken."]}) from None
+
+
+def _update(obj: TaskType | Criterion, changes: dict, allowed: tuple[str, ...], judged: QuerySet[Judgment]) -> None:
+    """Apply and save field ``changes`` (a row locked by the caller); a slug change is refused
+    (409) while ``judged`` has rows and must stay well-formed and unique."""
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise TypeError(f"unknown {type(obj).__name__} field(s): {', '.join(sorted(unknown))}")
+    if "slug" in changes:
+        _refuse_slug_change(obj, changes["slug"], judged.exists())
+        _check_slug(type(obj), changes["slug"], exclude_pk=obj.pk)
+    for key, value in changes.items():
+        setattr(obj, key, value)
+    _save(obj)
 
 
 @transaction.atomic
@@ -89,16 +110,8 @@ def task_type_update(*, task_type: TaskType, criteria: Iterable[str] | None = No
     """Change a task type's fields (any of slug, name, fixed_prompt, description) and, when given, the
     criteria it offers. Renaming the slug of a task with judgments is a Conflict (409)."""
     task = TaskType.objects.select_for_update().get(pk=task_type.pk)
-    unknown = set(changes) - set(_TASK_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown task type field(s): {', '.join(sorted(unknown))}")
-    if "slug" in changes:
-        _refuse_slug_change(task, changes["slug"], Judgment.objects.filter(item__campaign__task_type=task).exists())
-        _check_slug(TaskType, changes["slug"], exclude_pk=task.pk)
     chosen = _by_slugs(Criterion, criteria, "criteria") if criteria is not None else None
-    for key, value in changes.items():
-        setattr(task, key, value)
-    _save(task)
+    _update(task, changes, _TASK_FIELDS, Judgment.objects.filter(item__campaign__task_type=task))
     if chosen is not None:
         task.criteria.set(chosen)
     return task
@@ -107,13 +120,11 @@ def task_type_update(*, task_type: TaskType, criteria: Iterable[str] | None = No
 @transaction.atomic
 def criterion_create(*, slug: str, name: str, description: str, task_types: Iterable[str],
                      uses_prompt: bool = False) -> Criterion:
-    """Create a criterion offered by the given task types (slugs). Its guideline is published with
-    ``guideline_publish``; until then annotators see the description only."""
+    """Create a criterion offered by the given task types (slugs). Publish its guideline
+    (``guideline_publish``) before a campaign uses it: every judgment records its guideline version."""
     _check_slug(Criterion, slug)
     tasks = _by_slugs(TaskType, task_types, "task_types")
-    if not description.strip():
-        raise ApplicationError("A criterion needs a description.", fields={"description": ["This field may not be blank."]})
-    criterion = Criterion(slug=slug, name=name, description=description.strip(), uses_prompt=uses_prompt)
+    criterion = Criterion(slug=slug, name=name, description=_description(description), uses_prompt=uses_prompt)
     _save(criterion)
     criterion.task_types.set(tasks)
     return criterion
@@ -124,21 +135,10 @@ def criterion_update(*, criterion: Criterion, task_types: Iterable[str] | None =
     """Change a criterion's fields (any of slug, name, description, uses_prompt) and, when given, the
     task types that offer it. Renaming the slug of a criterion with judgments is a Conflict (409)."""
     crit = Criterion.objects.select_for_update().get(pk=criterion.pk)
-    unknown = set(changes) - set(_CRITERION_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown criterion field(s): {', '.join(sorted(unknown))}")
-    if "slug" in changes:
-        _refuse_slug_change(crit, changes["slug"], Judgment.objects.filter(criterion=crit).exists())
-        _check_slug(Criterion, changes["slug"], exclude_pk=crit.pk)
     if "description" in changes:
-        if not changes["description"].strip():
-            raise ApplicationError("A criterion needs a description.",
-                                   fields={"description": ["This field may not be blank."]})
-        changes["description"] = changes["description"].strip()
+        changes["description"] = _description(changes["description"])
     tasks = _by_slugs(TaskType, task_types, "task_types") if task_types is not None else None
-    for key, value in changes.items():
-        setattr(crit, key, value)
-    _save(crit)
+    _update(crit, changes, _CRITERION_FIELDS, Judgment.objects.filter(criterion=crit))
     if tasks is not None:
         crit.task_types.set(tasks)
     return crit
