@@ -16,7 +16,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from core.errors import ApplicationError
@@ -37,6 +39,8 @@ ITEM_STATUSES = ("open", "in_progress", "done", "skipped")
 DEFAULT_DISPUTE_BELOW = 2 / 3
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+#: How long a campaign's disputed set may lag behind new judgments (adjudications show at once).
+DISPUTED_CACHE_SECONDS = 30
 # Float slack so that a share equal to the threshold (2 of 3 against 2/3) is not "below" it.
 _EPS = 1e-9
 _LABELS = "ABCDEFGH"
@@ -125,20 +129,45 @@ def _disputed_ids_sql(campaign_id: int, threshold: float) -> RawSQL:
     return RawSQL(sql, (campaign_id, threshold - _EPS))  # noqa: S611 (as above)
 
 
+def _skipped() -> Exists:
+    return Exists(Lease.objects.filter(item=OuterRef("pk"), state=LeaseState.SKIPPED))
+
+
 def campaign_items(*, campaign: Campaign, flt: ItemFilter) -> QuerySet[Item]:
-    """The campaign's items matching ``flt``, in id order, with ``was_skipped`` annotated."""
-    skipped = Lease.objects.filter(item=OuterRef("pk"), state=LeaseState.SKIPPED)
-    qs = Item.objects.filter(campaign=campaign).annotate(was_skipped=Exists(skipped)).order_by("id")
+    """The campaign's items matching ``flt`` except ``disputed`` (see ``disputed_item_ids``), in
+    id order."""
+    qs = Item.objects.filter(campaign=campaign).order_by("id")
+    if flt.status in ("open", "skipped"):
+        qs = qs.annotate(was_skipped=_skipped())
     if flt.status:
         qs = qs.filter(_status_q(flt.status))
     if flt.gold is not None:
         qs = qs.filter(is_gold=flt.gold)
     if flt.annotator is not None:
         qs = qs.filter(Exists(Judgment.objects.filter(item=OuterRef("pk"), annotator=flt.annotator)))
-    if flt.disputed is not None:
-        ids = _disputed_ids_sql(campaign.pk, flt.threshold)
-        qs = qs.filter(pk__in=ids) if flt.disputed else qs.exclude(pk__in=ids)
     return qs
+
+
+def disputed_item_ids(*, campaign: Campaign, threshold: float = DEFAULT_DISPUTE_BELOW) -> frozenset[int]:
+    """The campaign's items with a disputed, unadjudicated criterion.
+
+    One aggregate over every judgment of the campaign, which takes seconds at 100k items while
+    annotators keep adding judgments, so the answer is cached for ``DISPUTED_CACHE_SECONDS``
+    under a key that every adjudication changes: an adjudicated item leaves the list at once,
+    new judgments join it within that time.
+    """
+    last = Adjudication.objects.filter(item__campaign=campaign).aggregate(last=Max("id"))["last"]
+    key = f"items:disputed:{campaign.pk}:{campaign.created_at.timestamp()}:{threshold:.6f}:{last}"
+    ids = cache.get(key)
+    if ids is None:
+        raw = _disputed_ids_sql(campaign.pk, threshold)
+        with transaction.atomic(), connection.cursor() as cur:
+            if connection.vendor == "postgresql":  # the label counts sort in memory, not on disk
+                cur.execute("SET LOCAL work_mem = '64MB'")
+            cur.execute(raw.sql, raw.params)
+            ids = frozenset(row[0] for row in cur.fetchall())
+        cache.set(key, ids, DISPUTED_CACHE_SECONDS)
+    return ids
 
 
 def _status_of(item: Item) -> str:
@@ -190,15 +219,25 @@ def _slot_labels(item_ids) -> dict[int, dict[int, str]]:
 def campaign_items_page(*, campaign: Campaign, flt: ItemFilter, page: int = 1, page_size: int = PAGE_SIZE) -> dict:
     """One page of the item browser: {count, page, pages, page_size, criteria, threshold, results}.
 
-    Statements: the count, the page, its judgments, its adjudications and its slots (five,
-    whatever the campaign's size); the disputed filter is one aggregate inside the first two.
+    A fixed number of statements whatever the campaign's size: the count, the page's ids, its
+    rows, judgments, adjudications, slots and the criteria; the disputed filter reads the
+    matching ids and ``disputed_item_ids`` (cached) instead of the count.
     """
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
     qs = campaign_items(campaign=campaign, flt=flt)
-    count = qs.count()
+    if flt.disputed is None:
+        count = qs.count()
+    else:  # the cached disputed set, matched in Python: an IN list of 100k ids would not fit a statement
+        disputed = disputed_item_ids(campaign=campaign, threshold=flt.threshold)
+        matching = [pk for pk in qs.values_list("pk", flat=True) if (pk in disputed) == flt.disputed]
+        count = len(matching)
     pages = max(1, -(-count // page_size))
     page = max(1, min(page, pages))
-    items = list(qs.select_related("sample")[(page - 1) * page_size:page * page_size])
+    window = slice((page - 1) * page_size, page * page_size)
+    page_ids = matching[window] if flt.disputed is not None else list(qs.values_list("pk", flat=True)[window])
+    # The page's rows are read by id: annotating before the OFFSET would compute it for every skipped row.
+    items = list(Item.objects.filter(pk__in=page_ids).annotate(was_skipped=_skipped()).select_related("sample")
+                 .order_by("id"))
     ids = [it.pk for it in items]
     criteria = list(campaign.criteria.order_by("id").values_list("id", "slug"))
     by_unit: dict[tuple[int, int], list[str]] = defaultdict(list)
@@ -232,8 +271,7 @@ def item_detail(*, item: Item) -> dict:
     every judgment (annotator, criterion, answer, guideline version, time), agreement per
     criterion, the adjudication history and skips. Images are the file fields; the API turns them
     into URLs."""
-    item = Item.objects.select_related("campaign", "sample__task_type").annotate(
-        was_skipped=Exists(Lease.objects.filter(item=OuterRef("pk"), state=LeaseState.SKIPPED))).get(pk=item.pk)
+    item = Item.objects.select_related("campaign", "sample__task_type").annotate(was_skipped=_skipped()).get(pk=item.pk)
     sample, campaign = item.sample, item.campaign
     slots = list(item.slots.select_related("candidate").order_by("position"))
     labels = {s.candidate_id: _LABELS[s.position] for s in slots}

@@ -211,8 +211,13 @@ def campaigns(request: HttpRequest) -> HttpResponse:
 
 @campaign_page
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from .items_views import annotator_choices  # that module builds on this one's page gates
+
     campaign = get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)
-    return _dash(request, "campaign.html", "campaigns", campaign=campaign)
+    can_curate = has_role(request.user, CURATOR)
+    return _dash(request, "campaign.html", "campaigns", campaign=campaign, can_curate=can_curate,
+                 annotator_choices=annotator_choices().values_list("username", flat=True) if can_curate else [],
+                 assigned=set(campaign.annotators.values_list("username", flat=True)))
 
 
 @campaign_page

@@ -38,7 +38,7 @@ class GoldIn(serializers.Serializer):
     answer = serializers.DictField(child=serializers.JSONField(validators=[_answer_shape]), allow_empty=False)
 
 
-def _detail_out(item: Item) -> dict:
+def item_payload(item: Item) -> dict:
     """``item_detail`` with media URLs in place of its image fields."""
     out = item_detail(item=item)
     sample = out["sample"]
@@ -72,7 +72,7 @@ class ItemDetailApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request, pk: int):
-        return Response(_detail_out(get_object_or_404(Item, pk=pk)))
+        return Response(item_payload(get_object_or_404(Item, pk=pk)))
 
 
 class ItemAdjudicateApi(APIView):
@@ -84,7 +84,7 @@ class ItemAdjudicateApi(APIView):
         data = AdjudicateIn(data=request.data)
         data.is_valid(raise_exception=True)
         item_adjudicate(item=item, user=request.user, **data.validated_data)
-        return Response(_detail_out(item), status=status.HTTP_201_CREATED)
+        return Response(item_payload(item), status=status.HTTP_201_CREATED)
 
 
 class ItemGoldApi(APIView):
@@ -96,9 +96,9 @@ class ItemGoldApi(APIView):
         data = GoldIn(data=request.data)
         data.is_valid(raise_exception=True)
         item_mark_gold(item=item, answer=data.validated_data["answer"])
-        return Response(_detail_out(item))
+        return Response(item_payload(item))
 
     @extend_schema(request=None, responses=dict)
     def delete(self, request, pk: int):
         item = item_unmark_gold(item=get_object_or_404(Item, pk=pk))
-        return Response(_detail_out(item))
+        return Response(item_payload(item))
