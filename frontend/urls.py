@@ -3,6 +3,7 @@ from django.urls import include, path, reverse_lazy
 
 from . import curation_views as cv
 from . import experiment_views, views
+from . import items_views as iv
 
 dashboard = [
     path("", cv.dashboard_home, name="dashboard"),
