@@ -1,4 +1,4 @@
-"""Expected refusals are logged on one line without a traceback; server errors keep theirs."""
+"""Styled error pages; expected refusals logged on one line without a traceback, server errors with theirs."""
 from __future__ import annotations
 
 import logging
@@ -60,3 +60,10 @@ def test_the_filter_folds_a_refusal_with_a_multiline_message_into_one_line():
     record = _record(403)
     OneLineRefusals().filter(record)
     assert logging.Formatter().format(record) == "Status: /x/ (RuntimeError: boom second line)"
+
+
+def test_the_500_page_renders_without_a_request_and_leads_home():
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")  # Django's server_error renders it with no context at all
+    assert "Something went wrong on our side" in page and 'href="/"' in page and "Log out" not in page

@@ -224,3 +224,23 @@ def test_an_annotator_opening_a_dashboard_page_gets_a_styled_403_with_a_way_home
     page.click("text=Back to your home page")
     page.wait_for_url(lambda url: url.endswith("/"))
     assert page.locator(".campaign-list").is_visible()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_skip_with_a_preset_reason_from_the_keyboard(browser_page):
+    page = browser_page
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", n_samples=2, overlap=1, skip_reasons=["Mask is empty", "Prompt unreadable"])
+    login(page, "ann")
+    page.goto(f"/annotate/{campaign.pk}/")
+    lease = wait_item(page)
+    page.keyboard.press("s")
+    page.wait_for_selector("#skip-reason:focus")  # "Other…" first: typing a reason needs no extra key
+    assert page.locator("#skip-presets button").all_inner_texts() == ["Mask is empty", "Prompt unreadable"]
+    page.keyboard.press("Shift+Tab")  # back through the form: the last preset
+    page.keyboard.press("2")  # digits do not answer rows while the dialog is open
+    page.keyboard.press("Enter")
+    wait_item(page, lease)
+    skipped = Lease.objects.get(uid=lease)
+    assert (skipped.state, skipped.skip_reason) == (LeaseState.SKIPPED, "Prompt unreadable")
