@@ -74,16 +74,22 @@ def test_folder_import_creates_samples_and_candidates(tmp_path):
     assert set(Candidate.objects.values_list("source_name", flat=True)) == {"sysA", "sysB"}
 
 
-def test_zip_import_through_the_api_as_curator(tmp_path):
+def zip_upload(rows: list[dict], name: str) -> io.BytesIO:
+    """An in-memory zip of ``base_files`` and a manifest of ``rows``, named like an upload."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in base_files().items():
-            zf.writestr(name, data)
-        zf.writestr("manifest.jsonl", json.dumps(row()) + "\n")
+        for path, data in base_files().items():
+            zf.writestr(path, data)
+        zf.writestr("manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    buf.seek(0)
+    buf.name = name
+    return buf
+
+
+def test_zip_import_through_the_api_as_curator(tmp_path):
+    buf = zip_upload([row()], "batch.zip")
     client = APIClient()
     client.force_authenticate(make_user("cur", "curator"))
-    buf.seek(0)
-    buf.name = "batch.zip"
     response = client.post("/api/imports/", {"file": buf}, format="multipart")
     assert response.status_code == 201, response.content
     assert response.json()["samples_created"] == 1
@@ -253,15 +259,9 @@ def test_adding_to_a_stored_sample_never_changes_it(tmp_path):
 
 
 def test_the_import_record_keeps_the_uploaded_file_name(tmp_path):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in base_files().items():
-            zf.writestr(name, data)
-        zf.writestr("manifest.jsonl", json.dumps(row()) + "\n" + json.dumps(row("s2", task="paint")) + "\n")
+    buf = zip_upload([row(), row("s2", task="paint")], "spring-batch.zip")
     client = APIClient()
     client.force_authenticate(make_user("cur", "curator"))
-    buf.seek(0)
-    buf.name = "spring-batch.zip"
     response = client.post("/api/imports/", {"file": buf}, format="multipart")
     assert response.status_code == 400
     assert ImportBatch.objects.get().source_name == "spring-batch.zip"
@@ -270,14 +270,10 @@ def test_the_import_record_keeps_the_uploaded_file_name(tmp_path):
 def test_the_admin_import_page_keeps_the_uploaded_file_name(client, django_user_model):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in base_files().items():
-            zf.writestr(name, data)
-        zf.writestr("manifest.jsonl", json.dumps(row(split="val")) + "\n")
+    buf = zip_upload([row(split="val")], "autumn-set.zip")
     client.force_login(django_user_model.objects.create_superuser("root", password="pw-test-1234"))
     response = client.post("/admin/annotation/sample/import/",
-                           {"file": SimpleUploadedFile("autumn-set.zip", buf.getvalue())})
+                           {"file": SimpleUploadedFile(buf.name, buf.getvalue())})
     assert response.status_code == 302, response.content[:500]
     batch = ImportBatch.objects.get()
     assert (batch.source_name, batch.samples_created) == ("autumn-set.zip", 1)
