@@ -69,7 +69,7 @@ class CriterionForm(forms.ModelForm):
 
     class Meta:
         model = Criterion
-        fields = ["slug", "name", "uses_prompt"]
+        fields = ["slug", "name", "description", "uses_prompt"]  # the reward query states the description
 
 
 @admin.register(Criterion)

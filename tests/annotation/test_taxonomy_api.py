@@ -123,3 +123,14 @@ def test_slugs_are_immutable_once_judgments_exist(clients):
     assert curator.patch("/api/criteria/structure/", {"name": "Shape"}, format="json").status_code == 200
     # A criterion nobody judged yet may be renamed.
     assert curator.patch("/api/criteria/aesthetics/", {"slug": "beauty"}, format="json").status_code == 200
+
+
+def test_the_admin_form_asks_for_the_description(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-1234"))
+    form = {"slug": "sharpness", "name": "Sharpness", "new_guideline": "",
+            "guidelines-TOTAL_FORMS": "0", "guidelines-INITIAL_FORMS": "0"}
+    missing = client.post("/admin/annotation/criterion/add/", form)
+    assert missing.status_code == 200 and not Criterion.objects.filter(slug="sharpness").exists()
+    saved = client.post("/admin/annotation/criterion/add/", {**form, "description": "edges are crisp"})
+    assert saved.status_code == 302, saved.content[:500]
+    assert Criterion.objects.get(slug="sharpness").description == "edges are crisp"
