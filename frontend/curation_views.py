@@ -31,7 +31,7 @@ def people(request: HttpRequest) -> HttpResponse:
 
 @curator_page
 def taxonomy(request: HttpRequest) -> HttpResponse:
-    latest = GuidelineVersion.objects.order_by("-version")
+    latest = GuidelineVersion.objects.only("id", "criterion_id", "version", "created_at").order_by("-version")
     criteria = Criterion.objects.prefetch_related("task_types", Prefetch("guidelines", latest, to_attr="versions"))
     return _dash(request, "taxonomy.html", "taxonomy", criteria=criteria,
                  task_types=TaskType.objects.prefetch_related("criteria"))
