@@ -10,31 +10,32 @@ from core.log_filters import OneLineRefusals
 from tests.factories import make_user
 
 
-@pytest.mark.django_db
-def test_a_403_page_is_styled_and_logged_on_one_line(caplog):
+def _refused(caplog, url: str):
+    """GET ``url`` as a signed-in annotator; returns (response, the one django.request record)."""
     web = Client()
     web.force_login(make_user("ann", "annotator"))
     with caplog.at_level(logging.WARNING, logger="django.request"):
-        resp = web.get("/dashboard/")
+        resp = web.get(url)
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    line = logging.Formatter().format(record)
+    assert record.exc_info is None and "\n" not in line and "Traceback" not in line
+    return resp, line
+
+
+@pytest.mark.django_db
+def test_a_403_page_is_styled_and_logged_on_one_line(caplog):
+    resp, line = _refused(caplog, "/dashboard/")
     assert resp.status_code == 403
     page = resp.content.decode()
     assert "This page is not open to you" in page and 'href="/"' in page and "base.css" in page
-    (record,) = [r for r in caplog.records if r.name == "django.request"]
-    assert record.exc_info is None and record.exc_text is None
-    line = logging.Formatter().format(record)
-    assert "\n" not in line and "Traceback" not in line
     assert "/dashboard/" in line and "PermissionDenied" in line
 
 
 @pytest.mark.django_db
 def test_a_404_page_is_styled_and_logged_on_one_line(caplog):
-    web = Client()
-    web.force_login(make_user("ann", "annotator"))
-    with caplog.at_level(logging.WARNING, logger="django.request"):
-        resp = web.get("/annotate/999999/")
+    resp, line = _refused(caplog, "/annotate/999999/")
     assert resp.status_code == 404 and "There is nothing at this address" in resp.content.decode()
-    (record,) = [r for r in caplog.records if r.name == "django.request"]
-    assert "\n" not in logging.Formatter().format(record)
+    assert "/annotate/999999/" in line
 
 
 def _record(status: int) -> logging.LogRecord:

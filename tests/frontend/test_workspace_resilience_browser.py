@@ -28,6 +28,16 @@ def active_leases(username: str) -> list[str]:
             .values_list("uid", flat=True)]
 
 
+def open_workspace(page, **campaign_kwargs):
+    """A fresh campaign (pairwise fill unless told otherwise), annotator "ann" signed in with its
+    workspace open on the first item; returns (campaign, lease uid on screen)."""
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", **{"n_samples": 2, "overlap": 1, **campaign_kwargs})
+    login(page, "ann")
+    page.goto(f"/annotate/{campaign.pk}/")
+    return campaign, wait_item(page)
+
+
 def checked(page) -> list[str]:
     """The checked answer of each criterion row ("" while unanswered), top to bottom."""
     return page.eval_on_selector_all(
@@ -39,11 +49,7 @@ def checked(page) -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_a_reload_mid_item_brings_back_the_same_item_with_its_answers(browser_page):
     page = browser_page
-    make_user("ann", "annotator")
-    campaign = make_campaign(task="fill", n_samples=2, overlap=1)
-    login(page, "ann")
-    page.goto(f"/annotate/{campaign.pk}/")
-    lease = wait_item(page)
+    _, lease = open_workspace(page)
     press_all(page, ["1", "3"])
     assert checked(page) == ["L", "R", "", ""]
 
@@ -63,11 +69,7 @@ def test_a_reload_mid_item_brings_back_the_same_item_with_its_answers(browser_pa
 @pytest.mark.django_db(transaction=True)
 def test_a_second_tab_is_told_plainly_and_can_take_over_with_the_answers(browser_page):
     first = browser_page
-    make_user("ann", "annotator")
-    campaign = make_campaign(task="fill", n_samples=3, overlap=1)
-    login(first, "ann")
-    first.goto(f"/annotate/{campaign.pk}/")
-    lease = wait_item(first)
+    campaign, lease = open_workspace(first, n_samples=3)
     first.keyboard.press("3")
 
     second = first.context.new_page()
@@ -93,11 +95,7 @@ def test_a_second_tab_is_told_plainly_and_can_take_over_with_the_answers(browser
 @pytest.mark.django_db(transaction=True)
 def test_leaving_the_page_gives_back_the_prefetched_item(browser_page):
     page = browser_page
-    make_user("ann", "annotator")
-    campaign = make_campaign(task="fill", n_samples=3, overlap=1)
-    login(page, "ann")
-    page.goto(f"/annotate/{campaign.pk}/")
-    shown = wait_item(page)
+    campaign, shown = open_workspace(page, n_samples=3)
     wait_until(lambda: len(active_leases("ann")) == 2, "the prefetched lease")
     (prefetched,) = set(active_leases("ann")) - {shown}
 
@@ -112,11 +110,7 @@ def test_leaving_the_page_gives_back_the_prefetched_item(browser_page):
 @pytest.mark.django_db(transaction=True)
 def test_a_refused_submit_says_why_and_keeps_the_answers(browser_page):
     page = browser_page
-    make_user("ann", "annotator")
-    campaign = make_campaign(task="fill", n_samples=2, overlap=1, criteria=["structure", "aesthetics"])
-    login(page, "ann")
-    page.goto(f"/annotate/{campaign.pk}/")
-    lease = wait_item(page)
+    _, lease = open_workspace(page, criteria=["structure", "aesthetics"])
     page.wait_for_function("() => window.performance.getEntriesByType('resource')"
                            ".filter(e => e.name.endsWith('/next/')).length >= 2")
     # The item was skipped meanwhile (say, from a phone): the submit is refused with 409.
@@ -230,11 +224,7 @@ def test_an_annotator_opening_a_dashboard_page_gets_a_styled_403_with_a_way_home
 @pytest.mark.django_db(transaction=True)
 def test_skip_with_a_preset_reason_from_the_keyboard(browser_page):
     page = browser_page
-    make_user("ann", "annotator")
-    campaign = make_campaign(task="fill", n_samples=2, overlap=1, skip_reasons=["Mask is empty", "Prompt unreadable"])
-    login(page, "ann")
-    page.goto(f"/annotate/{campaign.pk}/")
-    lease = wait_item(page)
+    _, lease = open_workspace(page, skip_reasons=["Mask is empty", "Prompt unreadable"])
     page.keyboard.press("s")
     page.wait_for_selector("#skip-reason:focus")  # "Other…" first: typing a reason needs no extra key
     assert page.locator("#skip-presets button").all_inner_texts() == ["Mask is empty", "Prompt unreadable"]
