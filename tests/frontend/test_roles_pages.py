@@ -152,10 +152,12 @@ def test_curator_invites_deactivates_and_edits_the_taxonomy_in_the_browser(brows
     page.check("input[name=task_types][value=fill]")
     page.click("#taxonomy-form button[type=submit]")
     page.wait_for_selector("tr[data-criterion=lighting]")
+    page.screenshot(path=str(screenshot_dir / "dashboard-taxonomy.png"), full_page=True)
     created = Criterion.objects.get(slug="lighting")
     assert [t.slug for t in created.task_types.all()] == ["fill"] and not created.uses_prompt
     page.click("tr[data-criterion=lighting] a[href$='/lighting/']")
     page.check("#t-uses-prompt")
+    page.screenshot(path=str(screenshot_dir / "dashboard-criterion-form.png"), full_page=False)
     page.click("#taxonomy-form button[type=submit]")
     page.wait_for_url("**/dashboard/taxonomy/")
     created.refresh_from_db()
