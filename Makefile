@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/onereward)
 TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
 
-.PHONY: run dev test install demo lint bench clean-var
+.PHONY: run dev test check install demo lint bench clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null || PYTHON=python3; $(PYTHON) -m venv $(VENV); }
@@ -34,6 +34,10 @@ test: $(STAMP)
 	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	  DJANGO_READ_DOT_ENV_FILE=false OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 	  $(PY) -m pytest -p no:playwright $(PYTEST_ARGS)
+
+# The fast lane: lint, layer contracts and every test that needs no browser, worker or long training.
+check: lint
+	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not browser and not worker and not slow" -q $(PYTEST_ARGS)'
 
 demo: $(STAMP)
 	@bash scripts/run.sh $(PORT) --demo

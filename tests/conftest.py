@@ -33,6 +33,20 @@ def pytest_configure(config):
     socket.socket.connect = _guarded_connect
 
 
+# Fixtures that make a test need a browser or a Celery worker: the marker follows from the fixture,
+# so a new browser or worker test lands in the right lane without anyone remembering a decorator.
+_MARKING_FIXTURES = {"browser_page": "browser", "chromium_browser": "browser", "celery_worker_process": "worker"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by the fixtures they use; `make check` deselects browser, worker and slow tests."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = _MARKING_FIXTURES.get(fixture)
+            if marker and marker not in item.keywords:
+                item.add_marker(marker)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the item, so fixtures can tell in teardown that a test failed."""
