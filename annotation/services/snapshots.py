@@ -9,6 +9,8 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
 - Judgments are read with one server-side cursor ordered by (sample, criterion, item), so only
   one sample's judgments for one criterion are in memory at a time (flat memory).
 - Gold items are never exported (their judgments are counted in ``gold_judgments_excluded``).
+- An adjudicated (item, criterion) — the latest ``Adjudication`` — turns each of the item's
+  judgments on that criterion into a vote for the adjudicated answer (counted in ``adjudicated``).
 - Pairwise: each A/B judgment is one vote for an ordered candidate pair; "tie" and "both_bad"
   are excluded and counted (``tie_judgments_excluded``).
 - Best–worst of N: each (best, worst) judgment is one vote for best > worst, the pair the paper
