@@ -102,12 +102,13 @@ def criteria_with_guidelines(criteria: QuerySet[Criterion]) -> list[Criterion]:
     ).order_by("id"))
 
 
-CRITERIA_FIELDS = ("id", "slug", "name", "uses_prompt", "guideline_id", "guideline_version", "guideline_markdown",
-                   "guideline_html")
+CRITERIA_FIELDS = ("id", "slug", "name", "description", "uses_prompt", "guideline_id", "guideline_version",
+                   "guideline_markdown", "guideline_html")
 
 
 def _campaign_criteria_key(campaign_id: int) -> str:
-    return f"campaign-criteria:{campaign_id}"
+    # The version names the row layout (CRITERIA_FIELDS): entries cached by older code are ignored.
+    return f"campaign-criteria:v2:{campaign_id}"
 
 
 def campaign_criteria(campaign: Campaign) -> list[Criterion]:
@@ -125,7 +126,7 @@ def campaign_criteria(campaign: Campaign) -> list[Criterion]:
     out = []
     for row in rows:
         values = dict(zip(CRITERIA_FIELDS, row, strict=True))
-        criterion = Criterion(**{f: values.pop(f) for f in ("id", "slug", "name", "uses_prompt")})
+        criterion = Criterion(**{f: values.pop(f) for f in ("id", "slug", "name", "description", "uses_prompt")})
         criterion.__dict__.update(values)
         out.append(criterion)
     return out

@@ -33,7 +33,8 @@ class CriterionOut(serializers.ModelSerializer):
 
     class Meta:
         model = Criterion
-        fields = ["id", "slug", "name", "uses_prompt", "guideline_version", "guideline_markdown", "guideline_html"]
+        fields = ["id", "slug", "name", "description", "uses_prompt", "guideline_version", "guideline_markdown",
+                  "guideline_html"]
 
     def get_guideline_markdown(self, obj: Criterion) -> str:
         return obj.guideline_markdown or ""
@@ -43,13 +44,13 @@ class CriterionOut(serializers.ModelSerializer):
 
 
 class CriterionDetailOut(CriterionOut):
-    """A criterion as curators edit it: also its description and the task types offering it
-    (prefetch ``task_types``). The hand-out keeps the lean ``CriterionOut``."""
+    """A criterion as curators edit it: also the task types offering it (prefetch ``task_types``).
+    The hand-out keeps the lean ``CriterionOut``."""
 
     task_types = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
 
     class Meta(CriterionOut.Meta):
-        fields = [*CriterionOut.Meta.fields, "description", "task_types"]
+        fields = [*CriterionOut.Meta.fields, "task_types"]
 
 
 class TaskTypeOut(serializers.ModelSerializer):
@@ -137,6 +138,19 @@ class CampaignIn(serializers.Serializer):
     lease_seconds = serializers.IntegerField(default=600, min_value=10, max_value=86400)
     priority = serializers.IntegerField(default=0, min_value=-100, max_value=100)
     selection = serializers.JSONField(required=False, default=dict)
+    skip_reasons = serializers.ListField(
+        child=serializers.CharField(max_length=SKIP_REASON_MAX_LENGTH, trim_whitespace=True),
+        required=False, max_length=12,
+        help_text="Preset reasons the skip dialog offers as buttons; an empty list offers only free text.",
+    )
+
+    def validate_skip_reasons(self, value: list[str]) -> list[str]:
+        # Each preset becomes a button: blanks and repeats would be buttons that say nothing new.
+        if any(not reason for reason in value):
+            raise serializers.ValidationError("A skip reason cannot be blank.")
+        if len({reason.casefold() for reason in value}) != len(value):
+            raise serializers.ValidationError("Each skip reason must be different.")
+        return value
 
 
 class NextIn(serializers.Serializer):
@@ -171,19 +185,6 @@ def assignment_payload(lease: Lease) -> dict:
             "width": sample.width, "height": sample.height,
         },
         "candidates": [
-    skip_reasons = serializers.ListField(
-        child=serializers.CharField(max_length=SKIP_REASON_MAX_LENGTH, trim_whitespace=True),
-        required=False, max_length=12,
-        help_text="Preset reasons the skip dialog offers as buttons; an empty list offers only free text.",
-    )
-
-    def validate_skip_reasons(self, value: list[str]) -> list[str]:
-        # Each preset becomes a button: blanks and repeats would be buttons that say nothing new.
-        if any(not reason for reason in value):
-            raise serializers.ValidationError("A skip reason cannot be blank.")
-        if len({reason.casefold() for reason in value}) != len(value):
-            raise serializers.ValidationError("Each skip reason must be different.")
-        return value
             {"id": cid, "label": labels[i], "url": _media(by_id[cid].image)}
             for i, cid in enumerate(lease.displayed_order)
         ],

@@ -430,6 +430,8 @@
           }),
           el("span", { class: "crit-status", "data-status": String(i) })));
       const guide = el("div", { class: "guideline", html: c.guideline_html || "<p>No guideline yet.</p>", hidden: true });
+      // The description is what the reward model is asked to judge: annotators read the same words.
+      if (c.description) guide.prepend(el("p", { class: "crit-description", text: c.description }));
       if (c.guideline_version) guide.append(el("p", { class: "muted small", text: `Guideline v${c.guideline_version}` }));
       return el("div", { class: "crit-row", role: "listitem", "data-row": String(i), "data-slug": c.slug },
         head, MODE === "pairwise" ? pairwiseButtons(i) : bestWorstButtons(i, n), guide);
