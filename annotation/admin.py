@@ -16,6 +16,7 @@ from core.errors import ApplicationError
 
 from .guidelines import render_guideline
 from .models import (
+    Adjudication,
     Campaign,
     CampaignStatus,
     Candidate,
@@ -33,15 +34,23 @@ from .roles import IMPORT_PERMISSION
 from .selectors import campaign_progress
 from .services.campaigns import campaign_create, campaign_set_status, campaign_start, campaign_validate
 from .services.imports import ImportFailed, import_samples
-from .services.taxonomy import guideline_publish
+from .services.taxonomy import guideline_publish, judgments_under
 
 admin.site.site_header = "OneReward Platform — curation"
 admin.site.site_title = "OneReward curation"
 
 
 
+class SlugFixedOnceJudged:
+    """The admin keeps the API's rule: a slug that judgments were made under cannot be renamed."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = obj is not None and judgments_under(obj).exists()
+        return [*super().get_readonly_fields(request, obj), *(["slug"] if fixed else [])]
+
+
 @admin.register(TaskType)
-class TaskTypeAdmin(admin.ModelAdmin):
+class TaskTypeAdmin(SlugFixedOnceJudged, admin.ModelAdmin):
     list_display = ["slug", "name", "fixed_prompt"]
     filter_horizontal = ["criteria"]
 
@@ -73,7 +82,7 @@ class CriterionForm(forms.ModelForm):
 
 
 @admin.register(Criterion)
-class CriterionAdmin(admin.ModelAdmin):
+class CriterionAdmin(SlugFixedOnceJudged, admin.ModelAdmin):
     form = CriterionForm
     list_display = ["slug", "name", "uses_prompt", "guideline_version"]
     inlines = [GuidelineInline]
@@ -268,6 +277,14 @@ class LeaseAdmin(ReadOnlyAdmin):
 class JudgmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "item", "criterion", "annotator", "choice", "guideline_version", "active_ms", "created_at"]
     list_filter = ["criterion", "choice", "item__campaign"]
+
+
+@admin.register(Adjudication)
+class AdjudicationAdmin(ReadOnlyAdmin):
+    """Written on the item page (dashboard) or the API, never here: a new answer is a new row."""
+
+    list_display = ["id", "item", "criterion", "choice", "created_by", "created_at"]
+    list_filter = ["criterion", "item__campaign"]
 
 
 @admin.register(ImportBatch)

@@ -236,7 +236,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
-        "TaskSlugEnum": "annotation.vocabulary.TASK_CHOICES",
         "SplitEnum": "annotation.models.Split",
         "OptionalSplitEnum": "annotation.api.serializers.OPTIONAL_SPLIT_CHOICES",
     },
@@ -332,9 +331,9 @@ if _flag("DJANGO_TRUST_X_FORWARDED_PROTO", SESSION_COOKIE_SECURE):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Refusals (403/404) are expected: one line each, no traceback (core.log_filters).
+    "filters": {"one_line_refusals": {"()": "core.log_filters.OneLineRefusals"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.server": {"level": "WARNING"}, "django.request": {"filters": ["one_line_refusals"]}},
 }
-    # Refusals (403/404) are expected: one line each, no traceback (core.log_filters).
-    "filters": {"one_line_refusals": {"()": "core.log_filters.OneLineRefusals"}},

@@ -79,14 +79,22 @@ def _save(obj: TaskType | Criterion) -> None:
         raise ApplicationError("This slug is taken.", fields={"slug": [f"'{obj.slug}' is taken."]}) from None
 
 
-def _update(obj: TaskType | Criterion, changes: dict, allowed: tuple[str, ...], judged: QuerySet[Judgment]) -> None:
+def judgments_under(obj: TaskType | Criterion) -> QuerySet[Judgment]:
+    """The judgments made under a task type or criterion: while there are any, its slug is fixed
+    (snapshots, reward-model cards and exports name it by its slug)."""
+    if isinstance(obj, Criterion):
+        return Judgment.objects.filter(criterion=obj)
+    return Judgment.objects.filter(item__campaign__task_type=obj)
+
+
+def _update(obj: TaskType | Criterion, changes: dict, allowed: tuple[str, ...]) -> None:
     """Apply and save field ``changes`` (a row locked by the caller); a slug change is refused
-    (409) while ``judged`` has rows and must stay well-formed and unique."""
+    (409) while judgments exist under it and must stay well-formed and unique."""
     unknown = set(changes) - set(allowed)
     if unknown:
         raise TypeError(f"unknown {type(obj).__name__} field(s): {', '.join(sorted(unknown))}")
     if "slug" in changes:
-        _refuse_slug_change(obj, changes["slug"], judged.exists())
+        _refuse_slug_change(obj, changes["slug"], judgments_under(obj).exists())
         _check_slug(type(obj), changes["slug"], exclude_pk=obj.pk)
     for key, value in changes.items():
         setattr(obj, key, value)
@@ -111,7 +119,7 @@ def task_type_update(*, task_type: TaskType, criteria: Iterable[str] | None = No
     criteria it offers. Renaming the slug of a task with judgments is a Conflict (409)."""
     task = TaskType.objects.select_for_update().get(pk=task_type.pk)
     chosen = _by_slugs(Criterion, criteria, "criteria") if criteria is not None else None
-    _update(task, changes, _TASK_FIELDS, Judgment.objects.filter(item__campaign__task_type=task))
+    _update(task, changes, _TASK_FIELDS)
     if chosen is not None:
         task.criteria.set(chosen)
     return task
@@ -138,7 +146,7 @@ def criterion_update(*, criterion: Criterion, task_types: Iterable[str] | None =
     if "description" in changes:
         changes["description"] = _description(changes["description"])
     tasks = _by_slugs(TaskType, task_types, "task_types") if task_types is not None else None
-    _update(crit, changes, _CRITERION_FIELDS, Judgment.objects.filter(criterion=crit))
+    _update(crit, changes, _CRITERION_FIELDS)
     if tasks is not None:
         crit.task_types.set(tasks)
     return crit

@@ -134,3 +134,25 @@ def test_the_admin_form_asks_for_the_description(client, django_user_model):
     saved = client.post("/admin/annotation/criterion/add/", {**form, "description": "edges are crisp"})
     assert saved.status_code == 302, saved.content[:500]
     assert Criterion.objects.get(slug="sharpness").description == "edges are crisp"
+
+
+def test_the_admin_keeps_a_judged_slug_fixed(client, django_user_model):
+    campaign = make_campaign(n_samples=1, overlap=1, criteria=["structure"])
+    annotator = APIClient()
+    annotator.force_authenticate(make_user("ann-2", "annotator"))
+    lease = annotator.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    annotator.post(f"/api/leases/{lease['lease']}/submit/", {
+        "answers": {"structure": lease["candidates"][0]["id"]}, "idempotency_key": "k2"}, format="json")
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-1234"))
+    judged, fresh = Criterion.objects.get(slug="structure"), Criterion.objects.get(slug="aesthetics")
+    form = {"name": "Shape", "description": judged.description, "uses_prompt": "", "new_guideline": "",
+            "guidelines-TOTAL_FORMS": "0", "guidelines-INITIAL_FORMS": "0"}
+    response = client.post(f"/admin/annotation/criterion/{judged.pk}/change/", {**form, "slug": "shape"})
+    assert response.status_code == 302, response.content[:500]
+    judged.refresh_from_db()
+    assert (judged.slug, judged.name) == ("structure", "Shape")  # the slug field is read-only, the rest saves
+    client.post(f"/admin/annotation/criterion/{fresh.pk}/change/",
+                {**form, "name": fresh.name, "description": fresh.description, "slug": "beauty"})
+    assert Criterion.objects.filter(pk=fresh.pk, slug="beauty").exists()
+    task_page = client.get(f"/admin/annotation/tasktype/{campaign.task_type.pk}/change/").content.decode()
+    assert 'name="slug"' not in task_page
