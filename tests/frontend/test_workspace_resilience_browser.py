@@ -64,6 +64,12 @@ def test_a_reload_mid_item_brings_back_the_same_item_with_its_answers(browser_pa
     # Stored, so the draft goes (once the answer is back in the browser).
     page.wait_for_function("uid => localStorage.getItem(`or:draft:${uid}`) === null", arg=lease)
 
+    # Undo last at 1280 px: "Save changes" does not push "Undo last" out of the side column.
+    page.keyboard.press("u")
+    wait_state(page, "editing")
+    side, undo = page.locator(".side").bounding_box(), page.locator("#undo-btn").bounding_box()
+    assert undo["x"] + undo["width"] <= side["x"] + side["width"] + 1
+
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
