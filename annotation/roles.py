@@ -18,7 +18,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "annotation": (
             "view_tasktype", "view_criterion", "change_criterion", "view_guidelineversion", "add_guidelineversion",
             "view_sample", "change_sample", "view_candidate", "view_campaign", "add_campaign", "change_campaign",
-            "view_item", "view_lease", "view_judgment", "view_importbatch", "add_importbatch",
+            "view_item", "view_lease", "view_judgment", "view_adjudication", "view_importbatch", "add_importbatch",
             "view_datasetsnapshot",
         ),
     },
