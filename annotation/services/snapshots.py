@@ -294,15 +294,12 @@ def _label(r: dict) -> str:
 
 
 def _adjudications(flt: dict) -> dict[tuple[int, str], dict]:
-    """{(item id, criterion slug): the latest adjudication's answer} in the filter's campaigns,
-    criteria and task types. Curators write these one by one, so they fit in memory."""
+    """{(item id, criterion slug): the latest adjudication's answer} in the filter's campaigns (one
+    is only used where the filter's judgments reach its item and criterion). Curators write these
+    one by one, so they fit in memory."""
     qs = Adjudication.objects.all()
     if flt.get("campaign_ids"):
         qs = qs.filter(item__campaign_id__in=flt["campaign_ids"])
-    if flt.get("criteria"):
-        qs = qs.filter(criterion__slug__in=flt["criteria"])
-    if flt.get("task_types"):
-        qs = qs.filter(item__sample__task_type__slug__in=flt["task_types"])
     return {(item_id, slug): {"choice": choice, "best_id": best, "worst_id": worst}  # ascending ids: latest wins
             for item_id, slug, choice, best, worst in qs.order_by("id").values_list(
                 "item_id", "criterion__slug", "choice", "best_id", "worst_id")}
