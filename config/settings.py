@@ -238,6 +238,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SplitEnum": "annotation.models.Split",
         "OptionalSplitEnum": "annotation.api.serializers.OPTIONAL_SPLIT_CHOICES",
+        "AccountRoleEnum": "annotation.roles.ACCOUNT_ROLES",
     },
 }
 
