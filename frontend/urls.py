@@ -3,6 +3,7 @@ from django.urls import include, path, reverse_lazy
 
 from . import curation_views as cv
 from . import experiment_views, views
+from . import import_views as imv
 from . import items_views as iv
 
 dashboard = [
@@ -25,6 +26,7 @@ dashboard = [
     path("campaigns/<int:pk>/items/", iv.campaign_items, name="dash-campaign-items"),
     path("items/<int:pk>/", iv.item_page, name="dash-item"),
     path("people/", cv.people, name="dash-people"),
+    path("imports/", imv.imports, name="dash-imports"),
     path("taxonomy/", cv.taxonomy, name="dash-taxonomy"),
     path("taxonomy/criteria/new/", cv.criterion_form, name="dash-criterion-new"),
     path("taxonomy/criteria/<slug:slug>/", cv.criterion_form, name="dash-criterion"),

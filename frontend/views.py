@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split
+from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split, TaskType
 from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from annotation.selectors import campaign_list_for, campaign_progress_for_annotator, campaigns_as_seen_by
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
@@ -95,8 +95,10 @@ def dashboard_run(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _task_criteria() -> list[dict]:
-    return [{"slug": t, "name": TASK_NAMES[t], "criteria": [{"slug": c, "name": CRITERION_NAMES[c]} for c in crits]}
-            for t, crits in TASK_CRITERIA.items()]
+    """The live vocabulary (task types and their criteria, as curators keep them on the Taxonomy
+    page), so a criterion made there can be picked at once."""
+    return [{"slug": t.slug, "name": t.name, "criteria": [{"slug": c.slug, "name": c.name} for c in t.criteria.all()]}
+            for t in TaskType.objects.prefetch_related("criteria")]
 
 
 @science_page

@@ -1,10 +1,6 @@
 """Thin API views: validate input → call a service or selector → serialize output."""
 from __future__ import annotations
 
-import tempfile
-import zipfile
-from pathlib import Path
-
 from django.db.models import Prefetch, prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -37,7 +33,7 @@ from ..selectors import (
     judgments_for,
 )
 from ..services.campaigns import campaign_create, campaign_set_annotators, campaign_set_status, campaign_start
-from ..services.imports import import_samples
+from ..services.imports import import_upload
 from ..services.judgments import judgment_edit, judgment_submit
 from ..services.queue import SLOTS, lease_next, lease_release, lease_skip
 from ..services.taxonomy import (
@@ -362,13 +358,5 @@ class ImportApi(APIView):
     def post(self, request):
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "upload.zip"
-            with path.open("wb") as fh:
-                for chunk in upload.chunks():
-                    fh.write(chunk)
-            if not zipfile.is_zipfile(path):
-                raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
-            batch = import_samples(path=path, user=request.user, source_name=upload.name or "")
+        batch = import_upload(upload=data.validated_data["file"], user=request.user)
         return Response(s.ImportBatchOut(batch).data, status=status.HTTP_201_CREATED)

@@ -26,8 +26,10 @@ row is left behind.
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -37,6 +39,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.errors import ApplicationError
@@ -283,7 +286,8 @@ def _resolve_splits(rows: list[_Row]) -> list[dict]:
 
 def import_samples(*, path: Path, user: User | None = None, source_name: str = "") -> ImportBatch:
     """Validate every row, then create all samples and candidates, or nothing (raises ImportFailed).
-    ``source_name`` is the uploaded file's name for the record (default: the name of ``path``)."""
+    ``source_name`` is the uploaded file's name for the record (default: the name of ``path``).
+    The returned batch also carries ``split_counts``: the new samples per split (not stored)."""
     src = _Source(Path(path))
     record_name = Path(source_name).name[:300] or Path(path).name
     tasks = {t.slug: t for t in TaskType.objects.all()}
@@ -318,6 +322,19 @@ def import_samples(*, path: Path, user: User | None = None, source_name: str = "
     return _write_rows(rows, source_name=record_name, user=user)
 
 
+def import_upload(*, upload: UploadedFile, user: User | None) -> ImportBatch:
+    """Import an uploaded zip (the API and the dashboard's Import page), recorded under the
+    upload's own name. Spooled to a temporary file first: the zip reader needs to seek."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.zip"
+        with path.open("wb") as fh:
+            for chunk in upload.chunks():
+                fh.write(chunk)
+        if not zipfile.is_zipfile(path):
+            raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
+        return import_samples(path=path, user=user, source_name=upload.name or "")
+
+
 def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> ImportBatch:
     written: list[str] = []
 
@@ -343,12 +360,17 @@ def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> Imp
                                               source_name=cand["source_name"], seed=cand["seed"],
                                               params=cand["params"], source_ref=cand["source_ref"], _save=save)
                     n_cand += 1
-            return ImportBatch.objects.create(created_by=user, source_name=source_name, status=ImportStatus.SUCCEEDED,
-                                              samples_created=n_samples, candidates_created=n_cand)
+            batch = ImportBatch.objects.create(created_by=user, source_name=source_name,
+                                               status=ImportStatus.SUCCEEDED, samples_created=n_samples,
+                                               candidates_created=n_cand)
     except BaseException:  # a worker timeout (SystemExit) mid-import must not leave files either
         for name in written:  # all-or-nothing: no orphaned files either
             default_storage.delete(name)
         raise
+    # Not a column: only the page that just uploaded shows it (the record keeps the totals).
+    per_split = Counter(row.split for row in rows if row.existing is None)
+    batch.split_counts = {split: per_split[split] for split in Split.values if per_split[split]}
+    return batch
 
 
 def candidate_create_from_png(*, sample: Sample, png: bytes, provenance: str, source_name: str,

@@ -35,18 +35,24 @@ def chromium_browser():
 
 
 
+def new_page(browser, base_url: str):
+    """A 1280×800 page in a context of its own (own cookies: another signed-in person); the page's
+    JavaScript errors collect in ``page.js_errors``. Close ``page.context`` when done."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.js_errors = []
+    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    return page
+
+
 @pytest.fixture
 def browser_page(chromium_browser, live_server):
     """A fresh 1280×800 page; yields (page, base_url)."""
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
+    page = new_page(chromium_browser, live_server.url)
     yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    page.context.close()
+    assert not page.js_errors, f"JavaScript errors on the page: {page.js_errors}"
 
 
 @pytest.fixture
