@@ -264,7 +264,7 @@ def test_dark_theme_follows_the_system_setting(chromium_browser, live_server, tm
             page.wait_for_selector("#charts:not([hidden])")
             return page.evaluate("""() => { const px = (c) => c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
                 const lum = (c) => px(c).reduce((a, b) => a + b, 0) / 765;
-                return { body: lum(getComputedStyle(document.body).backgroundColor),
+                return { body: lum(getComputedStyle(document.documentElement).backgroundColor),
                          card: lum(getComputedStyle(document.querySelector('.card')).backgroundColor),
                          text: lum(getComputedStyle(document.querySelector('h1')).color),
                          scheme: getComputedStyle(document.documentElement).colorScheme }; }""")

@@ -107,9 +107,9 @@
 
   function badge(status) { return el("span", { class: `badge status-${status}`, "data-status": status, text: status }); }
 
-  function progressBar(fraction, status, big) {
+  function progressBar(fraction, status, label) {
     const p = Math.round((fraction || 0) * 1000) / 10;
-    return el("div", { class: `progress${big ? " big" : ""} is-${status || ""}`, role: "progressbar", "aria-valuemin": "0",
+    return el("div", { class: `progress is-${status || ""}`, role: "progressbar", "aria-label": label, "aria-valuemin": "0",
                        "aria-valuemax": "100", "aria-valuenow": String(p) },
               el("span", { style: `width:${p}%` }));
   }
@@ -341,7 +341,7 @@
             job.error ? el("span", { class: "error-snippet", title: job.error, text: ` · ${job.error}` }) : "")),
         tagCell(job),
         el("td", {}, badge(job.status), job.cancel_requested && !["cancelled", "failed", "succeeded"].includes(job.status) ? el("div", { class: "muted small", text: "cancelling…" }) : ""),
-        el("td", {}, el("div", { class: "progress-cell" }, progressBar(job.progress, job.status), el("span", { class: "small muted", text: pct(job.progress) }))),
+        el("td", {}, el("div", { class: "progress-cell" }, progressBar(job.progress, job.status, `Progress of #${job.id}`), el("span", { class: "small muted", text: pct(job.progress) }))),
         el("td", { class: "small" }, el("div", { text: stepText + eta }), metric ? el("div", { class: "muted", text: metric }) : ""),
         keys.map((k) => el("td", { class: "num small", "data-param": k, text: (job.params || {})[k] === undefined ? "—" : fmtNum((job.params || {})[k], 6) })),
         el("td", { class: "small" }, el("div", { text: job.started_by || "—" }), el("div", { class: "muted", title: fmtTime(job.created_at), text: fmtAgo(job.created_at) })),
@@ -991,7 +991,7 @@
       $("#c-criteria").replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "data-table compact" },
         el("thead", {}, el("tr", {}, ["Criterion", "Done", "Judging", "Left", "", "Ties", "α"].map((h, i) => el("th", { class: i === 6 ? "num no-caps" : (i && i !== 4 ? "num" : ""), title: i === 6 ? "Krippendorff's alpha" : null, text: h })))),
         el("tbody", {}, d.criteria.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: c.items_done }), el("td", { class: "num", text: c.items_in_progress }),
-          el("td", { class: "num", text: c.items_left }), el("td", { class: "w-bar" }, progressBar(c.items_total ? c.items_done / c.items_total : 0, "succeeded")),
+          el("td", { class: "num", text: c.items_left }), el("td", { class: "w-bar" }, progressBar(c.items_total ? c.items_done / c.items_total : 0, "succeeded", `${c.name}: items done`)),
           el("td", { class: "num", text: fmtRate(c.tie_rate) }), el("td", { class: "num", title: "Krippendorff's alpha", text: c.agreement === null || c.agreement === undefined ? "—" : c.agreement.toFixed(2) })))))));
       renderGsb(d.gsb);
       const lin = d.lineage;
@@ -1146,6 +1146,31 @@
     form.addEventListener("submit", (e) => { e.preventDefault(); promote(false); });
     $("#btn-force").addEventListener("click", () => promote(true));
   }
+
+  // A table wider than its box scrolls inside it; keyboard users need to reach that box too, so a
+  // scrolling .table-wrap becomes a named, focusable region (re-checked as pages render and resize).
+  function keyboardScroll() {
+    $$(".table-wrap, .table-card, .chart-table, pre.code").forEach((box) => {
+      const scrolls = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.dataset.scrollRegion = "1";
+        if (!box.hasAttribute("aria-label") && box.tagName !== "PRE") {
+          const heading = box.closest("section, .card, details, form");
+          const title = heading && heading.querySelector("h2, summary, caption");
+          box.setAttribute("role", "region");
+          box.setAttribute("aria-label", title ? `${title.textContent.trim()} (scrolls)` : "Table (scrolls)");
+        }
+      } else if (!scrolls && box.dataset.scrollRegion) {
+        box.removeAttribute("tabindex"); box.removeAttribute("role"); box.removeAttribute("aria-label");
+        delete box.dataset.scrollRegion;
+      }
+    });
+  }
+  const recheck = debounce(keyboardScroll, 100);
+  new MutationObserver(recheck).observe(document.body, { childList: true, subtree: true });
+  window.addEventListener("resize", recheck);
+  keyboardScroll();
 
   const pages = { checkpoint: pageCheckpoint, runs: pageRuns, run: pageRun, overlay: pageOverlay, "new-reward": pageNewReward, "new-policy": pageNewPolicy,
                   "new-generation": pageNewGeneration, campaign: pageCampaign, "new-campaign": pageNewCampaign,

@@ -1,0 +1,86 @@
+"""axe-core (bundled by axe-playwright-python; nothing is downloaded) on every page of every role,
+with data present: no serious or critical violation anywhere.
+
+Each case names the page's role and a URL template filled from the dashboard world
+(tests/frontend/dashboard_world.py) plus an annotator's campaign."""
+from __future__ import annotations
+
+import pytest
+
+from annotation.models import Item
+from tests.factories import make_user
+
+from .conftest import login
+from .dashboard_world import build_world
+
+axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+SERIOUS = {"serious", "critical"}
+
+# (who, url template); None = signed out.
+PAGES = [
+    (None, "/accounts/login/"),
+    (None, "/accounts/password-reset/"),
+    ("annotator", "/"),
+    ("annotator", "/annotate/{campaign}/"),
+    ("annotator", "/dashboard/"),  # the styled 403 an annotator gets on a scientist page
+    ("scientist", "/dashboard/"),
+    ("scientist", "/dashboard/runs/{baseline}/"),
+    ("scientist", "/dashboard/runs/{policy}/"),
+    ("scientist", "/dashboard/runs/overlay/?job={baseline}&job={wide}"),
+    ("scientist", "/dashboard/new/reward/"),
+    ("scientist", "/dashboard/new/policy/"),
+    ("scientist", "/dashboard/new/generation/"),
+    ("scientist", "/dashboard/registry/"),
+    ("scientist", "/dashboard/leaderboard/"),
+    ("scientist", "/dashboard/reward-models/{model}/"),
+    ("scientist", "/dashboard/checkpoints/{checkpoint}/"),
+    ("scientist", "/dashboard/snapshots/{snapshot}/"),
+    ("scientist", "/dashboard/compare/reward-models/?a={model}&b={model}"),
+    ("scientist", "/dashboard/compare/checkpoints/?a={checkpoint}&b={checkpoint}"),
+    ("curator", "/dashboard/campaigns/"),
+    ("curator", "/dashboard/campaigns/new/"),
+    ("curator", "/dashboard/campaigns/{campaign}/"),
+    ("curator", "/dashboard/campaigns/{campaign}/items/"),
+    ("curator", "/dashboard/items/{item}/"),
+    ("curator", "/dashboard/people/"),
+    ("curator", "/dashboard/taxonomy/"),
+    ("curator", "/dashboard/taxonomy/criteria/structure/"),
+    ("curator", "/dashboard/taxonomy/criteria/structure/guideline/"),
+    ("curator", "/dashboard/taxonomy/task-types/fill/"),
+]
+
+# Violations on pages another area owns, reported to it; the case passes again once fixed there.
+KNOWN: dict[tuple[str | None, str], str] = {
+    ("annotator", "/annotate/{campaign}/"): "workspace: the <kbd> hint inside the Submit button is under 4.5:1 contrast",
+}
+
+
+def _case(who, url):
+    reason = KNOWN.get((who, url))
+    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+    return pytest.param(who, url, id=f"{who or 'anonymous'}:{url}", marks=marks)
+
+
+def describe(violations: list[dict]) -> list[str]:
+    return [f"{v['impact']} {v['id']}: {v['help']} — {[n['target'] for n in v['nodes'][:4]]}"
+            for v in violations if v.get("impact") in SERIOUS]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("who", "url"), [_case(w, u) for w, u in PAGES])
+def test_no_serious_accessibility_violations(browser_page, tmp_path, who, url):
+    world = build_world(tmp_path)
+    ids = {"baseline": world.baseline.pk, "wide": world.wide.pk, "policy": world.policy.pk, "model": world.model.pk,
+           "checkpoint": world.checkpoint.pk, "snapshot": world.snapshot.pk, "campaign": world.campaign.pk,
+           "item": Item.objects.filter(campaign=world.campaign).order_by("id").first().pk}
+    page = browser_page
+    if who:
+        make_user("person", who)
+        login(page, "person")
+    page.goto(url.format(**ids))
+    page.wait_for_load_state("networkidle")
+    results = axe_module.Axe().run(page)
+    problems = describe(results.response["violations"])
+    assert not problems, "\n".join(problems)
