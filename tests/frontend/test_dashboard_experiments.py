@@ -97,6 +97,14 @@ def test_every_accuracy_and_win_rate_cell_on_server_pages_has_a_count_and_interv
     assert re.search(r"82\.2 <span class=\"ci\">\(n=416, 78\.2–85\.6\)</span>", registry)
 
 
+def signed_in_scientist(page, tmp_path):
+    """The dashboard world, with ``page`` signed in as a scientist."""
+    world = build_world(tmp_path)
+    make_user("sci", "scientist")
+    login(page, "sci")
+    return world
+
+
 def chart_state(page, selector: str) -> dict:
     return page.evaluate("""(sel) => { const c = Chart.getChart(document.querySelector(sel));
         return { labels: c.data.datasets.map((d) => d.label), raw: c.data.datasets.filter((d) => d.isRaw).length,
@@ -106,11 +114,9 @@ def chart_state(page, selector: str) -> dict:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_scientist_overlays_two_runs_with_smoothing_log_scale_and_a_data_table(browser_page, tmp_path):
-    world = build_world(tmp_path)
-    make_user("sci", "scientist")
+def test_scientist_overlays_two_runs_with_smoothing_log_scale_and_a_data_table(browser_page, tmp_path, screenshot_dir):
     page = browser_page
-    login(page, "sci")
+    world = signed_in_scientist(page, tmp_path)
     page.goto("/dashboard/")
     page.wait_for_selector(f"#runs-body tr[data-job='{world.wide.pk}']")
     # Parameter columns sort client-side: lr descending puts the wide-lr run first.
@@ -153,6 +159,7 @@ def test_scientist_overlays_two_runs_with_smoothing_log_scale_and_a_data_table(b
     smoothed = page.evaluate("""() => Chart.getChart(document.querySelector('#overlay-chart')).data.datasets
                                  .filter((d) => !d.isRaw)[0].data.map((p) => p.y)""")
     assert smoothed[0] == pytest.approx(0.69) and smoothed[-1] > 0.41  # EMA lags the falling raw loss
+    page.screenshot(path=str(screenshot_dir / "dashboard-overlay.png"), full_page=True)
     page.check("#log-scale")
     assert chart_state(page, "#overlay-chart")["scale"] == "logarithmic"
     assert "smoothing=0.6" in page.url and "log=1" in page.url
@@ -174,10 +181,8 @@ def test_scientist_overlays_two_runs_with_smoothing_log_scale_and_a_data_table(b
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_every_accuracy_cell_shows_a_count_and_an_interval(browser_page, tmp_path):
-    world = build_world(tmp_path)
-    make_user("sci", "scientist")
     page = browser_page
-    login(page, "sci")
+    world = signed_in_scientist(page, tmp_path)
     for url in (f"/dashboard/runs/{world.baseline.pk}/", f"/dashboard/reward-models/{world.model.pk}/",
                 f"/dashboard/compare/reward-models/?a={world.model.pk}&b={world.model.pk}"):
         page.goto(url)
@@ -221,7 +226,8 @@ SMALL_TEXT = """() => Array.from(document.querySelectorAll('body *')).filter((e)
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_fits_a_390px_phone_without_horizontal_overflow_or_tiny_text(chromium_browser, live_server, tmp_path):
+def test_dashboard_fits_a_390px_phone_without_horizontal_overflow_or_tiny_text(chromium_browser, live_server, tmp_path,
+                                                                              screenshot_dir):
     world = build_world(tmp_path)
     make_user("boss", "scientist", "curator")
     context = chromium_browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_server.url,
@@ -241,6 +247,8 @@ def test_dashboard_fits_a_390px_phone_without_horizontal_overflow_or_tiny_text(c
                 overflow[url] = width
             if tiny := page.evaluate(SMALL_TEXT):
                 small[url] = tiny[:5]
+            if url == "/dashboard/":
+                page.screenshot(path=str(screenshot_dir / "dashboard-runs-390.png"), full_page=False)
         assert not overflow, f"pages wider than the 390 px screen: {overflow}"
         assert not small, f"text under 13 px: {small}"
         assert not errors
@@ -250,7 +258,7 @@ def test_dashboard_fits_a_390px_phone_without_horizontal_overflow_or_tiny_text(c
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_dark_theme_follows_the_system_setting(chromium_browser, live_server, tmp_path):
+def test_dark_theme_follows_the_system_setting(chromium_browser, live_server, tmp_path, screenshot_dir):
     world = build_world(tmp_path)
     make_user("sci", "scientist")
 
@@ -262,6 +270,8 @@ def test_dark_theme_follows_the_system_setting(chromium_browser, live_server, tm
             login(page, "sci")
             page.goto(f"/dashboard/runs/{world.baseline.pk}/")
             page.wait_for_selector("#charts:not([hidden])")
+            if scheme == "dark":
+                page.screenshot(path=str(screenshot_dir / "dashboard-run-dark.png"), full_page=False)
             return page.evaluate("""() => { const px = (c) => c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
                 const lum = (c) => px(c).reduce((a, b) => a + b, 0) / 765;
                 return { body: lum(getComputedStyle(document.documentElement).backgroundColor),
