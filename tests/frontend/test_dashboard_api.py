@@ -21,14 +21,14 @@ PAGES = [
     "/dashboard/", "/dashboard/runs/1/", "/dashboard/new/reward/", "/dashboard/new/policy/",
     "/dashboard/new/generation/", "/dashboard/registry/", "/dashboard/reward-models/1/", "/dashboard/checkpoints/1/",
     "/dashboard/snapshots/1/", "/dashboard/compare/reward-models/?a=1&b=2", "/dashboard/compare/checkpoints/?a=1&b=2",
-    "/dashboard/campaigns/", "/dashboard/campaigns/new/", "/dashboard/campaigns/1/",
+    "/dashboard/campaigns/", "/dashboard/campaigns/new/", "/dashboard/campaigns/1/", "/dashboard/runs/overlay/?job=1",
 ]
 API_GET = [
     "/api/dashboard/jobs/", "/api/dashboard/jobs/1/", "/api/dashboard/jobs/1/artifacts/config.json",
     "/api/dashboard/lineage/campaign/1/", "/api/dashboard/lineage/snapshot/1/", "/api/dashboard/lineage/reward-model/1/",
     "/api/dashboard/lineage/checkpoint/1/", "/api/dashboard/compare/reward-models/?a=1&b=2",
     "/api/dashboard/compare/checkpoints/?a=1&b=2", "/api/dashboard/campaigns/", "/api/dashboard/campaigns/1/",
-    "/api/dashboard/candidate-sources/?task=fill",
+    "/api/dashboard/candidate-sources/?task=fill", "/api/dashboard/runs/overlay/?job=1",
     # the existing APIs the dashboard pages call
     "/api/reward/snapshots/", "/api/reward/snapshots/preview/", "/api/reward/runs/", "/api/reward/models/",
     "/api/policy/checkpoints/", "/api/policy/generations/",
@@ -54,6 +54,7 @@ def test_annotators_get_403_on_every_dashboard_page_and_api():
         assert c.get(url).status_code == 403, url
     for url in API_POST:
         assert c.post(url, {}, content_type="application/json").status_code == 403, url
+    assert c.put("/api/dashboard/jobs/1/tags/", {"tags": ["x"]}, content_type="application/json").status_code == 403
     home = c.get("/").content.decode()
     assert "/dashboard/" not in home
 
@@ -78,7 +79,7 @@ def test_staff_roles_open_every_page(role):
               f"/dashboard/campaigns/{campaign.pk}/"]
     science = ["/dashboard/", f"/dashboard/runs/{run.job_id}/", "/dashboard/new/reward/", "/dashboard/new/policy/",
                "/dashboard/new/generation/", "/dashboard/registry/", "/dashboard/compare/reward-models/",
-               "/dashboard/compare/checkpoints/"]
+               "/dashboard/compare/checkpoints/", f"/dashboard/runs/overlay/?job={run.job_id}"]
     for url in shared + science:
         expected = 200 if role == "scientist" or url in shared else 403
         if role == "curator" and url == "/dashboard/":
