@@ -181,6 +181,12 @@ class CampaignStatus(models.TextChoices):
     COMPLETED = "completed"
 
 
+def default_skip_reasons() -> list[str]:
+    """The presets a new campaign's skip dialog offers (a callable: each campaign gets its own list)."""
+    return ["Image does not load or is broken", "Mask or prompt is unclear", "Candidates look identical",
+            "Not sure how the guideline applies"]
+
+
 class Campaign(TimeStamped):
     """What to judge, on which criteria, how often, and in which mode."""
 
@@ -191,16 +197,14 @@ class Campaign(TimeStamped):
     task_type = models.ForeignKey(TaskType, on_delete=models.PROTECT, related_name="campaigns")
     criteria = models.ManyToManyField(Criterion, related_name="campaigns")
     candidates_per_item = models.PositiveSmallIntegerField(default=2, help_text="2 for pairwise, N for best–worst.")
-def default_skip_reasons() -> list[str]:
-    """The presets a new campaign's skip dialog offers (a callable: each campaign gets its own list)."""
-    return ["Image does not load or is broken", "Mask or prompt is unclear", "Candidates look identical",
-            "Not sure how the guideline applies"]
-
-
     overlap = models.PositiveSmallIntegerField(default=3, help_text="Judgments wanted per item (k).")
     gold_fraction = models.FloatField(default=0.0, help_text="Share of hand-outs that are gold items.")
     lease_seconds = models.PositiveIntegerField(default=600)
     priority = models.SmallIntegerField(default=0)
+    skip_reasons = models.JSONField(
+        default=default_skip_reasons, blank=True,
+        help_text="Preset reasons the skip dialog offers as buttons (annotators can still type another).",
+    )
     annotators = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="campaigns",
         help_text="Leave empty to open the campaign to every annotator.",
@@ -211,10 +215,6 @@ def default_skip_reasons() -> list[str]:
     started_at = models.DateTimeField(null=True, blank=True)
     source_ref = models.CharField(max_length=200, blank=True, help_text="e.g. the generation job that made it.")
     selection = models.JSONField(
-    skip_reasons = models.JSONField(
-        default=default_skip_reasons, blank=True,
-        help_text="Preset reasons the skip dialog offers as buttons (annotators can still type another).",
-    )
         default=dict, blank=True,
         help_text='Which items start() materialises: {"sample_ids": [...], "sources": [...], '
         '"opponents": [source_a, source_b], "max_items_per_sample": n}.',
@@ -427,7 +427,7 @@ class DatasetSnapshot(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.QUEUED)
     filter = models.JSONField(default=dict, blank=True)
-    aggregation = models.CharField(max_length=40, default="majority-v2")
+    aggregation = models.CharField(max_length=40, default="tie-aware-v1")  # services.snapshots.AGGREGATIONS
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
     path = models.CharField(max_length=500, blank=True)
     counts = models.JSONField(default=dict, blank=True)

@@ -4,7 +4,7 @@
 snapshot) and enqueues ``annotation.tasks.snapshot_build_task``; ``snapshot_build`` writes the
 folder of docs/engine-contracts.md under ``ARTIFACTS_ROOT/snapshots/<id>-<hash12>/``.
 
-Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the default:
+Aggregations (docs/reward-model.md has the long form). ``majority-v2``:
 
 - Judgments are read with one server-side cursor ordered by (sample, criterion, item), so only
   one sample's judgments for one criterion are in memory at a time (flat memory).
@@ -22,7 +22,7 @@ Aggregations (docs/reward-model.md has the long form). ``majority-v2``, the defa
 - Votes for the same two candidates on the same criterion are summed over items (and
   campaigns); the direction with strictly more votes wins, a tie is excluded and counted
   (``tied_excluded``). Each row: ``votes`` = winner votes, ``agreement`` = votes / decisive votes.
-- ``tie-aware-v1``: as ``majority-v2``, but tie / both_bad (and best–worst no_difference, a tie
+- ``tie-aware-v1`` (the default for new snapshots): as ``majority-v2``, but tie / both_bad (and best–worst no_difference, a tie
   vote for every two of the item's candidates) votes count (``tie_votes``): a pair needs strictly
   more winner votes than tie votes (else ``tie_outvoted``), and ``agreement`` = winner votes /
   all votes on the pair. Every aggregation writes soft labels: ``votes_loser``, ``votes_tie`` and
@@ -85,15 +85,16 @@ from .taxonomy import vocabulary_from_db
 #: Every aggregation with one line for pickers (the dashboard's snapshot builder); the module
 #: docstring has the long form.
 AGGREGATION_SUMMARIES = {
-    "majority-v2": "every best–worst judgment is one best > worst vote (default)",
+    "majority-v2": "every best–worst judgment is one best > worst vote; tie answers are left out",
     "majority-v1": "one pair per best–worst item, only when most annotators chose the same (best, worst)",
-    "tie-aware-v1": "as majority-v2, but tie / both-bad / no-difference votes count and can outvote a preference",
+    "tie-aware-v1": "as majority-v2, but tie / both-bad / no-difference votes count and can outvote a "
+                    "preference (default)",
 }
 AGGREGATIONS = tuple(AGGREGATION_SUMMARIES)
-# majority-v2 stays the default: changing it would silently change what the same request builds
-# (pair counts, content hashes, and so the reward runs trained on them); tie-aware-v1 is chosen
-# per snapshot until a comparison of reward models trained on each favours it (docs/decisions/0007).
-DEFAULT_AGGREGATION = "majority-v2"
+# New snapshots count tie answers: otherwise two "tie" votes and one flipped vote make a label
+# with agreement 1.0. A snapshot stores its aggregation, so one built under another rule is
+# rebuilt under that rule (docs/decisions/0013).
+DEFAULT_AGGREGATION = "tie-aware-v1"
 #: Aggregations whose "tie" votes count (pairwise tie / both_bad, best–worst no_difference).
 TIE_AWARE = frozenset({"tie-aware-v1"})
 #: Soft-label columns; in the content hash only for tie-aware aggregations (elsewhere they follow

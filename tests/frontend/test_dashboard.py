@@ -265,9 +265,10 @@ def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(b
     page.goto("/dashboard/new/reward/")
     # No snapshot exists yet, so the builder starts open.
     assert page.get_attribute("#snapshot-builder", "open") is not None
-    assert page.input_value("#b-aggregation") == "majority-v2"
-    assert "one best > worst vote" in page.text_content("#b-aggregation-help")
+    assert page.input_value("#b-aggregation") == "tie-aware-v1"
+    assert "votes count" in page.text_content("#b-aggregation-help")
     page.check(f"#b-campaigns input[value='{campaign.pk}']")
+    page.select_option("#b-aggregation", "majority-v2")
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('4')")
     page.select_option("#b-aggregation", "majority-v1")
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('1')")
@@ -308,6 +309,7 @@ def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(b
 
     page.goto("/dashboard/new/reward/")
     page.check(f"#b-campaigns input[value='{pairwise.pk}']")
+    page.select_option("#b-aggregation", "majority-v2")  # the counts below are majority-v2's
     page.wait_for_selector("#pair-count [data-testid=pair-count]:text-is('7')")
     page.fill("#b-min-peer", "0.3")
     page.press("#b-min-peer", "Tab")  # a change event, as when the curator moves on

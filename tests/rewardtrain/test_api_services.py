@@ -96,7 +96,7 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     resp = client.post("/api/reward/snapshots/", {"name": "api", "filter": {"campaign_ids": [campaign.pk]}},
                        format="json")
     assert resp.status_code == 201 and resp.json()["status"] == "queued" and resp.json()["job"]["kind"] == "snapshot"
-    assert resp.json()["aggregation"] == "majority-v2"
+    assert resp.json()["aggregation"] == "tie-aware-v1"  # the default for new snapshots
     assert client.get(f"/api/reward/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
     # Annotator-quality keys: validated with field messages, and previewed with who would be left out.
     resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"min_peer_agreement_ratio": 3}},
@@ -145,8 +145,11 @@ def test_build_snapshot_command_and_one_line_errors(capsys):
     call_command("build_snapshot", "--campaign", str(campaign.pk), "--name", "cli")
     assert "8 pairs" in capsys.readouterr().out
     assert DatasetSnapshot.objects.get(name="cli").content_hash == snapshot.content_hash
+    call_command("build_snapshot", "--campaign", str(campaign.pk), "--name", "cli-v2", "--aggregation", "majority-v2")
+    assert DatasetSnapshot.objects.get(name="cli-v2").aggregation == "majority-v2"
     cases = [
         (["build_snapshot", "--campaign", "999999", "--name", "x"], "No such campaign"),
+        (["build_snapshot", "--campaign", str(campaign.pk), "--name", "x", "--aggregation", "mean"], "invalid choice"),
         (["build_snapshot", "--campaign", str(campaign.pk), "--criterion", "consistency", "--name", "x"],
          "no preference pairs match the filter"),
         (["train_reward", "--snapshot", "999999"], "does not exist"),

@@ -67,7 +67,7 @@ def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worke
     model = RewardModel.objects.get(run=run)
     assert model.snapshot_id == pending.pk and Path(model.path, "onereward.json").is_file()
     assert model.eval_split == "test" and model.eval_report["pairs"] == 1
-    assert "Image Fill" in model.eval_report["table"] and model.template_version
+    assert "Image fill" in model.eval_report["table"] and model.template_version
     assert job.result["reward_model_id"] == model.pk and job.step == 4 and job.progress == 1.0
     assert Path(run.config["base_model"]).name == "tiny-qwen25vl"
 

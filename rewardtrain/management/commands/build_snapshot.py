@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import SnapshotStatus
-from annotation.services.snapshots import snapshot_create, snapshot_execute
+from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, snapshot_create, snapshot_execute
 from core.errors import ApplicationError
 
 
@@ -21,13 +21,15 @@ class Command(BaseCommand):
         parser.add_argument("--task", action="append", default=[], help="task type slug (repeatable)")
         parser.add_argument("--date-from")
         parser.add_argument("--date-to")
+        parser.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                            help=f"how votes become pairs (default {DEFAULT_AGGREGATION}; docs/reward-model.md)")
         parser.add_argument("--enqueue", action="store_true", help="queue a job for a worker instead of building here")
 
     def handle(self, *args, **o):
         flt = {"campaign_ids": o["campaign"], "criteria": o["criterion"], "task_types": o["task"],
                "date_from": o["date_from"], "date_to": o["date_to"]}
         try:
-            snapshot = snapshot_create(name=o["name"], filter=flt, enqueue=o["enqueue"])
+            snapshot = snapshot_create(name=o["name"], filter=flt, aggregation=o["aggregation"], enqueue=o["enqueue"])
         except ApplicationError as exc:
             raise CommandError(_one_line(exc)) from None
         if o["enqueue"]:
