@@ -32,6 +32,7 @@ urlpatterns = [
     path("items/<int:pk>/gold/", it.ItemGoldApi.as_view(), name="api-item-gold"),
     path("leases/<uuid:uid>/submit/", v.SubmitApi.as_view(), name="api-submit"),
     path("leases/<uuid:uid>/skip/", v.SkipApi.as_view(), name="api-skip"),
+    path("leases/<uuid:uid>/release/", v.ReleaseApi.as_view(), name="api-release"),
     path("judgments/", v.JudgmentListApi.as_view(), name="api-judgments"),
     path("judgments/<int:pk>/", v.JudgmentEditApi.as_view(), name="api-judgment"),
     path("samples/", v.SampleListApi.as_view(), name="api-samples"),
