@@ -43,6 +43,7 @@ PAGES = [
     ("curator", "/dashboard/campaigns/{campaign}/"),
     ("curator", "/dashboard/campaigns/{campaign}/items/"),
     ("curator", "/dashboard/items/{item}/"),
+    ("curator", "/dashboard/imports/"),
     ("curator", "/dashboard/people/"),
     ("curator", "/dashboard/taxonomy/"),
     ("curator", "/dashboard/taxonomy/criteria/structure/"),
