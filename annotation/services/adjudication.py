@@ -13,7 +13,7 @@ from django.db import transaction
 from core.errors import ApplicationError
 
 from ..models import Adjudication, CampaignMode, Choice, Criterion, Item
-from .judgments import _parse_answer
+from .judgments import parse_answer
 
 #: Longest note kept with an adjudication (it is read on the item page, not in snapshots).
 NOTE_MAX_CHARS = 5_000
@@ -32,7 +32,7 @@ def parse_item_answer(*, item: Item, answer) -> tuple[str, int | None, int | Non
     mode = item.campaign.mode
     if mode == CampaignMode.PAIRWISE and answer in (Choice.A, Choice.B):
         return answer, None, None
-    return _parse_answer(mode=mode, answer=answer, candidate_ids=item_candidate_ids(item))
+    return parse_answer(mode=mode, answer=answer, candidate_ids=item_candidate_ids(item))
 
 
 def _campaign_criterion(item: Item, slug) -> Criterion:

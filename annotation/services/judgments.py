@@ -32,7 +32,7 @@ from ..selectors import campaign_criteria
 PAIRWISE_WORDS = {Choice.TIE.value, Choice.BOTH_BAD.value}
 
 
-def _parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, int | None, int | None]:
+def parse_answer(*, mode: str, answer, candidate_ids: list[int]) -> tuple[str, int | None, int | None]:
     """Turn one criterion's answer into (choice, best_id, worst_id); raise ValueError if invalid.
 
     Pairwise: the better candidate's id, or "tie" / "both_bad". Best–worst: {"best": id,
@@ -66,7 +66,7 @@ def _validate_answers(*, lease: Lease, answers: dict) -> dict[Criterion, tuple[s
     for slug, answer in answers.items():
         if slug in criteria:
             try:
-                parsed[criteria[slug]] = _parse_answer(mode=campaign.mode, answer=answer, candidate_ids=candidate_ids)
+                parsed[criteria[slug]] = parse_answer(mode=campaign.mode, answer=answer, candidate_ids=candidate_ids)
             except ValueError as exc:
                 errors[slug] = [str(exc)]
     if errors:
@@ -175,7 +175,7 @@ def judgment_edit(*, judgment: Judgment, annotator: User, answer) -> Judgment:
         raise Conflict("The edit window for this judgment has closed.", code="edit_window_closed")
     candidate_ids = list(judgment.item.slots.order_by("position").values_list("candidate_id", flat=True))
     try:
-        choice, best, worst = _parse_answer(mode=judgment.item.campaign.mode, answer=answer, candidate_ids=candidate_ids)
+        choice, best, worst = parse_answer(mode=judgment.item.campaign.mode, answer=answer, candidate_ids=candidate_ids)
     except ValueError as exc:
         raise ApplicationError("Invalid answer.", fields={"answer": [str(exc)]}) from exc
     JudgmentRevision.objects.create(judgment=judgment, choice=judgment.choice, best_id=judgment.best_id,
