@@ -392,20 +392,30 @@ class JudgmentRevision(models.Model):
 
 
 class ImportStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
 
 class ImportBatch(models.Model):
-    """The record of one import: all-or-nothing, with a per-row error report when it fails."""
+    """The record of one import: all-or-nothing, with a per-row error report when it fails.
+
+    An upload runs as a job (``job``: status, progress); ``manage.py import_samples`` imports
+    inline and records no job."""
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     source_name = models.CharField(max_length=300)
-    status = models.CharField(max_length=10, choices=ImportStatus.choices)
+    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
     samples_created = models.PositiveIntegerField(default=0)
     candidates_created = models.PositiveIntegerField(default=0)
+    split_counts = models.JSONField(default=dict, blank=True, help_text="New samples per split, e.g. {\"train\": 3}.")
     errors = models.JSONField(default=list, blank=True)
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="import_batch",
+        help_text="The import job (status, progress, error).",
+    )
 
     class Meta:
         ordering = ["-id"]

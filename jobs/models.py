@@ -17,6 +17,7 @@ class JobKind(models.TextChoices):
     GENERATION = "generation", "Candidate generation"
     EVALUATION = "evaluation", "Evaluation"
     EXPORT = "export", "Judgment export"
+    IMPORT = "import", "Sample import"
 
 
 class JobStatus(models.TextChoices):
