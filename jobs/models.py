@@ -18,6 +18,7 @@ class JobKind(models.TextChoices):
     EVALUATION = "evaluation", "Evaluation"
     EXPORT = "export", "Judgment export"
     IMPORT = "import", "Sample import"
+    BASELINE = "baseline", "Baseline learner"
 
 
 class JobStatus(models.TextChoices):

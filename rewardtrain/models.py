@@ -77,3 +77,28 @@ class RewardEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"evaluation {self.pk} of reward model {self.reward_model_id} on snapshot {self.snapshot_id}"
+
+
+class BaselineRun(models.Model):
+    """The baseline learner (a small siamese CNN, ``rewardtrain.engine.baseline``) trained on a snapshot.
+
+    Why: its held-out accuracy per task x criterion says whether the snapshot's labels are
+    learnable from the two images at all, before GPU hours go into the VLM, and stands beside the
+    VLM's accuracy on reward models of the same snapshot. Its state lives on its ``jobs.Job``.
+    """
+
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="baseline_run")
+    snapshot = models.ForeignKey("annotation.DatasetSnapshot", on_delete=models.PROTECT, related_name="baseline_runs")
+    config = models.JSONField(default=dict, help_text="The resolved BaselineConfig.to_dict().")
+    output_dir = models.CharField(max_length=500, help_text="The model folder (weights + baseline.json card).")
+    report = models.JSONField(default=dict, blank=True,
+                              help_text="Held-out accuracy, counts and 95 % intervals per task x criterion.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"baseline {self.pk} on snapshot {self.snapshot_id}"
