@@ -1,9 +1,6 @@
 """Curator tools in the Django admin. Every write goes through a service."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -33,7 +30,7 @@ from .models import (
 from .roles import IMPORT_PERMISSION
 from .selectors import campaign_progress
 from .services.campaigns import campaign_create, campaign_set_status, campaign_start, campaign_validate
-from .services.imports import ImportFailed, import_samples
+from .services.imports import import_upload
 from .services.taxonomy import guideline_publish, judgments_under
 
 admin.site.site_header = "OneReward Platform — curation"
@@ -131,26 +128,18 @@ class SampleAdmin(admin.ModelAdmin):
         if not request.user.has_perm(IMPORT_PERMISSION):
             raise PermissionDenied
         form = ImportForm(request.POST or None, request.FILES or None)
-        report = None
         if request.method == "POST" and form.is_valid():
-            with tempfile.TemporaryDirectory() as tmp:
-                archive = Path(tmp) / "import.zip"
-                with archive.open("wb") as fh:
-                    for chunk in form.cleaned_data["file"].chunks():
-                        fh.write(chunk)
-                try:
-                    batch = import_samples(path=archive, user=request.user,
-                                           source_name=form.cleaned_data["file"].name or "")
-                except ImportFailed as exc:
-                    report = exc.batch.errors
-                    messages.error(request, exc.message)
-                except ApplicationError as exc:
-                    messages.error(request, exc.message)
-                else:
-                    messages.success(request, f"Imported {batch.samples_created} samples and "
-                                              f"{batch.candidates_created} candidates.")
-                    return redirect("admin:annotation_sample_changelist")
-        context = {**self.admin_site.each_context(request), "form": form, "report": report,
+            try:
+                batch = import_upload(upload=form.cleaned_data["file"], user=request.user)
+            except ApplicationError as exc:
+                for message in (exc.fields or {}).get("file", []) or [exc.message]:
+                    form.add_error("file", str(message))
+            else:
+                messages.success(request, f"Importing {batch.source_name} as job #{batch.job_id}: this record shows "
+                                          "its status, then its counts or every row error (the dashboard's Import "
+                                          "page follows it live).")
+                return redirect("admin:annotation_importbatch_change", batch.pk)
+        context = {**self.admin_site.each_context(request), "form": form,
                    "title": "Import samples and candidates", "opts": self.model._meta}
         return render(request, "admin/annotation/sample/import.html", context)
 
@@ -289,7 +278,8 @@ class AdjudicationAdmin(ReadOnlyAdmin):
 
 @admin.register(ImportBatch)
 class ImportBatchAdmin(ReadOnlyAdmin):
-    list_display = ["id", "source_name", "status", "samples_created", "candidates_created", "created_by", "created_at"]
+    list_display = ["id", "source_name", "status", "samples_created", "candidates_created", "split_counts", "job",
+                    "created_by", "created_at"]
 
 
 @admin.register(DatasetSnapshot)

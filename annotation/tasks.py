@@ -18,3 +18,11 @@ def export_task(job_id: int) -> None:
     from .services.exports import export_execute
 
     export_execute(job_id)
+
+
+@shared_task(name="annotation.tasks.import_task", acks_late=True)
+def import_task(job_id: int) -> None:
+    """Import an uploaded zip (idempotent like the snapshot build)."""
+    from .services.imports import import_execute
+
+    import_execute(job_id)

@@ -238,9 +238,33 @@ class ImportIn(serializers.Serializer):
 
 
 class ImportBatchOut(serializers.ModelSerializer):
+    """An import: queued or running with its job's progress (rows checked, then rows written),
+    then its counts and new samples per split, or every row error (nothing imported)."""
+
+    url = serializers.SerializerMethodField()
+    job = serializers.SerializerMethodField()
+
     class Meta:
         model = ImportBatch
-        fields = ["id", "source_name", "status", "samples_created", "candidates_created", "errors", "created_at"]
+        fields = ["id", "url", "source_name", "status", "samples_created", "candidates_created", "split_counts",
+                  "errors", "created_at", "job"]
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def get_url(self, obj: ImportBatch) -> str:
+        return self._absolute(reverse("api-import", args=[obj.pk]))
+
+    def get_job(self, obj: ImportBatch) -> dict | None:
+        job = obj.job
+        if job is None:
+            return None  # imported inline (manage.py import_samples)
+        metrics = job.last_metrics or {}
+        return {"id": job.pk, "status": job.status, "progress": job.progress, "phase": metrics.get("phase"),
+                "rows_done": metrics.get("rows_done"), "rows_total": metrics.get("rows_total"),
+                "error": job.error.splitlines()[0] if job.error else "", "finished_at": job.finished_at,
+                "url": self._absolute(reverse("dash-api-job", args=[job.pk]))}
 
 
 class SampleCandidateOut(serializers.ModelSerializer):

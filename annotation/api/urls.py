@@ -37,6 +37,7 @@ urlpatterns = [
     path("judgments/<int:pk>/", v.JudgmentEditApi.as_view(), name="api-judgment"),
     path("samples/", v.SampleListApi.as_view(), name="api-samples"),
     path("imports/", v.ImportApi.as_view(), name="api-imports"),
+    path("imports/<int:pk>/", v.ImportDetailApi.as_view(), name="api-import"),
     path("exports/judgments.<str:fmt>", ex.ExportApi.as_view(), name="api-export"),
     path("exports/jobs/", ex.ExportJobListApi.as_view(), name="api-export-jobs"),
     path("exports/jobs/<int:pk>/", ex.ExportJobApi.as_view(), name="api-export-job"),

@@ -17,6 +17,7 @@ from ..models import (
     CampaignStatus,
     Candidate,
     Criterion,
+    ImportBatch,
     Judgment,
     Lease,
     LeaseState,
@@ -349,14 +350,27 @@ class SampleListApi(APIView):
 
 
 class ImportApi(APIView):
-    """Upload a zip with manifest.jsonl + images; all-or-nothing with a per-row report."""
+    """Upload a zip with manifest.jsonl + images: 202 with the import, which a job validates and
+    writes all-or-nothing; follow it at its ``url`` (``GET /api/imports/<id>/``)."""
 
     permission_classes = [IsCurator]
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request=s.ImportIn, responses=s.ImportBatchOut)
+    @extend_schema(request=s.ImportIn, responses={202: s.ImportBatchOut})
     def post(self, request):
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
         batch = import_upload(upload=data.validated_data["file"], user=request.user)
-        return Response(s.ImportBatchOut(batch).data, status=status.HTTP_201_CREATED)
+        body = s.ImportBatchOut(batch, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class ImportDetailApi(APIView):
+    """One import: status, progress, counts, new samples per split and every row error."""
+
+    permission_classes = [IsCurator]
+
+    @extend_schema(responses=s.ImportBatchOut)
+    def get(self, request, pk: int):
+        batch = get_object_or_404(ImportBatch.objects.select_related("job"), pk=pk)
+        return Response(s.ImportBatchOut(batch, context={"request": request}).data)

@@ -22,11 +22,18 @@ Manifest (``manifest.jsonl``), one sample a line::
 Every row is validated before anything is written and every error of every row is reported
 (one ``{"line", "error"}`` entry per error); one bad row fails the whole import, and no file or
 row is left behind.
+
+An upload (the API, the dashboard's Import page, the admin) runs as a job: ``import_start``
+checks what is cheap to check in the request (size caps, a readable zip, the manifest), stores
+the upload, records the ``ImportBatch`` and its job and enqueues it; ``import_execute`` (the
+Celery task body) validates and writes with progress, records the outcome on the batch and
+deletes the stored upload. ``import_samples`` is the same import inline (``manage.py
+import_samples`` and tests).
 """
 from __future__ import annotations
 
 import json
-import tempfile
+import uuid
 import zipfile
 import zlib
 from collections import Counter
@@ -43,6 +50,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.errors import ApplicationError
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import JobCancelled, JobReporter, job_create, job_enqueue, job_execute
 
 from .. import vocabulary as vocab
 from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
@@ -57,6 +66,8 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 MIN_CANDIDATES = 2
 
 _T = TypeVar("_T")
+#: ``progress(phase, done, total)``: "validate" counts manifest rows checked, "write" rows written.
+ImportProgress = Callable[[str, int, int], None]
 
 
 class ImportFailed(ApplicationError):
@@ -284,19 +295,21 @@ def _resolve_splits(rows: list[_Row]) -> list[dict]:
     return errors
 
 
-def import_samples(*, path: Path, user: User | None = None, source_name: str = "") -> ImportBatch:
-    """Validate every row, then create all samples and candidates, or nothing (raises ImportFailed).
-    ``source_name`` is the uploaded file's name for the record (default: the name of ``path``).
-    The returned batch also carries ``split_counts``: the new samples per split (not stored)."""
-    src = _Source(Path(path))
-    record_name = Path(source_name).name[:300] or Path(path).name
+def _validate(src: _Source, *, progress: ImportProgress | None = None) -> tuple[list[_Row], list[dict]]:
+    """Every row checked (nothing written): the good rows and every error of every row."""
     tasks = {t.slug: t for t in TaskType.objects.all()}
+    lines = _manifest_lines(src)
+    total = sum(1 for line in lines if line.strip())
     rows: list[_Row] = []
     errors: list[dict] = []
     seen: set[str] = set()
-    for line_no, line in enumerate(_manifest_lines(src), start=1):
+    done = 0
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if progress is not None:
+            progress("validate", done, total)
+        done += 1
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -311,31 +324,165 @@ def import_samples(*, path: Path, user: User | None = None, source_name: str = "
         errors.extend({"line": line_no, "error": e} for e in row_errors)
         if row is not None:
             rows.append(row)
+    if progress is not None:
+        progress("validate", done, total)
     errors.extend(_resolve_splits(rows))
     if not rows and not errors:
         errors.append({"line": 0, "error": "the manifest has no rows."})
+    errors.sort(key=lambda e: e["line"])  # stable: a row's errors stay in the order found
+    return rows, errors
+
+
+def _run(src: _Source, batch: ImportBatch, *, progress: ImportProgress | None = None) -> ImportBatch:
+    """Validate, then write everything or nothing; the outcome is saved on ``batch`` (created
+    when it is not saved yet). Raises ImportFailed when any row is bad."""
+    rows, errors = _validate(src, progress=progress)
     if errors:
-        errors.sort(key=lambda e: e["line"])  # stable: a row's errors stay in the order found
-        batch = ImportBatch.objects.create(created_by=user, source_name=record_name, status=ImportStatus.FAILED,
-                                           errors=errors)
+        batch.status, batch.errors = ImportStatus.FAILED, errors
+        batch.samples_created = batch.candidates_created = 0
+        batch.split_counts = {}
+        batch.save()
         raise ImportFailed(batch)
-    return _write_rows(rows, source_name=record_name, user=user)
+    return _write_rows(rows, batch, progress=progress)
 
 
-def import_upload(*, upload: UploadedFile, user: User | None) -> ImportBatch:
-    """Import an uploaded zip (the API and the dashboard's Import page), recorded under the
-    upload's own name. Spooled to a temporary file first: the zip reader needs to seek."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "upload.zip"
+def import_samples(*, path: Path, user: User | None = None, source_name: str = "") -> ImportBatch:
+    """Import a folder or zip inline: validate every row, then create all samples and candidates,
+    or nothing (raises ImportFailed, with the failed batch recorded). ``source_name`` is the
+    uploaded file's name for the record (default: the name of ``path``)."""
+    src = _Source(Path(path))
+    record_name = Path(source_name).name[:300] or Path(path).name
+    return _run(src, ImportBatch(created_by=user, source_name=record_name, status=ImportStatus.RUNNING))
+
+
+def _uploads_root() -> Path:
+    # Under the artifacts folder, which the web and the workers share (exports live there too); not
+    # under MEDIA_ROOT, whose files are served.
+    return Path(settings.ARTIFACTS_ROOT) / "imports"
+
+
+def _store_upload(upload: UploadedFile) -> Path:
+    """The upload on disk (the zip reader needs to seek, and the worker to find it), after the
+    cheap checks: the archive size cap, a readable zip, the manifest there, within its cap and
+    undamaged. Raises ApplicationError (nothing stored) otherwise."""
+    cap = settings.UPLOAD_MAX_ARCHIVE_BYTES
+    too_large = ApplicationError(f"The archive is larger than {cap} bytes.", code="too_large",
+                                 fields={"file": [f"The archive is larger than {cap} bytes: split the import."]})
+    if upload.size is not None and upload.size > cap:
+        raise too_large
+    root = _uploads_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{uuid.uuid4().hex}.zip"
+    try:
+        written = 0
         with path.open("wb") as fh:
             for chunk in upload.chunks():
+                written += len(chunk)
+                if written > cap:  # a size the client misreported
+                    raise too_large
                 fh.write(chunk)
         if not zipfile.is_zipfile(path):
             raise ApplicationError("Upload a .zip archive.", fields={"file": ["Not a zip archive."]})
-        return import_samples(path=path, user=user, source_name=upload.name or "")
+        # Read once here so that a missing, oversize or damaged manifest is the uploader's 400,
+        # not a failed job; the rows themselves are checked by the job.
+        _manifest_lines(_Source(path))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
 
 
-def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> ImportBatch:
+def import_start(*, upload: UploadedFile, user: User | None, enqueue: bool = True) -> ImportBatch:
+    """Store an uploaded zip and record its ``ImportBatch`` (queued, under the upload's own name)
+    with an import job, enqueued after commit. Raises ApplicationError (nothing recorded) for an
+    upload that is not an importable zip; row errors come later, on the batch."""
+    path = _store_upload(upload)
+    try:
+        with transaction.atomic():
+            name = Path(upload.name or "").name[:300] or "upload.zip"
+            job = job_create(kind=JobKind.IMPORT, name=f"import {name}",
+                             config={"upload": path.name}, user=user)
+            batch = ImportBatch.objects.create(created_by=user, source_name=name, status=ImportStatus.QUEUED, job=job)
+            job.config = {**job.config, "batch_id": batch.pk}
+            job.save(update_fields=["config"])
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue(job))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return batch
+
+
+def import_upload(*, upload: UploadedFile, user: User | None) -> ImportBatch:
+    """Start importing an uploaded zip as a job (the API, the dashboard's Import page and the
+    admin): ``import_start`` with the job enqueued."""
+    return import_start(upload=upload, user=user)
+
+
+def _enqueue(job: Job) -> None:
+    from ..tasks import import_task
+
+    job_enqueue(import_task, job)  # a broker outage leaves it queued, said on the job (not a 500)
+
+
+def _job_progress(reporter: JobReporter) -> ImportProgress:
+    """Progress for the job: one step per row checked, then one per row written (total 2 × rows),
+    with the phase and row counts in the job's metrics; a cancel request stops at the next row."""
+
+    def progress(phase: str, done: int, total: int) -> None:
+        offset = total if phase == "write" else 0
+        reporter.progress({"step": offset + done, "total_steps": max(2 * total, 1), "kind": "train",
+                           "phase": phase, "rows_done": done, "rows_total": total})
+        if reporter.should_stop():
+            raise JobCancelled("import cancelled")
+
+    return progress
+
+
+def _batch_result(batch: ImportBatch) -> dict:
+    return {"batch_id": batch.pk, "samples_created": batch.samples_created,
+            "candidates_created": batch.candidates_created, "split_counts": batch.split_counts}
+
+
+def _sync_from_job(batch: ImportBatch, job: Job) -> None:
+    """A job that failed or was cancelled before its batch recorded an outcome (a damaged upload,
+    a lost worker, a cancel) fails the batch with the job's reason."""
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        reason = job.error.splitlines()[0] if job.error else f"the import job was {job.status}."
+        ImportBatch.objects.filter(pk=batch.pk, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]).update(
+            status=ImportStatus.FAILED, errors=[{"line": 0, "error": reason}])
+
+
+def import_execute(job_id: int) -> ImportBatch | None:
+    """The Celery task body: claim the job, import the stored upload with progress, record the
+    outcome on the batch and delete the upload once the job has finished."""
+
+    def body(job: Job, reporter: JobReporter) -> dict:
+        batch = ImportBatch.objects.get(job=job)
+        if batch.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED):
+            return _batch_result(batch)  # a redelivered message after the outcome was committed
+        ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
+        batch.status = ImportStatus.RUNNING
+        path = _uploads_root() / Path(str(job.config.get("upload", ""))).name
+        if not path.is_file():
+            raise ApplicationError("The stored upload is gone; upload the zip again.")
+        batch = _run(_Source(path), batch, progress=_job_progress(reporter))
+        reporter.log(f"imported {batch.samples_created} samples and {batch.candidates_created} candidates")
+        return _batch_result(batch)
+
+    job_execute(job_id, body)
+    job = Job.objects.filter(pk=job_id).first()
+    batch = ImportBatch.objects.filter(job_id=job_id).first()
+    if job is None or not job.is_finished:
+        return batch  # another process runs it (a duplicate message): the upload is still in use
+    if batch is not None:
+        _sync_from_job(batch, job)
+        batch.refresh_from_db()
+    (_uploads_root() / Path(str(job.config.get("upload", ""))).name).unlink(missing_ok=True)
+    return batch
+
+
+def _write_rows(rows: list[_Row], batch: ImportBatch, *, progress: ImportProgress | None = None) -> ImportBatch:
     written: list[str] = []
 
     def save(prefix: str, data: bytes) -> str:
@@ -346,7 +493,9 @@ def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> Imp
     try:
         with transaction.atomic():
             n_cand = n_samples = 0
-            for row in rows:
+            for done, row in enumerate(rows):
+                if progress is not None:
+                    progress("write", done, len(rows))
                 sample = row.existing
                 if sample is None:
                     sample = Sample.objects.create(
@@ -360,16 +509,17 @@ def _write_rows(rows: list[_Row], *, source_name: str, user: User | None) -> Imp
                                               source_name=cand["source_name"], seed=cand["seed"],
                                               params=cand["params"], source_ref=cand["source_ref"], _save=save)
                     n_cand += 1
-            batch = ImportBatch.objects.create(created_by=user, source_name=source_name,
-                                               status=ImportStatus.SUCCEEDED, samples_created=n_samples,
-                                               candidates_created=n_cand)
-    except BaseException:  # a worker timeout (SystemExit) mid-import must not leave files either
+            per_split = Counter(row.split for row in rows if row.existing is None)
+            batch.status, batch.errors = ImportStatus.SUCCEEDED, []
+            batch.samples_created, batch.candidates_created = n_samples, n_cand
+            batch.split_counts = {split: per_split[split] for split in Split.values if per_split[split]}
+            batch.save()  # in the same transaction: a succeeded batch means its rows are there
+    except BaseException:  # a worker timeout (SystemExit) or a cancel mid-import must not leave files either
         for name in written:  # all-or-nothing: no orphaned files either
             default_storage.delete(name)
         raise
-    # Not a column: only the page that just uploaded shows it (the record keeps the totals).
-    per_split = Counter(row.split for row in rows if row.existing is None)
-    batch.split_counts = {split: per_split[split] for split in Split.values if per_split[split]}
+    if progress is not None:
+        progress("write", len(rows), len(rows))
     return batch
 
 

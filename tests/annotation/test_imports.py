@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
 from annotation.models import Candidate, ImportBatch, ImportStatus, Sample
-from annotation.services.imports import ImportFailed, import_samples
+from annotation.services.imports import ImportFailed, import_execute, import_samples, import_start
+from jobs.models import Job, JobKind, JobStatus, MetricPoint
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -91,8 +93,16 @@ def test_zip_import_through_the_api_as_curator(tmp_path):
     client = APIClient()
     client.force_authenticate(make_user("cur", "curator"))
     response = client.post("/api/imports/", {"file": buf}, format="multipart")
-    assert response.status_code == 201, response.content
-    assert response.json()["samples_created"] == 1
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["samples_created"], body["job"]["status"]) == ("queued", 0, "queued")
+    assert response["Location"] == body["url"] and body["url"].endswith(f"/api/imports/{body['id']}/")
+    assert body["job"]["url"].endswith(f"/api/dashboard/jobs/{body['job']['id']}/")
+    assert not Sample.objects.exists()  # the request only stored the upload and queued the job
+    import_execute(body["job"]["id"])
+    done = client.get(body["url"]).json()
+    assert (done["status"], done["samples_created"], done["candidates_created"]) == ("succeeded", 1, 2)
+    assert done["job"]["status"] == "succeeded" and done["job"]["progress"] == 1.0
     not_zip = io.BytesIO(b"hello")
     not_zip.name = "x.zip"
     bad = client.post("/api/imports/", {"file": not_zip}, format="multipart")
@@ -263,18 +273,168 @@ def test_the_import_record_keeps_the_uploaded_file_name(tmp_path):
     client = APIClient()
     client.force_authenticate(make_user("cur", "curator"))
     response = client.post("/api/imports/", {"file": buf}, format="multipart")
-    assert response.status_code == 400
-    assert ImportBatch.objects.get().source_name == "spring-batch.zip"
+    assert response.status_code == 202
+    import_execute(response.json()["job"]["id"])
+    batch = ImportBatch.objects.get()
+    assert (batch.source_name, batch.status) == ("spring-batch.zip", ImportStatus.FAILED)
 
 
 def test_the_admin_import_page_keeps_the_uploaded_file_name(client, django_user_model):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     buf = zip_upload([row(split="val")], "autumn-set.zip")
     client.force_login(django_user_model.objects.create_superuser("root", password="pw-test-1234"))
     response = client.post("/admin/annotation/sample/import/",
                            {"file": SimpleUploadedFile(buf.name, buf.getvalue())})
     assert response.status_code == 302, response.content[:500]
     batch = ImportBatch.objects.get()
-    assert (batch.source_name, batch.samples_created) == ("autumn-set.zip", 1)
+    # The admin starts the same job as the API and the dashboard, then shows the batch's record.
+    assert response.url == f"/admin/annotation/importbatch/{batch.pk}/change/"
+    assert (batch.status, batch.job.kind) == (ImportStatus.QUEUED, "import")
+    import_execute(batch.job_id)
+    batch.refresh_from_db()
+    assert (batch.source_name, batch.samples_created, batch.split_counts) == ("autumn-set.zip", 1, {"val": 1})
     assert Sample.objects.get().split == "val"
+    assert "autumn-set.zip" in client.get(response.url).content.decode()
+    not_zip = client.post("/admin/annotation/sample/import/", {"file": SimpleUploadedFile("n.zip", b"hello")})
+    assert not_zip.status_code == 200 and "Not a zip archive." in not_zip.content.decode()
+    assert ImportBatch.objects.count() == 1
+
+
+# --- imports as jobs: progress, the report on the batch, nothing half-written, the upload removed -----
+
+def uploads(settings) -> list[Path]:
+    """The stored uploads still waiting for (or held by) an import job."""
+    root = Path(settings.ARTIFACTS_ROOT) / "imports"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+def media_files(settings) -> list[Path]:
+    return [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
+
+
+def started(rows: list[dict], name: str = "batch.zip", user=None) -> ImportBatch:
+    """An import started like the API starts it, its job not yet run."""
+    buf = zip_upload(rows, name)
+    upload = SimpleUploadedFile(name, buf.getvalue(), content_type="application/zip")
+    return import_start(upload=upload, user=user, enqueue=False)
+
+
+def test_an_import_job_reports_progress_and_per_split_counts_and_removes_the_upload(settings):
+    rows = [row("s1", split="test"), row("s2", split="train"), row("s3", split_key="s2")]
+    batch = started(rows, user=make_user("cur", "curator"))
+    assert (batch.status, batch.samples_created) == (ImportStatus.QUEUED, 0) and len(uploads(settings)) == 1
+    assert batch.job.config["batch_id"] == batch.pk and batch.job.kind == JobKind.IMPORT
+    assert not Sample.objects.exists()
+    done = import_execute(batch.job_id)
+    job = Job.objects.get(pk=batch.job_id)
+    assert (done.status, done.samples_created, done.candidates_created) == (ImportStatus.SUCCEEDED, 3, 6)
+    assert done.split_counts == {"train": 2, "test": 1}  # s3 follows s2's key into train
+    assert (job.status, job.progress, job.step, job.total_steps) == (JobStatus.SUCCEEDED, 1.0, 6, 6)
+    assert job.result == {"batch_id": batch.pk, "samples_created": 3, "candidates_created": 6,
+                          "split_counts": {"train": 2, "test": 1}}
+    points = [p.values for p in MetricPoint.objects.filter(job=job)]
+    assert points[0] == {"phase": "validate", "rows_done": 0, "rows_total": 3}
+    assert points[-1] == {"phase": "write", "rows_done": 3, "rows_total": 3}
+    assert uploads(settings) == []
+    assert ImportBatch.objects.get().split_counts == {"train": 2, "test": 1}
+    # A redelivered message after the outcome changes nothing (no second import of the same rows).
+    assert import_execute(batch.job_id).samples_created == 3 and Sample.objects.count() == 3
+
+
+def test_a_failed_import_job_keeps_every_row_error_writes_nothing_and_removes_the_upload(settings):
+    rows = [row("s1"), row("s2", task="paint", split="holdout"), row("", candidates=[]), row("s1")]
+    batch = started(rows, "broken.zip")
+    done = import_execute(batch.job_id)
+    job = Job.objects.get(pk=batch.job_id)
+    assert done.status == ImportStatus.FAILED and job.status == JobStatus.FAILED
+    lines = [(e["line"], e["error"].split(" ")[0]) for e in done.errors]
+    assert lines == [(2, "task"), (2, "split"), (3, "external_id"), (3, "pairwise"), (4, "external_id")], done.errors
+    assert f"{len(done.errors)} row error(s)" in job.error
+    assert not Sample.objects.exists() and not Candidate.objects.exists() and media_files(settings) == []
+    assert (done.samples_created, done.split_counts) == (0, {})
+    assert uploads(settings) == []
+
+
+def test_a_job_that_fails_while_writing_leaves_nothing_behind(settings, monkeypatch):
+    from annotation.services import imports
+
+    calls = []
+
+    def fail_on_second_row(**kwargs):
+        calls.append(kwargs["sample"].external_id)
+        if kwargs["sample"].external_id == "s2":
+            raise RuntimeError("disk full")
+        return real(**kwargs)
+
+    real = imports.candidate_create_from_png
+    monkeypatch.setattr(imports, "candidate_create_from_png", fail_on_second_row)
+    batch = started([row("s1"), row("s2"), row("s3")])
+    done = import_execute(batch.job_id)
+    assert "s1" in calls and "s2" in calls  # s1 had been written before s2 failed
+    assert done.status == ImportStatus.FAILED
+    assert done.errors == [{"line": 0, "error": "RuntimeError: disk full"}]
+    assert not Sample.objects.exists() and not Candidate.objects.exists() and media_files(settings) == []
+    assert uploads(settings) == []
+
+
+def test_an_import_cancelled_while_queued_fails_its_batch_and_removes_the_upload(settings):
+    from jobs.services import job_cancel
+
+    batch = started([row()])
+    job_cancel(job=batch.job)
+    done = import_execute(batch.job_id)
+    assert done.status == ImportStatus.FAILED and "cancelled" in done.errors[0]["error"]
+    assert not Sample.objects.exists() and uploads(settings) == []
+
+
+def test_the_request_refuses_what_it_can_check_at_once_and_stores_nothing(settings):
+    client = APIClient()
+    client.force_authenticate(make_user("cur", "curator"))
+    settings.UPLOAD_MAX_ARCHIVE_BYTES = 100
+    big = client.post("/api/imports/", {"file": zip_upload([row()], "big.zip")}, format="multipart")
+    assert big.status_code == 400 and "larger than 100 bytes" in big.json()["fields"]["file"][0]
+    settings.UPLOAD_MAX_ARCHIVE_BYTES = 10 * 1024 * 1024
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("img/s1.png", base_files()["img/s1.png"])
+    buf.seek(0)
+    buf.name = "no-manifest.zip"
+    missing = client.post("/api/imports/", {"file": buf}, format="multipart")
+    assert missing.status_code == 400 and "manifest.jsonl is missing." in missing.json()["fields"]["file"]
+    assert not ImportBatch.objects.exists() and not Job.objects.exists() and uploads(settings) == []
+
+
+def test_the_import_detail_api_is_for_curators_and_404s_unknown_ids():
+    batch = started([row()])
+    for role in ("annotator", "scientist"):
+        client = APIClient()
+        client.force_authenticate(make_user(role[:3], role))
+        assert client.get(f"/api/imports/{batch.pk}/").status_code == 403
+    client = APIClient()
+    client.force_authenticate(make_user("cur", "curator"))
+    body = client.get(f"/api/imports/{batch.pk}/").json()
+    assert (body["status"], body["job"]["id"], body["split_counts"]) == ("queued", batch.job_id, {})
+    missing = client.get(f"/api/imports/{batch.pk + 1}/")
+    assert missing.status_code == 404 and set(missing.json()) == {"message", "code", "fields"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_import_runs_in_a_real_worker(celery_worker_process, settings):
+    """End to end: the request returns at once, the worker imports, a script polls the import."""
+    import time
+
+    client = APIClient()
+    client.force_authenticate(make_user("cur", "curator"))
+    rows = [row("w1", split="val"), row("w2", task="paint")]
+    response = client.post("/api/imports/", {"file": zip_upload(rows, "bad.zip")}, format="multipart")
+    assert response.status_code == 202
+    url, deadline = response.json()["url"], time.monotonic() + 60
+    while (body := client.get(url).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert body["status"] == "failed" and [e["line"] for e in body["errors"]] == [2], body
+    assert body["job"]["status"] == "failed" and not Sample.objects.exists()
+    response = client.post("/api/imports/", {"file": zip_upload(rows[:1], "good.zip")}, format="multipart")
+    url, deadline = response.json()["url"], time.monotonic() + 60
+    while (body := client.get(url).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (body["status"], body["samples_created"], body["split_counts"]) == ("succeeded", 1, {"val": 1}), body
+    assert body["job"]["progress"] == 1.0 and uploads(settings) == []
