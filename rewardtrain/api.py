@@ -16,13 +16,16 @@ from annotation.api.permissions import IsStaffRole
 from annotation.models import DatasetSnapshot
 from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, snapshot_create, snapshot_preview
 from core.params import int_query_param
+from jobs.selectors import job_metric_series
 
 from . import selectors as sel
-from .models import RewardEvaluation, RewardModel, RewardRun
+from .models import BaselineRun, RewardEvaluation, RewardModel, RewardRun
 from .presets import load_preset, preset_names
 from .services import (
     EVALUATION_SPLITS,
     MAX_SCORE_PAIRS,
+    baseline_cancel,
+    baseline_start,
     reward_evaluation_start,
     reward_run_cancel,
     reward_run_resume,
@@ -115,16 +118,64 @@ class RunOut(serializers.ModelSerializer):
         return model.pk if model else None
 
 
+class BaselineIn(serializers.Serializer):
+    snapshot = serializers.IntegerField(help_text="A built snapshot with train pairs and test or val pairs.")
+    overrides = serializers.DictField(required=False, default=dict,
+                                      help_text="BaselineConfig settings: image_size, channels, embed_dim, max_steps, "
+                                                "batch_size, lr, weight_decay, eval_every, patience, seed.")
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+class BaselineOut(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    snapshot = serializers.SerializerMethodField()
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = BaselineRun
+        fields = ["id", "job", "snapshot", "config", "output_dir", "report", "started_by", "created_at"]
+
+    def get_job(self, obj) -> dict | None:
+        return job_payload(obj.job)
+
+    def get_snapshot(self, obj) -> dict:
+        return {"id": obj.snapshot_id, "name": obj.snapshot.name, "content_hash": obj.snapshot.content_hash}
+
+
 class ModelOut(serializers.ModelSerializer):
     lineage = serializers.SerializerMethodField()
+    baseline = serializers.SerializerMethodField(
+        help_text="The newest finished baseline learner on the model's snapshot (id, split, overall accuracy), or null.")
+    accuracy_table = serializers.SerializerMethodField(
+        help_text="Per task x criterion: the model's held-out accuracy and the baseline's, each {accuracy, n, "
+                  "interval} (95 % Wilson) or null.")
 
     class Meta:
         model = RewardModel
         fields = ["id", "name", "path", "base_model", "template_version", "eval_split", "eval_report", "lineage",
-                  "created_at"]
+                  "baseline", "accuracy_table", "created_at"]
 
     def get_lineage(self, obj) -> dict:
         return sel.model_lineage(obj)
+
+    def _baseline(self, obj) -> BaselineRun | None:
+        # One lookup per snapshot, not per model, when a list shares the serializer context.
+        cache = self.context.setdefault("baselines", {})
+        if obj.snapshot_id not in cache:
+            cache[obj.snapshot_id] = sel.latest_baseline(obj.snapshot_id)
+        return cache[obj.snapshot_id]
+
+    def get_baseline(self, obj) -> dict | None:
+        run = self._baseline(obj)
+        if run is None:
+            return None
+        return {"id": run.pk, "job": run.job_id, "split": run.report.get("split"),
+                "pairs": run.report.get("pairs"), "overall_accuracy": run.report.get("overall_accuracy"),
+                "overall_interval": run.report.get("overall_interval")}
+
+    def get_accuracy_table(self, obj) -> list[dict]:
+        run = self._baseline(obj)
+        return sel.accuracy_comparison(obj.eval_report or {}, run.report if run else None)
 
 
 class ScorePairIn(serializers.Serializer):
@@ -311,3 +362,41 @@ class ScoreResultApi(_Staff):
             return Response({"message": "No such scoring job.", "code": "not_found", "fields": {}},
                             status=status.HTTP_404_NOT_FOUND)
         return Response({"job": job_payload(job), "scores": job.result.get("scores", [])})
+
+
+class BaselineListCreateApi(_Staff):
+    """GET [?snapshot=<id>]: baseline runs, newest first. POST {snapshot, overrides?, name?}: queue one (201)."""
+
+    @extend_schema(responses=BaselineOut(many=True))
+    def get(self, request):
+        snapshot = int_query_param(request, "snapshot") or None
+        return Response(BaselineOut(sel.baseline_list(snapshot=snapshot), many=True).data)
+
+    @extend_schema(request=BaselineIn, responses=BaselineOut)
+    def post(self, request):
+        data = BaselineIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        snapshot = DatasetSnapshot.objects.filter(pk=v["snapshot"]).first()
+        if snapshot is None:
+            return Response({"message": "Invalid input.", "code": "invalid",
+                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        run = baseline_start(snapshot=snapshot, overrides=v["overrides"], user=request.user, name=v["name"])
+        return Response(BaselineOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class BaselineDetailApi(_Staff):
+    """The baseline run, its job and its held-out report, with metric points after ?after=<metric id>."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, pk: int):
+        run = get_object_or_404(sel.baseline_list(), pk=pk)
+        after = int_query_param(request, "after")
+        return Response({**BaselineOut(run).data, "metrics": job_metric_series(run.job, after_id=after)})
+
+
+class BaselineCancelApi(_Staff):
+    @extend_schema(request=None, responses=BaselineOut)
+    def post(self, request, pk: int):
+        run = baseline_cancel(run=get_object_or_404(BaselineRun, pk=pk))
+        return Response(BaselineOut(sel.baseline_list().get(pk=run.pk)).data)

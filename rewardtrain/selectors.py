@@ -4,10 +4,11 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from annotation.models import DatasetSnapshot
-from jobs.models import Job, JobKind
+from core.stats import wilson_interval
+from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_metric_series
 
-from .models import RewardEvaluation, RewardModel, RewardRun
+from .models import BaselineRun, RewardEvaluation, RewardModel, RewardRun
 
 
 def run_list(*, status: str | None = None) -> QuerySet[RewardRun]:
@@ -49,3 +50,37 @@ def score_job(job_id: int) -> Job | None:
 def evaluation_list(model: RewardModel) -> QuerySet[RewardEvaluation]:
     """A reward model's evaluations on snapshots, newest first."""
     return model.evaluations.select_related("snapshot", "job")
+
+
+def baseline_list(*, snapshot: int | None = None) -> QuerySet[BaselineRun]:
+    qs = BaselineRun.objects.select_related("job", "snapshot", "started_by")
+    return qs.filter(snapshot_id=snapshot) if snapshot else qs
+
+
+def latest_baseline(snapshot_id: int) -> BaselineRun | None:
+    """The newest baseline that finished on this snapshot (the one shown beside its reward models)."""
+    return baseline_list(snapshot=snapshot_id).filter(job__status=JobStatus.SUCCEEDED).first()
+
+
+def _cell(report: dict, task: str, criterion: str) -> dict | None:
+    """One cell of a report as {accuracy, n, interval}; the interval is recomputed from accuracy and
+    n (Wilson, 95 %) so the VLM's reports, which carry none, get one too."""
+    accuracy = (report.get("accuracy") or {}).get(task, {}).get(criterion)
+    n = (report.get("counts") or {}).get(task, {}).get(criterion)
+    if accuracy is None or not n:
+        return None
+    bounds = wilson_interval(accuracy * n, n)
+    return {"accuracy": accuracy, "n": n, "interval": list(bounds) if bounds else None}
+
+
+def accuracy_comparison(vlm_report: dict, baseline_report: dict | None) -> list[dict]:
+    """Rows of the evaluation table, per task x criterion: the VLM's held-out accuracy and the
+    baseline learner's on the same snapshot, each with n and a 95 % interval (None where absent)."""
+    baseline_report = baseline_report or {}
+    keys: dict[tuple[str, str], None] = {}
+    for report in (vlm_report, baseline_report):
+        for task, crits in (report.get("accuracy") or {}).items():
+            for criterion in crits:
+                keys[(task, criterion)] = None
+    return [{"task": t, "criterion": c, "vlm": _cell(vlm_report, t, c), "baseline": _cell(baseline_report, t, c)}
+            for t, c in keys]

@@ -30,8 +30,9 @@ from jobs.services import (
     job_requeue_for_resume,
 )
 
+from .engine.baseline_config import BaselineConfig
 from .engine.config import RewardTrainConfig
-from .models import RewardEvaluation, RewardModel, RewardRun
+from .models import BaselineRun, RewardEvaluation, RewardModel, RewardRun
 from .presets import load_preset, preset_names
 
 TINY_BASE_MODEL_NAME = "tiny-qwen25vl"
@@ -358,3 +359,84 @@ def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
 
 def reward_evaluation_execute_job(job_id: int) -> Job | None:
     return job_execute(job_id, reward_evaluation_execute)
+
+
+# --- baseline learner (a small siamese CNN: are the snapshot's labels learnable?) -------------------
+
+def baseline_start(*, snapshot: DatasetSnapshot, overrides: dict | None = None, user: User | None = None,
+                   name: str = "", enqueue: bool = True) -> BaselineRun:
+    """Validate, record a BaselineRun + Job with the resolved BaselineConfig, enqueue after commit.
+
+    Refused with field errors for a snapshot that is not built, one without train pairs or
+    without test / val pairs to measure on, and an invalid setting in ``overrides``.
+    """
+    errors: dict[str, list[str]] = {}
+    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+        errors["snapshot"] = [f"Snapshot {snapshot.pk} is not built (status {snapshot.status})."]
+    else:
+        per_split = (snapshot.counts or {}).get("per_split") or {}
+        if not per_split.get("train"):
+            errors["snapshot"] = [f"Snapshot {snapshot.pk} has no train pairs to learn from."]
+        elif not (per_split.get("test") or per_split.get("val")):
+            errors["snapshot"] = [f"Snapshot {snapshot.pk} has no test or val pairs to measure on."]
+    try:
+        config = BaselineConfig.from_dict(dict(overrides or {}))
+    except ValueError as exc:
+        errors["overrides"] = [str(exc)]
+    if errors:
+        raise ApplicationError("The baseline request is invalid.", fields=errors)
+    with transaction.atomic():
+        job = job_create(kind=JobKind.BASELINE, name=name or f"baseline on {snapshot.name}", config=config.to_dict(),
+                         user=user)
+        output_dir = Path(settings.ARTIFACTS_ROOT) / "baselines" / f"baseline-{job.pk}"
+        job.run_dir = str(output_dir)
+        job.save(update_fields=["run_dir"])
+        run = BaselineRun.objects.create(job=job, snapshot=snapshot, config=config.to_dict(),
+                                         output_dir=str(output_dir), started_by=user)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_baseline(job))
+    return run
+
+
+def _enqueue_baseline(job: Job) -> None:
+    from .tasks import baseline_train_task
+
+    job_enqueue(baseline_train_task, job)
+
+
+def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dict], None] | None = None) -> dict:
+    """The Celery body: train the baseline, keep its held-out report on the row.
+
+    A rerun (resume, redelivery) trains from scratch into the same folder: the learner takes CPU
+    minutes, so checkpoints would cost more than they save.
+    """
+    from .engine.baseline import BaselineStopped, train_baseline
+
+    run = BaselineRun.objects.select_related("snapshot").get(job=job)
+
+    def progress(event: dict) -> None:
+        reporter.progress(event)
+        if on_progress is not None:
+            on_progress(event)
+
+    try:
+        card = train_baseline(BaselineConfig.from_dict(run.config), run.snapshot.path, run.output_dir,
+                              progress=progress, should_stop=reporter.should_stop)
+    except BaselineStopped as exc:
+        raise JobCancelled(str(exc)) from exc
+    report = _finite(card["evaluation"])
+    BaselineRun.objects.filter(pk=run.pk).update(report=report)
+    return _finite({"baseline_id": run.pk, "split": report["split"], "pairs": report["pairs"],
+                    "overall_accuracy": report["overall_accuracy"], "steps": card["steps"],
+                    "best_step": card["best_step"], "seconds": card["seconds"]})
+
+
+def baseline_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
+    """Claim the job and run ``baseline_execute`` under the job state machine."""
+    return job_execute(job_id, lambda job, reporter: baseline_execute(job, reporter, on_progress))
+
+
+def baseline_cancel(*, run: BaselineRun) -> BaselineRun:
+    job_cancel(job=run.job)
+    run.job.refresh_from_db()
+    return run

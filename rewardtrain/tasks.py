@@ -39,3 +39,12 @@ def reward_evaluation_task(job_id: int) -> None:
     from .services import reward_evaluation_execute_job
 
     reward_evaluation_execute_job(job_id)
+
+
+@shared_task(name="rewardtrain.tasks.baseline_train_task", acks_late=True)
+def baseline_train_task(job_id: int) -> None:
+    """Train the baseline learner on a snapshot; its held-out report goes to its BaselineRun."""
+    _torch_threads()
+    from .services import baseline_execute_job
+
+    baseline_execute_job(job_id)

@@ -15,4 +15,7 @@ urlpatterns = [
     path("models/<int:pk>/score/", v.ModelScoreApi.as_view(), name="reward-model-score"),
     path("models/<int:pk>/evaluations/", v.ModelEvaluationsApi.as_view(), name="reward-model-evaluations"),
     path("scores/<int:job_id>/", v.ScoreResultApi.as_view(), name="reward-score"),
+    path("baselines/", v.BaselineListCreateApi.as_view(), name="reward-baselines"),
+    path("baselines/<int:pk>/", v.BaselineDetailApi.as_view(), name="reward-baseline"),
+    path("baselines/<int:pk>/cancel/", v.BaselineCancelApi.as_view(), name="reward-baseline-cancel"),
 ]
