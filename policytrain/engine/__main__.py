@@ -130,6 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rewardtrain.engine.cli_exit import exit_process
+    from enginekit.cli import exit_process
 
     exit_process(main())

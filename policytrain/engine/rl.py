@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -26,6 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+from enginekit.checkpoints import atomic_folder, checkpoint_dir
+from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
+from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
+    DistEnv,
+    RunCancelled,
+    init_distributed,
+    rng_state,
+    set_rng_state,
+    stop_everywhere,
+)
 
 from .config import RLConfig, read_policy_meta
 from .onestep import OneStepOutput, one_step_images, sample_grad_step
@@ -41,10 +50,6 @@ from .pipeline import (
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor, str, str, list[str]], torch.Tensor]
 ProgressFn = Callable[[dict], None]
-
-
-class RunCancelled(Exception):
-    """Raised by ``train`` after ``should_stop()`` returned True and a checkpoint was written."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,16 +252,12 @@ def velocity_anchor(state: TrainState, pol: OneStepOutput, inputs, embeds, sched
 # Distributed helpers (torchrun): rank 0 writes, gradients are averaged by all-reduce.
 # ----------------------------------------------------------------------------------------------
 def _dist_setup(device_pref: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
     if device_pref.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
-    device = torch.device(f"cuda:{local_rank}" if use_cuda and world > 1 else ("cuda" if use_cuda else "cpu"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return rank, world, device
+    env = init_distributed("cuda" if use_cuda else "cpu")
+    device = torch.device(f"cuda:{env.local_rank}" if use_cuda and env.distributed else ("cuda" if use_cuda else "cpu"))
+    return env.rank, env.world_size, device
 
 
 def configure_attention_kernels(config: RLConfig, device: torch.device) -> None:
@@ -281,16 +282,6 @@ def _all_reduce_grads(params: dict[str, torch.nn.Parameter], world: int) -> None
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
-
-
-def _stop_everywhere(should_stop: Callable[[], bool] | None, rank: int, world: int) -> bool:
-    """Rank 0 asks ``should_stop``; every rank gets its answer, so all stop at the same step."""
-    flag = bool(should_stop()) if should_stop is not None and rank == 0 else False
-    if world <= 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(t)
-    return bool(t.item() > 0)
 
 
 def _broadcast_params(params: dict[str, torch.nn.Parameter], world: int) -> None:
@@ -321,32 +312,31 @@ def load_init_weights(policy: FillPolicy, config: RLConfig) -> dict:
     return policy.load_weights(folder)
 
 
-def save_checkpoint(state: TrainState, folder: Path) -> Path:
-    """Policy weights (loadable by FillPolicy) + EMA + optimizer + RNG + step, for exact resume."""
+CHECKPOINT_MARKER = "state.json"  # written last: its presence marks a complete checkpoint
+
+
+def save_checkpoint(state: TrainState, output_dir: Path) -> Path:
+    """Policy weights (loadable by FillPolicy) + EMA + optimizer + RNG + step, for exact resume,
+    published atomically as ``checkpoints/step-<step>`` (a kill mid-save leaves no half folder)."""
     from safetensors.torch import save_file
 
     kind, lora = _weights_meta(state.config)
-    save_policy_weights(
-        folder, dict(state.params), base_policy=state.config.base_policy, kind=kind, lora=lora, which="policy",
-        step=state.step,
-    )
-    save_file({k: v.contiguous().cpu() for k, v in state.ema.items()}, str(folder / "ema.safetensors"))
-    torch.save(state.optimizer.state_dict(), folder / "optimizer.pt")
-    # Tensors only (ByteTensor states), so load_checkpoint can read it with weights_only=True.
-    rng = {"generator": state.generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, folder / "rng.pt")
-    (folder / "state.json").write_text(json.dumps({"step": state.step}))
-    return folder
+    final = checkpoint_dir(output_dir, state.step)
+    with atomic_folder(final) as folder:
+        save_policy_weights(
+            folder, dict(state.params), base_policy=state.config.base_policy, kind=kind, lora=lora,
+            which="policy", step=state.step,
+        )
+        save_file({k: v.contiguous().cpu() for k, v in state.ema.items()}, str(folder / "ema.safetensors"))
+        torch.save(state.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(rng_state(state.generator), folder / "rng.pt")
+        (folder / CHECKPOINT_MARKER).write_text(json.dumps({"step": state.step}))
+    return final
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    candidates = []
-    for path in (output_dir / "checkpoints").glob("step-*"):
-        if (path / "state.json").is_file():
-            candidates.append((int(path.name.split("-")[1]), path))
-    return max(candidates)[1] if candidates else None
+    """The newest complete checkpoint folder of an RL run, or None."""
+    return kit_latest_checkpoint(output_dir, CHECKPOINT_MARKER)
 
 
 def load_checkpoint(state: TrainState, folder: Path) -> None:
@@ -364,11 +354,7 @@ def load_checkpoint(state: TrainState, folder: Path) -> None:
     # plain tensors, numbers and lists (save_checkpoint), which the restricted loader accepts.
     state.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=state.policy.device,
                                                weights_only=True))
-    rng = torch.load(folder / "rng.pt", weights_only=True)
-    state.generator.set_state(rng["generator"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_rng_state(torch.load(folder / "rng.pt", weights_only=True), state.generator)
     state.step = json.loads((folder / "state.json").read_text())["step"]
 
 
@@ -522,10 +508,9 @@ def train(
     last_row: dict = {}
 
     while state.step < config.max_steps:
-        if _stop_everywhere(should_stop, rank, world):
-            if is_main:
-                save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
-            raise RunCancelled(f"cancelled at step {state.step}")
+        if stop_everywhere(should_stop, DistEnv(rank=rank, world_size=world)):
+            saved = save_checkpoint(state, out) if is_main else checkpoint_dir(out, state.step)
+            raise RunCancelled(state.step, saved)
         gen = state.generator
         task = tasks[int(torch.multinomial(task_probs, 1, generator=gen).item())]
         pool = by_task[task]
@@ -608,7 +593,7 @@ def train(
             save_sample_grid(out / "samples" / f"step-{state.step:06d}.png", images, masks, ref_images.detach(),
                              pol_images.detach())
         if is_main and config.save_every and state.step % config.save_every == 0:
-            save_checkpoint(state, out / "checkpoints" / f"step-{state.step}")
+            save_checkpoint(state, out)
 
     result = {"status": "completed", "steps": state.step, "algorithm": config.algorithm,
               "deploy_weights": config.deploy_weights, "final_dir": "final",

@@ -18,18 +18,27 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from enginekit.checkpoints import atomic_folder, checkpoint_dir, prune_checkpoints
+from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
+from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
+    DistEnv,
+    RunCancelled,
+    init_distributed,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    stop_everywhere,
+)
 
 from .config import RewardTrainConfig
 from .data import (
@@ -61,103 +70,16 @@ ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
 
 
-class RunCancelled(Exception):  # noqa: N818 - the name states the outcome, as callers expect
-    """Training stopped because `should_stop()` returned True; a resumable checkpoint was saved."""
-
-    def __init__(self, step: int, checkpoint: Path | None):
-        super().__init__(f"run cancelled at step {step}; resumable checkpoint: {checkpoint}")
-        self.step = step
-        self.checkpoint = checkpoint
-
-
-@dataclass
-class DistEnv:
-    """Where this process sits in a (possibly 1-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
 def _under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ
 
 
-def init_distributed(device: str) -> DistEnv:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistEnv()
-    initialized_here = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        initialized_here = True
-    return DistEnv(
-        rank=dist.get_rank(),
-        world_size=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-        initialized_here=initialized_here,
-    )
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    # Only tensors, lists and ints so `torch.load(weights_only=True)` can read it back.
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = state["numpy"]
-    np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _checkpoint_dirs(output_dir: Path) -> list[tuple[int, Path]]:
-    root = output_dir / "checkpoints"
-    found = []
-    if root.is_dir():
-        for child in root.iterdir():
-            # trainer_state.json is written last, so its presence marks a complete checkpoint.
-            if child.name.startswith("step-") and (child / "trainer_state.json").exists():
-                try:
-                    found.append((int(child.name.split("-", 1)[1]), child))
-                except ValueError:
-                    continue
-    return sorted(found)
+CHECKPOINT_MARKER = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None."""
-    found = _checkpoint_dirs(Path(output_dir))
-    return found[-1][1] if found else None
+    """The newest complete checkpoint folder of a reward run, or None."""
+    return kit_latest_checkpoint(output_dir, CHECKPOINT_MARKER)
 
 
 def _gather_objects(obj: Any, env: DistEnv) -> list[Any]:
@@ -286,12 +208,6 @@ class _Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
 
-    def _stop_requested(self) -> bool:
-        flag = bool(self.should_stop()) if (self.should_stop is not None and self.env.is_main) else False
-        if self.env.distributed:  # rank 0 decides for everybody, so all ranks stop at the same step
-            return self._all_sum([1.0 if flag else 0.0])[0] > 0
-        return flag
-
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
@@ -310,51 +226,50 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:
-        rng_states = _gather_objects(_rng_state(), self.env)  # every rank's RNG, written by rank 0
+        rng_states = _gather_objects(rng_state(), self.env)  # every rank's RNG, written by rank 0
         if self.sharded:  # collective: every rank hands its shards to rank 0
             sharded_state = (full_model_state(self.model, trainable_only=True),
                              full_optimizer_state(self.model, self.optimizer))
-        final = self.out / "checkpoints" / f"step-{step}"
+        final = checkpoint_dir(self.out, step)
         if self.env.is_main:
-            tmp = self.out / "checkpoints" / f".tmp-step-{step}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            if self.sharded:
-                from safetensors.torch import save_file
-
-                # Keyed by parameter names, so any number of ranks can load it again.
-                save_file({n: t.contiguous() for n, t in sharded_state[0].items()}, tmp / SHARDED_WEIGHTS)
-                torch.save(sharded_state[1], tmp / "optimizer.pt")
-            elif self.config.lora:
-                # LoRA on lm_head leaves the base weight untouched: do not copy it into every checkpoint.
-                self.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
-            else:
-                from safetensors.torch import save_file
-
-                state = {n: p.detach().contiguous() for n, p in self.model.named_parameters()}
-                save_file(state, tmp / "model.safetensors")
-            if not self.sharded:
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(rng_states, tmp / "rng.pt")
-            epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
-            state = {
-                "step": step,
-                "total_steps": self.total_steps,
-                "world_size": self.env.world_size,
-                "parallelism": "fsdp" if self.sharded else "ddp",
-                "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
-                "seed": self.config.seed,
-                "saved_at": datetime.now(UTC).isoformat(),
-            }
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for _, old in _checkpoint_dirs(self.out)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            with atomic_folder(final) as tmp:
+                self._write_checkpoint(tmp, step, rng_states, sharded_state if self.sharded else None)
+            prune_checkpoints(self.out, CHECKPOINT_MARKER, self.config.keep_checkpoints)
             self._log({"step": step, "kind": "checkpoint", "path": str(final)})
         self._barrier()
         return final
+
+    def _write_checkpoint(self, tmp: Path, step: int, rng_states: list[Any], sharded_state: tuple | None) -> None:
+        """Everything a resume needs, into ``tmp``; the marker (trainer state) last."""
+        if self.sharded:
+            from safetensors.torch import save_file
+
+            # Keyed by parameter names, so any number of ranks can load it again.
+            save_file({n: t.contiguous() for n, t in sharded_state[0].items()}, tmp / SHARDED_WEIGHTS)
+            torch.save(sharded_state[1], tmp / "optimizer.pt")
+        elif self.config.lora:
+            # LoRA on lm_head leaves the base weight untouched: do not copy it into every checkpoint.
+            self.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+        else:
+            from safetensors.torch import save_file
+
+            state = {n: p.detach().contiguous() for n, p in self.model.named_parameters()}
+            save_file(state, tmp / "model.safetensors")
+        if not self.sharded:
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_states, tmp / "rng.pt")
+        epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
+        state = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "world_size": self.env.world_size,
+            "parallelism": "fsdp" if self.sharded else "ddp",
+            "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
+            "seed": self.config.seed,
+            "saved_at": datetime.now(UTC).isoformat(),
+        }
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps(state, indent=2))
 
     def _load_checkpoint(self, ckpt: Path) -> int:
         state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -388,7 +303,7 @@ class _Trainer:
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
         rng_states = torch.load(ckpt / "rng.pt", weights_only=True)
         if self.env.rank < len(rng_states):
-            _set_rng_state(rng_states[self.env.rank])
+            set_rng_state(rng_states[self.env.rank])
         else:
             logger.warning("checkpoint has no RNG state for rank %d; dropout streams will differ", self.env.rank)
         logger.info("resumed from %s at step %d", ckpt, state["step"])
@@ -491,13 +406,9 @@ class _Trainer:
         if self.env.is_main:
             from safetensors.torch import save_file
 
-            folder, tmp = self.out / BEST_DIR, self.out / f".tmp-{BEST_DIR}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(state, tmp / "trainable.safetensors")
-            (tmp / "best.json").write_text(json.dumps(self.best))  # written last: marks a complete copy
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)
+            with atomic_folder(self.out / BEST_DIR) as tmp:
+                save_file(state, tmp / "trainable.safetensors")
+                (tmp / "best.json").write_text(json.dumps(self.best))  # written last: marks a complete copy
         self._barrier()
 
     def _restore_best(self) -> dict[str, Any] | None:
@@ -545,39 +456,36 @@ class _Trainer:
                 for name, value in best.items():
                     params[name].copy_(value.to(params[name].device, params[name].dtype))
         if self.env.is_main:
-            tmp = self.out / ".tmp-final"
-            shutil.rmtree(tmp, ignore_errors=True)
-            # Deploy merged weights: the scorer then loads a plain Qwen2.5-VL folder with no peft
-            # dependency and no adapter overhead at inference.
-            model = trained.merge_and_unload() if self.config.lora else trained
-            if self.config.gradient_checkpointing:
-                model.gradient_checkpointing_disable()
-            model.config.use_cache = True
-            if self.config.final_dtype:  # an explicit export; the run's masters stay in its checkpoints
-                model = model.to(getattr(torch, self.config.final_dtype))
-            model.save_pretrained(tmp)
-            save_processor(self.processor, tmp)
-            card = {
-                "template_version": TEMPLATE_VERSION,
-                "criteria": {task: list(c) for task, c in self.vocabulary.task_criteria.items()},
-                "trained_on": task_criteria_present(self.rows, self.vocabulary),
-                "vocabulary": self.vocabulary.to_dict(),
-                "base_model": self.config.base_model,
-                "snapshot": {
-                    "path": str(self.config.snapshot_dir),
-                    "content_hash": self.manifest.get("content_hash"),
-                },
-                "answer_tokens": {"yes": self.yes_id, "no": self.no_id},
-                "min_pixels": self.config.min_pixels,
-                "max_pixels": self.config.max_pixels,
-                "training": {"steps": step, "lora": self.config.lora, "lr": self.config.lr,
-                             "batch_size": self.config.batch_size, "seed": self.config.seed,
-                             "selected_step": self._selected_step(step)},
-                "created_at": datetime.now(UTC).isoformat(),
-            }
-            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            with atomic_folder(final) as tmp:
+                # Deploy merged weights: the scorer then loads a plain Qwen2.5-VL folder with no peft
+                # dependency and no adapter overhead at inference.
+                model = trained.merge_and_unload() if self.config.lora else trained
+                if self.config.gradient_checkpointing:
+                    model.gradient_checkpointing_disable()
+                model.config.use_cache = True
+                if self.config.final_dtype:  # an explicit export; the run's masters stay in its checkpoints
+                    model = model.to(getattr(torch, self.config.final_dtype))
+                model.save_pretrained(tmp)
+                save_processor(self.processor, tmp)
+                card = {
+                    "template_version": TEMPLATE_VERSION,
+                    "criteria": {task: list(c) for task, c in self.vocabulary.task_criteria.items()},
+                    "trained_on": task_criteria_present(self.rows, self.vocabulary),
+                    "vocabulary": self.vocabulary.to_dict(),
+                    "base_model": self.config.base_model,
+                    "snapshot": {
+                        "path": str(self.config.snapshot_dir),
+                        "content_hash": self.manifest.get("content_hash"),
+                    },
+                    "answer_tokens": {"yes": self.yes_id, "no": self.no_id},
+                    "min_pixels": self.config.min_pixels,
+                    "max_pixels": self.config.max_pixels,
+                    "training": {"steps": step, "lora": self.config.lora, "lr": self.config.lr,
+                                 "batch_size": self.config.batch_size, "seed": self.config.seed,
+                                 "selected_step": self._selected_step(step)},
+                    "created_at": datetime.now(UTC).isoformat(),
+                }
+                (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
         self._barrier()
         return final
 
@@ -591,7 +499,7 @@ class _Trainer:
         trained_pairs = 0
         try:
             while step < self.total_steps:
-                if self._stop_requested():
+                if stop_everywhere(self.should_stop, self.env):
                     existing = latest_checkpoint(self.out)
                     already_saved = step == last_saved and existing is not None and existing.name == f"step-{step}"
                     ckpt = existing if already_saved else self._save_checkpoint(step)
@@ -642,7 +550,7 @@ class _Trainer:
             self._barrier()
             return result
         finally:
-            # A torchrun rank leaves through cli_exit.exit_process right after this, and the OS frees
+            # A torchrun rank leaves through enginekit.cli.exit_process right after this, and the OS frees
             # the group then. Destroying a gloo group there hung one rank for good in CI (a known
             # torch race, pytorch/pytorch#75097), so only processes started otherwise destroy it.
             if self.env.initialized_here and dist.is_initialized() and not _under_torchrun():

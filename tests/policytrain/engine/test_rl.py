@@ -197,9 +197,12 @@ def test_should_stop_checkpoints_and_raises(rl_config):
 
     calls = iter([False, True])
     cfg = rl_config(max_steps=5)
-    with pytest.raises(RunCancelled):
+    with pytest.raises(RunCancelled) as exc:
         train(cfg, reward_fn=center_brightness, should_stop=lambda: next(calls))
     assert (Path(cfg.output_dir) / "checkpoints" / "step-1" / "state.json").is_file()
+    assert exc.value.step == 1 and exc.value.checkpoint == Path(cfg.output_dir) / "checkpoints" / "step-1"
+    # Saved through a temporary sibling and one rename: nothing half-written is left beside it.
+    assert [p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir()] == ["step-1"]
     assert not (Path(cfg.output_dir) / "result.json").exists()
 
 

@@ -1,4 +1,4 @@
-"""Leaving a CLI process cleanly under torchrun."""
+"""Leaving a CLI process cleanly under torchrun (both engines' CLIs end through this)."""
 from __future__ import annotations
 
 import os
