@@ -36,7 +36,7 @@ import json
 import uuid
 import zipfile
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -48,6 +48,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from PIL import Image
 
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
@@ -96,8 +97,13 @@ class _Row:
 class _Source:
     """Read files by manifest-relative path from a folder or a zip, refusing path traversal."""
 
+    # Decoded images kept per (path, role): rows that share one large file must not pay a decode
+    # each (issue #21: a 4000×4000 source reused by every row cost seconds a row).
+    KEEP_DECODED = 8
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._decoded: OrderedDict[tuple[str, str], Image.Image | ImageRejected] = OrderedDict()
         try:
             self.zip = zipfile.ZipFile(path) if path.is_file() else None
         except _ZIP_ERRORS as exc:
@@ -124,6 +130,31 @@ class _Source:
         if not full.is_relative_to(self.path.resolve()) or not full.is_file():
             raise ImageRejected(f"file '{rel}' does not exist in the folder.")
         return full.read_bytes()
+
+
+    def image(self, rel, *, what: str, name_read_errors: bool = False) -> Image.Image:
+        """The file at ``rel`` read and decoded (``open_image``), once per file and role while it
+        stays among the last ``KEEP_DECODED``; a refusal is kept and raised again the same way."""
+        key = (rel if isinstance(rel, str) else repr(rel), what)
+        if key in self._decoded:
+            self._decoded.move_to_end(key)
+        else:
+            try:
+                try:
+                    data = self.read(rel)
+                except ImageRejected as exc:
+                    if not name_read_errors:
+                        raise
+                    raise ImageRejected(f"{what}: {exc}") from exc
+                self._decoded[key] = open_image(data, what=what)
+            except ImageRejected as exc:
+                self._decoded[key] = exc
+            while len(self._decoded) > self.KEEP_DECODED:
+                self._decoded.popitem(last=False)
+        found = self._decoded[key]
+        if isinstance(found, ImageRejected):
+            raise ImageRejected(str(found))
+        return found
 
 
 def _manifest_lines(src: _Source) -> list[str]:
@@ -202,11 +233,7 @@ def _candidate(i: int, cand: dict, src: _Source, size: tuple[int, int] | None) -
     provenance = cand.get("provenance", Provenance.EXTERNAL)
     if not isinstance(provenance, str) or provenance not in Provenance.values:
         raise ImageRejected(f"candidate {i}: provenance must be one of {Provenance.values}.")
-    try:
-        data = src.read(cand.get("image", ""))
-    except ImageRejected as exc:
-        raise ImageRejected(f"candidate {i}: {exc}") from exc
-    img = open_image(data, what=f"candidate {i}").convert("RGB")
+    img = src.image(cand.get("image", ""), what=f"candidate {i}", name_read_errors=True).convert("RGB")
     if size is not None and img.size != size:
         raise ImageRejected(f"candidate {i} is {img.size[0]}×{img.size[1]}, the source {size[0]}×{size[1]}.")
     png = png_bytes(img)
@@ -248,8 +275,8 @@ def _validate_row(line_no: int, obj: dict, src: _Source, tasks: dict[str, TaskTy
         errors.extend(_stored_differences(existing, {"prompt": prompt, "split_key": split_key, "split": split}))
         size: tuple[int, int] | None = (existing.width, existing.height)
     else:
-        source = errors.check(lambda: open_image(src.read(obj.get("source", "")), what="source").convert("RGB"))
-        mask = errors.check(lambda: open_image(src.read(obj.get("mask", "")), what="mask"))
+        source = errors.check(lambda: src.image(obj.get("source", ""), what="source").convert("RGB"))
+        mask = errors.check(lambda: src.image(obj.get("mask", ""), what="mask"))
         if source is not None and mask is not None:
             mask = errors.check(lambda: check_mask(mask, size=source.size))
         size = source.size if source is not None else None
