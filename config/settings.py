@@ -239,6 +239,8 @@ SPECTACULAR_SETTINGS = {
         "SplitEnum": "annotation.models.Split",
         "OptionalSplitEnum": "annotation.api.serializers.OPTIONAL_SPLIT_CHOICES",
         "AccountRoleEnum": "annotation.roles.ACCOUNT_ROLES",
+        # Snapshots and imports share these four states (queued, running, succeeded, failed).
+        "JobStateEnum": "annotation.models.ImportStatus",
     },
 }
 
