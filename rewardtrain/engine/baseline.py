@@ -1,7 +1,7 @@
 """The baseline learner: a small siamese CNN that says whether a snapshot's labels are learnable.
 
 Why it exists (issue #22): before GPU hours go into the VLM reward model, curators and scientists
-need a cheap reference on the same pairs. If a 60k-parameter CNN that sees only the two images
+need a cheap reference on the same pairs. If a ~40k-parameter CNN that sees only the two images
 reaches 0.85 on a criterion, the labels are a visible function of the images; if it stays at
 chance while the VLM does too, the labels (or the criterion) are the problem, not the VLM.
 
@@ -13,8 +13,8 @@ from the snapshot's vocabulary. NOT the prompt, and NOT the mask: the snapshot f
 Model: one convolutional encoder shared by both images (siamese), and a head over
 [f(first), f(second), embedding]. The log-odds that the first image wins is
 ``h(f_a, f_b, e) - h(f_b, f_a, e)``, so P(a beats b) = 1 - P(b beats a) exactly: order symmetry is
-built in (Bradley–Terry on a pair-dependent score), and each pair is still trained in both orders
-with its own paired flip so both orders see different augmentations.
+built in (Bradley–Terry on a pair-dependent score): a pair shown in either order gives the same
+loss, so each pair is trained once per step, in a random order, with a paired flip.
 
 Outputs (the model folder): ``baseline.safetensors`` (weights), ``baseline.json`` (the card: kind
 "baseline", vocabulary, config, held-out metrics) and ``metrics.jsonl``. The evaluation has the
@@ -103,7 +103,7 @@ class _ImageCache:
 
 
 def _batch(rows: list[PairRow], images: _ImageCache, index: dict[tuple[str, str], int]):
-    """(winner images, loser images, condition ids) as float tensors in [0, 1]."""
+    """(winner images, loser images, condition ids); images as float tensors in [0, 1]."""
     w = torch.stack([images(r.winner) for r in rows]).float().div_(255)
     lo = torch.stack([images(r.loser) for r in rows]).float().div_(255)
     cond = torch.tensor([index[(r.task, r.criterion)] for r in rows], dtype=torch.long)
@@ -216,12 +216,15 @@ def train_baseline(
                 order += rng.sample(range(len(train_rows)), len(train_rows))
             picked, order = order[:config.batch_size], order[config.batch_size:]
             w, lo, cond = _batch([train_rows[i] for i in picked], images, index)
-            # Both orders, each with its own paired flip: label 1 for (winner, loser), 0 for (loser, winner).
-            w1, l1 = _paired_flip(w, lo, generator)
-            l2, w2 = _paired_flip(lo, w, generator)
-            logits = model(torch.cat([w1, l2]), torch.cat([l1, w2]), torch.cat([cond, cond]))
-            labels = torch.cat([torch.ones(len(picked)), torch.zeros(len(picked))])
-            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            w, lo = _paired_flip(w, lo, generator)
+            # Each pair in a random order: label 1 for (winner, loser), 0 for (loser, winner). The head
+            # is antisymmetric, so the two orders' losses are equal and one pass trains both at half
+            # the cost of encoding each pair twice.
+            swap = torch.rand(len(picked), generator=generator) < 0.5
+            first = torch.where(swap[:, None, None, None], lo, w)
+            second = torch.where(swap[:, None, None, None], w, lo)
+            logits = model(first, second, cond)
+            loss = F.binary_cross_entropy_with_logits(logits, (~swap).float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
