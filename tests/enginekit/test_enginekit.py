@@ -21,9 +21,13 @@ def _complete(out, step):
 
 def test_a_failed_save_leaves_the_previous_checkpoint_and_no_half_folder(tmp_path):
     _complete(tmp_path, 2)
-    with pytest.raises(RuntimeError), atomic_folder(checkpoint_dir(tmp_path, 4)) as tmp:
-        (tmp / "weights.bin").write_bytes(b"partial")
-        raise RuntimeError("killed mid-save")
+    def save_then_die() -> None:
+        with atomic_folder(checkpoint_dir(tmp_path, 4)) as tmp:
+            (tmp / "weights.bin").write_bytes(b"partial")
+            raise RuntimeError("killed mid-save")
+
+    with pytest.raises(RuntimeError):
+        save_then_die()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2"]
     assert latest_checkpoint(tmp_path, MARKER) == checkpoint_dir(tmp_path, 2)
 
