@@ -387,6 +387,10 @@ class CampaignFromCandidatesIn(serializers.Serializer):
     overlap = serializers.IntegerField(default=3, min_value=1, max_value=50)
     max_items_per_sample = serializers.IntegerField(default=0, min_value=0, max_value=1000)
     description = serializers.CharField(required=False, allow_blank=True, default="")
+    # Usernames of annotators; empty = open to every annotator (checked by campaign_set_annotators).
+    annotators = serializers.ListField(child=serializers.CharField(max_length=150), required=False, default=list,
+                                       max_length=500)
+    start = serializers.BooleanField(default=True)  # false: leave it a draft to start later
 
     def validate(self, attrs):
         if attrs["pairing"] == "opponents" and len(attrs["sources"]) != 2:
@@ -397,7 +401,8 @@ class CampaignFromCandidatesIn(serializers.Serializer):
 
 
 class CampaignListApi(APIView):
-    """GET: every campaign with progress. POST (curators): create + start a campaign from candidates."""
+    """GET: every campaign with progress. POST (curators): create a campaign from candidates,
+    restricted to ``annotators`` if given, and start it unless ``start`` is false."""
 
     def get_permissions(self):
         return [IsCurator()] if self.request.method == "POST" else [IsStaffRole()]
@@ -427,8 +432,9 @@ class CampaignListApi(APIView):
         with transaction.atomic():
             campaign = campaign_create(name=v["name"], task_type=task, criteria=criteria, overlap=v["overlap"],
                                        selection=selection, description=v["description"], created_by=request.user,
-                                       source_ref="dashboard:candidates")
-            campaign = campaign_start(campaign=campaign)
+                                       source_ref="dashboard:candidates", annotators=v["annotators"])
+            if v["start"]:
+                campaign = campaign_start(campaign=campaign)
         return Response(sel.campaign_dashboard(campaign), status=status.HTTP_201_CREATED)
 
 
@@ -437,7 +443,9 @@ class CampaignDashboardApi(_Staff):
 
     @extend_schema(responses=dict)
     def get(self, request, pk: int):
-        return Response(sel.campaign_dashboard(get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)))
+        campaign = get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)
+        # Lineage may reach scientist-only pages: a curator gets those nodes without a link.
+        return Response(sel.links_for_viewer(request.user, sel.campaign_dashboard(campaign)))
 
 
 class LeaderboardApi(_Staff):

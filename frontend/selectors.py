@@ -10,15 +10,17 @@ import math
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.db.models import Count, Max, Min, Q, QuerySet
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 
 from annotation.models import (
     Campaign,
     Candidate,
     Choice,
+    Criterion,
     DatasetSnapshot,
     Item,
     ItemStatus,
@@ -26,7 +28,9 @@ from annotation.models import (
     Lease,
     LeaseState,
     Sample,
+    TaskType,
 )
+from annotation.roles import has_role
 from annotation.selectors import (
     annotator_stats,
     campaign_agreement,
@@ -34,7 +38,7 @@ from annotation.selectors import (
     campaign_progress,
     source_leaderboard,
 )
-from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
+from annotation.vocabulary import CRITERION_NAMES, TASK_NAMES
 from core.errors import ApplicationError
 from core.stats import wilson_interval
 from jobs.models import Job, JobKind, JobStatus, MetricPoint
@@ -44,8 +48,10 @@ from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.selectors import evaluation_list
 
+# The built-in criteria's column order (the paper's Table 1); curators' criteria follow them.
 COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
-# The paper's Table 1 (arXiv 2508.21066), in percent, shown beside our numbers for orientation.
+# The paper's Table 1 (arXiv 2508.21066), in percent, shown beside our numbers for orientation;
+# it has numbers for the built-in criteria only.
 PAPER_TABLE1 = {
     "fill": {"text_alignment": 83.77, "consistency": 74.23, "structure": 74.63, "aesthetics": 72.10},
     "extend": {"text_alignment": 80.36, "consistency": 72.50, "structure": 74.29, "aesthetics": 71.10},
@@ -169,14 +175,47 @@ def job_summary(job: Job) -> dict:
     }
 
 
+def vocabulary(extra: dict | None = None) -> dict:
+    """The live vocabulary for tables, filters and choices: ``tasks`` {slug: {"name", "criteria":
+    [slugs]}} and ``criteria`` {slug: name}, as curators keep them on the Taxonomy page, the
+    built-in ones first in the paper's order. ``extra`` ({task: [criteria]}, e.g. what a report
+    holds) adds tasks and criteria a report names that the database no longer has."""
+    builtin_tasks = {slug: i for i, slug in enumerate(TASK_NAMES)}
+    builtin_cols = {slug: i for i, slug in enumerate(COLUMNS)}
+    task_rows = sorted(TaskType.objects.prefetch_related("criteria"),
+                       key=lambda t: (builtin_tasks.get(t.slug, len(builtin_tasks)), t.pk))
+    crit_rows = sorted(Criterion.objects.all(), key=lambda c: (builtin_cols.get(c.slug, len(builtin_cols)), c.pk))
+    tasks = {t.slug: {"name": t.name, "criteria": [c.slug for c in t.criteria.all()]} for t in task_rows}
+    criteria = {c.slug: c.name for c in crit_rows}
+    for task, crits in (extra or {}).items():
+        entry = tasks.setdefault(task, {"name": TASK_NAMES.get(task, task), "criteria": []})
+        for crit in crits:
+            if crit not in entry["criteria"]:
+                entry["criteria"].append(crit)
+            criteria.setdefault(crit, CRITERION_NAMES.get(crit, crit))
+    return {"tasks": tasks, "criteria": criteria}
+
+
+def _table_columns(vocab: dict) -> list[dict]:
+    """Every criterion some task offers, as table columns; ``builtin`` marks the paper's own."""
+    used = {c for t in vocab["tasks"].values() for c in t["criteria"]}
+    return [{"slug": c, "name": name, "builtin": c in CRITERION_NAMES} for c, name in vocab["criteria"].items()
+            if c in used]
+
+
 def accuracy_table(report: dict) -> dict:
     """A reward model's eval report in the paper's Table 1 layout (tasks × criteria, percent),
-    with the snapshot's human ceiling beside every cell."""
+    with the snapshot's human ceiling beside every cell. Tasks and criteria come from the live
+    vocabulary (``vocabulary``), so a curator's criterion gets its column; the paper's number
+    (``paper``) is there for built-in criteria only."""
     acc, ceiling, counts = report.get("accuracy") or {}, report.get("human_ceiling") or {}, report.get("counts") or {}
+    vocab = vocabulary({t: list(c) for t, c in acc.items()})
+    columns = _table_columns(vocab)
     rows = []
-    for task, crits in TASK_CRITERIA.items():
+    for task, entry in vocab["tasks"].items():
+        crits = entry["criteria"]
         cells = []
-        for col in COLUMNS:
+        for col in (c["slug"] for c in columns):
             if col not in crits:
                 cells.append({"criterion": col, "applicable": False})
                 continue
@@ -185,9 +224,9 @@ def accuracy_table(report: dict) -> dict:
             cells.append({"criterion": col, "applicable": True, "accuracy": None if a is None else round(a * 100, 2),
                           "ci95": percent_interval(a, n), "ceiling": None if c is None else round(c * 100, 2),
                           "n": n, "paper": PAPER_TABLE1.get(task, {}).get(col)})
-        rows.append({"task": task, "name": TASK_NAMES[task], "cells": cells})
+        rows.append({"task": task, "name": entry["name"], "cells": cells})
     overall = report.get("overall_accuracy")
-    return {"columns": [{"slug": c, "name": CRITERION_NAMES[c]} for c in COLUMNS], "rows": rows,
+    return {"columns": columns, "rows": rows,
             "overall": None if overall is None else round(overall * 100, 2), "pairs": report.get("pairs"),
             "overall_ci95": percent_interval(overall, report.get("pairs") or 0),
             "split": report.get("split"), "position_consistency": report.get("position_consistency"),
@@ -237,10 +276,17 @@ def rl_reward_table(run_dir: str) -> dict:
         for key, value in r.items():
             if key.startswith("reward/") and isinstance(value, int | float):
                 series[key].append([r.get("step", 0), value])
+    logged: dict[str, list[str]] = defaultdict(list)
+    for key in series:
+        _prefix, task, crit = (key.split("/", 2) + ["", ""])[:3]
+        logged[task].append(crit)
+    vocab = vocabulary(logged)
+    columns = _table_columns(vocab)
     table = []
-    for task, crits in TASK_CRITERIA.items():
+    for task, entry in vocab["tasks"].items():
+        crits = entry["criteria"]
         cells = []
-        for col in COLUMNS:
+        for col in (c["slug"] for c in columns):
             pts = series.get(f"reward/{task}/{col}")
             if col not in crits:
                 cells.append({"criterion": col, "applicable": False})
@@ -250,10 +296,10 @@ def rl_reward_table(run_dir: str) -> dict:
                 vals = [v for _s, v in pts]
                 cells.append({"criterion": col, "applicable": True, "latest": sum(vals[-5:]) / len(vals[-5:]),
                               "first": sum(vals[:5]) / len(vals[:5]), "points": len(vals)})
-        table.append({"task": task, "name": TASK_NAMES[task], "cells": cells})
+        table.append({"task": task, "name": entry["name"], "cells": cells})
     step = max(1, len(rows) // 500)  # keep the curve light
     thinned = {k: v[::step] + ([v[-1]] if (len(v) - 1) % step else []) for k, v in series.items()}
-    return {"columns": [{"slug": c, "name": CRITERION_NAMES[c]} for c in COLUMNS], "rows": table,
+    return {"columns": columns, "rows": table,
             "series": thinned}
 
 
@@ -378,6 +424,46 @@ def overlay_runs(job_ids: list[int]) -> dict:
 
 # --- lineage: campaigns → snapshot → reward model → policy checkpoint → generated campaign -------
 
+def url_for_viewer(user, url: str | None) -> str | None:
+    """``url`` when ``user`` may open that dashboard page, else None. Pages made by
+    ``views.role_page`` carry the roles they admit (``page_roles``); any other URL is kept."""
+    if not url:
+        return url
+    try:
+        func = resolve(urlsplit(url).path).func
+    except Resolver404:
+        return url
+    roles = getattr(func, "page_roles", None)
+    return url if not roles or has_role(user, *roles) else None
+
+
+def links_for_viewer(user, data):
+    """A copy of ``data`` (lineage nodes, a page's payload) in which every ``"url"`` the user's
+    role cannot open is None, so pages render those nodes as plain text instead of a link to a 403."""
+    if isinstance(data, dict):
+        return {k: (url_for_viewer(user, v) if k == "url" and isinstance(v, str) else links_for_viewer(user, v))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [links_for_viewer(user, v) for v in data]
+    return data
+
+
+# The tie-aware aggregations' own counters (annotation.services.snapshots), with what each means;
+# snapshots built by a majority rule have no tie_votes / tie_outvoted.
+TIE_AWARE_COUNTS = (
+    ("tie_votes", "Tie votes", "tie and both-bad answers counted as votes against a preference"),
+    ("tie_outvoted", "Outvoted by ties", "pairs left out because tie votes matched or beat the winner's votes"),
+    ("adjudicated", "Adjudicated", "(item, criterion) pairs whose votes a curator's adjudication decided"),
+)
+
+
+def snapshot_tie_counts(counts: dict | None) -> list[dict]:
+    """The tie-aware counters a snapshot (or a preview) reports, in display order."""
+    counts = counts or {}
+    return [{"key": k, "label": label, "help": help_text, "value": counts[k]}
+            for k, label, help_text in TIE_AWARE_COUNTS if k in counts]
+
+
 def _node(kind: str, obj, label: str, url_name: str, extra: str = "") -> dict:
     return {"kind": kind, "id": obj.pk, "label": label, "url": reverse(url_name, args=[obj.pk]), "extra": extra}
 
@@ -499,9 +585,10 @@ def leaderboard(params) -> dict:
     of two groups are not comparable). An unknown task or criterion is a field error."""
     task, criterion = params.get("task") or None, params.get("criterion") or None
     errors = {}
-    if task and task not in TASK_CRITERIA:
-        errors["task"] = [f"Unknown task; use one of {', '.join(TASK_CRITERIA)}."]
-    allowed = TASK_CRITERIA.get(task) if task else {c for crits in TASK_CRITERIA.values() for c in crits}
+    tasks = {slug: entry["criteria"] for slug, entry in vocabulary()["tasks"].items()}  # curators' too
+    if task and task not in tasks:
+        errors["task"] = [f"Unknown task; use one of {', '.join(tasks)}."]
+    allowed = tasks.get(task) if task else {c for crits in tasks.values() for c in crits}
     if criterion and criterion not in (allowed or ()):
         errors["criterion"] = [f"Unknown criterion{' for ' + task if task else ''}."]
     if errors:

@@ -6,13 +6,13 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split, TaskType
 from annotation.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from annotation.selectors import campaign_list_for, campaign_progress_for_annotator, campaigns_as_seen_by
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
-from annotation.vocabulary import CRITERION_NAMES, TASK_CRITERIA, TASK_NAMES
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from policytrain.models import PolicyCheckpoint
@@ -66,6 +66,7 @@ def role_page(*roles: str):
                 raise PermissionDenied(f"This page is for: {', '.join(roles)}.")
             return view(request, *args, **kwargs)
 
+        wrapped.page_roles = roles  # copied onto the outer wrappers; dsel.url_for_viewer reads it
         return login_required(ensure_csrf_cookie(wrapped))
 
     return decorate
@@ -142,8 +143,9 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
         board, error = dsel.leaderboard(request.GET), None
     except ApplicationError as exc:
         board, error = None, exc
-    return _dash(request, "leaderboard.html", "registry", board=board, error=error, tasks=TASK_CRITERIA,
-                 criteria=CRITERION_NAMES, task=request.GET.get("task", ""), criterion=request.GET.get("criterion", ""))
+    vocab = dsel.vocabulary()  # the live vocabulary: a curator's new criterion is a choice at once
+    return _dash(request, "leaderboard.html", "registry", board=board, error=error, tasks=list(vocab["tasks"]),
+                 criteria=vocab["criteria"], task=request.GET.get("task", ""), criterion=request.GET.get("criterion", ""))
 
 
 @science_page
@@ -173,12 +175,18 @@ def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @campaign_page
 def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshot = get_object_or_404(DatasetSnapshot.objects.select_related("job", "created_by"), pk=pk)
-    ceiling = [{"task": TASK_NAMES.get(t, t), "criterion": CRITERION_NAMES.get(c, c), "value": v * 100}
+    per_task_counts = (snapshot.counts or {}).get("per_task") or {}
+    vocab = dsel.vocabulary(per_task_counts)  # names as curators keep them, custom criteria included
+    task_names, crit_names = {t: e["name"] for t, e in vocab["tasks"].items()}, vocab["criteria"]
+    ceiling = [{"task": task_names.get(t, t), "criterion": crit_names.get(c, c), "value": v * 100}
                for t, crits in (snapshot.human_ceiling or {}).items() for c, v in crits.items()]
-    per_task = [{"task": TASK_NAMES.get(t, t), "criterion": CRITERION_NAMES.get(c, c), "pairs": n}
-                for t, crits in ((snapshot.counts or {}).get("per_task") or {}).items() for c, n in crits.items()]
-    return _dash(request, "snapshot.html", "registry", snapshot=snapshot, lineage=dsel.snapshot_lineage(snapshot),
-                 ceiling=ceiling, per_task=per_task)
+    per_task = [{"task": task_names.get(t, t), "criterion": crit_names.get(c, c), "pairs": n}
+                for t, crits in per_task_counts.items() for c, n in crits.items()]
+    job_url = dsel.url_for_viewer(request.user, reverse("dash-run", args=[snapshot.job_id])) if snapshot.job_id else None
+    can_registry = dsel.url_for_viewer(request.user, reverse("dash-registry")) is not None
+    return _dash(request, "snapshot.html", "registry", snapshot=snapshot, job_url=job_url, can_registry=can_registry,
+                 lineage=dsel.links_for_viewer(request.user, dsel.snapshot_lineage(snapshot)),
+                 ceiling=ceiling, per_task=per_task, tie_counts=dsel.snapshot_tie_counts(snapshot.counts))
 
 
 def _picked_pair(request: HttpRequest, queryset):
@@ -224,5 +232,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @campaign_page
 def new_campaign(request: HttpRequest) -> HttpResponse:
+    from .items_views import annotator_choices  # that module builds on this one's page gates
+
+    is_curator = has_role(request.user, CURATOR)
     return _dash(request, "new_campaign.html", "campaigns", tasks=_task_criteria(), splits=Split.values,
-                 is_curator=has_role(request.user, CURATOR))
+                 is_curator=is_curator,
+                 annotator_choices=annotator_choices().values_list("username", flat=True) if is_curator else [])

@@ -100,9 +100,12 @@ def campaign_create(
     created_by: User | None = None,
     source_ref: str = "",
     skip_reasons: list[str] | None = None,
+    annotators: Sequence[str] | None = None,
 ) -> Campaign:
     """Create a draft campaign; criteria default to all of the task type's criteria, skip
-    reasons to ``models.default_skip_reasons()`` (``[]`` offers free text only)."""
+    reasons to ``models.default_skip_reasons()`` (``[]`` offers free text only). ``annotators``
+    (usernames) restricts it from the start, so no one else can lease an item once it is started;
+    none or empty = open to every annotator."""
     n = candidates_per_item or (2 if mode == CampaignMode.PAIRWISE else 4)
     chosen = list(criteria) if criteria else list(task_type.criteria.all())
     errors = campaign_validate(name=name, task_type=task_type, criteria=chosen, mode=mode, candidates_per_item=n,
@@ -117,6 +120,8 @@ def campaign_create(
         skip_reasons=default_skip_reasons() if skip_reasons is None else list(skip_reasons),
     )
     campaign.criteria.set(chosen)
+    if annotators:  # a refused name rolls the whole creation back (this function is atomic)
+        campaign = campaign_set_annotators(campaign=campaign, usernames=annotators)
     return campaign
 
 

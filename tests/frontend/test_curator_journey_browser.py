@@ -166,19 +166,17 @@ def test_seeded_curator_walks_the_whole_journey_in_the_browser(celery_worker_pro
     page.fill("#c-name", "Ball realism, sysA vs sysB")
     page.fill("#c-overlap", "2")
     page.check("#c-criteria-list input[value=ball-realism]")
+    # Restricted at creation: the seeded annotators are offered too, and must not get its items.
+    assert page.locator("#c-restrict input[value=annotator]").count() == 1
+    for name in ANNOTATORS:
+        page.check(f"#c-restrict input[value={name}]")
     page.click("#btn-start")
     page.wait_for_url(re.compile(r"/dashboard/campaigns/\d+/$"))
     campaign = Campaign.objects.get(name="Ball realism, sysA vs sysB")
     assert list(campaign.criteria.values_list("slug", flat=True)) == ["ball-realism"]
-    # The new-campaign page starts the campaign open to everyone: pause, restrict, resume.
-    page.click("[data-campaign-action=pause]")
-    page.wait_for_selector("#c-status:has-text('paused')")
-    for name in ANNOTATORS:
-        page.check(f"#c-annotators-form input[value={name}]")
-    page.click("#c-annotators-form button[type=submit]")
-    page.wait_for_selector("#c-annotators-saved:not(:empty)")
     assert set(campaign.annotators.values_list("username", flat=True)) == set(ANNOTATORS)
-    page.click("[data-campaign-action=resume]")
+    for name in ANNOTATORS:  # the campaign page shows the restriction it was created with
+        assert page.is_checked(f"#c-annotators-form input[value={name}]")
     page.wait_for_selector("#c-status:has-text('active')")
     page.wait_for_selector("#c-cards .stat-card")  # the live figures, not "Loading…"
     shot("5-campaign", full_page=False)

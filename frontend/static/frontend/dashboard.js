@@ -208,7 +208,7 @@
     const body = table.rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.name }), row.cells.map((c) => {
       if (!c.applicable) return [el("td", { class: "na", text: "–" }), el("td", { class: "na ceiling", text: "–" })];
       const meets = c.accuracy !== null && c.ceiling !== null && c.accuracy >= c.ceiling;
-      return [el("td", { class: `num${meets ? " meets" : ""}`, "data-testid": "accuracy-cell", title: `${c.n} held-out pairs, 95 % Wilson interval · paper ${c.paper}` },
+      return [el("td", { class: `num${meets ? " meets" : ""}`, "data-testid": "accuracy-cell", title: `${c.n} held-out pairs, 95 % Wilson interval${c.paper === null || c.paper === undefined ? "" : ` · paper ${c.paper}`}` },
                  rateCI(c.accuracy, c.n, c.ci95, 1)),
               el("td", { class: "num ceiling" }, c.ceiling === null ? el("span", { class: "muted", text: "n/a" }) : c.ceiling.toFixed(1))];
     })));
@@ -834,6 +834,8 @@
       const left = d.excluded_annotators || [];
       box.replaceChildren(el("strong", { class: "count-n", "data-testid": "pair-count", text: d.pairs }), ` preference pairs`,
         el("span", { class: "muted", text: `${splits ? " — " + splits : ""} · ${d.judgments || 0} judgments read, ${(d.tie_judgments_excluded || 0) + (d.tied_excluded || 0)} ties excluded` }),
+        // Tie-aware rules count tie votes against a preference instead of dropping them.
+        aggregation.value.startsWith("tie-aware") ? el("span", { class: "muted", id: "tie-counts", text: ` · ${d.tie_votes || 0} tie votes, ${d.tie_outvoted || 0} pairs outvoted by ties, ${d.adjudicated || 0} adjudicated` }) : "",
         left.length ? el("p", { class: "small", id: "excluded-annotators", text: `Left out: ${left.map((e) => `${e.annotator} (${e.reasons.join("; ")}, ${e.judgments} judgments)`).join(", ")}` }) : "");
     }, 250);
     // The aggregation decides how best–worst judgments become pairs, so it changes the count too.
@@ -959,7 +961,8 @@
     function card(label, value, sub) {
       return el("div", { class: "card stat-card" }, el("span", { class: "stat-k", text: label }), el("span", { class: "stat-big", text: value }), sub ? el("span", { class: "muted small", text: sub }) : "");
     }
-    function nodeLinks(nodes) { return nodes.length ? nodes.map((n) => el("a", { class: "node-link", href: n.url }, n.label, el("span", { class: "muted small", text: ` ${n.extra || ""}` }))) : [el("p", { class: "muted", text: "—" })]; }
+    // A node without a url is a page this role cannot open (the API left the link out): plain text.
+    function nodeLinks(nodes) { return nodes.length ? nodes.map((n) => el(n.url ? "a" : "span", n.url ? { class: "node-link", href: n.url } : { class: "node-link node-plain" }, n.label, el("span", { class: "muted small", text: ` ${n.extra || ""}` }))) : [el("p", { class: "muted", text: "—" })]; }
     // A-versus-B campaigns only: how often annotators preferred A, per criterion and overall.
     function renderGsb(g) {
       $("#c-gsb-card").hidden = !g;
@@ -998,7 +1001,7 @@
       $("#c-lineage").classList.remove("muted");
       $("#c-lineage").replaceChildren(
         el("h3", { text: "Upstream: made by" }), ...(lin.upstream.length ? nodeLinks(lin.upstream) : [el("p", { class: "muted", text: "Imported candidates (no generation job)." })]),
-        lin.generation_job ? el("a", { class: "node-link", href: lin.generation_job.url, text: `generation job #${lin.generation_job.id}` }) : "",
+        lin.generation_job ? el(lin.generation_job.url ? "a" : "span", { class: lin.generation_job.url ? "node-link" : "node-link node-plain", href: lin.generation_job.url || null, text: `generation job #${lin.generation_job.id}` }) : "",
         el("h3", { text: "Downstream: snapshots" }), ...nodeLinks(lin.downstream.snapshots),
         el("h3", { text: "… and reward models" }), ...nodeLinks(lin.downstream.reward_models));
       const box = $("#c-annotators");
@@ -1095,7 +1098,8 @@
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const body = { name: form.elements.name.value || form.elements.name.placeholder, task: form.elements.task.value, split: form.elements.split.value,
-                     pairing: form.elements.pairing.value, sources: picked(), criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3 };
+                     pairing: form.elements.pairing.value, sources: picked(), criteria: checked(form, "criteria"), overlap: form.elements.overlap.value || 3,
+                     annotators: checked(form, "annotators"), start: form.elements.start.value !== "false" };
       if (versus() && (!sideA.value || !sideB.value || sideA.value === sideB.value)) {
         const fields = {};
         if (!sideA.value) fields.side_a = ["Pick source A."];
