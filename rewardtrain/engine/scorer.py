@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
@@ -75,6 +77,7 @@ class RewardScorer:
         self.vocabulary = vocabulary  # the words of every query: the model's training vocabulary
         self.collator = PairCollator(processor, vocabulary)
         self._template_cache: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._checkpointed_layers: list[torch.nn.Module] = []  # set by enable_lm_checkpointing
         ip = processor.image_processor
         self.patch_size = int(ip.patch_size)
         self.merge_size = int(ip.merge_size)
@@ -213,16 +216,18 @@ class RewardScorer:
         first: torch.Tensor,
         second: torch.Tensor,
         task: str,
-        criterion: str,
+        criterion: str | Sequence[str],
         prompt: str | Sequence[str] | None = None,
         return_log_odds: bool = False,
     ) -> torch.Tensor:
         """P(Yes | first, second, query) for a batch of image tensors, differentiable w.r.t. pixels.
 
         `first` and `second` are [B, 3, H, W] tensors in [0, 1] (the two may differ in size).
-        `prompt` is one string for the whole batch or one per sample (used only for criteria that
-        use the prompt). Returns [B] P(Yes) or, with `return_log_odds`, logit(Yes) - logit(No),
-        which does not saturate (the better RL reward for sharp models).
+        `criterion` is one criterion for the whole batch or one per row: rows with different
+        criteria share ONE forward (RL stacks a batch's per-criterion queries, see
+        `score_criteria`). `prompt` is one string for the whole batch or one per sample (used only
+        for criteria that use the prompt). Returns [B] P(Yes) or, with `return_log_odds`,
+        logit(Yes) - logit(No), which does not saturate (the better RL reward for sharp models).
         """
         if first.shape[0] != second.shape[0]:
             raise ValueError("first and second must have the same batch size")
@@ -230,6 +235,9 @@ class RewardScorer:
         prompts = [prompt or ""] * b if prompt is None or isinstance(prompt, str) else [p or "" for p in prompt]
         if len(prompts) != b:
             raise ValueError(f"got {len(prompts)} prompts for a batch of {b}")
+        criteria = [criterion] * b if isinstance(criterion, str) else list(criterion)
+        if len(criteria) != b:
+            raise ValueError(f"got {len(criteria)} criteria for a batch of {b}")
         device, dtype = self.device, self.dtype
         patches1, size1 = self.pixels_to_patches(first.to(device))
         patches2, size2 = self.pixels_to_patches(second.to(device))
@@ -237,7 +245,7 @@ class RewardScorer:
         # <|image_pad|> runs in the concatenated token sequence.
         pixel_values = torch.stack([patches1, patches2], dim=1).reshape(-1, patches1.shape[-1])
 
-        templates = [self._template(task, criterion, p, size1, size2) for p in prompts]
+        templates = [self._template(task, c, p, size1, size2) for c, p in zip(criteria, prompts, strict=True)]
         length = max(t["input_ids"].shape[0] for t in templates)
         pad_id = self.processor.tokenizer.pad_token_id
         input_ids = torch.full((b, length), pad_id, dtype=torch.long)
@@ -255,5 +263,74 @@ class RewardScorer:
             "image_grid_thw": torch.cat([t["image_grid_thw"] for t in templates]).to(device),
             "pixel_values": pixel_values.to(dtype),
         }
-        values = forward_log_odds(self.model, inputs, self.yes_token_id, self.no_token_id)
+        with self._lm_checkpointing():
+            values = forward_log_odds(self.model, inputs, self.yes_token_id, self.no_token_id)
         return values if return_log_odds else p_yes_from_log_odds(values)
+
+    def score_criteria(
+        self,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        task: str,
+        rows: Sequence[tuple[str, Sequence[int]]],
+        prompts: Sequence[str],
+        return_log_odds: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Score several criteria of one batch in ONE differentiable forward.
+
+        `rows` lists (criterion, indices of the samples it applies to); the selected pairs of every
+        criterion are stacked into one batch of queries, so a single reward-model graph is alive
+        until the backward (instead of one graph per criterion). Returns {criterion: [len(indices)]}.
+        Equal to calling `differentiable` once per criterion (tested), only batched.
+        """
+        rows = [(c, list(idx)) for c, idx in rows if len(idx)]
+        if not rows:
+            return {}
+        flat = [i for _, idx in rows for i in idx]
+        sel = torch.tensor(flat, device=first.device)
+        values = self.differentiable(
+            first.index_select(0, sel), second.index_select(0, sel), task,
+            [c for c, idx in rows for _ in idx], [prompts[i] for i in flat], return_log_odds=return_log_odds,
+        )
+        out, start = {}, 0
+        for criterion, idx in rows:
+            out[criterion] = values[start : start + len(idx)]
+            start += len(idx)
+        return out
+
+    # ----------------------------------------------------------------------- memory at real size
+    def enable_lm_checkpointing(self) -> None:
+        """Recompute the language model's decoder layers in the backward instead of keeping their
+        activations (RL backpropagates through the frozen reward model to the pixels; at 7B the
+        LM's activations dominate). The vision tower is left as is: its sequence is short.
+
+        transformers only checkpoints a layer in training mode, and the scorer stays in eval mode
+        (no dropout); `differentiable` therefore flips only the decoder layers' own ``training``
+        flag for the duration of its forward (their attention/MLP children stay in eval mode).
+        """
+        lm = self._language_model()
+        lm.activation_checkpointing_enable({"use_reentrant": False})
+        self._checkpointed_layers = [m for m in lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+    def _language_model(self) -> torch.nn.Module:
+        model = self.model
+        inner = getattr(model, "model", None)
+        lm = getattr(inner, "language_model", None)
+        if lm is None:
+            raise ValueError(f"{type(model).__name__} has no language_model to checkpoint")
+        return lm
+
+    @contextmanager
+    def _lm_checkpointing(self):
+        layers = self._checkpointed_layers
+        if not layers or not torch.is_grad_enabled():
+            yield
+            return
+        before = [m.training for m in layers]
+        for m in layers:
+            m.training = True
+        try:
+            yield
+        finally:
+            for m, flag in zip(layers, before, strict=True):
+                m.training = flag
