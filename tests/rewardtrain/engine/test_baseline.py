@@ -12,8 +12,8 @@ from rewardtrain.engine.baseline import BaselineConfig, load_baseline, train_bas
 
 from .conftest import make_snapshot
 
-# Tiny and fast: 32 px images, a narrow network, at most 160 steps (a few seconds on one thread).
-FAST = BaselineConfig(image_size=32, channels=8, embed_dim=8, max_steps=160, batch_size=16, lr=3e-3,
+# Tiny and fast: 32 px images, a narrow network, at most 80 steps (a few seconds on one thread).
+FAST = BaselineConfig(image_size=32, channels=8, embed_dim=8, max_steps=80, batch_size=16, lr=3e-3,
                       eval_every=20, patience=4)
 
 
