@@ -6,6 +6,7 @@ the built-in seeds for code that only ever handles the paper's tasks.
 """
 from __future__ import annotations
 
+from contracts.splits import split_for_key  # noqa: F401 - the one split function, re-exported
 from contracts.vocabulary import (  # noqa: F401 - re-exported slugs
     AESTHETICS,
     BUILTIN,
@@ -47,11 +48,3 @@ INITIAL_GUIDELINES = {
         "with **no new object** and no smear or residue?"
     ),
 }
-
-
-def split_for_key(key: str) -> str:
-    """Deterministic train/val/test split for a sample key (80/10/10), never per pair."""
-    import hashlib
-
-    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
-    return "train" if bucket < 80 else ("val" if bucket < 90 else "test")

@@ -323,10 +323,10 @@ class PolicyRunPreviewApi(_Staff):
 # --- registry, lineage, comparisons -------------------------------------------------------------------
 
 LINEAGE = {
-    "campaign": (Campaign, sel.campaign_lineage),
-    "snapshot": (DatasetSnapshot, sel.snapshot_lineage),
-    "reward-model": (RewardModel, sel.reward_model_lineage),
-    "checkpoint": (PolicyCheckpoint, sel.checkpoint_lineage_full),
+    "campaign": (Campaign, sel.campaign_graph),
+    "snapshot": (DatasetSnapshot, sel.snapshot_graph),
+    "reward-model": (RewardModel, sel.reward_model_graph),
+    "checkpoint": (PolicyCheckpoint, sel.checkpoint_graph),
 }
 
 

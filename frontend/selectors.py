@@ -423,6 +423,8 @@ def overlay_runs(job_ids: list[int]) -> dict:
 
 
 # --- lineage: campaigns → snapshot → reward model → policy checkpoint → generated campaign -------
+# The dashboard's graphs of linked nodes (*_graph); the API's lineage serialisers are
+# rewardtrain.selectors.snapshot_lineage / model_lineage and policytrain.selectors.checkpoint_lineage.
 
 def url_for_viewer(user, url: str | None) -> str | None:
     """``url`` when ``user`` may open that dashboard page, else None. Pages made by
@@ -493,7 +495,7 @@ def _generation_of(campaign: Campaign) -> GenerationJob | None:
     return GenerationJob.objects.filter(campaign=campaign).select_related("checkpoint").first()
 
 
-def campaign_lineage(campaign: Campaign) -> dict:
+def campaign_graph(campaign: Campaign) -> dict:
     gen = _generation_of(campaign)
     snapshots = list(campaign.snapshots.order_by("-id"))
     models = RewardModel.objects.filter(snapshot__in=snapshots).order_by("-id")
@@ -503,7 +505,7 @@ def campaign_lineage(campaign: Campaign) -> dict:
                            "reward_models": [reward_model_node(m) for m in models]}}
 
 
-def snapshot_lineage(snapshot: DatasetSnapshot) -> dict:
+def snapshot_graph(snapshot: DatasetSnapshot) -> dict:
     campaigns = list(snapshot.campaigns.order_by("id"))
     models = list(RewardModel.objects.filter(snapshot=snapshot).order_by("-id"))
     runs = RewardRun.objects.filter(snapshot=snapshot).select_related("job").order_by("-id")
@@ -515,7 +517,7 @@ def snapshot_lineage(snapshot: DatasetSnapshot) -> dict:
                                            PolicyCheckpoint.objects.filter(reward_model__in=models).order_by("-id")]}}
 
 
-def reward_model_lineage(model: RewardModel) -> dict:
+def reward_model_graph(model: RewardModel) -> dict:
     snapshot = model.snapshot
     checkpoints = list(PolicyCheckpoint.objects.filter(Q(reward_model=model) | Q(run__reward_model=model))
                        .distinct().order_by("-id"))
@@ -537,7 +539,7 @@ def reward_model_lineage(model: RewardModel) -> dict:
     }
 
 
-def checkpoint_lineage_full(ckpt: PolicyCheckpoint) -> dict:
+def checkpoint_graph(ckpt: PolicyCheckpoint) -> dict:
     up = checkpoint_lineage(ckpt)
     gens = GenerationJob.objects.filter(Q(checkpoint=ckpt) | Q(opponent=ckpt)).select_related("job", "campaign")
     chain = []
@@ -686,7 +688,7 @@ def campaign_dashboard(campaign: Campaign) -> dict:
     return {"id": campaign.pk, "name": campaign.name, "status": campaign.status, "task": campaign.task_type.slug,
             "mode": campaign.mode, "overlap": campaign.overlap, "selection": campaign.selection,
             "progress": campaign_progress(campaign), "criteria": campaign_criteria_progress(campaign),
-            "annotators": annotator_activity(campaign), "lineage": campaign_lineage(campaign),
+            "annotators": annotator_activity(campaign), "lineage": campaign_graph(campaign),
             "gsb": campaign_gsb(campaign)}
 
 

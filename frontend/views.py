@@ -152,7 +152,7 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
 def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     model = get_object_or_404(RewardModel.objects.select_related("run__job", "snapshot"), pk=pk)
     return _dash(request, "reward_model.html", "registry", model=model, table=dsel.accuracy_table(model.eval_report),
-                 lineage=dsel.reward_model_lineage(model),
+                 lineage=dsel.reward_model_graph(model),
                  others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100],
                  evaluations=dsel.reward_model_evaluations(model),
                  snapshots=DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:100],
@@ -163,7 +163,7 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ckpt = get_object_or_404(PolicyCheckpoint.objects.select_related("run__job", "reward_model"), pk=pk)
     production = production_checkpoint()
-    return _dash(request, "checkpoint.html", "registry", ckpt=ckpt, lineage=dsel.checkpoint_lineage_full(ckpt),
+    return _dash(request, "checkpoint.html", "registry", ckpt=ckpt, lineage=dsel.checkpoint_graph(ckpt),
                  grids=dsel.checkpoint_grids(ckpt), gate=promotion_gate(ckpt), production=production,
                  is_production=production is not None and production.pk == ckpt.pk,
                  promotions=promotion_history().filter(Q(checkpoint=ckpt) | Q(previous=ckpt)),
@@ -185,7 +185,7 @@ def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job_url = dsel.url_for_viewer(request.user, reverse("dash-run", args=[snapshot.job_id])) if snapshot.job_id else None
     can_registry = dsel.url_for_viewer(request.user, reverse("dash-registry")) is not None
     return _dash(request, "snapshot.html", "registry", snapshot=snapshot, job_url=job_url, can_registry=can_registry,
-                 lineage=dsel.links_for_viewer(request.user, dsel.snapshot_lineage(snapshot)),
+                 lineage=dsel.links_for_viewer(request.user, dsel.snapshot_graph(snapshot)),
                  ceiling=ceiling, per_task=per_task, tie_counts=dsel.snapshot_tie_counts(snapshot.counts))
 
 

@@ -22,8 +22,9 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from annotation.models import Sample
+from contracts.conditions import CONDITIONS_FILE, write_conditions
 
-CONDITIONS_FILE = "conditions.jsonl"
+# The folder's row schema, writer and reader are contracts.conditions' (docs/engine-contracts.md).
 
 
 def condition_rows(samples: Iterable[Sample]) -> list[dict]:
@@ -62,13 +63,11 @@ def export_conditions(samples: Iterable[Sample], *, root: Path | None = None) ->
     tmp = base / f".tmp-{digest[:12]}-{uuid.uuid4().hex[:8]}"
     try:
         (tmp / "images").mkdir(parents=True)
-        lines = []
         for row in rows:
             for key, stored in (("source", row["_source_name"]), ("mask", row["_mask_name"])):
                 with default_storage.open(stored, "rb") as src, (tmp / row[key]).open("wb") as dst:
                     shutil.copyfileobj(src, dst)
-            lines.append(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}))
-        (tmp / CONDITIONS_FILE).write_text("\n".join(lines) + "\n")
+        write_conditions(tmp, ({k: v for k, v in row.items() if not k.startswith("_")} for row in rows))
         try:
             tmp.rename(final)
         except OSError:  # a concurrent export of the same samples won the race: theirs is identical

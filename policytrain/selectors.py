@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 
 from annotation.models import Campaign
 from annotation.selectors import gsb_rows, side_by_side_outcomes
+from rewardtrain.selectors import campaign_refs, snapshot_ref
 
 from .models import GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
 
@@ -52,7 +53,7 @@ def checkpoint_lineage(checkpoint: PolicyCheckpoint) -> dict:
     snapshot = _attr(rm, "snapshot")
     campaigns = []
     if snapshot is not None and hasattr(snapshot, "campaigns"):
-        campaigns = [{"id": c.pk, "name": c.name} for c in snapshot.campaigns.all()]
+        campaigns = campaign_refs(snapshot.campaigns.all())
     return {
         "checkpoint": {"id": checkpoint.pk, "name": checkpoint.name, "base_policy": checkpoint.base_policy,
                        "weights_dir": checkpoint.weights_dir, "algorithm": checkpoint.algorithm},
@@ -64,8 +65,7 @@ def checkpoint_lineage(checkpoint: PolicyCheckpoint) -> dict:
                           "base_model": _attr(rm, "base_model", ""),
                           "template_version": _attr(rm, "template_version", ""),
                           "run_id": _attr(rm, "run_id")} if rm else None),
-        "snapshot": ({"id": snapshot.pk, "name": snapshot.name, "content_hash": snapshot.content_hash}
-                     if snapshot is not None else None),
+        "snapshot": snapshot_ref(snapshot) if snapshot is not None else None,
         "campaigns": campaigns,
     }
 

@@ -4,6 +4,7 @@ cancel and resume. Views, commands and tasks call these; nothing here imports to
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import random
@@ -24,7 +25,8 @@ from annotation.images import sha256_of
 from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
 from annotation.services.campaigns import campaign_add_items, campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png
-from contracts.vocabulary import vocabulary_or_builtin
+from contracts.cards import REWARD_CARD, read_reward_card
+from contracts.presets import load_preset_file
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
@@ -42,18 +44,19 @@ from .conditions import export_conditions
 from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
 from .selectors import PromotionRule, production_checkpoint, promotion_gate
 
-MODEL_CARD = "onereward.json"
+MODEL_CARD = REWARD_CARD
 # Fields the platform sets itself; a user override of them is refused. ``resume`` only ever comes
 # from the platform's Resume action (policy_run_resume), never from a form.
 PLATFORM_FIELDS = ("base_policy", "conditions_dir", "output_dir", "reward_model", "algorithm", "init_weights",
                    "resume")
-# With the tiny base policy, a run defaults to sizes a CPU finishes in seconds (user overrides win).
-TINY_PRESET = {
-    "resolution": 64, "batch_size": 2, "max_steps": 20, "reference_steps": 4, "policy_steps": 4,
-    "max_sequence_length": 32, "gradient_checkpointing": False, "learning_rate": 1e-3, "save_every": 10,
-    "sample_grid_every": 10, "log_every": 1,
-}
-TINY_GENERATE_PRESET = {"num_inference_steps": 4, "max_sequence_length": 32}
+# With the tiny base policy, a run defaults to sizes a CPU finishes in seconds (user overrides win):
+# configs/policy/tiny_rl.json and tiny_generate.json, read by the one strict preset loader.
+POLICY_PRESETS_DIR = Path(settings.BASE_DIR) / "configs" / "policy"
+
+
+def _tiny_preset(name: str, config_class: type) -> dict:
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return load_preset_file(POLICY_PRESETS_DIR, name, fields=fields, what="policy preset")
 GENERATE_PARAMS = ("num_inference_steps", "guidance", "true_cfg", "negative_prompt", "max_sequence_length", "paste_back")
 
 
@@ -133,25 +136,24 @@ def _set_torch_threads() -> None:
 def reward_model_criteria(reward_model) -> dict[str, list[str]]:
     """{task: [criteria]} the reward model was trained on, from its ``onereward.json`` model card.
 
-    Reads ``tasks`` (what the policy engine reads) and falls back to ``trained_on`` (what the reward
-    engine writes).
+    Read like the policy engine reads it (``contracts.cards``: ``trained_on``, else ``tasks``).
     """
     path = Path(reward_model.path) / MODEL_CARD
-    if not path.is_file():
+    try:
+        card = read_reward_card(reward_model.path)
+    except ValueError as exc:
+        raise ApplicationError("The reward model card is not valid JSON.",
+                               fields={"reward_model": [str(exc)]}) from exc
+    if card is None:
         raise ApplicationError(
             "The reward model has no model card.",
             fields={"reward_model": [f"{path} is missing: this is not a trained OneReward model folder."]},
         )
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ApplicationError("The reward model card is not valid JSON.",
-                               fields={"reward_model": [f"{path}: {exc}"]}) from exc
-    tasks = card.get("tasks") or card.get("trained_on")
-    if not isinstance(tasks, dict):
+    tasks = card.trained_on()
+    if tasks is None:
         raise ApplicationError("The reward model card names no tasks.",
-                               fields={"reward_model": [f"{path} has no 'tasks' (or 'trained_on') map."]})
-    return {task: list(criteria or []) for task, criteria in tasks.items()}
+                               fields={"reward_model": [f"{path} has no 'trained_on' (or 'tasks') map."]})
+    return tasks
 
 
 def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]]:
@@ -159,9 +161,9 @@ def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]
     criteria ``criterion_weights`` sets to 0. A task left with none is a field error."""
     covered = reward_model_criteria(reward_model)
     # Criterion names are the reward model's (its card's vocabulary; the built-in one for older cards).
-    card = json.loads((Path(reward_model.path) / MODEL_CARD).read_text())  # read and checked just above
+    card = read_reward_card(reward_model.path)  # read and checked just above
     try:
-        config.check_vocabulary(vocabulary_or_builtin(card.get("vocabulary")))
+        config.check_vocabulary(card.vocabulary())
     except ValueError as exc:
         raise ApplicationError(str(exc), fields={"criterion_weights": [str(exc)]}, code="invalid_config") from None
     missing = [t for t in config.active_tasks if not covered.get(t)]
@@ -234,7 +236,7 @@ def build_rl_config(*, base_policy: str, algorithm: int, overrides: dict | None,
                                fields={k: ["Set by the platform; use the dedicated field."] for k in refused})
     data: dict = {"device": settings.ML_DEVICE}
     if base_policy == TINY_BASE:
-        data.update(TINY_PRESET)
+        data.update(_tiny_preset("tiny_rl", RLConfig))
     data.update(overrides)
     data.update(base_policy=resolve_base_policy(base_policy), algorithm=algorithm, reward_model=reward_model_path,
                 conditions_dir=conditions_dir, output_dir=output_dir)
@@ -403,7 +405,7 @@ def _generate_params(base_policy: str, params: dict | None) -> dict:
     if unknown:
         raise ApplicationError("Unknown generation settings.",
                                fields={"params": [f"Unknown: {', '.join(unknown)}; use {', '.join(GENERATE_PARAMS)}."]})
-    merged = {**(TINY_GENERATE_PRESET if base_policy == TINY_BASE else {}), **params}
+    merged = {**(_tiny_preset("tiny_generate", GenerateConfig) if base_policy == TINY_BASE else {}), **params}
     try:
         GenerateConfig.from_dict({"conditions_dir": "-", "out_dir": "-", "base_policy": "-", **merged})
     except (ValueError, TypeError) as exc:

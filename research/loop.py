@@ -37,8 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
+from contracts.snapshot import PAIR_SCHEMA, load_manifest, read_raw_rows, write_manifest, write_pairs
+from contracts.splits import split_for_key
 from synthetic.annotators import SimulatedAnnotator, make_pool
 from synthetic.candidate_fills import (
     candidate_spread,
@@ -47,7 +50,7 @@ from synthetic.candidate_fills import (
     oracle_pairs,
     oracle_scores,
 )
-from synthetic.conditions import split_for, write_conditions_folder
+from synthetic.conditions import write_conditions_folder
 from synthetic.loop_config import (
     Progress,
     load_demo_config,
@@ -127,9 +130,17 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: Parquet columns of the loop's snapshots: the contract's, except that candidate ids are strings
+#: (``<condition>#<k>``: the loop has no database ids) and each row keeps its ``oracle_margin``.
+SNAPSHOT_SCHEMA = pa.schema(
+    [f for f in PAIR_SCHEMA if not f.name.endswith("_candidate_id")]
+    + [("winner_candidate_id", pa.string()), ("loser_candidate_id", pa.string()), ("oracle_margin", pa.float64())]
+)
+
+
 def heldout_split(condition_id: str) -> str:
     """Snapshot split of a condition: the conditions-folder hash split, with val folded into test."""
-    return "train" if split_for(condition_id) == "train" else "test"
+    return "train" if split_for_key(condition_id) == "train" else "test"
 
 
 def write_snapshot(
@@ -177,7 +188,7 @@ def write_snapshot(
         }
         rows.append(row)
         hasher.update(json.dumps(row, sort_keys=True).encode())
-    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_pairs(out, rows, SNAPSHOT_SCHEMA)
     counts: dict[str, Any] = {"pairs": len(rows), "images": len(paths)}
     for split in ("train", "val", "test"):
         counts[split] = sum(1 for r in rows if r["split"] == split)
@@ -188,9 +199,8 @@ def write_snapshot(
         "aggregation": "majority of decisive votes per pair",
         "counts": counts,
         "human_ceiling": human_ceiling,
-        "format_version": 1,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, manifest, sort_keys=False)
     return out
 
 
@@ -200,15 +210,15 @@ def filtered_snapshot(snapshot_dir: str | Path, out_dir: str | Path, keep: Calla
     given; ``note`` is added to its filter."""
     src, out = Path(snapshot_dir), Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
-    rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines() if line.strip()]
-    kept = [edit(r) if edit else r for r in rows if keep(r)]
+    kept = [edit(r) if edit else r for r in read_raw_rows(src) if keep(r)]
     shutil.copytree(src / "images", out / "images")  # the engine refuses paths outside the snapshot
-    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    manifest = json.loads((src / "manifest.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    write_pairs(out, kept, SNAPSHOT_SCHEMA)
+    manifest = load_manifest(src)
     manifest["counts"] = {"pairs": len(kept), "images": manifest.get("counts", {}).get("images"),
                           **{sp: sum(1 for r in kept if r["split"] == sp) for sp in ("train", "val", "test")}}
     manifest["filter"] = {**manifest.get("filter", {}), **(note or {})}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, manifest, sort_keys=False)
     return out
 
 
@@ -221,8 +231,7 @@ def warm_start_snapshot(snapshot_dir: str | Path, out_dir: str | Path, n_pairs: 
     it does. A short warm-up on such a batch, then training on
     the whole snapshot, is a curriculum on *annotator agreement* only — never on the oracle.
     """
-    rows = [json.loads(line) for line in (Path(snapshot_dir) / "pairs.jsonl").read_text().splitlines()
-            if line.strip()]
+    rows = read_raw_rows(snapshot_dir)
 
     def key(row: dict) -> str:
         return hashlib.sha256(row["pair_id"].encode()).hexdigest()

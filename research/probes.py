@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from contracts.snapshot import read_raw_rows
 from research.loop import filtered_snapshot, heldout_split, run_rl, train_reward_model
 from synthetic.candidate_fills import on_policy_pairs, oracle_pairs, oracle_scores
 from synthetic.loop_config import (
@@ -157,12 +158,10 @@ def snapshot_candidates(snapshot_dir: str | Path, conditions: Sequence[Condition
     condition (candidate index order), for those of ``conditions`` that have any judged pair."""
     snap = Path(snapshot_dir)
     found: dict[str, dict[int, str]] = defaultdict(dict)
-    for line in (snap / "pairs.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            for side in ("winner", "loser"):
-                cid, k = row[f"{side}_candidate_id"].rsplit("#", 1)
-                found[cid][int(k)] = row[side]
+    for row in read_raw_rows(snap):
+        for side in ("winner", "loser"):
+            cid, k = row[f"{side}_candidate_id"].rsplit("#", 1)
+            found[cid][int(k)] = row[side]
     by_id = {c.id: c for c in conditions}
     conds, cands = [], []
     for cid, paths in found.items():

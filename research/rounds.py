@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from research.loop import heldout_split, run_rl, simulate_judgments, train_reward_model, write_snapshot
+from contracts.snapshot import load_manifest, read_raw_rows, write_manifest, write_pairs
+from research.loop import (
+    SNAPSHOT_SCHEMA,
+    heldout_split,
+    run_rl,
+    simulate_judgments,
+    train_reward_model,
+    write_snapshot,
+)
 from research.probes import (
     loop_base_dir,
     loop_conditions,
@@ -101,22 +109,20 @@ def merge_snapshots(sources: Sequence[Path], out_dir: Path) -> Path:
         for image in (src / "images").iterdir():
             if not (out / "images" / image.name).exists():
                 shutil.copyfile(image, out / "images" / image.name)
-        for line in (src / "pairs.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows.append({**row, "pair_id": f"r{k}/{row['pair_id']}",
-                             "winner_candidate_id": f"r{k}/{row['winner_candidate_id']}",
-                             "loser_candidate_id": f"r{k}/{row['loser_candidate_id']}"})
-        hashes.append(json.loads((src / "manifest.json").read_text())["content_hash"])
-    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    manifest = json.loads((Path(sources[0]) / "manifest.json").read_text())
+        for row in read_raw_rows(src):
+            rows.append({**row, "pair_id": f"r{k}/{row['pair_id']}",
+                         "winner_candidate_id": f"r{k}/{row['winner_candidate_id']}",
+                         "loser_candidate_id": f"r{k}/{row['loser_candidate_id']}"})
+        hashes.append(load_manifest(src)["content_hash"])
+    write_pairs(out, rows, SNAPSHOT_SCHEMA)
+    manifest = load_manifest(sources[0])
     manifest.update({
         "content_hash": "+".join(hashes),
         "filter": {"source": "research.rounds", "merged": [str(s) for s in sources]},
         "counts": {"pairs": len(rows), "images": len(list((out / "images").iterdir())),
                    **{sp: sum(1 for r in rows if r["split"] == sp) for sp in ("train", "val", "test")}},
     })
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, manifest, sort_keys=False)
     return out
 
 
@@ -183,7 +189,7 @@ def round_probe(work_dir: str | Path, size: str = "full", overrides: Mapping[str
     held_pairs = {"round_1": oracle_pairs(conds, cands, [oracle_scores([c] * len(k), k) for c, k in
                                                          zip(conds, cands, strict=True)], keep=is_test)}
     reward_models, snapshots, policies = [first_rm], [first_snapshot], {}
-    judgments = {"round_1": sum(1 for line in (first_snapshot / "pairs.jsonl").open() if line.strip())}
+    judgments = {"round_1": len(read_raw_rows(first_snapshot))}
     timings: dict[str, float] = {}
     base = FillPolicy.from_pretrained(base_dir)
     for r in range(1, config.rounds + 1):

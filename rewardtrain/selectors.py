@@ -1,9 +1,11 @@
 """Reads for reward runs, reward models and snapshots (views, admin and commands call these)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import QuerySet
 
-from annotation.models import DatasetSnapshot
+from annotation.models import Campaign, DatasetSnapshot
 from core.stats import wilson_interval
 from jobs.models import Job, JobKind, JobStatus
 from jobs.selectors import job_metric_series
@@ -24,12 +26,24 @@ def model_list() -> QuerySet[RewardModel]:
     return RewardModel.objects.select_related("run__job", "snapshot")
 
 
+# --- lineage: the one serialiser of the chain campaigns → snapshot → reward model (the API's);
+# policytrain.selectors.checkpoint_lineage extends it to checkpoints, and the dashboard draws it as
+# a graph of linked nodes (frontend.selectors.*_graph).
+
+def snapshot_ref(snapshot: DatasetSnapshot) -> dict:
+    """A snapshot as every lineage names it: id, name and content hash."""
+    return {"id": snapshot.pk, "name": snapshot.name, "content_hash": snapshot.content_hash}
+
+
+def campaign_refs(campaigns: Iterable[Campaign]) -> list[dict]:
+    """Campaigns as every lineage names them (in the order given)."""
+    return [{"id": c.pk, "name": c.name} for c in campaigns]
+
+
 def snapshot_lineage(snapshot: DatasetSnapshot) -> dict:
-    return {
-        "id": snapshot.pk, "name": snapshot.name, "content_hash": snapshot.content_hash,
-        "aggregation": snapshot.aggregation, "filter": snapshot.filter,
-        "campaigns": [{"id": c.pk, "name": c.name} for c in snapshot.campaigns.order_by("id")],
-    }
+    """Snapshot → campaigns, with the aggregation and filter that made it."""
+    return {**snapshot_ref(snapshot), "aggregation": snapshot.aggregation, "filter": snapshot.filter,
+            "campaigns": campaign_refs(snapshot.campaigns.order_by("id"))}
 
 
 def model_lineage(model: RewardModel) -> dict:

@@ -6,7 +6,6 @@ modules (train, evaluate, scorer, tiny) are imported inside the functions the Ce
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
-from contracts.vocabulary import VocabularyError, vocabulary_or_builtin
+from contracts.cards import REWARD_CARD, read_reward_card
+from contracts.vocabulary import BUILTIN, VocabularyError
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
@@ -233,9 +233,10 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
     errors: dict[str, list[str]] = {}
     resolved = []
     # The criteria a model can score are those of the vocabulary it was trained on (its card).
-    card = Path(model.path) / "onereward.json"
+    card = Path(model.path) / REWARD_CARD
     try:
-        vocabulary = vocabulary_or_builtin(json.loads(card.read_text()).get("vocabulary") if card.is_file() else None)
+        read = read_reward_card(model.path)
+        vocabulary = read.vocabulary() if read is not None else BUILTIN
     except (ValueError, VocabularyError) as exc:
         raise ApplicationError("The reward model's card is unreadable.", fields={"model": [f"{card}: {exc}"]}) from None
     task_criteria = vocabulary.task_criteria

@@ -8,14 +8,13 @@
 
 Rows written here carry two optional extras that readers may ignore: ``target`` (path of the
 ground-truth PNG) and ``meta`` (the scene description the oracles re-render from). The split is
-decided per condition from a hash of its id (train 80 / val 10 / test 10), so it never depends
-on list order and the same condition always lands in the same split.
+decided per condition from a hash of its id (``contracts.splits``: train 80 / val 10 /
+test 10), so it never depends on list order and the same condition always lands in the same split.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,19 +23,16 @@ from typing import Any
 
 from PIL import Image
 
+from contracts.conditions import ConditionRow, read_conditions, write_conditions
+from contracts.splits import split_for_key
 from synthetic.scenes import Condition
 
-SPLITS = (("train", 80), ("val", 90), ("test", 100))  # cumulative percent thresholds
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def split_for(condition_id: str) -> str:
-    """Deterministic split from sha256(id) mod 100: <80 train, <90 val, else test."""
-    bucket = int.from_bytes(hashlib.sha256(condition_id.encode()).digest()[:8], "big") % 100
-    for name, upper in SPLITS:
-        if bucket < upper:
-            return name
-    return "test"
+#: A condition's split is the one split of every layer, so a condition imported into the database
+#: (its id as the split key) keeps the split its folder gave it.
+split_for = split_for_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,26 +80,10 @@ def write_conditions_folder(conditions: Iterable[Condition], out_dir: str | Path
             rel = f"images/{stem}_{kind}.png"
             img.save(out / rel, format="PNG")
             paths[kind] = rel
-        row = {
-            "id": cond.id,
-            "task": cond.task,
-            "prompt": cond.prompt,
-            "source": paths["source"],
-            "mask": paths["mask"],
-            "split": split_for(cond.id),
-        }
-        if "target" in paths:
-            row["target"] = paths["target"]
-        if cond.meta:
-            row["meta"] = cond.meta
-        rows.append(row)
-    jsonl = out / "conditions.jsonl"
-    tmp = jsonl.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-    tmp.replace(jsonl)  # readers never see a half-written index
-    return jsonl
+        rows.append(ConditionRow(id=cond.id, task=cond.task, prompt=cond.prompt, source=paths["source"],
+                                 mask=paths["mask"], split=split_for(cond.id), target=paths.get("target"),
+                                 meta=cond.meta or {}))
+    return write_conditions(out, rows)  # readers never see a half-written index
 
 
 def _load(folder: Path, rel: str, mode: str) -> Image.Image:
@@ -117,22 +97,16 @@ def _load(folder: Path, rel: str, mode: str) -> Image.Image:
 def read_conditions_folder(folder: str | Path) -> list[ConditionRecord]:
     """Read a conditions folder (ours or any writer following the contract)."""
     root = Path(folder)
-    records = []
-    with (root / "conditions.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            records.append(
-                ConditionRecord(
-                    id=row["id"],
-                    task=row["task"],
-                    prompt=row.get("prompt", ""),
-                    source=_load(root, row["source"], "RGB"),
-                    mask=_load(root, row["mask"], "L"),
-                    split=row.get("split") or split_for(row["id"]),
-                    target=_load(root, row["target"], "RGB") if row.get("target") else None,
-                    meta=row.get("meta") or {},
-                )
-            )
-    return records
+    return [
+        ConditionRecord(
+            id=row.id,
+            task=row.task,
+            prompt=row.prompt,
+            source=_load(root, row.source, "RGB"),
+            mask=_load(root, row.mask, "L"),
+            split=row.split or split_for(row.id),
+            target=_load(root, row.target, "RGB") if row.target else None,
+            meta=row.meta,
+        )
+        for row in read_conditions(root)
+    ]

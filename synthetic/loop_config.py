@@ -8,12 +8,12 @@ module level.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contracts.presets import load_preset_file
 from synthetic.scenes import Condition, make_conditions
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
@@ -28,11 +28,9 @@ def print_progress(message: str) -> None:
 
 
 def load_demo_config(size: str) -> dict[str, Any]:
-    """``configs/demo/<size>.json`` ("quick" or "full")."""
-    path = CONFIG_DIR / f"{size}.json"
-    if not path.is_file():
-        raise ValueError(f"no demo config {path} (sizes: quick, full)")
-    return json.loads(path.read_text())
+    """``configs/demo/<size>.json`` ("quick" or "full"), read by the one strict preset loader
+    (contracts.presets): an unknown size or a broken file is a ValueError naming it."""
+    return load_preset_file(CONFIG_DIR, size, what="demo config")
 
 
 def quiet_libraries() -> None:

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+from contracts.cards import write_reward_card
 from synthetic.scenes import TASK_CRITERIA
 
 
@@ -92,5 +93,5 @@ def untrained_reward_model(base_dir: str | Path, out_dir: str | Path) -> Path:
         "max_pixels": size.get("longest_edge"),
         "training": {"steps": 0, "note": "untrained control"},
     }
-    (out / "onereward.json").write_text(json.dumps(card, indent=2))
+    write_reward_card(out, card)
     return out

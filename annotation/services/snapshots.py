@@ -53,14 +53,13 @@ from datetime import date
 from itertools import combinations
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from contracts.snapshot import FORMAT_VERSION, PAIR_SCHEMA, PairsWriter, write_manifest  # noqa: F401
 from contracts.vocabulary import is_builtin
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
@@ -100,26 +99,7 @@ TIE_AWARE = frozenset({"tie-aware-v1"})
 #: Soft-label columns; in the content hash only for tie-aware aggregations (elsewhere they follow
 #: from votes and agreement, and leaving them out keeps earlier snapshots' hashes).
 SOFT_LABEL_KEYS = ("votes_loser", "votes_tie", "p_winner")
-FORMAT_VERSION = 1
-ROW_GROUP = 5_000
-PAIR_SCHEMA = pa.schema([
-    ("pair_id", pa.string()),
-    ("split", pa.string()),
-    ("task", pa.string()),
-    ("criterion", pa.string()),
-    ("prompt", pa.string()),
-    ("winner", pa.string()),
-    ("loser", pa.string()),
-    ("sample_id", pa.string()),
-    ("votes", pa.int64()),
-    ("agreement", pa.float64()),
-    ("winner_candidate_id", pa.int64()),
-    ("loser_candidate_id", pa.int64()),
-    # Soft labels (added at the end: readers of the first twelve columns are unaffected).
-    ("votes_loser", pa.int64()),
-    ("votes_tie", pa.int64()),
-    ("p_winner", pa.float64()),
-])
+# The folder's row schema, writer and manifest format are contracts.snapshot's (docs/engine-contracts.md).
 
 
 class SnapshotEmpty(ApplicationError):
@@ -545,9 +525,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
         per_task: dict[str, Counter] = defaultdict(Counter)
         n_images = 0
         cand_cache: dict[int, Candidate] = {}
-        writer = pq.ParquetWriter(str(tmp / "pairs.parquet"), PAIR_SCHEMA)
-        batch: list[dict] = []
-        with (tmp / "pairs.jsonl").open("w") as jsonl:
+        with PairsWriter(tmp) as writer:
             seen_judgments = 0
             for row in agg.rows():
                 if agg.counts["judgments"] != seen_judgments:
@@ -576,8 +554,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                        "winner_candidate_id": row["winner_candidate_id"],
                        "loser_candidate_id": row["loser_candidate_id"],
                        **{k: row[k] for k in SOFT_LABEL_KEYS}}
-                line = json.dumps(out, sort_keys=True)
-                jsonl.write(line + "\n")
+                writer.write(out)
                 # The hash leaves out database ids: the same judgments give the same hash anywhere.
                 unhashed = () if snapshot.aggregation in TIE_AWARE else SOFT_LABEL_KEYS
                 digest.update(json.dumps({k: v for k, v in out.items()
@@ -585,13 +562,6 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                                          sort_keys=True).encode() + b"\n")
                 per_split[out["split"]] += 1
                 per_task[out["task"]][out["criterion"]] += 1
-                batch.append(out)
-                if len(batch) >= ROW_GROUP:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=PAIR_SCHEMA))
-                    batch.clear()
-            if batch:
-                writer.write_table(pa.Table.from_pylist(batch, schema=PAIR_SCHEMA))
-            writer.close()
         progress.tick(agg.counts["judgments"] - seen_judgments)
         total = sum(per_split.values())
         if total == 0:
@@ -638,7 +608,7 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                                      "peer_agreement_ratio": e["peer_agreement_ratio"],
                                      "gold_accuracy": e["gold_accuracy"]} for e in agg.exclusions],
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        write_manifest(tmp, manifest)
         with transaction.atomic():
             earlier = (DatasetSnapshot.objects.select_for_update()
                        .filter(content_hash=content_hash, status=SnapshotStatus.SUCCEEDED)

@@ -7,18 +7,17 @@ deployed weights) is a field here with a documented default.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from contracts.cards import POLICY_CARD, read_policy_card
 from contracts.vocabulary import BUILTIN, EXTEND, REMOVAL, Vocabulary, VocabularyError
 
 #: The tasks the fill pipeline can build inputs for (extend pads the canvas, removal uses its fixed
 #: prompt): the built-in ones. Which criteria score them is the reward model's vocabulary.
 TASKS: tuple[str, ...] = BUILTIN.task_slugs
-POLICY_FILE = "policy.json"  # beside a policy weights folder's weights: kind, LoRA shape, base, step
+POLICY_FILE = POLICY_CARD  # beside a policy weights folder's weights: kind, LoRA shape, base, step
 EXTEND_DEFAULT_PROMPT = BUILTIN.task(EXTEND).fixed_prompt
 REMOVAL_PROMPT = BUILTIN.task(REMOVAL).fixed_prompt
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
@@ -334,9 +333,6 @@ class GenerateConfig:
         return data
 
 
-def read_policy_meta(folder: str | Path) -> dict:
-    """The ``policy.json`` of a policy weights folder (kind, LoRA shape, base policy, step)."""
-    meta_path = Path(folder) / POLICY_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"{folder} has no {POLICY_FILE}: not a policy weights folder")
-    return json.loads(meta_path.read_text())
+#: The ``policy.json`` of a policy weights folder (kind, LoRA shape, base policy, step): the one
+#: reader of the policy card (contracts.cards).
+read_policy_meta = read_policy_card

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from contracts.cards import POLICY_CARD, read_policy_card
+
 from .config import GenerateConfig
 from .pipeline import FillPolicy, load_condition_tensors, load_conditions, tensor_to_pil
 
@@ -19,10 +21,9 @@ from .pipeline import FillPolicy, load_condition_tensors, load_conditions, tenso
 def _resolve_base(config: GenerateConfig) -> str:
     if config.base_policy:
         return config.base_policy
-    meta_path = Path(config.weights) / "policy.json"
-    if not meta_path.is_file():
+    if not (Path(config.weights) / POLICY_CARD).is_file():
         raise ValueError(f"{config.weights} has no policy.json; pass base_policy explicitly")
-    return json.loads(meta_path.read_text())["base_policy"]
+    return read_policy_card(config.weights)["base_policy"]
 
 
 def generate_candidates(

@@ -8,7 +8,6 @@ steps, and decoding. This module exposes those pieces (reusing the pipeline's ow
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import EXTEND_DEFAULT_PROMPT, POLICY_FILE, REMOVAL_PROMPT, TASKS, read_policy_meta
+from contracts.cards import write_policy_card
+from contracts.conditions import read_conditions
+
+from .config import EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT, TASKS, read_policy_meta
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -53,38 +55,20 @@ def policy_prompt(task: str, prompt: str) -> str:
 def load_conditions(conditions_dir: str | Path, split: str | None = None) -> list[Condition]:
     """Read ``<conditions_dir>/conditions.jsonl`` (docs/engine-contracts.md), optionally one split."""
     root = Path(conditions_dir)
-    index = root / "conditions.jsonl"
-    if not index.is_file():
-        raise ValueError(f"conditions folder {root} has no conditions.jsonl")
-    rows: list[Condition] = []
-    for line_no, line in enumerate(index.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            cond = Condition(
-                id=str(row["id"]),
-                task=row["task"],
-                prompt=row.get("prompt") or "",
-                source=root / row["source"],
-                mask=root / row["mask"],
-                split=row.get("split"),
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{index}:{line_no}: bad condition row ({exc})") from exc
-        if cond.task not in TASKS:
-            raise ValueError(f"{index}:{line_no}: unknown task {cond.task!r}")
-        if split is None or cond.split == split:
-            rows.append(cond)
-    return rows
+    return [Condition(id=row.id, task=row.task, prompt=row.prompt, source=root / row.source, mask=root / row.mask,
+                      split=row.split)
+            for row in read_conditions(root, split, tasks=TASKS)]
 
 
-def load_condition_tensors(cond: Condition, resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_condition_tensors(
+    cond: Condition, resolution: int | tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``(image [1,3,H,W] in [0,1], mask [1,1,H,W] in {0,1})`` for one condition.
 
     The mask must have the source's size. Without ``resolution`` the size must be a multiple of 16
     (FLUX packs 2x2 latents of an 8x VAE; the stock pipeline would silently resize instead). With a
-    ``resolution`` both are resized to a square of that size (mask by nearest neighbour).
+    ``resolution`` both are resized to a square of that size, or with ``(height, width)`` (an
+    aspect-ratio bucket, ``aspect_buckets``) to that size (mask by nearest neighbour).
     """
     source = Image.open(cond.source).convert("RGB")
     mask = Image.open(cond.mask).convert("L")
@@ -557,6 +541,5 @@ def save_policy_weights(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / WEIGHTS_FILE))
-    meta = {"format": 1, "base_policy": base_policy, "kind": kind, "lora": lora, "weights": which, "step": step}
-    (out / POLICY_FILE).write_text(json.dumps(meta, indent=2))
+    write_policy_card(out, base_policy=base_policy, kind=kind, lora=lora, weights=which, step=step)
     return out

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+from contracts.cards import read_reward_card, write_policy_card
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError
 from enginekit.checkpoints import atomic_folder, checkpoint_dir
 from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
 from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
@@ -58,23 +59,23 @@ ProgressFn = Callable[[dict], None]
 def read_reward_criteria(reward_model_dir: str | Path) -> tuple[dict[str, list[str]], Vocabulary]:
     """({task: [criteria]} the reward model was trained on, its vocabulary), from its ``onereward.json``.
 
-    Cards written by ``rewardtrain.engine`` carry ``trained_on``; hand-written cards may use ``tasks``.
+    The card's schema and key precedence (``trained_on``, else ``tasks``) are ``contracts.cards``'.
     Cards without a ``vocabulary`` were trained on the built-in one. Every trained-on pair must
     belong to the vocabulary.
     """
-    path = Path(reward_model_dir) / "onereward.json"
-    if not path.is_file():
+    card = read_reward_card(reward_model_dir)
+    if card is None:
         raise ValueError(f"reward model {reward_model_dir} has no onereward.json (not a trained OneReward model)")
-    card = json.loads(path.read_text())
-    tasks = card.get("trained_on") or card.get("tasks")
-    if not isinstance(tasks, dict):
+    path = card.path
+    tasks = card.trained_on()
+    if tasks is None:
         raise ValueError(f"{path}: missing the 'trained_on' map of tasks to criteria")
     try:
-        vocabulary = vocabulary_or_builtin(card.get("vocabulary"))
+        vocabulary = card.vocabulary()
         vocabulary.restricted_to(tasks)  # every (task, criterion) trained on is in the vocabulary
     except VocabularyError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    return {task: list(criteria) for task, criteria in tasks.items()}, vocabulary
+    return tasks, vocabulary
 
 
 def resolve_task_criteria(config: RLConfig, reward_criteria: dict[str, list[str]] | None) -> dict[str, list[str]]:
@@ -382,9 +383,8 @@ def save_final(state: TrainState, folder: Path) -> Path:
             )
         else:
             state.policy.transformer.save_pretrained(folder / "transformer")
-            meta = {"format": 1, "base_policy": cfg.base_policy, "kind": "full", "lora": None,
-                    "weights": cfg.deploy_weights, "step": state.step}
-            (folder / "policy.json").write_text(json.dumps(meta, indent=2))
+            write_policy_card(folder, base_policy=cfg.base_policy, kind="full", lora=None,
+                              weights=cfg.deploy_weights, step=state.step)
     return folder
 
 

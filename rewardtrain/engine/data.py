@@ -9,163 +9,29 @@ of the cross-entropy is exactly the Eq. 3 average.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+# The snapshot contract (row schema, streamed reader, row validation) is contracts.snapshot's; the
+# engine's names for it are the same objects.
+from contracts.snapshot import (  # noqa: F401 - re-exported: the engine's snapshot interface
+    SPLITS,
+    PairRow,
+    SnapshotError,
+    iter_raw_rows,
+    load_manifest,
+    load_vocabulary,
+    read_pairs,
+)
+from contracts.vocabulary import BUILTIN, Vocabulary
 
 from .template import build_messages
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-_REQUIRED_FIELDS = ("pair_id", "split", "task", "criterion", "winner", "loser")
-
-
-class SnapshotError(ValueError):
-    """The snapshot folder cannot be used for training or evaluation (message says why)."""
-
-
-@dataclass(frozen=True)
-class PairRow:
-    """One preference: `winner` beat `loser` on `criterion` of `task` (image paths are absolute)."""
-
-    pair_id: str
-    split: str
-    task: str
-    criterion: str
-    prompt: str
-    winner: Path
-    loser: Path
-    sample_id: str = ""
-    votes: int = 0
-    agreement: float = 1.0
-
-
-def load_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
-    """Return manifest.json as a dict ({} when the snapshot has none)."""
-    path = Path(snapshot_dir) / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"{path} is not valid JSON: {exc}") from exc
-
-
-def load_vocabulary(snapshot_dir: str | Path) -> Vocabulary:
-    """The snapshot's task/criterion vocabulary (manifest ``"vocabulary"``); the built-in one for
-    snapshots written before manifests carried it."""
-    try:
-        return vocabulary_or_builtin(load_manifest(snapshot_dir).get("vocabulary"))
-    except VocabularyError as exc:
-        raise SnapshotError(f"{snapshot_dir}: manifest vocabulary: {exc}") from exc
-
-
-def iter_raw_rows(snapshot: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (row number, row dict) from pairs.jsonl, one line at a time, or pairs.parquet, one
-    record batch at a time.
-
-    Streamed, so a snapshot of millions of pairs never sits in memory as text or as dicts: callers
-    keep only the parsed rows of the split they asked for.
-    """
-    jsonl = snapshot / "pairs.jsonl"
-    parquet = snapshot / "pairs.parquet"
-    if jsonl.exists():
-        with jsonl.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SnapshotError(f"{jsonl}:{lineno} is not valid JSON: {exc}") from exc
-        return
-    if parquet.exists():
-        import pyarrow.parquet as pq
-
-        number = 0
-        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
-            for raw in batch.to_pylist():
-                number += 1
-                yield number, raw
-        return
-    raise SnapshotError(f"snapshot {snapshot} has neither pairs.jsonl nor pairs.parquet")
-
-
-def _parse_row(raw: dict[str, Any], snapshot: Path, where: str, vocabulary: Vocabulary) -> PairRow:
-    """Validate one raw row against the snapshot's vocabulary; ``snapshot`` must already be resolved."""
-    missing = [f for f in _REQUIRED_FIELDS if raw.get(f) in (None, "")]
-    if missing:
-        raise SnapshotError(f"{where}: missing field(s) {', '.join(missing)}")
-    if raw["split"] not in SPLITS:
-        raise SnapshotError(f"{where}: split {raw['split']!r} is not one of {', '.join(SPLITS)}")
-    try:
-        spec = vocabulary.check_pair(raw["task"], raw["criterion"])
-    except VocabularyError as exc:
-        raise SnapshotError(f"{where}: {exc}") from exc
-    prompt = raw.get("prompt") or ""
-    if spec.uses_prompt and not prompt.strip():
-        raise SnapshotError(f"{where}: a {spec.slug} pair needs a prompt")
-    root = snapshot  # resolved once by the caller: this runs for every row of the snapshot
-    paths = []
-    for key in ("winner", "loser"):
-        path = (root / str(raw[key])).resolve()
-        # Paths are relative to the snapshot; refuse anything that escapes it.
-        if not path.is_relative_to(root):
-            raise SnapshotError(f"{where}: {key} path {raw[key]!r} points outside the snapshot")
-        paths.append(path)
-    return PairRow(
-        pair_id=str(raw["pair_id"]),
-        split=raw["split"],
-        task=raw["task"],
-        criterion=raw["criterion"],
-        prompt=prompt,
-        winner=paths[0],
-        loser=paths[1],
-        sample_id=str(raw.get("sample_id") or ""),
-        votes=int(raw.get("votes") or 0),
-        agreement=float(raw.get("agreement") if raw.get("agreement") is not None else 1.0),
-    )
-
-
-def read_pairs(
-    snapshot_dir: str | Path, split: str | None = None, vocabulary: Vocabulary | None = None
-) -> list[PairRow]:
-    """Read and validate every pair of a snapshot (optionally one split).
-
-    Tasks and criteria are checked against ``vocabulary`` (default: the snapshot's own, see
-    `load_vocabulary`). Raises SnapshotError for a missing folder, an empty snapshot, malformed
-    rows, or an unknown task/criterion.
-    """
-    snapshot = Path(snapshot_dir)
-    if not snapshot.is_dir():
-        raise SnapshotError(f"snapshot folder not found: {snapshot}")
-    if split is not None and split not in SPLITS:
-        raise SnapshotError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    if vocabulary is None:
-        vocabulary = load_vocabulary(snapshot)
-    rows = []
-    seen = 0
-    # Every row is validated (a bad row fails the snapshot whatever split is asked for), but only
-    # the requested split's rows are kept.
-    root = snapshot.resolve()
-    for number, raw in iter_raw_rows(snapshot):
-        seen += 1
-        row = _parse_row(raw, root, f"{snapshot.name} row {number}", vocabulary)
-        if split is None or row.split == split:
-            rows.append(row)
-    if not seen:
-        raise SnapshotError(f"snapshot {snapshot} is empty: it has no preference pairs")
-    return rows
-
 
 def check_images(rows: list[PairRow]) -> None:
     """Fail fast, before training starts, on a missing or undecodable image.

@@ -12,7 +12,6 @@ antialiased bicubic resize approximates PIL's.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -26,7 +25,8 @@ from PIL import Image
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError, vocabulary_or_builtin
+from contracts.cards import REWARD_CARD, read_reward_card
+from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError
 
 from .data import PairCollator
 from .loss import p_yes as p_yes_from_log_odds
@@ -35,7 +35,7 @@ from .template import TEMPLATE_VERSION, build_messages
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "onereward.json"
+MODEL_CARD = REWARD_CARD  # the card's schema, reader and writer: contracts.cards
 
 
 @dataclass
@@ -99,11 +99,11 @@ class RewardScorer:
         the input pixels.
         """
         model_dir = Path(model_dir)
-        card = {}
         card_path = model_dir / MODEL_CARD
-        if card_path.exists():
-            card = json.loads(card_path.read_text())
-            version = card.get("template_version")
+        read = read_reward_card(model_dir)
+        card = read.data if read is not None else {}
+        if read is not None:
+            version = read.template_version
             if version != TEMPLATE_VERSION:
                 raise ValueError(
                     f"{model_dir} was trained with query template {version!r}, but this code uses "
@@ -112,7 +112,7 @@ class RewardScorer:
         else:
             logger.warning("%s has no %s: scoring an untrained base model", model_dir, MODEL_CARD)
         try:
-            vocabulary = vocabulary_or_builtin(card.get("vocabulary"))
+            vocabulary = read.vocabulary() if read is not None else BUILTIN
         except VocabularyError as exc:
             raise ValueError(f"{card_path}: vocabulary: {exc}") from exc
         loaded = load_reward_model(

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from contracts.cards import write_reward_card
 from enginekit.checkpoints import atomic_folder, checkpoint_dir, prune_checkpoints
 from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
 from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
@@ -55,7 +56,6 @@ from .data import (
 from .loss import yes_no_cross_entropy
 from .model import forward_log_odds, load_reward_model
 from .processor import save_processor
-from .scorer import MODEL_CARD
 from .sharding import full_model_state, full_optimizer_state, load_full_state, shard_model
 from .template import TEMPLATE_VERSION
 
@@ -485,7 +485,7 @@ class _Trainer:
                                  "selected_step": self._selected_step(step)},
                     "created_at": datetime.now(UTC).isoformat(),
                 }
-                (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2))
+                write_reward_card(tmp, card)
         self._barrier()
         return final
 
