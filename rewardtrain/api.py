@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from annotation.api.permissions import IsStaffRole
 from annotation.models import DatasetSnapshot
 from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, snapshot_create, snapshot_preview
+from core.errors import ApplicationError
 from core.params import int_query_param
 from jobs.selectors import job_metric_series
 
@@ -214,6 +215,14 @@ class _Staff(APIView):
     permission_classes = [IsStaffRole]
 
 
+def _snapshot(pk: int) -> DatasetSnapshot:
+    """The snapshot a request names; a missing one is a field error (400), like any other bad input."""
+    snapshot = DatasetSnapshot.objects.filter(pk=pk).first()
+    if snapshot is None:
+        raise ApplicationError("Invalid input.", fields={"snapshot": ["No such snapshot."]})
+    return snapshot
+
+
 class PresetListApi(_Staff):
     @extend_schema(responses=dict)
     def get(self, request):
@@ -272,10 +281,7 @@ class RunListCreateApi(_Staff):
         data = RunIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        snapshot = DatasetSnapshot.objects.filter(pk=v["snapshot"]).first()
-        if snapshot is None:
-            return Response({"message": "Invalid input.", "code": "invalid",
-                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        snapshot = _snapshot(v["snapshot"])
         run = reward_run_start(snapshot=snapshot, base_model=v["base_model"] or None, preset=v["preset"],
                                overrides=v["overrides"], user=request.user, name=v["name"],
                                processes=v["processes"])
@@ -345,10 +351,7 @@ class ModelEvaluationsApi(_Staff):
         model = get_object_or_404(RewardModel, pk=pk)
         data = EvaluationIn(data=request.data)
         data.is_valid(raise_exception=True)
-        snapshot = DatasetSnapshot.objects.filter(pk=data.validated_data["snapshot"]).first()
-        if snapshot is None:
-            return Response({"message": "Invalid input.", "code": "invalid",
-                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        snapshot = _snapshot(data.validated_data["snapshot"])
         evaluation = reward_evaluation_start(model=model, snapshot=snapshot, split=data.validated_data["split"],
                                              user=request.user)
         return Response(EvaluationOut(evaluation).data, status=status.HTTP_202_ACCEPTED)
@@ -377,10 +380,7 @@ class BaselineListCreateApi(_Staff):
         data = BaselineIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        snapshot = DatasetSnapshot.objects.filter(pk=v["snapshot"]).first()
-        if snapshot is None:
-            return Response({"message": "Invalid input.", "code": "invalid",
-                             "fields": {"snapshot": ["No such snapshot."]}}, status=status.HTTP_400_BAD_REQUEST)
+        snapshot = _snapshot(v["snapshot"])
         run = baseline_start(snapshot=snapshot, overrides=v["overrides"], user=request.user, name=v["name"])
         return Response(BaselineOut(run).data, status=status.HTTP_201_CREATED)
 

@@ -5,12 +5,11 @@ labels are learnable from the two images before the VLM reward model is trained 
 """
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import DatasetSnapshot
 from core.errors import ApplicationError
 from jobs.models import JobStatus
 
-from ...engine.config import parse_override
 from ...services import baseline_execute_job, baseline_start
+from ._run_action import snapshot_and_overrides
 from .build_snapshot import _one_line
 
 
@@ -25,16 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--sync", action="store_true", help="train in this process instead of queueing a job")
 
     def handle(self, *args, **o):
-        snapshot = DatasetSnapshot.objects.filter(pk=o["snapshot"]).first()
-        if snapshot is None:
-            raise CommandError(f"snapshot {o['snapshot']} does not exist")
-        overrides = {}
-        for item in o["set"]:
-            try:
-                key, value = parse_override(item)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            overrides[key] = value
+        snapshot, overrides = snapshot_and_overrides(o)
         try:
             run = baseline_start(snapshot=snapshot, overrides=overrides, name=o["name"], enqueue=not o["sync"])
         except ApplicationError as exc:

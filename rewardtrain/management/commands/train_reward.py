@@ -1,12 +1,11 @@
 """Start reward-model training on a snapshot: queued for the gpu worker, or here with --sync."""
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import DatasetSnapshot
 from core.errors import ApplicationError
 from jobs.models import JobStatus
 
-from ...engine.config import parse_override
 from ...services import reward_run_execute_job, reward_run_start
+from ._run_action import snapshot_and_overrides
 from .build_snapshot import _one_line
 
 
@@ -22,16 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--sync", action="store_true", help="train in this process with a progress bar")
 
     def handle(self, *args, **o):
-        snapshot = DatasetSnapshot.objects.filter(pk=o["snapshot"]).first()
-        if snapshot is None:
-            raise CommandError(f"snapshot {o['snapshot']} does not exist")
-        overrides = {}
-        for item in o["set"]:
-            try:
-                key, value = parse_override(item)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            overrides[key] = value
+        snapshot, overrides = snapshot_and_overrides(o)
         try:
             run = reward_run_start(snapshot=snapshot, base_model=o["base_model"], preset=o["preset"],
                                    overrides=overrides, name=o["name"], enqueue=not o["sync"])
