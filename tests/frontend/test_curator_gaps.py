@@ -159,3 +159,26 @@ def test_the_snapshot_page_shows_the_tie_aware_counters():
     DatasetSnapshot.objects.filter(pk=snapshot.pk).update(aggregation="majority-v2", counts=counts)
     html = sci.get(f"/dashboard/snapshots/{snapshot.pk}/").content.decode()
     assert 'data-testid="count-tie_votes"' not in html and 'data-testid="count-adjudicated"' in html
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_snapshot_builders_preview_shows_the_tie_aware_counters(browser_page):
+    from annotation.services.snapshots import snapshot_preview
+    from tests.annotation.test_snapshots import ties_campaign
+
+    from .conftest import login
+
+    campaign = ties_campaign()  # 2 alike votes outvote a flip on one item; one tie vote on another
+    want = snapshot_preview(filter={"campaign_ids": [campaign.pk]}, aggregation="tie-aware-v1")
+    assert want["tie_votes"] == 3 and want["tie_outvoted"] == 1
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+    page.goto("/dashboard/new/reward/")
+    page.check(f"#b-campaigns input[value='{campaign.pk}']")
+    page.wait_for_selector(f"#pair-count [data-testid=pair-count]:text-is('{want['pairs']}')")
+    page.wait_for_selector("#tie-counts")
+    assert page.text_content("#tie-counts").strip() == "· tie votes 3, outvoted by ties 1, adjudicated 0"
+    page.select_option("#b-aggregation", "majority-v2")  # a majority rule drops ties: nothing to show
+    page.wait_for_selector("#tie-counts", state="detached")

@@ -835,7 +835,7 @@
       box.replaceChildren(el("strong", { class: "count-n", "data-testid": "pair-count", text: d.pairs }), ` preference pairs`,
         el("span", { class: "muted", text: `${splits ? " — " + splits : ""} · ${d.judgments || 0} judgments read, ${(d.tie_judgments_excluded || 0) + (d.tied_excluded || 0)} ties excluded` }),
         // Tie-aware rules count tie votes against a preference instead of dropping them.
-        aggregation.value.startsWith("tie-aware") ? el("span", { class: "muted", id: "tie-counts", text: ` · ${d.tie_votes || 0} tie votes, ${d.tie_outvoted || 0} pairs outvoted by ties, ${d.adjudicated || 0} adjudicated` }) : "",
+        aggregation.value.startsWith("tie-aware") ? el("span", { class: "muted", id: "tie-counts", text: ` · tie votes ${d.tie_votes || 0}, outvoted by ties ${d.tie_outvoted || 0}, adjudicated ${d.adjudicated || 0}` }) : "",
         left.length ? el("p", { class: "small", id: "excluded-annotators", text: `Left out: ${left.map((e) => `${e.annotator} (${e.reasons.join("; ")}, ${e.judgments} judgments)`).join(", ")}` }) : "");
     }, 250);
     // The aggregation decides how best–worst judgments become pairs, so it changes the count too.
