@@ -43,7 +43,7 @@ def _from_dict(cls, data: dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     values = dict(data)
-    for name in ("t_range", "betas", "lora_targets", "seeds"):
+    for name in ("t_range", "betas", "lora_targets", "seeds", "aspect_buckets"):
         if name in values and isinstance(values[name], list):
             values[name] = tuple(values[name])
     return cls(**values)
@@ -101,6 +101,27 @@ class RLConfig:
       criteria with equal weight. ``{"extend": {"structure": 2}}`` makes extend's loss the weighted
       mean Σ w·hinge / Σ w over the criteria that apply; a weight of 0 drops a criterion from RL.
       Unnamed criteria keep weight 1.
+    - ``reward_gradient_checkpointing`` True: inside RL the reward model is frozen, loaded in the
+      compute dtype (bf16 on CUDA, fp32 on CPU) and its language model recomputes its layers in the
+      backward; all criteria of a batch are scored in one batched forward. This is the reward side
+      of the step ``bench/gpu/policy_flux.py`` measured; False keeps the LM's activations (faster,
+      more memory).
+    - ``aspect_buckets`` 5: conditions are trained at the nearest of 5 aspect ratios (width/height
+      1:2, 1:1.41, 1:1, 1.41:1, 2:1), each about ``resolution``² pixels with sides multiples of 16,
+      instead of being squashed to a square; a batch comes from one bucket. Five buckets keep the
+      worst distortion of a condition's ratio below ~19 % (half a bucket step of √2) while leaving
+      each bucket enough conditions to fill batches. 1 = the square behaviour; a list gives the
+      ratios explicitly.
+    - ``memory_budget_gb`` None: at start the run estimates weights, gradients, optimizer state
+      and activations per component from the models' configs (modules built on the meta device, no
+      weights read) and logs the plan; with a budget (GiB per device) a plan above it is refused
+      before anything is loaded.
+    - ``eval_every`` 250, ``eval_split`` "val", ``eval_conditions`` 8: every ``eval_every`` steps
+      the current policy fully samples a fixed held-out set (the first ``eval_conditions``
+      conditions per task of ``eval_split``, or of the training split where that split has none)
+      with fixed noise, and the reward of its images against the base model's (same noise) is
+      logged as ``eval/reward/<task>``: a curve that, unlike the training reward, is always measured
+      on the same inputs. 250 matches the sample grids; 0 disables.
     """
 
     base_policy: str
@@ -147,8 +168,16 @@ class RLConfig:
     paste_back: bool = True
     kl_weight: float = 0.0
     criterion_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    reward_gradient_checkpointing: bool = True
+    aspect_buckets: int | tuple[float, ...] = 5
+    memory_budget_gb: float | None = None
+    eval_every: int = 250
+    eval_split: str | None = "val"
+    eval_conditions: int = 8
 
     def __post_init__(self) -> None:
+        if isinstance(self.aspect_buckets, list):
+            object.__setattr__(self, "aspect_buckets", tuple(self.aspect_buckets))
         self.validate()
 
     def validate(self) -> None:
@@ -217,6 +246,25 @@ class RLConfig:
             f"deploy_weights must be 'ema' or 'policy', got {self.deploy_weights!r}",
         )
         self._validate_criterion_weights()
+        self._validate_scale()
+
+    def _validate_scale(self) -> None:
+        buckets = self.aspect_buckets
+        if isinstance(buckets, tuple):
+            _check(bool(buckets) and all(isinstance(r, int | float) and not isinstance(r, bool) and 0.2 <= r <= 5
+                                         for r in buckets),
+                   f"aspect_buckets must be a number of buckets or a list of width/height ratios in [0.2, 5], "
+                   f"got {list(buckets)}")
+        else:
+            _check(isinstance(buckets, int) and not isinstance(buckets, bool) and 1 <= buckets <= 16,
+                   f"aspect_buckets must be a number of buckets in [1, 16] or a list of ratios, got {buckets!r}")
+        _check(self.memory_budget_gb is None or (isinstance(self.memory_budget_gb, int | float)
+                                                  and self.memory_budget_gb > 0),
+               f"memory_budget_gb must be a positive number of GiB or null, got {self.memory_budget_gb!r}")
+        _check(isinstance(self.eval_every, int) and self.eval_every >= 0,
+               f"eval_every must be >= 0 (0 disables), got {self.eval_every!r}")
+        _check(isinstance(self.eval_conditions, int) and self.eval_conditions >= 1,
+               f"eval_conditions must be >= 1, got {self.eval_conditions!r}")
 
     def _validate_criterion_weights(self) -> None:
         _check(isinstance(self.criterion_weights, dict), "criterion_weights must be a dict {task: {criterion: weight}}")
@@ -283,6 +331,8 @@ class RLConfig:
         data = dataclasses.asdict(self)
         for name in ("t_range", "betas", "lora_targets"):
             data[name] = list(data[name])
+        if isinstance(data["aspect_buckets"], tuple):
+            data["aspect_buckets"] = list(data["aspect_buckets"])
         return data
 
     def replace(self, **changes: Any) -> RLConfig:

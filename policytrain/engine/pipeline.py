@@ -78,14 +78,48 @@ def load_condition_tensors(
             f"image size {source.size[0]}x{source.size[1]}"
         )
     if resolution is not None:
-        source = source.resize((resolution, resolution), Image.BICUBIC)
-        mask = mask.resize((resolution, resolution), Image.NEAREST)
+        height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+        source = source.resize((width, height), Image.BICUBIC)
+        mask = mask.resize((width, height), Image.NEAREST)
     w, h = source.size
     if w % 16 or h % 16:
         raise ValueError(f"condition {cond.id}: image size {w}x{h} is not a multiple of 16")
     image = torch.from_numpy(np.asarray(source, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     mask_t = torch.from_numpy((np.asarray(mask) > 127).astype(np.float32))[None, None]
     return image, mask_t
+
+
+def aspect_bucket_sizes(spec: int | Sequence[float], resolution: int, factor: int = 16) -> list[tuple[int, int]]:
+    """The (height, width) of each aspect-ratio bucket: about ``resolution²`` pixels, sides multiples of ``factor``.
+
+    ``spec`` is a number of buckets (ratios width/height spread evenly in log-ratio between 1:2 and
+    2:1; 1 = the square ``resolution``) or a list of width/height ratios.
+    """
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"aspect_buckets must be >= 1, got {spec}")
+        ratios = [1.0] if spec == 1 else [2.0 ** (-1 + 2 * i / (spec - 1)) for i in range(spec)]
+    else:
+        ratios = [float(r) for r in spec]
+    sizes = []
+    for ratio in ratios:
+        width = max(factor, round(resolution * ratio**0.5 / factor) * factor)
+        height = max(factor, round(resolution / ratio**0.5 / factor) * factor)
+        if (height, width) not in sizes:
+            sizes.append((height, width))
+    return sizes
+
+
+def nearest_bucket(width: int, height: int, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest to ``width/height`` in log-ratio (the smallest distortion)."""
+    ratio = np.log(width / height)
+    return min(sizes, key=lambda hw: abs(np.log(hw[1] / hw[0]) - ratio))
+
+
+def condition_size(cond: Condition) -> tuple[int, int]:
+    """(width, height) of a condition's source image, read from its header only."""
+    with Image.open(cond.source) as image:
+        return image.size
 
 
 def check_mask_matches(images: torch.Tensor, masks: torch.Tensor) -> None:
@@ -193,6 +227,8 @@ class FillPolicy:
         self.pipe = pipe
         self.device = torch.device(device)
         self.dtype = dtype
+        # Held on the CPU and moved to the device per batch: at T5-XXL size one prompt is ~4 MiB,
+        # ~40 GiB for 10k prompts if they stayed on the accelerator.
         self._prompt_cache: dict[tuple[str, int], PromptEmbeds] = {}
         check_fill_architecture(self.transformer.config, self.vae.config)
 
@@ -307,7 +343,10 @@ class FillPolicy:
     # --- prompts -------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], max_sequence_length: int = 512) -> PromptEmbeds:
-        """Encode prompts with the pipeline's ``encode_prompt``; each distinct prompt is encoded once."""
+        """Encode prompts with the pipeline's ``encode_prompt``; each distinct prompt is encoded once.
+
+        The cache is kept on the CPU; the returned batch is on the policy's device.
+        """
         items = []
         for prompt in prompts:
             key = (prompt, max_sequence_length)
@@ -317,13 +356,65 @@ class FillPolicy:
                 embeds, pooled, text_ids = self.pipe.encode_prompt(
                     prompt=prompt, prompt_2=None, device=self.device, max_sequence_length=max_sequence_length
                 )
-                self._prompt_cache[key] = PromptEmbeds(embeds.to(self.dtype), pooled.to(self.dtype), text_ids)
+                self._prompt_cache[key] = PromptEmbeds(
+                    embeds.to("cpu", self.dtype), pooled.to("cpu", self.dtype), text_ids.to("cpu")
+                )
             items.append(self._prompt_cache[key])
-        return PromptEmbeds.stack(items)
+        stacked = PromptEmbeds.stack(items)
+        return PromptEmbeds(*(t.to(self.device) for t in (stacked.prompt_embeds, stacked.pooled, stacked.text_ids)))
 
     def cache_prompt_embeds(self, prompt: str, max_sequence_length: int, embeds: PromptEmbeds) -> None:
-        """Register precomputed embeddings (e.g. when the text encoders are not loaded)."""
-        self._prompt_cache[(prompt, max_sequence_length)] = embeds
+        """Register precomputed embeddings (e.g. when the text encoders are not loaded); kept on the CPU."""
+        self._prompt_cache[(prompt, max_sequence_length)] = PromptEmbeds(
+            embeds.prompt_embeds.to("cpu", self.dtype), embeds.pooled.to("cpu", self.dtype), embeds.text_ids.cpu()
+        )
+
+    @property
+    def has_text_encoders(self) -> bool:
+        return self.pipe.text_encoder is not None or self.pipe.text_encoder_2 is not None
+
+    def free_text_encoders(self) -> None:
+        """Drop CLIP and T5 once every prompt is cached (T5-XXL alone is ~9.5 GB in bf16)."""
+        self.pipe.text_encoder = None
+        self.pipe.text_encoder_2 = None
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt_embeds_from_disk(self, folder: str | Path, prompts: Sequence[str], max_sequence_length: int) -> list[str]:
+        """Fill the cache from ``folder`` (written by ``prompt_embeds_to_disk``); returns the prompts not found."""
+        from safetensors.torch import load_file
+
+        missing = []
+        for prompt in dict.fromkeys(prompts):
+            path = Path(folder) / prompt_embeds_file(prompt, max_sequence_length)
+            if (prompt, max_sequence_length) in self._prompt_cache:
+                continue
+            if not path.is_file():
+                missing.append(prompt)
+                continue
+            t = load_file(str(path))
+            self.cache_prompt_embeds(prompt, max_sequence_length, PromptEmbeds(t["prompt_embeds"], t["pooled"], t["text_ids"]))
+        return missing
+
+    def prompt_embeds_to_disk(self, folder: str | Path, prompts: Sequence[str], max_sequence_length: int) -> None:
+        """Write the cached embeddings of ``prompts`` to ``folder``, one safetensors file per prompt hash
+        (written beside and renamed, so a reader never sees half a file)."""
+        from safetensors.torch import save_file
+
+        root = Path(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        for prompt in dict.fromkeys(prompts):
+            path = root / prompt_embeds_file(prompt, max_sequence_length)
+            if path.is_file():
+                continue
+            e = self._prompt_cache[(prompt, max_sequence_length)]
+            tmp = path.with_name(path.name + ".tmp")
+            save_file({"prompt_embeds": e.prompt_embeds.contiguous(), "pooled": e.pooled.contiguous(),
+                       "text_ids": e.text_ids.contiguous()}, str(tmp))
+            tmp.replace(path)
 
     # --- conditioning --------------------------------------------------------------------------
     @torch.no_grad()
@@ -517,6 +608,13 @@ class FillPolicy:
         schedule = self.schedule(steps, height, width)
         latents = self.denoise(noise, inputs, embeds, schedule, None, guidance, true_cfg, negative)
         return self.decode(latents, height, width)
+
+
+def prompt_embeds_file(prompt: str, max_sequence_length: int) -> str:
+    """The disk-cache file name of one prompt's embeddings: a hash of the text and the length."""
+    import hashlib
+
+    return hashlib.sha256(f"{max_sequence_length}\n{prompt}".encode()).hexdigest()[:32] + ".safetensors"
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

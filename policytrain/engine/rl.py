@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -38,12 +39,16 @@ from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module
 )
 
 from .config import RLConfig, read_policy_meta
+from .memory import check_budget, format_plan, memory_plan
 from .onestep import OneStepOutput, one_step_images, sample_grad_step
 from .pipeline import (
     Condition,
     FillPolicy,
+    aspect_bucket_sizes,
+    condition_size,
     load_condition_tensors,
     load_conditions,
+    nearest_bucket,
     paste_back_source,
     save_policy_weights,
     tensor_to_pil,
@@ -51,6 +56,7 @@ from .pipeline import (
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor, str, str, list[str]], torch.Tensor]
 ProgressFn = Callable[[dict], None]
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,17 +128,51 @@ def check_every_condition_scored(
             )
 
 
-def load_reward_fn(config: RLConfig, device: torch.device) -> RewardFn:
-    """Wrap ``RewardScorer.differentiable`` (frozen, differentiable) as a ``RewardFn``."""
+class ScorerReward:
+    """The reward model inside RL as benchmarked: frozen, in the run's compute dtype (bf16 on CUDA,
+    fp32 on CPU), its LM gradient-checkpointed, every criterion of a batch in ONE forward.
+
+    Callable like any ``RewardFn`` (one criterion); ``score_criteria`` is the batched path the
+    loop uses (``score_criteria`` below falls back to one call per criterion for plain functions).
+    """
+
+    def __init__(self, scorer, log_odds: bool):
+        self.scorer = scorer
+        self.log_odds = log_odds
+
+    def __call__(self, first, second, task, criterion, prompts):
+        return self.scorer.differentiable(first, second, task, criterion, prompts, return_log_odds=self.log_odds)
+
+    def score_criteria(self, first, second, task, rows, prompts):
+        return self.scorer.score_criteria(first, second, task, rows, prompts, return_log_odds=self.log_odds)
+
+
+def load_reward_fn(config: RLConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> ScorerReward:
+    """Load ``config.reward_model`` through ``RewardScorer`` (frozen, differentiable w.r.t. pixels)."""
     from rewardtrain.engine.scorer import RewardScorer
 
-    scorer = RewardScorer.from_pretrained(config.reward_model, device=str(device))
-    want_log_odds = config.reward == "log_odds"
+    scorer = RewardScorer.from_pretrained(config.reward_model, device=str(device), dtype=dtype)
+    if config.reward_gradient_checkpointing:
+        scorer.enable_lm_checkpointing()
+    return ScorerReward(scorer, config.reward == "log_odds")
 
-    def reward(first, second, task, criterion, prompts):
-        return scorer.differentiable(first, second, task, criterion, prompts, return_log_odds=want_log_odds)
 
-    return reward
+def criterion_rows(criteria: list[str], prompts: list[str], vocabulary: Vocabulary) -> list[tuple[str, list[int]]]:
+    """(criterion, the batch rows it applies to) for every criterion that applies to some row."""
+    rows = [(c, [i for i, p in enumerate(prompts) if criterion_applies(vocabulary, c, p)]) for c in criteria]
+    return [(c, idx) for c, idx in rows if idx]
+
+
+def score_criteria(reward_fn, first, second, task, rows, prompts) -> dict[str, torch.Tensor]:
+    """{criterion: reward of its rows}: one batched forward when the reward supports it, else one call each."""
+    batched = getattr(reward_fn, "score_criteria", None)
+    if batched is not None:
+        return batched(first, second, task, rows, prompts)
+    out = {}
+    for criterion, idx in rows:
+        sel = torch.tensor(idx, device=first.device)
+        out[criterion] = reward_fn(first[sel], second[sel], task, criterion, [prompts[i] for i in idx])
+    return out
 
 
 def criterion_applies(vocabulary: Vocabulary, criterion: str, user_prompt: str) -> bool:
@@ -415,9 +455,123 @@ def _resolve_dtype(config: RLConfig, device: torch.device) -> tuple[torch.dtype,
     return weight_dtype, use_bf16
 
 
-def _load_batch(conds: list[Condition], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [load_condition_tensors(c, resolution) for c in conds]
+def _load_batch(conds: list[Condition], size: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [load_condition_tensors(c, size) for c in conds]
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompt embeddings, aspect-ratio buckets and the held-out reward
+# ----------------------------------------------------------------------------------------------
+PROMPT_EMBEDS_DIR = "prompt-embeds"  # under the run folder: one file per prompt hash, reused on resume
+
+
+def _all_prompts_on_disk(folder: Path, prompts: list[str], max_sequence_length: int) -> bool:
+    from .pipeline import prompt_embeds_file
+
+    return all((folder / prompt_embeds_file(p, max_sequence_length)).is_file() for p in set(prompts))
+
+
+def prepare_prompt_embeds(policy: FillPolicy, folder: Path, prompts: list[str], max_sequence_length: int,
+                          write: bool = True) -> None:
+    """Every prompt's T5/CLIP embeddings on the CPU (from ``folder`` where cached, else encoded once
+    and written there), then the text encoders are freed: RL never encodes a prompt again."""
+    missing = policy.prompt_embeds_from_disk(folder, prompts, max_sequence_length)
+    if missing:
+        for prompt in missing:
+            policy.encode_prompts([prompt], max_sequence_length)
+        if write:
+            policy.prompt_embeds_to_disk(folder, missing, max_sequence_length)
+    policy.free_text_encoders()
+
+
+def bucket_conditions(by_task: dict[str, list[Condition]], buckets: list[tuple[int, int]]
+                      ) -> dict[str, dict[tuple[int, int], list[Condition]]]:
+    """{task: {(height, width): conditions}}: each condition in the bucket nearest its aspect ratio."""
+    out: dict[str, dict[tuple[int, int], list[Condition]]] = {}
+    for task, conds in by_task.items():
+        groups: dict[tuple[int, int], list[Condition]] = {}
+        for cond in conds:
+            width, height = condition_size(cond) if len(buckets) > 1 else (1, 1)
+            groups.setdefault(nearest_bucket(width, height, buckets), []).append(cond)
+        out[task] = dict(sorted(groups.items()))
+    return out
+
+
+def pick_bucket(groups: dict[tuple[int, int], list[Condition]], generator: torch.Generator
+                ) -> tuple[tuple[int, int], list[Condition]]:
+    """A bucket with probability proportional to its conditions (every condition equally likely).
+
+    With one non-empty bucket no random number is drawn, so square-only data replays the old runs.
+    """
+    items = list(groups.items())
+    if len(items) == 1:
+        return items[0]
+    weights = torch.tensor([len(c) for _, c in items], dtype=torch.float64)
+    return items[int(torch.multinomial(weights, 1, generator=generator).item())]
+
+
+def heldout_conditions(config: RLConfig, by_task: dict[str, list[Condition]]
+                       ) -> tuple[dict[str, list[Condition]], str | None]:
+    """The fixed held-out set of the reward curve: per active task, the first ``eval_conditions`` of
+    ``eval_split``; a task with none there uses its first training conditions (the split logged says so)."""
+    heldout = load_conditions(config.conditions_dir, config.eval_split) if config.eval_split else []
+    out, splits = {}, set()
+    for task in config.active_tasks:
+        conds = [c for c in heldout if c.task == task][: config.eval_conditions]
+        if conds:
+            splits.add(config.eval_split)
+        else:
+            conds = by_task[task][: config.eval_conditions]
+            splits.add(config.conditions_split or "all")
+        out[task] = conds
+    return out, "+".join(sorted(s for s in splits if s))
+
+
+def evaluate_heldout(state: TrainState, eval_set, split, reward_fn, criteria, vocabulary, buckets, autocast) -> dict:
+    """Reward of the current policy on the held-out set: full sampling with fixed noise, scored
+    against the base model's image from the same noise (computed once: the base never changes).
+
+    Returns the metrics row ``{"step", "kind": "eval", "split", "eval/reward/<task>", ...}``.
+    """
+    cfg, policy = state.config, state.policy
+    row: dict = {"step": state.step, "kind": "eval", "split": split}
+    base_cache = state.extra.setdefault("eval_base_images", {})
+    for task, conds in eval_set.items():
+        per_criterion: dict[str, list[float]] = defaultdict(list)
+        for size, group in bucket_conditions({task: conds}, buckets)[task].items():
+            for start in range(0, len(group), cfg.batch_size):
+                chunk = group[start : start + cfg.batch_size]
+                images, masks = _load_batch(chunk, size)
+                embeds = policy.encode_prompts([c.policy_prompt for c in chunk], cfg.max_sequence_length)
+                # Fixed noise per chunk: the curve compares the same inputs at every evaluation.
+                gen = torch.Generator("cpu").manual_seed(cfg.seed * 7919 + start)
+                inputs = policy.prepare_inputs(images.to(policy.device), masks.to(policy.device), gen)
+                noise = policy.initial_noise(len(chunk), *size, gen)
+                schedule = policy.schedule(cfg.policy_steps, *size)
+                key = (task, size, start)
+                with torch.no_grad(), autocast():
+                    if key not in base_cache:
+                        # The base model; a full fine-tune without a frozen copy has none: its EMA stands in.
+                        has_base = not cfg.full_finetune or state.frozen_reference is not None
+                        with state.base() if has_base else state.reference():
+                            base = policy.decode(policy.denoise(noise, inputs, embeds, schedule, None, cfg.guidance),
+                                                 *size)
+                        base_cache[key] = base.cpu()
+                    mine = policy.decode(policy.denoise(noise, inputs, embeds, schedule, None, cfg.guidance), *size)
+                    base = base_cache[key].to(mine.device)
+                    if cfg.paste_back:
+                        mine = paste_back_source(mine, images, masks)
+                        base = paste_back_source(base, images, masks)
+                    prompts = [c.prompt for c in chunk]
+                    rows = criterion_rows(criteria[task], prompts, vocabulary)
+                    for criterion, values in score_criteria(reward_fn, mine, base, task, rows, prompts).items():
+                        per_criterion[criterion].extend(values.float().cpu().tolist())
+        for criterion, values in per_criterion.items():
+            row[f"eval/reward/{task}/{criterion}"] = sum(values) / len(values)
+        if per_criterion:
+            row[f"eval/reward/{task}"] = sum(row[f"eval/reward/{task}/{c}"] for c in per_criterion) / len(per_criterion)
+    return row
 
 
 def train(
@@ -453,13 +607,30 @@ def train(
     config.check_vocabulary(vocabulary)  # criterion names are the reward model's, not constants
     criteria = resolve_task_criteria(config, reward_criteria)
     check_every_condition_scored(criteria, by_task, vocabulary)
+    eval_set, eval_split = heldout_conditions(config, by_task) if config.eval_every else ({}, None)
+
+    # --- the memory plan, before any weight is read ----------------------------------------------
+    plan = memory_plan(config, use_bf16, max((len(c) for c in criteria.values()), default=1),
+                       with_reward=reward_fn is None)
+    if is_main:
+        logger.info("RL memory plan per device:\n%s", format_plan(plan))
+    check_budget(plan)
     if reward_fn is None:
         if not config.reward_model:
             raise ValueError("reward_model is required (or pass reward_fn)")
-        reward_fn = load_reward_fn(config, device)
+        reward_fn = load_reward_fn(config, device, weight_dtype)
+
+    # --- prompt embeddings: cached on disk under the run folder, kept on the CPU -----------------
+    prompts = [c.policy_prompt for c in conditions] + [c.policy_prompt for cs in eval_set.values() for c in cs]
+    if config.reference_true_cfg > 1.0:
+        prompts.append(config.negative_prompt)
+    embeds_dir = out / PROMPT_EMBEDS_DIR
+    cached = _all_prompts_on_disk(embeds_dir, prompts, config.max_sequence_length)
 
     # --- policy, trainable weights, reference --------------------------------------------------
-    policy = FillPolicy.from_pretrained(config.base_policy, device=device, dtype=weight_dtype)
+    policy = FillPolicy.from_pretrained(config.base_policy, device=device, dtype=weight_dtype,
+                                        load_text_encoders=not cached)
+    prepare_prompt_embeds(policy, embeds_dir, prompts, config.max_sequence_length, write=is_main)
     params = setup_trainable(policy, config)
     if config.gradient_checkpointing:
         policy.transformer.enable_gradient_checkpointing()
@@ -488,20 +659,24 @@ def train(
             load_checkpoint(state, resume_from)
     _broadcast_params(params, world)
 
-    # Prompts are fixed per condition: encode each once, then the text encoders are not needed.
-    for cond in conditions:
-        policy.encode_prompts([cond.policy_prompt], config.max_sequence_length)
     negative = None
     if config.reference_true_cfg > 1.0:
         negative = policy.encode_prompts([config.negative_prompt] * config.batch_size, config.max_sequence_length)
-    res = config.resolution
-    ref_schedule = policy.schedule(config.reference_steps, res, res)
-    pol_schedule = policy.schedule(config.policy_steps, res, res)
+    buckets = aspect_bucket_sizes(config.aspect_buckets, config.resolution, 2 * policy.vae_scale_factor)
+    by_bucket = bucket_conditions(by_task, buckets)
+    schedules: dict[tuple[int, int], tuple] = {}
+
+    def schedules_for(size: tuple[int, int]):
+        if size not in schedules:  # the shift of the sigma schedule depends on the image size
+            schedules[size] = (policy.schedule(config.reference_steps, *size), policy.schedule(config.policy_steps, *size))
+        return schedules[size]
+
     task_probs = torch.tensor([config.task_probs[t] for t in tasks], dtype=torch.float64)
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (out / "memory-plan.json").write_text(json.dumps(plan, indent=2))
     metrics_file = out / "metrics.jsonl"
     window: dict[str, list[float]] = defaultdict(list)
     window_start = time.time()
@@ -513,15 +688,16 @@ def train(
             raise RunCancelled(state.step, saved)
         gen = state.generator
         task = tasks[int(torch.multinomial(task_probs, 1, generator=gen).item())]
-        pool = by_task[task]
+        size, pool = pick_bucket(by_bucket[task], gen)
         picks = torch.randint(len(pool), (config.batch_size,), generator=gen).tolist()
         conds = [pool[i] for i in picks]
-        images, masks = _load_batch(conds, res)
+        images, masks = _load_batch(conds, size)
+        ref_schedule, pol_schedule = schedules_for(size)
         user_prompts = [c.prompt for c in conds]
         embeds = policy.encode_prompts([c.policy_prompt for c in conds], config.max_sequence_length)
         inputs = policy.prepare_inputs(images.to(device), masks.to(device), gen)
-        noise_ref = policy.initial_noise(config.batch_size, res, res, gen)
-        noise_pol = policy.initial_noise(config.batch_size, res, res, gen)
+        noise_ref = policy.initial_noise(config.batch_size, *size, gen)
+        noise_pol = policy.initial_noise(config.batch_size, *size, gen)
         k = sample_grad_step(gen, config.policy_steps, config.t_range)
 
         with autocast():
@@ -537,16 +713,13 @@ def train(
         hinge_sum = torch.zeros(config.batch_size, device=device)
         counts = torch.zeros(config.batch_size, device=device)
         step_rewards: dict[str, tuple[float, float]] = {}
-        for criterion in criteria[task]:
+        rows = criterion_rows(criteria[task], user_prompts, vocabulary)
+        with autocast():
+            rewards = score_criteria(reward_fn, pol_images, ref_images, task, rows, user_prompts)
+        for criterion, idx in rows:
             weight = config.criterion_weight(task, criterion)
-            idx = [i for i, p in enumerate(user_prompts) if criterion_applies(vocabulary, criterion, p)]
-            if not idx:
-                continue
             sel = torch.tensor(idx, device=device)
-            with autocast():
-                reward = reward_fn(
-                    pol_images[sel], ref_images[sel], task, criterion, [user_prompts[i] for i in idx]
-                ).float()
+            reward = rewards[criterion].float()
             hinge = F.relu(config.hinge_ceiling - reward)
             hinge_sum = hinge_sum.index_add(0, sel, weight * hinge)
             counts = counts.index_add(0, sel, torch.full_like(hinge, weight))
@@ -592,6 +765,12 @@ def train(
         if is_main and config.sample_grid_every and state.step % config.sample_grid_every == 0:
             save_sample_grid(out / "samples" / f"step-{state.step:06d}.png", images, masks, ref_images.detach(),
                              pol_images.detach())
+        if is_main and config.eval_every and state.step % config.eval_every == 0:
+            row = evaluate_heldout(state, eval_set, eval_split, reward_fn, criteria, vocabulary, buckets, autocast)
+            with metrics_file.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if progress is not None:
+                progress({"total_steps": config.max_steps, **row})
         if is_main and config.save_every and state.step % config.save_every == 0:
             save_checkpoint(state, out)
 

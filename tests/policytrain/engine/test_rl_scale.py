@@ -53,3 +53,119 @@ def test_batched_criteria_equal_per_criterion_scores_and_gradients(tiny_scorer):
     assert not torch.allclose(batched["structure"][[0, 2]], batched["text_alignment"])
     assert grad_batched.abs().max() > 0
     assert torch.allclose(grad_batched, grad_separate, atol=1e-7, rtol=1e-4)
+
+
+def _write_sized(root: Path, rows: list[dict]) -> Path:
+    """A conditions folder whose rows give their own image ``size`` (width, height) and split."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, row in enumerate(rows):
+        w, h = row.pop("size")
+        Image.fromarray((np.random.default_rng(i).random((h, w, 3)) * 200).astype(np.uint8)).save(root / f"images/s{i}.png")
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
+        Image.fromarray(mask).save(root / f"images/m{i}.png")
+        lines.append(json.dumps({"id": f"c{i}", "source": f"images/s{i}.png", "mask": f"images/m{i}.png",
+                                 "split": "train", **row}))
+    (root / "conditions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(("buckets", "expected"), [(3, (48, 96)), (1, (64, 64))])
+def test_a_two_to_one_extend_condition_trains_in_a_two_to_one_bucket(rl_config, tmp_path, buckets, expected):
+    folder = _write_sized(tmp_path / "c", [{"task": "extend", "prompt": "a tree", "size": (128, 64)}])
+    seen = []
+
+    def recording(first, second, task, criterion, prompts):
+        seen.append(tuple(first.shape[-2:]))
+        return center_brightness(first, second, task, criterion, prompts)
+
+    cfg = rl_config(conditions_dir=str(folder), task_probs={"extend": 1.0}, max_steps=1, batch_size=1,
+                    aspect_buckets=buckets, eval_every=0)
+    train(cfg, reward_fn=recording)
+    assert seen and set(seen) == {expected}  # (height, width): 2:1 kept, ~64² pixels; 1 bucket = the old square
+
+
+def test_prompt_embeddings_live_on_the_cpu_text_encoders_are_freed_and_the_disk_cache_is_reused(
+    rl_config, monkeypatch
+):
+    from diffusers import FluxFillPipeline
+
+    from policytrain.engine.pipeline import FillPolicy
+
+    policies, loads = [], []
+    real_prepare, real_load = rl.prepare_prompt_embeds, FillPolicy.from_pretrained.__func__
+
+    def spy_prepare(policy, *args, **kwargs):
+        policies.append(policy)
+        return real_prepare(policy, *args, **kwargs)
+
+    def spy_load(cls, *args, **kwargs):
+        loads.append(kwargs.get("load_text_encoders", True))
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(rl, "prepare_prompt_embeds", spy_prepare)
+    monkeypatch.setattr(FillPolicy, "from_pretrained", classmethod(spy_load))
+    cfg = rl_config(max_steps=1, save_every=1, eval_every=0)
+    train(cfg, reward_fn=center_brightness)
+    policy = policies[-1]
+    assert policy.pipe.text_encoder is None and policy.pipe.text_encoder_2 is None and not policy.has_text_encoders
+    assert policy._prompt_cache and all(e.prompt_embeds.device.type == "cpu" for e in policy._prompt_cache.values())
+    cache = Path(cfg.output_dir) / rl.PROMPT_EMBEDS_DIR
+    distinct = {c.policy_prompt for c in rl.load_conditions(cfg.conditions_dir, "train")}
+    assert len(list(cache.glob("*.safetensors"))) == len(distinct)
+
+    # Resume: every prompt is on disk, so the text encoders are not even loaded and nothing is encoded.
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a prompt was encoded again")
+
+    monkeypatch.setattr(FluxFillPipeline, "encode_prompt", no_encoding)
+    train(cfg.replace(max_steps=2, resume=True), reward_fn=center_brightness)
+    assert loads == [True, False]
+
+
+def test_memory_plan_counts_parameters_on_the_meta_device_and_refuses_an_over_budget_run(rl_config, monkeypatch):
+    from policytrain.engine.memory import memory_plan
+    from policytrain.engine.pipeline import FillPolicy
+
+    cfg = rl_config()
+    plan = {c["name"]: c for c in memory_plan(cfg, use_bf16=False)["components"]}
+    real = FillPolicy.from_pretrained(cfg.base_policy)
+    assert plan["policy transformer"]["params"] == sum(p.numel() for p in real.transformer.parameters())
+    assert plan["vae"]["params"] == sum(p.numel() for p in real.vae.parameters())
+    assert plan["text_encoder_2"]["params"] == sum(p.numel() for p in real.pipe.text_encoder_2.parameters())
+    real.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    lora = sum(p.numel() for n, p in real.transformer.named_parameters() if "lora_" in n)
+    assert plan["policy transformer"]["trainable"] == lora
+    assert plan["policy transformer"]["optimizer"] == 8 * lora  # two fp32 AdamW moments
+    full = {c["name"]: c for c in memory_plan(cfg.replace(full_finetune=True), use_bf16=True)["components"]}
+    assert full["policy transformer"]["trainable"] == plan["policy transformer"]["params"]
+    assert "frozen reference transformer" in full  # Algorithm 1's base copy of a full fine-tune
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("weights were loaded before the memory plan was checked")
+
+    monkeypatch.setattr(FillPolicy, "from_pretrained", must_not_load)
+    with pytest.raises(ValueError, match=r"memory plan needs about .* above memory_budget_gb=1e-06"):
+        train(rl_config(memory_budget_gb=1e-6), reward_fn=center_brightness)
+
+
+def test_heldout_reward_curve_is_logged_at_every_eval_step(rl_config, tmp_path):
+    rows = [{"task": "fill", "prompt": "a red cat", "size": (64, 64)},
+            {"task": "fill", "prompt": "a blue sky", "size": (64, 64), "split": "val"}]
+    folder = _write_sized(tmp_path / "c", rows)
+    events = []
+    cfg = rl_config(conditions_dir=str(folder), task_probs={"fill": 1.0}, max_steps=3, eval_every=2, batch_size=1)
+    train(cfg, reward_fn=center_brightness, progress=events.append)
+    metrics = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in metrics if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2]
+    assert evals[0]["split"] == "val"
+    assert 0.0 <= evals[0]["eval/reward/fill"] <= 1.0
+    assert evals[0]["eval/reward/fill"] == pytest.approx(
+        (evals[0]["eval/reward/fill/structure"] + evals[0]["eval/reward/fill/aesthetics"]) / 2
+    )
+    assert [e["step"] for e in events if e.get("kind") == "eval"] == [2]
