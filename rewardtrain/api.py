@@ -140,7 +140,7 @@ class BaselineOut(serializers.ModelSerializer):
         return job_payload(obj.job)
 
     def get_snapshot(self, obj) -> dict:
-        return {"id": obj.snapshot_id, "name": obj.snapshot.name, "content_hash": obj.snapshot.content_hash}
+        return sel.snapshot_ref(obj.snapshot)
 
 
 class ModelOut(serializers.ModelSerializer):
