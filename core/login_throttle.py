@@ -37,7 +37,7 @@ def client_address(request) -> str:
 
 def _keys(username: str | None, address: str) -> list[tuple[str, int]]:
     keys = []
-    if username:
+    if isinstance(username, str) and username:  # a JSON body may send any type (a 500 otherwise)
         digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
         keys.append((f"login-fail:acct:{digest}", settings.LOGIN_FAILURES_PER_ACCOUNT))
     if address:
