@@ -338,7 +338,8 @@ class LineageApi(_Staff):
         if kind not in LINEAGE:
             raise Http404("Unknown kind")
         model, fn = LINEAGE[kind]
-        return Response(fn(get_object_or_404(model, pk=pk)))
+        # Like the pages: nodes on pages this role cannot open come without a url.
+        return Response(sel.links_for_viewer(request.user, fn(get_object_or_404(model, pk=pk))))
 
 
 def _pair(request, model):

@@ -115,6 +115,8 @@ def test_the_seeded_curator_is_shown_no_link_that_answers_403(settings):
     assert f"/dashboard/snapshots/{snapshot.pk}/" in urls
     for url in urls:
         assert cur.get(url).status_code != 403, url
+    for url in _urls(cur.get(f"/api/dashboard/lineage/snapshot/{snapshot.pk}/").json()):
+        assert cur.get(url).status_code != 403, url
     node = next(n for n in data["lineage"]["downstream"]["reward_models"] if n["id"] == model.pk)
     assert node["url"] is None and node["label"] == "rm"
     # A scientist may open the reward model, so the link stays for them.
