@@ -275,6 +275,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Training never runs in the web queue; a GPU worker listens on `gpu` only (docs/operations.md).
 CELERY_TASK_ROUTES = {
+    # The baseline learner trains in CPU minutes: it must not wait behind a GPU run (exact names
+    # are matched before the patterns below).
+    "rewardtrain.tasks.baseline_train_task": {"queue": "default"},
     "rewardtrain.tasks.*": {"queue": env.str("CELERY_GPU_QUEUE", default="gpu")},
     "policytrain.tasks.*": {"queue": env.str("CELERY_GPU_QUEUE", default="gpu")},
 }

@@ -118,3 +118,13 @@ def test_train_baseline_command_queues_or_trains_and_a_queued_one_cancels(monkey
     second = BaselineRun.objects.exclude(pk=first.pk).get()
     assert second.job.status == JobStatus.SUCCEEDED and queued == [first.job_id]
     assert "fill/structure" in out.getvalue() and f"baseline {second.pk} finished" in out.getvalue()
+
+
+def test_the_baseline_trains_on_the_cpu_queue_and_reward_runs_on_the_gpu_queue():
+    from config.celery_app import app
+
+    def queue(name: str) -> str:
+        return app.amqp.router.route({}, name)["queue"].name
+
+    assert queue("rewardtrain.tasks.baseline_train_task") == "default"
+    assert queue("rewardtrain.tasks.reward_train_task") == "gpu"
