@@ -169,3 +169,74 @@ def test_heldout_reward_curve_is_logged_at_every_eval_step(rl_config, tmp_path):
         (evals[0]["eval/reward/fill/structure"] + evals[0]["eval/reward/fill/aesthetics"]) / 2
     )
     assert [e["step"] for e in events if e.get("kind") == "eval"] == [2]
+
+
+def test_memory_plan_at_real_size_on_the_meta_device(tmp_path):
+    """FLUX.1-Fill-dev and Qwen2.5-VL-7B shapes, built on the meta device: the counts are the GPU bench's."""
+    from transformers import Qwen2_5_VLConfig
+
+    from policytrain.engine.config import RLConfig
+    from policytrain.engine.memory import GIB, check_budget, memory_plan
+
+    flux = tmp_path / "flux"
+    for sub, cfg in {
+        "transformer": {"_class_name": "FluxTransformer2DModel", "attention_head_dim": 128, "guidance_embeds": True,
+                        "in_channels": 384, "out_channels": 64, "joint_attention_dim": 4096, "num_attention_heads": 24,
+                        "num_layers": 19, "num_single_layers": 38, "patch_size": 1, "pooled_projection_dim": 768,
+                        "axes_dims_rope": [16, 56, 56]},
+        "vae": {"_class_name": "AutoencoderKL", "latent_channels": 16, "block_out_channels": [128, 256, 512, 512],
+                "layers_per_block": 2, "down_block_types": ["DownEncoderBlock2D"] * 4,
+                "up_block_types": ["UpDecoderBlock2D"] * 4, "use_quant_conv": False, "use_post_quant_conv": False},
+    }.items():
+        (flux / sub).mkdir(parents=True)
+        (flux / sub / "config.json").write_text(json.dumps(cfg))
+    Qwen2_5_VLConfig(
+        text_config={"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+                     "num_key_value_heads": 4, "vocab_size": 152064,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}},
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                       "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31]},
+    ).save_pretrained(tmp_path / "rm")
+    cfg = RLConfig(base_policy=str(flux), conditions_dir="unused", output_dir="unused", reward_model=str(tmp_path / "rm"),
+                   lora_rank=64, batch_size=1)
+    plan = memory_plan(cfg, use_bf16=True, criteria_per_task=2)
+    parts = {c["name"]: c for c in plan["components"]}
+    assert parts["policy transformer"]["params"] == 11_902_391_360  # + LoRA r=64 = the bench's 12.007 B
+    assert parts["reward model"]["params"] == 8_292_166_656  # the bench's 8.292 B
+    lora = parts["policy transformer"]["trainable"]
+    assert 100e6 < lora < 110e6  # the bench's 104.6 M trainable
+    assert parts["policy transformer"]["weights"] == 2 * 11_902_391_360 + 4 * lora  # bf16 base + fp32 adapter
+    assert parts["reward model"]["weights"] == 2 * 8_292_166_656
+    assert 35 < plan["peak_gib"] < 60  # the bench measured 41.6 GiB for one criterion
+    check_budget({**plan, "budget_gib": 80})
+    with pytest.raises(ValueError, match="policy transformer"):
+        check_budget({**plan, "budget_gib": 40})
+    fp32 = memory_plan(cfg.replace(reward_gradient_checkpointing=False), use_bf16=False, criteria_per_task=2)
+    assert fp32["peak_gib"] > plan["peak_gib"] + 40  # what RL loaded before: fp32, no checkpointing
+    assert fp32["peak_gib"] * GIB == pytest.approx(sum(c["total"] for c in fp32["components"]))
+
+
+def test_rl_loads_the_reward_model_as_benchmarked_and_scores_a_batch_in_one_forward(rl_config, tmp_path, monkeypatch):
+    from rewardtrain.engine.scorer import RewardScorer
+    from rewardtrain.engine.template import TEMPLATE_VERSION
+    from rewardtrain.engine.tiny import build_tiny_reward_model
+
+    rm = build_tiny_reward_model(tmp_path / "rm", seed=0)
+    (rm / "onereward.json").write_text(json.dumps({"template_version": TEMPLATE_VERSION,
+                                                    "trained_on": {"fill": ["text_alignment", "structure"]}}))
+    loaded = rl.load_reward_fn(rl_config(reward_model=str(rm)), torch.device("cpu"), torch.bfloat16)
+    assert loaded.scorer.dtype == torch.bfloat16 and loaded.scorer._checkpointed_layers
+    assert not any(p.requires_grad for p in loaded.scorer.model.parameters())
+
+    calls = []
+    real = RewardScorer.differentiable
+
+    def counting(self, first, second, task, criterion, *args, **kwargs):
+        calls.append(list(criterion) if not isinstance(criterion, str) else [criterion])
+        return real(self, first, second, task, criterion, *args, **kwargs)
+
+    monkeypatch.setattr(RewardScorer, "differentiable", counting)
+    cfg = rl_config(reward_model=str(rm), task_probs={"fill": 1.0}, max_steps=1, eval_every=0)
+    train(cfg)
+    assert len(calls) == 1  # one forward for both criteria of the step
+    assert sorted(set(calls[0])) == ["structure", "text_alignment"] and len(calls[0]) == 2 * cfg.batch_size
