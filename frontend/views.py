@@ -107,7 +107,8 @@ def new_reward_run(request: HttpRequest) -> HttpResponse:
     snapshots = DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:200]
     return _dash(request, "new_reward.html", "new", snapshots=snapshots, presets=preset_names(),
                  campaigns=Campaign.objects.select_related("task_type").order_by("-id")[:300],
-                 tasks=_task_criteria(), preset_configs={n: load_preset(n) for n in preset_names()},
+                 tasks=_task_criteria(), criteria=dsel.vocabulary()["criteria"],
+                 preset_configs={n: load_preset(n) for n in preset_names()},
                  aggregations=AGGREGATION_SUMMARIES.items(), default_aggregation=DEFAULT_AGGREGATION)
 
 

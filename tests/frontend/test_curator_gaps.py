@@ -142,6 +142,9 @@ def test_a_curators_new_criterion_reaches_tables_filters_and_the_leaderboard():
     sci = client_for("sci", "scientist")
     page = sci.get("/dashboard/leaderboard/").content.decode()
     assert '<option value="lighting"' in page
+    builder = sci.get("/dashboard/new/reward/").content.decode()  # the snapshot builder's criterion filter
+    assert 'name="criterion" value="lighting"> Lighting' in builder
+    assert 'name="criterion" value="structure"> Structure' in builder
     assert sci.get("/api/dashboard/leaderboard/?task=fill&criterion=lighting").status_code == 200
     wrong = sci.get("/api/dashboard/leaderboard/?task=removal&criterion=lighting")
     assert wrong.status_code == 400 and "criterion" in wrong.json()["fields"]
