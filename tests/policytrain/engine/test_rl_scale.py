@@ -11,7 +11,7 @@ import torch
 from policytrain.engine import rl
 from policytrain.engine.rl import train
 
-from .conftest import center_brightness, write_conditions
+from .conftest import center_brightness
 
 
 @pytest.fixture(scope="module")
