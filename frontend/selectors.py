@@ -46,7 +46,7 @@ from jobs.selectors import job_list, job_metric_series
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun, policy_source_name
 from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production_checkpoint, run_sample_grids
 from rewardtrain.models import RewardModel, RewardRun
-from rewardtrain.selectors import evaluation_list
+from rewardtrain.selectors import accuracy_comparison, baseline_list, evaluation_list, latest_baseline
 
 # The built-in criteria's column order (the paper's Table 1); curators' criteria follow them.
 COLUMNS = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
@@ -247,6 +247,29 @@ def reward_model_evaluations(model: RewardModel) -> list[dict]:
                     "job": ev.job_id, "url": reverse("dash-run", args=[ev.job_id]), "error": ev.job.error,
                     "table": accuracy_table(ev.report) if ev.report else None})
     return out
+
+
+def _percent_cell(cell: dict | None) -> dict | None:
+    if cell is None:
+        return None
+    interval = cell["interval"]
+    return {"accuracy": cell["accuracy"] * 100, "n": cell["n"],
+            "ci95": [interval[0] * 100, interval[1] * 100] if interval else None}
+
+
+def reward_model_baseline(model: RewardModel) -> dict:
+    """The baseline learner beside a reward model: the newest finished baseline on the model's
+    snapshot, the VLM's and the baseline's held-out accuracy per task × criterion (percent, n,
+    95 % interval) and any baseline still queued or running on that snapshot."""
+    run = latest_baseline(model.snapshot_id)
+    rows = [{"task": TASK_NAMES.get(r["task"], r["task"]), "criterion": CRITERION_NAMES.get(r["criterion"], r["criterion"]),
+             "vlm": _percent_cell(r["vlm"]), "baseline": _percent_cell(r["baseline"])}
+            for r in accuracy_comparison(model.eval_report or {}, run.report if run else None)]
+    pending = [{"id": b.pk, "status": b.job.status, "url": reverse("dash-run", args=[b.job_id])}
+               for b in baseline_list(snapshot=model.snapshot_id).filter(
+                   job__status__in=[JobStatus.QUEUED, JobStatus.RUNNING])]
+    return {"run": run, "url": reverse("dash-run", args=[run.job_id]) if run else None, "rows": rows if run else [],
+            "pending": pending}
 
 
 def _metrics_rows(run_dir: str, limit: int = 20000) -> list[dict]:

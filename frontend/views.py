@@ -155,7 +155,7 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _dash(request, "reward_model.html", "registry", model=model, table=dsel.accuracy_table(model.eval_report),
                  lineage=dsel.reward_model_graph(model),
                  others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100],
-                 evaluations=dsel.reward_model_evaluations(model),
+                 evaluations=dsel.reward_model_evaluations(model), baseline=dsel.reward_model_baseline(model),
                  snapshots=DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:100],
                  splits=EVALUATION_SPLITS)
 

@@ -1127,7 +1127,15 @@
       submitting(form, false);
       if (r.ok) location.reload(); else showErrors(form, r.data);
     });
-    if ($("#rm-evaluations").dataset.pending) {
+    const baseline = $("#baseline-form");
+    baseline.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      submitting(baseline, true);
+      const r = await api("/api/reward/baselines/", { method: "POST", body: { snapshot: Number($("#rm-baseline").dataset.snapshot) } });
+      submitting(baseline, false);
+      if (r.ok) location.reload(); else showErrors(baseline, r.data);
+    });
+    if ($("#rm-evaluations").dataset.pending || $("#rm-baseline").dataset.pending) {
       setInterval(() => { if (!document.hidden && !form.contains(document.activeElement)) location.reload(); }, 2000);
     }
   }
