@@ -240,3 +240,33 @@ def test_skip_with_a_preset_reason_from_the_keyboard(browser_page):
     wait_item(page, lease)
     skipped = Lease.objects.get(uid=lease)
     assert (skipped.state, skipped.skip_reason) == (LeaseState.SKIPPED, "Prompt unreadable")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_workspace_and_home_follow_a_dark_system_setting(chromium_browser, live_server):
+    make_user("ann", "annotator")
+    campaign = make_campaign(task="fill", n_samples=2, overlap=1)
+
+    def luminance(scheme: str) -> dict:
+        context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url,
+                                               color_scheme=scheme)
+        try:
+            page = context.new_page()
+            login(page, "ann")
+            out = {}
+            for name, url in (("home", "/"), ("workspace", f"/annotate/{campaign.pk}/")):
+                page.goto(url)
+                if name == "workspace":
+                    wait_item(page)
+                out[name] = page.evaluate("""() => { const px = (c) => c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+                    const lum = (c) => px(c).reduce((a, b) => a + b, 0) / 765;
+                    return { bg: lum(getComputedStyle(document.documentElement).backgroundColor),
+                             text: lum(getComputedStyle(document.body).color) }; }""")
+            return out
+        finally:
+            context.close()
+
+    light, dark = luminance("light"), luminance("dark")
+    for name in ("home", "workspace"):
+        assert light[name]["bg"] > 0.8 and light[name]["text"] < 0.3, (name, light)
+        assert dark[name]["bg"] < 0.15 and dark[name]["text"] > 0.8, (name, dark)
