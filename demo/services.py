@@ -52,6 +52,7 @@ from annotation.models import Campaign, CampaignMode, Candidate, DatasetSnapshot
 from annotation.services.campaigns import campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png, sample_create_from_images
 from annotation.services.snapshots import snapshot_create, snapshot_execute
+from contracts.snapshot import iter_raw_rows, read_raw_rows
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_create, job_execute
 from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base
@@ -417,8 +418,7 @@ def control_reward_model_register(snapshot: DatasetSnapshot, *, base_model: Path
 
 
 def _has_pairs(snapshot_dir: str, split: str) -> bool:
-    path = Path(snapshot_dir) / "pairs.jsonl"
-    return any(json.loads(line).get("split") == split for line in path.read_text().splitlines() if line.strip())
+    return any(row.get("split") == split for _, row in iter_raw_rows(Path(snapshot_dir)))
 
 
 def rl_overrides(cfg: dict, *, seed: int) -> dict:
@@ -484,8 +484,7 @@ def label_ceiling(snapshot: DatasetSnapshot, split: str, scores: dict[int, dict[
     """Share of the held-out labels a perfect, oracle-equivalent reward model would reproduce
     (oracle tie = ½): the noise ceiling of the RM's label accuracy, on the very same pairs."""
     acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for line in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_raw_rows(snapshot.path):
         if row["split"] != split:
             continue
         w = scores.get(row["winner_candidate_id"], {}).get(row["criterion"])
@@ -785,7 +784,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         progress(f"  promotion gate: {_promotion_text(promotion)}")
 
     timings["total"] = round(time.time() - t_all, 2)
-    judged_pairs = [json.loads(x) for x in (Path(snapshot.path) / "pairs.jsonl").read_text().splitlines() if x.strip()]
+    judged_pairs = read_raw_rows(snapshot.path)
     agree = [1.0 if scores[r["winner_candidate_id"]][r["criterion"]] > scores[r["loser_candidate_id"]][r["criterion"]]
              else 0.5 if scores[r["winner_candidate_id"]][r["criterion"]] == scores[r["loser_candidate_id"]][r["criterion"]]
              else 0.0 for r in judged_pairs]

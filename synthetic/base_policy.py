@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contracts.conditions import CONDITIONS_FILE, read_conditions
 from policytrain.engine.pipeline import FillInputs, FillPolicy, policy_prompt
 
 ProgressFn = Callable[[dict], None]
@@ -168,7 +169,7 @@ def config_hash(config: PretrainConfig) -> str:
         from policytrain.engine.tiny import TINY_BUILD_VERSION
 
         data["tiny_build"] = TINY_BUILD_VERSION
-    index = Path(config.conditions_dir) / "conditions.jsonl"
+    index = Path(config.conditions_dir) / CONDITIONS_FILE
     data["conditions_sha256"] = hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else None
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -246,22 +247,15 @@ def _image(path: Path, mode: str, res: int, resample) -> torch.Tensor:
 def load_training_data(conditions_dir: str | Path, resolution: int, split: str | None = None) -> _Data:
     """Read source, mask, target and prompt of every row (that has a ``target``) into memory."""
     root = Path(conditions_dir)
-    index = root / "conditions.jsonl"
-    if not index.is_file():
-        raise ValueError(f"conditions folder {root} has no conditions.jsonl")
+    index = root / CONDITIONS_FILE
     src, msk, tgt, prompts = [], [], [], []
-    for line in index.read_text().splitlines():
-        if not line.strip():
+    for row in read_conditions(root, split):
+        if not row.target:
             continue
-        row = json.loads(line)
-        if split is not None and row.get("split") != split:
-            continue
-        if not row.get("target"):
-            continue
-        src.append(_image(root / row["source"], "RGB", resolution, Image.BICUBIC))
-        msk.append(_image(root / row["mask"], "L", resolution, Image.NEAREST))
-        tgt.append(_image(root / row["target"], "RGB", resolution, Image.BICUBIC))
-        prompts.append(policy_prompt(row["task"], row.get("prompt") or ""))
+        src.append(_image(root / row.source, "RGB", resolution, Image.BICUBIC))
+        msk.append(_image(root / row.mask, "L", resolution, Image.NEAREST))
+        tgt.append(_image(root / row.target, "RGB", resolution, Image.BICUBIC))
+        prompts.append(policy_prompt(row.task, row.prompt))
     if not src:
         raise ValueError(f"{index}: no rows with a 'target' image{f' in split {split!r}' if split else ''}")
     return _Data(torch.stack(src), torch.stack(msk), torch.stack(tgt), prompts)
