@@ -7,7 +7,6 @@ Algorithms 1 and 2 at 64 and 112 px. The last line is ``ratio: <ours/plain steps
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from contracts.conditions import ConditionRow  # noqa: E402
+from contracts.conditions import write_conditions as write_index  # noqa: E402
 from policytrain.engine.config import RLConfig  # noqa: E402
 from policytrain.engine.rl import train  # noqa: E402
 from policytrain.engine.tiny import build_tiny_fill_pipeline  # noqa: E402
@@ -37,15 +38,15 @@ def write_conditions(root: Path, size: int) -> Path:
 
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    lines = []
+    rows = []
     for i in range(4):
         mask = np.zeros((size, size), np.uint8)
         mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
         Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(root / f"images/s{i}.png")
         Image.fromarray(mask).save(root / f"images/m{i}.png")
-        lines.append(json.dumps({"id": f"c{i}", "task": "fill", "prompt": "a red cat", "split": "train",
-                                 "source": f"images/s{i}.png", "mask": f"images/m{i}.png"}))
-    (root / "conditions.jsonl").write_text("\n".join(lines) + "\n")
+        rows.append(ConditionRow(id=f"c{i}", task="fill", prompt="a red cat", split="train",
+                                 source=f"images/s{i}.png", mask=f"images/m{i}.png"))
+    write_index(root, rows)
     return root
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import os
 import random
 import sys
@@ -30,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from contracts.snapshot import write_manifest, write_pairs  # noqa: E402
 
 
 class PeakRSS:
@@ -79,8 +80,8 @@ def make_snapshot(root: Path, n_pairs: int, size: int, seed: int = 0) -> Path:
             imgs.append(f"images/{name}")
         rows.append({"pair_id": f"p{i}", "split": "train", "task": "fill", "criterion": "structure", "prompt": "",
                      "winner": imgs[0], "loser": imgs[1], "sample_id": str(i), "votes": 1, "agreement": 1.0})
-    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "manifest.json").write_text(json.dumps({"content_hash": "bench", "human_ceiling": {}}))
+    write_pairs(root, rows)
+    write_manifest(root, {"content_hash": "bench", "human_ceiling": {}})
     return root
 
 
