@@ -93,9 +93,12 @@ def test_generation_job_creates_candidates_and_started_campaign(tiny_reward_dir,
     client.login(username="sci", password="pw-test-1234")
     page = client.get(f"/dashboard/checkpoints/{checkpoint.pk}/").content.decode()
     # G 7 / S 1 / B 0 over 4 items × 2: win rate 7.5 / 8, interval 0.9375 ± t(3 df) 3.182 · 0.0625 (by item).
-    shown = re.search(r"annotators: win rate ([\d.]+) \[([\d.]+), ([\d.]+)\] vs base:tiny, 8 judgments: "
+    shown = re.search(r'annotators: win rate <span data-testid="win-rate-cell">([\d.]+) <span class="ci">'
+                      r"\(n=(\d+), ([\d.]+)–([\d.]+)\)</span></span> vs base:tiny: "
                       r"<strong>better</strong>; better on Structure</span>", page)
-    assert shown and shown.group(1) == "0.938" and float(shown.group(2)) == pytest.approx(0.739, abs=0.006)
+    assert shown, page[page.find("annotators:"):][:400]
+    assert shown.group(1) == "0.94" and shown.group(2) == "8"
+    assert float(shown.group(3)) == pytest.approx(0.739, abs=0.006)
 
 
 @pytest.mark.django_db
