@@ -63,3 +63,39 @@ def atomic_folder(final: Path) -> Iterator[Path]:
         raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+
+
+@contextmanager
+def shared_atomic_folder(final: Path, *, is_main: bool, distributed: bool) -> Iterator[Path]:
+    """``atomic_folder`` for a checkpoint that every rank writes into (a sharded save).
+
+    Rank 0 makes the temporary sibling and tells every rank its name; all ranks write their
+    shards into it inside the block, and rank 0 writes the marker file last (after the collective
+    save has returned, so every rank's files are on disk). After a barrier rank 0 publishes the
+    folder with one rename, and a second barrier lets no rank run ahead of the publication.
+    Collective: every rank must enter it. On an exception rank 0 removes the temporary folder;
+    a peer still waiting in a collective then fails with the job, as it would without this.
+    """
+    import torch.distributed as dist
+
+    tmp_name = [None]
+    if is_main:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name[0] = f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        (final.parent / tmp_name[0]).mkdir()
+    if distributed:
+        dist.broadcast_object_list(tmp_name, src=0)
+    tmp = final.parent / str(tmp_name[0])
+    try:
+        yield tmp
+    except BaseException:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if distributed:
+        dist.barrier()
+    if is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    if distributed:
+        dist.barrier()

@@ -176,3 +176,50 @@ def task_criteria_present(rows: list[PairRow], vocabulary: Vocabulary = BUILTIN)
         for t in vocabulary.task_slugs
         if any(p[0] == t for p in present)
     }
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``i`` is this rank's collated batch (images decoded) of optimizer step ``start_step + i``.
+
+    The pairs of a step are ``shard_for_rank(global_batch_indices(step))``, a pure function of
+    (step, seed, rank), so a DataLoader that reads items in order, in the training process or in
+    worker processes, yields exactly the batches of the in-process loop, and a resume at step s
+    starts at item 0 = step s.
+    """
+
+    def __init__(self, rows: list[PairRow], collator: PairCollator, *, batch_size: int, seed: int, rank: int,
+                 world_size: int, start_step: int, total_steps: int):
+        self.rows, self.collator = rows, collator
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.start_step, self.total_steps = start_step, total_steps
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def rows_of(self, step: int) -> list[PairRow]:
+        """This rank's pairs of optimizer step ``step``."""
+        indices = global_batch_indices(len(self.rows), self.batch_size, step, self.seed)
+        return [self.rows[i] for i in shard_for_rank(indices, self.rank, self.world_size)]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.collator(self.rows_of(self.start_step + index))
+
+
+def step_batch_loader(batches: StepBatches, *, num_workers: int = 0, prefetch_factor: int = 2):
+    """A DataLoader over ``batches`` in step order. With ``num_workers`` > 0, worker processes
+    decode images and encode batches, each keeping ``prefetch_factor`` batches ready, and stay up
+    for the whole run (persistent); the order is still the step order (DataLoader hands items back
+    in index order whichever worker made them). 0 workers: every batch is built in this process.
+
+    The loader draws its base seed from a generator of its own: starting an iterator must not
+    take a number from the global torch RNG, or a resumed run's dropout stream would be one draw
+    off the uninterrupted run's (the RNG state restored from the checkpoint is the one to use).
+    """
+    workers = num_workers > 0
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, shuffle=False, num_workers=num_workers,
+        prefetch_factor=prefetch_factor if workers else None, persistent_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -5,13 +5,20 @@ the rest (embeddings, merger, norm, lm_head). Parameters, gradients and AdamW st
 in 1/N slices on each rank, and each unit is all-gathered only while it runs. That is what lets
 full fine-tuning of a 7B model fit GPUs that cannot hold weights, gradients and moments whole.
 
-State moves in and out as *full* state dicts keyed by parameter names. These are gathered to
-rank 0's CPU on save and scattered back from a full copy on every rank on load, so a checkpoint
-does not depend on how many ranks wrote it. All functions here are collective: every rank must
-call them.
+Checkpoints come in two formats, both keyed by parameter names and so independent of how many
+ranks wrote them. "dcp" (``save_dcp_state`` / ``load_dcp_state``): torch.distributed.checkpoint,
+each rank writing its own shards of the trainable weights and AdamW moments, and any number of
+ranks (one included, with or without FSDP) reading back the slices it owns: nothing is gathered
+whole anywhere. "full" (``full_model_state`` / ``load_full_state``, the older format): the state is
+gathered to rank 0's CPU on save and scattered back from a full copy on every rank on load.
+All functions here are collective: every rank must call them.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,3 +106,52 @@ def load_full_state(
         raise ValueError(f"checkpoint lacks trainable weights, e.g. {missing[:3]}")
     set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, strict=False))
     set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+
+
+#: Sub-folder of a "dcp" checkpoint that holds the torch.distributed.checkpoint files.
+DCP_DIR = "dcp"
+
+
+def _dcp_options(*, strict: bool = True):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # Frozen weights come from the base model on load: a LoRA checkpoint holds adapters only.
+    return StateDictOptions(ignore_frozen_params=True, strict=strict)
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns on every single-process save and load even when asked for one (``no_dist``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def save_dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Write the trainable weights and the optimizer state with torch.distributed.checkpoint into
+    ``folder``: each rank writes its own shards (replicated tensors once), rank 0 the metadata.
+    Works sharded (FSDP2), replicated (DDP, pass the unwrapped model) and in one process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_dcp_options())
+    with _single_process_quiet():
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder),
+                 no_dist=not dist.is_initialized())
+
+
+def load_dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Read what ``save_dcp_state`` wrote, on any number of ranks: DCP reshards from the saved
+    global offsets into whatever this model's parameters are (FSDP slices or whole tensors).
+
+    A fresh optimizer has no state to read into; ``get_state_dict`` allocates it first (one AdamW
+    step at lr 0 with zero gradients, which moves no weight)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_dcp_options())
+    state = {"model": model_state, "optimizer": optim_state}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=_dcp_options(strict=False))

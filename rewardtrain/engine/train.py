@@ -6,8 +6,9 @@ both orders, and minimises the Yes/No cross-entropy of paper Eq. 3. Under `torch
 gradients, so N processes reproduce the 1-process loss curve. Only rank 0 writes files.
 
 Run folder layout (docs/engine-contracts.md): config.json, metrics.jsonl,
-checkpoints/step-<n>/ (adapter or model weights, optimizer, scheduler, RNG states, trainer state
-with the data position), final/ (merged weights + processor + onereward.json), and result.json,
+checkpoints/step-<n>/ (adapter or model weights and optimizer, or with checkpoint_format "dcp"
+their torch.distributed.checkpoint shards; scheduler, RNG states, trainer state with the data
+position), final/ (merged weights + processor + onereward.json), and result.json,
 written last.
 """
 
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from contracts.cards import write_reward_card
-from enginekit.checkpoints import atomic_folder, checkpoint_dir, prune_checkpoints
+from enginekit.checkpoints import atomic_folder, checkpoint_dir, prune_checkpoints, shared_atomic_folder
 from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
 from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
     DistEnv,
@@ -45,18 +46,28 @@ from .config import RewardTrainConfig
 from .data import (
     PairCollator,
     PairRow,
+    StepBatches,
     global_batch_indices,
     load_manifest,
     load_training_pairs,
     load_vocabulary,
     read_pairs,
     shard_for_rank,
+    step_batch_loader,
     task_criteria_present,
 )
 from .loss import yes_no_cross_entropy
 from .model import forward_log_odds, load_reward_model
 from .processor import save_processor
-from .sharding import full_model_state, full_optimizer_state, load_full_state, shard_model
+from .sharding import (
+    DCP_DIR,
+    full_model_state,
+    full_optimizer_state,
+    load_dcp_state,
+    load_full_state,
+    save_dcp_state,
+    shard_model,
+)
 from .template import TEMPLATE_VERSION
 
 logger = logging.getLogger(__name__)
@@ -226,6 +237,8 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:
+        if self.config.checkpoint_format == "dcp":
+            return self._save_dcp_checkpoint(step)
         rng_states = _gather_objects(rng_state(), self.env)  # every rank's RNG, written by rank 0
         if self.sharded:  # collective: every rank hands its shards to rank 0
             sharded_state = (full_model_state(self.model, trainable_only=True),
@@ -238,6 +251,39 @@ class _Trainer:
             self._log({"step": step, "kind": "checkpoint", "path": str(final)})
         self._barrier()
         return final
+
+    def _save_dcp_checkpoint(self, step: int) -> Path:
+        """A "dcp" checkpoint: every rank writes its shards of the trainable weights and AdamW
+        state into the shared temporary folder (nothing is gathered), rank 0 the rest and the
+        marker last; then the folder is published in one rename."""
+        rng_states = _gather_objects(rng_state(), self.env)
+        final = checkpoint_dir(self.out, step)
+        with shared_atomic_folder(final, is_main=self.env.is_main, distributed=self.env.distributed) as tmp:
+            save_dcp_state(self.model, self.optimizer, tmp / DCP_DIR)  # collective
+            if self.env.is_main:
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                torch.save(rng_states, tmp / "rng.pt")
+                self._write_trainer_state(tmp, step)
+        if self.env.is_main:
+            prune_checkpoints(self.out, CHECKPOINT_MARKER, self.config.keep_checkpoints)
+            self._log({"step": step, "kind": "checkpoint", "path": str(final)})
+        self._barrier()
+        return final
+
+    def _write_trainer_state(self, tmp: Path, step: int) -> None:
+        """The marker file, written last: the step, the data position and how the state was saved."""
+        epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
+        state = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "world_size": self.env.world_size,
+            "parallelism": "fsdp" if self.sharded else "ddp",
+            "checkpoint_format": self.config.checkpoint_format,
+            "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
+            "seed": self.config.seed,
+            "saved_at": datetime.now(UTC).isoformat(),
+        }
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps(state, indent=2))
 
     def _write_checkpoint(self, tmp: Path, step: int, rng_states: list[Any], sharded_state: tuple | None) -> None:
         """Everything a resume needs, into ``tmp``; the marker (trainer state) last."""
@@ -259,27 +305,25 @@ class _Trainer:
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states, tmp / "rng.pt")
-        epoch, offset = divmod(step * self.config.batch_size, len(self.rows))
-        state = {
-            "step": step,
-            "total_steps": self.total_steps,
-            "world_size": self.env.world_size,
-            "parallelism": "fsdp" if self.sharded else "ddp",
-            "data_position": {"epoch": epoch, "offset": offset, "pairs_seen": step * self.config.batch_size},
-            "seed": self.config.seed,
-            "saved_at": datetime.now(UTC).isoformat(),
-        }
-        (tmp / CHECKPOINT_MARKER).write_text(json.dumps(state, indent=2))
+        self._write_trainer_state(tmp, step)
 
     def _load_checkpoint(self, ckpt: Path) -> int:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         written_sharded = state.get("parallelism") == "fsdp"
-        if written_sharded != self.sharded:
+        written_format = state.get("checkpoint_format", "full")  # checkpoints before "dcp" existed are "full"
+        if written_format not in ("full", "dcp"):
+            raise ValueError(f"checkpoint {ckpt} has checkpoint_format {written_format!r}, which this engine cannot read")
+        if written_format == "dcp":
+            # Any rank count and parallelism: DCP reshards from the saved global offsets.
+            load_dcp_state(self.model, self.optimizer, ckpt / DCP_DIR)  # collective
+        elif written_sharded != self.sharded:
             raise ValueError(
                 f"checkpoint {ckpt} was written by a {'sharded (fsdp)' if written_sharded else 'ddp'} run; "
-                f"resume it with parallelism={'fsdp' if written_sharded else 'ddp'} on several processes"
+                f"resume it with parallelism={'fsdp' if written_sharded else 'ddp'} on several processes "
+                "(this older \"full\" format keeps its parallelism; checkpoint_format=\"dcp\" checkpoints "
+                "resume on any number of processes)"
             )
-        if self.sharded:
+        elif self.sharded:
             from safetensors.torch import load_file
 
             load_full_state(self.model, self.optimizer, load_file(ckpt / SHARDED_WEIGHTS),
@@ -297,7 +341,7 @@ class _Trainer:
             result = self.model.load_state_dict(weights, strict=False)
             if result.unexpected_keys:
                 raise ValueError(f"checkpoint {ckpt} does not match the model: {result.unexpected_keys[:5]}")
-        if not self.sharded:
+        if written_format == "full" and not self.sharded:
             self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device,
                                                       weights_only=True))
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
@@ -306,6 +350,10 @@ class _Trainer:
             set_rng_state(rng_states[self.env.rank])
         else:
             logger.warning("checkpoint has no RNG state for rank %d; dropout streams will differ", self.env.rank)
+        if len(rng_states) != self.env.world_size:
+            logger.warning("checkpoint was written by %d processes and resumes on %d: the weights, optimizer and "
+                           "data order continue exactly; per-rank dropout streams do not", len(rng_states),
+                           self.env.world_size)
         logger.info("resumed from %s at step %d", ckpt, state["step"])
         return int(state["step"])
 
@@ -323,11 +371,20 @@ class _Trainer:
         # compute dtype comes from autocast (or FSDP's mixed-precision policy).
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def train_step(self, step: int) -> tuple[float, float]:
-        """One optimizer step on the global batch of `step`; returns local (loss, accuracy)."""
-        indices = global_batch_indices(len(self.rows), self.config.batch_size, step, self.config.seed)
-        mine = shard_for_rank(indices, self.env.rank, self.env.world_size)
-        batch = self._to_device(self.collator([self.rows[i] for i in mine]))
+    def step_batches(self) -> StepBatches:
+        """This rank's batches of the steps still to run, in order (item 0 = ``start_step``)."""
+        return StepBatches(self.rows, self.collator, batch_size=self.config.batch_size, seed=self.config.seed,
+                           rank=self.env.rank, world_size=self.env.world_size, start_step=self.start_step,
+                           total_steps=self.total_steps)
+
+    def train_step(self, step: int, batch: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+        """One optimizer step on the global batch of `step` (this rank's collated shard of it as
+        ``batch`` when a DataLoader built it); returns local (loss, accuracy)."""
+        if batch is None:
+            indices = global_batch_indices(len(self.rows), self.config.batch_size, step, self.config.seed)
+            mine = shard_for_rank(indices, self.env.rank, self.env.world_size)
+            batch = self.collator([self.rows[i] for i in mine])
+        batch = self._to_device(batch)
         labels = batch.pop("labels")
         with self._autocast():
             log_odds = forward_log_odds(self.forward_model, batch, self.yes_id, self.no_id)
@@ -497,6 +554,9 @@ class _Trainer:
         last_saved = self.start_step
         step = self.start_step
         trained_pairs = 0
+        # Images are decoded ahead of the step, in worker processes when num_workers > 0.
+        batches = iter(step_batch_loader(self.step_batches(), num_workers=cfg.num_workers,
+                                         prefetch_factor=cfg.prefetch_factor))
         try:
             while step < self.total_steps:
                 if stop_everywhere(self.should_stop, self.env):
@@ -506,7 +566,7 @@ class _Trainer:
                     self._log({"step": step, "kind": "status", "status": "cancelled"})
                     raise RunCancelled(step, ckpt)
                 t0 = time.perf_counter()
-                loss, acc = self.train_step(step)
+                loss, acc = self.train_step(step, next(batches))
                 step += 1
                 trained_pairs += cfg.batch_size
                 if step % cfg.log_every == 0 or step == self.total_steps:
@@ -550,6 +610,7 @@ class _Trainer:
             self._barrier()
             return result
         finally:
+            del batches  # stops the loader's worker processes
             # A torchrun rank leaves through enginekit.cli.exit_process right after this, and the OS frees
             # the group then. Destroying a gloo group there hung one rank for good in CI (a known
             # torch race, pytorch/pytorch#75097), so only processes started otherwise destroy it.
