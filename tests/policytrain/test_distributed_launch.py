@@ -12,7 +12,7 @@ from policytrain.services import policy_run_start
 from tests.conftest import cancel_once_training
 from tests.policytrain.test_policy_runs import FAST, execute, make_reward_model, make_samples
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # torchrun launches
 
 
 def test_two_process_policy_run_succeeds_and_registers_a_checkpoint(tiny_reward_dir, tiny_base):

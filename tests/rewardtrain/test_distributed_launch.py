@@ -12,7 +12,7 @@ from rewardtrain.services import reward_run_execute_job, reward_run_start
 from tests.conftest import cancel_once_training
 from tests.rewardtrain.test_runs import FAST, reward_snapshot
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # torchrun launches
 
 
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])

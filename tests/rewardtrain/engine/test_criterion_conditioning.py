@@ -10,10 +10,14 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from rewardtrain.engine.evaluate import evaluate, format_table
 from rewardtrain.engine.train import train
 
 from .conftest import _pair_images, _save_png
+
+pytestmark = pytest.mark.slow  # trains the tiny reward model to accuracy: the full suite runs it, `make check` does not
 
 BRIGHTER_WINS, DARKER_WINS = "consistency", "aesthetics"
 

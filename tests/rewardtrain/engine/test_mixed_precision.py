@@ -16,6 +16,8 @@ from rewardtrain.engine.train import SHARDED_WEIGHTS, train
 
 from .test_train import _torchrun
 
+pytestmark = pytest.mark.slow  # full fine-tunes, one under torchrun: the full suite runs it, `make check` does not
+
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(Path(folder) / "model.safetensors")

@@ -12,6 +12,8 @@ from PIL import Image
 
 from rewardtrain.engine.scorer import RewardScorer, ScoreRequest
 
+pytestmark = pytest.mark.slow  # CLI subprocesses that load torch: the full suite runs it, `make check` does not
+
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -19,6 +19,7 @@ from rewardtrain.engine.train import RunCancelled, latest_checkpoint, train
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow
 def test_learns_brightness_criterion_to_high_heldout_accuracy(base_config, synthetic_snapshot, tmp_path):
     snap = synthetic_snapshot(tmp_path / "snap", n_train=96, n_val=8, n_test=48, seed=3)
     cfg = base_config.replace(snapshot_dir=str(snap), max_steps=60, eval_every=30, log_every=10)
@@ -114,6 +115,7 @@ def _torchrun(config, tmp_path: Path, name: str) -> Path:
     return Path(config.output_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_torchrun_two_processes_match_one_process(base_config, tmp_path, parallelism):
     """Same global batch, same loss curve and final weights, whether the ranks replicate (DDP) or
@@ -132,6 +134,7 @@ def test_torchrun_two_processes_match_one_process(base_config, tmp_path, paralle
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
+@pytest.mark.slow
 def test_fsdp_run_resumes_from_its_sharded_checkpoint(base_config, tmp_path):
     """An FSDP checkpoint holds named full tensors; resuming from it ends on the uninterrupted
     run's weights, and a DDP resume of it is refused with a clear message."""
