@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+# A dev dependency (it bundles axe.min.js, so nothing is downloaded): a missing one is an error, not a skip.
+from axe_playwright_python import sync_playwright as axe_module
+
 from annotation.models import Item
 from tests.factories import make_user
 
 from .conftest import login
 from .dashboard_world import build_world
-
-axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 SERIOUS = {"serious", "critical"}
 
@@ -51,17 +52,6 @@ PAGES = [
     ("curator", "/dashboard/taxonomy/task-types/fill/"),
 ]
 
-# Violations on pages another area owns, reported to it; the case passes again once fixed there.
-KNOWN: dict[tuple[str | None, str], str] = {
-}
-
-
-def _case(who, url):
-    reason = KNOWN.get((who, url))
-    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-    return pytest.param(who, url, id=f"{who or 'anonymous'}:{url}", marks=marks)
-
-
 def describe(violations: list[dict]) -> list[str]:
     return [f"{v['impact']} {v['id']}: {v['help']} — {[n['target'] for n in v['nodes'][:4]]}"
             for v in violations if v.get("impact") in SERIOUS]
@@ -69,7 +59,7 @@ def describe(violations: list[dict]) -> list[str]:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("who", "url"), [_case(w, u) for w, u in PAGES])
+@pytest.mark.parametrize(("who", "url"), [pytest.param(w, u, id=f"{w or 'anonymous'}:{u}") for w, u in PAGES])
 def test_no_serious_accessibility_violations(browser_page, tmp_path, who, url):
     world = build_world(tmp_path)
     ids = {"baseline": world.baseline.pk, "wide": world.wide.pk, "policy": world.policy.pk, "model": world.model.pk,
