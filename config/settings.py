@@ -241,6 +241,9 @@ SPECTACULAR_SETTINGS = {
         "AccountRoleEnum": "annotation.roles.ACCOUNT_ROLES",
         # Snapshots and imports share these four states (queued, running, succeeded, failed).
         "JobStateEnum": "annotation.models.ImportStatus",
+        "JobStatusEnum": "jobs.models.JobStatus",
+        "JobKindEnum": "jobs.models.JobKind",
+        "CampaignStatusEnum": "annotation.models.CampaignStatus",
     },
 }
 

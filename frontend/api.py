@@ -32,6 +32,7 @@ from rewardtrain.presets import preset_names
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
 
 from . import selectors as sel
+from . import serializers as out
 from .services import run_tags_set
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -48,7 +49,7 @@ class _Staff(APIView):
 class JobListApi(_Staff):
     """GET ?kind=reward|policy|snapshot|generation|evaluation&status=…&started_by=<username>&q=…&limit=…"""
 
-    @extend_schema(responses=dict, operation_id="dashboard_jobs_list")
+    @extend_schema(responses=out.JobListOut, operation_id="dashboard_jobs_list")
     def get(self, request):
         q = request.query_params
         kind, state = q.get("kind") or None, q.get("status") or None
@@ -69,7 +70,7 @@ class JobListApi(_Staff):
 class JobDetailApi(_Staff):
     """GET ?after=<metric id>: the job, its config, metrics after ``after``, log tail, artifacts, error."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.JobDetailOut)
     def get(self, request, pk: int):
         job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
         return Response(sel.job_detail(job, after_id=int_query_param(request, "after")))
@@ -78,7 +79,7 @@ class JobDetailApi(_Staff):
 class JobActionApi(_Staff):
     """POST /jobs/{id}/cancel/ or /jobs/{id}/resume/ (409 when the job's state does not allow it)."""
 
-    @extend_schema(request=None, responses=dict, operation_id="dashboard_jobs_action")
+    @extend_schema(request=None, responses=out.JobSummaryOut, operation_id="dashboard_jobs_action")
     def post(self, request, pk: int, action: str):
         job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
         reward_run, policy_run = sel.related(job, "reward_run"), sel.related(job, "policy_run")
@@ -108,7 +109,7 @@ class JobTagsIn(serializers.Serializer):
 class JobTagsApi(_Staff):
     """PUT {"tags": [...]}: replace a reward or RL run's tags (``frontend.services.run_tags_set``)."""
 
-    @extend_schema(request=JobTagsIn, responses=dict)
+    @extend_schema(request=JobTagsIn, responses=out.JobSummaryOut)
     def put(self, request, pk: int):
         job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
         data = JobTagsIn(data=request.data)
@@ -120,7 +121,7 @@ class JobTagsApi(_Staff):
 class RunOverlayApi(_Staff):
     """GET ?job=1&job=2…: the runs' summaries and every curve they logged, for one overlay chart."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.OverlayOut)
     def get(self, request):
         raw = request.query_params.getlist("job")
         bad = [v for v in raw if not v.isdigit()]
@@ -198,7 +199,7 @@ class RewardRunForm(serializers.Serializer):
 class RewardRunStartApi(_Staff):
     """POST the reward-run form: typed field checks, then ``rewardtrain.services.reward_run_start``."""
 
-    @extend_schema(request=RewardRunForm, responses=dict)
+    @extend_schema(request=RewardRunForm, responses={201: out.JobSummaryOut})
     def post(self, request):
         form = RewardRunForm(data=request.data)
         form.is_valid(raise_exception=True)
@@ -209,7 +210,7 @@ class RewardRunStartApi(_Staff):
 class RewardRunPreviewApi(_Staff):
     """POST the form → the final resolved config the run would get (nothing is kept or queued)."""
 
-    @extend_schema(request=RewardRunForm, responses=dict)
+    @extend_schema(request=RewardRunForm, responses=out.ResolvedConfigOut)
     def post(self, request):
         form = RewardRunForm(data=request.data)
         form.is_valid(raise_exception=True)
@@ -292,7 +293,7 @@ class PolicyRunForm(serializers.Serializer):
 class PolicyRunStartApi(_Staff):
     """POST the RL form → ``policytrain.services.policy_run_start``."""
 
-    @extend_schema(request=PolicyRunForm, responses=dict)
+    @extend_schema(request=PolicyRunForm, responses={201: out.JobSummaryOut})
     def post(self, request):
         form = PolicyRunForm(data=request.data)
         form.is_valid(raise_exception=True)
@@ -307,7 +308,7 @@ class PolicyRunStartApi(_Staff):
 class PolicyRunPreviewApi(_Staff):
     """POST the RL form → the final RLConfig (validated, coverage checked; nothing is written)."""
 
-    @extend_schema(request=PolicyRunForm, responses=dict)
+    @extend_schema(request=PolicyRunForm, responses=out.ResolvedConfigOut)
     def post(self, request):
         form = PolicyRunForm(data=request.data)
         form.is_valid(raise_exception=True)
@@ -333,7 +334,7 @@ LINEAGE = {
 class LineageApi(_Staff):
     """GET /lineage/{campaign|snapshot|reward-model|checkpoint}/{id}/: upstream and downstream links."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.LineageOut)
     def get(self, request, kind: str, pk: int):
         if kind not in LINEAGE:
             raise Http404("Unknown kind")
@@ -364,13 +365,13 @@ def checkpoint_compare(a: PolicyCheckpoint, b: PolicyCheckpoint) -> dict:
 
 
 class CompareRewardModelsApi(_Staff):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.CompareRewardModelsOut)
     def get(self, request):
         return Response(reward_model_compare(*_pair(request, RewardModel)))
 
 
 class CompareCheckpointsApi(_Staff):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.CompareCheckpointsOut)
     def get(self, request):
         return Response(checkpoint_compare(*_pair(request, PolicyCheckpoint)))
 
@@ -408,11 +409,11 @@ class CampaignListApi(APIView):
     def get_permissions(self):
         return [IsCurator()] if self.request.method == "POST" else [IsStaffRole()]
 
-    @extend_schema(responses=dict, operation_id="dashboard_campaigns_list")
+    @extend_schema(responses=out.CampaignOverviewOut(many=True), operation_id="dashboard_campaigns_list")
     def get(self, request):
         return Response(sel.campaign_overview())
 
-    @extend_schema(request=CampaignFromCandidatesIn, responses=dict)
+    @extend_schema(request=CampaignFromCandidatesIn, responses={201: out.CampaignDashboardOut})
     def post(self, request):
         data = CampaignFromCandidatesIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -442,7 +443,7 @@ class CampaignListApi(APIView):
 class CampaignDashboardApi(_Staff):
     """Progress per criterion, annotator activity and speed, tie rates, agreement, lineage."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.CampaignDashboardOut)
     def get(self, request, pk: int):
         campaign = get_object_or_404(Campaign.objects.select_related("task_type"), pk=pk)
         # Lineage may reach scientist-only pages: a curator gets those nodes without a link.
@@ -452,7 +453,7 @@ class CampaignDashboardApi(_Staff):
 class LeaderboardApi(_Staff):
     """GET ?task=&criterion= → every system judged side by side, ranked by Bradley–Terry rating."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.LeaderboardOut)
     def get(self, request):
         return Response(sel.leaderboard(request.query_params))
 
@@ -460,7 +461,7 @@ class LeaderboardApi(_Staff):
 class CandidateSourcesApi(_Staff):
     """GET ?task=fill&split=&source=a&source=b&pairing=opponents → sources with counts + the item preview."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=out.CandidateSourcesOut)
     def get(self, request):
         q = request.query_params
         task = q.get("task") or ""

@@ -22,6 +22,7 @@ from annotation.models import Split
 from core.errors import ApplicationError
 from core.params import int_query_param
 from jobs.selectors import job_metric_series
+from jobs.serializers import MetricPointOut
 
 from . import selectors, services
 from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion
@@ -95,6 +96,45 @@ class GenerationOut(serializers.ModelSerializer):
         model = GenerationJob
         fields = ["id", "job", "checkpoint", "opponent", "sample_ids", "sample_filter", "seeds", "campaign_name",
                   "criteria", "overlap", "params", "campaign", "candidates_created", "started_by", "created_at"]
+
+
+class PolicyRunDetailOut(PolicyRunOut):
+    metrics = MetricPointOut(many=True)
+    sample_grids = serializers.ListField(child=serializers.URLField(), help_text="Artifact URLs of the sample grids.")
+
+    class Meta(PolicyRunOut.Meta):
+        fields = [*PolicyRunOut.Meta.fields, "metrics", "sample_grids"]
+
+
+class CheckpointDetailOut(CheckpointOut):
+    lineage = serializers.JSONField(help_text="checkpoint → run → reward model → snapshot → campaigns; "
+                                              "each level may be null.")
+
+    class Meta(CheckpointOut.Meta):
+        fields = [*CheckpointOut.Meta.fields, "lineage"]
+
+
+class NamedRefOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class PromotionGateOut(serializers.Serializer):
+    """``policytrain.selectors.promotion_gate``: may the checkpoint replace production, and why (not)."""
+
+    checkpoint = NamedRefOut()
+    production = NamedRefOut(allow_null=True)
+    opponent = serializers.CharField(help_text="The system the side-by-side compares against.")
+    rule = serializers.DictField(help_text="The promotion rule's settings.")
+    tasks = serializers.ListField(child=serializers.DictField(),
+                                  help_text="Per task: judgments, win rate, 95 % interval, verdict, criteria.")
+    eligible = serializers.BooleanField()
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class ProductionOut(serializers.Serializer):
+    checkpoint = CheckpointOut(allow_null=True, help_text="null: production is the base policy.")
+    promotions = PromotionOut(many=True)
 
 
 class _SampleSelection(serializers.Serializer):
@@ -173,7 +213,7 @@ class PolicyRunListCreateApi(APIView):
             qs = qs.filter(job__status=request.query_params["status"])
         return Response(PolicyRunOut(qs[:200], many=True).data)
 
-    @extend_schema(request=PolicyRunIn, responses=PolicyRunOut)
+    @extend_schema(request=PolicyRunIn, responses={201: PolicyRunOut})
     def post(self, request):
         data = PolicyRunIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -190,7 +230,7 @@ class PolicyRunListCreateApi(APIView):
 class PolicyRunDetailApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=PolicyRunDetailOut)
     def get(self, request, pk: int):
         return Response(_run_detail(request, get_object_or_404(selectors.policy_run_list(), pk=pk)))
 
@@ -246,7 +286,7 @@ class CheckpointListApi(APIView):
 class CheckpointDetailApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=CheckpointDetailOut)
     def get(self, request, pk: int):
         checkpoint = get_object_or_404(selectors.checkpoint_list(), pk=pk)
         return Response({**CheckpointOut(checkpoint).data, "lineage": selectors.checkpoint_lineage(checkpoint)})
@@ -257,7 +297,7 @@ class CheckpointPromotionGateApi(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=PromotionGateOut)
     def get(self, request, pk: int):
         return Response(selectors.promotion_gate(get_object_or_404(selectors.checkpoint_list(), pk=pk)))
 
@@ -268,7 +308,7 @@ class CheckpointPromoteApi(APIView):
 
     permission_classes = [IsScientist]
 
-    @extend_schema(request=PromoteIn, responses=PromotionOut)
+    @extend_schema(request=PromoteIn, responses={200: PromotionOut, 201: PromotionOut})
     def post(self, request, pk: int):
         checkpoint = get_object_or_404(selectors.checkpoint_list(), pk=pk)
         data = PromoteIn(data=request.data)
@@ -284,7 +324,7 @@ class ProductionApi(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ProductionOut)
     def get(self, request):
         history = list(selectors.promotion_history()[:200])
         current = history[0].checkpoint if history else None
@@ -299,7 +339,7 @@ class GenerationListCreateApi(APIView):
     def get(self, request):
         return Response(GenerationOut(selectors.generation_job_list()[:200], many=True).data)
 
-    @extend_schema(request=GenerationIn, responses=GenerationOut)
+    @extend_schema(request=GenerationIn, responses={201: GenerationOut})
     def post(self, request):
         data = GenerationIn(data=request.data)
         data.is_valid(raise_exception=True)

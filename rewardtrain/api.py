@@ -7,7 +7,7 @@ run as jobs on the worker (``rewardtrain.tasks``).
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, sna
 from core.errors import ApplicationError
 from core.params import int_query_param
 from jobs.selectors import job_metric_series
+from jobs.serializers import MetricPointOut
 
 from . import selectors as sel
 from .models import BaselineRun, RewardEvaluation, RewardModel, RewardRun
@@ -46,6 +47,25 @@ def job_payload(job) -> dict | None:
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}
 
 
+class JobPayloadOut(serializers.Serializer):
+    """The job behind a snapshot, run, baseline, evaluation or scoring request (``job_payload``)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    progress = serializers.FloatField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+    last_metrics = serializers.JSONField()
+    error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
 class SnapshotOut(serializers.ModelSerializer):
     job = serializers.SerializerMethodField()
     campaigns = serializers.SerializerMethodField()
@@ -55,6 +75,7 @@ class SnapshotOut(serializers.ModelSerializer):
         fields = ["id", "name", "status", "filter", "aggregation", "content_hash", "path", "counts", "human_ceiling",
                   "error", "reused_from", "campaigns", "job", "created_at", "finished_at"]
 
+    @extend_schema_field(JobPayloadOut(allow_null=True))
     def get_job(self, obj) -> dict | None:
         return job_payload(obj.job)
 
@@ -108,6 +129,7 @@ class RunOut(serializers.ModelSerializer):
         fields = ["id", "job", "snapshot", "base_model", "preset", "processes", "config", "output_dir", "started_by",
                   "reward_model", "created_at"]
 
+    @extend_schema_field(JobPayloadOut)
     def get_job(self, obj) -> dict:
         return job_payload(obj.job)
 
@@ -117,6 +139,40 @@ class RunOut(serializers.ModelSerializer):
     def get_reward_model(self, obj) -> int | None:
         model = getattr(obj, "reward_model", None)
         return model.pk if model else None
+
+
+class PresetOut(serializers.Serializer):
+    name = serializers.CharField()
+    config = serializers.DictField(help_text="The preset's RewardTrainConfig fields.")
+
+
+class SnapshotPreviewOut(serializers.Serializer):
+    """Live counts of a snapshot filter (``snapshot_preview``); the aggregation's own counters
+    (``tie_votes``, ``adjudicated``, …) sit beside these keys."""
+
+    filter = serializers.DictField(help_text="The normalised filter.")
+    pairs = serializers.IntegerField()
+    per_split = serializers.DictField(child=serializers.IntegerField())
+    per_task = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()),
+                                     help_text="Pairs per task and criterion.")
+    judgments = serializers.IntegerField()
+    excluded_annotators = serializers.ListField(child=serializers.DictField(),
+                                                help_text="Annotators the quality filter leaves out, and why.")
+
+
+class RunDetailOut(RunOut):
+    metrics = MetricPointOut(many=True)
+
+    class Meta(RunOut.Meta):
+        fields = [*RunOut.Meta.fields, "metrics"]
+
+
+class ScoreJobOut(serializers.Serializer):
+    job = JobPayloadOut()
+
+
+class ScoreResultOut(ScoreJobOut):
+    scores = serializers.ListField(child=serializers.JSONField(), help_text="P(Yes) per pair, once the job is done.")
 
 
 class BaselineIn(serializers.Serializer):
@@ -136,11 +192,19 @@ class BaselineOut(serializers.ModelSerializer):
         model = BaselineRun
         fields = ["id", "job", "snapshot", "config", "output_dir", "report", "started_by", "created_at"]
 
+    @extend_schema_field(JobPayloadOut(allow_null=True))
     def get_job(self, obj) -> dict | None:
         return job_payload(obj.job)
 
     def get_snapshot(self, obj) -> dict:
         return sel.snapshot_ref(obj.snapshot)
+
+
+class BaselineDetailOut(BaselineOut):
+    metrics = MetricPointOut(many=True)
+
+    class Meta(BaselineOut.Meta):
+        fields = [*BaselineOut.Meta.fields, "metrics"]
 
 
 class ModelOut(serializers.ModelSerializer):
@@ -204,6 +268,7 @@ class EvaluationOut(serializers.ModelSerializer):
         model = RewardEvaluation
         fields = ["id", "reward_model", "snapshot", "snapshot_name", "split", "job", "report", "created_at"]
 
+    @extend_schema_field(JobPayloadOut(allow_null=True))
     def get_job(self, obj) -> dict | None:
         return job_payload(obj.job)
 
@@ -224,7 +289,7 @@ def _snapshot(pk: int) -> DatasetSnapshot:
 
 
 class PresetListApi(_Staff):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=PresetOut(many=True))
     def get(self, request):
         return Response([{"name": n, "config": load_preset(n)} for n in preset_names()])
 
@@ -234,7 +299,7 @@ class SnapshotListCreateApi(_Staff):
     def get(self, request):
         return Response(SnapshotOut(sel.snapshot_list(), many=True).data)
 
-    @extend_schema(request=SnapshotIn, responses=SnapshotOut)
+    @extend_schema(request=SnapshotIn, responses={201: SnapshotOut})
     def post(self, request):
         data = SnapshotIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -249,7 +314,7 @@ class SnapshotPreviewApi(_Staff):
     [&min_peer_agreement_ratio=…&min_gold_accuracy=…&quality_min_evidence=…&exclude_annotator=…] → live counts,
     with the annotators the filter would leave out."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=SnapshotPreviewOut)
     def get(self, request):
         q = request.query_params
         try:
@@ -276,7 +341,7 @@ class RunListCreateApi(_Staff):
     def get(self, request):
         return Response(RunOut(sel.run_list(status=request.query_params.get("status")), many=True).data)
 
-    @extend_schema(request=RunIn, responses=RunOut)
+    @extend_schema(request=RunIn, responses={201: RunOut})
     def post(self, request):
         data = RunIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -291,7 +356,7 @@ class RunListCreateApi(_Staff):
 class RunDetailApi(_Staff):
     """The run, its job status/progress and metric points after ?after=<metric id>."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=RunDetailOut)
     def get(self, request, pk: int):
         run = get_object_or_404(sel.run_list(), pk=pk)
         after = int_query_param(request, "after")
@@ -329,7 +394,7 @@ class ModelDetailApi(_Staff):
 class ModelScoreApi(_Staff):
     """Queue a scoring job (202); poll GET /api/reward/scores/{job id}/ for the P(Yes) values."""
 
-    @extend_schema(request=ScoreIn, responses=dict)
+    @extend_schema(request=ScoreIn, responses={202: ScoreJobOut})
     def post(self, request, pk: int):
         model = get_object_or_404(RewardModel, pk=pk)
         data = ScoreIn(data=request.data)
@@ -346,7 +411,7 @@ class ModelEvaluationsApi(_Staff):
     def get(self, request, pk: int):
         return Response(EvaluationOut(sel.evaluation_list(get_object_or_404(RewardModel, pk=pk)), many=True).data)
 
-    @extend_schema(request=EvaluationIn, responses=EvaluationOut)
+    @extend_schema(request=EvaluationIn, responses={202: EvaluationOut})
     def post(self, request, pk: int):
         model = get_object_or_404(RewardModel, pk=pk)
         data = EvaluationIn(data=request.data)
@@ -358,7 +423,7 @@ class ModelEvaluationsApi(_Staff):
 
 
 class ScoreResultApi(_Staff):
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ScoreResultOut)
     def get(self, request, job_id: int):
         job = sel.score_job(job_id)
         if job is None:
@@ -375,7 +440,7 @@ class BaselineListCreateApi(_Staff):
         snapshot = int_query_param(request, "snapshot") or None
         return Response(BaselineOut(sel.baseline_list(snapshot=snapshot), many=True).data)
 
-    @extend_schema(request=BaselineIn, responses=BaselineOut)
+    @extend_schema(request=BaselineIn, responses={201: BaselineOut})
     def post(self, request):
         data = BaselineIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -388,7 +453,7 @@ class BaselineListCreateApi(_Staff):
 class BaselineDetailApi(_Staff):
     """The baseline run, its job and its held-out report, with metric points after ?after=<metric id>."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=BaselineDetailOut)
     def get(self, request, pk: int):
         run = get_object_or_404(sel.baseline_list(), pk=pk)
         after = int_query_param(request, "after")

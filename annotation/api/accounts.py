@@ -17,6 +17,7 @@ from ..roles import ACCOUNT_ROLES, account_role, may_manage, roles_manageable_by
 from ..services.accounts import account_create, account_update, password_reset_send, password_set_link
 from .permissions import IsCurator
 from .serializers import GuidelineIn
+from .serializers_out import HtmlOut
 
 
 class AssignedCampaignOut(serializers.Serializer):
@@ -147,7 +148,7 @@ class GuidelinePreviewApi(APIView):
 
     permission_classes = [IsCurator]
 
-    @extend_schema(request=GuidelineIn, responses=dict)
+    @extend_schema(request=GuidelineIn, responses=HtmlOut)
     def post(self, request):
         data = GuidelineIn(data=request.data)
         data.is_valid(raise_exception=True)

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from core.login_throttle import lockout_seconds
 
 from .authentication import token_expired
+from .serializers_out import TokenOut
 
 
 class TokenObtainApi(APIView):
@@ -28,7 +29,7 @@ class TokenObtainApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=AuthTokenSerializer, responses=dict)
+    @extend_schema(request=AuthTokenSerializer, responses=TokenOut)
     def post(self, request):
         wait = lockout_seconds(request, request.data.get("username") if hasattr(request.data, "get") else None)
         if wait:

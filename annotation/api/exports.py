@@ -29,6 +29,7 @@ from ..services.exports import (
     export_stream,
 )
 from .permissions import IsStaffRole
+from .serializers_out import ExportJobListOut, ExportJobOut
 
 _TRUE = {"1", "true", "yes"}
 
@@ -66,7 +67,7 @@ class ExportApi(APIView):
 
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes, 202: dict})
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, 202: ExportJobOut})
     def get(self, request, fmt: str):
         fmt, campaigns = export_normalize_request(fmt=fmt, campaign_ids=request.query_params.getlist("campaign"))
         force = request.query_params.get("async", "").lower() in _TRUE
@@ -81,7 +82,7 @@ class ExportJobListApi(APIView):
     permission_classes = [IsStaffRole]
 
     # A list and the detail view would both be "exports_jobs_retrieve": a W001 that fails check --deploy.
-    @extend_schema(responses=dict, operation_id="exports_jobs_list")
+    @extend_schema(responses=ExportJobListOut, operation_id="exports_jobs_list")
     def get(self, request):
         """The 20 newest export jobs, optionally only those of one campaign (``?campaign=``)."""
         campaign = request.query_params.get("campaign", "")
@@ -92,7 +93,7 @@ class ExportJobListApi(APIView):
                 if not campaign or int(campaign) in (j.config.get("campaign_ids") or [])]
         return Response({"results": [_job_out(request, j) for j in jobs[:20]]})
 
-    @extend_schema(request=dict, responses={202: dict})
+    @extend_schema(request=dict, responses={202: ExportJobOut})
     def post(self, request):
         """Start an export job: {"format": "jsonl" | "parquet", "campaign_ids": [..]} (none = all)."""
         data = request.data if isinstance(request.data, dict) else {}
@@ -106,7 +107,7 @@ class ExportJobListApi(APIView):
 class ExportJobApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ExportJobOut)
     def get(self, request, pk: int):
         return Response(_job_out(request, _export_job(pk)))
 
@@ -114,7 +115,7 @@ class ExportJobApi(APIView):
 class ExportJobCancelApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=ExportJobOut)
     def post(self, request, pk: int):
         return Response(_job_out(request, job_cancel(job=_export_job(pk))))
 

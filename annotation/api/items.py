@@ -22,6 +22,7 @@ from ..services.adjudication import NOTE_MAX_CHARS, item_adjudicate
 from ..services.campaigns import item_mark_gold, item_unmark_gold
 from .permissions import IsCurator, IsStaffRole
 from .serializers import _answer_shape, _media
+from .serializers_out import ItemOut, ItemPageOut
 
 
 class CampaignAnnotatorsIn(serializers.Serializer):
@@ -59,7 +60,7 @@ _FILTERS = [OpenApiParameter(n, str, description=d) for n, d in (
 class CampaignItemsApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(parameters=_FILTERS, responses=dict)
+    @extend_schema(parameters=_FILTERS, responses=ItemPageOut)
     def get(self, request, pk: int):
         campaign = get_object_or_404(Campaign, pk=pk)
         flt = item_filter_from_query(request.query_params)
@@ -70,7 +71,7 @@ class CampaignItemsApi(APIView):
 class ItemDetailApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=ItemOut)
     def get(self, request, pk: int):
         return Response(item_payload(get_object_or_404(Item, pk=pk)))
 
@@ -78,7 +79,7 @@ class ItemDetailApi(APIView):
 class ItemAdjudicateApi(APIView):
     permission_classes = [IsCurator]
 
-    @extend_schema(request=AdjudicateIn, responses=dict)
+    @extend_schema(request=AdjudicateIn, responses={201: ItemOut})
     def post(self, request, pk: int):
         item = get_object_or_404(Item, pk=pk)
         data = AdjudicateIn(data=request.data)
@@ -90,7 +91,7 @@ class ItemAdjudicateApi(APIView):
 class ItemGoldApi(APIView):
     permission_classes = [IsCurator]
 
-    @extend_schema(request=GoldIn, responses=dict)
+    @extend_schema(request=GoldIn, responses=ItemOut)
     def post(self, request, pk: int):
         item = get_object_or_404(Item, pk=pk)
         data = GoldIn(data=request.data)
@@ -98,7 +99,7 @@ class ItemGoldApi(APIView):
         item_mark_gold(item=item, answer=data.validated_data["answer"])
         return Response(item_payload(item))
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=ItemOut)
     def delete(self, request, pk: int):
         item = item_unmark_gold(item=get_object_or_404(Item, pk=pk))
         return Response(item_payload(item))

@@ -45,6 +45,7 @@ from ..services.taxonomy import (
     task_type_update,
 )
 from . import serializers as s
+from . import serializers_out as o
 from .items import CampaignAnnotatorsIn
 from .pagination import PagePagination
 from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
@@ -53,7 +54,7 @@ from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
 class MeApi(APIView):
     permission_classes = [IsAnyRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=o.MeOut)
     def get(self, request):
         return Response({"id": request.user.id, "username": request.user.username,
                          "roles": sorted(roles_of(request.user))})
@@ -133,7 +134,7 @@ class CriterionDetailApi(_VocabularyApi):
 class GuidelinePublishApi(APIView):
     permission_classes = [IsCurator]
 
-    @extend_schema(request=s.GuidelineIn, responses=s.CriterionOut)
+    @extend_schema(request=s.GuidelineIn, responses={201: s.CriterionOut})
     def post(self, request, slug: str):
         criterion = get_object_or_404(Criterion, slug=slug)
         data = s.GuidelineIn(data=request.data)
@@ -151,7 +152,7 @@ class CampaignListCreateApi(APIView):
     def get(self, request):
         return Response(s.campaign_out(request.user, campaign_list_for(request.user), many=True))
 
-    @extend_schema(request=s.CampaignIn, responses=s.CampaignOut)
+    @extend_schema(request=s.CampaignIn, responses={201: s.CampaignOut})
     def post(self, request):
         data = s.CampaignIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -174,7 +175,7 @@ class CampaignDetailApi(APIView):
     def get(self, request, pk: int):
         return Response(s.campaign_out(request.user, _visible_campaign(request, pk)))
 
-    @extend_schema(request=CampaignAnnotatorsIn, responses=dict)
+    @extend_schema(request=CampaignAnnotatorsIn, responses=o.CampaignWithAnnotatorsOut)
     def patch(self, request, pk: int):
         data = CampaignAnnotatorsIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -205,7 +206,7 @@ class CampaignActionApi(APIView):
 class CampaignProgressApi(APIView):
     permission_classes = [IsAnyRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=o.CampaignProgressOut)
     def get(self, request, pk: int):
         return Response(campaign_progress(_visible_campaign(request, pk), request.user))
 
@@ -213,7 +214,7 @@ class CampaignProgressApi(APIView):
 class CampaignQualityApi(APIView):
     permission_classes = [IsStaffRole]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=o.CampaignQualityOut)
     def get(self, request, pk: int):
         campaign = get_object_or_404(Campaign, pk=pk)
         return Response({"agreement": campaign_agreement(campaign), "annotators": annotator_stats(campaign)})
@@ -228,7 +229,7 @@ class NextItemApi(APIView):
 
     permission_classes = [IsAnnotator]
 
-    @extend_schema(request=s.NextIn, responses=dict)
+    @extend_schema(request=s.NextIn, responses={200: o.AssignmentOut, 204: None})
     def post(self, request, pk: int):
         campaign = get_object_or_404(Campaign, pk=pk)
         data = s.NextIn(data=request.data)
@@ -249,7 +250,7 @@ class SubmitApi(APIView):
 
     permission_classes = [IsAnnotator]
 
-    @extend_schema(request=s.SubmitIn, responses=s.JudgmentOut(many=True))
+    @extend_schema(request=s.SubmitIn, responses={200: s.JudgmentOut(many=True), 201: s.JudgmentOut(many=True)})
     def post(self, request, uid):
         data = s.SubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -261,7 +262,7 @@ class SubmitApi(APIView):
 class SkipApi(APIView):
     permission_classes = [IsAnnotator]
 
-    @extend_schema(request=s.SkipIn, responses=dict)
+    @extend_schema(request=s.SkipIn, responses=o.SkipOut)
     def post(self, request, uid):
         data = s.SkipIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -292,7 +293,7 @@ class LastSubmittedApi(APIView):
 
     permission_classes = [IsAnnotator]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: o.LastSubmittedOut, 204: None})
     def get(self, request, pk: int):
         campaign = _visible_campaign(request, pk)
         lease = (Lease.objects.filter(annotator=request.user, item__campaign=campaign, state=LeaseState.SUBMITTED)
