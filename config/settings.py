@@ -187,9 +187,23 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-if env.str("AWS_STORAGE_BUCKET_NAME", default=""):
-    # S3-compatible storage when configured (requires `pip install django-storages[s3]`).
+# Object storage (docs/operations.md, "Several hosts"; the `s3` extra installs the clients). The
+# credentials and endpoint serve both media (django-storages) and artifacts (core.artifacts); None
+# lets boto3 use AWS itself and its own credential chain (instance roles, ~/.aws).
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None  # MinIO and other S3-compatible stores
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+if AWS_STORAGE_BUCKET_NAME:
+    # Media in the bucket under MEDIA_STORE_PREFIX; every web host and worker reads the same files.
     STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage"}
+    AWS_LOCATION = env.str("MEDIA_STORE_PREFIX", default="media")
+    AWS_DEFAULT_ACL = None  # the bucket's policy decides; media are served through the application
+# Finished artifact folders (snapshots, checkpoints, models) are published here and fetched into
+# each host's ARTIFACTS_ROOT, which becomes a cache: s3://bucket/prefix, file:///mounted/folder, or
+# empty for one shared local disk (the embedded default).
+ARTIFACTS_STORE_URL = env.str("ARTIFACTS_STORE_URL", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

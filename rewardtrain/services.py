@@ -17,8 +17,17 @@ from django.db import transaction
 from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
 from contracts.cards import REWARD_CARD, read_reward_card
 from contracts.vocabulary import BUILTIN, VocabularyError
+from core.artifacts import (
+    artifact_fetch,
+    artifact_fetch_if_published,
+    artifact_fetch_latest_child,
+    artifact_local,
+    artifact_publish,
+    artifact_store,
+)
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
+from enginekit.checkpoints import CHECKPOINTS
 from jobs.models import Job, JobKind
 from jobs.services import (
     JobCancelled,
@@ -156,6 +165,24 @@ def _ensure_tiny_base_model(path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _localized_config(config: RewardTrainConfig) -> RewardTrainConfig:
+    """The run's folders on this host. With an object store (hosts share no disk) the snapshot and
+    a registered base model are fetched, and the newest checkpoint published by an earlier attempt
+    (on any host) is fetched into the run folder so that the run resumes from it."""
+    if not artifact_store().enabled:
+        return config
+    data = config.to_dict()
+    data["snapshot_dir"] = str(artifact_fetch(config.snapshot_dir))
+    if config.base_model.startswith("/"):
+        try:
+            data["base_model"] = str(artifact_fetch_if_published(config.base_model))
+        except ValueError:  # under a MODEL_ROOTS folder, outside the artifacts: each host has its own
+            pass
+    data["output_dir"] = str(artifact_local(config.output_dir))
+    artifact_fetch_latest_child(Path(data["output_dir"]) / CHECKPOINTS)  # a no-op when it is here already
+    return RewardTrainConfig.from_dict(data)
+
+
 def reward_run_execute(job: Job, reporter: JobReporter,
                        on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train, evaluate on the test split (val if test is empty) and register the RewardModel.
@@ -168,13 +195,15 @@ def reward_run_execute(job: Job, reporter: JobReporter,
     from .engine.train import RunCancelled, train
 
     run = RewardRun.objects.select_related("snapshot").get(job=job)
-    config = RewardTrainConfig.from_dict({k: v for k, v in job.config.items()})
+    config = _localized_config(RewardTrainConfig.from_dict({k: v for k, v in job.config.items()}))
     if Path(config.base_model) == default_base_model_dir():
         _ensure_tiny_base_model(default_base_model_dir())
     elif config.base_model.startswith(("/", ".")) and not Path(config.base_model).exists():
         raise FileNotFoundError(f"base model folder not found: {config.base_model}")
 
     def progress(event: dict) -> None:
+        if event.get("kind") == "checkpoint":
+            artifact_publish(event["path"])  # as written: a resume on another host finds it
         reporter.progress(event)
         if on_progress is not None:
             on_progress(event)
@@ -197,6 +226,7 @@ def reward_run_execute(job: Job, reporter: JobReporter,
                       device=config.resolved_device())
     report["table"] = format_table(report)
     report = _finite(report)
+    artifact_publish(final_dir)  # before the model is registered: every host can fetch what it names
     reporter.progress({"step": result["steps"], "total_steps": result["total_steps"], "kind": "eval",
                        "split": split, "overall_accuracy": report.get("overall_accuracy")})
     with transaction.atomic():

@@ -61,6 +61,7 @@ from django.utils import timezone
 
 from contracts.snapshot import FORMAT_VERSION, PAIR_SCHEMA, PairsWriter, write_manifest  # noqa: F401
 from contracts.vocabulary import is_builtin
+from core.artifacts import artifact_publish
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobReporter, job_create, job_enqueue, job_execute
@@ -621,6 +622,9 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                 if final.exists():
                     shutil.rmtree(final)
                 tmp.rename(final)
+                # Published before the row says succeeded: with an object store, no host is handed
+                # a snapshot it cannot fetch (an upload that fails fails the build, which retries).
+                artifact_publish(final)
                 path, reused = str(final), None
             DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
                 status=SnapshotStatus.SUCCEEDED, content_hash=content_hash, path=path, counts=counts,
