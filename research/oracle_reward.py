@@ -6,14 +6,18 @@ machinery does with a reward that ranks images as the oracle does (an upper boun
 model), never to train a demo policy. The ports, checked against ``synthetic.oracles`` in
 ``research/tests/test_oracle_reward.py``:
 
-- ``consistency``: exact (the seam differences are sums of absolute differences over fixed pixels);
-- ``aesthetics``: exact except the colour-clipping factor, which has no useful gradient;
-- ``removal_quality``: the low-pass distance factor; the residue share (a colour threshold) is left out;
-- ``structure``: soft silhouettes (a sigmoid around the threshold) and a 3×3-tolerant F1, plus the
-  exact gradient-agreement term;
-- ``text_alignment``: for shapes, the presence ratio over soft colour-matched pixels, times the
-  shape-match factor of the hard match (a fill ratio of a bounding box has no useful gradient, so
-  it scales the reward but does not pull); for words, the soft-ink tolerant F1 against the glyphs.
+- ``consistency``: exact (the seam differences are sums of absolute differences over fixed pixels;
+  the surround's allowance is read from the source, which RL's images equal outside the mask);
+- ``aesthetics``: exact except the colour-clipping factor, which has no useful gradient (the clean
+  rendering it compares with comes from the detached image);
+- ``removal_quality``: the low-pass distance factor; the residue share (a threshold) is left out;
+- ``structure``: soft silhouettes (a sigmoid around the threshold) with a 3×3-tolerant F1 against
+  the canonical shape that best fits the detached image's object (words: the hard integrity), times
+  the soft share of the hole's border ring left clear, plus the exact gradient-agreement term;
+- ``text_alignment``: for shapes, soft colour-matched pixels: presence × F1 against the named shape
+  fitted to the hard match × its fill-ratio factor (a bounding box has no useful gradient, so the
+  fit scales the reward but does not pull); for words, the soft-ink tolerant F1 against the glyphs
+  centred in the hole.
 
 ``oracle_reward_fn(..., text_alignment=False)`` leaves text alignment out: its reward is then a
 constant above the hinge ceiling, so it neither pulls nor adds gradient.
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from synthetic import oracles
-from synthetic.scenes import Condition, dilate, object_rgb, object_silhouette
+from synthetic.scenes import PALETTE, SHAPES, Condition, dilate
 
 DIFFERENTIABLE_CRITERIA = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
 #: Softness of the silhouette, colour and ink thresholds (RGB distance or luminance) in the ports.
@@ -44,7 +48,8 @@ def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def seam_differences(img: torch.Tensor, m: torch.Tensor, depth: int = oracles.SEAM_DEPTH) -> torch.Tensor:
-    """``oracles._seam_differences`` for a [3, H, W] tensor and a bool [H, W] mask."""
+    """The seam half of ``oracles._seam_differences`` for a [3, H, W] tensor and a bool [H, W]
+    mask (the allowance is read outside the mask, where RL's images are the source: a constant)."""
     h, w = m.shape
     out = []
     for j in range(1, depth + 1):
@@ -62,28 +67,39 @@ def seam_differences(img: torch.Tensor, m: torch.Tensor, depth: int = oracles.SE
     return torch.stack(out)
 
 
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
 class DifferentiableOracle:
-    """The oracles of one condition as functions of a [3, H, W] image in [0, 1] (H = W = its size)."""
+    """The oracles of one condition as functions of a [3, H, W] image in [0, 1] (H = W = its size).
+
+    Like the oracles, they read only what the reward model is shown: the image, the mask, the
+    background model and (text alignment) the prompt. Parts of a score that depend on the image
+    through a hard decision (which shape fits, the clean rendering, the ring of the hole) are
+    taken from the detached image: they set the reference, the soft parts pull towards it.
+    """
 
     def __init__(self, condition: Condition):
         size = int(condition.meta["size"])
-        target = oracles.as_array(condition.target, size)
         mask = oracles.mask_array(condition)
         background = oracles.background(condition)
-        silhouette = (np.linalg.norm(target - background, axis=-1) > oracles.SILHOUETTE_THRESHOLD) & mask
-        self.target = torch.from_numpy(target).permute(2, 0, 1)
+        self.size = size
+        self.mask_np = mask
+        self.background_np = np.asarray(background, dtype=np.float32)
         self.mask = torch.from_numpy(mask)
-        self.background = torch.from_numpy(np.asarray(background, dtype=np.float32)).permute(2, 0, 1)
-        self.silhouette = torch.from_numpy(silhouette).float()
-        self.flat_region = torch.from_numpy(mask & ~dilate(silhouette, 3))
-        self._target_seams = seam_differences(self.target, self.mask)
-        self._target_hf = {k: self._hf_energy(self.target, k) for k in (3, 9)}
+        self.background = torch.from_numpy(self.background_np).permute(2, 0, 1)
+        self.ring = torch.from_numpy(oracles.border_ring(mask, int(round(2 * size / 112)) or 1)).float()
+        # Outside the mask RL's images are the source, so the surround's allowance is a constant.
+        self._allowance = torch.from_numpy(
+            oracles._seam_differences(oracles.as_array(condition.source, size), mask, oracles.SEAM_DEPTH)[1]
+        ).float()
         self.requested = oracles.requested_object(condition)
         if self.requested is not None:
-            self._requested_np = object_silhouette(self.requested, size) & mask
-            self.requested_silhouette = torch.from_numpy(self._requested_np).float()
-            if self.requested["kind"] != "word":
-                rgb = object_rgb(self.requested)
+            if self.requested["kind"] == "word":
+                self.glyphs = [torch.from_numpy(g).float() for g in oracles._centred_glyph(self.requested["word"], mask)]
+            else:
+                rgb = np.asarray(PALETTE[self.requested["colour"]], dtype=np.float32) / 255.0
                 self.requested_rgb = torch.from_numpy(rgb)[:, None, None]
                 self.colour_threshold = oracles.colour_threshold(rgb)
 
@@ -96,18 +112,20 @@ class DifferentiableOracle:
         return (x - box_blur(x, k)).abs().mean(0)[self.mask].mean()
 
     def consistency(self, x: torch.Tensor) -> torch.Tensor:
-        excess = (seam_differences(x, self.mask) - self._target_seams).clamp(min=0)
+        excess = (seam_differences(x, self.mask) - self._allowance).clamp(min=0)
         return torch.exp(-excess.mean() / oracles.SEAM_SCALE)
 
     def aesthetics(self, x: torch.Tensor) -> torch.Tensor:
+        reference = oracles.clean_rendering(_numpy(x), self.background_np, self.mask_np)
+        ref = torch.from_numpy(np.ascontiguousarray(reference)).permute(2, 0, 1).to(x.dtype)
         dev = x.new_zeros(())
         for k in (3, 9):
-            d = self._hf_energy(x, k) - self._target_hf[k]
+            d = self._hf_energy(x, k) - self._hf_energy(ref, k)
             dev = dev + torch.where(d > 0, d, -0.5 * d)  # extra energy costs fully, missing energy half
         return torch.exp(-dev / oracles.HF_SCALE)
 
     def removal_quality(self, x: torch.Tensor) -> torch.Tensor:
-        dist = ((box_blur(x, 5) - box_blur(self.target, 5)).norm(dim=0) / math.sqrt(3))[self.mask].mean()
+        dist = ((box_blur(x, 5) - box_blur(self.background, 5)).norm(dim=0) / math.sqrt(3))[self.mask].mean()
         return torch.exp(-dist / oracles.REMOVAL_SCALE)
 
     def _soft_positive(self, margin: torch.Tensor) -> torch.Tensor:
@@ -119,31 +137,43 @@ class DifferentiableOracle:
             raise ValueError("text alignment does not apply: the condition requests no object")
         if self.requested["kind"] == "word":
             luminance = (x * x.new_tensor(LUMA)[:, None, None]).sum(0)
-            return soft_f1(self._soft_positive(oracles.INK_LUMINANCE - luminance), self.requested_silhouette)
+            soft = self._soft_positive(oracles.INK_LUMINANCE - luminance)
+            return torch.stack([soft_f1(soft, g) for g in self.glyphs]).max() if self.glyphs else x.new_zeros(())
         distance = (x - self.requested_rgb).norm(dim=0)
-        found = self._soft_positive(self.colour_threshold - distance).sum()
-        expected = self.requested_silhouette.sum()
-        if expected == 0:
-            return x.new_zeros(())
-        presence = torch.minimum(found, expected) / torch.maximum(found, expected).clamp(min=1e-6)
-        hard = ((distance < self.colour_threshold) & self.mask).cpu().numpy()
-        shape = oracles.shape_match(hard, self._requested_np) if hard.any() else 0.0
-        return presence * (0.5 + 0.5 * shape)
+        hard = ((distance < self.colour_threshold) & self.mask).detach().cpu().numpy()
+        shape = self.requested["shape"]
+        soft = self._soft_positive(self.colour_threshold - distance)
+        smallest = oracles.SHAPE_FILL_RATIO[shape] * (2 * oracles.MIN_OBJECT_RADIUS * self.size / 112) ** 2
+        presence = (soft.sum() / smallest).clamp(max=1.0)
+        if not hard.any():
+            # The oracle says 0 here; the soft presence alone (a shape not yet judged: ½) still
+            # pulls towards the named colour, so RL is not stranded on a flat reward.
+            return 0.5 * presence
+        fitted = torch.from_numpy(oracles.fitted_shape(shape, hard)).float()
+        ratio = max(0.0, 1.0 - abs(oracles._fill_ratio(hard) - oracles.SHAPE_FILL_RATIO[shape]) / 0.5)
+        return presence * soft_f1(soft, fitted) * (0.5 + 0.5 * ratio)
 
     def structure(self, x: torch.Tensor) -> torch.Tensor:
         soft = self._soft_positive((x - self.background).norm(dim=0) - oracles.SILHOUETTE_THRESHOLD)
-        if self.silhouette.sum() > 0:
-            geometry = soft_f1(soft, self.silhouette)
+        out = _numpy(x)
+        hard = oracles.object_pixels(out, self.background_np, self.mask_np)
+        bleed = (soft * self.ring).sum() / self.ring.sum().clamp(min=1)
+        if not hard.any():
+            geometry = 1 - bleed
+        elif float(oracles.ink(out)[hard].mean()) >= 0.5:
+            geometry = oracles.ink_integrity(hard) * (1 - bleed)
         else:
-            geometry = 1 - soft.sum() / self.mask.float().sum().clamp(min=1)
-        if not self.flat_region.any():
+            fits = [(oracles.tolerant_f1(hard, oracles.fitted_shape(s, hard)), s) for s in SHAPES]
+            best = torch.from_numpy(oracles.fitted_shape(max(fits)[1], hard)).float()
+            geometry = soft_f1(soft, best) * (1 - bleed)
+        flat = torch.from_numpy(self.mask_np & ~dilate(hard, 3))
+        if not flat.any():
             return 0.7 * geometry + 0.3
-        low_out, low_target = box_blur(x, 5), box_blur(self.target, 5)
+        low_out, low_bg = box_blur(x, 5), box_blur(self.background, 5)
         err = x.new_zeros(())
         for axis in (1, 2):
-            d = (torch.diff(low_out, dim=axis) - torch.diff(low_target, dim=axis)).abs().mean(0)
-            r = self.flat_region
-            region = r[:-1, :] & r[1:, :] if axis == 1 else r[:, :-1] & r[:, 1:]
+            d = (torch.diff(low_out, dim=axis) - torch.diff(low_bg, dim=axis)).abs().mean(0)
+            region = flat[:-1, :] & flat[1:, :] if axis == 1 else flat[:, :-1] & flat[:, 1:]
             if region.any():
                 err = err + d[region].mean()
         return 0.7 * geometry + 0.3 * torch.exp(-(err / 2) / oracles.GRAD_SCALE)

@@ -1,10 +1,13 @@
 """Pixel-computable oracle scores, one per criterion, in [0, 1] (higher = better).
 
-Each oracle compares an output image with what the condition asked for, using the exact
-re-rendered scene pieces from ``condition.meta`` (background without objects, the requested
-object's silhouette and colour). The ground-truth target scores 1.0 (≥ 0.9 is tested) on every
-criterion; each corruption in :func:`degrade` lowers mainly the criterion it is meant to hit.
-Full rationale: ``docs/synthetic-world.md``.
+Each oracle is a function of what the reward model is shown for that criterion, never of the
+hidden ground truth (the world is *identifiable*): the output image, its edit region (the mask;
+outside it the output is the source, pasted back), the scene's background model (pale gradient
+plus low-amplitude texture, whose parameters the visible surround shows), and the prompt only for
+text alignment. The ground-truth target and the requested object's exact size and position are
+never read by a score (tests perturb them and require the same score). The target scores ≥ 0.9
+on every criterion; each corruption in :func:`degrade` lowers mainly the criterion it is meant to
+hit. Full rationale, with the table of what each criterion sees: ``docs/synthetic-world.md``.
 
 Images may be PIL images or float HxWx3 arrays in [0, 1]; outputs of another size are resized
 (bilinear) to the condition's size first.
@@ -20,13 +23,15 @@ from PIL import Image
 from synthetic.scenes import (
     MID_GREY,
     PALETTE,
+    SHAPES,
     TASK_CRITERIA,
     dilate,
     draw_objects,
-    object_rgb,
+    erode,
     object_silhouette,
     render_scene,
     to_uint8,
+    word_extent,
 )
 
 # Euclidean RGB distance (0..1 per channel) above which a pixel counts as "not background".
@@ -34,11 +39,16 @@ SILHOUETTE_THRESHOLD = 0.3
 # Luminance below which a pixel counts as ink for words (text is ~0.1, backgrounds ≥ ~0.6).
 INK_LUMINANCE = 0.4
 SEAM_DEPTH = 3  # px either side of the mask border compared by the consistency oracle
+SURROUND_BAND = 8  # px outside the border whose texture sets what change a seam may show
 # Softness scales: the excess error at which a factor drops to exp(-1) ≈ 0.37.
 SEAM_SCALE = 0.05
 GRAD_SCALE = 0.02
 HF_SCALE = 0.05
 REMOVAL_SCALE = 0.06
+# Area / bounding-box area of the canonical shapes (text alignment's presence floor).
+SHAPE_FILL_RATIO = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}
+# The smallest object radius the world draws at 112 px (extend's narrowest object band).
+MIN_OBJECT_RADIUS = 8.0
 
 _PALETTE_F = {k: np.asarray(v, dtype=np.float32) / 255.0 for k, v in PALETTE.items()}
 
@@ -128,7 +138,9 @@ def _fill_ratio(sil: np.ndarray) -> float:
 
 
 def background(condition: Any) -> np.ndarray:
-    """Target without the requested/removed object (context objects included)."""
+    """The background model: the scene without the requested/removed object (context objects,
+    which sit outside the edit region, included). Its parameters are what the visible surround
+    shows; inside the mask only its low-amplitude texture phase is not visible."""
     meta = condition.meta
     return render_scene(meta, include=("context",))
 
@@ -143,16 +155,61 @@ def requested_object(condition: Any) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def object_pixels(out: np.ndarray, bg: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Colour-agnostic silhouette: pixels of ``region`` farther than 0.3 (RGB distance) from the
+    background model. The background's texture amplitude is ≤ 0.05, so which texture phase the
+    model assumes under the mask cannot move a pixel across the threshold."""
+    return (np.linalg.norm(out - bg, axis=-1) > SILHOUETTE_THRESHOLD) & region
+
+
+def fitted_shape(shape: str, found: np.ndarray) -> np.ndarray:
+    """The canonical ``shape`` (circle, square, apex-up triangle: all with a square bounding box)
+    centred on ``found``'s bounding box, its side the box's longer side: the intact object that
+    the found pixels are a part, or a distortion, of."""
+    ys, xs = np.nonzero(found)
+    size = found.shape[0]
+    if ys.size == 0:
+        return np.zeros_like(found)
+    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    centre = [(xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2]
+    return object_silhouette({"kind": "shape", "shape": shape, "center": centre, "radius": side / 2}, size)
+
+
+def _box(region: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(region)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
+def _centred_glyph(word: str, region: np.ndarray) -> np.ndarray:
+    """The best-fitting placement of ``word``'s glyphs centred in ``region``'s bounding box, one
+    per scale that fits; the fill task centres the word in its hole (the same margin on every
+    side), so the prompt and the mask say where it belongs."""
+    size = region.shape[0]
+    y0, x0, y1, x1 = _box(region)
+    out = []
+    for scale in range(1, 5):
+        w, h = word_extent(word, scale)
+        if w > x1 - x0 or h > y1 - y0:
+            break
+        x, y = x0 + (x1 - x0 - w) // 2, y0 + (y1 - y0 - h) // 2
+        out.append(object_silhouette({"kind": "word", "word": word, "scale": scale, "xy": [x, y]}, size))
+    return out
+
+
 def text_alignment(condition: Any, image: Any) -> float | None:
     """Is the object/word the prompt names present in the edit region?
 
-    * shapes: colour presence × shape match. Colour presence = min/max ratio between the area
-      of named-colour pixels inside the mask and the expected object area (missing or
-      oversized objects both lose). Shape match compares the bounding-box fill ratio of those
-      pixels with the requested shape's (square 1.0, circle 0.79, triangle 0.5);
-      TA = presence × (0.5 + 0.5 × shape match), so a right-colour wrong-shape object gets
-      partial credit and a wrong colour gets ~0.
-    * words: tolerant F1 between the ink pixels in the mask and the word's glyph mask.
+    Reads the prompt (what it names), the output and the mask, nothing else: the object's size
+    and position are not in the prompt, so they are not scored.
+
+    * shapes: the pixels of the named colour inside the mask (``found``) against the named shape
+      fitted to them (``fitted_shape``): tolerant F1 × (0.5 + 0.5 × shape match), the shape match
+      comparing the found pixels' bounding-box fill ratio with the named shape's (square 1,
+      circle 0.79, triangle 0.5), times a presence factor that reaches 1 at the smallest object
+      the world draws (radius 8 px at 112). A wrong shape in the right colour gets partial
+      credit (a square for a circle ~0.7), a wrong colour ~0, half an object ~0.67.
+    * words: tolerant F1 between the ink in the mask and the word's glyphs centred in the hole
+      (best scale).
     * prompt-free extend (no requested object): ``None`` — the criterion does not apply.
     """
     obj = requested_object(condition)
@@ -161,15 +218,18 @@ def text_alignment(condition: Any, image: Any) -> float | None:
     size = int(condition.meta["size"])
     out = as_array(image, size)
     m = mask_array(condition)
-    sil = object_silhouette(obj, size) & m
-    if obj["kind"] == "word":
-        return tolerant_f1(ink(out) & m, sil)
-    found = colour_match(out, object_rgb(obj)) & m
-    a_found, a_exp = float(found.sum()), float(sil.sum())
-    if a_found == 0 or a_exp == 0:
+    if not m.any():
         return 0.0
-    presence = min(a_found, a_exp) / max(a_found, a_exp)
-    return float(presence * (0.5 + 0.5 * shape_match(found, sil)))
+    if obj["kind"] == "word":
+        found_ink = ink(out) & m
+        return max((tolerant_f1(found_ink, g) for g in _centred_glyph(obj["word"], m)), default=0.0)
+    found = colour_match(out, np.asarray(PALETTE[obj["colour"]], dtype=np.float32) / 255.0) & m
+    if not found.any():
+        return 0.0
+    smallest = SHAPE_FILL_RATIO[obj["shape"]] * (2 * MIN_OBJECT_RADIUS * size / 112) ** 2
+    presence = min(1.0, float(found.sum()) / smallest)
+    ratio_match = max(0.0, 1.0 - abs(_fill_ratio(found) - SHAPE_FILL_RATIO[obj["shape"]]) / 0.5)
+    return float(presence * tolerant_f1(found, fitted_shape(obj["shape"], found)) * (0.5 + 0.5 * ratio_match))
 
 
 def shape_match(found: np.ndarray, expected: np.ndarray) -> float:
@@ -177,49 +237,68 @@ def shape_match(found: np.ndarray, expected: np.ndarray) -> float:
     return max(0.0, 1.0 - abs(_fill_ratio(found) - _fill_ratio(expected)) / 0.5)
 
 
-def _seam_differences(img: np.ndarray, m: np.ndarray, depth: int) -> np.ndarray:
-    """Mean |inside − outside| colour difference for pixel pairs straddling the mask border.
+def _shifted(img: np.ndarray, dy: int, dx: int, fill: Any) -> np.ndarray:
+    """``img`` moved so that out[y, x] = img[y + dy, x + dx]; pixels from outside become ``fill``."""
+    h, w = img.shape[:2]
+    out = np.full_like(img, fill)
+    out[max(0, -dy) : min(h, h - dy), max(0, -dx) : min(w, w - dx)] = img[
+        max(0, dy) : min(h, h + dy), max(0, dx) : min(w, w + dx)
+    ]
+    return out
 
-    For each axis direction and distance j = 1..depth, pair each mask pixel p with p + j·d
-    when that pixel is outside the mask. Returns one value per j.
+
+def _seam_differences(img: np.ndarray, m: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Colour change across the mask border, and how much change the visible surround allows.
+
+    For each axis direction d and distance j = 1..depth, pair each mask pixel p with q = p + j·d
+    when q is outside the mask: the seam is the mean |img(p) − img(q)|. The allowance for that
+    direction and distance is read outside the mask only: the larger of the continuation
+    |img(q) − img(q + j·d)| (a gradient's slope) and the 90th percentile of |Δ| over pixel pairs
+    j apart in that direction within 8 px outside the border (a stripe or checker edge that may
+    fall on the border). Returns per j the pair-weighted seam and allowance.
     """
-    h, w = m.shape
-    res = []
+    band = dilate(m, SURROUND_BAND) & ~m
+    seam, allow = [], []
     for j in range(1, depth + 1):
-        diffs, count = 0.0, 0
+        s_sum, a_sum, count = 0.0, 0.0, 0
         for dy, dx in ((0, j), (0, -j), (j, 0), (-j, 0)):
-            ys0, ys1 = max(0, -dy), min(h, h - dy)
-            xs0, xs1 = max(0, -dx), min(w, w - dx)
-            p_in = m[ys0:ys1, xs0:xs1]
-            q_out = ~m[ys0 + dy : ys1 + dy, xs0 + dx : xs1 + dx]
-            sel = p_in & q_out
-            if sel.any():
-                a = img[ys0:ys1, xs0:xs1][sel]
-                b = img[ys0 + dy : ys1 + dy, xs0 + dx : xs1 + dx][sel]
-                diffs += float(np.abs(a - b).mean(axis=1).sum())
-                count += int(sel.sum())
-        res.append(diffs / count if count else 0.0)
-    return np.asarray(res)
+            q = _shifted(img, dy, dx, 0.0)
+            q_out = _shifted(~m, dy, dx, False)
+            r = _shifted(img, 2 * dy, 2 * dx, 0.0)
+            r_out = _shifted(~m, 2 * dy, 2 * dx, False)
+            sel = m & q_out
+            if not sel.any():
+                continue
+            step = np.abs(img - q).mean(axis=-1)  # |img(x) − img(x + j·d)|
+            pairs = band & q_out
+            texture = float(np.quantile(step[pairs], 0.9)) if pairs.any() else 0.0
+            cont = sel & r_out
+            slope = float(np.abs(q - r).mean(axis=-1)[cont].mean()) if cont.any() else 0.0
+            s_sum += float(step[sel].sum())
+            a_sum += max(slope, texture) * int(sel.sum())
+            count += int(sel.sum())
+        seam.append(s_sum / count if count else 0.0)
+        allow.append(a_sum / count if count else 0.0)
+    return np.asarray(seam), np.asarray(allow)
 
 
 def consistency(condition: Any, image: Any) -> float:
-    """Colour/texture continuity across the mask border.
+    """Colour/texture continuity across the mask border, judged against the visible surround.
 
-    Compares pixel pairs straddling the border at distances 1..3 (inside vs outside). Natural
-    change across the border (gradients, stripes) is measured on the target and subtracted, so
-    only *excess* discontinuity is penalised: score = exp(−mean excess / 0.05). Seams, colour
-    casts and offset content inside the hole lower it; a smooth continuation does not.
+    Compares pixel pairs straddling the border at distances 1..3 (inside vs outside) with the
+    change the visible surround allows over the same distance and direction (its slope, and
+    the edges of its stripes or checks), so gradients and stripes are not punished: score = exp(−mean excess / 0.05). Seams,
+    colour casts and offset content inside the hole lower it; a smooth continuation does not.
+    Reads only the output and the mask (outside the mask the output is the source).
     """
     size = int(condition.meta["size"])
     out = as_array(image, size)
-    tgt = as_array(condition.target, size)
-    m = mask_array(condition)
-    excess = np.maximum(_seam_differences(out, m, SEAM_DEPTH) - _seam_differences(tgt, m, SEAM_DEPTH), 0)
-    return float(np.exp(-excess.mean() / SEAM_SCALE))
+    seam, ref = _seam_differences(out, mask_array(condition), SEAM_DEPTH)
+    return float(np.exp(-np.maximum(seam - ref, 0).mean() / SEAM_SCALE))
 
 
 def _grad_agreement(out: np.ndarray, tgt: np.ndarray, region: np.ndarray) -> float:
-    """exp(−mean |∇ low-pass(out) − ∇ low-pass(target)| / scale) over ``region``."""
+    """exp(−mean |∇ low-pass(out) − ∇ low-pass(reference)| / scale) over ``region``."""
     if not region.any():
         return 1.0
     lo, lt = box_blur(out, 5), box_blur(tgt, 5)
@@ -231,55 +310,94 @@ def _grad_agreement(out: np.ndarray, tgt: np.ndarray, region: np.ndarray) -> flo
     return float(np.exp(-(err / 2) / GRAD_SCALE))
 
 
-def structure(condition: Any, image: Any) -> float:
-    """Clean, undistorted geometry in the edit region.
+def border_ring(m: np.ndarray, width: int) -> np.ndarray:
+    """Mask pixels within ``width`` px of a kept (unmasked) pixel; the image edge is no border."""
+    return m & dilate(~m, width)
 
-    Silhouettes are colour-agnostic: pixels farther than 0.3 (RGB distance) from the scene's
-    background. 70 %: tolerant F1 of the output's silhouette vs the target's inside the mask
-    (for an empty region: 1 − share of spurious silhouette pixels). 30 %: agreement of the
-    low-pass gradient field with the target's away from the object (stripes keep direction and
-    period, gradients keep slope).
+
+def ink_integrity(found: np.ndarray) -> float:
+    """Share of ``found`` pixels with at least 3 of their 8 neighbours found (clean strokes)."""
+    nb = sum(np.roll(np.roll(found, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) - found
+    return float((nb[found] >= 3).mean())
+
+
+def object_integrity(found: np.ndarray, out: np.ndarray, m: np.ndarray) -> float:
+    """How intact the object in the edit region is, whatever the prompt asked for.
+
+    * ink (words: most found pixels dark): share of found pixels with at least 3 of their 8
+      neighbours found — glyph strokes are ≥ 2 px wide blocks, grain and speckle are not;
+    * a shape: tolerant F1 against the best-fitting canonical shape (``fitted_shape``), so a cut,
+      sheared, doubled or ragged shape loses and any whole shape keeps 1.
+
+    Times (1 − the share of the hole's 2-px border ring that is object-like): objects in this
+    world keep ≥ 4 px from the border of their hole, so content that runs into the border is an
+    object cut by (or smeared over) the edit region. Nothing found: 1 (no geometry to distort).
+    """
+    ring = border_ring(m, int(round(2 * m.shape[0] / 112)) or 1)
+    bleed = float((found & ring).sum() / max(ring.sum(), 1))
+    if not found.any():
+        return 1.0
+    if float(ink(out)[found].mean()) >= 0.5:
+        geo = ink_integrity(found)
+    else:
+        geo = max(tolerant_f1(found, fitted_shape(shape, found)) for shape in SHAPES)
+    return geo * (1.0 - bleed)
+
+
+def structure(condition: Any, image: Any) -> float:
+    """Clean, undistorted geometry in the edit region, judged on the object that is there.
+
+    Silhouettes are colour-agnostic (``object_pixels``). 70 %: ``object_integrity`` of the
+    output's silhouette in the mask (the prompt, which this criterion does not see, names no
+    shape here). 30 %: agreement of the output's low-pass gradient field with the background
+    model's away from the object (stripes keep direction and period, gradients keep slope).
     """
     size = int(condition.meta["size"])
     out = as_array(image, size)
-    tgt = as_array(condition.target, size)
     bg = background(condition)
     m = mask_array(condition)
-    sil_out = (np.linalg.norm(out - bg, axis=-1) > SILHOUETTE_THRESHOLD) & m
-    sil_tgt = (np.linalg.norm(tgt - bg, axis=-1) > SILHOUETTE_THRESHOLD) & m
-    if sil_tgt.any():
-        geo = tolerant_f1(sil_out, sil_tgt)
-    else:
-        geo = 1.0 - float(sil_out.sum() / max(m.sum(), 1))
-    region = m & ~dilate(sil_tgt, 3)
-    return float(0.7 * geo + 0.3 * _grad_agreement(out, tgt, region))
+    found = object_pixels(out, bg, m)
+    region = m & ~dilate(found, 3)
+    return float(0.7 * object_integrity(found, out, m) + 0.3 * _grad_agreement(out, bg, region))
 
 
 def _hf_energy(img: np.ndarray, region: np.ndarray, k: int) -> float:
     return float(np.abs(img - box_blur(img, k)).mean(axis=-1)[region].mean())
 
 
+def clean_rendering(out: np.ndarray, bg: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """What the output's own content would look like drawn cleanly: the background model with
+    the object-like pixels in the mask set to their median colour, sharp-edged. Aesthetics
+    compares the output with it, so it judges how the content is drawn, not what it is."""
+    found = object_pixels(out, bg, m)
+    ref = np.where(m[..., None], bg, out)
+    if found.any():
+        ref[found] = np.median(out[found], axis=0)
+    return ref
+
+
 def aesthetics(condition: Any, image: Any) -> float:
     """Absence of noise, blur, blotches and clipping in the edit region.
 
     High-frequency energy |x − box_k(x)| at two scales (k = 3 catches grain and blur, k = 9
-    catches blotches) is compared with the target's: extra energy (grain, blotches) costs fully,
-    missing energy (blur, flat patches) half: exp(−Σ penalty / 0.05). Colour clipping (channels
-    at 0 or 255 beyond the target's share) is a multiplicative penalty.
+    catches blotches) is compared with that of a clean rendering of the output's own content
+    (``clean_rendering``): extra energy (grain, blotches) costs fully, missing energy (blur,
+    soft edges) half: exp(−Σ penalty / 0.05). Colour clipping (channels at 0 or 255 beyond the
+    clean rendering's share) is a multiplicative penalty.
     """
     size = int(condition.meta["size"])
     out = as_array(image, size)
-    tgt = as_array(condition.target, size)
     m = mask_array(condition)
     if not m.any():
         return 1.0
+    ref = clean_rendering(out, background(condition), m)
     dev = 0.0
     for k in (3, 9):
-        d = _hf_energy(out, m, k) - _hf_energy(tgt, m, k)
+        d = _hf_energy(out, m, k) - _hf_energy(ref, m, k)
         # Extra energy (grain, blotches) costs fully; missing energy (blur, flat fills) half.
         dev += d if d > 0 else -0.5 * d
     clipped_o = float(((out <= 0.01) | (out >= 0.99)).any(axis=-1)[m].mean())
-    clipped_t = float(((tgt <= 0.01) | (tgt >= 0.99)).any(axis=-1)[m].mean())
+    clipped_t = float(((ref <= 0.01) | (ref >= 0.99)).any(axis=-1)[m].mean())
     clip_pen = max(0.0, 1.0 - 3.0 * max(0.0, clipped_o - clipped_t))
     return float(np.exp(-dev / HF_SCALE) * clip_pen)
 
@@ -287,24 +405,23 @@ def aesthetics(condition: Any, image: Any) -> float:
 def removal_quality(condition: Any, image: Any) -> float:
     """No trace of the removed object; the hole matches the background.
 
-    distance = mean RGB distance (/√3) between low-pass output and low-pass target inside the
-    mask (low-pass forgives texture phase, not colour); residue = share of the object's
-    silhouette still in the object's colour (ink for words). score = exp(−distance / 0.06) ×
-    (1 − residue).
+    distance = mean RGB distance (/√3) between the low-passed output and the low-passed
+    background model inside the mask (low-pass forgives texture phase, not colour); residue =
+    share of the hole's core (the mask eroded by 3 px, about the object's footprint: the mask is
+    its silhouette grown by 3–5 px) that is still object-like (``object_pixels``). score =
+    exp(−distance / 0.06) × (1 − residue). Reads only the output, the mask and the background
+    model: which object was removed is not scored, only that nothing is left.
     """
     size = int(condition.meta["size"])
     out = as_array(image, size)
-    tgt = as_array(condition.target, size)
+    bg = background(condition)
     m = mask_array(condition)
-    removed = condition.meta.get("removed")
-    dist = float((np.linalg.norm(box_blur(out, 5) - box_blur(tgt, 5), axis=-1) / np.sqrt(3))[m].mean())
-    residue = 0.0
-    if removed is not None:
-        sil = object_silhouette(removed, size)
-        like = ink(out) if removed["kind"] == "word" else colour_match(out, object_rgb(removed))
-        # Only count pixels the target doesn't already have in that colour (context objects).
-        like &= ~(ink(tgt) if removed["kind"] == "word" else colour_match(tgt, object_rgb(removed)))
-        residue = float((like & sil).sum() / max(sil.sum(), 1))
+    if not m.any():
+        return 1.0
+    dist = float((np.linalg.norm(box_blur(out, 5) - box_blur(bg, 5), axis=-1) / np.sqrt(3))[m].mean())
+    core = erode(m, int(round(3 * size / 112)))
+    core = core if core.any() else m
+    residue = float(object_pixels(out, bg, core).sum() / core.sum())
     return float(np.exp(-dist / REMOVAL_SCALE) * (1.0 - residue))
 
 

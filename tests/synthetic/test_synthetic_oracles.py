@@ -69,7 +69,6 @@ def test_prompt_free_extend_has_no_text_alignment():
         ("blank", "consistency", ("fill", "extend")),
         ("blank", "text_alignment", ("fill", "extend")),
         ("wrong_colour", "text_alignment", ("fill", "extend")),
-        ("partial_object", "structure", ("fill",)),
         ("colour_shift", "consistency", ("fill", "extend")),
         ("seam_offset", "consistency", ("fill", "extend")),
         ("residue", "removal_quality", ("removal",)),
@@ -94,7 +93,6 @@ def test_source_as_output_fails_removal():
         ("noise", "aesthetics", ("fill", "extend")),
         ("colour_shift", "consistency", ("fill", "extend")),
         ("partial_object", "text_alignment", ("fill", "extend")),
-        ("partial_object", "structure", ("fill",)),
         ("residue", "removal_quality", ("removal",)),
     ],
 )
