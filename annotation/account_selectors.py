@@ -4,8 +4,9 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.db.models import Prefetch
 
+from core.roles import ADMIN, remember_roles, with_roles
+
 from .models import Campaign
-from .roles import ADMIN, remember_roles, with_roles
 
 
 def account_list(*, role: str | None = None, active: bool | None = None, ids: list[int] | None = None) -> list[User]:

@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
+from core.roles import IMPORT_PERMISSION
 
 from .guidelines import render_guideline
 from .models import (
@@ -27,7 +28,6 @@ from .models import (
     Sample,
     TaskType,
 )
-from .roles import IMPORT_PERMISSION
 from .selectors import campaign_progress
 from .services.campaigns import campaign_create, campaign_set_status, campaign_start, campaign_validate
 from .services.imports import import_upload

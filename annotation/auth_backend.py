@@ -6,8 +6,7 @@ import functools
 from django.contrib.auth import get_user_model
 
 from core.login_throttle import ThrottledModelBackend
-
-from .roles import remember_roles, with_roles
+from core.roles import remember_roles, with_roles
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.utils._os import safe_join
 from rest_framework import exceptions
 
-from .api.authentication import ExpiringTokenAuthentication
+from core.authentication import ExpiringTokenAuthentication
 
 
 def _token_refusal(exc: exceptions.AuthenticationFailed) -> JsonResponse:

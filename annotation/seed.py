@@ -9,9 +9,9 @@ criterion description is filled. Uses the ``apps`` registry it is given, as migr
 from __future__ import annotations
 
 from contracts.vocabulary import BUILTIN
+from core.roles import ROLE_PERMISSIONS
 
 from . import vocabulary as vocab
-from .roles import ROLE_PERMISSIONS
 
 
 def seed_taxonomy(apps) -> None:

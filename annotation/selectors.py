@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from core.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 from core.stats import wilson_interval
 
 from .export_format import ndjson_chunks
@@ -38,7 +39,6 @@ from .models import (
     Sample,
     TaskType,
 )
-from .roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 
 
 def hashed_annotator_id(user_id: int) -> str:

@@ -216,8 +216,8 @@ UPLOAD_MAX_ARCHIVE_BYTES = env.int("UPLOAD_MAX_ARCHIVE_BYTES", default=500 * 102
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        # A bad or expired token answers 401 (annotation.api.errors), no credentials 403.
-        "annotation.api.authentication.ExpiringTokenAuthentication",
+        # A bad or expired token answers 401 (core.api_errors), no credentials 403.
+        "core.authentication.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -236,7 +236,7 @@ REST_FRAMEWORK = {
     # Proxies in front of the app that append to X-Forwarded-For. 0 = use REMOTE_ADDR; DRF's default
     # (None) would trust a client-sent X-Forwarded-For and let it dodge every per-address limit.
     "NUM_PROXIES": _number("NUM_PROXIES", 0),
-    "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "OneReward Platform API",
@@ -252,7 +252,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SplitEnum": "annotation.models.Split",
         "OptionalSplitEnum": "annotation.api.serializers.OPTIONAL_SPLIT_CHOICES",
-        "AccountRoleEnum": "annotation.roles.ACCOUNT_ROLES",
+        "AccountRoleEnum": "core.roles.ACCOUNT_ROLES",
         # Snapshots and imports share these four states (queued, running, succeeded, failed).
         "JobStateEnum": "annotation.models.ImportStatus",
         "JobStatusEnum": "jobs.models.JobStatus",

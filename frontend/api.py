@@ -17,12 +17,12 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.permissions import IsCurator, IsStaffRole
 from annotation.api.serializers import OPTIONAL_SPLIT_CHOICES
 from annotation.models import Campaign, Criterion, DatasetSnapshot, TaskType
 from annotation.services.campaigns import campaign_create, campaign_start
 from core.errors import ApplicationError, Conflict
 from core.params import int_query_param
+from core.permissions import IsCurator, IsStaffRole
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_cancel
 from policytrain import services as policy_services

@@ -1,7 +1,7 @@
 """Template context shared by every page."""
 from django.http import HttpRequest
 
-from annotation.roles import roles_of
+from core.roles import roles_of
 
 
 def roles(request: HttpRequest) -> dict:

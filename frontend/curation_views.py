@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect
 
 from annotation.guidelines import render_guideline
 from annotation.models import Criterion, GuidelineVersion, TaskType
-from annotation.roles import ACCOUNT_ROLES, CURATOR, SCIENTIST, has_role, roles_manageable_by
+from core.roles import ACCOUNT_ROLES, CURATOR, SCIENTIST, has_role, roles_manageable_by
 
 from . import views
 from .views import _dash, curator_page

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404
 from annotation.api.items import item_payload
 from annotation.item_selectors import DEFAULT_DISPUTE_BELOW, ITEM_STATUSES
 from annotation.models import Campaign, CampaignMode, Item
-from annotation.roles import ANNOTATOR, CURATOR, has_role
+from core.roles import ANNOTATOR, CURATOR, has_role
 
 from .views import _dash, campaign_page
 

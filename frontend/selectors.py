@@ -30,7 +30,6 @@ from annotation.models import (
     Sample,
     TaskType,
 )
-from annotation.roles import has_role
 from annotation.selectors import (
     annotator_stats,
     campaign_agreement,
@@ -40,6 +39,7 @@ from annotation.selectors import (
 )
 from annotation.vocabulary import CRITERION_NAMES, TASK_NAMES
 from core.errors import ApplicationError
+from core.roles import has_role
 from core.stats import wilson_interval
 from jobs.models import Job, JobKind, JobStatus, MetricPoint
 from jobs.selectors import job_list, job_metric_series
@@ -115,7 +115,7 @@ def job_links(job: Job) -> list[dict]:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         links.append({"label": f"Snapshot #{snap.pk}", "url": reverse("dash-snapshot", args=[snap.pk]),
                       "role": "output"})
-    elif job.kind == JobKind.EVALUATION and job.config.get("reward_model_id"):
+    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE) and job.config.get("reward_model_id"):
         rm = job.config["reward_model_id"]
         links.append({"label": f"Reward model #{rm}", "url": reverse("dash-reward-model", args=[rm]), "role": "input"})
     return links
@@ -406,7 +406,7 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         out["snapshot"] = {"id": snap.pk, "name": snap.name, "status": snap.status, "counts": snap.counts,
                            "human_ceiling": snap.human_ceiling, "content_hash": snap.content_hash}
-    elif job.kind == JobKind.EVALUATION:
+    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE):
         out["scores"] = (job.result or {}).get("scores", [])[:50]
     return out
 

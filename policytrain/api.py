@@ -17,10 +17,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.permissions import IsScientist, IsStaffRole
 from annotation.models import Split
 from core.errors import ApplicationError
 from core.params import int_query_param
+from core.permissions import IsScientist, IsStaffRole
 from jobs.selectors import job_metric_series
 from jobs.serializers import MetricPointOut
 

@@ -10,12 +10,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
+from core.permissions import IsCurator
+from core.roles import ACCOUNT_ROLES, account_role, may_manage, roles_manageable_by
 
 from ..account_selectors import account_list
 from ..guidelines import render_guideline
-from ..roles import ACCOUNT_ROLES, account_role, may_manage, roles_manageable_by
 from ..services.accounts import account_create, account_update, password_reset_send, password_set_link
-from .permissions import IsCurator
 from .serializers import GuidelineIn
 from .serializers_out import HtmlOut
 

@@ -14,9 +14,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from core.authentication import token_expired
 from core.login_throttle import lockout_seconds
 
-from .authentication import token_expired
 from .serializers_out import TokenOut
 
 

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError, NotFound
+from core.permissions import IsStaffRole
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_cancel
 
@@ -28,7 +29,6 @@ from ..services.exports import (
     export_start,
     export_stream,
 )
-from .permissions import IsStaffRole
 from .serializers_out import ExportJobListOut, ExportJobOut
 
 _TRUE = {"1", "true", "yes"}

@@ -15,12 +15,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.params import int_query_param
+from core.permissions import IsCurator, IsStaffRole
 
 from ..item_selectors import PAGE_SIZE, campaign_items_page, item_detail, item_filter_from_query
 from ..models import Campaign, Item
 from ..services.adjudication import NOTE_MAX_CHARS, item_adjudicate
 from ..services.campaigns import item_mark_gold, item_unmark_gold
-from .permissions import IsCurator, IsStaffRole
 from .serializers import _answer_shape, _media
 from .serializers_out import ItemOut, ItemPageOut
 

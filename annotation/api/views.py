@@ -11,6 +11,8 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.params import int_list_query_param
+from core.permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
+from core.roles import roles_of
 
 from ..models import (
     Campaign,
@@ -24,7 +26,6 @@ from ..models import (
     Sample,
     TaskType,
 )
-from ..roles import roles_of
 from ..selectors import (
     annotator_stats,
     campaign_agreement,
@@ -48,7 +49,6 @@ from . import serializers as s
 from . import serializers_out as o
 from .items import CampaignAnnotatorsIn
 from .pagination import PagePagination
-from .permissions import IsAnnotator, IsAnyRole, IsCurator, IsStaffRole
 
 
 class MeApi(APIView):

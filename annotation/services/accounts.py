@@ -20,8 +20,7 @@ from django.utils.http import urlsafe_base64_encode
 from rest_framework.authtoken.models import Token
 
 from core.errors import ApplicationError, NotAllowed
-
-from ..roles import ADMIN, ALL_ROLES, CURATOR, account_role, may_manage, roles_manageable_by
+from core.roles import ADMIN, ALL_ROLES, CURATOR, account_role, may_manage, roles_manageable_by
 
 
 def _check_may_grant(by: User, role: str) -> None:

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict
+from core.roles import ANNOTATOR, has_role
 
 from ..models import (
     Campaign,
@@ -24,7 +25,6 @@ from ..models import (
     TaskType,
     default_skip_reasons,
 )
-from ..roles import ANNOTATOR, has_role
 from .adjudication import parse_item_answer
 
 

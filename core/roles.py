@@ -44,7 +44,7 @@ def with_roles(rows: QuerySet, user_field: str = "pk") -> QuerySet:
     """``rows`` (users, or rows naming a user in ``user_field``) with one role flag per role,
     read in the same statement: every API request needs the caller's roles. Building these
     subqueries costs more Python than a second query would, so callers build the queryset once
-    and filter it per request (see ``annotation.api.authentication``)."""
+    and filter it per request (see ``core.authentication``)."""
     return rows.annotate(**{
         f"has_role_{role}": Exists(Group.objects.filter(name=role, user=OuterRef(user_field))) for role in ALL_ROLES
     })

@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from ..roles import remember_roles, with_roles
+from core.roles import remember_roles, with_roles
 
 
 def token_expired(token: Token) -> bool:
@@ -19,7 +19,7 @@ def token_expired(token: Token) -> bool:
 
 
 class TokenRefused(exceptions.AuthenticationFailed):
-    """A token was sent but is unknown, inactive or expired: 401 (annotation.api.errors), so a
+    """A token was sent but is unknown, inactive or expired: 401 (``core.api_errors``), so a
     script can tell "get a new token" from "your role does not allow this" (403)."""
 
     default_code = "token_invalid"
@@ -33,7 +33,7 @@ def _tokens_with_roles():
 
 class ExpiringTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, refusing a token older than TOKEN_TTL_SECONDS; the user's
-    roles are read with the token (one statement, see ``annotation.roles.with_roles``)."""
+    roles are read with the token (one statement, see ``core.roles.with_roles``)."""
 
     def authenticate_credentials(self, key):
         model = self.get_model()

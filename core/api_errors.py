@@ -1,4 +1,5 @@
-"""One error shape for every API response: {"message", "code", "fields"}."""
+"""One error shape for every API response: {"message", "code", "fields"} (REST_FRAMEWORK's
+EXCEPTION_HANDLER)."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -7,9 +8,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
+from core.authentication import TokenRefused
 from core.errors import ApplicationError
-
-from .authentication import TokenRefused
 
 
 def exception_handler(exc, context):

@@ -1,7 +1,7 @@
-"""Role checks for API views (roles are groups; see annotation.roles)."""
+"""Role checks for API views (roles are groups; see core.roles), shared by every app's API."""
 from rest_framework.permissions import BasePermission
 
-from ..roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
+from core.roles import ANNOTATOR, CURATOR, SCIENTIST, has_role
 
 
 class _RolePermission(BasePermission):
