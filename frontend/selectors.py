@@ -115,7 +115,7 @@ def job_links(job: Job) -> list[dict]:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         links.append({"label": f"Snapshot #{snap.pk}", "url": reverse("dash-snapshot", args=[snap.pk]),
                       "role": "output"})
-    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE) and job.config.get("reward_model_id"):
+    elif job.kind == JobKind.EVALUATION and job.config.get("reward_model_id"):
         rm = job.config["reward_model_id"]
         links.append({"label": f"Reward model #{rm}", "url": reverse("dash-reward-model", args=[rm]), "role": "input"})
     return links
@@ -406,7 +406,7 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         out["snapshot"] = {"id": snap.pk, "name": snap.name, "status": snap.status, "counts": snap.counts,
                            "human_ceiling": snap.human_ceiling, "content_hash": snap.content_hash}
-    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE):
+    elif job.kind == JobKind.EVALUATION:
         out["scores"] = (job.result or {}).get("scores", [])[:50]
     return out
 

@@ -17,7 +17,6 @@ from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, sna
 from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsStaffRole
-from jobs.models import JobStatus
 from jobs.selectors import job_metric_series
 from jobs.serializers import MetricPointOut
 
@@ -68,9 +67,6 @@ class JobPayloadOut(serializers.Serializer):
 
 
 class SnapshotOut(serializers.ModelSerializer):
-    # The build job's status and error (ADR 0002): a snapshot keeps no status of its own.
-    status = serializers.ChoiceField(choices=JobStatus.choices, read_only=True)
-    error = serializers.CharField(read_only=True)
     job = serializers.SerializerMethodField()
     campaigns = serializers.SerializerMethodField()
 
