@@ -91,7 +91,7 @@ def oracle_pairs(
             for crit in scores[i]:
                 a, b = scores[i][crit], scores[j][crit]
                 better, worse = (i, j) if a >= b else (j, i)
-                rows.append({"task": cond.task, "criterion": crit, "prompt": cond.prompt,
+                rows.append({"condition_id": cond.id, "task": cond.task, "criterion": crit, "prompt": cond.prompt,
                              "better": pil[better], "worse": pil[worse], "margin": abs(a - b)})
     return rows
 

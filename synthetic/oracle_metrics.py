@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from core.stats import cluster_interval, grouped_interval
 from synthetic.annotators import SimulatedAnnotator, agreement_stats
 from synthetic.candidate_fills import generate_images, mean_scores, oracle_scores
 from synthetic.loop_config import Progress
@@ -35,20 +36,19 @@ def oracle_win_rate(
 
 def win_rate_detail(
     base: Sequence[float], new: Sequence[float], tasks: Sequence[str], groups: Sequence[str],
-    threshold: float, resamples: int = 2000, seed: int = 0,
+    threshold: float,
 ) -> dict[str, dict[str, Any]]:
     """What stands behind each task's win rate (``oracle_win_rate``), per task:
 
-    - ``n`` items, ``mean_delta`` (new − base mean oracle score);
-    - ``ci95``: a 95 % bootstrap interval of the win rate that resamples whole ``groups``
-      (conditions), since a condition's seeds are not independent items;
+    - ``n`` items and ``conditions``, ``mean_delta`` (new − base mean oracle score);
+    - ``ci95``: the 95 % interval of the win rate clustered by ``groups`` (conditions), since a
+      condition's seeds are not independent items (``core.stats.cluster_interval``);
     - ``perceptible_share``: items whose scores differ by more than ``threshold`` (the oracle tie
       threshold: a smaller difference is one an annotator reports as a tie), and
       ``perceptible_win_rate``: the win rate over those items only (None when there are none).
 
     A win rate far from ½ with a tiny ``perceptible_share`` is a systematic but invisible shift.
     """
-    rng = np.random.default_rng(seed)
     by_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for b, n, t, g in zip(base, new, tasks, groups, strict=True):
         by_task[t][g].append(n - b)
@@ -57,13 +57,11 @@ def win_rate_detail(
         deltas = [np.asarray(v, dtype=float) for v in per_group.values()]
         wins = [(d > 0) + 0.5 * (d == 0) for d in deltas]
         flat_d, flat_w = np.concatenate(deltas), np.concatenate(wins)
-        picks = rng.integers(0, len(deltas), size=(resamples, len(deltas)))
-        sums, counts = np.array([w.sum() for w in wins]), np.array([len(w) for w in wins])
-        boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+        interval = cluster_interval([float(w.sum()) for w in wins], [len(w) for w in wins])
         seen = np.abs(flat_d) > threshold
         out[task] = {
-            "n": int(flat_d.size), "mean_delta": float(flat_d.mean()),
-            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "n": int(flat_d.size), "conditions": len(deltas), "mean_delta": float(flat_d.mean()),
+            "ci95": list(interval) if interval else None,
             "perceptible_share": float(seen.mean()),
             "perceptible_win_rate": float(flat_w[seen].mean()) if seen.any() else None,
         }
@@ -141,6 +139,21 @@ def oracle_accuracy_table(
             acc[task].setdefault(crit, {})[k] = float(np.mean(v))
             n[task].setdefault(crit, {})[k] = len(v)
     return dict(acc), dict(n)
+
+
+def oracle_accuracy_intervals(judged: Sequence[tuple[dict[str, Any], float]]) -> dict[str, dict[str, list[float]]]:
+    """95 % interval of each task → criterion's oracle accuracy, clustered by condition: the pairs
+    of one condition share its candidate images, so they are not independent
+    (``core.stats.grouped_interval``; rows without a ``condition_id`` count as their own cluster)."""
+    units: dict[tuple[str, str], list[tuple[Any, float]]] = defaultdict(list)
+    for n, (r, c) in enumerate(judged):
+        units[(r["task"], r["criterion"])].append((r.get("condition_id", n), c))
+    out: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for (task, crit), cell in units.items():
+        interval = grouped_interval(cell)
+        if interval is not None:
+            out[task][crit] = list(interval)
+    return dict(out)
 
 
 def oracle_accuracy(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.stats import wilson_interval
+
 torch = pytest.importorskip("torch")
 
 from synthetic import oracle_metrics  # noqa: E402
@@ -23,7 +25,7 @@ def test_oracle_win_rate_rejects_mismatched_lengths():
         oracle_metrics.oracle_win_rate([0.1, 0.2], [0.3], ["fill", "fill"])
 
 
-def test_win_rate_detail_separates_perceptible_changes_and_resamples_conditions():
+def test_win_rate_detail_separates_perceptible_changes_and_clusters_conditions():
     # fill: condition a loses a little on both seeds (invisible), b wins clearly on both.
     base = [0.50, 0.50, 0.40, 0.40, 0.70]
     new = [0.49, 0.49, 0.50, 0.50, 0.70]
@@ -33,13 +35,28 @@ def test_win_rate_detail_separates_perceptible_changes_and_resamples_conditions(
     fill = detail["fill"]
     assert fill["n"] == 4 and fill["mean_delta"] == pytest.approx((-0.01 * 2 + 0.1 * 2) / 4)
     assert fill["perceptible_share"] == 0.5 and fill["perceptible_win_rate"] == 1.0
-    # Two conditions, each all-win or all-loss: a resample holds 0, 1 or 2 copies of b.
+    # Two conditions, one all-loss and one all-win: two independent units, not four, so the
+    # interval is the clustered one (t with 1 degree of freedom), far wider than Wilson over 4 items.
     lo, hi = fill["ci95"]
-    assert lo == 0.0 and hi == 1.0
+    assert fill["conditions"] == 2 and lo == 0.0 and hi == 1.0
     removal = detail["removal"]
-    assert removal["ci95"] == [0.5, 0.5] and removal["perceptible_share"] == 0.0
+    # One condition: no spread to estimate, so the Wilson interval of its one tie (not a point).
+    assert removal["ci95"] == pytest.approx(list(wilson_interval(0.5, 1))) and removal["perceptible_share"] == 0.0
     assert removal["perceptible_win_rate"] is None
     assert "perceptible" in oracle_metrics.describe_win(fill) and "(win" not in oracle_metrics.describe_win(removal)
+
+
+def test_oracle_accuracy_intervals_cluster_pairs_by_condition():
+    # 30 conditions × 3 pairs: a condition's pairs all right or all wrong (they share its images).
+    judged = [({"condition_id": f"c{i}", "task": "fill", "criterion": "structure"}, float(i < 24))
+              for i in range(30) for _ in range(3)]
+    lo, hi = oracle_metrics.oracle_accuracy_intervals(judged)["fill"]["structure"]
+    w_lo, w_hi = wilson_interval(72, 90)
+    assert lo < 0.8 < hi and hi - lo > 1.4 * (w_hi - w_lo)
+    # Without condition ids every pair is its own cluster: about the Wilson interval.
+    bare = [({"task": "fill", "criterion": "structure"}, c) for _, c in judged]
+    b_lo, b_hi = oracle_metrics.oracle_accuracy_intervals(bare)["fill"]["structure"]
+    assert b_hi - b_lo == pytest.approx(w_hi - w_lo, rel=0.1)
 
 
 def test_win_rate_detail_interval_narrows_with_more_conditions():
