@@ -91,10 +91,6 @@ class OverlayOut(serializers.Serializer):
     runs = OverlayRunOut(many=True)
 
 
-class ResolvedConfigOut(serializers.Serializer):
-    config = serializers.DictField(help_text="The final config the run would get; nothing was written.")
-
-
 class LineageOut(serializers.Serializer):
     """Upstream and downstream nodes; ``chain`` is the path from campaigns to this node (reward
     models and checkpoints), ``generation_job`` the job that made a campaign."""

@@ -1,4 +1,5 @@
-"""Output serializers for what every job-backed endpoint returns about a job: its metric points.
+"""Output serializers shared by the job-backed endpoints: a job's metric points and the resolved
+config a run-start preview answers.
 
 They describe (for the OpenAPI schema) the dicts ``jobs.selectors.job_metric_series`` builds; the
 endpoints return those dicts as they are.
@@ -15,3 +16,9 @@ class MetricPointOut(serializers.Serializer):
     id = serializers.IntegerField(help_text="Poll with ?after=<the last id> for newer points.")
     step = serializers.IntegerField()
     kind = serializers.CharField(help_text="train or eval")
+
+
+class ResolvedConfigOut(serializers.Serializer):
+    """What a ``runs/preview/`` route answers: the config the run would train with."""
+
+    config = serializers.DictField(help_text="The final resolved config; nothing was written or queued.")

@@ -17,12 +17,13 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.serializers import OPTIONAL_SPLIT_CHOICES
 from annotation.models import Split
 from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsScientist, IsStaffRole
 from jobs.selectors import job_metric_series
-from jobs.serializers import MetricPointOut
+from jobs.serializers import MetricPointOut, ResolvedConfigOut
 
 from . import selectors, services
 from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion
@@ -147,14 +148,86 @@ class _SampleSelection(serializers.Serializer):
 
 
 class PolicyRunIn(_SampleSelection):
-    reward_model = serializers.IntegerField()
-    base_policy = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    """An RL run to start (POST runs/) or to resolve without writing (POST runs/preview/): the one
+    input check both share; ``policytrain.services`` applies the domain rules (presets, the reward
+    model's coverage of the active tasks, platform-only settings)."""
+
+    reward_model = serializers.IntegerField(error_messages={"required": "Pick a reward model.",
+                                                            "invalid": "Pick a reward model.",
+                                                            "null": "Pick a reward model."})
+    base_policy = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
     algorithm = serializers.ChoiceField(choices=Algorithm.choices, default=Algorithm.FIXED)
     overrides = serializers.DictField(required=False, default=dict)
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     processes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64)
-    init_checkpoint = serializers.IntegerField(required=False, allow_null=True,
+    init_checkpoint = serializers.IntegerField(required=False, allow_null=True, default=None,
                                                help_text="Start the LoRA weights from this checkpoint's (e.g. production).")
+    # The run form's shortcuts for the most-changed settings; they win over the same keys in overrides.
+    task_fill = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    task_extend = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    task_removal = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    hinge_lambda = serializers.FloatField(required=False, allow_null=True)
+    ema_decay = serializers.FloatField(required=False, allow_null=True)
+    max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=4096)
+    learning_rate = serializers.FloatField(required=False, allow_null=True)
+    conditions_split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
+
+    def validate_reward_model(self, value: int):
+        model = apps.get_model("rewardtrain", "RewardModel").objects.filter(pk=value).first()
+        if model is None:
+            raise serializers.ValidationError(f"No reward model with id {value}.")
+        return model
+
+    def validate_init_checkpoint(self, value: int | None) -> PolicyCheckpoint | None:
+        if value is None:
+            return None
+        checkpoint = PolicyCheckpoint.objects.filter(pk=value).first()
+        if checkpoint is None:
+            raise serializers.ValidationError(f"No checkpoint with id {value}.")
+        return checkpoint
+
+    def validate_hinge_lambda(self, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise serializers.ValidationError("λ is a probability ceiling: strictly between 0 and 1.")
+        return value
+
+    def validate_ema_decay(self, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise serializers.ValidationError("τ must be strictly between 0 and 1.")
+        return value
+
+    def validate_learning_rate(self, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def validate(self, attrs):
+        probs = [attrs.get(k) for k in ("task_fill", "task_extend", "task_removal")]
+        if any(p is not None for p in probs) and not sum(p or 0 for p in probs) > 0:
+            raise serializers.ValidationError({"task_fill": ["The task mixture needs at least one task above 0."]})
+        return attrs
+
+    def resolved_overrides(self) -> dict:
+        """``overrides`` with the shortcut fields applied (the task mixture as ``task_probs``)."""
+        v = self.validated_data
+        out = dict(v["overrides"])
+        probs = {t: v.get(f"task_{t}") for t in ("fill", "extend", "removal")}
+        if any(p is not None for p in probs.values()):
+            out["task_probs"] = {t: float(p or 0) for t, p in probs.items()}
+        for key in ("hinge_lambda", "ema_decay", "max_steps", "batch_size", "learning_rate"):
+            if v.get(key) is not None:
+                out[key] = v[key]
+        if v.get("conditions_split"):
+            out["conditions_split"] = v["conditions_split"]
+        return out
+
+    def config_kwargs(self) -> dict:
+        """What ``resolve_rl_config`` needs (and ``policy_run_start`` too)."""
+        v = self.validated_data
+        return {"reward_model": v["reward_model"], "base_policy": v["base_policy"] or None,
+                "algorithm": int(v["algorithm"]), "overrides": self.resolved_overrides(),
+                "init_checkpoint": v["init_checkpoint"]}
 
 
 class GenerationIn(_SampleSelection):
@@ -170,14 +243,6 @@ class GenerationIn(_SampleSelection):
 class PromoteIn(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
     force = serializers.BooleanField(required=False, default=False)
-
-
-def _reward_model(pk: int):
-    model = apps.get_model("rewardtrain", "RewardModel")
-    obj = model.objects.filter(pk=pk).first()
-    if obj is None:
-        raise ApplicationError("Unknown reward model.", fields={"reward_model": [f"No reward model with id {pk}."]})
-    return obj
 
 
 def _checkpoint(pk: int | None, field: str) -> PolicyCheckpoint | None:
@@ -218,13 +283,24 @@ class PolicyRunListCreateApi(APIView):
         data = PolicyRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        run = services.policy_run_start(
-            reward_model=_reward_model(v["reward_model"]), base_policy=v.get("base_policy") or None,
-            algorithm=int(v["algorithm"]), overrides=v.get("overrides") or {}, sample_filter=data.sample_filter(),
-            user=request.user, name=v.get("name", ""), processes=v["processes"],
-            init_checkpoint=_checkpoint(v.get("init_checkpoint"), "init_checkpoint"),
-        )
+        run = services.policy_run_start(**data.config_kwargs(), sample_filter=data.sample_filter(),
+                                        user=request.user, name=v["name"], processes=v["processes"])
         return Response(PolicyRunOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class PolicyRunPreviewApi(APIView):
+    """POST a run's input → the final RLConfig (validated, coverage checked); nothing is written."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(request=PolicyRunIn, responses=ResolvedConfigOut)
+    def post(self, request):
+        data = PolicyRunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        _, config = services.resolve_rl_config(**data.config_kwargs())
+        out = config.to_dict()
+        out.update(conditions_dir="(exported when the run starts)", output_dir="(assigned when the run starts)")
+        return Response({"config": out})
 
 
 class PolicyRunDetailApi(APIView):

@@ -4,6 +4,7 @@ from . import api
 
 urlpatterns = [
     path("runs/", api.PolicyRunListCreateApi.as_view(), name="api-policy-runs"),
+    path("runs/preview/", api.PolicyRunPreviewApi.as_view(), name="api-policy-run-preview"),
     path("runs/<int:pk>/", api.PolicyRunDetailApi.as_view(), name="api-policy-run"),
     path("runs/<int:pk>/artifacts/<path:path>", api.PolicyRunArtifactApi.as_view(), name="api-policy-run-artifact"),
     path("runs/<int:pk>/<str:action>/", api.PolicyRunActionApi.as_view(), name="api-policy-run-action"),

@@ -6,6 +6,7 @@ run as jobs on the worker (``rewardtrain.tasks``).
 """
 from __future__ import annotations
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -18,7 +19,7 @@ from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsStaffRole
 from jobs.selectors import job_metric_series
-from jobs.serializers import MetricPointOut
+from jobs.serializers import MetricPointOut, ResolvedConfigOut
 
 from . import selectors as sel
 from .models import BaselineRun, RewardEvaluation, RewardModel, RewardRun
@@ -110,12 +111,46 @@ class SnapshotIn(serializers.Serializer):
 
 
 class RunIn(serializers.Serializer):
-    snapshot = serializers.IntegerField()
+    """A reward run to start (POST runs/) or to resolve without writing (POST runs/preview/): the
+    one input check both share, then ``reward_run_start`` applies the domain rules (a built
+    snapshot, overrides the platform does not set, a base model it may load)."""
+
+    snapshot = serializers.IntegerField(error_messages={"required": "Pick a snapshot.", "invalid": "Pick a snapshot.",
+                                                        "null": "Pick a snapshot."})
     base_model = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
     preset = serializers.CharField(required=False, default="tiny", max_length=40)
     overrides = serializers.DictField(required=False, default=dict)
     name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     processes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64)
+    # The run form's shortcuts for the most-changed settings; they win over the same keys in overrides.
+    max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=4096)
+    lr = serializers.FloatField(required=False, allow_null=True, max_value=1.0)
+
+    def validate_snapshot(self, value: int) -> DatasetSnapshot:
+        snapshot = DatasetSnapshot.objects.filter(pk=value).first()
+        if snapshot is None:
+            raise serializers.ValidationError(f"No snapshot with id {value}.")
+        return snapshot
+
+    def validate_preset(self, value: str) -> str:
+        # Checked here too (the service refuses it as well) so that one answer lists every bad field.
+        if value not in preset_names():
+            raise serializers.ValidationError(f"Use one of: {', '.join(preset_names())}.")
+        return value
+
+    def validate_lr(self, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def start_kwargs(self) -> dict:
+        """The validated input as ``reward_run_start``'s keyword arguments."""
+        v = self.validated_data
+        overrides = dict(v["overrides"])
+        overrides.update({k: v[k] for k in ("max_steps", "batch_size", "lr") if v.get(k) is not None})
+        return {"snapshot": v["snapshot"], "base_model": v["base_model"] or None, "preset": v["preset"],
+                "overrides": overrides, "name": v["name"], "processes": v["processes"]}
 
 
 class RunOut(serializers.ModelSerializer):
@@ -345,12 +380,24 @@ class RunListCreateApi(_Staff):
     def post(self, request):
         data = RunIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        snapshot = _snapshot(v["snapshot"])
-        run = reward_run_start(snapshot=snapshot, base_model=v["base_model"] or None, preset=v["preset"],
-                               overrides=v["overrides"], user=request.user, name=v["name"],
-                               processes=v["processes"])
+        run = reward_run_start(**data.start_kwargs(), user=request.user)
         return Response(RunOut(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunPreviewApi(_Staff):
+    """POST a run's input → the final resolved config the run would get; nothing is kept or queued."""
+
+    @extend_schema(request=RunIn, responses=ResolvedConfigOut)
+    def post(self, request):
+        data = RunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        # The start service is the one source of the resolution rules; its rows are rolled back.
+        with transaction.atomic():
+            run = reward_run_start(**data.start_kwargs(), user=request.user, enqueue=False)
+            config = dict(run.config)
+            transaction.set_rollback(True)
+        config["output_dir"] = "(assigned when the run starts)"
+        return Response({"config": config})
 
 
 class RunDetailApi(_Staff):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("snapshots/preview/", v.SnapshotPreviewApi.as_view(), name="reward-snapshot-preview"),
     path("snapshots/<int:pk>/", v.SnapshotDetailApi.as_view(), name="reward-snapshot"),
     path("runs/", v.RunListCreateApi.as_view(), name="reward-runs"),
+    path("runs/preview/", v.RunPreviewApi.as_view(), name="reward-run-preview"),
     path("runs/<int:pk>/", v.RunDetailApi.as_view(), name="reward-run"),
     path("runs/<int:pk>/<str:action>/", v.RunActionApi.as_view(), name="reward-run-action"),
     path("models/", v.ModelListApi.as_view(), name="reward-models"),

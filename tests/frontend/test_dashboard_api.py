@@ -34,8 +34,8 @@ API_GET = [
     "/api/policy/checkpoints/", "/api/policy/generations/",
 ]
 API_POST = [
-    "/api/dashboard/jobs/1/cancel/", "/api/dashboard/jobs/1/resume/", "/api/dashboard/reward-runs/",
-    "/api/dashboard/reward-runs/preview/", "/api/dashboard/policy-runs/", "/api/dashboard/policy-runs/preview/",
+    "/api/dashboard/jobs/1/cancel/", "/api/dashboard/jobs/1/resume/", "/api/reward/runs/",
+    "/api/reward/runs/preview/", "/api/policy/runs/", "/api/policy/runs/preview/",
     "/api/dashboard/campaigns/", "/api/reward/snapshots/", "/api/policy/generations/",
 ]
 
@@ -115,14 +115,14 @@ def test_job_list_filters_cancel_resume_and_errors():
 def test_reward_form_api_validates_previews_and_starts():
     snapshot = reward_snapshot()
     c = client_for("sci", "scientist")
-    bad = c.post("/api/dashboard/reward-runs/", {"snapshot": None, "max_steps": 0, "preset": "huge"},
+    bad = c.post("/api/reward/runs/", {"snapshot": None, "max_steps": 0, "preset": "huge"},
                  content_type="application/json").json()
     assert set(bad["fields"]) >= {"snapshot", "max_steps", "preset"}
-    preview = c.post("/api/dashboard/reward-runs/preview/", {"snapshot": snapshot.pk, "max_steps": 7, "lr": 0.01},
+    preview = c.post("/api/reward/runs/preview/", {"snapshot": snapshot.pk, "max_steps": 7, "lr": 0.01},
                      content_type="application/json").json()["config"]
     assert preview["max_steps"] == 7 and preview["lr"] == 0.01 and preview["snapshot_dir"] == snapshot.path
     assert not RewardModel.objects.exists() and snapshot.reward_runs.count() == 0  # the preview kept nothing
-    reserved = c.post("/api/dashboard/reward-runs/", {"snapshot": snapshot.pk, "overrides": {"output_dir": "/tmp"}},
+    reserved = c.post("/api/reward/runs/", {"snapshot": snapshot.pk, "overrides": {"output_dir": "/tmp"}},
                       content_type="application/json")
     assert reserved.status_code == 400 and "overrides" in reserved.json()["fields"]
 
@@ -229,12 +229,12 @@ def test_policy_run_preview_shows_criterion_weights_and_refuses_weights_that_lea
     c = client_for("sci", "scientist")
     form = {"reward_model": model.pk, "task_fill": 1.0, "task_extend": 0.0, "task_removal": 0.0}
     weights = {"fill": {"structure": 2, "consistency": 0.5}}
-    ok = c.post("/api/dashboard/policy-runs/preview/", {**form, "overrides": {"criterion_weights": weights}},
+    ok = c.post("/api/policy/runs/preview/", {**form, "overrides": {"criterion_weights": weights}},
                 content_type="application/json")
     assert ok.status_code == 200 and ok.json()["config"]["criterion_weights"] == weights
     # Valid weights, but they zero everything this reward model scores for fill: a field error, nothing started.
     zeroed = {"fill": {"structure": 0, "consistency": 0}}
-    bad = c.post("/api/dashboard/policy-runs/preview/", {**form, "overrides": {"criterion_weights": zeroed}},
+    bad = c.post("/api/policy/runs/preview/", {**form, "overrides": {"criterion_weights": zeroed}},
                  content_type="application/json")
     assert bad.status_code == 400
     assert "fill: structure, consistency" in json.dumps(bad.json())

@@ -265,7 +265,7 @@ def test_the_next_round_starts_from_production(tiny_reward_dir, tiny_base, capsy
     assert f'<a href="/dashboard/checkpoints/{production.pk}/">{production.name}</a> (its LoRA weights)' in page
     form = client.get("/dashboard/new/policy/").content.decode()
     assert f'<option value="{production.pk}" selected>#{production.pk} {production.name} (production)' in form
-    preview = client.post("/api/dashboard/policy-runs/preview/", {"reward_model": rm.pk, "init_checkpoint": production.pk,
+    preview = client.post("/api/policy/runs/preview/", {"reward_model": rm.pk, "init_checkpoint": production.pk,
                           "overrides": FAST}, content_type="application/json")
     assert preview.status_code == 200 and preview.json()["config"]["init_weights"] == production.weights_dir
 
@@ -282,7 +282,7 @@ def test_the_next_round_starts_from_production(tiny_reward_dir, tiny_base, capsy
     with pytest.raises(ApplicationError) as direct:
         policy_run_start(reward_model=rm, overrides={**FAST, "init_weights": production.weights_dir})
     assert "init_weights" in direct.value.fields
-    unknown = client.post("/api/dashboard/policy-runs/", {"reward_model": rm.pk, "init_checkpoint": 999999},
+    unknown = client.post("/api/policy/runs/", {"reward_model": rm.pk, "init_checkpoint": 999999},
                           content_type="application/json")
     assert unknown.status_code == 400 and "init_checkpoint" in unknown.json()["fields"]
     assert PolicyRun.objects.count() == 2

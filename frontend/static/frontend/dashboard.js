@@ -776,6 +776,9 @@
     if (btn) { btn.disabled = busy; btn.dataset.busy = busy ? "1" : ""; }
   }
 
+  // The domain APIs answer the run they started; its dashboard page is its job's.
+  function runPage(run) { return `/dashboard/runs/${run.job.id}/`; }
+
   function prefill(form) {
     for (const [k, v] of new URLSearchParams(location.search)) if (form.elements[k]) form.elements[k].value = v;
   }
@@ -803,7 +806,7 @@
         out.textContent = JSON.stringify(merged, null, 2);
         return;
       }
-      const r = await api("/api/dashboard/reward-runs/preview/", { method: "POST", body });
+      const r = await api("/api/reward/runs/preview/", { method: "POST", body });
       if (r.ok) { note.textContent = "Preset ← your overrides ← platform fields, exactly as the run will get it."; out.textContent = JSON.stringify(r.data.config, null, 2); }
       else { note.textContent = `Not valid yet: ${Object.entries(flattenErrors(r.data.fields)).map(([k, v]) => `${k}: ${v.join(" ")}`).join("; ") || r.data.message}`; }
     };
@@ -879,9 +882,9 @@
       let body;
       try { body = payload(); } catch (err) { showErrors(form, err); return; }
       submitting(form, true);
-      const r = await api("/api/dashboard/reward-runs/", { method: "POST", body });
+      const r = await api("/api/reward/runs/", { method: "POST", body });
       submitting(form, false);
-      if (r.ok) location.assign(r.data.url);
+      if (r.ok) location.assign(runPage(r.data));
       else showErrors(form, r.data);
     });
   }
@@ -903,7 +906,7 @@
       let body;
       try { body = payload(); } catch (e) { note.textContent = "The overrides are not a JSON object."; return; }
       if (!body.reward_model) { note.textContent = "Pick a reward model to resolve the configuration."; out.textContent = ""; return; }
-      const r = await api("/api/dashboard/policy-runs/preview/", { method: "POST", body });
+      const r = await api("/api/policy/runs/preview/", { method: "POST", body });
       if (r.ok) { note.textContent = "Platform defaults ← tiny preset (for the tiny policy) ← your settings."; out.textContent = JSON.stringify(r.data.config, null, 2); }
       else note.textContent = `Not valid yet: ${Object.entries(flattenErrors(r.data.fields)).map(([k, v]) => `${k}: ${v.join(" ")}`).join("; ") || r.data.message}`;
     }, 350);
@@ -915,9 +918,9 @@
       let body;
       try { body = payload(); } catch (err) { showErrors(form, err); return; }
       submitting(form, true);
-      const r = await api("/api/dashboard/policy-runs/", { method: "POST", body });
+      const r = await api("/api/policy/runs/", { method: "POST", body });
       submitting(form, false);
-      if (r.ok) location.assign(r.data.url); else showErrors(form, r.data);
+      if (r.ok) location.assign(runPage(r.data)); else showErrors(form, r.data);
     });
   }
 
