@@ -10,6 +10,9 @@ Definitions (the paper does not say how it computes accuracy):
   consistent (a lower value is better).
 - `ece`: expected calibration error of P(Yes) over both orders (labels 1 for (w, l), 0 for
   (l, w)), 10 equal-width bins on [0, 1], weighted by bin size.
+- `interval` (per task × criterion) and `overall_interval`: 95 % intervals of `accuracy`,
+  clustered by sample (the pairs of one sample share its images, so they are not independent:
+  ``core.stats.cluster_interval``; a pair without a sample id is its own cluster).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from contracts.vocabulary import BUILTIN, Vocabulary, VocabularyError
+from core.stats import grouped_interval
 
 from .data import load_manifest, read_pairs, task_criteria_present
 from .scorer import RewardScorer, ScoreRequest
@@ -63,6 +67,8 @@ def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> d
     accuracy: dict[str, dict[str, float]] = {}
     single_acc: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
+    interval: dict[str, dict[str, list[float] | None]] = {}
+    clusters = [r.sample_id or r.pair_id for r in rows]
     present = task_criteria_present(rows, scorer.vocabulary)
     for task, criteria in present.items():
         for criterion in criteria:
@@ -71,12 +77,18 @@ def evaluate_scorer(scorer: RewardScorer, rows: list, batch_size: int = 16) -> d
             accuracy.setdefault(task, {})[criterion] = correct[sel].mean().item()
             single_acc.setdefault(task, {})[criterion] = single[sel].mean().item()
             counts.setdefault(task, {})[criterion] = n
+            cell = grouped_interval((k, float(c)) for k, c, keep in zip(clusters, correct.tolist(), sel.tolist(),
+                                                                       strict=True) if keep)
+            interval.setdefault(task, {})[criterion] = list(cell) if cell else None
+    overall = grouped_interval(zip(clusters, correct.tolist(), strict=True))
     labels = torch.cat([torch.ones_like(p_wl), torch.zeros_like(p_lw)])
     return {
         "accuracy": accuracy,
         "accuracy_single_order": single_acc,
         "counts": counts,
+        "interval": interval,
         "overall_accuracy": correct.mean().item() if rows else float("nan"),
+        "overall_interval": list(overall) if overall else None,
         "overall_accuracy_single_order": single.mean().item() if rows else float("nan"),
         "position_consistency": (p_wl + p_lw - 1).abs().mean().item() if rows else float("nan"),
         "ece": expected_calibration_error(torch.cat([p_wl, p_lw]), labels),
@@ -119,8 +131,10 @@ def _report_vocabulary(report: dict[str, Any]) -> Vocabulary:
 
 def format_table(report: dict[str, Any]) -> str:
     """Render accuracies in the paper's Table 1 layout, one row per task and one column per criterion
-    of the report: `ours (paper)` in percent where the paper has the cell, `-` where n/a."""
+    of the report: `ours [95 % interval] (paper)` in percent where the paper has the cell, `-`
+    where n/a (reports written before intervals show none)."""
     accuracy = report.get("accuracy", {})
+    intervals = report.get("interval") or {}
     vocabulary = _report_vocabulary(report)
 
     def name(kind: str, slug: str) -> str:
@@ -131,7 +145,7 @@ def format_table(report: dict[str, Any]) -> str:
 
     columns = list(dict.fromkeys(c for crits in accuracy.values() for c in crits))
     titles = [name("criterion", c) for c in columns]
-    widths = [max(17, len(t) + 2) for t in titles]
+    widths = [max(29, len(t) + 2) for t in titles]
     first = max([16, *(len(name("task", t)) + 2 for t in accuracy)])
     lines = ["Accuracy (%)".ljust(first) + "".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))]
     for task, crits in accuracy.items():
@@ -139,12 +153,14 @@ def format_table(report: dict[str, Any]) -> str:
         for col, width in zip(columns, widths, strict=True):
             ours = crits.get(col)
             paper = PAPER_TABLE1.get(task, {}).get(col)
+            bounds = intervals.get(task, {}).get(col)
             if ours is None:
                 cells.append("-".rjust(width))
             else:
-                cells.append((f"{ours * 100:.2f}" + (f" ({paper:.2f})" if paper is not None else "")).rjust(width))
+                cells.append((f"{ours * 100:.2f}" + (f" [{bounds[0] * 100:.0f}–{bounds[1] * 100:.0f}]" if bounds else "")
+                              + (f" ({paper:.2f})" if paper is not None else "")).rjust(width))
         lines.append(name("task", task).ljust(first) + "".join(cells))
-    lines.append("ours (paper)")
+    lines.append("ours [95 % interval, clustered by sample] (paper)")
     lines.append(
         f"pairs: {report.get('pairs')}  position consistency |P(a,b)+P(b,a)-1|: "
         f"{report.get('position_consistency', float('nan')):.4f}  ECE(10 bins): {report.get('ece', float('nan')):.4f}"
