@@ -68,6 +68,16 @@ def stop_everywhere(should_stop: Callable[[], bool] | None, env: DistEnv) -> boo
     return bool(t.item() > 0)
 
 
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """``obj`` from every rank, in rank order, on every rank (``[obj]`` in one process): e.g. each
+    rank's RNG state, which rank 0 then writes into a checkpoint."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

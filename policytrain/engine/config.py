@@ -75,7 +75,15 @@ class RLConfig:
       whole transformer instead (what the released FLUX OneReward checkpoints did).
     - ``deploy_weights`` "ema": the EMA is the smoother, less reward-hacked model; under Algorithm 2
       it is also the model the paper calls πref and releases.
-    - ``mixed_precision`` "auto": bf16 on CUDA, fp32 on CPU ("bf16" on CPU is an error).
+    - ``parallelism`` "ddp": under torchrun every rank holds the whole policy, draws its own batch
+      of ``batch_size`` and gradients are averaged. "fsdp" (full fine-tunes only) shards the FLUX
+      transformer with FSDP2 (fp32 master weights, AdamW moments, EMA and Algorithm 1's reference
+      all in 1/N slices per rank, bf16 compute under bf16 mixed precision), ``batch_size`` is the
+      global batch split across the ranks, so N ranks reproduce one process, and checkpoints are
+      torch.distributed.checkpoint shards. LoRA stays the default: its weights are megabytes.
+    - ``mixed_precision`` "auto": bf16 on CUDA, fp32 on CPU. "bf16" on CPU is an error for LoRA
+      (its frozen base would be bf16); a full fine-tune keeps fp32 masters and computes in bf16
+      under CPU autocast, which is how the tests check mixed precision without a GPU.
     - ``cudnn_attention`` False: on an H200 (torch 2.11 + CUDA 13) the backward of cuDNN's fused
       attention failed inside the RL step (``mha_graph.execute``) while flash / memory-efficient
       attention ran it at 5.4 s per step (docs/benchmarks.md); True lets torch pick cuDNN again.
@@ -147,6 +155,7 @@ class RLConfig:
     lora_alpha: float = 4.0
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     full_finetune: bool = False
+    parallelism: str = "ddp"
     learning_rate: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-4
@@ -239,6 +248,9 @@ class RLConfig:
         _check(self.kl_weight >= 0, f"kl_weight must be >= 0 (0 disables), got {self.kl_weight}")
         _check(self.init_weights is None or (isinstance(self.init_weights, str) and bool(self.init_weights.strip())),
                f"init_weights must be a policy weights folder or null, got {self.init_weights!r}")
+        _check(self.parallelism in ("ddp", "fsdp"), f"parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
+        _check(self.parallelism != "fsdp" or self.full_finetune,
+               "parallelism 'fsdp' shards a full fine-tune; set full_finetune true (LoRA runs use 'ddp')")
         _check(not (self.init_weights and self.full_finetune),
                "init_weights starts LoRA weights from a LoRA checkpoint; a full fine-tune starts from base_policy")
         _check(

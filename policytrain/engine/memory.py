@@ -7,6 +7,11 @@ weights, gradients, optimizer state (AdamW: two fp32 moments), the fp32 EMA, and
 of the activations the grad-enabled step keeps. Parameter bytes are exact; activations are an
 order-of-magnitude estimate (documented factors below), which is what a budget check needs: it
 catches a 7B reward model in fp32 without checkpointing, not a 5 % overshoot.
+
+Under ``parallelism`` "fsdp" the transformer's fp32 masters, gradients, AdamW moments, EMA and
+Algorithm 1's frozen reference are split over the ranks (1/N each), and each rank additionally
+holds the blocks FSDP has all-gathered in the compute dtype (the running one and the prefetched
+next one); the VAE, the reward model and the activations of this rank's rows are not sharded.
 """
 
 from __future__ import annotations
@@ -61,7 +66,13 @@ def lora_param_count(module: torch.nn.Module, rank: int, targets) -> int:
     return total
 
 
-def _policy_components(config: RLConfig, compute_bytes: int, use_bf16: bool) -> list[Component]:
+def _largest_block(transformer: torch.nn.Module) -> int:
+    """Parameters of the biggest FLUX block: what FSDP all-gathers at once for one unit."""
+    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
+    return max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
+
+
+def _policy_components(config: RLConfig, compute_bytes: int, use_bf16: bool, world_size: int = 1) -> list[Component]:
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import AutoConfig, CLIPTextModel, T5EncoderModel
 
@@ -73,7 +84,9 @@ def _policy_components(config: RLConfig, compute_bytes: int, use_bf16: bool) -> 
     # Full fine-tuning holds fp32 masters (bf16 autocast computes); LoRA keeps the frozen base in bf16.
     weight_bytes = 4 if config.full_finetune or not use_bf16 else 2
     trainable = n_tr if config.full_finetune else lora_param_count(transformer, config.lora_rank, config.lora_targets)
-    batch, res = config.batch_size, config.resolution
+    shards = world_size if config.parallelism == "fsdp" else 1
+    # Under FSDP the batch is global: each rank computes its share of the rows.
+    batch, res = max(1, config.batch_size // shards), config.resolution
     tokens = (res // 16) ** 2 + config.max_sequence_length
     hidden = tr_cfg["num_attention_heads"] * tr_cfg["attention_head_dim"]
     blocks = tr_cfg["num_layers"] + tr_cfg["num_single_layers"]
@@ -90,11 +103,13 @@ def _policy_components(config: RLConfig, compute_bytes: int, use_bf16: bool) -> 
         act_vae //= vae_cfg["layers_per_block"] + 1
     # Trainable params are fp32; a LoRA adds its own fp32 weights beside the frozen base.
     extra = 0 if config.full_finetune else trainable * 4
-    out = [Component("policy transformer", n_tr, n_tr * weight_bytes + extra, trainable, trainable * 4,
-                     trainable * 8, trainable * 4, act_tr),
+    # Sharded: 1/N of every per-parameter byte, plus two gathered blocks (running + prefetched).
+    gathered = 2 * _largest_block(transformer) * compute_bytes if shards > 1 else 0
+    out = [Component("policy transformer", n_tr, (n_tr * weight_bytes + extra) // shards + gathered, trainable,
+                     trainable * 4 // shards, trainable * 8 // shards, trainable * 4 // shards, act_tr),
            Component("vae", n_vae, n_vae * compute_bytes, activations=act_vae)]
     if config.full_finetune and (config.algorithm == 1 or config.kl_weight > 0):
-        out.append(Component("frozen reference transformer", n_tr, n_tr * 4))
+        out.append(Component("frozen reference transformer", n_tr, n_tr * 4 // shards + gathered))
     for sub, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", T5EncoderModel)):
         try:
             enc_cfg = AutoConfig.from_pretrained(root, subfolder=sub)
@@ -105,13 +120,14 @@ def _policy_components(config: RLConfig, compute_bytes: int, use_bf16: bool) -> 
     return out
 
 
-def _reward_component(config: RLConfig, compute_bytes: int, criteria_per_task: int) -> Component:
+def _reward_component(config: RLConfig, compute_bytes: int, criteria_per_task: int, world_size: int = 1) -> Component:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     rm_cfg = AutoConfig.from_pretrained(config.reward_model)
     n, _ = meta_param_count(lambda: AutoModelForImageTextToText.from_config(rm_cfg))
     text, vision = rm_cfg.text_config, rm_cfg.vision_config
-    rows = config.batch_size * max(1, criteria_per_task)  # every criterion's query in one forward
+    per_rank = config.batch_size // world_size if config.parallelism == "fsdp" else config.batch_size
+    rows = max(1, per_rank) * max(1, criteria_per_task)  # every criterion's query in one forward
     patch = getattr(vision, "patch_size", 14)
     merge = getattr(vision, "spatial_merge_size", 2)
     # Two images per query at about the policy's resolution (the processor's pixel budget may cap it).
@@ -125,15 +141,17 @@ def _reward_component(config: RLConfig, compute_bytes: int, criteria_per_task: i
     return Component("reward model", n, n * compute_bytes, activations=act_lm + act_vision)
 
 
-def memory_plan(config: RLConfig, use_bf16: bool, criteria_per_task: int = 1, with_reward: bool = True) -> dict:
+def memory_plan(config: RLConfig, use_bf16: bool, criteria_per_task: int = 1, with_reward: bool = True,
+                world_size: int = 1) -> dict:
     """The run's per-device memory plan (bytes per component, GiB totals), from configs on the meta device.
 
     ``with_reward`` False leaves the reward model out (a reward function given in code is not loaded).
+    ``world_size`` is the number of ranks; it divides the transformer's state under "fsdp" only.
     """
     compute_bytes = 2 if use_bf16 else 4
-    components = _policy_components(config, compute_bytes, use_bf16)
+    components = _policy_components(config, compute_bytes, use_bf16, world_size)
     if config.reward_model and with_reward:
-        components.append(_reward_component(config, compute_bytes, criteria_per_task))
+        components.append(_reward_component(config, compute_bytes, criteria_per_task, world_size))
     steady = sum(c.total for c in components if not c.at_start_only)
     # While prompts are encoded, the text encoders sit beside every other model's weights.
     start = sum(c.weights for c in components)
@@ -144,6 +162,8 @@ def memory_plan(config: RLConfig, use_bf16: bool, criteria_per_task: int = 1, wi
         "start_gib": start / GIB,
         "peak_gib": peak / GIB,
         "budget_gib": config.memory_budget_gb,
+        "world_size": world_size,
+        "sharded_over": world_size if config.parallelism == "fsdp" else 1,
         "note": "parameters counted exactly on the meta device; activations are a rough estimate",
     }
 

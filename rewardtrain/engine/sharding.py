@@ -1,157 +1,31 @@
 """FSDP2 sharding for the reward trainer (``parallelism="fsdp"``).
 
 Every Qwen2.5-VL decoder layer and vision block becomes its own shard unit, and the root takes
-the rest (embeddings, merger, norm, lm_head). Parameters, gradients and AdamW states then live
-in 1/N slices on each rank, and each unit is all-gathered only while it runs. That is what lets
-full fine-tuning of a 7B model fit GPUs that cannot hold weights, gradients and moments whole.
-
-Checkpoints come in two formats, both keyed by parameter names and so independent of how many
-ranks wrote them. "dcp" (``save_dcp_state`` / ``load_dcp_state``): torch.distributed.checkpoint,
-each rank writing its own shards of the trainable weights and AdamW moments, and any number of
-ranks (one included, with or without FSDP) reading back the slices it owns: nothing is gathered
-whole anywhere. "full" (``full_model_state`` / ``load_full_state``, the older format): the state is
-gathered to rank 0's CPU on save and scattered back from a full copy on every rank on load.
-All functions here are collective: every rank must call them.
+the rest (embeddings, merger, norm, lm_head). The sharding itself, the mixed-precision policy and
+both checkpoint formats ("dcp" shards and the older "full" gather to rank 0) are the engine kit's
+(``enginekit.sharding``), shared with the RL engine; this module only names the reward model's units.
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import torch
-import torch.distributed as dist
+
+from enginekit.sharding import (  # noqa: F401 - the reward trainer's sharding interface
+    DCP_DIR,
+    full_model_state,
+    full_optimizer_state,
+    load_dcp_state,
+    load_full_state,
+    mixed_precision_policy,
+    save_dcp_state,
+    shard_modules,
+)
 
 #: Module classes that become their own FSDP unit (their parameters are gathered together).
 SHARD_UNIT_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
 
 
-def mixed_precision_policy(compute_dtype: torch.dtype):
-    """FSDP2's policy for ``compute_dtype``: None (plain fp32) or all-gather and compute in
-    ``compute_dtype`` with gradients reduced in fp32 into the fp32 sharded master weights.
-
-    The sharded parameters (what AdamW updates) keep their own dtype, so the optimizer step and
-    its moments stay fp32; only the gathered copies used for forward and backward are low precision.
-    Reducing in fp32 keeps the sum over ranks from losing the small gradients a bf16 sum rounds away.
-    """
-    if compute_dtype == torch.float32:
-        return None
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
-    return MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
-
-
 def shard_model(model: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype = torch.float32) -> int:
-    """Apply ``fully_shard`` to each shard unit, then to the root; returns the number of units.
-
-    Call it after LoRA is attached, ``requires_grad`` is set and trainable weights are fp32, and
-    before the optimizer is built: the optimizer must see the sharded parameters.
-    ``compute_dtype`` other than fp32 applies ``mixed_precision_policy``.
-    """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    units = [m for m in model.modules() if type(m).__name__ in SHARD_UNIT_CLASSES]
-    if not units:
-        raise ValueError(f"parallelism 'fsdp' found none of {', '.join(SHARD_UNIT_CLASSES)} in the model")
-    policy = mixed_precision_policy(compute_dtype)
-    kwargs = {"mp_policy": policy} if policy is not None else {}
-    for unit in units:
-        fully_shard(unit, mesh=mesh, **kwargs)
-    fully_shard(model, mesh=mesh, **kwargs)
-    return len(units)
-
-
-def _gathered(*, trainable_only: bool = False):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
-
-
-def full_model_state(model: torch.nn.Module, *, trainable_only: bool = False) -> dict[str, torch.Tensor]:
-    """The whole (or only the trainable) state gathered on rank 0's CPU; other ranks get ``{}``."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    return get_model_state_dict(model, options=_gathered(trainable_only=trainable_only))
-
-
-def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer state keyed by parameter names, gathered on rank 0's CPU (``{}`` elsewhere)."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    return get_optimizer_state_dict(model, optimizer, options=_gathered())
-
-
-def load_full_state(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    model_state: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
-) -> None:
-    """Scatter full state dicts (the same on every rank) into the sharded model and optimizer.
-
-    ``model_state`` may hold only the trainable weights (frozen ones come from the base model).
-    """
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in model_state]
-    if missing:
-        raise ValueError(f"checkpoint lacks trainable weights, e.g. {missing[:3]}")
-    set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, strict=False))
-    set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
-
-
-#: Sub-folder of a "dcp" checkpoint that holds the torch.distributed.checkpoint files.
-DCP_DIR = "dcp"
-
-
-def _dcp_options(*, strict: bool = True):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    # Frozen weights come from the base model on load: a LoRA checkpoint holds adapters only.
-    return StateDictOptions(ignore_frozen_params=True, strict=strict)
-
-
-@contextlib.contextmanager
-def _single_process_quiet() -> Iterator[None]:
-    """DCP warns on every single-process save and load even when asked for one (``no_dist``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
-        yield
-
-
-def save_dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Write the trainable weights and the optimizer state with torch.distributed.checkpoint into
-    ``folder``: each rank writes its own shards (replicated tensors once), rank 0 the metadata.
-    Works sharded (FSDP2), replicated (DDP, pass the unwrapped model) and in one process."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer, options=_dcp_options())
-    with _single_process_quiet():
-        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder),
-                 no_dist=not dist.is_initialized())
-
-
-def load_dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Read what ``save_dcp_state`` wrote, on any number of ranks: DCP reshards from the saved
-    global offsets into whatever this model's parameters are (FSDP slices or whole tensors).
-
-    A fresh optimizer has no state to read into; ``get_state_dict`` allocates it first (one AdamW
-    step at lr 0 with zero gradients, which moves no weight)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer, options=_dcp_options())
-    state = {"model": model_state, "optimizer": optim_state}
-    with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=_dcp_options(strict=False))
+    """Shard the reward model (``enginekit.sharding.shard_modules`` over its decoder layers and
+    vision blocks); returns the number of units. Call it after LoRA is attached, ``requires_grad``
+    is set and trainable weights are fp32, and before the optimizer is built."""
+    return shard_modules(model, device, SHARD_UNIT_CLASSES, compute_dtype)

@@ -35,6 +35,7 @@ from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
 from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
     DistEnv,
     RunCancelled,
+    gather_objects,
     init_distributed,
     rng_state,
     seed_everything,
@@ -91,14 +92,6 @@ CHECKPOINT_MARKER = "trainer_state.json"  # written last: its presence marks a c
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder of a reward run, or None."""
     return kit_latest_checkpoint(output_dir, CHECKPOINT_MARKER)
-
-
-def _gather_objects(obj: Any, env: DistEnv) -> list[Any]:
-    if not env.distributed:
-        return [obj]
-    out: list[Any] = [None] * env.world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 class _Trainer:
@@ -239,7 +232,7 @@ class _Trainer:
     def _save_checkpoint(self, step: int) -> Path:
         if self.config.checkpoint_format == "dcp":
             return self._save_dcp_checkpoint(step)
-        rng_states = _gather_objects(rng_state(), self.env)  # every rank's RNG, written by rank 0
+        rng_states = gather_objects(rng_state(), self.env)  # every rank's RNG, written by rank 0
         if self.sharded:  # collective: every rank hands its shards to rank 0
             sharded_state = (full_model_state(self.model, trainable_only=True),
                              full_optimizer_state(self.model, self.optimizer))
@@ -256,7 +249,7 @@ class _Trainer:
         """A "dcp" checkpoint: every rank writes its shards of the trainable weights and AdamW
         state into the shared temporary folder (nothing is gathered), rank 0 the rest and the
         marker last; then the folder is published in one rename."""
-        rng_states = _gather_objects(rng_state(), self.env)
+        rng_states = gather_objects(rng_state(), self.env)
         final = checkpoint_dir(self.out, step)
         with shared_atomic_folder(final, is_main=self.env.is_main, distributed=self.env.distributed) as tmp:
             save_dcp_state(self.model, self.optimizer, tmp / DCP_DIR)  # collective

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from policytrain.engine import rl
+from policytrain.engine import recipe, rl
 from policytrain.engine.pipeline import FillPolicy
 from policytrain.engine.rl import RunCancelled, ema_update, train
 
@@ -105,7 +105,7 @@ def test_algorithm2_reference_uses_ema_weights(rl_config, monkeypatch):
         seen[-1] += (policy_now,)
         return out
 
-    monkeypatch.setattr(rl, "reference_rollout", spy)
+    monkeypatch.setattr(recipe, "reference_rollout", spy)
     train(rl_config(algorithm=2, max_steps=3, ema_decay=0.9), reward_fn=center_brightness)
     assert len(seen) == 3
     for used, ema, _ in seen:
@@ -131,7 +131,7 @@ def test_algorithm1_reference_disables_the_adapter(rl_config, monkeypatch):
         finally:
             del state.policy.denoise
 
-    monkeypatch.setattr(rl, "reference_rollout", spy)
+    monkeypatch.setattr(recipe, "reference_rollout", spy)
     train(rl_config(algorithm=1, max_steps=1), reward_fn=center_brightness)
     assert states == [True]
 

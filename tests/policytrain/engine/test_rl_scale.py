@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from policytrain.engine import rl
+from policytrain.engine import recipe, rl
 from policytrain.engine.rl import train
 
 from .conftest import center_brightness
@@ -107,7 +107,7 @@ def test_prompt_embeddings_live_on_the_cpu_text_encoders_are_freed_and_the_disk_
         loads.append(kwargs.get("load_text_encoders", True))
         return real_load(cls, *args, **kwargs)
 
-    monkeypatch.setattr(rl, "prepare_prompt_embeds", spy_prepare)
+    monkeypatch.setattr(recipe, "prepare_prompt_embeds", spy_prepare)
     monkeypatch.setattr(FillPolicy, "from_pretrained", classmethod(spy_load))
     cfg = rl_config(max_steps=1, save_every=1, eval_every=0)
     train(cfg, reward_fn=center_brightness)

@@ -1,12 +1,7 @@
 """Training: learns a pixel criterion, resumes exactly, cancels resumably, matches under torchrun."""
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +10,7 @@ from safetensors.torch import load_file
 
 from rewardtrain.engine.evaluate import evaluate, format_table
 from rewardtrain.engine.train import RunCancelled, latest_checkpoint, train
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.enginekit.torchrun import torchrun
 
 
 @pytest.mark.slow
@@ -78,41 +72,9 @@ def _train_losses(run_dir):
     return [x["loss"] for x in lines if x["kind"] == "train"]
 
 
-def _kill_processes_mentioning(text: str) -> None:
-    """SIGKILL every process whose command line contains ``text`` (the launcher and its ranks)."""
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc_dir.name), signal.SIGKILL)
-
-
 def _torchrun(config, tmp_path: Path, name: str) -> Path:
     """Train ``config`` on two gloo ranks under torchrun; returns the run folder."""
-    config_path = tmp_path / f"{name}.json"
-    config_path.write_text(json.dumps(config.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    # --standalone picks a free rendezvous port. Output goes to a file, not a pipe: torchrun starts
-    # its ranks in sessions of their own, and a stray rank holding a pipe would block us forever.
-    log_path = tmp_path / f"{name}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-             "-m", "rewardtrain.engine", "train", "--config", str(config_path), "--quiet"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        proc.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        _kill_processes_mentioning(str(config_path))
-        pytest.fail("torchrun run timed out:\n" + log_path.read_text()[-3000:])
-    assert proc.returncode == 0, log_path.read_text()[-3000:]
-    return Path(config.output_dir)
+    return torchrun(config, tmp_path, name, ["-m", "rewardtrain.engine", "train", "--config", "{config}", "--quiet"])
 
 
 @pytest.mark.slow
