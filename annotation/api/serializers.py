@@ -43,6 +43,14 @@ class CriterionOut(serializers.ModelSerializer):
         return obj.guideline_html or ""
 
 
+def criteria_out(criteria: list[Criterion]) -> list[dict]:
+    """``CriterionOut(criteria, many=True).data`` as plain dicts: the hand-out sends them on every
+    call, and building a ModelSerializer's fields per call cost more than the rest of the payload."""
+    return [{"id": c.id, "slug": c.slug, "name": c.name, "description": c.description, "uses_prompt": c.uses_prompt,
+             "guideline_version": c.guideline_version, "guideline_markdown": c.guideline_markdown or "",
+             "guideline_html": c.guideline_html or ""} for c in criteria]
+
+
 class CriterionDetailOut(CriterionOut):
     """A criterion as curators edit it: also the task types offering it (prefetch ``task_types``).
     The hand-out keeps the lean ``CriterionOut``."""
@@ -188,7 +196,7 @@ def assignment_payload(lease: Lease) -> dict:
             {"id": cid, "label": labels[i], "url": _media(by_id[cid].image)}
             for i, cid in enumerate(lease.displayed_order)
         ],
-        "criteria": CriterionOut(campaign_criteria(campaign), many=True).data,
+        "criteria": criteria_out(campaign_criteria(campaign)),
     }
 
 
@@ -227,6 +235,22 @@ class JudgmentOut(serializers.ModelSerializer):
         model = Judgment
         fields = ["id", "campaign", "item", "lease", "criterion", "choice", "best", "worst", "displayed_order",
                   "guideline_version", "active_ms", "idempotency_key", "created_at", "updated_at"]
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def judgments_out(judgments: list[Judgment]) -> list[dict]:
+    """``JudgmentOut(judgments, many=True).data`` as plain dicts, for the submit response (the
+    same fields and formats; a test holds them equal). Expects ``lease`` and
+    ``guideline_version`` loaded, as ``judgment_submit`` returns them."""
+    return [{
+        "id": j.pk, "campaign": j.item.campaign_id, "item": j.item_id, "lease": str(j.lease.uid),
+        "criterion": j.criterion.slug, "choice": j.choice, "best": j.best_id, "worst": j.worst_id,
+        "displayed_order": j.displayed_order, "guideline_version": j.guideline_version.version,
+        "active_ms": j.active_ms, "idempotency_key": j.idempotency_key,
+        "created_at": _DATETIME.to_representation(j.created_at), "updated_at": _DATETIME.to_representation(j.updated_at),
+    } for j in judgments]
 
 
 class JudgmentEditIn(serializers.Serializer):

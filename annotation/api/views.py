@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, prefetch_related_objects
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -37,7 +38,7 @@ from ..selectors import (
 from ..services.campaigns import campaign_create, campaign_set_annotators, campaign_set_status, campaign_start
 from ..services.imports import import_upload
 from ..services.judgments import judgment_edit, judgment_submit
-from ..services.queue import SLOTS, lease_next, lease_release, lease_skip
+from ..services.queue import SLOTS, campaign_get, lease_next, lease_release, lease_skip
 from ..services.taxonomy import (
     criterion_create,
     criterion_update,
@@ -231,7 +232,9 @@ class NextItemApi(APIView):
 
     @extend_schema(request=s.NextIn, responses={200: o.AssignmentOut, 204: None})
     def post(self, request, pk: int):
-        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = campaign_get(pk)
+        if campaign is None:
+            raise Http404("No Campaign matches the given query.")
         data = s.NextIn(data=request.data)
         data.is_valid(raise_exception=True)
         lease = lease_next(campaign=campaign, annotator=request.user,
@@ -256,7 +259,7 @@ class SubmitApi(APIView):
         data.is_valid(raise_exception=True)
         judgments, created = judgment_submit(lease_uid=uid, annotator=request.user, **data.validated_data)
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(s.JudgmentOut(judgments, many=True).data, status=code)
+        return Response(s.judgments_out(judgments), status=code)
 
 
 class SkipApi(APIView):

@@ -10,17 +10,30 @@ else's do). Campaign-wide progress is never computed here (``selectors.campaign_
 from __future__ import annotations
 
 import random
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
-from django.db import transaction
-from django.db.models import Case, Exists, F, OuterRef, Prefetch, Value, When, prefetch_related_objects
+from django.db import connection, transaction
+from django.db.models import Case, F, Prefetch, Value, When
 from django.utils import timezone
 
 from core.errors import Conflict, NotAllowed
+from core.rows import Columns, cache_related, fetch, for_update, prep, run
 
-from ..models import Campaign, CampaignStatus, Item, ItemCandidate, ItemStatus, Lease, LeaseState
+from ..models import (
+    Campaign,
+    CampaignStatus,
+    Candidate,
+    Item,
+    ItemCandidate,
+    ItemStatus,
+    Lease,
+    LeaseState,
+    Sample,
+    TaskType,
+)
 
 _rng = random.SystemRandom()
 
@@ -31,6 +44,48 @@ MAX_ACTIVE_LEASES = 2  # the current item plus one prefetched ahead
 SLOTS = Prefetch("slots", queryset=ItemCandidate.objects.select_related("candidate").order_by("position"))
 
 
+# The hot statements are SQL written once (``annotation.rows``): the ORM's Python to compile
+# each of them cost more CPU than PostgreSQL spent running all of them.
+_ITEM, _SAMPLE, _TASK = Columns(Item, "i"), Columns(Sample, "s"), Columns(TaskType, "t")
+_LEASE, _SLOT, _CANDIDATE = Columns(Lease, "l"), Columns(ItemCandidate, "ic"), Columns(Candidate, "c")
+_CAMPAIGN = Columns(Campaign, "c")
+_MEMBERS = Campaign.annotators.through._meta.db_table
+_ITEM_JOINS = ("annotation_item i JOIN annotation_sample s ON s.id = i.sample_id "
+               "JOIN annotation_tasktype t ON t.id = s.task_type_id")
+
+
+def campaign_get(pk: int) -> Campaign | None:
+    """The campaign with every field (or None), in one statement without the ORM's compile cost."""
+    rows = fetch(f"SELECT {_CAMPAIGN.sql} FROM annotation_campaign c WHERE c.id = %s", [pk])  # noqa: S608 (fixed SQL, values are parameters)
+    return _CAMPAIGN.load(rows[0]) if rows else None
+
+
+def _item_from(row, start: int) -> Item:
+    """An item with its sample and task type from a row holding ``_ITEM, _SAMPLE, _TASK`` at ``start``."""
+    item = _ITEM.load(row, start)
+    sample = _SAMPLE.load(row, start + _ITEM.width)
+    cache_related(sample, "task_type", _TASK.load(row, start + _ITEM.width + _SAMPLE.width))
+    cache_related(item, "sample", sample)
+    return item
+
+
+def _load_slots(item: Item) -> None:
+    """Read the item's slots with their candidates into ``item.slots.all()`` (as ``SLOTS`` would)."""
+    slots = []
+    for row in fetch(f"SELECT {_SLOT.sql}, {_CANDIDATE.sql} FROM annotation_itemcandidate ic "  # noqa: S608 (fixed SQL, values are parameters)
+                     "JOIN annotation_candidate c ON c.id = ic.candidate_id WHERE ic.item_id = %s "
+                     "ORDER BY ic.position", [item.pk]):
+        slot = _SLOT.load(row)
+        cache_related(slot, "candidate", _CANDIDATE.load(row, _SLOT.width))
+        cache_related(slot, "item", item)
+        slots.append(slot)
+    # The related queryset, as a prefetch leaves it: filtered to the item (so a further
+    # ``.values_list()`` or ``.order_by()`` on it still reads this item's slots) with its rows in.
+    cached = item.slots.get_queryset()
+    cached._result_cache, cached._prefetch_done = slots, True
+    item._prefetched_objects_cache = {"slots": cached}
+
+
 def _lock_annotator(*, campaign: Campaign, annotator: User) -> bool:
     """Lock the annotator's user row for this transaction and say whether they may work here.
 
@@ -38,27 +93,46 @@ def _lock_annotator(*, campaign: Campaign, annotator: User) -> bool:
     keeps ``MAX_ACTIVE_LEASES`` a hard cap; the membership test rides on the same statement.
     Open campaigns admit every annotator; restricted ones only their listed annotators.
     """
-    members = Campaign.annotators.through.objects.filter(campaign_id=campaign.pk)
-    row = (
-        User.objects.filter(pk=annotator.pk)
-        .annotate(restricted=Exists(members), member=Exists(members.filter(user_id=OuterRef("pk"))))
-        .select_for_update(of=("self",))
-        .values("restricted", "member")
-        .get()
+    rows = fetch(
+        f"SELECT NOT EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s) "  # noqa: S608 (fixed SQL, values are parameters)
+        f"OR EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s AND m.user_id = u.id) "
+        f"FROM auth_user u WHERE u.id = %s{for_update('u')}",
+        [campaign.pk, campaign.pk, annotator.pk],
     )
-    return not row["restricted"] or row["member"]
+    return bool(rows and rows[0][0])
+
+
+def _held_leases(*, campaign: Campaign, annotator: User, now: datetime, limit: int) -> list[Lease]:
+    """The annotator's unexpired active leases in this campaign, oldest first, each with its item,
+    sample and task type."""
+    rows = fetch(
+        f"SELECT {_LEASE.sql}, {_ITEM.sql}, {_SAMPLE.sql}, {_TASK.sql} FROM annotation_lease l "  # noqa: S608 (fixed SQL, values are parameters)
+        f"JOIN {_ITEM_JOINS} ON i.id = l.item_id WHERE l.annotator_id = %s AND i.campaign_id = %s "
+        "AND l.state = %s AND l.expires_at > %s ORDER BY l.id LIMIT %s",
+        [annotator.pk, campaign.pk, LeaseState.ACTIVE, prep(Lease, "expires_at", now), limit],
+    )
+    held = []
+    for row in rows:
+        lease = _LEASE.load(row)
+        item = _item_from(row, _LEASE.width)
+        item.campaign = campaign
+        cache_related(lease, "item", item)
+        cache_related(lease, "annotator", annotator)
+        held.append(lease)
+    return held
 
 
 def _pop_item(*, campaign: Campaign, annotator: User, gold: bool) -> Item | None:
-    seen = Lease.objects.filter(item=OuterRef("pk"), annotator=annotator)
-    return (
-        Item.objects.filter(campaign=campaign, status=ItemStatus.OPEN, is_gold=gold)
-        .exclude(Exists(seen))
-        .order_by("-priority", "id")
-        .select_related("sample__task_type")
-        .select_for_update(skip_locked=True, of=("self",))
-        .first()
+    """Lock the first open item (priority, then age) this annotator has never had; locked rows
+    are skipped, so concurrent hand-outs take different items and never wait."""
+    rows = fetch(
+        f"SELECT {_ITEM.sql}, {_SAMPLE.sql}, {_TASK.sql} FROM {_ITEM_JOINS} "  # noqa: S608 (fixed SQL, values are parameters)
+        "WHERE i.campaign_id = %s AND i.status = %s AND i.is_gold = %s AND NOT EXISTS "
+        "(SELECT 1 FROM annotation_lease l WHERE l.item_id = i.id AND l.annotator_id = %s) "
+        f"ORDER BY i.priority DESC, i.id LIMIT 1{for_update('i', skip_locked=True)}",
+        [campaign.pk, ItemStatus.OPEN, gold, annotator.pk],
     )
+    return _item_from(rows[0], 0) if rows else None
 
 
 def lease_next(
@@ -78,14 +152,10 @@ def lease_next(
     with transaction.atomic():
         if not _lock_annotator(campaign=campaign, annotator=annotator):
             raise NotAllowed("You are not assigned to this campaign.")
-        held = list(
-            Lease.objects.filter(annotator=annotator, item__campaign=campaign, state=LeaseState.ACTIVE,
-                                 expires_at__gt=now)
-            .select_related("item__sample__task_type").order_by("id")[: MAX_ACTIVE_LEASES + len(excluded)]
-        )
+        held = _held_leases(campaign=campaign, annotator=annotator, now=now, limit=MAX_ACTIVE_LEASES + len(excluded))
         current = next((lease for lease in held if str(lease.uid) not in excluded), None)
         if current:
-            prefetch_related_objects([current.item], SLOTS)
+            _load_slots(current.item)
             return current
         if len(held) >= MAX_ACTIVE_LEASES:
             return None
@@ -102,15 +172,33 @@ def lease_next(
         # Gold items are shown to everyone, so they never fill up.
         if not item.is_gold and item.leased_count >= campaign.overlap:
             item.status = ItemStatus.FULL
-        item.save(update_fields=["leased_count", "status"])
-        prefetch_related_objects([item], SLOTS)
+        run("UPDATE annotation_item SET leased_count = %s, status = %s WHERE id = %s",
+              [item.leased_count, item.status, item.pk])
+        _load_slots(item)
         order = [slot.candidate_id for slot in item.slots.all()]
         rng.shuffle(order)  # left/right bias control: every hand-out gets its own order
         item.campaign = campaign
-        return Lease.objects.create(
-            item=item, annotator=annotator, displayed_order=order,
-            expires_at=now + timedelta(seconds=campaign.lease_seconds),
+        return _lease_create(item=item, annotator=annotator, order=order, now=now,
+                             expires_at=now + timedelta(seconds=campaign.lease_seconds))
+
+
+def _lease_create(*, item: Item, annotator: User, order: list[int], now: datetime, expires_at: datetime) -> Lease:
+    """Insert the active lease and return it with its item and annotator attached."""
+    uid = uuid.uuid4()
+    values = {"uid": uid, "item": item.pk, "annotator": annotator.pk, "state": LeaseState.ACTIVE,
+              "displayed_order": order, "created_at": now, "expires_at": expires_at, "finished_at": None,
+              "skip_reason": ""}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO annotation_lease (uid, item_id, annotator_id, state, displayed_order, created_at, expires_at, "
+            "finished_at, skip_reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            [prep(Lease, name, value) for name, value in values.items()],
         )
+        pk = cursor.fetchone()[0]
+    lease = Lease(id=pk, uid=uid, item=item, annotator=annotator, state=LeaseState.ACTIVE, displayed_order=order,
+                  created_at=now, expires_at=expires_at, finished_at=None, skip_reason="")
+    lease._state.adding = False
+    return lease
 
 
 def _release_slots(item_ids: Counter) -> None:
@@ -125,11 +213,17 @@ def _release_slots(item_ids: Counter) -> None:
 def _reclaim_expired(*, campaign: Campaign | None, now: datetime, limit: int = 500) -> int:
     """Expire active leases past their time and reopen their slots, inside the caller's
     transaction; one indexed statement when nothing has expired (the usual case)."""
-    qs = Lease.objects.filter(state=LeaseState.ACTIVE, expires_at__lte=now)
+    params = [LeaseState.ACTIVE, prep(Lease, "expires_at", now)]
+    scope = ""
     if campaign is not None:
-        qs = qs.filter(item__campaign=campaign)
-    expired = list(qs.select_for_update(skip_locked=True, of=("self",)).order_by("id")
-                   .values_list("pk", "item_id")[:limit])
+        scope = " AND i.campaign_id = %s"
+        params.append(campaign.pk)
+    expired = fetch(
+        "SELECT l.id, l.item_id FROM annotation_lease l JOIN annotation_item i ON i.id = l.item_id "  # noqa: S608 (fixed SQL, values are parameters)
+        f"WHERE l.state = %s AND l.expires_at <= %s{scope} ORDER BY l.id LIMIT %s"
+        f"{for_update('l', skip_locked=True)}",
+        [*params, limit],
+    )
     if expired:
         Lease.objects.filter(pk__in=[pk for pk, _ in expired]).update(state=LeaseState.EXPIRED, finished_at=now)
         _release_slots(Counter(item_id for _, item_id in expired))

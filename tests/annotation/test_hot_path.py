@@ -14,8 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from annotation.api.serializers import CriterionOut, JudgmentOut
 from annotation.models import (
     Campaign,
     Choice,
@@ -27,7 +29,7 @@ from annotation.models import (
     Lease,
     LeaseState,
 )
-from annotation.selectors import campaign_progress
+from annotation.selectors import campaign_progress, criteria_with_guidelines
 from annotation.services.campaigns import campaign_set_status
 from annotation.services.queue import MAX_ACTIVE_LEASES, lease_next
 from tests.factories import make_campaign, make_user
@@ -37,7 +39,8 @@ pytestmark = pytest.mark.django_db
 # What the targets allow (issue: at most 12 statements per `next` and 8 per submit).
 MAX_NEXT_STATEMENTS, MAX_SUBMIT_STATEMENTS = 12, 8
 # What they are now (token auth; see the queue ADR); a new statement on the path must be a decision.
-NEXT_STATEMENTS, SUBMIT_STATEMENTS = 9, 6
+# Submit reads the lease, its item, campaign and slots in one locking statement.
+NEXT_STATEMENTS, SUBMIT_STATEMENTS = 9, 5
 
 
 def token_client(user) -> APIClient:
@@ -302,3 +305,28 @@ def test_concurrent_replays_of_one_submit_store_it_once_and_only_one_answers_201
     codes = all_at_once(6, replay)
     assert sorted(codes) == [200] * 5 + [201]
     assert Judgment.objects.filter(lease=lease).count() == 1
+
+
+def test_the_hand_out_and_submit_payloads_equal_what_the_serializers_would_send():
+    """``next`` and submit build their payloads as plain dicts (``criteria_out``,
+    ``judgments_out``) and read their rows with hand-written SQL; what the client receives must
+    stay exactly what ``CriterionOut`` and ``JudgmentOut`` make of the stored rows."""
+    campaign = make_campaign(n_samples=2, overlap=1, criteria=["structure", "aesthetics"])
+    client = token_client(make_user("me", "annotator"))
+    payload = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").json()
+    as_json = lambda data: json.loads(JSONRenderer().render(data))  # noqa: E731
+    criteria = criteria_with_guidelines(campaign.criteria.all())
+    assert payload["criteria"] == as_json(CriterionOut(criteria, many=True).data)
+    lease = Lease.objects.select_related("item__sample").get(uid=payload["lease"])
+    assert payload["item"] == lease.item_id and payload["sample"]["id"] == lease.item.sample.external_id
+    assert [c["id"] for c in payload["candidates"]] == lease.displayed_order
+    answers = {"structure": payload["candidates"][1]["id"], "aesthetics": "tie"}
+    response = client.post(f"/api/leases/{payload['lease']}/submit/",
+                           {"answers": answers, "idempotency_key": "k-1", "active_ms": 1234}, format="json")
+    assert response.status_code == 201, response.content
+    stored = Judgment.objects.filter(lease=lease).select_related("item", "lease", "criterion", "guideline_version")
+    assert response.json() == as_json(JudgmentOut(stored.order_by("id"), many=True).data)
+    assert {j["criterion"]: j["active_ms"] for j in response.json()} == {"structure": 1234, "aesthetics": 1234}
+    lease.refresh_from_db()
+    lease.item.refresh_from_db()
+    assert (lease.state, lease.item.status, lease.item.completed_count) == (LeaseState.SUBMITTED, ItemStatus.DONE, 1)
