@@ -29,6 +29,7 @@ from .models import (
     Candidate,
     Choice,
     Criterion,
+    DatasetSnapshot,
     GuidelineVersion,
     Item,
     ItemCandidate,
@@ -740,3 +741,8 @@ def campaign_gsb(campaign: Campaign) -> dict | None:
         return None
     a_name, b_name = campaign.selection["opponents"][:2]
     return {"a": a_name, "b": b_name, **gsb_rows(*outcomes, campaign.criteria.order_by("id"))}
+
+
+def snapshot_list() -> QuerySet[DatasetSnapshot]:
+    """Every dataset snapshot with its build job and campaigns loaded (the snapshot API's rows)."""
+    return DatasetSnapshot.objects.select_related("job", "created_by").prefetch_related("campaigns")

@@ -1,5 +1,5 @@
-"""Output serializers shared by the job-backed endpoints: a job's metric points and the resolved
-config a run-start preview answers.
+"""Output serializers shared by the job-backed endpoints: the job behind a domain row, its metric
+points and the resolved config a run-start preview answers.
 
 They describe (for the OpenAPI schema) the dicts ``jobs.selectors.job_metric_series`` builds; the
 endpoints return those dicts as they are.
@@ -22,3 +22,32 @@ class ResolvedConfigOut(serializers.Serializer):
     """What a ``runs/preview/`` route answers: the config the run would train with."""
 
     config = serializers.DictField(help_text="The final resolved config; nothing was written or queued.")
+
+
+def job_payload(job) -> dict | None:
+    """The job behind a snapshot, run, baseline, evaluation or scoring request (``JobPayloadOut``)."""
+    if job is None:
+        return None
+    return {"id": job.pk, "kind": job.kind, "status": job.status, "step": job.step, "total_steps": job.total_steps,
+            "progress": job.progress, "eta_seconds": job.eta_seconds, "last_metrics": job.last_metrics,
+            "error": job.error, "attempts": job.attempts, "cancel_requested": job.cancel_requested,
+            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}
+
+
+class JobPayloadOut(serializers.Serializer):
+    """The job behind a snapshot, run, baseline, evaluation or scoring request (``job_payload``)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    progress = serializers.FloatField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+    last_metrics = serializers.JSONField()
+    error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)

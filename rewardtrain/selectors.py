@@ -52,10 +52,6 @@ def model_lineage(model: RewardModel) -> dict:
             "preset": model.run.preset, "snapshot": snapshot_lineage(model.snapshot)}
 
 
-def snapshot_list() -> QuerySet[DatasetSnapshot]:
-    return DatasetSnapshot.objects.select_related("job", "created_by").prefetch_related("campaigns")
-
-
 def score_job(job_id: int) -> Job | None:
     """A scoring job (evaluation jobs of a whole snapshot are RewardEvaluation rows instead)."""
     return Job.objects.filter(pk=job_id, kind=JobKind.EVALUATION, reward_evaluation__isnull=True).first()

@@ -4,9 +4,6 @@ from . import api as v
 
 urlpatterns = [
     path("presets/", v.PresetListApi.as_view(), name="reward-presets"),
-    path("snapshots/", v.SnapshotListCreateApi.as_view(), name="reward-snapshots"),
-    path("snapshots/preview/", v.SnapshotPreviewApi.as_view(), name="reward-snapshot-preview"),
-    path("snapshots/<int:pk>/", v.SnapshotDetailApi.as_view(), name="reward-snapshot"),
     path("runs/", v.RunListCreateApi.as_view(), name="reward-runs"),
     path("runs/preview/", v.RunPreviewApi.as_view(), name="reward-run-preview"),
     path("runs/<int:pk>/", v.RunDetailApi.as_view(), name="reward-run"),

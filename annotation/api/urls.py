@@ -3,6 +3,7 @@ from django.urls import path
 from . import accounts as acc
 from . import exports as ex
 from . import items as it
+from . import snapshots as sn
 from . import views as v
 from .auth import LogoutApi, TokenObtainApi
 
@@ -38,6 +39,9 @@ urlpatterns = [
     path("samples/", v.SampleListApi.as_view(), name="api-samples"),
     path("imports/", v.ImportApi.as_view(), name="api-imports"),
     path("imports/<int:pk>/", v.ImportDetailApi.as_view(), name="api-import"),
+    path("snapshots/", sn.SnapshotListCreateApi.as_view(), name="api-snapshots"),
+    path("snapshots/preview/", sn.SnapshotPreviewApi.as_view(), name="api-snapshot-preview"),
+    path("snapshots/<int:pk>/", sn.SnapshotDetailApi.as_view(), name="api-snapshot"),
     path("exports/judgments.<str:fmt>", ex.ExportApi.as_view(), name="api-export"),
     path("exports/jobs/", ex.ExportJobListApi.as_view(), name="api-export-jobs"),
     path("exports/jobs/<int:pk>/", ex.ExportJobApi.as_view(), name="api-export-job"),

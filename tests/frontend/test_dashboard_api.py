@@ -30,13 +30,13 @@ API_GET = [
     "/api/dashboard/compare/checkpoints/?a=1&b=2", "/api/dashboard/campaigns/", "/api/dashboard/campaigns/1/",
     "/api/dashboard/candidate-sources/?task=fill", "/api/dashboard/runs/overlay/?job=1",
     # the existing APIs the dashboard pages call
-    "/api/reward/snapshots/", "/api/reward/snapshots/preview/", "/api/reward/runs/", "/api/reward/models/",
+    "/api/snapshots/", "/api/snapshots/preview/", "/api/reward/runs/", "/api/reward/models/",
     "/api/policy/checkpoints/", "/api/policy/generations/",
 ]
 API_POST = [
     "/api/dashboard/jobs/1/cancel/", "/api/dashboard/jobs/1/resume/", "/api/reward/runs/",
     "/api/reward/runs/preview/", "/api/policy/runs/", "/api/policy/runs/preview/",
-    "/api/dashboard/campaigns/", "/api/reward/snapshots/", "/api/policy/generations/",
+    "/api/dashboard/campaigns/", "/api/snapshots/", "/api/policy/generations/",
 ]
 
 

@@ -65,8 +65,8 @@ def test_start_needs_a_succeeded_snapshot_and_resume_needs_a_finished_run():
 
 
 URLS = [
-    ("get", "/api/reward/presets/"), ("get", "/api/reward/snapshots/"), ("post", "/api/reward/snapshots/"),
-    ("get", "/api/reward/snapshots/preview/"), ("get", "/api/reward/snapshots/1/"), ("get", "/api/reward/runs/"),
+    ("get", "/api/reward/presets/"), ("get", "/api/snapshots/"), ("post", "/api/snapshots/"),
+    ("get", "/api/snapshots/preview/"), ("get", "/api/snapshots/1/"), ("get", "/api/reward/runs/"),
     ("post", "/api/reward/runs/"), ("get", "/api/reward/runs/1/"), ("post", "/api/reward/runs/1/cancel/"),
     ("post", "/api/reward/runs/1/resume/"), ("get", "/api/reward/models/"), ("get", "/api/reward/models/1/"),
     ("post", "/api/reward/models/1/score/"), ("get", "/api/reward/scores/1/"),
@@ -88,29 +88,29 @@ def test_scientist_flow_snapshot_preview_create_run_and_errors():
     campaign = snapshot.campaigns.get()
     client = APIClient()
     client.force_authenticate(make_user("sci", "scientist"))
-    preview = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&criterion=structure").json()
+    preview = client.get(f"/api/snapshots/preview/?campaign={campaign.pk}&criterion=structure").json()
     assert preview["pairs"] == snapshot.counts["pairs"] == 8
-    assert client.get("/api/reward/snapshots/preview/?campaign=999999").status_code == 400
-    bad = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&aggregation=mean")
+    assert client.get("/api/snapshots/preview/?campaign=999999").status_code == 400
+    bad = client.get(f"/api/snapshots/preview/?campaign={campaign.pk}&aggregation=mean")
     assert bad.status_code == 400 and "aggregation" in bad.json()["fields"]
-    resp = client.post("/api/reward/snapshots/", {"name": "api", "filter": {"campaign_ids": [campaign.pk]}},
+    resp = client.post("/api/snapshots/", {"name": "api", "filter": {"campaign_ids": [campaign.pk]}},
                        format="json")
     assert resp.status_code == 201 and resp.json()["status"] == "queued" and resp.json()["job"]["kind"] == "snapshot"
     assert resp.json()["aggregation"] == "tie-aware-v1"  # the default for new snapshots
-    assert client.get(f"/api/reward/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
+    assert client.get(f"/api/snapshots/{snapshot.pk}/").json()["counts"]["pairs"] == 8
     # Annotator-quality keys: validated with field messages, and previewed with who would be left out.
-    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"min_peer_agreement_ratio": 3}},
+    resp = client.post("/api/snapshots/", {"name": "q", "filter": {"min_peer_agreement_ratio": 3}},
                        format="json")
     assert resp.status_code == 400 and "min_peer_agreement_ratio" in resp.json()["fields"]["filter"]
-    resp = client.post("/api/reward/snapshots/", {"name": "q", "filter": {"exclude_annotators": ["ghost"]}},
+    resp = client.post("/api/snapshots/", {"name": "q", "filter": {"exclude_annotators": ["ghost"]}},
                        format="json")
     assert resp.status_code == 400 and resp.json()["fields"] == {"exclude_annotators": ["No such user: ghost."]}
     judged_by = campaign.items.values_list("judgments__annotator__username", flat=True).distinct().first()
-    preview = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}&exclude_annotator={judged_by}").json()
+    preview = client.get(f"/api/snapshots/preview/?campaign={campaign.pk}&exclude_annotator={judged_by}").json()
     assert [e["annotator"] for e in preview["excluded_annotators"]] == [judged_by]
     assert preview["excluded_annotators"][0]["judgments"] == Judgment.objects.filter(
         annotator__username=judged_by, item__campaign=campaign).count()
-    everyone = client.get(f"/api/reward/snapshots/preview/?campaign={campaign.pk}").json()
+    everyone = client.get(f"/api/snapshots/preview/?campaign={campaign.pk}").json()
     assert everyone["excluded_annotators"] == [] and preview["judgments"] < everyone["judgments"]
     assert "tiny" in {p["name"] for p in client.get("/api/reward/presets/").json()}
 

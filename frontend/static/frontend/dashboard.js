@@ -830,7 +830,7 @@
       if (f.min_gold_accuracy !== null) q.set("min_gold_accuracy", f.min_gold_accuracy);
       q.set("aggregation", aggregation.value);
       const box = $("#pair-count");
-      const r = await api(`/api/reward/snapshots/preview/?${q}`);
+      const r = await api(`/api/snapshots/preview/?${q}`);
       if (!r.ok) { box.replaceChildren(el("span", { class: "field-error", text: r.data.message || "Invalid filter." })); return; }
       const d = r.data;
       const splits = Object.entries(d.per_split || {}).map(([k, v]) => `${k} ${v}`).join(" · ");
@@ -854,12 +854,12 @@
       const status = $("#build-status");
       clearErrors(builder);
       const body = { name: $("#b-name").value.trim(), filter: filterOf(), aggregation: aggregation.value };
-      const r = await api("/api/reward/snapshots/", { method: "POST", body });
+      const r = await api("/api/snapshots/", { method: "POST", body });
       if (!r.ok) { showErrors(builder, r.data); const top = $("#form-error"); if (top) { top.hidden = false; top.textContent = r.data.message || "The snapshot could not be created."; } return; }
       const snap = r.data;
       status.textContent = `Building snapshot #${snap.id}…`;
       const poll = async () => {
-        const s = await api(`/api/reward/snapshots/${snap.id}/`);
+        const s = await api(`/api/snapshots/${snap.id}/`);
         const st = s.ok ? s.data.status : "queued";
         if (st === "succeeded") {
           const sel = form.elements.snapshot;

@@ -5,12 +5,12 @@ labels are learnable from the two images before the VLM reward model is trained 
 """
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cli import error_line
 from core.errors import ApplicationError
 from jobs.models import JobStatus
 
 from ...services import baseline_execute_job, baseline_start
 from ._run_action import snapshot_and_overrides
-from .build_snapshot import _one_line
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         try:
             run = baseline_start(snapshot=snapshot, overrides=overrides, name=o["name"], enqueue=not o["sync"])
         except ApplicationError as exc:
-            raise CommandError(_one_line(exc)) from None
+            raise CommandError(error_line(exc)) from None
         if not o["sync"]:
             self.stdout.write(f"baseline {run.pk} queued (job {run.job_id})")
             return

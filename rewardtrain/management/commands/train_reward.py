@@ -1,12 +1,12 @@
 """Start reward-model training on a snapshot: queued for the gpu worker, or here with --sync."""
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cli import error_line
 from core.errors import ApplicationError
 from jobs.models import JobStatus
 
 from ...services import reward_run_execute_job, reward_run_start
 from ._run_action import snapshot_and_overrides
-from .build_snapshot import _one_line
 
 
 class Command(BaseCommand):
@@ -26,7 +26,7 @@ class Command(BaseCommand):
             run = reward_run_start(snapshot=snapshot, base_model=o["base_model"], preset=o["preset"],
                                    overrides=overrides, name=o["name"], enqueue=not o["sync"])
         except ApplicationError as exc:
-            raise CommandError(_one_line(exc)) from None
+            raise CommandError(error_line(exc)) from None
         if not o["sync"]:
             self.stdout.write(f"reward run {run.pk} queued (job {run.job_id})")
             return

@@ -1,14 +1,10 @@
 """Build a dataset snapshot from judgments: in this process (default) or as a queued job."""
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import SnapshotStatus
 from annotation.services.snapshots import AGGREGATIONS, DEFAULT_AGGREGATION, snapshot_create, snapshot_execute
+from core.cli import error_line
 from core.errors import ApplicationError
-
-
-def _one_line(exc: ApplicationError) -> str:
-    details = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in exc.fields.items())
-    return f"{exc.message} {details}".strip()
+from jobs.models import JobStatus
 
 
 class Command(BaseCommand):
@@ -31,12 +27,12 @@ class Command(BaseCommand):
         try:
             snapshot = snapshot_create(name=o["name"], filter=flt, aggregation=o["aggregation"], enqueue=o["enqueue"])
         except ApplicationError as exc:
-            raise CommandError(_one_line(exc)) from None
+            raise CommandError(error_line(exc)) from None
         if o["enqueue"]:
             self.stdout.write(f"snapshot {snapshot.pk} queued (job {snapshot.job_id})")
             return
         snapshot = snapshot_execute(snapshot.job_id)
-        if snapshot.status != SnapshotStatus.SUCCEEDED:
+        if snapshot.status != JobStatus.SUCCEEDED:
             raise CommandError(f"snapshot {snapshot.pk} failed: {snapshot.error.splitlines()[0] if snapshot.error else ''}")
         c = snapshot.counts
         self.stdout.write(f"snapshot {snapshot.pk} {snapshot.content_hash[:12]}: {c['pairs']} pairs "
