@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,82 @@ def _guarded_connect(self, address):
 
 def pytest_configure(config):
     socket.socket.connect = _guarded_connect
+    if not _is_xdist_controller(config):
+        _lease_broker_db(config)
+
+
+def pytest_unconfigure(config):
+    lease = getattr(config, "_broker_lease", None)
+    if lease is not None:
+        lease.release()
+
+
+def _is_xdist_controller(config) -> bool:
+    """The ``-n N`` controller only hands tests to its workers: it enqueues nothing and needs no broker."""
+    return getattr(config, "workerinput", None) is None and bool(getattr(config.option, "numprocesses", None))
+
+
+# Redis database numbers a test run may take for its Celery broker; 0 is the shared default (the
+# cache, by key prefix) and bench/export_stream.py uses 14.
+_BROKER_DBS = range(1, 14)
+_LEASE_KEY = "onereward:test-broker-db:{}"
+
+
+class _BrokerLease:
+    """One Redis database number held by this test process for as long as it runs.
+
+    Celery queues are plain Redis keys (``default``, ``gpu``): two runs on one database consume each
+    other's messages, and a worker test's clean-up deletes the other run's queue. Concurrent runs
+    (pytest-xdist workers, or several people on one Redis) therefore each take a database of their
+    own. The lease key names a client connection that this process keeps open, so the lease of a
+    killed run is recognised as stale (its connection is gone) and taken over.
+    """
+
+    def __init__(self, client, db: int, name: str) -> None:
+        self.client, self.db, self.name = client, db, name
+
+    @classmethod
+    def acquire(cls, url: str) -> _BrokerLease | None:
+        import uuid
+
+        import redis
+
+        name = f"onereward-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        client.client_setname(name)
+        for db in _BROKER_DBS:
+            key = _LEASE_KEY.format(db)
+            if client.set(key, name, nx=True):
+                return cls(client, db, name)
+            holder = client.get(key)
+            alive = {c.get("name") for c in client.client_list()}
+            if holder is not None and holder.decode() not in alive and client.getset(key, name) == holder:
+                return cls(client, db, name)  # the holder's process is gone
+        client.close()
+        return None
+
+    def release(self) -> None:
+        key = _LEASE_KEY.format(self.db)
+        if (self.client.get(key) or b"").decode() == self.name:
+            self.client.delete(key)
+        self.client.close()
+
+
+def _lease_broker_db(config) -> None:
+    """Point this process's Celery app (and the workers its tests start) at a leased Redis database."""
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker.startswith("redis://") or not config.pluginmanager.hasplugin("django"):
+        return
+    from urllib.parse import urlsplit, urlunsplit
+
+    lease = _BrokerLease.acquire(broker)
+    if lease is None:  # every database taken: share the default one, as before leases existed
+        print(f"[tests] no free Redis database for the Celery broker; sharing {broker}")
+        return
+    config._broker_lease = lease
+    # Celery reads CELERY_BROKER_URL from the environment before its settings, and the workers that
+    # tests start inherit it.
+    os.environ["CELERY_BROKER_URL"] = urlunsplit(urlsplit(broker)._replace(path=f"/{lease.db}"))
 
 
 # Fixtures that make a test need a browser or a Celery worker: the marker follows from the fixture,
@@ -64,6 +141,27 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     for db in settings.DATABASES.values():
         if db["ENGINE"].endswith("postgresql"):
             db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_model(tmp_path_factory) -> Path:
+    """The tiny random FLUX.1-Fill pipeline (seed 0) in the hub folder layout, built once per test
+    process and loaded by tests through ``from_pretrained`` like a real checkpoint. Shared: copy it
+    before changing anything in it."""
+    pytest.importorskip("torch")
+    from policytrain.engine.tiny import build_tiny_fill_pipeline
+
+    return build_tiny_fill_pipeline(tmp_path_factory.mktemp("tiny-flux") / "base", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_model(tmp_path_factory) -> Path:
+    """The tiny random Qwen2.5-VL reward backbone (seed 0) with its tokenizer and processor, built
+    once per test process. Shared: copy it before changing anything in it."""
+    pytest.importorskip("torch")
+    from rewardtrain.engine.tiny import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-qwen") / "model", seed=0)
 
 
 @pytest.fixture(autouse=True)

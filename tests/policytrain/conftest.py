@@ -8,19 +8,20 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tiny_flux_dir(tmp_path_factory) -> Path:
-    from policytrain.engine.tiny import build_tiny_fill_pipeline
-
-    return build_tiny_fill_pipeline(tmp_path_factory.mktemp("tiny-flux") / "base", seed=0)
+def tiny_flux_dir(tiny_flux_model) -> Path:
+    """The suite's tiny FLUX.1-Fill folder (tests/conftest.py), under this folder's name."""
+    return tiny_flux_model
 
 
 @pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory) -> Path:
-    """A tiny reward model folder with a model card covering fill only."""
-    from rewardtrain.engine.template import TEMPLATE_VERSION
-    from rewardtrain.engine.tiny import build_tiny_reward_model
+def tiny_reward_dir(tiny_qwen_model, tmp_path_factory) -> Path:
+    """A tiny reward model folder with a model card covering fill only (a copy of the suite's tiny
+    Qwen, so the card stays out of the shared folder)."""
+    import shutil
 
-    out = build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm") / "final", seed=0)
+    from rewardtrain.engine.template import TEMPLATE_VERSION
+
+    out = Path(shutil.copytree(tiny_qwen_model, tmp_path_factory.mktemp("tiny-rm") / "final"))
     criteria = {"fill": ["structure", "consistency"]}
     card = {"template_version": TEMPLATE_VERSION, "tasks": criteria, "trained_on": criteria,
             "min_pixels": 28 * 28, "max_pixels": 112 * 112}

@@ -17,10 +17,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="session")
-def tiny_flux(tmp_path_factory) -> Path:
-    from policytrain.engine.tiny import build_tiny_fill_pipeline
-
-    return build_tiny_fill_pipeline(tmp_path_factory.mktemp("tiny-flux"), seed=0)
+def tiny_flux(tiny_flux_model) -> Path:
+    """The suite's tiny FLUX.1-Fill folder (tests/conftest.py), under this folder's name."""
+    return tiny_flux_model
 
 
 def write_conditions(root: Path, rows: list[dict], size: int = SIZE, mask_size: int | None = None) -> Path:

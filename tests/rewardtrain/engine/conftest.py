@@ -84,10 +84,9 @@ def make_snapshot(
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from rewardtrain.engine.tiny import build_tiny_reward_model
-
-    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny") / "model")
+def tiny_model_dir(tiny_qwen_model) -> Path:
+    """The suite's tiny Qwen2.5-VL folder (tests/conftest.py), under this folder's name."""
+    return tiny_qwen_model
 
 
 @pytest.fixture(scope="session")
