@@ -1,8 +1,23 @@
-"""Leaving a CLI process cleanly under torchrun (both engines' CLIs end through this)."""
+"""What both engines' CLIs share: ``key=value`` overrides and leaving the process under torchrun."""
 from __future__ import annotations
 
+import json
 import os
 import sys
+from typing import Any
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse a CLI `key=value` override; the value is read as JSON when it parses, else as a string."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def exit_process(code: int) -> None:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from rewardtrain.engine.config import parse_override
+from enginekit.cli import parse_override
 
 
 def _bar(total: int | None = None):
@@ -44,7 +44,7 @@ def _cmd_train(args) -> int:
     path = Path(args.config)
     if not path.is_file():
         raise ValueError(f"config file {path} not found")
-    data = json.loads(path.read_text())
+    data = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}  # "_comment": notes
     for item in args.set or []:
         key, value = parse_override(item)
         data[key] = value

@@ -264,8 +264,11 @@ class RLRecipe:
             prompts.append(config.negative_prompt)
         embeds_dir = self.out / PROMPT_EMBEDS_DIR
         cached = _all_prompts_on_disk(embeds_dir, prompts, config.max_sequence_length)
-        policy = FillPolicy.from_pretrained(config.base_policy, device=self.device, dtype=self.weight_dtype,
-                                            load_text_encoders=not cached)
+        # Sharded, the policy is read into host memory and each FSDP unit moves only its own slice
+        # to the device: a whole fp32 12B transformer (48 GB), let alone its reference copy, would
+        # not fit an 80 GB GPU before sharding.
+        policy = FillPolicy.from_pretrained(config.base_policy, device="cpu" if self.sharded else self.device,
+                                            dtype=self.weight_dtype, load_text_encoders=not cached)
         prepare_prompt_embeds(policy, embeds_dir, prompts, config.max_sequence_length, write=env.is_main)
         params = setup_trainable(policy, config)
         if config.gradient_checkpointing:
@@ -284,6 +287,8 @@ class RLRecipe:
             if frozen_reference is not None:  # Algorithm 1's reference: sharded the same way
                 shard_modules(frozen_reference, self.device, SHARD_UNIT_CLASSES, compute)
             params = {n: p for n, p in policy.transformer.named_parameters() if p.requires_grad}
+            policy.vae.to(self.device)  # fully_shard moved the transformer's slices; the rest follows
+            policy.device = self.device
             if env.is_main:
                 logger.info("FSDP: %d shard units over %d ranks", units, env.world_size)
         optimizer = torch.optim.AdamW(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from enginekit.cli import parse_override  # noqa: F401 - CLI overrides are the engine kit's; importable from here too
+
 #: LoRA targets: language-model attention (q/k/v/o), the vision tower's fused `qkv` and output
 #: `attn.proj` (Qwen2.5-VL vision attention has no separate q/k/v), and `lm_head`. lm_head is
 #: included because without it the Yes/No logits stay bounded and the loss
@@ -254,16 +256,3 @@ class RewardTrainConfig:
         import torch
 
         return torch.float32 if self.full_finetune else self.torch_dtype()
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """Parse a CLI `key=value` override; the value is read as JSON when it parses, else as a string."""
-    if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value

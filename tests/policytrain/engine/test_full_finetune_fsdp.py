@@ -151,3 +151,12 @@ def test_memory_plan_divides_the_transformer_state_by_the_ranks(full_config):
     assert four["frozen reference transformer"]["weights"] == n * 4 // 4 + gathered
     # Each rank computes its share of the global batch: a quarter of the activations.
     assert four["policy transformer"]["activations"] == one["policy transformer"]["activations"] // 4
+
+
+def test_the_full_finetune_preset_is_a_valid_sharded_config():
+    preset = json.loads((Path(__file__).resolve().parents[3] / "configs" / "policy" / "full_finetune_fsdp.json").read_text())
+    from policytrain.engine.config import RLConfig
+
+    cfg = RLConfig.from_dict({k: v for k, v in preset.items() if not k.startswith("_")})
+    assert cfg.full_finetune and cfg.parallelism == "fsdp" and cfg.mixed_precision == "bf16"
+    assert cfg.batch_size % 8 == 0  # the global batch splits over the 8 ranks the comment launches

@@ -176,7 +176,7 @@ def test_memory_plan_at_real_size_on_the_meta_device(tmp_path):
     from transformers import Qwen2_5_VLConfig
 
     from policytrain.engine.config import RLConfig
-    from policytrain.engine.memory import GIB, check_budget, memory_plan
+    from policytrain.engine.memory import GIB, check_budget, format_plan, memory_plan
 
     flux = tmp_path / "flux"
     for sub, cfg in {
@@ -214,6 +214,16 @@ def test_memory_plan_at_real_size_on_the_meta_device(tmp_path):
     fp32 = memory_plan(cfg.replace(reward_gradient_checkpointing=False), use_bf16=False, criteria_per_task=2)
     assert fp32["peak_gib"] > plan["peak_gib"] + 40  # what RL loaded before: fp32, no checkpointing
     assert fp32["peak_gib"] * GIB == pytest.approx(sum(c["total"] for c in fp32["components"]))
+
+    # A full fine-tune (Algorithm 1: fp32 masters, grads, AdamW, EMA and a frozen reference) needs
+    # ~270 GiB on one device; FSDP over 8 ranks divides all of that, each rank its share of the batch.
+    full = cfg.replace(full_finetune=True, parallelism="fsdp", batch_size=8)
+    alone = memory_plan(full, use_bf16=True, criteria_per_task=2, world_size=1)
+    sharded = memory_plan(full, use_bf16=True, criteria_per_task=2, world_size=8)
+    print(format_plan(sharded))
+    print(f"\nfull fine-tune plan: {alone['peak_gib']:.1f} GiB on one device, {sharded['peak_gib']:.1f} GiB per rank of 8")
+    assert alone["peak_gib"] > 250
+    assert sharded["sharded_over"] == 8 and sharded["peak_gib"] < 80
 
 
 def test_rl_loads_the_reward_model_as_benchmarked_and_scores_a_batch_in_one_forward(rl_config, tmp_path, monkeypatch):
