@@ -55,7 +55,7 @@ class PolicyRunOut(serializers.ModelSerializer):
     job = JobOut()
     reward_model = serializers.SerializerMethodField()
     checkpoint = serializers.SerializerMethodField()
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = PolicyRun
@@ -80,7 +80,7 @@ class CheckpointOut(serializers.ModelSerializer):
 class PromotionOut(serializers.ModelSerializer):
     checkpoint = CheckpointOut()
     previous = CheckpointOut(allow_null=True)
-    promoted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    promoted_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Promotion
@@ -91,7 +91,7 @@ class GenerationOut(serializers.ModelSerializer):
     job = JobOut()
     checkpoint = CheckpointOut()
     opponent = CheckpointOut(allow_null=True)
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = GenerationJob

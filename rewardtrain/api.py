@@ -85,7 +85,7 @@ class RunOut(serializers.ModelSerializer):
     job = serializers.SerializerMethodField()
     snapshot = serializers.SerializerMethodField()
     reward_model = serializers.SerializerMethodField()
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RewardRun
@@ -135,7 +135,7 @@ class BaselineIn(serializers.Serializer):
 class BaselineOut(serializers.ModelSerializer):
     job = serializers.SerializerMethodField()
     snapshot = serializers.SerializerMethodField()
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = BaselineRun

@@ -1,16 +1,22 @@
 """The OpenAPI schema at /api/schema/ is a typed contract: every operation's success response
-names its fields.
+names its fields, and what the endpoints return matches them.
 
 A response documented as a free-form object (``responses=dict``), as an object or array whose
-items are free-form, or not documented at all, tells a client nothing; this test lists every such
-operation so a new endpoint cannot ship one. File downloads (a binary body) are typed by their
-media type and pass.
+items are free-form, or not documented at all, tells a client nothing; the first test lists every
+such operation so a new endpoint cannot ship one. File downloads (a binary body) are typed by their
+media type and pass. The views return their selectors' dicts as they are, so the last test holds
+real answers (a built dashboard world: runs, a model, a checkpoint, a judged campaign and its
+snapshot) against the schema with a JSON Schema validator: a field the serializers do not declare
+is not an error (additional keys), but a declared field missing, of another type or null where the
+schema says it cannot be is.
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+from jsonschema import Draft202012Validator
 
 pytestmark = pytest.mark.django_db
 
@@ -101,3 +107,92 @@ def test_the_check_catches_free_form_responses():
         "GET /b/ (200, application/json): array of free-form object",
         "POST /c/ (201): no response body schema",
     ]
+
+
+def _as_json_schema(node):
+    """An OpenAPI 3.0 schema node as JSON Schema: ``nullable`` becomes a null alternative and
+    component references point into ``$defs``."""
+    if isinstance(node, list):
+        return [_as_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _as_json_schema(v) for k, v in node.items() if k not in ("nullable", "readOnly", "writeOnly")}
+    if "$ref" in out:
+        out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/$defs/")
+    if node.get("nullable"):
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _response_validator(schema: dict, path: str, method: str, code: str) -> Draft202012Validator:
+    body = schema["paths"][path][method]["responses"][code]["content"]["application/json"]["schema"]
+    doc = {**_as_json_schema(copy.deepcopy(body)),
+           "$defs": {k: _as_json_schema(v) for k, v in schema["components"]["schemas"].items()}}
+    return Draft202012Validator(doc)
+
+
+def test_answers_match_their_documented_schema(tmp_path):
+    from django.test import Client
+
+    from annotation.models import Item
+    from tests.factories import make_user
+    from tests.frontend.dashboard_world import build_world
+
+    world = build_world(tmp_path)
+    make_user("typed-sci", "scientist")
+    client = Client()
+    client.login(username="typed-sci", password="pw-test-1234")
+    schema = _schema()
+    job, policy, model, ckpt = world.baseline.pk, world.policy.pk, world.model.pk, world.checkpoint.pk
+    campaign, snapshot = world.campaign.pk, world.snapshot.pk
+    item = Item.objects.filter(campaign=world.campaign).first().pk
+    gets = [
+        ("/api/me/", {}, ""),
+        ("/api/dashboard/jobs/", {}, ""),
+        ("/api/dashboard/jobs/{id}/", {"id": job}, ""),
+        ("/api/dashboard/jobs/{id}/", {"id": policy}, ""),
+        ("/api/dashboard/jobs/{id}/", {"id": world.snapshot.job_id}, ""),
+        ("/api/dashboard/runs/overlay/", {}, f"?job={job}&job={policy}"),
+        *[("/api/dashboard/lineage/{kind}/{id}/", {"kind": k, "id": pk}, "") for k, pk in (
+            ("campaign", campaign), ("snapshot", snapshot), ("reward-model", model), ("checkpoint", ckpt))],
+        ("/api/dashboard/compare/reward-models/", {}, f"?a={model}&b={model}"),
+        ("/api/dashboard/compare/checkpoints/", {}, f"?a={ckpt}&b={ckpt}"),
+        ("/api/dashboard/campaigns/", {}, ""),
+        ("/api/dashboard/campaigns/{id}/", {"id": campaign}, ""),
+        ("/api/dashboard/leaderboard/", {}, ""),
+        ("/api/dashboard/candidate-sources/", {}, "?task=fill&source=sys0&source=sys1"),
+        ("/api/campaigns/{id}/progress/", {"id": campaign}, ""),
+        ("/api/campaigns/{id}/quality/", {"id": campaign}, ""),
+        ("/api/campaigns/{id}/items/", {"id": campaign}, ""),
+        ("/api/items/{id}/", {"id": item}, ""),
+        ("/api/snapshots/", {}, ""),
+        ("/api/snapshots/{id}/", {"id": snapshot}, ""),
+        ("/api/snapshots/preview/", {}, f"?campaign={campaign}"),
+        ("/api/reward/presets/", {}, ""),
+        ("/api/reward/runs/", {}, ""),
+        ("/api/reward/runs/{id}/", {"id": world.baseline.reward_run.pk}, ""),
+        ("/api/reward/models/", {}, ""),
+        ("/api/reward/models/{id}/", {"id": model}, ""),
+        ("/api/policy/runs/", {}, ""),
+        ("/api/policy/runs/{id}/", {"id": world.checkpoint.run.pk}, ""),
+        ("/api/policy/checkpoints/{id}/", {"id": ckpt}, ""),
+        ("/api/policy/checkpoints/{id}/promotion/", {"id": ckpt}, ""),
+        ("/api/policy/production/", {}, ""),
+        ("/api/exports/jobs/", {}, ""),
+    ]
+    mismatches = []
+    for template, params, query in gets:
+        response = client.get(template.format(**params) + query)
+        assert response.status_code == 200, (template, response.status_code, response.content[:300])
+        errors = sorted(_response_validator(schema, template, "get", "200").iter_errors(response.json()),
+                        key=lambda e: list(e.absolute_path))
+        mismatches += [f"GET {template}: {'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message[:200]}"
+                       for e in errors[:3]]
+    writes = [("post", "/api/reward/runs/preview/", {}, {"snapshot": snapshot, "max_steps": 3}, "200"),
+              ("put", "/api/dashboard/jobs/{id}/tags/", {"id": job}, {"tags": ["typed"]}, "200")]
+    for method, template, params, body, code in writes:
+        response = getattr(client, method)(template.format(**params), body, content_type="application/json")
+        assert str(response.status_code) == code, (template, response.status_code, response.content[:300])
+        errors = list(_response_validator(schema, template, method, code).iter_errors(response.json()))
+        mismatches += [f"{method.upper()} {template}: {e.message[:200]}" for e in errors[:3]]
+    assert not mismatches, "answers that do not match /api/schema/:\n" + "\n".join(mismatches)
