@@ -1,5 +1,5 @@
 """Media is served only to signed-in users — a browser session or an API token — and only from
-inside MEDIA_ROOT.
+inside MEDIA_ROOT (or the media prefix of the object store, when media live there).
 
 Scripts and simulated annotators hold an API token, not a session: ``Authorization: Token <key>``
 is checked the way the API checks it (``ExpiringTokenAuthentication``), so every image a script is
@@ -8,6 +8,7 @@ whichever way they signed in (file names are content hashes, not guessable listi
 """
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils._os import safe_join
 from rest_framework import exceptions
@@ -36,11 +37,12 @@ def protected_media(request: HttpRequest, path: str) -> HttpResponse:
     if not signed_in:
         return redirect_to_login(request.get_full_path())  # what login_required does for browsers
     try:
-        full = safe_join(settings.MEDIA_ROOT, path)  # refuses ../ and absolute paths
+        safe_join(settings.MEDIA_ROOT, path)  # refuses ../ and absolute paths
     except Exception as exc:  # SuspiciousFileOperation, ValueError
         raise Http404("Not found") from exc
     try:
-        response = FileResponse(open(full, "rb"))
+        # Through the storage: MEDIA_ROOT on disk, or the object store when one is configured.
+        response = FileResponse(default_storage.open(path, "rb"))
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise Http404("Not found") from exc
     # Media files are content-addressed, so the browser may keep them (prefetch relies on this).

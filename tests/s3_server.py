@@ -1,6 +1,7 @@
 """An S3-compatible server on 127.0.0.1 for tests (moto's server mode): no network, no account."""
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ def s3_server(bucket: str = "onereward-test") -> Iterator[S3Server]:
     """A fresh moto S3 server with one empty bucket, stopped on exit."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
