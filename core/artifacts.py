@@ -49,8 +49,10 @@ def artifact_fetch_if_published(path: str | Path) -> Path:
     """Like ``artifact_fetch``, but an artifact that was never published is just its local path
     (for example a base model each worker builds for itself)."""
     store = artifact_store()
+    if not store.enabled or Path(path).is_dir():  # here already (or under a MODEL_ROOTS folder of this host)
+        return Path(path)
     local = store.local_path(path)
-    if store.enabled and not local.is_dir() and store.published(store.key_for(path)) is not None:
+    if not local.is_dir() and store.published(store.key_for(path)) is not None:
         return store.fetch(path)
     return local
 
