@@ -132,13 +132,18 @@ class CompareCheckpointsOut(serializers.Serializer):
                                   help_text="Samples both filled with the same seed: sample, seed, prompt, a, b.")
 
 
-class CampaignOverviewOut(serializers.Serializer):
+class CampaignHeadOut(serializers.Serializer):
+    """What every campaign payload of the dashboard starts with."""
+
     id = serializers.IntegerField()
     name = serializers.CharField()
     status = serializers.CharField()
     task = serializers.CharField()
     mode = serializers.CharField()
     overlap = serializers.IntegerField()
+
+
+class CampaignOverviewOut(CampaignHeadOut):
     items_total = serializers.IntegerField()
     items_done = serializers.IntegerField()
     items_full = serializers.IntegerField()
@@ -151,13 +156,7 @@ class CampaignOverviewOut(serializers.Serializer):
     url = serializers.CharField(allow_null=True)
 
 
-class CampaignDashboardOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    status = serializers.CharField()
-    task = serializers.CharField()
-    mode = serializers.CharField()
-    overlap = serializers.IntegerField()
+class CampaignDashboardOut(CampaignHeadOut):
     selection = serializers.JSONField()
     progress = serializers.JSONField(help_text="As GET /api/campaigns/{id}/progress/.")
     criteria = serializers.ListField(child=serializers.JSONField(), help_text="Progress per criterion.")

@@ -1,8 +1,9 @@
 """Output serializers shared by the job-backed endpoints: the job behind a domain row, its metric
 points and the resolved config a run-start preview answers.
 
-They describe (for the OpenAPI schema) the dicts ``jobs.selectors.job_metric_series`` builds; the
-endpoints return those dicts as they are.
+``MetricPointOut`` and ``JobPayloadOut`` describe (for the OpenAPI schema) the dicts
+``jobs.selectors.job_metric_series`` and ``job_payload`` build; the endpoints return those dicts as
+they are.
 """
 from __future__ import annotations
 
@@ -34,20 +35,28 @@ def job_payload(job) -> dict | None:
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}
 
 
-class JobPayloadOut(serializers.Serializer):
-    """The job behind a snapshot, run, baseline, evaluation or scoring request (``job_payload``)."""
+class JobOut(serializers.Serializer):
+    """A job's state, progress and outcome (rendered from the Job row; the RL endpoints nest it)."""
 
     id = serializers.IntegerField()
-    kind = serializers.CharField()
     status = serializers.CharField()
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
     progress = serializers.FloatField()
     eta_seconds = serializers.FloatField(allow_null=True)
     last_metrics = serializers.JSONField()
+    result = serializers.JSONField()
     error = serializers.CharField()
     attempts = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class JobPayloadOut(JobOut):
+    """The job behind a snapshot, run, baseline, evaluation or scoring request (``job_payload``):
+    ``JobOut`` with the job's kind and without its result."""
+
+    kind = serializers.CharField()
+    result = None

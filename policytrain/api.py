@@ -23,7 +23,7 @@ from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsScientist, IsStaffRole
 from jobs.selectors import job_metric_series
-from jobs.serializers import MetricPointOut, ResolvedConfigOut
+from jobs.serializers import JobOut, MetricPointOut, ResolvedConfigOut
 
 from . import selectors, services
 from .models import Algorithm, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion
@@ -34,23 +34,6 @@ ARTIFACT_SUFFIXES = {".png", ".json", ".jsonl"}
 # ----------------------------------------------------------------------------------------------
 # Serializers
 # ----------------------------------------------------------------------------------------------
-class JobOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.CharField()
-    step = serializers.IntegerField()
-    total_steps = serializers.IntegerField()
-    progress = serializers.FloatField()
-    eta_seconds = serializers.FloatField(allow_null=True)
-    last_metrics = serializers.JSONField()
-    result = serializers.JSONField()
-    error = serializers.CharField()
-    attempts = serializers.IntegerField()
-    cancel_requested = serializers.BooleanField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-
-
 class PolicyRunOut(serializers.ModelSerializer):
     job = JobOut()
     reward_model = serializers.SerializerMethodField()
