@@ -235,13 +235,15 @@ def grow(pg: Postgres, world: World, *, judgments: int, open_items: int, progres
 
 
 @contextlib.contextmanager
-def gunicorn(db_url: str, media_root: Path, **extra: str) -> Iterator[tuple[str, int]]:
-    """The production web server (config/gunicorn.py) on a free port; yields (base URL, pid)."""
+def gunicorn(db_url: str, media_root: Path, *, root: Path = ROOT, **extra: str) -> Iterator[tuple[str, int]]:
+    """The production web server (config/gunicorn.py) on a free port; yields (base URL, pid).
+    ``root`` is the source tree it serves: another checkout (a ``git worktree`` of an older
+    commit) serves the code before a change against the same database, for a paired comparison."""
     port = free_port()
     env = server_env(db_url, MEDIA_ROOT=str(media_root), GUNICORN_BIND=f"127.0.0.1:{port}",
                      DB_STATEMENT_COUNT_HEADER="true", GUNICORN_LOGLEVEL="warning", **extra)
-    subprocess.run([PY, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
-    proc = subprocess.Popen([str(Path(PY).parent / "gunicorn"), "-c", "config/gunicorn.py", "config.wsgi"], cwd=ROOT,
+    subprocess.run([PY, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=root, env=env, check=True)
+    proc = subprocess.Popen([str(Path(PY).parent / "gunicorn"), "-c", "config/gunicorn.py", "config.wsgi"], cwd=root,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -16,12 +16,15 @@ overlap, no duplicate (lease, criterion), counters equal to the rows they count.
 
     .venv/bin/python bench/annotation_load.py                  # 10k, 100k, 1M judgments
     .venv/bin/python bench/annotation_load.py --sizes 10k --window 5 --levels 1,10   # a quick look
+    git worktree add /tmp/before <commit>      # then, before and after in one run, paired per level:
+    .venv/bin/python bench/annotation_load.py --sizes 10k,100k --before /tmp/before
 
 Prints a table and one line: `result: …`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import random
@@ -124,6 +127,7 @@ class Run:
     seconds: float
     server_cpu: float
     pg_cpu: float
+    code: str = "after"  # "before": the server ran the --before tree
 
 
 def measure(world: _stack.World, base: str, pids: tuple[int, int | None], annotators: list[Annotator], *,
@@ -211,7 +215,7 @@ def verify(pg: _stack.Postgres, world: _stack.World) -> list[str]:
 
 
 def print_table(runs: list[Run]) -> None:
-    head = ("size", "judgments", "run", "next p50/p95/p99 ms", "submit p50/p95/p99 ms", "loops/s",
+    head = ("code", "size", "judgments", "run", "next p50/p95/p99 ms", "submit p50/p95/p99 ms", "loops/s",
             "CPU-ms/loop (web+pg)", "SQL next/submit", "errors")
     rows = []
     for r in runs:
@@ -219,7 +223,7 @@ def print_table(runs: list[Run]) -> None:
         loops = max(t.loops, 1)
         cpu = (r.server_cpu + r.pg_cpu) * 1000 / loops
         rows.append((
-            r.size, f"{r.judgments:,}", r.mode,
+            r.code, r.size, f"{r.judgments:,}", r.mode,
             f"{pct(t.next_ms, 50):.0f} / {pct(t.next_ms, 95):.0f} / {pct(t.next_ms, 99):.0f}",
             f"{pct(t.submit_ms, 50):.0f} / {pct(t.submit_ms, 95):.0f} / {pct(t.submit_ms, 99):.0f}",
             f"{t.loops / r.seconds:.1f}", f"{cpu:.1f} ({r.server_cpu * 1000 / loops:.1f}+{r.pg_cpu * 1000 / loops:.1f})",
@@ -237,7 +241,13 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=50, help="paced annotators (0 = skip the paced run)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0, help="measured seconds per run")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another source tree (a git worktree of the commit before a change): every run is "
+                             "made against it too, right before the same run against this tree, on the same data")
     args = parser.parse_args()
+    if args.before and not (args.before / "config" / "gunicorn.py").is_file():
+        parser.error(f"--before {args.before}: not a checkout of this project (no config/gunicorn.py)")
+    trees = ([("before", args.before.resolve())] if args.before else []) + [("after", _stack.ROOT)]
     sizes = [s.strip().lower() for s in args.sizes.split(",")]
     levels = [int(x) for x in args.levels.split(",")]
     n_annotators = max(levels + [args.paced])
@@ -252,26 +262,26 @@ def main() -> None:
         print(f"private PostgreSQL: {pg.url}; campaign {world.campaign}; {n_annotators} annotators", flush=True)
         for size in sizes:
             # Enough open items that no run drains the queue (about 150 loops/s at most here).
-            open_items = int((len(levels) + 1) * (args.window + args.warmup) * 150)
+            open_items = int((len(levels) + 1) * (args.window + args.warmup) * 150) * len(trees)
             judgments = _stack.grow(pg, world, judgments=SIZES[size], open_items=open_items,
                                     progress=lambda m: print(m, flush=True))
             print(f"== {size}: {judgments:,} judgments in the live campaign", flush=True)
-            with _stack.gunicorn(pg.url, media) as (base, pid):
-                pids = (pid, pg.postmaster_pid)
-                for c in levels:
-                    team = [Annotator(base, tok, world.campaign) for tok in world.tokens[:c]]
-                    tally, secs, web, db = measure(world, base, pids, team, mode=f"closed C={c}", warmup=args.warmup,
-                                                   window=args.window)
-                    runs.append(Run(size, judgments, f"closed C={c}", tally, secs, web, db))
-                    print_table(runs[-1:])
-                if args.paced:
-                    team = [Annotator(base, tok, world.campaign) for tok in world.tokens[:args.paced]]
-                    tally, secs, web, db = measure(world, base, pids, team, mode="paced", warmup=args.warmup,
-                                                   window=args.window)
-                    runs.append(Run(size, judgments, f"paced {args.paced}x1/2s", tally, secs, web, db))
-                    print_table(runs[-1:])
-                    print(f"   paced loop end vs schedule p50/p99: {pct(tally.loop_late_ms, 50):.0f} / "
-                          f"{pct(tally.loop_late_ms, 99):.0f} ms", flush=True)
+            with contextlib.ExitStack() as servers:
+                started = {code: servers.enter_context(_stack.gunicorn(pg.url, media, root=root)) for code, root in trees}
+                plan = [(f"closed C={c}", c) for c in levels] + ([(f"paced {args.paced}x1/2s", args.paced)]
+                                                                 if args.paced else [])
+                for mode, n in plan:
+                    for code, _ in trees:  # before, then after: the pair sees the same machine load
+                        base, pid = started[code]
+                        team = [Annotator(base, tok, world.campaign) for tok in world.tokens[:n]]
+                        tally, secs, web, db = measure(world, base, (pid, pg.postmaster_pid), team,
+                                                       mode="paced" if mode.startswith("paced") else mode,
+                                                       warmup=args.warmup, window=args.window)
+                        runs.append(Run(size, judgments, mode, tally, secs, web, db, code))
+                        print_table(runs[-1:])
+                        if mode.startswith("paced"):
+                            print(f"   paced loop end vs schedule p50/p99: {pct(tally.loop_late_ms, 50):.0f} / "
+                                  f"{pct(tally.loop_late_ms, 99):.0f} ms", flush=True)
         failures = verify(pg, world)
     finally:
         pg.stop()
@@ -282,7 +292,14 @@ def main() -> None:
         for e in sorted(set(r.tally.errors))[:3]:
             print(f"  error in {r.size} {r.mode}: {e}")
     print("database checks:", "all hold" if not failures else "; ".join(failures))
+    if args.before:
+        print(summary([r for r in runs if r.code == "before"], sizes, "before"))
+    print(summary([r for r in runs if r.code == "after"], sizes, "result")
+          + f"; checks {'ok' if not failures else 'FAILED'}")
 
+
+def summary(runs: list[Run], sizes: list[str], label: str) -> str:
+    """The one-line verdict over one tree's runs (``result:`` for this tree, ``before:`` for --before)."""
     def cpu(r: Run) -> float:
         return (r.server_cpu + r.pg_cpu) * 1000 / max(r.tally.loops, 1)
 
@@ -294,15 +311,15 @@ def main() -> None:
     sql_next = max((max(r.tally.next_sql, default=-1) for r in runs), default=-1)
     sql_submit = max((max(r.tally.submit_sql, default=-1) for r in runs), default=-1)
     errors = sum(len(r.tally.errors) for r in runs)
-    line = (f"result: CPU-ms per loop {by_size.get(first, float('nan')):.1f} at {first} -> "
+    line = (f"{label}: CPU-ms per loop {by_size.get(first, float('nan')):.1f} at {first} -> "
             f"{by_size.get(last, float('nan')):.1f} at {last} (ratio {by_size.get(last, 0) / by_size.get(first, 1):.2f})")
     if top:
         line += f"; {top.tally.loops / top.seconds:.0f} loops/s with {top.mode.split('=')[1]} closed-loop annotators"
     if paced:
         line += (f"; paced p99 next {pct(paced.tally.next_ms, 99):.0f} ms / submit "
                  f"{pct(paced.tally.submit_ms, 99):.0f} ms")
-    line += f"; SQL per next {sql_next}, per submit {sql_submit}; {errors} errors; checks {'ok' if not failures else 'FAILED'}"
-    print(line)
+    line += f"; SQL per next {sql_next}, per submit {sql_submit}; {errors} errors"
+    return line
 
 
 if __name__ == "__main__":

@@ -144,17 +144,32 @@ def _lock_lease(*, lease_uid, annotator: User) -> tuple[Lease, list[int]] | None
     return lease, [row[-1] for row in rows]
 
 
-def _judgments_insert(judgments: list[Judgment]) -> None:
-    """One INSERT for the submit's judgments; sets their ids."""
+def _write_submission(*, judgments: list[Judgment], lease: Lease, item: Item) -> None:
+    """Insert the judgments (setting their ids) and store the lease's and the item's new state.
+
+    On PostgreSQL the two updates ride on the INSERT as data-modifying CTEs: one statement and one
+    round trip, all or nothing (a reused idempotency key fails the whole statement). SQLite has no
+    such CTEs, so there they are three statements in the caller's transaction."""
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_JUDGMENT_COLUMNS)) + ")"] * len(judgments))
     params = [prep(Judgment, name, getattr(j, Judgment._meta.get_field(name).attname))
               for j in judgments for name in _JUDGMENT_COLUMNS]
     columns = ", ".join(Judgment._meta.get_field(name).column for name in _JUDGMENT_COLUMNS)
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO annotation_judgment ({columns}) VALUES {placeholders} RETURNING id", params)  # noqa: S608 (fixed SQL, values are parameters)
-        for judgment, (pk,) in zip(judgments, cursor.fetchall(), strict=True):
-            judgment.pk = pk
-            judgment._state.adding = False
+    insert = f"INSERT INTO annotation_judgment ({columns}) VALUES {placeholders} RETURNING id"  # noqa: S608 (fixed SQL, values are parameters)
+    lease_sql, lease_params = ("UPDATE annotation_lease SET state = %s, finished_at = %s WHERE id = %s",
+                               [lease.state, prep(Lease, "finished_at", lease.finished_at), lease.pk])
+    item_sql, item_params = (
+        "UPDATE annotation_item SET leased_count = %s, completed_count = %s, status = %s WHERE id = %s",
+        [item.leased_count, item.completed_count, item.status, item.pk])
+    if connection.vendor == "postgresql":
+        ids = fetch(f"WITH lease_done AS ({lease_sql}), item_done AS ({item_sql}) {insert}",
+                    [*lease_params, *item_params, *params])
+    else:
+        ids = fetch(insert, params)
+        run(lease_sql, lease_params)
+        run(item_sql, item_params)
+    for judgment, (pk,) in zip(judgments, ids, strict=True):
+        judgment.pk = pk
+        judgment._state.adding = False
 
 
 def _submit_locked(*, lease_uid, annotator: User, answers: dict, idempotency_key: str,
@@ -192,19 +207,15 @@ def _submit_locked(*, lease_uid, annotator: User, answers: dict, idempotency_key
         )
         for criterion, (choice, best, worst) in parsed.items()
     ]
-    _judgments_insert(judgments)
     lease.state = LeaseState.SUBMITTED
     lease.finished_at = now
-    run("UPDATE annotation_lease SET state = %s, finished_at = %s WHERE id = %s",
-          [lease.state, prep(Lease, "finished_at", now), lease.pk])
     item.completed_count += 1
     if not item.is_gold:
         if item.completed_count >= campaign.overlap:
             item.status = ItemStatus.DONE
         elif item.leased_count >= campaign.overlap:
             item.status = ItemStatus.FULL
-    run("UPDATE annotation_item SET leased_count = %s, completed_count = %s, status = %s WHERE id = %s",
-          [item.leased_count, item.completed_count, item.status, item.pk])
+    _write_submission(judgments=judgments, lease=lease, item=item)
     return judgments, True
 
 

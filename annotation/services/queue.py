@@ -20,7 +20,7 @@ from django.db.models import Case, F, Prefetch, Value, When
 from django.utils import timezone
 
 from core.errors import Conflict, NotAllowed
-from core.rows import Columns, cache_related, fetch, for_update, prep, run
+from core.rows import Columns, cache_related, fetch, for_update, prep
 
 from ..models import (
     Campaign,
@@ -49,9 +49,8 @@ SLOTS = Prefetch("slots", queryset=ItemCandidate.objects.select_related("candida
 _ITEM, _SAMPLE, _TASK = Columns(Item, "i"), Columns(Sample, "s"), Columns(TaskType, "t")
 _LEASE, _SLOT, _CANDIDATE = Columns(Lease, "l"), Columns(ItemCandidate, "ic"), Columns(Candidate, "c")
 _CAMPAIGN = Columns(Campaign, "c")
+_ITEM_RETURNED = Columns(Item, "annotation_item")  # an UPDATE's RETURNING names the table itself
 _MEMBERS = Campaign.annotators.through._meta.db_table
-_ITEM_JOINS = ("annotation_item i JOIN annotation_sample s ON s.id = i.sample_id "
-               "JOIN annotation_tasktype t ON t.id = s.task_type_id")
 
 
 def campaign_get(pk: int) -> Campaign | None:
@@ -60,25 +59,25 @@ def campaign_get(pk: int) -> Campaign | None:
     return _CAMPAIGN.load(rows[0]) if rows else None
 
 
-def _item_from(row, start: int) -> Item:
-    """An item with its sample and task type from a row holding ``_ITEM, _SAMPLE, _TASK`` at ``start``."""
-    item = _ITEM.load(row, start)
-    sample = _SAMPLE.load(row, start + _ITEM.width)
-    cache_related(sample, "task_type", _TASK.load(row, start + _ITEM.width + _SAMPLE.width))
-    cache_related(item, "sample", sample)
-    return item
-
-
-def _load_slots(item: Item) -> None:
-    """Read the item's slots with their candidates into ``item.slots.all()`` (as ``SLOTS`` would)."""
+def _load_details(item: Item) -> None:
+    """Read the item's sample, task type and slots with their candidates in one statement, into
+    ``item.sample`` and ``item.slots.all()`` (as ``select_related`` and ``SLOTS`` would)."""
     slots = []
-    for row in fetch(f"SELECT {_SLOT.sql}, {_CANDIDATE.sql} FROM annotation_itemcandidate ic "  # noqa: S608 (fixed SQL, values are parameters)
-                     "JOIN annotation_candidate c ON c.id = ic.candidate_id WHERE ic.item_id = %s "
-                     "ORDER BY ic.position", [item.pk]):
+    rows = fetch(
+        f"SELECT {_SLOT.sql}, {_CANDIDATE.sql}, {_SAMPLE.sql}, {_TASK.sql} FROM annotation_itemcandidate ic "  # noqa: S608 (fixed SQL, values are parameters)
+        "JOIN annotation_candidate c ON c.id = ic.candidate_id JOIN annotation_sample s ON s.id = %s "
+        "JOIN annotation_tasktype t ON t.id = s.task_type_id WHERE ic.item_id = %s ORDER BY ic.position",
+        [item.sample_id, item.pk],
+    )
+    for row in rows:
         slot = _SLOT.load(row)
         cache_related(slot, "candidate", _CANDIDATE.load(row, _SLOT.width))
         cache_related(slot, "item", item)
         slots.append(slot)
+    if rows:
+        sample = _SAMPLE.load(rows[0], _SLOT.width + _CANDIDATE.width)
+        cache_related(sample, "task_type", _TASK.load(rows[0], _SLOT.width + _CANDIDATE.width + _SAMPLE.width))
+        cache_related(item, "sample", sample)
     # The related queryset, as a prefetch leaves it: filtered to the item (so a further
     # ``.values_list()`` or ``.order_by()`` on it still reads this item's slots) with its rows in.
     cached = item.slots.get_queryset()
@@ -103,18 +102,17 @@ def _lock_annotator(*, campaign: Campaign, annotator: User) -> bool:
 
 
 def _held_leases(*, campaign: Campaign, annotator: User, now: datetime, limit: int) -> list[Lease]:
-    """The annotator's unexpired active leases in this campaign, oldest first, each with its item,
-    sample and task type."""
+    """The annotator's unexpired active leases in this campaign, oldest first, with their items."""
     rows = fetch(
-        f"SELECT {_LEASE.sql}, {_ITEM.sql}, {_SAMPLE.sql}, {_TASK.sql} FROM annotation_lease l "  # noqa: S608 (fixed SQL, values are parameters)
-        f"JOIN {_ITEM_JOINS} ON i.id = l.item_id WHERE l.annotator_id = %s AND i.campaign_id = %s "
-        "AND l.state = %s AND l.expires_at > %s ORDER BY l.id LIMIT %s",
+        f"SELECT {_LEASE.sql}, {_ITEM.sql} FROM annotation_lease l JOIN annotation_item i ON i.id = l.item_id "  # noqa: S608 (fixed SQL, values are parameters)
+        "WHERE l.annotator_id = %s AND i.campaign_id = %s AND l.state = %s AND l.expires_at > %s "
+        "ORDER BY l.id LIMIT %s",
         [annotator.pk, campaign.pk, LeaseState.ACTIVE, prep(Lease, "expires_at", now), limit],
     )
     held = []
     for row in rows:
         lease = _LEASE.load(row)
-        item = _item_from(row, _LEASE.width)
+        item = _ITEM.load(row, _LEASE.width)
         item.campaign = campaign
         cache_related(lease, "item", item)
         cache_related(lease, "annotator", annotator)
@@ -122,17 +120,21 @@ def _held_leases(*, campaign: Campaign, annotator: User, now: datetime, limit: i
     return held
 
 
-def _pop_item(*, campaign: Campaign, annotator: User, gold: bool) -> Item | None:
-    """Lock the first open item (priority, then age) this annotator has never had; locked rows
-    are skipped, so concurrent hand-outs take different items and never wait."""
+def _take_item(*, campaign: Campaign, annotator: User, gold: bool) -> Item | None:
+    """Take a slot of the first open item (priority, then age) this annotator has never had, in
+    one statement: the inner SELECT locks that row and skips rows others hold (concurrent
+    hand-outs take different items and never wait); the UPDATE counts the slot under that lock
+    and marks the item full when its overlap is reached (gold items never fill up: everyone
+    sees them)."""
     rows = fetch(
-        f"SELECT {_ITEM.sql}, {_SAMPLE.sql}, {_TASK.sql} FROM {_ITEM_JOINS} "  # noqa: S608 (fixed SQL, values are parameters)
-        "WHERE i.campaign_id = %s AND i.status = %s AND i.is_gold = %s AND NOT EXISTS "
-        "(SELECT 1 FROM annotation_lease l WHERE l.item_id = i.id AND l.annotator_id = %s) "
-        f"ORDER BY i.priority DESC, i.id LIMIT 1{for_update('i', skip_locked=True)}",
-        [campaign.pk, ItemStatus.OPEN, gold, annotator.pk],
+        "UPDATE annotation_item SET leased_count = leased_count + 1, "  # noqa: S608 (fixed SQL, values are parameters)
+        "status = CASE WHEN NOT is_gold AND leased_count + 1 >= %s THEN %s ELSE status END "
+        "WHERE id = (SELECT i.id FROM annotation_item i WHERE i.campaign_id = %s AND i.status = %s AND i.is_gold = %s "
+        "AND NOT EXISTS (SELECT 1 FROM annotation_lease l WHERE l.item_id = i.id AND l.annotator_id = %s) "
+        f"ORDER BY i.priority DESC, i.id LIMIT 1{for_update('i', skip_locked=True)}) RETURNING {_ITEM_RETURNED.sql}",
+        [campaign.overlap, ItemStatus.FULL, campaign.pk, ItemStatus.OPEN, gold, annotator.pk],
     )
-    return _item_from(rows[0], 0) if rows else None
+    return _ITEM_RETURNED.load(rows[0]) if rows else None
 
 
 def lease_next(
@@ -155,7 +157,7 @@ def lease_next(
         held = _held_leases(campaign=campaign, annotator=annotator, now=now, limit=MAX_ACTIVE_LEASES + len(excluded))
         current = next((lease for lease in held if str(lease.uid) not in excluded), None)
         if current:
-            _load_slots(current.item)
+            _load_details(current.item)
             return current
         if len(held) >= MAX_ACTIVE_LEASES:
             return None
@@ -163,18 +165,12 @@ def lease_next(
         want_gold = campaign.gold_fraction > 0 and rng.random() < campaign.gold_fraction
         item = None
         for gold in (want_gold, not want_gold):
-            item = _pop_item(campaign=campaign, annotator=annotator, gold=gold)
+            item = _take_item(campaign=campaign, annotator=annotator, gold=gold)
             if item:
                 break
         if item is None:
             return None
-        item.leased_count += 1
-        # Gold items are shown to everyone, so they never fill up.
-        if not item.is_gold and item.leased_count >= campaign.overlap:
-            item.status = ItemStatus.FULL
-        run("UPDATE annotation_item SET leased_count = %s, status = %s WHERE id = %s",
-              [item.leased_count, item.status, item.pk])
-        _load_slots(item)
+        _load_details(item)
         order = [slot.candidate_id for slot in item.slots.all()]
         rng.shuffle(order)  # left/right bias control: every hand-out gets its own order
         item.campaign = campaign
