@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from contracts.vocabulary import BUILTIN
+from enginekit.metrics import MetricsFile
 from enginekit.runs import DistEnv, RunCancelled, init_distributed, stop_everywhere
 from enginekit.sharding import shard_modules
 
@@ -224,7 +225,9 @@ class RLRecipe:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
             (self.out / "memory-plan.json").write_text(json.dumps(self.plan, indent=2))
-        self.metrics_file = self.out / "metrics.jsonl"
+        self.metrics = MetricsFile(self.out / "metrics.jsonl", enabled=env.is_main)
+        if self.resumed_from is not None:
+            self.metrics.truncate_after(self.state.step)  # the steps after the checkpoint are replayed
         self.window: dict[str, list[float]] = defaultdict(list)
         self.window_start = time.time()
 
@@ -395,11 +398,9 @@ class RLRecipe:
         if config.eval_every and state.step % config.eval_every == 0 and (env.is_main or self.sharded):
             row = evaluate_heldout(state, self.eval_set, self.eval_split, self.reward_fn, self.criteria,
                                    self.vocabulary, self.buckets, self.autocast)
-            if env.is_main:
-                with self.metrics_file.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if self.progress is not None:
-                    self.progress({"total_steps": config.max_steps, **row})
+            self.metrics.append(row)
+            if env.is_main and self.progress is not None:
+                self.progress({"total_steps": config.max_steps, **row})
 
     def _reduce_step_metrics(self, task: str, loss: float, anchor: float | None, sums: dict[str, list[float]]
                              ) -> tuple[float, float | None, dict[str, list[float]]]:
@@ -438,8 +439,7 @@ class RLRecipe:
             self.last_row = {"step": step, "kind": "train", "lr": config.learning_rate,
                              "steps_per_s": len(window["loss"]) / max(elapsed, 1e-9)}
             self.last_row.update({key: sum(vals) / len(vals) for key, vals in window.items()})
-            with self.metrics_file.open("a") as fh:
-                fh.write(json.dumps(self.last_row) + "\n")
+            self.metrics.append(self.last_row)
             window.clear()
             self.window_start = time.time()
 

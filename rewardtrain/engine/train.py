@@ -32,6 +32,7 @@ import torch.distributed as dist
 from contracts.cards import write_reward_card
 from enginekit.checkpoints import atomic_folder, checkpoint_dir, prune_checkpoints, shared_atomic_folder
 from enginekit.checkpoints import latest_checkpoint as kit_latest_checkpoint
+from enginekit.metrics import MetricsFile
 from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module's interface
     DistEnv,
     RunCancelled,
@@ -183,7 +184,7 @@ class _Trainer:
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-            self._truncate_metrics(self.start_step)
+            MetricsFile(self.out / "metrics.jsonl").truncate_after(self.start_step)  # replayed steps
         self._barrier()
 
     # ------------------------------------------------------------------------------- utilities
@@ -215,18 +216,9 @@ class _Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
-        with open(self.out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        MetricsFile(self.out / "metrics.jsonl").append(record)
         if self.progress is not None:
             self.progress({"total_steps": self.total_steps, **record})
-
-    def _truncate_metrics(self, step: int) -> None:
-        # After a resume, drop lines logged past the checkpoint: those steps are replayed.
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in kept))
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:

@@ -1,6 +1,7 @@
 """The engine kit: atomic checkpoint folders, finding the newest complete one, RNG state, stopping."""
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -60,3 +61,17 @@ def test_rank_zero_decides_when_to_stop():
     assert stop_everywhere(None, DistEnv()) is False
     # A non-main rank never asks: the answer reaches it through the all-reduce.
     assert stop_everywhere(lambda: True, DistEnv(rank=1, world_size=1)) is False
+
+
+def test_metrics_file_drops_the_rows_a_resume_replays_and_writes_nothing_off_rank_0(tmp_path):
+    from enginekit.metrics import MetricsFile
+
+    metrics = MetricsFile(tmp_path / "run" / "metrics.jsonl")
+    for step in (1, 2, 3):
+        metrics.append({"step": step, "kind": "train", "loss": 1.0 / step})
+    metrics.append({"step": 3, "kind": "eval", "accuracy": 0.5})
+    metrics.truncate_after(2)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["kind"]) for r in rows] == [(1, "train"), (2, "train")]
+    MetricsFile(tmp_path / "other.jsonl", enabled=False).append({"step": 1, "kind": "train"})
+    assert not (tmp_path / "other.jsonl").exists()

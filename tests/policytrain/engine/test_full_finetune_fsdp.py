@@ -160,3 +160,14 @@ def test_the_full_finetune_preset_is_a_valid_sharded_config():
     cfg = RLConfig.from_dict({k: v for k, v in preset.items() if not k.startswith("_")})
     assert cfg.full_finetune and cfg.parallelism == "fsdp" and cfg.mixed_precision == "bf16"
     assert cfg.batch_size % 8 == 0  # the global batch splits over the 8 ranks the comment launches
+
+
+def test_a_resume_replays_the_steps_after_its_checkpoint_without_logging_them_twice(rl_config):
+    """A run that died after step 3 resumes from step 2: step 3 is replayed and logged once."""
+    cfg = rl_config(max_steps=3, save_every=2, task_probs={"fill": 1.0})
+    train(cfg, reward_fn=center_brightness)
+    (Path(cfg.output_dir) / "result.json").unlink()
+    result = train(cfg.replace(resume=True), reward_fn=center_brightness)
+    assert result["resumed_from"].endswith("step-2")
+    rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3]

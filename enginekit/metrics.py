@@ -1,0 +1,31 @@
+"""A run's ``metrics.jsonl``: one JSON object per line, each with ``"step"`` and ``"kind"``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsFile:
+    """Appends metric rows to ``path``; a no-op where ``enabled`` is False (ranks other than 0)."""
+
+    def __init__(self, path: str | Path, *, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write ``row`` as one line (the file and its folder are created on first use)."""
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the rows logged after ``step``: a run resumed from ``step`` replays those steps,
+        and keeping them would log each twice."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [ln for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        self.path.write_text("".join(ln + "\n" for ln in kept))
