@@ -53,6 +53,7 @@ from annotation.services.campaigns import campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png, sample_create_from_images
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from contracts.snapshot import iter_raw_rows, read_raw_rows
+from core.stats import wilson_interval
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_create, job_execute
 from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base
@@ -75,6 +76,21 @@ CAPS = {
               "pretrain_steps": 350, "pretrain_vae_steps": 400},
     "full": {"annotate_conditions": 160},
 }
+# Held-out sizes behind the report's intervals (issue #22): conditions per task whose candidate
+# pairs measure the reward models against the oracle (4 candidates → up to 6 pairs per condition and
+# criterion; about 3.5 are decisive for consistency, structure, aesthetics and removal, so 200 gives
+# ~700 pairs there, but text alignment falls short: the base rarely draws the named object, so most
+# of its pairs are oracle ties; docs/demo-results.md), and
+# conditions per task on which RL is evaluated (× the config's eval seeds). None: the annotated
+# samples outside the RM's train split / the config's held-out set (--quick: a smoke run, whose
+# intervals are wide on purpose). A config's "eval" section may set either key.
+EVAL_SIZES = {
+    "quick": {"rm_conditions_per_task": None, "rl_conditions_per_task": None},
+    "full": {"rm_conditions_per_task": 200, "rl_conditions_per_task": 200},
+}
+# The baseline learner's settings per size (BaselineConfig overrides): --quick's snapshot is a few
+# hundred pairs, which the default 600 steps would cycle through dozens of times.
+BASELINE_OVERRIDES = {"quick": {"max_steps": 100, "eval_every": 25}, "full": {}}
 # Campaign mode per task: both of the platform's modes are exercised.
 CAMPAIGN_MODES = {"fill": CampaignMode.PAIRWISE, "extend": CampaignMode.PAIRWISE, "removal": CampaignMode.BEST_WORST}
 ANNOTATOR_PREFIX = "sim-annotator-"
@@ -107,6 +123,7 @@ def demo_config(size: str) -> dict[str, Any]:
         "annotate_conditions": caps.get("annotate_conditions"),
         "heldout_conditions": caps.get("heldout_conditions"),
         "campaign_modes": dict(CAMPAIGN_MODES),
+        **{key: cfg["eval"].get(key, default) for key, default in EVAL_SIZES.get(size, EVAL_SIZES["quick"]).items()},
     }
     if "reward_max_steps" in caps:
         cfg["reward"] = {**cfg["reward"], "max_steps": min(int(cfg["reward"]["max_steps"]), caps["reward_max_steps"])}
@@ -178,23 +195,9 @@ def _pil(img: np.ndarray):
 def candidates_create(items: Sequence[WorldItem], pre: dict, cfg: dict, *, seed: int) -> int:
     """K candidates per condition from the base and its earlier pre-training checkpoints (as the
     paper's candidates come from several model versions), stored through the import service."""
-    from policytrain.engine.pipeline import FillPolicy
-
-    gen = cfg["candidates"]
-    msl = int(gen.get("max_sequence_length", 32))
-    conds = [it.condition for it in items]
-    policies: dict[str, Any] = {}
     created = 0
-    for k, spec in enumerate(gen["generators"]):
-        model = str(spec.get("model", "final"))
-        if model not in policies:
-            path = pre["final_dir"] if model == "final" else pre["checkpoints"][model]
-            policies[model] = FillPolicy.from_pretrained(path)
-        cand_seed = seed * 1000 + 17 * k + 1
-        steps = int(spec.get("steps", 4))
-        imgs = candidate_fills.generate_images(policies[model], conds, seed=cand_seed, steps=steps,
-                                  guidance=float(spec.get("guidance", gen.get("guidance", 30.0))),
-                                  max_sequence_length=msl, batch_size=int(gen.get("batch_size", 32)))
+    for k, (model, steps, cand_seed, imgs) in enumerate(candidate_images([it.condition for it in items], pre, cfg,
+                                                                         seed=seed)):
         for it, img in zip(items, imgs, strict=True):
             img = _quantised(img)
             before = len(it.candidates)
@@ -209,6 +212,37 @@ def candidates_create(items: Sequence[WorldItem], pre: dict, cfg: dict, *, seed:
                 it.scores.append(oracles.score_all(it.condition, img))
             created += len(it.candidates) - before
     return created
+
+
+def candidate_images(conditions: Sequence, pre: dict, cfg: dict, *, seed: int) -> Iterator[tuple[str, int, int, list]]:
+    """Per generator of the config: (model, steps, seed, one image per condition), from the base
+    and its earlier pre-training checkpoints."""
+    from policytrain.engine.pipeline import FillPolicy
+
+    gen = cfg["candidates"]
+    policies: dict[str, Any] = {}
+    for k, spec in enumerate(gen["generators"]):
+        model = str(spec.get("model", "final"))
+        if model not in policies:
+            path = pre["final_dir"] if model == "final" else pre["checkpoints"][model]
+            policies[model] = FillPolicy.from_pretrained(path)
+        cand_seed = seed * 1000 + 17 * k + 1
+        steps = int(spec.get("steps", 4))
+        yield model, steps, cand_seed, candidate_fills.generate_images(
+            policies[model], conditions, seed=cand_seed, steps=steps,
+            guidance=float(spec.get("guidance", gen.get("guidance", 30.0))),
+            max_sequence_length=int(gen.get("max_sequence_length", 32)), batch_size=int(gen.get("batch_size", 32)))
+
+
+def heldout_oracle_pairs(conditions: Sequence, pre: dict, cfg: dict, *, seed: int) -> list[dict]:
+    """Every candidate pair × criterion of held-out conditions that nobody annotates (candidates as
+    ``candidate_images`` makes them, 8-bit like the stored ones): the reward models' oracle accuracy
+    is measured on these when the size asks for more pairs than the annotated samples hold."""
+    per_generator = [[_quantised(img) for img in imgs] for *_, imgs in candidate_images(conditions, pre, cfg,
+                                                                                         seed=seed + 500)]
+    candidates = [list(per_condition) for per_condition in zip(*per_generator, strict=True)]
+    scores = [[oracles.score_all(c, img) for img in cands] for c, cands in zip(conditions, candidates, strict=True)]
+    return candidate_fills.oracle_pairs(conditions, candidates, scores, keep=lambda _cid: True)
 
 
 def score_table(items: Sequence[WorldItem]) -> dict[int, dict[str, float]]:
@@ -495,13 +529,38 @@ def label_ceiling(snapshot: DatasetSnapshot, split: str, scores: dict[int, dict[
     return {t: {c: float(np.mean(v)) for c, v in cs.items()} for t, cs in acc.items()}
 
 
-def reward_oracle_accuracy(model_paths: dict[str, str], items: Sequence[WorldItem], threshold: float) -> dict:
-    """``synthetic.oracle_metrics.oracle_accuracy`` of each reward model on every candidate pair of
-    the samples outside the RM's training split."""
+def annotated_heldout_pairs(items: Sequence[WorldItem]) -> list[dict]:
+    """Every candidate pair × criterion of the annotated samples outside the RM's training split."""
     held = [it for it in items if it.sample.split != "train"]
-    rows = candidate_fills.oracle_pairs([it.condition for it in held], [it.images for it in held], [it.scores for it in held],
-                           keep=lambda _cid: True)
+    return candidate_fills.oracle_pairs([it.condition for it in held], [it.images for it in held],
+                                        [it.scores for it in held], keep=lambda _cid: True)
+
+
+def reward_oracle_accuracy(model_paths: dict[str, str], rows: Sequence[dict], threshold: float) -> dict:
+    """``synthetic.oracle_metrics.oracle_accuracy`` of each reward model on held-out candidate pairs
+    (``annotated_heldout_pairs`` or ``heldout_oracle_pairs``), with 95 % intervals by condition."""
     return _judge_rows(model_paths, rows, threshold)
+
+
+def baseline_now(snapshot: DatasetSnapshot, *, overrides: dict, user: User | None, progress: Progress) -> Any:
+    """The baseline learner on the demo's snapshot (annotator labels), as the dashboard's button
+    starts it: ``baseline_start`` + the job body in process. Returns the BaselineRun."""
+    from rewardtrain.services import baseline_execute_job, baseline_start
+
+    run = baseline_start(snapshot=snapshot, overrides=overrides, user=user, name=f"baseline on {snapshot.name}",
+                         enqueue=False)
+    _require_succeeded(baseline_execute_job(run.job_id), "baseline learner")
+    run.refresh_from_db()
+    progress(f"  baseline learner {run.pk}: label accuracy {run.report.get('overall_accuracy')} "
+             f"({run.report.get('split')} split)")
+    return run
+
+
+def baseline_oracle_accuracy(model_dir: str, rows: Sequence[dict], threshold: float) -> dict:
+    """The baseline learner's agreement with the oracle on the same pairs as the reward models'."""
+    judged = oracle_metrics.baseline_judged(model_dir, rows, threshold)
+    acc, n = oracle_metrics.oracle_accuracy_table(judged)
+    return {"accuracy": acc, "pairs": n, "interval": oracle_metrics.oracle_accuracy_intervals(judged)}
 
 
 def reward_on_policy_accuracy(model_paths: dict[str, str], base_dir: str, heldout: Sequence, cfg: dict,
@@ -521,7 +580,8 @@ def _judge_rows(model_paths: dict[str, str], rows: Sequence[dict], threshold: fl
     for name, path in model_paths.items():
         judged = oracle_metrics.oracle_judged(RewardScorer.from_pretrained(path), rows, threshold=threshold)
         acc, n = oracle_metrics.oracle_accuracy_table(judged)
-        out[name] = {"accuracy": acc, "pairs": n, "by_margin": oracle_metrics.oracle_accuracy_by_margin(judged)}
+        out[name] = {"accuracy": acc, "pairs": n, "interval": oracle_metrics.oracle_accuracy_intervals(judged),
+                     "by_margin": oracle_metrics.oracle_accuracy_by_margin(judged)}
     return out
 
 
@@ -678,7 +738,13 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         train_items = world_seed(sets["train"], tag=tag, role="train")
         heldout_conds = sets["heldout"][:n_held]
         heldout_items = world_seed(heldout_conds, tag=tag, role="heldout")
-        progress(f"  {len(train_items)} RL/annotation samples and {len(heldout_items)} held-out samples ({tag})")
+        plat = cfg["platform"]
+        rl_eval_conds = (heldout_conds if plat["rl_conditions_per_task"] is None
+                         else loop_config.make_task_sets("rl-eval", int(plat["rl_conditions_per_task"]), seed, res))
+        rm_eval_conds = (None if plat["rm_conditions_per_task"] is None
+                         else loop_config.make_task_sets("rm-eval", int(plat["rm_conditions_per_task"]), seed, res))
+        progress(f"  {len(train_items)} RL/annotation samples and {len(heldout_items)} held-out samples ({tag}); "
+                 f"RL evaluated on {len(rl_eval_conds)} held-out conditions")
 
     with stage("base_policy", 2):
         pre = base_policy_ensure(cfg, sets["pretrain"], size=size, seed=seed, cache_dir=cache, progress=progress)
@@ -690,6 +756,11 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         n_cands = candidates_create(annotated, pre, cfg, seed=seed)
         scores = score_table(annotated)
         progress(f"  {n_cands} candidates on {len(annotated)} samples")
+        t_rm_set = time.time()
+        rm_rows = (annotated_heldout_pairs(annotated) if rm_eval_conds is None
+                   else heldout_oracle_pairs(rm_eval_conds, pre, cfg, seed=seed))
+        timings["rm_heldout_pairs"] = round(time.time() - t_rm_set, 2)
+        progress(f"  {len(rm_rows)} held-out candidate pairs × criteria to measure the reward models on")
 
     ann = cfg["annotators"]
     overlap = int(ann.get("votes_per_pair", 3))
@@ -722,7 +793,10 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         control_rm = control_reward_model_register(snapshot, base_model=rm_base, user=scientist)
         thr = float(cfg["eval"].get("oracle_tie_threshold", 0.03))
         models = {"trained": rm.path, "control": control_rm.path}
-        oracle = reward_oracle_accuracy(models, annotated, thr)
+        oracle = reward_oracle_accuracy(models, rm_rows, thr)
+        baseline = baseline_now(snapshot, overrides=BASELINE_OVERRIDES.get(size, {}), user=scientist,
+                                progress=progress)
+        baseline_oracle = baseline_oracle_accuracy(baseline.output_dir, rm_rows, thr)
         # The trained model only, as the engine loop does: on-policy generation and scoring is
         # the costly part, and the untrained control's is near chance.
         on_policy = reward_on_policy_accuracy({"trained": rm.path}, base_dir, heldout_conds, cfg, seed=seed,
@@ -747,7 +821,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             progress(f"  checkpoint {checkpoints[name].pk} ({checkpoints[name].name})")
 
     with stage("evaluate", 8):
-        ev = evaluate_policies(base_dir, checkpoints, heldout_conds, cfg)
+        ev = evaluate_policies(base_dir, checkpoints, rl_eval_conds, cfg)
         for name, w in ev.win_rate.items():
             progress(f"  {name}: oracle win rate vs base {w}")
     best = max(("algorithm_1", "algorithm_2"), key=lambda k: float(np.mean(list(ev.win_rate[k].values()))))
@@ -794,24 +868,40 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "accuracy": rm.eval_report.get("accuracy", {}),
             "eval_split": rm.eval_split,
             "label_pairs": rm.eval_report.get("counts", {}),
+            "accuracy_ci": _wilson_table(rm.eval_report.get("accuracy", {}), rm.eval_report.get("counts", {})),
             "oracle_accuracy": oracle["trained"]["accuracy"],
+            "oracle_accuracy_ci": oracle["trained"]["interval"],
             "oracle_pairs": oracle["trained"]["pairs"],
+            "oracle_pairs_source": "the annotated held-out samples" if rm_eval_conds is None else
+                                   f"{plat['rm_conditions_per_task']} unannotated held-out conditions per task",
+            "baseline_oracle_accuracy": baseline_oracle["accuracy"],
+            "baseline_oracle_accuracy_ci": baseline_oracle["interval"],
+            "baseline_oracle_pairs": baseline_oracle["pairs"],
+            "baseline": {"id": baseline.pk, "split": baseline.report.get("split"),
+                         "accuracy": baseline.report.get("accuracy", {}), "interval": baseline.report.get("interval", {}),
+                         "pairs": baseline.report.get("counts", {})},
             "oracle_accuracy_by_margin": oracle["trained"]["by_margin"],
             "on_policy_oracle_accuracy": on_policy["trained"]["accuracy"],
+            "on_policy_oracle_accuracy_ci": on_policy["trained"]["interval"],
             "on_policy_pairs": on_policy["trained"]["pairs"],
             "on_checkpoint_label_accuracy": on_checkpoint.get("accuracy", {}),
             "on_checkpoint_label_pairs": on_checkpoint.get("pairs", {}),
+            "on_checkpoint_label_accuracy_ci": _wilson_table(on_checkpoint.get("accuracy", {}), on_checkpoint.get("pairs", {})),
             "human_ceiling": ceiling,
             "human_ceiling_simulated": sim_ceiling,
             "annotator_agreement": snapshot.human_ceiling,
             "control": {"accuracy": control_rm.eval_report.get("accuracy", {}),
-                        "oracle_accuracy": oracle["control"]["accuracy"]},
+                        "oracle_accuracy": oracle["control"]["accuracy"],
+                        "oracle_accuracy_ci": oracle["control"]["interval"]},
             "oracle_accuracy_mean": _mean_nested(oracle["trained"]["accuracy"]),
             "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
         },
         "policy": {
             "oracle_win_rate_vs_base": {k: ev.win_rate[k] for k in ("algorithm_1", "algorithm_2")},
             "control_win_rate_vs_base": ev.win_rate["control"],
+            "oracle_win_rate_ci": {k: win_rate_intervals(ev.detail[k]) for k in ("algorithm_1", "algorithm_2")},
+            "control_win_rate_ci": win_rate_intervals(ev.detail["control"]),
+            "eval_conditions_per_task": {t: d["conditions"] for t, d in ev.detail["control"].items()},
             "win_rate_detail": ev.detail,
             "mean_oracle_scores": ev.mean_scores,
             "eval_items": ev.items,
@@ -859,6 +949,27 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
     return report
 
 
+def _wilson_table(accuracy: dict, counts: dict) -> dict[str, dict[str, list[float] | None]]:
+    """95 % Wilson intervals of an accuracy table from its pair counts (the label evaluations keep no
+    per-pair record of the condition, so these are not clustered)."""
+    out: dict[str, dict[str, list[float] | None]] = {}
+    for task, crits in accuracy.items():
+        for crit, acc in crits.items():
+            n = counts.get(task, {}).get(crit) or 0
+            bounds = wilson_interval(acc * n, n) if acc is not None else None
+            out.setdefault(task, {})[crit] = list(bounds) if bounds else None
+    return out
+
+
+def win_rate_intervals(detail: dict[str, dict[str, Any]]) -> dict[str, list[float] | None]:
+    """Task → the 95 % interval of a policy's win rate (``win_rate_detail``'s, clustered by condition)."""
+    return {task: d["ci95"] for task, d in detail.items()}
+
+
+def _interval_text(bounds: Sequence[float] | None) -> str:
+    return "" if not bounds else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 def _careless_text(quality: dict) -> str:
     if quality["peer_agreement_ratio_separation"] is None:
         return "no careless annotator to find (or no overlap)"
@@ -878,19 +989,23 @@ def format_summary(report: dict[str, Any]) -> str:
              f"{ann['label_oracle_agreement']:.3f} of {ann['snapshot_pairs']} snapshot pairs",
              f"Annotator quality: {_careless_text(ann['quality'])}",
              "", "Reward model (held-out); n = pairs behind the accuracy to its left",
-             f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'n':>4} {'untrained':>9} "
-             f"{'on-policy':>9} {'n':>4} {'on RL':>6} {'n':>4}"]
+             f"{'task':<8} {'criterion':<16} {'acc':>6} {'n':>4} {'ceiling':>8} {'oracle':>7} {'95 %':>13} {'n':>4} "
+             f"{'baseline':>8} {'untrained':>9} {'on-policy':>9} {'n':>4} {'on RL':>6} {'n':>4}"]
     for task, crits in oracles.TASK_CRITERIA.items():
         for c in crits:
             def g(d, t=task, c=c):
                 v = d.get(t, {}).get(c)
                 return "  n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             lines.append(f"{task:<8} {c:<16} {g(rm['accuracy']):>6} {g(rm['label_pairs']):>4} "
-                         f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} {g(rm['oracle_pairs']):>4} "
+                         f"{g(rm['human_ceiling']):>8} {g(rm['oracle_accuracy']):>7} "
+                         f"{_interval_text(rm['oracle_accuracy_ci'].get(task, {}).get(c)):>13} {g(rm['oracle_pairs']):>4} "
+                         f"{g(rm['baseline_oracle_accuracy']):>8} "
                          f"{g(rm['control']['oracle_accuracy']):>9} {g(rm['on_policy_oracle_accuracy']):>9} "
                          f"{g(rm['on_policy_pairs']):>4} {g(rm['on_checkpoint_label_accuracy']):>6} "
                          f"{g(rm['on_checkpoint_label_pairs']):>4}")
-    lines += ["on-policy: oracle accuracy on pairs of the base policy's own fills of the held-out samples, "
+    lines += [f"oracle: agreement with the oracle on the candidate pairs of {rm['oracle_pairs_source']}, 95 % interval "
+              "clustered by condition; baseline: the baseline learner trained on the same snapshot, on the same pairs",
+              "on-policy: oracle accuracy on pairs of the base policy's own fills of the held-out samples, "
               "sampled as RL samples",
               "on RL: agreement with the annotators' majority on the side-by-side campaigns (the RL checkpoint's "
               "outputs against the base's)"]
@@ -898,12 +1013,14 @@ def format_summary(report: dict[str, Any]) -> str:
     for task, crits in oracles.TASK_CRITERIA.items():
         lines += [f"  {task:<8} {c:<16} {oracle_metrics.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
                   for c in crits if c in rm["oracle_accuracy_by_margin"]["accuracy"].get(task, {})]
-    lines += ["", "Policy: oracle win rate vs base (held-out)", f"{'policy':<22} {'fill':>6} {'extend':>7} {'removal':>8}"]
+    lines += ["", "Policy: oracle win rate vs base (held-out) [95 % interval]",
+              f"{'policy':<22} {'fill':>19} {'extend':>20} {'removal':>21}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
+    cis = {**pol["oracle_win_rate_ci"], "control (untrained RM)": pol["control_win_rate_ci"]}
     for name, w in rows.items():
-        lines.append(f"{name:<22} " + " ".join(f"{w.get(t, float('nan')):>{n}.3f}"
+        lines.append(f"{name:<22} " + " ".join(f"{w.get(t, float('nan')):>{n}.3f} {_interval_text(cis[name].get(t)):>12}"
                                                for t, n in (("fill", 6), ("extend", 7), ("removal", 8))))
-    lines += ["Behind each win rate: its 95 % interval (conditions resampled), the mean change of the oracle score,",
+    lines += ["Behind each win rate: its 95 % interval (clustered by condition), the mean change of the oracle score,",
               "and the share of items that changed by more than the tie threshold (win rate over those):"]
     for name, per_task in pol["win_rate_detail"].items():
         lines += [f"  {name:<12} {task:<8} {oracle_metrics.describe_win(d)}" for task, d in per_task.items()]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.presets import load_preset_file
-from synthetic.scenes import Condition, make_conditions
+from synthetic.scenes import TASKS, Condition, make_conditions
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
 
@@ -60,4 +60,15 @@ def make_condition_sets(counts: dict[str, int], seed: int, size: int) -> dict[st
     for name, n in counts.items():
         set_seed = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big")
         out[name] = make_conditions(n, seed=set_seed, size=size)
+    return out
+
+
+def make_task_sets(name: str, per_task: int, seed: int, size: int) -> list[Condition]:
+    """``per_task`` conditions of every task (extend half prompt-free), disjoint from every other
+    named set (seeds derived from the name and the task): held-out sets sized per task, so each
+    task's interval rests on as many conditions as the others'."""
+    out: list[Condition] = []
+    for task in TASKS:
+        set_seed = int.from_bytes(hashlib.sha256(f"{seed}:{name}:{task}".encode()).digest()[:4], "big")
+        out += make_conditions(per_task, task_probs={task: 1.0}, seed=set_seed, size=size)
     return out

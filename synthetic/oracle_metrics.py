@@ -123,6 +123,38 @@ def oracle_judged(
     return list(zip(rows, correct.tolist(), strict=True))
 
 
+def baseline_judged(
+    model_dir: str | Path, rows: Sequence[dict[str, Any]], threshold: float = 0.03, batch_size: int = 128
+) -> list[tuple[dict[str, Any], float]]:
+    """``oracle_judged`` for the baseline learner (``rewardtrain.engine.baseline``): each row whose
+    oracle scores differ by more than ``threshold``, with 1 when the learner prefers the oracle's
+    better image (½ on an exact tie). The learner sees only the two images and (task, criterion);
+    a cell it was not trained on is left out."""
+    import torch
+
+    from rewardtrain.engine.baseline import load_baseline
+
+    model, card = load_baseline(model_dir)
+    index = {tuple(k): i for i, k in enumerate(card["conditions"])}
+    size = int(card["config"]["image_size"])
+    rows = [r for r in rows if r["margin"] > threshold and (r["task"], r["criterion"]) in index]
+
+    def tensor(img) -> torch.Tensor:
+        arr = np.asarray(img.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    out: list[tuple[dict[str, Any], float]] = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            better = torch.stack([tensor(r["better"]) for r in chunk])
+            worse = torch.stack([tensor(r["worse"]) for r in chunk])
+            cond = torch.tensor([index[(r["task"], r["criterion"])] for r in chunk], dtype=torch.long)
+            log_odds = model(better, worse, cond)
+            out += [(r, 1.0 if v > 0 else 0.5 if v == 0 else 0.0) for r, v in zip(chunk, log_odds.tolist(), strict=True)]
+    return out
+
+
 def oracle_accuracy_table(
     judged: Sequence[tuple[dict[str, Any], float]], key: Callable[[dict], str | None] = lambda r: None,
 ) -> tuple[dict, dict]:
