@@ -51,10 +51,11 @@ def _torchrun(config, tmp_path: Path, name: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", [1, 2])
-def test_two_sharded_ranks_match_one_process_and_resume_on_one(full_config, tmp_path, algorithm):
-    """Algorithm 1 runs the sharded frozen reference, Algorithm 2 the sharded EMA swapped in."""
-    cfg = full_config(algorithm=algorithm)
+@pytest.mark.parametrize(("algorithm", "extra"), [(1, {}), (2, {"gradient_checkpointing": True, "kl_weight": 0.1})])
+def test_two_sharded_ranks_match_one_process_and_resume_on_one(full_config, tmp_path, algorithm, extra):
+    """Algorithm 1 runs the sharded frozen reference; Algorithm 2 the sharded EMA swapped in, with
+    activation checkpointing and the velocity anchor to the sharded frozen base, as at 12B."""
+    cfg = full_config(algorithm=algorithm, **extra)
     two = _torchrun(cfg.replace(output_dir=str(tmp_path / "two")), tmp_path, "two")
     one = tmp_path / "one"
     train(cfg.replace(output_dir=str(one)), reward_fn=center_brightness)
