@@ -15,6 +15,8 @@ from rewardtrain.services import reward_run_start
 from tests.factories import make_campaign, make_user
 from tests.rewardtrain.test_runs import reward_snapshot
 
+from .conftest import login
+
 pytestmark = pytest.mark.django_db
 
 PAGES = [
@@ -239,3 +241,30 @@ def test_policy_run_preview_shows_criterion_weights_and_refuses_weights_that_lea
     assert bad.status_code == 400
     assert "fill: structure, consistency" in json.dumps(bad.json())
     assert not PolicyRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_policy_form_previews_and_starts_through_the_policy_api(browser_page, tmp_path):
+    """The RL form resolves its config from POST /api/policy/runs/preview/ (nothing written) and
+    starts the run with POST /api/policy/runs/, then opens the run's page."""
+    from tests.policytrain.test_policy_runs import make_reward_model, make_samples
+
+    card = tmp_path / "rm" / "final"
+    card.mkdir(parents=True)
+    (card / "onereward.json").write_text(json.dumps({"trained_on": {"fill": ["structure", "consistency"]}}))
+    model = make_reward_model(card)
+    make_samples("fill", n=2)
+    make_user("sci", "scientist")
+    page = browser_page
+    login(page, "sci")
+    page.goto("/dashboard/new/policy/")
+    page.select_option("#p-rm", str(model.pk))
+    for field, value in (("#p-fill", "1"), ("#p-extend", "0"), ("#p-removal", "0"), ("#p-steps", "3")):
+        page.fill(field, value)
+    page.wait_for_function("() => document.getElementById('config-preview').textContent.includes('\"max_steps\": 3')")
+    assert '"task_probs"' in page.text_content("#config-preview") and not PolicyRun.objects.exists()
+    page.click("#btn-start")
+    page.wait_for_url("**/dashboard/runs/*/")
+    run = PolicyRun.objects.get()
+    assert page.url.endswith(f"/dashboard/runs/{run.job_id}/") and run.config["max_steps"] == 3
+    assert run.config["task_probs"] == {"fill": 1.0, "extend": 0.0, "removal": 0.0}
