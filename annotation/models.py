@@ -424,18 +424,10 @@ class ImportBatch(models.Model):
         return f"import {self.pk} {self.status}"
 
 
-class SnapshotStatus(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
 class DatasetSnapshot(models.Model):
     """An immutable, content-hashed export of aggregated judgments for training."""
 
     name = models.CharField(max_length=200)
-    status = models.CharField(max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.QUEUED)
     filter = models.JSONField(default=dict, blank=True)
     aggregation = models.CharField(max_length=40, default="tie-aware-v1")  # services.snapshots.AGGREGATIONS
     content_hash = models.CharField(max_length=64, blank=True, db_index=True)
@@ -443,7 +435,6 @@ class DatasetSnapshot(models.Model):
     counts = models.JSONField(default=dict, blank=True)
     human_ceiling = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -462,6 +453,22 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.content_hash[:10] or self.status})"
+
+    # The build's status and error are its job's (ADR 0002: the Job row is the only source of
+    # status); a snapshot keeps no copy that could disagree with it. Lists select_related("job").
+    @property
+    def status(self) -> str:
+        """queued / running / succeeded / failed / cancelled, as its build job. Without a job (its
+        row was deleted) a snapshot is succeeded when it was built: only a finished build writes
+        its folder and content hash."""
+        if self.job_id is None:
+            return "succeeded" if self.path or self.content_hash else "failed"
+        return self.job.status
+
+    @property
+    def error(self) -> str:
+        """Why the build failed (its job's error), blank otherwise."""
+        return self.job.error if self.job_id is not None else ""
 
 
 class Adjudication(models.Model):

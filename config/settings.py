@@ -290,13 +290,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Training never runs in the web queue; a GPU worker listens on `gpu` only (docs/operations.md).
-CELERY_TASK_ROUTES = {
-    # The baseline learner trains in CPU minutes: it must not wait behind a GPU run (exact names
-    # are matched before the patterns below).
-    "rewardtrain.tasks.baseline_train_task": {"queue": "default"},
-    "rewardtrain.tasks.*": {"queue": env.str("CELERY_GPU_QUEUE", default="gpu")},
-    "policytrain.tasks.*": {"queue": env.str("CELERY_GPU_QUEUE", default="gpu")},
+# Every job is one task (jobs.tasks.run_job) sent to its kind's queue: queues are per role, not per
+# task. Each kind declares its role (jobs.registry): `default` takes the CPU jobs a web host's
+# worker runs in minutes (snapshots, exports, imports, the baseline learner); `gpu` takes training,
+# generation and scoring, which need torch and, in production, a GPU. Training never runs in the
+# web queue. CELERY_GPU_QUEUE renames the whole GPU role; JOB_QUEUES sends single kinds elsewhere,
+# e.g. JOB_QUEUES="policy=gpu-h200,generation=gpu-h200" for a worker started with `-Q gpu-h200`
+# on the big cards. Kinds not named here go to their role's queue.
+JOB_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
+JOB_QUEUES: dict[str, str] = {
+    kind.strip(): queue.strip() for kind, _, queue in
+    (item.partition("=") for item in env.list("JOB_QUEUES", default=[])) if kind.strip() and queue.strip()
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 

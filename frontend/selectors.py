@@ -27,7 +27,6 @@ from annotation.models import (
     Judgment,
     Lease,
     LeaseState,
-    Sample,
     TaskType,
 )
 from annotation.selectors import (
@@ -115,7 +114,7 @@ def job_links(job: Job) -> list[dict]:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         links.append({"label": f"Snapshot #{snap.pk}", "url": reverse("dash-snapshot", args=[snap.pk]),
                       "role": "output"})
-    elif job.kind == JobKind.EVALUATION and job.config.get("reward_model_id"):
+    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE) and job.config.get("reward_model_id"):
         rm = job.config["reward_model_id"]
         links.append({"label": f"Reward model #{rm}", "url": reverse("dash-reward-model", args=[rm]), "role": "input"})
     return links
@@ -406,7 +405,7 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
     elif job.kind == JobKind.SNAPSHOT and (snap := related(job, "snapshot")):
         out["snapshot"] = {"id": snap.pk, "name": snap.name, "status": snap.status, "counts": snap.counts,
                            "human_ceiling": snap.human_ceiling, "content_hash": snap.content_hash}
-    elif job.kind == JobKind.EVALUATION:
+    elif job.kind in (JobKind.EVALUATION, JobKind.SCORE):
         out["scores"] = (job.result or {}).get("scores", [])[:50]
     return out
 
@@ -713,41 +712,3 @@ def campaign_dashboard(campaign: Campaign) -> dict:
             "progress": campaign_progress(campaign), "criteria": campaign_criteria_progress(campaign),
             "annotators": annotator_activity(campaign), "lineage": campaign_graph(campaign),
             "gsb": campaign_gsb(campaign)}
-
-
-def candidate_sources(*, task: str, split: str | None = None) -> list[dict]:
-    """Candidate sources (systems, checkpoints) for a task: how many candidates and samples each has."""
-    qs = Candidate.objects.filter(sample__task_type__slug=task)
-    if split:
-        qs = qs.filter(sample__split=split)
-    rows = qs.values("source_name", "provenance").annotate(candidates=Count("id"),
-                                                           samples=Count("sample", distinct=True))
-    return sorted(rows, key=lambda r: (-r["samples"], r["source_name"]))
-
-
-def candidate_selection(*, task: str, sources: list[str], split: str | None = None, pairing: str = "opponents",
-                        max_items_per_sample: int = 0) -> dict:
-    """The samples that have candidates from the chosen sources and how many items they would make."""
-    qs = Candidate.objects.filter(sample__task_type__slug=task, source_name__in=sources)
-    if split:
-        qs = qs.filter(sample__split=split)
-    per_sample: dict[int, Counter] = defaultdict(Counter)
-    for sample_id, source in qs.values_list("sample_id", "source_name"):
-        per_sample[sample_id][source] += 1
-    sample_ids, items = [], 0
-    for sample_id, counts in sorted(per_sample.items()):
-        if pairing == "opponents" and len(sources) >= 2:
-            n = min(counts[sources[0]], counts[sources[1]])
-        else:
-            k = sum(counts.values())
-            n = k * (k - 1) // 2
-        if max_items_per_sample:
-            n = min(n, max_items_per_sample)
-        if n > 0:
-            sample_ids.append(sample_id)
-            items += n
-    return {"sample_ids": sample_ids, "samples": len(sample_ids), "items": items}
-
-
-def split_counts(task: str) -> dict:
-    return dict(Sample.objects.filter(task_type__slug=task).values_list("split").annotate(n=Count("id")))

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from annotation.models import Campaign, DatasetSnapshot, SnapshotStatus, Split, TaskType
+from annotation.models import Campaign, DatasetSnapshot, Split, TaskType
 from annotation.selectors import campaign_list_for, campaign_progress_for_annotator, campaigns_as_seen_by
 from annotation.services.snapshots import AGGREGATION_SUMMARIES, DEFAULT_AGGREGATION
 from core.errors import ApplicationError
@@ -104,7 +104,7 @@ def _task_criteria() -> list[dict]:
 
 @science_page
 def new_reward_run(request: HttpRequest) -> HttpResponse:
-    snapshots = DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:200]
+    snapshots = DatasetSnapshot.objects.filter(job__status=JobStatus.SUCCEEDED).select_related("job").order_by("-id")[:200]
     return _dash(request, "new_reward.html", "new", snapshots=snapshots, presets=preset_names(),
                  campaigns=Campaign.objects.select_related("task_type").order_by("-id")[:300],
                  tasks=_task_criteria(), criteria=dsel.vocabulary()["criteria"],
@@ -156,7 +156,7 @@ def reward_model_detail(request: HttpRequest, pk: int) -> HttpResponse:
                  lineage=dsel.reward_model_graph(model),
                  others=RewardModel.objects.exclude(pk=pk).order_by("-id")[:100],
                  evaluations=dsel.reward_model_evaluations(model), baseline=dsel.reward_model_baseline(model),
-                 snapshots=DatasetSnapshot.objects.filter(status=SnapshotStatus.SUCCEEDED).order_by("-id")[:100],
+                 snapshots=DatasetSnapshot.objects.filter(job__status=JobStatus.SUCCEEDED).select_related("job").order_by("-id")[:100],
                  splits=EVALUATION_SPLITS)
 
 

@@ -16,6 +16,9 @@ class JobKind(models.TextChoices):
     POLICY = "policy", "Policy RL"
     GENERATION = "generation", "Candidate generation"
     EVALUATION = "evaluation", "Evaluation"
+    # Scoring pairs with a reward model: its own kind since jobs.registry runs each kind one way
+    # (it shared "evaluation" before, told apart by its config).
+    SCORE = "score", "Reward scoring"
     EXPORT = "export", "Judgment export"
     IMPORT = "import", "Sample import"
     BASELINE = "baseline", "Baseline learner"

@@ -1,4 +1,6 @@
-"""The job life cycle. Celery tasks call ``job_execute``; views call create/cancel/resume."""
+"""The job life cycle: ``job_start`` creates a job and sends it, the one Celery task
+(``jobs.tasks.run_job``) calls ``job_run``, views call cancel/resume. What differs between kinds
+(the body, the queue, the device) is declared in ``jobs.registry``."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +23,7 @@ from core.db import CONNECTION_ERRORS, with_reconnect
 from core.errors import Conflict
 
 from .models import Job, JobStatus, MetricPoint
+from .registry import JobType, job_type
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +51,32 @@ class JobOwnedElsewhere(Exception):
         self.owner, self.retry_in = owner, retry_in
 
 
+#: The one task that runs every job (jobs.tasks.run_job); the queue, not the task, says where.
+RUN_JOB_TASK = "jobs.tasks.run_job"
+
+
+class DeviceUnavailable(RuntimeError):
+    """This worker cannot run the job: it needs more CUDA devices than the worker has."""
+
+
 def job_create(*, kind: str, name: str, config: dict, user: User | None = None) -> Job:
+    """The row only, nothing sent: for jobs run in-process (the demo, tests) or sent later."""
     return Job.objects.create(kind=kind, name=name[:200], config=config, created_by=user)
+
+
+def job_start(*, kind: str, name: str, config: dict, user: User | None = None, enqueue: bool = True) -> Job:
+    """The one way to start a job: record it and, once the surrounding transaction commits, send it
+    to its kind's queue (``job_enqueue``). Raises ``UnknownJobKind`` for a kind no app registered.
+
+    Callers may finish the row inside their transaction (a run folder named after ``job.pk``, the
+    domain row pointing at it): nothing reaches a worker before they commit. With ``enqueue=False``
+    the job is only recorded (run in-process, or sent later).
+    """
+    job_type(kind)  # refuse an unregistered kind before anything is written
+    job = job_create(kind=kind, name=name, config=config, user=user)
+    if enqueue:
+        transaction.on_commit(lambda: job_enqueue(job))  # a Job: the caller's answer shows a broker outage
+    return job
 
 
 #: The error a queued job shows while its message could not be sent.
@@ -63,23 +90,26 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     return (BrokerUnreachable, OSError)
 
 
-def job_enqueue(task, job: Job | int) -> bool:
-    """Send ``task(job_id)`` to the broker; True when it went through.
+def job_enqueue(job: Job | int) -> bool:
+    """Send ``run_job(job_id)`` to the job's kind's queue; True when it went through.
 
-    Called after the job's row is committed. When the broker is unreachable the job stays queued
+    Called after the job's row is committed (``job_start`` and the resumes do). When the broker is unreachable the job stays queued
     with ``BROKER_DOWN_MESSAGE`` as its error instead of the request failing, and the sweep
     (``job_send_unsent``) sends it later; a job counts as sent only once ``apply_async`` returned.
     A ``Job`` passed in is updated in memory too, so the caller's response shows the outcome.
     """
+    from .tasks import run_job
+
     job_id = job.pk if isinstance(job, Job) else job
+    kind = job.kind if isinstance(job, Job) else Job.objects.values_list("kind", flat=True).get(pk=job_id)
     try:
-        task.apply_async(args=[job_id])
+        run_job.apply_async(args=[job_id], queue=job_type(kind).queue)
     except _broker_errors() as exc:
         logger.warning("job %s: the broker is unreachable (%s); left queued for job_send_unsent", job_id, exc)
-        fields = {"task_name": task.name, "enqueued_at": None, "error": BROKER_DOWN_MESSAGE}
+        fields = {"task_name": RUN_JOB_TASK, "enqueued_at": None, "error": BROKER_DOWN_MESSAGE}
         sent = False
     else:
-        fields = {"task_name": task.name, "enqueued_at": timezone.now()}
+        fields = {"task_name": RUN_JOB_TASK, "enqueued_at": timezone.now()}
         sent = True
     # Only a queued job's send is recorded: a fast worker may already have claimed (even finished) it.
     Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(**fields)
@@ -97,7 +127,8 @@ def job_send_unsent(*, older_than_s: float | None = None) -> int:
     message lost with a broker that kept no data); a job legitimately waiting behind a long run
     looks the same, so that is for an operator to ask for. Sending twice is harmless: a job is
     claimed once (``job_claim``). Each row is locked while it is sent, so two sweeps do not both
-    send it, and a job whose send fails again is left for the next sweep.
+    send it, and a job whose send fails again is left for the next sweep. A job is always sent as
+    ``run_job`` to its kind's queue of today, whatever task name an older release recorded.
     """
     from celery import current_app
 
@@ -114,14 +145,19 @@ def job_send_unsent(*, older_than_s: float | None = None) -> int:
             if job is None:
                 continue  # claimed, cancelled or being sent by another sweep meanwhile
             try:
-                current_app.send_task(job.task_name, args=[job.pk])
+                queue = job_type(job.kind).queue
+            except LookupError as exc:
+                logger.error("job %s: not sent: %s", job.pk, exc)
+                continue
+            try:
+                current_app.send_task(RUN_JOB_TASK, args=[job.pk], queue=queue)
             except _broker_errors() as exc:
                 logger.warning("job %s: still cannot reach the broker (%s)", job.pk, exc)
                 return sent
-            job.enqueued_at = timezone.now()
+            job.task_name, job.enqueued_at = RUN_JOB_TASK, timezone.now()
             job.error = "" if job.error == BROKER_DOWN_MESSAGE else job.error
-            job.save(update_fields=["enqueued_at", "error"])
-        logger.info("job %s: sent %s (its first send had failed or was lost)", job.pk, job.task_name)
+            job.save(update_fields=["task_name", "enqueued_at", "error"])
+        logger.info("job %s: sent to queue %s (its first send had failed or was lost)", job.pk, queue)
         sent += 1
     return sent
 
@@ -413,9 +449,106 @@ def _deliver_again_later(job_id: int, busy: JobOwnedElsewhere) -> None:
     if not current_task or not current_task.request.id or current_task.request.called_directly:
         logger.info("job %s: %s (not in a worker: nothing to deliver again)", job_id, busy)
         return
+    # Back to the queue it came from: without one, Celery would send it to the default queue.
+    queue = (current_task.request.delivery_info or {}).get("routing_key") or None
     current_task.apply_async(args=current_task.request.args, kwargs=current_task.request.kwargs,
-                             countdown=max(1.0, busy.retry_in))
+                             countdown=max(1.0, busy.retry_in), queue=queue)
     logger.info("job %s: %s", job_id, busy)
+
+
+def job_run(job_id: int, *, queue: str = "") -> Job | None:
+    """Run job ``job_id`` here, the way its kind declares (``jobs.registry``); what ``run_job``
+    does on a worker, and what the demo and tests call to run a job in-process.
+
+    A job of a kind no app registered fails at once with that reason (it would never run
+    anywhere). A job this worker's devices cannot run fails with ``DeviceUnavailable`` before its
+    body starts (``queue`` is the queue it came from, for the message). Returns the job as it
+    ended, or None when there was nothing to run (see ``job_execute``).
+    """
+    kind = with_reconnect(lambda: Job.objects.filter(pk=job_id).values_list("kind", flat=True).first(),
+                          patience_s=_outage_patience())
+    if kind is None:
+        return None
+    try:
+        declared = job_type(kind)
+    except LookupError as exc:
+        logger.error("job %s: %s", job_id, exc)
+        Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.FAILED, error=f"UnknownJobKind: {exc}"[:4000], finished_at=timezone.now())
+        return Job.objects.filter(pk=job_id).first()
+
+    def body(job: Job, reporter: JobReporter) -> dict:
+        _check_devices(declared, job, queue)
+        if declared.torch:
+            _set_torch_threads()
+        return declared.hook("execute")(job, reporter)
+
+    job = job_execute(job_id, body)
+    finished = declared.hook("finished")
+    if finished is not None:
+        latest = Job.objects.filter(pk=job_id).first()
+        if latest is not None and latest.is_finished:  # not while another process still runs it
+            finished(latest)
+    return job
+
+
+def _set_torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, settings.TORCH_NUM_THREADS))
+
+
+def cuda_devices_needed(job: Job, declared: JobType) -> int:
+    """CUDA devices ``job`` needs: one per process when its configured device is CUDA, else none
+    (``auto`` takes a GPU where there is one and runs on the CPU otherwise)."""
+    if not str(job.config.get("device", "")).startswith("cuda"):
+        return 0
+    processes = declared.hook("processes")
+    return max(1, int(processes(job))) if processes is not None else 1
+
+
+def cuda_devices_here() -> int:
+    """CUDA devices this worker sees (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _check_devices(declared: JobType, job: Job, queue: str) -> None:
+    """Refuse a job this worker cannot run, with the reason on the job.
+
+    The job fails rather than going back to the queue: a queue whose workers all lack the devices
+    (a routing or start-up mistake) would pass the message round forever with nobody told, while a
+    failed job says what is wrong where the user looks, and is resumed once it is fixed.
+    """
+    needed = cuda_devices_needed(job, declared)
+    if not needed:
+        return
+    have = cuda_devices_here()
+    if have < needed:
+        raise DeviceUnavailable(f"this worker has {have} CUDA device{'s' if have != 1 else ''}; job needs {needed} "
+                                f"(queue {queue or declared.queue})")
+
+
+def job_resume(*, job: Job, enqueue: bool = True) -> Job:
+    """failed/cancelled → queued and sent again; the engine continues from its last checkpoint.
+
+    ``Conflict`` when the kind is not resumable or its check refuses this job (a run that already
+    registered its model).
+    """
+    declared = job_type(job.kind)
+    if not declared.resumable:
+        raise Conflict(f"{job.get_kind_display()} jobs cannot be resumed; start a new one.")
+    check = declared.hook("resume_check")
+    if check is not None:
+        check(job)
+    with transaction.atomic():
+        job = job_requeue_for_resume(job=job)
+        if enqueue:
+            transaction.on_commit(lambda: job_enqueue(job))
+    return job
 
 
 def job_fail_stale() -> int:

@@ -30,14 +30,7 @@ from contracts.presets import load_preset_file
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from jobs.models import Job, JobKind
-from jobs.services import (
-    JobCancelled,
-    JobReporter,
-    job_cancel,
-    job_create,
-    job_enqueue,
-    job_requeue_for_resume,
-)
+from jobs.services import JobCancelled, JobReporter, job_cancel, job_resume, job_start
 from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
 
 from .conditions import export_conditions
@@ -325,8 +318,8 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
     conditions_dir = export_conditions(qs.filter(task_type__slug__in=active))
 
     with transaction.atomic():
-        job = job_create(kind=JobKind.POLICY, name=name or f"Policy RL (alg {algorithm}) on {reward_model.name}",
-                         config={}, user=user)
+        job = job_start(kind=JobKind.POLICY, name=name or f"Policy RL (alg {algorithm}) on {reward_model.name}",
+                        config={}, user=user, enqueue=enqueue)
         output_dir = Path(settings.ARTIFACTS_ROOT) / "policy-runs" / f"job-{job.pk}"
         config = config.replace(conditions_dir=str(conditions_dir), output_dir=str(output_dir))
         job.config = config.to_dict()
@@ -337,15 +330,12 @@ def policy_run_start(*, reward_model, base_policy: str | None = None, algorithm:
             output_dir=str(output_dir), conditions_dir=str(conditions_dir), sample_filter=sample_filter,
             started_by=user, processes=processes, init_checkpoint=init_checkpoint,
         )
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue("policy_train_task", job))
     return run
 
 
-def _enqueue(task_name: str, job: Job | int) -> None:
-    from . import tasks
-
-    job_enqueue(getattr(tasks, task_name), job)  # a Job: the caller's answer shows a broker outage
+def policy_run_processes(job: Job) -> int:
+    """How many ranks the policy kind's job trains on (jobs.registry: one CUDA device each)."""
+    return PolicyRun.objects.values_list("processes", flat=True).get(job=job)
 
 
 def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
@@ -389,9 +379,7 @@ def policy_run_cancel(*, run: PolicyRun) -> PolicyRun:
 
 def policy_run_resume(*, run: PolicyRun) -> PolicyRun:
     """failed/cancelled → queued; the engine resumes from the run folder's last checkpoint."""
-    with transaction.atomic():
-        job_requeue_for_resume(job=run.job)
-        transaction.on_commit(lambda: _enqueue("policy_train_task", run.job_id))
+    job_resume(job=run.job)
     run.job.refresh_from_db()
     return run
 
@@ -418,7 +406,7 @@ def generation_job_start(*, checkpoint: PolicyCheckpoint, opponent: PolicyCheckp
                          campaign_name: str, criteria: Sequence[str | Criterion] | None = None, overlap: int = 3,
                          params: dict | None = None, user: User | None = None, enqueue: bool = True,
                          ) -> GenerationJob:
-    """Validate, create Job + GenerationJob and enqueue ``generation_task`` (unless ``enqueue=False``)."""
+    """Validate, create Job + GenerationJob and send the job after commit (unless ``enqueue=False``)."""
     errors: dict[str, list[str]] = {}
     campaign_name = (campaign_name or "").strip()
     if not campaign_name:
@@ -463,8 +451,9 @@ def generation_job_start(*, checkpoint: PolicyCheckpoint, opponent: PolicyCheckp
 
     with transaction.atomic():
         opp = opponent.name if opponent else policy_source_name(None, checkpoint.base_policy)
-        job = job_create(kind=JobKind.GENERATION, name=f"Generate {checkpoint.name} vs {opp}"[:200],
-                         config={"seeds": seeds, "params": merged, "sample_count": len(chosen)}, user=user)
+        job = job_start(kind=JobKind.GENERATION, name=f"Generate {checkpoint.name} vs {opp}"[:200],
+                        config={"seeds": seeds, "params": merged, "sample_count": len(chosen)}, user=user,
+                        enqueue=enqueue)
         job.run_dir = str(Path(settings.ARTIFACTS_ROOT) / "generation" / f"job-{job.pk}")
         job.save(update_fields=["run_dir"])
         gen = GenerationJob.objects.create(
@@ -472,8 +461,6 @@ def generation_job_start(*, checkpoint: PolicyCheckpoint, opponent: PolicyCheckp
             sample_filter=sample_filter, seeds=seeds, campaign_name=campaign_name, criteria=slugs, overlap=overlap,
             params=merged, started_by=user,
         )
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue("generation_task", job))
     return gen
 
 

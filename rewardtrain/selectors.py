@@ -53,8 +53,8 @@ def model_lineage(model: RewardModel) -> dict:
 
 
 def score_job(job_id: int) -> Job | None:
-    """A scoring job (evaluation jobs of a whole snapshot are RewardEvaluation rows instead)."""
-    return Job.objects.filter(pk=job_id, kind=JobKind.EVALUATION, reward_evaluation__isnull=True).first()
+    """A scoring job (kind ``score``; evaluations of a whole snapshot are RewardEvaluation rows)."""
+    return Job.objects.filter(pk=job_id, kind=JobKind.SCORE).first()
 
 
 def evaluation_list(model: RewardModel) -> QuerySet[RewardEvaluation]:

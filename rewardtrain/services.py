@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from annotation.models import Candidate, DatasetSnapshot, SnapshotStatus
+from annotation.models import Candidate, DatasetSnapshot
 from contracts.cards import REWARD_CARD, read_reward_card
 from contracts.vocabulary import BUILTIN, VocabularyError
 from core.artifacts import (
@@ -28,16 +28,8 @@ from core.artifacts import (
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from enginekit.checkpoints import CHECKPOINTS
-from jobs.models import Job, JobKind
-from jobs.services import (
-    JobCancelled,
-    JobReporter,
-    job_cancel,
-    job_create,
-    job_enqueue,
-    job_execute,
-    job_requeue_for_resume,
-)
+from jobs.models import Job, JobKind, JobStatus
+from jobs.services import JobCancelled, JobReporter, job_cancel, job_execute, job_resume, job_run, job_start
 
 from .engine.baseline_config import BaselineConfig
 from .engine.config import RewardTrainConfig
@@ -73,7 +65,7 @@ def reward_run_start(
     overrides: dict | None = None, user: User | None = None, name: str = "", enqueue: bool = True,
     processes: int = 1,
 ) -> RewardRun:
-    """Validate, record a RewardRun + Job with the final resolved config, enqueue after commit.
+    """Validate, record a RewardRun + Job with the final resolved config, send it after commit.
 
     ``processes`` > 1 trains under torchrun (DDP) on the worker's machine; the global batch and
     so the loss curve stay the same (docs/reward-model.md).
@@ -81,7 +73,7 @@ def reward_run_start(
     if not 1 <= int(processes) <= 64:
         raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
     overrides = dict(overrides or {})
-    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+    if snapshot.status != JobStatus.SUCCEEDED or not snapshot.path:
         raise ApplicationError("The snapshot has not been built successfully.",
                                fields={"snapshot": [f"Snapshot {snapshot.pk} is {snapshot.status}."]})
     try:
@@ -101,7 +93,8 @@ def reward_run_start(
     else:
         base = str(default_base_model_dir())
     with transaction.atomic():
-        job = job_create(kind=JobKind.REWARD, name=name or f"reward model on {snapshot.name}", config={}, user=user)
+        job = job_start(kind=JobKind.REWARD, name=name or f"reward model on {snapshot.name}", config={}, user=user,
+                        enqueue=enqueue)
         output_dir = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
         data = {"device": settings.ML_DEVICE, **preset_fields, **overrides,
                 "base_model": base, "snapshot_dir": snapshot.path, "output_dir": str(output_dir)}
@@ -116,15 +109,18 @@ def reward_run_start(
         job.save(update_fields=["config", "run_dir"])
         run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=base, preset=preset, config=resolved,
                                        output_dir=str(output_dir), started_by=user, processes=processes)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_train(job))
     return run
 
 
-def _enqueue_train(job: Job | int) -> None:
-    from .tasks import reward_train_task
+def reward_run_processes(job: Job) -> int:
+    """How many ranks the reward kind's job trains on (jobs.registry: one CUDA device each)."""
+    return RewardRun.objects.values_list("processes", flat=True).get(job=job)
 
-    job_enqueue(reward_train_task, job)  # a Job: the caller's answer shows a broker outage
+
+def reward_run_resume_check(job: Job) -> None:
+    """A run that already registered its model is done: resuming would train it again."""
+    if RewardModel.objects.filter(run__job=job).exists():
+        raise Conflict("This run already produced a reward model.")
 
 
 def reward_run_cancel(*, run: RewardRun) -> RewardRun:
@@ -135,12 +131,7 @@ def reward_run_cancel(*, run: RewardRun) -> RewardRun:
 
 def reward_run_resume(*, run: RewardRun, enqueue: bool = True) -> RewardRun:
     """failed/cancelled → queued; the engine continues from the newest checkpoint in the run folder."""
-    if hasattr(run, "reward_model"):
-        raise Conflict("This run already produced a reward model.")
-    with transaction.atomic():
-        job_requeue_for_resume(job=run.job)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_train(run.job_id))
+    job_resume(job=run.job, enqueue=enqueue)
     run.job.refresh_from_db()
     return run
 
@@ -240,7 +231,9 @@ def reward_run_execute(job: Job, reporter: JobReporter,
 
 
 def reward_run_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
-    """Claim the job and run ``reward_run_execute`` under the job state machine."""
+    """Train in this process (``jobs.services.job_run``); ``on_progress`` also sees each event."""
+    if on_progress is None:
+        return job_run(job_id)
     return job_execute(job_id, lambda job, reporter: reward_run_execute(job, reporter, on_progress))
 
 
@@ -288,17 +281,9 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
     if errors:
         raise ApplicationError("Some pairs are invalid.", fields={"pairs": errors})
     with transaction.atomic():
-        job = job_create(kind=JobKind.EVALUATION, name=f"score {len(resolved)} pairs with {model.name}",
-                         config={"reward_model_id": model.pk, "pairs": resolved}, user=user)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_score(job))
+        job = job_start(kind=JobKind.SCORE, name=f"score {len(resolved)} pairs with {model.name}",
+                        config={"reward_model_id": model.pk, "pairs": resolved}, user=user, enqueue=enqueue)
     return job
-
-
-def _enqueue_score(job: Job) -> None:
-    from .tasks import reward_score_task
-
-    job_enqueue(reward_score_task, job)
 
 
 def _scoring_device(model: RewardModel) -> str:
@@ -329,7 +314,8 @@ def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
 
 
 def reward_score_execute_job(job_id: int) -> Job | None:
-    return job_execute(job_id, reward_score_execute)
+    """Score in this process (``jobs.services.job_run``): tests."""
+    return job_run(job_id)
 
 
 
@@ -347,7 +333,7 @@ def reward_evaluation_start(*, model: RewardModel, snapshot: DatasetSnapshot, sp
     errors: dict[str, list[str]] = {}
     if split not in EVALUATION_SPLITS:
         errors["split"] = [f"Use one of {', '.join(EVALUATION_SPLITS)}."]
-    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+    if snapshot.status != JobStatus.SUCCEEDED or not snapshot.path:
         errors["snapshot"] = [f"Snapshot {snapshot.pk} is not built (status {snapshot.status})."]
     elif not errors:
         per_split = (snapshot.counts or {}).get("per_split") or {}
@@ -357,19 +343,12 @@ def reward_evaluation_start(*, model: RewardModel, snapshot: DatasetSnapshot, sp
     if errors:
         raise ApplicationError("The evaluation request is invalid.", fields=errors)
     with transaction.atomic():
-        job = job_create(kind=JobKind.EVALUATION, name=f"evaluate {model.name} on {snapshot.name} ({split})"[:200],
-                         config={"reward_model_id": model.pk, "snapshot_id": snapshot.pk, "split": split}, user=user)
+        job = job_start(kind=JobKind.EVALUATION, name=f"evaluate {model.name} on {snapshot.name} ({split})"[:200],
+                        config={"reward_model_id": model.pk, "snapshot_id": snapshot.pk, "split": split}, user=user,
+                        enqueue=enqueue)
         evaluation = RewardEvaluation.objects.create(reward_model=model, snapshot=snapshot, split=split, job=job,
                                                      started_by=user)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_evaluation(job))
     return evaluation
-
-
-def _enqueue_evaluation(job: Job) -> None:
-    from .tasks import reward_evaluation_task
-
-    job_enqueue(reward_evaluation_task, job)
 
 
 def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
@@ -389,7 +368,8 @@ def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
 
 
 def reward_evaluation_execute_job(job_id: int) -> Job | None:
-    return job_execute(job_id, reward_evaluation_execute)
+    """Evaluate in this process (``jobs.services.job_run``): tests."""
+    return job_run(job_id)
 
 
 # --- baseline learner (a small siamese CNN: are the snapshot's labels learnable?) -------------------
@@ -402,7 +382,7 @@ def baseline_start(*, snapshot: DatasetSnapshot, overrides: dict | None = None, 
     without test / val pairs to measure on, and an invalid setting in ``overrides``.
     """
     errors: dict[str, list[str]] = {}
-    if snapshot.status != SnapshotStatus.SUCCEEDED or not snapshot.path:
+    if snapshot.status != JobStatus.SUCCEEDED or not snapshot.path:
         errors["snapshot"] = [f"Snapshot {snapshot.pk} is not built (status {snapshot.status})."]
     else:
         per_split = (snapshot.counts or {}).get("per_split") or {}
@@ -417,22 +397,14 @@ def baseline_start(*, snapshot: DatasetSnapshot, overrides: dict | None = None, 
     if errors:
         raise ApplicationError("The baseline request is invalid.", fields=errors)
     with transaction.atomic():
-        job = job_create(kind=JobKind.BASELINE, name=name or f"baseline on {snapshot.name}", config=config.to_dict(),
-                         user=user)
+        job = job_start(kind=JobKind.BASELINE, name=name or f"baseline on {snapshot.name}", config=config.to_dict(),
+                        user=user, enqueue=enqueue)
         output_dir = Path(settings.ARTIFACTS_ROOT) / "baselines" / f"baseline-{job.pk}"
         job.run_dir = str(output_dir)
         job.save(update_fields=["run_dir"])
         run = BaselineRun.objects.create(job=job, snapshot=snapshot, config=config.to_dict(),
                                          output_dir=str(output_dir), started_by=user)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_baseline(job))
     return run
-
-
-def _enqueue_baseline(job: Job) -> None:
-    from .tasks import baseline_train_task
-
-    job_enqueue(baseline_train_task, job)
 
 
 def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dict], None] | None = None) -> dict:
@@ -463,7 +435,9 @@ def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dic
 
 
 def baseline_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
-    """Claim the job and run ``baseline_execute`` under the job state machine."""
+    """Train the baseline in this process (``jobs.services.job_run``); ``on_progress`` also sees each event."""
+    if on_progress is None:
+        return job_run(job_id)
     return job_execute(job_id, lambda job, reporter: baseline_execute(job, reporter, on_progress))
 
 

@@ -222,7 +222,7 @@ def _policy_run(output_dir: Path):
     from policytrain.models import PolicyRun
     from rewardtrain.models import RewardModel, RewardRun
 
-    snapshot = DatasetSnapshot.objects.create(name="snap-sec", status="succeeded", content_hash="sec")
+    snapshot = DatasetSnapshot.objects.create(name="snap-sec", content_hash="sec")
     job = job_create(kind=JobKind.REWARD, name="reward sec", config={})
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
     run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model="tiny", output_dir=str(output_dir))

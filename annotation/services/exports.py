@@ -31,7 +31,7 @@ from django.db import connection, transaction
 
 from core.errors import ApplicationError, NotFound
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobCancelled, JobReporter, job_create, job_enqueue, job_execute
+from jobs.services import JobCancelled, JobReporter, job_run, job_start
 
 from ..export_format import ndjson_chunks, trailer_line
 from ..models import Campaign
@@ -169,21 +169,14 @@ def export_should_run_as_job(*, campaign_ids: list[int] | None, force: bool = Fa
 
 def export_start(*, fmt: str, campaign_ids: list[int] | None, user: User | None = None,
                  enqueue: bool = True) -> Job:
-    """Record an export job and (after commit) enqueue it on the CPU worker."""
+    """Record an export job and (after commit) send it to the CPU worker."""
     fmt, campaign_ids = export_normalize_request(fmt=fmt, campaign_ids=campaign_ids or [])
     scope = f"campaigns {', '.join(map(str, campaign_ids))}" if campaign_ids else "all campaigns"
     with transaction.atomic():
-        job = job_create(kind=JobKind.EXPORT, name=f"export {fmt}: {scope}",
-                         config={"format": fmt, "campaign_ids": campaign_ids or []}, user=user)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue(job))
+        # A broker outage leaves it queued, said on the job (not a 500).
+        job = job_start(kind=JobKind.EXPORT, name=f"export {fmt}: {scope}",
+                        config={"format": fmt, "campaign_ids": campaign_ids or []}, user=user, enqueue=enqueue)
     return job
-
-
-def _enqueue(job: Job) -> None:
-    from ..tasks import export_task
-
-    job_enqueue(export_task, job)  # a broker outage leaves it queued, said on the job (not a 500)
 
 
 def _exports_root() -> Path:
@@ -222,20 +215,21 @@ def export_write_file(*, fmt: str, campaign_ids: list[int] | None, dest: Path,
     return {"format": fmt, "rows": rows, "size": size, "sha256": digest.hexdigest()}
 
 
+def export_write_job(job: Job, reporter: JobReporter) -> dict:
+    """The export kind's job body (jobs.registry): write the file, record rows/size/sha256 in the job."""
+    fmt, campaign_ids = job.config["format"], job.config.get("campaign_ids") or None
+    total = judgment_export_count(campaign_ids=campaign_ids)
+    folder = _exports_root() / str(job.pk)
+    Job.objects.filter(pk=job.pk).update(run_dir=str(folder))
+    dest = folder / f"judgments.{fmt}"
+    info = _write_in_thread(fmt=fmt, campaign_ids=campaign_ids, dest=dest, total=total, reporter=reporter)
+    reporter.log(f"wrote {info['rows']} rows, {info['size']} bytes, sha256 {info['sha256'][:12]}…")
+    return {**info, "file": dest.name}
+
+
 def export_execute(job_id: int) -> Job | None:
-    """The Celery task body: claim the job, write the file, record rows/size/sha256 in the job."""
-
-    def body(job: Job, reporter: JobReporter) -> dict:
-        fmt, campaign_ids = job.config["format"], job.config.get("campaign_ids") or None
-        total = judgment_export_count(campaign_ids=campaign_ids)
-        folder = _exports_root() / str(job.pk)
-        Job.objects.filter(pk=job.pk).update(run_dir=str(folder))
-        dest = folder / f"judgments.{fmt}"
-        info = _write_in_thread(fmt=fmt, campaign_ids=campaign_ids, dest=dest, total=total, reporter=reporter)
-        reporter.log(f"wrote {info['rows']} rows, {info['size']} bytes, sha256 {info['sha256'][:12]}…")
-        return {**info, "file": dest.name}
-
-    return job_execute(job_id, body)
+    """Run an export job in this process (``jobs.services.job_run``): tests and the CLI."""
+    return job_run(job_id)
 
 
 def _write_in_thread(*, fmt: str, campaign_ids: list[int] | None, dest: Path, total: int,

@@ -52,7 +52,7 @@ from PIL import Image
 
 from core.errors import ApplicationError
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobCancelled, JobReporter, job_create, job_enqueue, job_execute
+from jobs.services import JobCancelled, JobReporter, job_run, job_start
 
 from .. import vocabulary as vocab
 from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
@@ -421,19 +421,18 @@ def _store_upload(upload: UploadedFile) -> Path:
 
 def import_start(*, upload: UploadedFile, user: User | None, enqueue: bool = True) -> ImportBatch:
     """Store an uploaded zip and record its ``ImportBatch`` (queued, under the upload's own name)
-    with an import job, enqueued after commit. Raises ApplicationError (nothing recorded) for an
+    with an import job, sent after commit. Raises ApplicationError (nothing recorded) for an
     upload that is not an importable zip; row errors come later, on the batch."""
     path = _store_upload(upload)
     try:
         with transaction.atomic():
             name = Path(upload.name or "").name[:300] or "upload.zip"
-            job = job_create(kind=JobKind.IMPORT, name=f"import {name}",
-                             config={"upload": path.name}, user=user)
+            # A broker outage leaves it queued, said on the job (not a 500).
+            job = job_start(kind=JobKind.IMPORT, name=f"import {name}", config={"upload": path.name}, user=user,
+                            enqueue=enqueue)
             batch = ImportBatch.objects.create(created_by=user, source_name=name, status=ImportStatus.QUEUED, job=job)
             job.config = {**job.config, "batch_id": batch.pk}
             job.save(update_fields=["config"])
-            if enqueue:
-                transaction.on_commit(lambda: _enqueue(job))
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -444,12 +443,6 @@ def import_upload(*, upload: UploadedFile, user: User | None) -> ImportBatch:
     """Start importing an uploaded zip as a job (the API, the dashboard's Import page and the
     admin): ``import_start`` with the job enqueued."""
     return import_start(upload=upload, user=user)
-
-
-def _enqueue(job: Job) -> None:
-    from ..tasks import import_task
-
-    job_enqueue(import_task, job)  # a broker outage leaves it queued, said on the job (not a 500)
 
 
 def _job_progress(reporter: JobReporter) -> ImportProgress:
@@ -480,33 +473,34 @@ def _sync_from_job(batch: ImportBatch, job: Job) -> None:
             status=ImportStatus.FAILED, errors=[{"line": 0, "error": reason}])
 
 
-def import_execute(job_id: int) -> ImportBatch | None:
-    """The Celery task body: claim the job, import the stored upload with progress, record the
-    outcome on the batch and delete the upload once the job has finished."""
+def import_job(job: Job, reporter: JobReporter) -> dict:
+    """The import kind's job body (jobs.registry): import the stored upload with progress."""
+    batch = ImportBatch.objects.get(job=job)
+    if batch.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED):
+        return _batch_result(batch)  # a redelivered message after the outcome was committed
+    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
+    batch.status = ImportStatus.RUNNING
+    path = _uploads_root() / Path(str(job.config.get("upload", ""))).name
+    if not path.is_file():
+        raise ApplicationError("The stored upload is gone; upload the zip again.")
+    batch = _run(_Source(path), batch, progress=_job_progress(reporter))
+    reporter.log(f"imported {batch.samples_created} samples and {batch.candidates_created} candidates")
+    return _batch_result(batch)
 
-    def body(job: Job, reporter: JobReporter) -> dict:
-        batch = ImportBatch.objects.get(job=job)
-        if batch.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED):
-            return _batch_result(batch)  # a redelivered message after the outcome was committed
-        ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
-        batch.status = ImportStatus.RUNNING
-        path = _uploads_root() / Path(str(job.config.get("upload", ""))).name
-        if not path.is_file():
-            raise ApplicationError("The stored upload is gone; upload the zip again.")
-        batch = _run(_Source(path), batch, progress=_job_progress(reporter))
-        reporter.log(f"imported {batch.samples_created} samples and {batch.candidates_created} candidates")
-        return _batch_result(batch)
 
-    job_execute(job_id, body)
-    job = Job.objects.filter(pk=job_id).first()
-    batch = ImportBatch.objects.filter(job_id=job_id).first()
-    if job is None or not job.is_finished:
-        return batch  # another process runs it (a duplicate message): the upload is still in use
+def import_finished(job: Job) -> None:
+    """Once the import job has finished (never while it runs elsewhere: the upload is in use),
+    record its outcome on the batch and delete the upload."""
+    batch = ImportBatch.objects.filter(job=job).first()
     if batch is not None:
         _sync_from_job(batch, job)
-        batch.refresh_from_db()
     (_uploads_root() / Path(str(job.config.get("upload", ""))).name).unlink(missing_ok=True)
-    return batch
+
+
+def import_execute(job_id: int) -> ImportBatch | None:
+    """Import in this process (``jobs.services.job_run``, which runs ``import_finished``): tests."""
+    job_run(job_id)
+    return ImportBatch.objects.filter(job_id=job_id).first()
 
 
 def _write_rows(rows: list[_Row], batch: ImportBatch, *, progress: ImportProgress | None = None) -> ImportBatch:

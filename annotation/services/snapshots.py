@@ -1,7 +1,7 @@
 """Dataset snapshots: immutable, content-hashed training sets built from judgments.
 
 ``snapshot_create`` records the request (a ``DatasetSnapshot`` + a ``jobs.Job`` of kind
-snapshot) and enqueues ``annotation.tasks.snapshot_build_task``; ``snapshot_build`` writes the
+snapshot, started with ``jobs.services.job_start``); ``snapshot_build`` writes the
 folder of docs/engine-contracts.md under ``ARTIFACTS_ROOT/snapshots/<id>-<hash12>/``.
 
 Aggregations (docs/reward-model.md has the long form). ``majority-v2``:
@@ -63,8 +63,8 @@ from contracts.snapshot import FORMAT_VERSION, PAIR_SCHEMA, PairsWriter, write_m
 from contracts.vocabulary import is_builtin
 from core.artifacts import artifact_publish
 from core.errors import ApplicationError
-from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobReporter, job_create, job_enqueue, job_execute
+from jobs.models import Job, JobKind
+from jobs.services import JobReporter, job_run, job_start
 
 from ..models import (
     Adjudication,
@@ -76,7 +76,6 @@ from ..models import (
     DatasetSnapshot,
     ItemCandidate,
     Judgment,
-    SnapshotStatus,
     TaskType,
 )
 from ..selectors import annotator_stats, hashed_annotator_id
@@ -464,7 +463,7 @@ def snapshot_create(
     *, name: str, filter: dict | None = None, aggregation: str = DEFAULT_AGGREGATION,  # noqa: A002
     user: User | None = None, enqueue: bool = True,
 ) -> DatasetSnapshot:
-    """Record a snapshot request and (after commit) enqueue its build job."""
+    """Record a snapshot request and (after commit) send its build job."""
     errors = {}
     if not name or not name.strip():
         errors["name"] = ["A name is required."]
@@ -473,23 +472,15 @@ def snapshot_create(
         raise ApplicationError("The snapshot request is invalid.", fields=errors)
     flt = snapshot_normalize_filter(filter)
     with transaction.atomic():
-        job = job_create(kind=JobKind.SNAPSHOT, name=f"snapshot {name}",
-                         config={"filter": flt, "aggregation": aggregation}, user=user)
+        job = job_start(kind=JobKind.SNAPSHOT, name=f"snapshot {name}",
+                        config={"filter": flt, "aggregation": aggregation}, user=user, enqueue=enqueue)
         snapshot = DatasetSnapshot.objects.create(name=name.strip()[:200], filter=flt, aggregation=aggregation,
                                                   created_by=user, job=job)
         if flt["campaign_ids"]:
             snapshot.campaigns.set(flt["campaign_ids"])
         job.config = {**job.config, "snapshot_id": snapshot.pk}
         job.save(update_fields=["config"])
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue(job.pk))
     return snapshot
-
-
-def _enqueue(job_id: int) -> None:
-    from ..tasks import snapshot_build_task
-
-    job_enqueue(snapshot_build_task, job_id)
 
 
 def _snapshots_root() -> Path:
@@ -510,7 +501,6 @@ class _Progress:
 
 def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = None) -> DatasetSnapshot:
     """Write the snapshot folder; raise SnapshotEmpty when no preference pair matches the filter."""
-    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.RUNNING, error="")
     agg = _Aggregator(snapshot.filter, snapshot.aggregation)
     tmp = _snapshots_root() / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
     images = tmp / "images"
@@ -611,8 +601,9 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
         }
         write_manifest(tmp, manifest)
         with transaction.atomic():
+            # Only a finished build writes a content hash (just below), so any row with this one is built.
             earlier = (DatasetSnapshot.objects.select_for_update()
-                       .filter(content_hash=content_hash, status=SnapshotStatus.SUCCEEDED)
+                       .filter(content_hash=content_hash)
                        .exclude(pk=snapshot.pk).order_by("id").first())
             if earlier is not None and Path(earlier.path).is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)  # immutable: share the earlier, identical folder
@@ -627,8 +618,8 @@ def snapshot_build(snapshot: DatasetSnapshot, reporter: JobReporter | None = Non
                 artifact_publish(final)
                 path, reused = str(final), None
             DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
-                status=SnapshotStatus.SUCCEEDED, content_hash=content_hash, path=path, counts=counts,
-                human_ceiling=ceiling, progress=1.0, finished_at=timezone.now(), reused_from=reused, error="",
+                content_hash=content_hash, path=path, counts=counts, human_ceiling=ceiling, progress=1.0,
+                finished_at=timezone.now(), reused_from=reused,
             )
             if not snapshot.filter.get("campaign_ids"):
                 snapshot.campaigns.set(sorted(agg.campaign_ids))
@@ -650,24 +641,14 @@ def _pseudonymous_filter(flt: dict) -> dict:
     return {**flt, "exclude_annotators": sorted(hashed_annotator_id(ids[n]) if n in ids else "unknown" for n in names)}
 
 
-def _sync_from_job(snapshot: DatasetSnapshot, job: Job) -> None:
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        DatasetSnapshot.objects.filter(pk=snapshot.pk).exclude(status=SnapshotStatus.SUCCEEDED).update(
-            status=SnapshotStatus.FAILED, error=job.error or job.status, finished_at=timezone.now())
+def snapshot_build_job(job: Job, reporter: JobReporter) -> dict:
+    """The snapshot kind's job body (jobs.registry): build the job's snapshot."""
+    snapshot = snapshot_build(DatasetSnapshot.objects.get(job=job), reporter)
+    return {"snapshot_id": snapshot.pk, "content_hash": snapshot.content_hash, "path": snapshot.path,
+            "counts": snapshot.counts, "reused_from": snapshot.reused_from_id}
 
 
 def snapshot_execute(job_id: int) -> DatasetSnapshot | None:
-    """The Celery task body: claim the job, build, mirror the outcome onto the snapshot."""
-
-    def body(job: Job, reporter: JobReporter) -> dict:
-        snapshot = DatasetSnapshot.objects.get(job=job)
-        snapshot = snapshot_build(snapshot, reporter)
-        return {"snapshot_id": snapshot.pk, "content_hash": snapshot.content_hash, "path": snapshot.path,
-                "counts": snapshot.counts, "reused_from": snapshot.reused_from_id}
-
-    job = job_execute(job_id, body)
-    snapshot = DatasetSnapshot.objects.filter(job_id=job_id).first()
-    if job is not None and snapshot is not None:
-        _sync_from_job(snapshot, job)
-        snapshot.refresh_from_db()
-    return snapshot
+    """Build in this process (``jobs.services.job_run``): the demo, the CLI and tests."""
+    job_run(job_id)
+    return DatasetSnapshot.objects.select_related("job").filter(job_id=job_id).first()

@@ -23,6 +23,7 @@ from annotation.models import Candidate, Choice, GuidelineVersion, Item, Judgmen
 from annotation.selectors import hashed_annotator_id, judgment_export_rows
 from annotation.services import exports
 from annotation.services.exports import export_execute, export_jsonl, export_parquet, export_start
+from jobs import services as job_services
 from jobs.models import Job, JobStatus
 from jobs.services import JobCancelled
 from tests.conftest import wait_for
@@ -278,7 +279,7 @@ def test_bad_export_job_requests_are_4xx():
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_big_export_answers_202_and_its_job_writes_the_file(fmt, settings, monkeypatch):
     settings.EXPORT_SYNC_MAX_ROWS = 10
-    monkeypatch.setattr(exports, "_enqueue", lambda job_id: None)  # run in this process below
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: None)  # run in this process below
     pair, _, _ = _world()
     curator = _client(make_user("cur", "curator"))
     response = curator.get(f"/api/exports/judgments.{fmt}?campaign={pair.pk}")
@@ -310,7 +311,7 @@ def test_a_big_export_answers_202_and_its_job_writes_the_file(fmt, settings, mon
 @pytest.mark.django_db
 def test_async_forces_a_job_and_small_exports_stay_streamed(settings, monkeypatch):
     enqueued = []
-    monkeypatch.setattr(exports, "_enqueue", enqueued.append)
+    monkeypatch.setattr(job_services, "job_enqueue", enqueued.append)
     _world()
     sci = _client(make_user("sci", "scientist"))
     assert sci.get("/api/exports/judgments.jsonl").status_code == 200

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotation.models import Item, Judgment, Sample, SnapshotStatus
+from annotation.models import Item, Judgment, Sample
 from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next
 from annotation.services.snapshots import snapshot_create, snapshot_execute, snapshot_preview
@@ -63,7 +63,7 @@ def pairwise_campaign():
 
 def test_pairwise_majority_rows_counts_splits_and_ceiling(pairwise):
     snap = build(campaign_ids=[pairwise.pk])
-    assert snap.status == SnapshotStatus.SUCCEEDED and snap.job.status == JobStatus.SUCCEEDED
+    assert snap.status == JobStatus.SUCCEEDED and snap.job.status == JobStatus.SUCCEEDED
     rows = rows_of(snap)
     by_crit = {c: [r for r in rows if r["criterion"] == c] for c in ("structure", "aesthetics")}
     assert len(by_crit["structure"]) == 4 and len(by_crit["aesthetics"]) == 3
@@ -202,7 +202,7 @@ def test_unknown_aggregation_is_a_field_error():
 
 def test_empty_result_fails_the_job_with_a_clear_error(pairwise):
     snap = build(campaign_ids=[pairwise.pk], criteria=["consistency"])
-    assert snap.status == SnapshotStatus.FAILED and snap.job.status == JobStatus.FAILED
+    assert snap.status == JobStatus.FAILED and snap.job.status == JobStatus.FAILED
     assert "no preference pairs match the filter" in snap.error and "no preference pairs" in snap.job.error
     assert not snap.path
 
@@ -275,7 +275,7 @@ def test_a_quality_filter_leaves_out_the_annotator_who_agrees_with_nobody(pairwi
     from annotation.selectors import hashed_annotator_id
 
     snap = build(campaign_ids=[pairwise.pk], min_peer_agreement_ratio=0.3)
-    assert snap.status == SnapshotStatus.SUCCEEDED, snap.error
+    assert snap.status == JobStatus.SUCCEEDED, snap.error
     rows = rows_of(snap)
     # Without ann2's dissent every structure pair is unanimous and item 0's aesthetics is decided.
     assert [(r["votes"], r["agreement"]) for r in rows if r["criterion"] == "structure"] == [(2, 1.0)] * 4

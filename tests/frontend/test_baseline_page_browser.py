@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rewardtrain import services
+from jobs import services as job_services
 from rewardtrain.models import BaselineRun, RewardModel
 from rewardtrain.services import baseline_execute_job, reward_run_start
 from tests.factories import make_user
@@ -16,7 +16,7 @@ from tests.rewardtrain.test_runs import reward_snapshot
 @pytest.mark.django_db(transaction=True)
 def test_a_scientist_trains_a_baseline_from_the_reward_model_page(browser_page, monkeypatch):
     queued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_baseline", lambda job: queued.append(job.pk))
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: queued.append(job.pk))
     snapshot = reward_snapshot()
     model = RewardModel.objects.create(
         run=reward_run_start(snapshot=snapshot, enqueue=False), name="vlm", path="/nonexistent", base_model="tiny",

@@ -13,6 +13,7 @@ import pytest
 from annotation.models import Campaign, CampaignStatus, DatasetSnapshot, Item
 from annotation.services.judgments import judgment_submit
 from annotation.services.queue import lease_next
+from jobs import services as job_services
 from jobs.models import Job, JobKind, JobStatus
 from rewardtrain.models import RewardModel
 from tests.annotation.test_snapshots import best_worst_campaign, pairwise_campaign
@@ -256,7 +257,7 @@ def test_snapshot_builder_aggregation_changes_the_count_and_the_built_snapshot(b
     from annotation.services import snapshots as snapshot_services
 
     # Build inline in the server thread: the real worker path is covered by the reward-run test above.
-    monkeypatch.setattr(snapshot_services, "_enqueue", snapshot_services.snapshot_execute)
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: snapshot_services.snapshot_execute(job.pk))
     campaign, _ = best_worst_campaign()
     make_user("sci", "scientist")
     page = browser_page
@@ -289,7 +290,7 @@ def test_curator_spots_a_careless_annotator_and_builds_a_snapshot_without_them(b
     from annotation.services import snapshots as snapshot_services
 
     pairwise = pairwise_campaign()
-    monkeypatch.setattr(snapshot_services, "_enqueue", snapshot_services.snapshot_execute)
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: snapshot_services.snapshot_execute(job.pk))
     make_user("sci", "scientist")
     page = browser_page
     login(page, "sci")

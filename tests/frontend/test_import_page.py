@@ -13,6 +13,7 @@ from django.test import Client
 
 from annotation.models import ImportBatch, ImportStatus, Sample
 from annotation.services.imports import import_execute
+from jobs import services as job_services
 from tests.annotation.test_imports import row, zip_upload
 from tests.factories import make_user
 
@@ -137,7 +138,7 @@ def test_the_page_shows_the_jobs_progress_live_then_the_result(browser_page, mon
         threads[-1].start()
 
     monkeypatch.setattr(imports, "_validate_row", held_validate_row)
-    monkeypatch.setattr(imports, "_enqueue", run_beside)
+    monkeypatch.setattr(job_services, "job_enqueue", run_beside)
     make_user("cur", "curator")
     archive = tmp_path / "progress.zip"
     archive.write_bytes(zip_upload([row("p1", split="val"), row("p2", split="val"), row("p3")], "progress.zip").getvalue())

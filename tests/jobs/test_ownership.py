@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from jobs.models import Job, JobStatus, MetricPoint
 from jobs.services import (
     BROKER_DOWN_MESSAGE,
+    RUN_JOB_TASK,
     JobOwnedElsewhere,
     JobReporter,
     _start_heartbeat,
@@ -110,69 +111,95 @@ def test_an_owner_on_another_host_that_still_beats_sends_the_message_back_later(
     assert taken.attempts == 2 and taken.takeover.startswith("no heartbeat from gpu-box-7")
 
 
-class FakeTask:
-    name = "tests.fake_task"
+class FakeBroker:
+    """Stands in for ``run_job.apply_async``: records each send (args, queue) or fails as Redis does."""
 
-    def __init__(self, fail: bool) -> None:
-        self.fail, self.sent = fail, []
+    def __init__(self) -> None:
+        self.fail, self.sent = False, []
 
-    def apply_async(self, args):
+    def apply_async(self, args, queue=None):
         if self.fail:
             raise BrokerUnreachable("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        self.sent.append(args)
+        self.sent.append((args, queue))
 
 
-def test_enqueue_records_the_send_or_leaves_the_job_queued_with_a_message():
+@pytest.fixture
+def broker(monkeypatch) -> FakeBroker:
+    from jobs.tasks import run_job
+
+    fake = FakeBroker()
+    monkeypatch.setattr(run_job, "apply_async", fake.apply_async)
+    return fake
+
+
+def test_enqueue_records_the_send_or_leaves_the_job_queued_with_a_message(broker):
     job = job_create(kind="reward", name="t", config={})
-    assert job_enqueue(FakeTask(fail=True), job) is False
+    broker.fail = True
+    assert job_enqueue(job) is False
     stored = Job.objects.get(pk=job.pk)
     for j in (job, stored):  # the caller's object too: its response says so
-        assert (j.status, j.enqueued_at, j.task_name, j.error) == (JobStatus.QUEUED, None, "tests.fake_task",
+        assert (j.status, j.enqueued_at, j.task_name, j.error) == (JobStatus.QUEUED, None, RUN_JOB_TASK,
                                                                   BROKER_DOWN_MESSAGE)
-    up = FakeTask(fail=False)
-    assert job_enqueue(up, job.pk) is True
-    assert up.sent == [[job.pk]]
+    broker.fail = False
+    assert job_enqueue(job.pk) is True
+    assert broker.sent == [([job.pk], "gpu")]  # the reward kind's queue
     assert Job.objects.get(pk=job.pk).enqueued_at is not None
 
 
-def test_the_sweep_sends_only_jobs_whose_send_failed(monkeypatch):
+def test_the_sweep_sends_only_jobs_whose_send_failed(monkeypatch, broker):
     from config.celery_app import app
 
     sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args: sent.append((name, args)))
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
     unsent = job_create(kind="reward", name="unsent", config={})
-    job_enqueue(FakeTask(fail=True), unsent)
-    delivered = job_create(kind="reward", name="sent", config={})
-    job_enqueue(FakeTask(fail=False), delivered)
+    broker.fail = True
+    job_enqueue(unsent)
+    broker.fail = False
+    delivered = job_create(kind="snapshot", name="sent", config={})
+    job_enqueue(delivered)
     job_create(kind="reward", name="never asked to run", config={})  # enqueue=False: run by its caller
     assert job_send_unsent() == 1
-    assert sent == [("tests.fake_task", [unsent.pk])]
+    assert sent == [(RUN_JOB_TASK, [unsent.pk], "gpu")]
     unsent.refresh_from_db()
     assert unsent.enqueued_at is not None and unsent.error == ""
     assert job_send_unsent() == 0  # idempotent: it is sent now
     # A message lost with the broker: only sent again when asked, past the threshold.
     Job.objects.filter(pk=delivered.pk).update(enqueued_at=timezone.now() - timedelta(hours=2))
     call_command("send_unsent_jobs", "--older-than", "3600")
-    assert sent[-1] == ("tests.fake_task", [delivered.pk])
+    assert sent[-1] == (RUN_JOB_TASK, [delivered.pk], "default")
 
 
-def test_the_sweep_keeps_a_job_queued_while_the_broker_is_still_down(monkeypatch):
+def test_the_sweep_sends_a_job_recorded_under_an_old_task_name_as_run_job(monkeypatch):
+    """Jobs left unsent by the release before the registry carry its per-kind task name."""
     from config.celery_app import app
 
-    def down(name, args):
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
+    job = job_create(kind="export", name="old", config={})
+    Job.objects.filter(pk=job.pk).update(task_name="annotation.tasks.export_task")
+    assert job_send_unsent() == 1
+    assert sent == [(RUN_JOB_TASK, [job.pk], "default")]
+    assert Job.objects.get(pk=job.pk).task_name == RUN_JOB_TASK
+
+
+def test_the_sweep_keeps_a_job_queued_while_the_broker_is_still_down(monkeypatch, broker):
+    from config.celery_app import app
+
+    def down(name, args, queue):
         raise BrokerUnreachable("Connection refused")
 
     monkeypatch.setattr(app, "send_task", down)
     job = job_create(kind="reward", name="t", config={})
-    job_enqueue(FakeTask(fail=True), job)
+    broker.fail = True
+    job_enqueue(job)
     assert job_send_unsent() == 0
     job.refresh_from_db()
     assert (job.status, job.enqueued_at, job.error) == (JobStatus.QUEUED, None, BROKER_DOWN_MESSAGE)
 
 
-def test_a_resume_is_not_swept_before_its_own_send_fails():
+def test_a_resume_is_not_swept_before_its_own_send_fails(broker):
     job = job_create(kind="reward", name="t", config={})
-    job_enqueue(FakeTask(fail=False), job)
+    job_enqueue(job)
     job = job_execute(job.pk, lambda j, r: (_ for _ in ()).throw(RuntimeError("boom")))
     resumed = job_requeue_for_resume(job=job)
     assert (resumed.task_name, resumed.enqueued_at) == ("", None)

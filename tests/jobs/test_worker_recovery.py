@@ -14,11 +14,11 @@ import redis
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+import tests.jobs.worker_tasks  # noqa: F401 - registers the "count" job kind
 from jobs.models import Job, JobStatus
-from jobs.services import BROKER_DOWN_MESSAGE, job_create, job_enqueue
+from jobs.services import BROKER_DOWN_MESSAGE, RUN_JOB_TASK, job_create, job_enqueue
 from tests.conftest import wait_for
 from tests.factories import make_user
-from tests.jobs.worker_tasks import count_task
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -33,8 +33,8 @@ PREFORK = {"args": ("--pool", "prefork", "--concurrency", "1", "-I", "tests.jobs
 
 @pytest.mark.parametrize("celery_worker_process", [PREFORK], indirect=True)
 def test_a_killed_pool_process_is_taken_over_by_the_redelivered_message(celery_worker_process):
-    job = job_create(kind="evaluation", name="count", config={"steps": 30, "pause": 0.25})
-    assert job_enqueue(count_task, job) is True
+    job = job_create(kind="count", name="count", config={"steps": 30, "pause": 0.25})
+    assert job_enqueue(job) is True
     running = wait_for(lambda: (j := Job.objects.get(pk=job.pk)).step >= 4 and j, timeout=30,
                        message="the job to be a few steps in")
     owner_pid = int(running.owner.rpartition(":")[2])
@@ -91,7 +91,7 @@ def test_a_job_started_while_the_broker_is_down_is_sent_when_a_worker_starts(cel
     body = response.json()
     assert (body["status"], body["error"]) == ("queued", BROKER_DOWN_MESSAGE)
     job = Job.objects.get(pk=body["id"])
-    assert (job.enqueued_at, job.task_name) == (None, "annotation.tasks.export_task")
+    assert (job.enqueued_at, job.task_name) == (None, RUN_JOB_TASK)
     time.sleep(2)  # the running worker has no message for it
     assert redis.Redis.from_url(app.conf.broker_url).llen("default") == 0
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
@@ -109,7 +109,6 @@ def test_a_job_started_while_the_broker_is_down_is_sent_when_a_worker_starts(cel
 def test_a_message_for_a_job_owned_on_another_host_comes_back_and_takes_over_once_it_is_stale(
         celery_worker_process):
     from annotation.services.exports import export_start
-    from annotation.tasks import export_task
     from jobs.services import job_claim
 
     job = export_start(fmt="jsonl", campaign_ids=None, enqueue=False)
@@ -117,7 +116,7 @@ def test_a_message_for_a_job_owned_on_another_host_comes_back_and_takes_over_onc
     # Claimed by a worker on another machine, which then vanished: this host cannot check its pid.
     Job.objects.filter(pk=job.pk).update(owner="gpu-box-7/4026531836:4242", heartbeat_at=timezone.now())
     sent_at = timezone.now()
-    job_enqueue(export_task, job.pk)  # the message its worker held, requeued
+    job_enqueue(job.pk)  # the message its worker held, requeued
     done = wait_for(lambda: (j := Job.objects.get(pk=job.pk)).is_finished and j, timeout=30,
                     message="the job to be taken over once stale")
     assert done.status == JobStatus.SUCCEEDED, done.error

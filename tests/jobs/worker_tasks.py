@@ -1,16 +1,16 @@
-"""A job task for worker tests, loaded into a real worker with ``-I tests.jobs.worker_tasks``.
+"""A job kind for worker tests, registered in a real worker with ``-I tests.jobs.worker_tasks``.
 
 Its body counts steps slowly, reporting each one, and continues from the last reported step when
-resumed, as a training engine continues from its last checkpoint.
+resumed, as a training engine continues from its last checkpoint. ``needs-cuda`` runs the same
+body where the job's config asks for CUDA devices (``processes``), to show a worker refusing it.
 """
 from __future__ import annotations
 
 import os
 import time
 
-from celery import shared_task
-
-from jobs.services import JobReporter, job_execute
+from jobs.registry import JobType, register
+from jobs.services import JobReporter
 
 
 def count_slowly(job, reporter: JobReporter) -> dict:
@@ -23,6 +23,10 @@ def count_slowly(job, reporter: JobReporter) -> dict:
     return {"resumed_from": start, "pid": os.getpid()}
 
 
-@shared_task(name="tests.jobs.worker_tasks.count_task", acks_late=True)
-def count_task(job_id: int) -> None:
-    job_execute(job_id, count_slowly)
+def processes(job) -> int:
+    return int(job.config.get("processes", 1))
+
+
+register(JobType(kind="count", execute="tests.jobs.worker_tasks.count_slowly"))
+register(JobType(kind="needs-cuda", execute="tests.jobs.worker_tasks.count_slowly", role="gpu", torch=True,
+                 processes="tests.jobs.worker_tasks.processes"))

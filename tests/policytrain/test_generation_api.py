@@ -257,7 +257,7 @@ def test_api_errors_are_clear_4xx(api_world):
 def test_web_modules_never_import_torch():
     code = (
         "import sys, django; django.setup();"
-        "import policytrain.api, policytrain.services, policytrain.selectors, policytrain.urls, policytrain.tasks,"
+        "import policytrain.api, policytrain.services, policytrain.selectors, policytrain.urls, policytrain.jobs, jobs.tasks,"
         " policytrain.admin, policytrain.conditions, config.urls;"
         "from policytrain.management.commands import train_policy, generate_candidates;"
         "bad = [m for m in ('torch', 'diffusers', 'transformers', 'peft') if m in sys.modules];"

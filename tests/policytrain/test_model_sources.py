@@ -26,7 +26,7 @@ def _model_folder(root: Path, name: str) -> Path:
 
 
 def _snapshot() -> DatasetSnapshot:
-    return DatasetSnapshot.objects.create(name="snap", status="succeeded", content_hash="h", path="/snapshots/x")
+    return DatasetSnapshot.objects.create(name="snap", content_hash="h", path="/snapshots/x")
 
 
 def _refusal(call) -> ApplicationError:

@@ -35,7 +35,7 @@ FAST = {"max_steps": 3, "batch_size": 1, "reference_steps": 2, "policy_steps": 2
 def make_reward_model(path: Path, name: str = "rm-tiny"):
     from rewardtrain.models import RewardModel, RewardRun
 
-    snapshot = DatasetSnapshot.objects.create(name=f"snap-{name}", status="succeeded", content_hash="abc123")
+    snapshot = DatasetSnapshot.objects.create(name=f"snap-{name}", content_hash="abc123")
     job = job_create(kind=JobKind.REWARD, name=f"reward {name}", config={})
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
     run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model="tiny", output_dir=str(path.parent))

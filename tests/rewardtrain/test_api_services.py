@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_web_modules_never_import_torch():
     code = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup();"
             "import rewardtrain.api, rewardtrain.services, rewardtrain.selectors, rewardtrain.urls, rewardtrain.admin;"
-            "import rewardtrain.tasks, annotation.tasks, annotation.services.snapshots, config.urls; import sys;"
+            "import rewardtrain.jobs, annotation.jobs, jobs.tasks, annotation.services.snapshots, config.urls; import sys;"
             "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; assert not bad, bad")
     env = {**os.environ, "DJANGO_READ_DOT_ENV_FILE": "false"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from annotation.models import DatasetSnapshot
+from jobs import services as job_services
 from jobs.models import Job, JobKind, JobStatus
 from rewardtrain import services
 from rewardtrain.models import BaselineRun, RewardModel
@@ -22,7 +23,7 @@ TINY = {"image_size": 16, "channels": 4, "embed_dim": 4, "max_steps": 12, "batch
 @pytest.mark.django_db
 def test_a_baseline_job_reports_per_cell_accuracy_beside_the_vlm(monkeypatch, django_capture_on_commit_callbacks):
     queued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_baseline", lambda job: queued.append(job.pk))
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: queued.append(job.pk))
     snapshot = reward_snapshot()  # fill / structure: 6 train, 1 val, 1 test pair
     sci = client_for("sci", "scientist")
     with django_capture_on_commit_callbacks(execute=True):
@@ -67,7 +68,7 @@ def test_a_model_without_a_baseline_has_an_empty_baseline_column(monkeypatch):
         run=reward_run_start(snapshot=snapshot, enqueue=False), name="vlm", path="/nonexistent", base_model="tiny",
         template_version="v", snapshot=snapshot, eval_split="test",
         eval_report={"accuracy": {"fill": {"structure": 1.0}}, "counts": {"fill": {"structure": 4}}})
-    monkeypatch.setattr(services, "_enqueue_baseline", lambda job: None)
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: None)
     services.baseline_start(snapshot=snapshot)  # queued, not finished: not shown
     payload = client_for("sci", "scientist").get(f"/api/reward/models/{model.pk}/").json()
     assert payload["baseline"] is None
@@ -76,9 +77,9 @@ def test_a_model_without_a_baseline_has_an_empty_baseline_column(monkeypatch):
 
 @pytest.mark.django_db
 def test_bad_baseline_requests_get_field_errors_and_write_nothing(monkeypatch):
-    monkeypatch.setattr(services, "_enqueue_baseline", lambda job: pytest.fail("nothing may be queued"))
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: pytest.fail("nothing may be queued"))
     unbuilt = reward_snapshot(build=False)
-    no_eval = DatasetSnapshot.objects.create(name="train only", status="succeeded", path="/nonexistent",
+    no_eval = DatasetSnapshot.objects.create(name="train only", path="/nonexistent",
                                              counts={"pairs": 3, "per_split": {"train": 3, "val": 0, "test": 0}})
     built = reward_snapshot()
     sci = client_for("sci", "scientist")
@@ -101,7 +102,7 @@ def test_bad_baseline_requests_get_field_errors_and_write_nothing(monkeypatch):
 def test_train_baseline_command_queues_or_trains_and_a_queued_one_cancels(monkeypatch,
                                                                         django_capture_on_commit_callbacks):
     queued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_baseline", lambda job: queued.append(job.pk))
+    monkeypatch.setattr(job_services, "job_enqueue", lambda job: queued.append(job.pk))
     snapshot = reward_snapshot()
     out = io.StringIO()
     with django_capture_on_commit_callbacks(execute=True):
@@ -121,10 +122,7 @@ def test_train_baseline_command_queues_or_trains_and_a_queued_one_cancels(monkey
 
 
 def test_the_baseline_trains_on_the_cpu_queue_and_reward_runs_on_the_gpu_queue():
-    from config.celery_app import app
+    from jobs.registry import job_type
 
-    def queue(name: str) -> str:
-        return app.amqp.router.route({}, name)["queue"].name
-
-    assert queue("rewardtrain.tasks.baseline_train_task") == "default"
-    assert queue("rewardtrain.tasks.reward_train_task") == "gpu"
+    assert job_type("baseline").queue == "default"
+    assert job_type("reward").queue == "gpu"

@@ -68,7 +68,7 @@ def test_bad_evaluation_requests_get_field_errors_and_write_nothing():
     sci = client_for("sci", "scientist")
     url = f"/api/reward/models/{model.pk}/evaluations/"
     unbuilt = reward_snapshot(build=False)
-    no_test = DatasetSnapshot.objects.create(name="train only", status="succeeded", path="/nonexistent",
+    no_test = DatasetSnapshot.objects.create(name="train only", path="/nonexistent",
                                              counts={"pairs": 3, "per_split": {"train": 3, "val": 0, "test": 0}})
     cases = [({"snapshot": unbuilt.pk}, "snapshot", "is not built"),
              ({"snapshot": no_test.pk, "split": "test"}, "split", "has no test pairs"),

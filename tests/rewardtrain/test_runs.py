@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from annotation.models import Sample, SnapshotStatus
+from annotation.models import Sample
 from annotation.services.snapshots import snapshot_create, snapshot_execute
 from jobs.models import Job, JobStatus, MetricPoint
+from jobs.services import job_enqueue
 from rewardtrain.engine.train import latest_checkpoint
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.services import reward_run_cancel, reward_run_resume, reward_run_start
@@ -52,13 +53,11 @@ def finished(run: RewardRun):
 @pytest.mark.django_db(transaction=True)
 def test_snapshot_task_then_run_succeeds_registers_model_and_scores(celery_worker_process):
     pending = reward_snapshot(build=False)
-    # The snapshot build goes through the worker too (annotation.tasks.snapshot_build_task).
-    from annotation.services.snapshots import _enqueue
-
-    _enqueue(pending.job_id)
+    # The snapshot build goes through the worker too (jobs.tasks.run_job on the default queue).
+    job_enqueue(pending.job_id)
     wait_for(lambda: Job.objects.get(pk=pending.job_id).is_finished, timeout=120, message="snapshot job")
     pending.refresh_from_db()
-    assert pending.status == SnapshotStatus.SUCCEEDED, pending.error
+    assert pending.status == JobStatus.SUCCEEDED, pending.error
 
     scientist = make_user("sci", "scientist")
     run = reward_run_start(snapshot=pending, overrides=FAST, user=scientist)
