@@ -16,7 +16,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotation.models import Candidate, Sample, SnapshotStatus
+from annotation.models import Candidate, Sample
 from annotation.services.snapshots import snapshot_create
 from core.artifacts import artifact_fetch, artifact_store
 from enginekit.objectstore import MARKER
@@ -138,7 +138,7 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     snapshot = snapshot_create(name="dist", filter={"campaign_ids": [campaign.pk]})
     wait_for(lambda: Job.objects.get(pk=snapshot.job_id).is_finished, timeout=120, message="the snapshot job")
     snapshot.refresh_from_db()
-    assert snapshot.status == SnapshotStatus.SUCCEEDED, snapshot.error
+    assert snapshot.status == JobStatus.SUCCEEDED, snapshot.error
     assert Path(snapshot.path).is_relative_to(tmp_path / "cpu" / "artifacts")
     key = artifact_store().key_for(snapshot.path)
     assert f"{key}/{MARKER}" in _published(s3, key) and f"{key}/pairs.jsonl" in _published(s3, key)
