@@ -2,7 +2,7 @@
 
 Thin views: validate input → call a service or selector → serialize. Scientists and curators
 only (annotators and anonymous users get 403). Nothing here imports torch: training and scoring
-run as jobs on the worker (``rewardtrain.tasks``).
+run as jobs on a worker (``rewardtrain/jobs.py`` declares their kinds).
 """
 from __future__ import annotations
 
