@@ -116,7 +116,7 @@ def judgment_submit(
         return stored, False
 
 
-# The submit's statements are SQL written once (``annotation.rows``): compiling them through the
+# The submit's statements are SQL written once (``core.rows``): compiling them through the
 # ORM cost more Python per submit than PostgreSQL spent running them.
 _LEASE, _ITEM, _CAMPAIGN = Columns(Lease, "l"), Columns(Item, "i"), Columns(Campaign, "c")
 _JUDGMENT_COLUMNS = ("created_at", "updated_at", "item", "lease", "criterion", "annotator", "choice", "best", "worst",

@@ -1,8 +1,10 @@
 """The work queue: hand out items under leases, reclaim expired ones, skip.
 
 A hand-out costs the same few indexed statements whatever the campaign's size: the pop is one
-``SELECT … FOR UPDATE SKIP LOCKED`` over the partial index of a campaign's open items, so
-concurrent annotators never wait on each other's rows and never receive the same slot. Overlap k
+``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)`` over the partial index of a campaign's
+open items, so concurrent annotators never wait on each other's rows and never receive the same
+slot. The hot statements are fixed SQL read back through ``core.rows`` (the ORM's compile cost
+more CPU than PostgreSQL spent running them). Overlap k
 is enforced by ``Item.leased_count`` under that row lock; the per-annotator lease cap by a lock
 on the annotator's own user row (one annotator's requests queue behind each other, nobody
 else's do). Campaign-wide progress is never computed here (``selectors.campaign_progress``).
@@ -39,12 +41,12 @@ _rng = random.SystemRandom()
 
 MAX_ACTIVE_LEASES = 2  # the current item plus one prefetched ahead
 
-# Each item's slots in canonical order with their candidates, read once per hand-out and kept
-# on the item (``item.slots.all()``) for the lease's display order and for the payload.
+# Each item's slots in canonical order with their candidates, for ORM reads of a lease's item
+# (the hand-out itself reads them with ``_load_details``).
 SLOTS = Prefetch("slots", queryset=ItemCandidate.objects.select_related("candidate").order_by("position"))
 
 
-# The hot statements are SQL written once (``annotation.rows``): the ORM's Python to compile
+# The hot statements are SQL written once (``core.rows``): the ORM's Python to compile
 # each of them cost more CPU than PostgreSQL spent running all of them.
 _ITEM, _SAMPLE, _TASK = Columns(Item, "i"), Columns(Sample, "s"), Columns(TaskType, "t")
 _LEASE, _SLOT, _CANDIDATE = Columns(Lease, "l"), Columns(ItemCandidate, "ic"), Columns(Candidate, "c")
