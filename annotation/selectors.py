@@ -746,3 +746,44 @@ def campaign_gsb(campaign: Campaign) -> dict | None:
 def snapshot_list() -> QuerySet[DatasetSnapshot]:
     """Every dataset snapshot with its build job and campaigns loaded (the snapshot API's rows)."""
     return DatasetSnapshot.objects.select_related("job", "created_by").prefetch_related("campaigns")
+
+
+# --- candidates: what a campaign from candidate sources would hold ------------------------------
+
+def candidate_sources(*, task: str, split: str | None = None) -> list[dict]:
+    """Candidate sources (systems, checkpoints) for a task: how many candidates and samples each has."""
+    qs = Candidate.objects.filter(sample__task_type__slug=task)
+    if split:
+        qs = qs.filter(sample__split=split)
+    rows = qs.values("source_name", "provenance").annotate(candidates=Count("id"),
+                                                           samples=Count("sample", distinct=True))
+    return sorted(rows, key=lambda r: (-r["samples"], r["source_name"]))
+
+
+def candidate_selection(*, task: str, sources: list[str], split: str | None = None, pairing: str = "opponents",
+                        max_items_per_sample: int = 0) -> dict:
+    """The samples that have candidates from the chosen sources and how many items they would make."""
+    qs = Candidate.objects.filter(sample__task_type__slug=task, source_name__in=sources)
+    if split:
+        qs = qs.filter(sample__split=split)
+    per_sample: dict[int, Counter] = defaultdict(Counter)
+    for sample_id, source in qs.values_list("sample_id", "source_name"):
+        per_sample[sample_id][source] += 1
+    sample_ids, items = [], 0
+    for sample_id, counts in sorted(per_sample.items()):
+        if pairing == "opponents" and len(sources) >= 2:
+            n = min(counts[sources[0]], counts[sources[1]])
+        else:
+            k = sum(counts.values())
+            n = k * (k - 1) // 2
+        if max_items_per_sample:
+            n = min(n, max_items_per_sample)
+        if n > 0:
+            sample_ids.append(sample_id)
+            items += n
+    return {"sample_ids": sample_ids, "samples": len(sample_ids), "items": items}
+
+
+def sample_split_counts(task: str) -> dict:
+    """Samples of task ``task`` per split."""
+    return dict(Sample.objects.filter(task_type__slug=task).values_list("split").annotate(n=Count("id")))

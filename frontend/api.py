@@ -8,21 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.db import transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.utils._os import safe_join
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.serializers import OPTIONAL_SPLIT_CHOICES
-from annotation.models import Campaign, Criterion, DatasetSnapshot, TaskType
-from annotation.services.campaigns import campaign_create, campaign_start
+from annotation.models import Campaign, DatasetSnapshot
 from core.errors import ApplicationError, Conflict
 from core.params import int_query_param
-from core.permissions import IsCurator, IsStaffRole
+from core.permissions import IsStaffRole
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import job_cancel
 from policytrain import services as policy_services
@@ -213,66 +210,13 @@ class CompareCheckpointsApi(_Staff):
 
 # --- curator ------------------------------------------------------------------------------------------
 
-class CampaignFromCandidatesIn(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    task = serializers.SlugRelatedField(slug_field="slug", queryset=TaskType.objects.all())
-    # For "opponents", the first source is side A and the second side B.
-    sources = serializers.ListField(child=serializers.CharField(max_length=200), min_length=1, max_length=20)
-    pairing = serializers.ChoiceField(choices=["opponents", "all_pairs"], default="opponents")
-    split = serializers.ChoiceField(choices=OPTIONAL_SPLIT_CHOICES, required=False, default="")
-    criteria = serializers.ListField(child=serializers.SlugField(), required=False, default=list)
-    overlap = serializers.IntegerField(default=3, min_value=1, max_value=50)
-    max_items_per_sample = serializers.IntegerField(default=0, min_value=0, max_value=1000)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    # Usernames of annotators; empty = open to every annotator (checked by campaign_set_annotators).
-    annotators = serializers.ListField(child=serializers.CharField(max_length=150), required=False, default=list,
-                                       max_length=500)
-    start = serializers.BooleanField(default=True)  # false: leave it a draft to start later
-
-    def validate(self, attrs):
-        if attrs["pairing"] == "opponents" and len(attrs["sources"]) != 2:
-            raise serializers.ValidationError({"sources": ["A versus campaign needs exactly two sources (A and B)."]})
-        if len(set(attrs["sources"])) != len(attrs["sources"]):
-            raise serializers.ValidationError({"sources": ["Each source once: A and B must differ."]})
-        return attrs
-
-
-class CampaignListApi(APIView):
-    """GET: every campaign with progress. POST (curators): create a campaign from candidates,
-    restricted to ``annotators`` if given, and start it unless ``start`` is false."""
-
-    def get_permissions(self):
-        return [IsCurator()] if self.request.method == "POST" else [IsStaffRole()]
+class CampaignListApi(_Staff):
+    """GET: every campaign with progress (curators create them from candidates with
+    POST /api/campaigns/from-candidates/)."""
 
     @extend_schema(responses=out.CampaignOverviewOut(many=True), operation_id="dashboard_campaigns_list")
     def get(self, request):
         return Response(sel.campaign_overview())
-
-    @extend_schema(request=CampaignFromCandidatesIn, responses={201: out.CampaignDashboardOut})
-    def post(self, request):
-        data = CampaignFromCandidatesIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        task = v["task"]
-        picked = sel.candidate_selection(task=task.slug, sources=v["sources"], split=v["split"] or None,
-                                         pairing=v["pairing"], max_items_per_sample=v["max_items_per_sample"])
-        if not picked["items"]:
-            raise ApplicationError("No items could be built from these candidates.", fields={
-                "sources": ["No sample has candidates from these sources (in this split)."]})
-        criteria = list(Criterion.objects.filter(slug__in=v["criteria"])) if v["criteria"] else None
-        if criteria is not None and len(criteria) != len(set(v["criteria"])):
-            raise ApplicationError("Unknown criteria.", fields={"criteria": ["Unknown criterion."]})
-        key = "opponents" if v["pairing"] == "opponents" else "sources"
-        selection = {"sample_ids": picked["sample_ids"], key: list(v["sources"])}
-        if v["max_items_per_sample"]:
-            selection["max_items_per_sample"] = v["max_items_per_sample"]
-        with transaction.atomic():
-            campaign = campaign_create(name=v["name"], task_type=task, criteria=criteria, overlap=v["overlap"],
-                                       selection=selection, description=v["description"], created_by=request.user,
-                                       source_ref="dashboard:candidates", annotators=v["annotators"])
-            if v["start"]:
-                campaign = campaign_start(campaign=campaign)
-        return Response(sel.campaign_dashboard(campaign), status=status.HTTP_201_CREATED)
 
 
 class CampaignDashboardApi(_Staff):
@@ -291,22 +235,3 @@ class LeaderboardApi(_Staff):
     @extend_schema(responses=out.LeaderboardOut)
     def get(self, request):
         return Response(sel.leaderboard(request.query_params))
-
-
-class CandidateSourcesApi(_Staff):
-    """GET ?task=fill&split=&source=a&source=b&pairing=opponents → sources with counts + the item preview."""
-
-    @extend_schema(responses=out.CandidateSourcesOut)
-    def get(self, request):
-        q = request.query_params
-        task = q.get("task") or ""
-        if not TaskType.objects.filter(slug=task).exists():
-            raise ApplicationError("Unknown task.", fields={"task": ["Pick a task type."]})
-        split = q.get("split") or None
-        out = {"sources": sel.candidate_sources(task=task, split=split), "splits": sel.split_counts(task)}
-        if q.getlist("source"):
-            preview = sel.candidate_selection(task=task, sources=q.getlist("source"), split=split,
-                                              pairing=q.get("pairing") or "opponents",
-                                              max_items_per_sample=int_query_param(request, "max_items_per_sample"))
-            out["preview"] = {"samples": preview["samples"], "items": preview["items"]}
-        return Response(out)

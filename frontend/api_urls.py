@@ -16,5 +16,4 @@ urlpatterns = [
     path("campaigns/", api.CampaignListApi.as_view(), name="dash-api-campaigns"),
     path("campaigns/<int:pk>/", api.CampaignDashboardApi.as_view(), name="dash-api-campaign"),
     path("leaderboard/", api.LeaderboardApi.as_view(), name="dash-api-leaderboard"),
-    path("candidate-sources/", api.CandidateSourcesApi.as_view(), name="dash-api-candidate-sources"),
 ]

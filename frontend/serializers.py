@@ -177,21 +177,3 @@ class LeaderboardOut(serializers.Serializer):
                                  help_text="Systems ranked by Bradley–Terry rating, with url and production.")
     groups = LeaderboardGroupOut(many=True)
     components = serializers.IntegerField()
-
-
-class CandidateSourceOut(serializers.Serializer):
-    source_name = serializers.CharField()
-    provenance = serializers.CharField()
-    candidates = serializers.IntegerField()
-    samples = serializers.IntegerField()
-
-
-class CandidatePreviewOut(serializers.Serializer):
-    samples = serializers.IntegerField()
-    items = serializers.IntegerField()
-
-
-class CandidateSourcesOut(serializers.Serializer):
-    sources = CandidateSourceOut(many=True)
-    splits = serializers.DictField(child=serializers.IntegerField(), help_text="Samples per split.")
-    preview = CandidatePreviewOut(required=False)

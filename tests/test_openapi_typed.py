@@ -160,7 +160,7 @@ def test_answers_match_their_documented_schema(tmp_path):
         ("/api/dashboard/campaigns/", {}, ""),
         ("/api/dashboard/campaigns/{id}/", {"id": campaign}, ""),
         ("/api/dashboard/leaderboard/", {}, ""),
-        ("/api/dashboard/candidate-sources/", {}, "?task=fill&source=sys0&source=sys1"),
+        ("/api/candidate-sources/", {}, "?task=fill&source=sys0&source=sys1"),
         ("/api/campaigns/{id}/progress/", {"id": campaign}, ""),
         ("/api/campaigns/{id}/quality/", {"id": campaign}, ""),
         ("/api/campaigns/{id}/items/", {"id": campaign}, ""),

@@ -108,6 +108,8 @@ POLICY: dict[str, Policy] = {
     "api-export-job": P(STAFF),
     "api-export-cancel": P(STAFF, "POST"),
     "api-export-download": P(STAFF),
+    "api-campaigns-from-candidates": P(CURATORS, "POST"),
+    "api-candidate-sources": P(STAFF),
     "api-snapshots": P(STAFF),
     "api-snapshot-preview": P(STAFF),
     "api-snapshot": P(STAFF),
@@ -151,7 +153,6 @@ POLICY: dict[str, Policy] = {
     "dash-api-campaigns": P(STAFF),
     "dash-api-campaign": P(STAFF),
     "dash-api-leaderboard": P(STAFF),
-    "dash-api-candidate-sources": P(STAFF),
     # annotation/media_urls.py: any signed-in user (annotators load the images they judge)
     "media": P(SIGNED_IN),
     # frontend/urls.py: home sends each role to its page; pages by role_page
@@ -200,7 +201,6 @@ WRITE_POLICY: dict[tuple[str, str], Policy] = {
     ("api-user", "PATCH"): P(CURATORS, "PATCH"),
     ("api-campaigns", "POST"): P(CURATORS, "POST"),
     ("api-campaign", "PATCH"): P(CURATORS, "PATCH"),
-    ("dash-api-campaigns", "POST"): P(CURATORS, "POST"),
     ("api-snapshots", "POST"): P(STAFF, "POST"),
     ("reward-runs", "POST"): P(STAFF, "POST"),
     ("reward-baselines", "POST"): P(STAFF, "POST"),

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import accounts as acc
+from . import candidates as cand
 from . import exports as ex
 from . import items as it
 from . import snapshots as sn
@@ -21,6 +22,8 @@ urlpatterns = [
     path("users/<int:pk>/", acc.UserDetailApi.as_view(), name="api-user"),
     path("users/<int:pk>/reset-password/", acc.UserPasswordResetApi.as_view(), name="api-user-reset-password"),
     path("campaigns/", v.CampaignListCreateApi.as_view(), name="api-campaigns"),
+    path("campaigns/from-candidates/", cand.CampaignFromCandidatesApi.as_view(), name="api-campaigns-from-candidates"),
+    path("candidate-sources/", cand.CandidateSourcesApi.as_view(), name="api-candidate-sources"),
     path("campaigns/<int:pk>/", v.CampaignDetailApi.as_view(), name="api-campaign"),
     path("campaigns/<int:pk>/progress/", v.CampaignProgressApi.as_view(), name="api-campaign-progress"),
     path("campaigns/<int:pk>/quality/", v.CampaignQualityApi.as_view(), name="api-campaign-quality"),

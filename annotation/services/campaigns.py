@@ -25,6 +25,7 @@ from ..models import (
     TaskType,
     default_skip_reasons,
 )
+from ..selectors import candidate_selection
 from .adjudication import parse_item_answer
 
 
@@ -219,6 +220,36 @@ def campaign_set_status(*, campaign: Campaign, status: str) -> Campaign:
         raise Conflict(f"Cannot go from {campaign.status} to {status}.")
     campaign.status = status
     campaign.save(update_fields=["status", "updated_at"])
+    return campaign
+
+
+def campaign_create_from_candidates(
+    *, name: str, task_type: TaskType, sources: Sequence[str], pairing: str = "opponents", split: str | None = None,
+    criteria: Sequence[str] = (), overlap: int = 3, max_items_per_sample: int = 0, description: str = "",
+    annotators: Sequence[str] = (), start: bool = True, created_by: User | None = None,
+) -> Campaign:
+    """A campaign over the samples of ``task_type`` that have candidates from ``sources``: side A
+    against side B (``pairing="opponents"``, the first source is A) or every pair among them
+    (``"all_pairs"``), at most ``max_items_per_sample`` items a sample (0 = no cap); restricted to
+    ``annotators`` when given (``campaign_create``) and started unless ``start`` is false."""
+    picked = candidate_selection(task=task_type.slug, sources=list(sources), split=split or None, pairing=pairing,
+                                 max_items_per_sample=max_items_per_sample)
+    if not picked["items"]:
+        raise ApplicationError("No items could be built from these candidates.", fields={
+            "sources": ["No sample has candidates from these sources (in this split)."]})
+    chosen = list(Criterion.objects.filter(slug__in=criteria)) if criteria else None
+    if chosen is not None and len(chosen) != len(set(criteria)):
+        raise ApplicationError("Unknown criteria.", fields={"criteria": ["Unknown criterion."]})
+    key = "opponents" if pairing == "opponents" else "sources"
+    selection = {"sample_ids": picked["sample_ids"], key: list(sources)}
+    if max_items_per_sample:
+        selection["max_items_per_sample"] = max_items_per_sample
+    with transaction.atomic():
+        campaign = campaign_create(name=name, task_type=task_type, criteria=chosen, overlap=overlap,
+                                   selection=selection, description=description, created_by=created_by,
+                                   source_ref="dashboard:candidates", annotators=list(annotators))
+        if start:
+            campaign = campaign_start(campaign=campaign)
     return campaign
 
 

@@ -50,21 +50,21 @@ def test_a_campaign_is_restricted_and_left_a_draft_at_creation():
     assert 'value="sci"' not in page and "in the admin" not in page
     body = {"name": "A vs B", "task": "fill", "sources": ["sys0", "sys1"], "overlap": 2}
 
-    bad = cur.post("/api/dashboard/campaigns/", {**body, "annotators": ["ann1", "ghost", "sci"]},
+    bad = cur.post("/api/campaigns/from-candidates/", {**body, "annotators": ["ann1", "ghost", "sci"]},
                    content_type="application/json")
     assert bad.status_code == 400
     msgs = " ".join(bad.json()["fields"]["annotators"])
     assert "ghost" in msgs and "sci" in msgs and "ann1" not in msgs
     assert not Campaign.objects.filter(name="A vs B").exists()  # nothing half-made
 
-    draft = cur.post("/api/dashboard/campaigns/", {**body, "annotators": ["ann1", "ann2"], "start": False},
+    draft = cur.post("/api/campaigns/from-candidates/", {**body, "annotators": ["ann1", "ann2"], "start": False},
                      content_type="application/json")
     assert draft.status_code == 201, draft.content
     campaign = Campaign.objects.get(name="A vs B")
     assert campaign.status == CampaignStatus.DRAFT and not campaign.items.exists()
     assert set(campaign.annotators.values_list("username", flat=True)) == {"ann1", "ann2"}
 
-    started = cur.post("/api/dashboard/campaigns/", {**body, "name": "A vs B live", "annotators": ["ann1"]},
+    started = cur.post("/api/campaigns/from-candidates/", {**body, "name": "A vs B live", "annotators": ["ann1"]},
                        content_type="application/json")
     assert started.status_code == 201, started.content
     live = Campaign.objects.get(name="A vs B live")

@@ -237,7 +237,7 @@ def test_curator_watches_a_campaign_and_starts_one_from_candidates(browser_page,
 def test_curator_without_candidates_gets_a_field_error(client):
     make_user("cur", "curator")
     client.login(username="cur", password="pw-test-1234")
-    resp = client.post("/api/dashboard/campaigns/", {"name": "x", "task": "fill", "sources": ["a", "b"]},
+    resp = client.post("/api/campaigns/from-candidates/", {"name": "x", "task": "fill", "sources": ["a", "b"]},
                        content_type="application/json")
     assert resp.status_code == 400 and "sources" in resp.json()["fields"]
 

@@ -30,7 +30,7 @@ API_GET = [
     "/api/dashboard/lineage/campaign/1/", "/api/dashboard/lineage/snapshot/1/", "/api/dashboard/lineage/reward-model/1/",
     "/api/dashboard/lineage/checkpoint/1/", "/api/dashboard/compare/reward-models/?a=1&b=2",
     "/api/dashboard/compare/checkpoints/?a=1&b=2", "/api/dashboard/campaigns/", "/api/dashboard/campaigns/1/",
-    "/api/dashboard/candidate-sources/?task=fill", "/api/dashboard/runs/overlay/?job=1",
+    "/api/candidate-sources/?task=fill", "/api/dashboard/runs/overlay/?job=1",
     # the existing APIs the dashboard pages call
     "/api/snapshots/", "/api/snapshots/preview/", "/api/reward/runs/", "/api/reward/models/",
     "/api/policy/checkpoints/", "/api/policy/generations/",
@@ -38,7 +38,7 @@ API_GET = [
 API_POST = [
     "/api/dashboard/jobs/1/cancel/", "/api/dashboard/jobs/1/resume/", "/api/reward/runs/",
     "/api/reward/runs/preview/", "/api/policy/runs/", "/api/policy/runs/preview/",
-    "/api/dashboard/campaigns/", "/api/snapshots/", "/api/policy/generations/",
+    "/api/campaigns/from-candidates/", "/api/snapshots/", "/api/policy/generations/",
 ]
 
 
@@ -203,20 +203,22 @@ def test_start_campaign_from_candidates_api():
     make_campaign(n_samples=3, start=False, name="draft")  # samples with candidates from sys0 and sys1
     cur = client_for("cur", "curator")
     sci = client_for("sci", "scientist")
-    sources = cur.get("/api/dashboard/candidate-sources/?task=fill&source=sys0&source=sys1").json()
+    sources = cur.get("/api/candidate-sources/?task=fill&source=sys0&source=sys1").json()
     assert {s["source_name"] for s in sources["sources"]} == {"sys0", "sys1"}
     assert sources["preview"] == {"samples": 3, "items": 3}
     body = {"name": "A vs B", "task": "fill", "sources": ["sys0", "sys1"], "overlap": 2}
-    assert sci.post("/api/dashboard/campaigns/", body, content_type="application/json").status_code == 403
-    one = cur.post("/api/dashboard/campaigns/", {**body, "sources": ["sys0"]}, content_type="application/json")
+    assert sci.post("/api/campaigns/from-candidates/", body, content_type="application/json").status_code == 403
+    one = cur.post("/api/campaigns/from-candidates/", {**body, "sources": ["sys0"]}, content_type="application/json")
     assert one.status_code == 400 and "sources" in one.json()["fields"]
-    resp = cur.post("/api/dashboard/campaigns/", body, content_type="application/json")
+    resp = cur.post("/api/campaigns/from-candidates/", body, content_type="application/json")
     assert resp.status_code == 201, resp.content
     campaign = Campaign.objects.get(name="A vs B")
     assert campaign.status == "active" and campaign.items.count() == 3 and campaign.overlap == 2
-    gsb = resp.json()["gsb"]  # the side-by-side result is there from the start, empty until judged
+    assert resp.json()["id"] == campaign.pk and resp.json()["status"] == "active"
+    # The dashboard's campaign page has the side-by-side result from the start, empty until judged.
+    gsb = cur.get(f"/api/dashboard/campaigns/{campaign.pk}/").json()["gsb"]
     assert (gsb["a"], gsb["b"], gsb["overall"]["judgments"]) == ("sys0", "sys1", 0)
-    dup = cur.post("/api/dashboard/campaigns/", body, content_type="application/json")
+    dup = cur.post("/api/campaigns/from-candidates/", body, content_type="application/json")
     assert dup.status_code == 400 and "name" in dup.json()["fields"]
 
 

@@ -1062,7 +1062,7 @@
     }
     async function loadSources() {
       filterCriteria(form, "#c-criteria-list", form.elements.task.value);
-      const r = await api(`/api/dashboard/candidate-sources/?${query(false)}`);
+      const r = await api(`/api/candidate-sources/?${query(false)}`);
       if (!r.ok) return;
       names = r.data.sources.map((s) => s.source_name);
       ticked = ticked.filter((p) => names.includes(p));
@@ -1080,7 +1080,7 @@
       const chosen = picked();
       if (versus() && sideA.value && sideA.value === sideB.value) { box.replaceChildren(el("span", { class: "field-error", text: "A and B must be two different sources." })); return; }
       if (chosen.length < (versus() ? 2 : 1)) { box.replaceChildren(el("span", { class: "muted", text: versus() ? "Pick source A and source B." : "Tick the sources to pair." })); return; }
-      const r = await api(`/api/dashboard/candidate-sources/?${query(true)}`);
+      const r = await api(`/api/candidate-sources/?${query(true)}`);
       if (!r.ok || !r.data.preview) return;
       const pv = r.data.preview;
       box.replaceChildren(el("strong", { class: "count-n", text: pv.items }), " items from ", el("strong", { text: pv.samples }), " samples",
@@ -1112,7 +1112,7 @@
         return;
       }
       submitting(form, true);
-      const r = await api("/api/dashboard/campaigns/", { method: "POST", body });
+      const r = await api("/api/campaigns/from-candidates/", { method: "POST", body });
       submitting(form, false);
       if (r.ok) location.assign(`/dashboard/campaigns/${r.data.id}/`); else showErrors(form, r.data);
     });
