@@ -1,8 +1,10 @@
 """JSON API behind the dashboard pages, under /api/dashboard/ (scientists and curators only).
 
-Thin views: validate input → call the apps' services / the dashboard selectors → serialize. Starting,
-cancelling and resuming always go through ``rewardtrain.services``, ``policytrain.services``,
-``jobs.services`` and ``annotation.services``; nothing here imports torch.
+What only the dashboard's pages need: the unified job list and detail, overlays, lineage graphs,
+comparisons, campaign progress and the leaderboard. Its only writes are a job's cancel, resume and
+tags, through ``rewardtrain.services``, ``policytrain.services``, ``jobs.services`` and
+``frontend.services``; runs and campaigns are started through their own apps' APIs
+(``/api/reward/``, ``/api/policy/``, ``/api/campaigns/``). Nothing here imports torch.
 """
 from __future__ import annotations
 
