@@ -8,19 +8,20 @@ reward model frozen, bf16 and checkpointed, prompt embeddings cached on disk and
 freed) and runs Algorithm 1 on the fill task. The text encoders keep the real output widths (T5
 4096, CLIP 768) with one layer each: they only encode prompts once before RL and are freed.
 
-Cases: `lora-512`, `lora-1024` (LoRA, the default), `full` (full fine-tune: reported "not
-supported yet" while the RL engine cannot shard the policy, with the engine's own memory plan;
-never faked). Step time is the median gap between the engine's per-step progress events after one
-warm-up step.
+Cases: `lora-512`, `lora-1024` (LoRA, the default, one process), `full` (full fine-tune with
+`parallelism: "fsdp"`, the FLUX blocks sharded over every rank torchrun starts; when the engine's
+own per-rank memory plan does not fit the device, the case reports how many ranks it needs instead
+of running out of memory; never faked). Step time is the median gap between the engine's per-step
+progress events after one warm-up step.
 
-    python bench/gpu/rl_engine.py --case all     # one GPU
+    python bench/gpu/rl_engine.py --case lora-512                                  # one GPU
+    torchrun --standalone --nproc-per-node 8 bench/gpu/rl_engine.py --case full   # 8 GPUs, FSDP2
     python bench/gpu/rl_engine.py --dry-run      # tiny sizes on CPU
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import shutil
 import sys
@@ -70,14 +71,16 @@ def save_policy_base(out: Path, device: torch.device, dtype: torch.dtype) -> Non
     eb.free_device()
 
 
-def prepare(work: Path, real: bool) -> None:
+def prepare(work: Path, real: bool, sizes: tuple[int, ...]) -> None:
     """Policy and reward-model folders under `work` (built once, reused by every case)."""
     from contracts.cards import write_reward_card
     from policytrain.engine.tiny import build_tiny_fill_pipeline
     from rewardtrain.engine.template import TEMPLATE_VERSION
     from rewardtrain.engine.tiny import build_tiny_reward_model
 
-    if (work / "ready.json").exists():
+    marker = work / "ready.json"
+    if not eb.is_main() or marker.exists():  # under torchrun rank 0 writes, the others wait
+        eb.wait_for(marker)
         return
     if real:
         save_policy_base(work / "policy", torch.device("cuda"), torch.bfloat16)
@@ -88,18 +91,22 @@ def prepare(work: Path, real: bool) -> None:
     # What the reward trainer writes beside a trained model: without it RL refuses the folder.
     write_reward_card(work / "reward", {"template_version": TEMPLATE_VERSION, "trained_on": {"fill": ["structure"]},
                                         "min_pixels": 28 * 28, "max_pixels": 512 * 28 * 28 if real else 112 * 112})
-    (work / "ready.json").write_text(json.dumps({"real": real}))
+    for resolution in sizes:
+        write_conditions(work / f"conditions-{resolution}", resolution)
+    marker.write_text(json.dumps({"real": real}))
 
 
 def rl_config(work: Path, resolution: int, args, full: bool = False):
     from policytrain.engine.config import RLConfig
 
+    # Under "fsdp" the batch is the global one, split over the ranks: each device gets args.batch.
+    batch = args.batch * eb.world_size() if full else args.batch
     return RLConfig(
         base_policy=str(work / "policy"), reward_model=str(work / "reward"),
         conditions_dir=str(work / f"conditions-{resolution}"), output_dir=str(work / f"run-{resolution}"),
-        algorithm=1, task_probs={"fill": 1.0}, resolution=resolution, batch_size=args.batch, max_steps=args.steps + 1,
+        algorithm=1, task_probs={"fill": 1.0}, resolution=resolution, batch_size=batch, max_steps=args.steps + 1,
         reference_steps=args.sampler_steps, policy_steps=args.sampler_steps, lora_rank=args.lora_rank,
-        lora_alpha=float(args.lora_rank), full_finetune=full, save_every=0, sample_grid_every=0, log_every=1,
+        lora_alpha=float(args.lora_rank), full_finetune=full, parallelism="fsdp" if full else "ddp", save_every=0, sample_grid_every=0, log_every=1,
         eval_every=0, eval_split=None, device="cpu" if args.dry_run else "cuda",
         max_sequence_length=32 if args.dry_run else 512,
     )
@@ -121,11 +128,14 @@ def step_flops(plan: dict, config, resolution: int) -> float:
     return config.batch_size * (transformer + reward)
 
 
-def engine_shards_policy() -> bool:
-    """Whether `policytrain.engine.rl` shards the policy (FSDP), which a 12B full fine-tune needs."""
-    from policytrain.engine import rl
+def ranks_needed(config, device_gib: float) -> int | None:
+    """The fewest ranks whose per-rank memory plan fits ``device_gib`` (sharding divides the policy's state)."""
+    from policytrain.engine.memory import memory_plan
 
-    return "fully_shard" in inspect.getsource(rl)
+    for ranks in (1, 2, 4, 8, 16, 32, 64):
+        if memory_plan(config, use_bf16=True, criteria_per_task=1, world_size=ranks)["peak_gib"] <= device_gib:
+            return ranks
+    return None
 
 
 def run_case(case: str, work: Path, args) -> dict:
@@ -134,16 +144,19 @@ def run_case(case: str, work: Path, args) -> dict:
 
     full = case == "full"
     resolution = args.sizes[0] if full else int(case.split("-")[1])
-    if not (work / f"conditions-{resolution}").exists():
-        write_conditions(work / f"conditions-{resolution}", resolution)
     config = rl_config(work, resolution, args, full)
-    name = f"rl {case} @{resolution}"
-    plan = memory_plan(config, use_bf16=not args.dry_run, criteria_per_task=1)
-    if full and not engine_shards_policy():
-        return {"case": name, "status": "not supported yet",
-                "note": f"policytrain.engine.rl cannot shard the policy; its memory plan needs "
-                        f"{plan['peak_gib']:.0f} GiB per device (fp32 masters, grads, AdamW, EMA, reference)"}
-    shutil.rmtree(config.output_dir, ignore_errors=True)
+    world = eb.world_size()
+    name = f"rl {case} @{resolution}" + (f" x{world} ranks" if full else "")
+    plan = memory_plan(config, use_bf16=not args.dry_run, criteria_per_task=1, world_size=world if full else 1)
+    if not args.dry_run:
+        device_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        if plan["peak_gib"] > device_gib:
+            need = ranks_needed(config, device_gib)
+            return {"case": name, "status": f"needs {need} ranks" if need else "does not fit 64 ranks",
+                    "note": f"the engine's memory plan is {plan['peak_gib']:.0f} GiB per rank on {world} rank(s), the "
+                            f"device has {device_gib:.0f} GiB"}
+    if eb.is_main():
+        shutil.rmtree(config.output_dir, ignore_errors=True)
     timer = eb.StepTimer()
     eb.reset_peak()
     try:
@@ -152,7 +165,8 @@ def run_case(case: str, work: Path, args) -> dict:
         return {"case": name, "status": "OOM", "note": str(exc).splitlines()[0][:100]}
     finally:
         eb.free_device()
-        shutil.rmtree(config.output_dir, ignore_errors=True)
+        if eb.is_main():
+            shutil.rmtree(config.output_dir, ignore_errors=True)
     step_s = timer.step_s()
     return {"case": name, "status": "ok", "step_s": step_s, "flops": step_flops(plan, config, resolution),
             "peak_gib": eb.peak_gib(), "plan_gib": plan["peak_gib"],
@@ -175,12 +189,16 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps, args.sampler_steps, args.lora_rank, args.sizes = 1, 2, 4, (64, 128)
     elif not torch.cuda.is_available():
         parser.error("no CUDA device; use --dry-run on a CPU machine")
+    if eb.world_size() > 1 and args.case != "full":
+        parser.error("under torchrun only --case full runs (the LoRA cases are one-process benchmarks)")
     cases = ["lora-512", "lora-1024", "full"] if args.case == "all" else [args.case]
     if args.dry_run:  # same code, tiny resolutions
         cases = [c.replace("512", str(args.sizes[0])).replace("1024", str(args.sizes[1])) for c in cases]
     with eb.work_folder(args.work, "rl-engine-bench-") as work:
-        prepare(work, not args.dry_run)
+        prepare(work, not args.dry_run, args.sizes)
         rows = [run_case(c, work, args) for c in cases]
+    if not eb.is_main():
+        return {"rows": rows}
     peak, name = eb.peak_tflops(args.peak_tflops)
     size = "tiny (dry run)" if args.dry_run else "FLUX.1-Fill 12B size + Qwen2.5-VL-7B-size reward model"
     eb.print_table(f"policytrain.engine.rl.train, Algorithm 1, {size}, LoRA r={args.lora_rank}, batch {args.batch}, "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every engine GPU benchmark as one prepared job (docs/benchmarks.md, "GPU scripts"):
 #   reward LoRA (one process), reward full fine-tune (FSDP2 over every visible GPU through torchrun),
-#   RL LoRA at 512² and 1024², RL full fine-tune (reported "not supported yet" while the engine
-#   cannot shard the policy). Each case gets its own time limit so one hang cannot eat the others'.
+#   RL LoRA at 512² and 1024² (one process), RL full fine-tune (FSDP2 over every visible GPU; reported as
+#   "needs N ranks" when the engine's memory plan does not fit). Each case gets its own time limit so one
+#   hang cannot eat the others'.
 #   bash bench/gpu/run_all.sh             # on a GPU machine; tables in $OUT (default /tmp/gpu-bench)
 #   bash bench/gpu/run_all.sh --dry-run   # the same cases at tiny sizes on the CPU
 # A machine without our pins: wheels of transformers / diffusers / peft (and the small packages they
@@ -42,7 +43,14 @@ else
   run reward_full "${REWARD_LIMIT:-900}" "$PY" bench/gpu/reward_engine.py --case full --work "$WORK/reward" $DRY
 fi
 rm -rf "$WORK/reward"  # 16+ GB of weights: leave the disk to the RL folders
-run rl "${RL_LIMIT:-1800}" "$PY" bench/gpu/rl_engine.py --case all --work "$WORK/rl" $DRY
+run rl "${RL_LIMIT:-1800}" "$PY" bench/gpu/rl_engine.py --case lora-512 --work "$WORK/rl" $DRY
+run rl_1024 "${RL_LIMIT:-1800}" "$PY" bench/gpu/rl_engine.py --case lora-1024 --work "$WORK/rl" $DRY
+if [ -z "$DRY" ] && [ "$NGPU" -gt 1 ]; then
+  run rl_full "${RL_LIMIT:-1800}" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" \
+    bench/gpu/rl_engine.py --case full --work "$WORK/rl"
+else
+  run rl_full "${RL_LIMIT:-1800}" "$PY" bench/gpu/rl_engine.py --case full --work "$WORK/rl" $DRY
+fi
 rm -rf "$WORK/rl"
-grep -h '^result:' "$OUT"/reward_lora.txt "$OUT"/reward_full.txt "$OUT"/rl.txt | tee "$OUT/results.txt"
+grep -h '^result:' "$OUT"/reward_lora.txt "$OUT"/reward_full.txt "$OUT"/rl.txt "$OUT"/rl_1024.txt "$OUT"/rl_full.txt | tee "$OUT/results.txt"
 exit $status

@@ -32,9 +32,9 @@ def test_rl_engine_dry_run(capsys, tmp_path):
     module = load("rl_engine")
     out = module.main(["--dry-run", "--work", str(tmp_path)])
     statuses = [r["status"] for r in out["rows"]]
-    assert statuses[:2] == ["ok", "ok"]
-    # Full fine-tuning is run only once the engine can shard the policy; until then it says so.
-    assert statuses[2] == ("ok" if module.engine_shards_policy() else "not supported yet")
+    # The full fine-tune runs the engine's FSDP path (one rank here: it is not sharded, but takes that code).
+    assert statuses == ["ok", "ok", "ok"]
+    assert out["rows"][2]["case"] == "rl full @64 x1 ranks"
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("result: rl lora-64 @64:") and "images/s" in last
 
@@ -58,5 +58,6 @@ def test_runner_script_is_valid_bash_and_runs_every_case():
     script = GPU / "run_all.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    for needle in ("reward_engine.py --case lora", "reward_engine.py --case full", "rl_engine.py --case all"):
+    for needle in ("reward_engine.py --case lora", "reward_engine.py --case full", "rl_engine.py --case lora-512",
+                   "rl_engine.py --case lora-1024", "rl_engine.py --case full"):
         assert needle in text
