@@ -195,4 +195,14 @@ def test_answers_match_their_documented_schema(tmp_path):
         assert str(response.status_code) == code, (template, response.status_code, response.content[:300])
         errors = list(_response_validator(schema, template, method, code).iter_errors(response.json()))
         mismatches += [f"{method.upper()} {template}: {e.message[:200]}" for e in errors[:3]]
+    # The annotator's side: a leased item (blind payload) and the caller's own standing.
+    make_user("typed-ann", "annotator")
+    annotator = Client()
+    annotator.login(username="typed-ann", password="pw-test-1234")
+    for method, template, body in (("post", "/api/campaigns/{id}/next/", {}), ("get", "/api/campaigns/{id}/progress/", None)):
+        url = template.format(id=campaign)
+        response = annotator.post(url, body, content_type="application/json") if method == "post" else annotator.get(url)
+        assert response.status_code == 200, (template, response.status_code, response.content[:300])
+        errors = list(_response_validator(schema, template, method, "200").iter_errors(response.json()))
+        mismatches += [f"{method.upper()} {template} (annotator): {e.message[:200]}" for e in errors[:3]]
     assert not mismatches, "answers that do not match /api/schema/:\n" + "\n".join(mismatches)
