@@ -7,11 +7,13 @@ hosts and workers need no shared disk (docs/operations.md, "Several hosts").
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
 
+from enginekit.checkpoints import complete_checkpoints
 from enginekit.objectstore import ArtifactStore, backend_from_url
 
 #: The top-level folders of ARTIFACTS_ROOT, one per kind of artifact: a path another host
@@ -51,15 +53,76 @@ def artifact_fetch_if_published(path: str | Path) -> Path:
     store = artifact_store()
     if not store.enabled or Path(path).is_dir():  # here already (or under a MODEL_ROOTS folder of this host)
         return Path(path)
-    local = store.local_path(path)
+    try:
+        local = store.local_path(path)
+    except ValueError:  # not an artifact path (a hub id, a folder outside the roots): left to the caller
+        return Path(path)
     if not local.is_dir() and store.published(store.key_for(path)) is not None:
         return store.fetch(path)
     return local
 
 
+def artifact_available(path: str | Path) -> bool:
+    """Whether a folder can be had on this host: it is here, or published in the object store."""
+    store = artifact_store()
+    if Path(path).is_dir() or not store.enabled:
+        return Path(path).is_dir()
+    try:
+        return store.local_path(path).is_dir() or store.published(store.key_for(path)) is not None
+    except ValueError:
+        return False
+
+
+def artifact_file(folder: str | Path, name: str) -> Path:
+    """One file of an artifact folder on this host, e.g. a model's card read by a web host that
+    should not download the weights beside it. Published folders never change, so the file is
+    kept under ``ARTIFACTS_ROOT/.files/<key>/``. Without an object store, or when the folder is
+    here, it is ``folder/name`` (which may not exist: the caller reports a missing file)."""
+    store = artifact_store()
+    here = Path(folder) / name
+    if here.is_file() or not store.enabled:
+        return here
+    try:
+        key = store.key_for(folder)
+    except ValueError:
+        return here
+    local = store.local_path(folder) / name
+    if local.is_file():
+        return local
+    cached = store.root / ".files" / key / name
+    if not cached.is_file():
+        data = store.read_file(key, name)
+        if data is None:
+            return here
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+    return cached
+
+
+def artifact_publish_checkpoints(run_dir: str | Path, marker: str, published: set[str]) -> None:
+    """Publish the complete checkpoints of ``run_dir`` not yet in ``published`` (their names), for
+    engines that report no checkpoint event: called from their progress callback, each is uploaded
+    at the next step after it is written."""
+    if not artifact_store().enabled:
+        return
+    for _, folder in complete_checkpoints(run_dir, marker):
+        if folder.name not in published:
+            artifact_publish(folder)
+            published.add(folder.name)
+
+
 def artifact_publish(folder: str | Path) -> str | None:
     """Upload a finished artifact folder (marker last); None without an object store."""
     return artifact_store().publish(folder)
+
+
+def artifact_publish_once(folder: str | Path) -> None:
+    """Publish a content-addressed folder unless it is published already (the same content)."""
+    store = artifact_store()
+    if store.enabled and store.published(store.key_for(folder)) is None:
+        store.publish(folder)
 
 
 def artifact_fetch_latest_child(folder: str | Path) -> Path | None:

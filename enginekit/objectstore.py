@@ -272,6 +272,18 @@ class ArtifactStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return final
 
+    def read_file(self, key: str, rel: str) -> bytes | None:
+        """One file of a published folder (checked against its marker), without the rest; None
+        when the folder is not published or has no such file."""
+        marker = self.published(key)
+        meta = (marker or {}).get("files", {}).get(rel)
+        if meta is None:
+            return None
+        data = self._call(f"reading {key}/{rel}", self.backend.get_bytes, f"{key}/{rel}")
+        if data is None or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise ObjectStoreUnavailable(f"{key}/{rel} does not match its published sha256")
+        return data
+
     def published_children(self, key: str) -> list[str]:
         """Keys of the completely published folders directly under ``key`` (e.g. checkpoints)."""
         if self.backend is None:

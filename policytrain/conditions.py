@@ -23,6 +23,7 @@ from django.core.files.storage import default_storage
 
 from annotation.models import Sample
 from contracts.conditions import CONDITIONS_FILE, write_conditions
+from core.artifacts import artifact_publish_once
 
 # The folder's row schema, writer and reader are contracts.conditions' (docs/engine-contracts.md).
 
@@ -58,6 +59,7 @@ def export_conditions(samples: Iterable[Sample], *, root: Path | None = None) ->
     base = Path(root or Path(settings.ARTIFACTS_ROOT) / "conditions")
     final = base / digest[:24]
     if (final / CONDITIONS_FILE).is_file():
+        artifact_publish_once(final)  # the worker that trains on them may be another host
         return final
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f".tmp-{digest[:12]}-{uuid.uuid4().hex[:8]}"
@@ -75,4 +77,5 @@ def export_conditions(samples: Iterable[Sample], *, root: Path | None = None) ->
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    artifact_publish_once(final)
     return final

@@ -27,8 +27,20 @@ from annotation.services.campaigns import campaign_add_items, campaign_create, c
 from annotation.services.imports import candidate_create_from_png
 from contracts.cards import REWARD_CARD, read_reward_card
 from contracts.presets import load_preset_file
+from core.artifacts import (
+    artifact_available,
+    artifact_fetch,
+    artifact_fetch_if_published,
+    artifact_fetch_latest_child,
+    artifact_file,
+    artifact_local,
+    artifact_publish,
+    artifact_publish_checkpoints,
+    artifact_store,
+)
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
+from enginekit.checkpoints import CHECKPOINTS
 from jobs.models import Job, JobKind
 from jobs.services import JobCancelled, JobReporter, job_cancel, job_resume, job_start
 from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
@@ -133,7 +145,7 @@ def reward_model_criteria(reward_model) -> dict[str, list[str]]:
     """
     path = Path(reward_model.path) / MODEL_CARD
     try:
-        card = read_reward_card(reward_model.path)
+        card = read_reward_card(artifact_file(reward_model.path, MODEL_CARD).parent)
     except ValueError as exc:
         raise ApplicationError("The reward model card is not valid JSON.",
                                fields={"reward_model": [str(exc)]}) from exc
@@ -154,7 +166,7 @@ def check_reward_coverage(reward_model, config: RLConfig) -> dict[str, list[str]
     criteria ``criterion_weights`` sets to 0. A task left with none is a field error."""
     covered = reward_model_criteria(reward_model)
     # Criterion names are the reward model's (its card's vocabulary; the built-in one for older cards).
-    card = read_reward_card(reward_model.path)  # read and checked just above
+    card = read_reward_card(artifact_file(reward_model.path, MODEL_CARD).parent)  # read and checked just above
     try:
         config.check_vocabulary(card.vocabulary())
     except ValueError as exc:
@@ -342,12 +354,14 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
     """The Celery body: train, then register a checkpoint (only on success)."""
     run = PolicyRun.objects.select_related("reward_model").get(job=job)
     _set_torch_threads()
+    from policytrain.engine.checkpoints import CHECKPOINT_MARKER
     from policytrain.engine.rl import RunCancelled, train
 
     data = dict(run.config)
     data["base_policy"] = ensure_base_policy(run.base_policy)
     # Resume is the platform's action (job_requeue_for_resume sets it), never a stored override.
     data["resume"] = job.config.get("resume") is True
+    data.update(_localized_run_paths(data))
     config = RLConfig.from_dict(data)
     if run.processes > 1:
         from jobs.launcher import run_distributed
@@ -356,12 +370,20 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
                                  processes=run.processes, reporter=reporter, total_steps=config.max_steps)
     else:
         try:
-            result = train(config, progress=reporter.progress, should_stop=reporter.should_stop)
+            published: set[str] = set()
+
+            def progress(event: dict) -> None:
+                # The RL engine reports no checkpoint event: publish what each step finished.
+                artifact_publish_checkpoints(config.output_dir, CHECKPOINT_MARKER, published)
+                reporter.progress(event)
+
+            result = train(config, progress=progress, should_stop=reporter.should_stop)
         except RunCancelled as exc:
             raise JobCancelled(str(exc)) from exc
     final = Path(config.output_dir) / result.get("final_dir", "final")
     if not final.is_dir():
         raise RuntimeError(f"the engine reported success but wrote no {final}")
+    artifact_publish(final)  # before the checkpoint is registered: every host can fetch what it names
     with transaction.atomic():
         checkpoint = PolicyCheckpoint.objects.create(
             name=f"run{run.pk}-alg{run.algorithm}-step{result.get('steps', 0)}", base_policy=run.base_policy,
@@ -369,6 +391,21 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
         )
     return {**{k: v for k, v in result.items() if k != "last_metrics"}, "metrics": result.get("last_metrics", {}),
             "checkpoint_id": checkpoint.pk}
+
+
+def _localized_run_paths(data: dict) -> dict:
+    """A policy run's folders on this host: with an object store (hosts share no disk) the reward
+    model, the conditions and any initial weights are fetched, and the newest checkpoint an earlier
+    attempt published (on any host) is fetched into the run folder so that the run resumes from it."""
+    if not artifact_store().enabled:
+        return {}
+    out = {"reward_model": str(artifact_fetch_if_published(data["reward_model"])),
+           "conditions_dir": str(artifact_fetch(data["conditions_dir"])),
+           "output_dir": str(artifact_local(data["output_dir"]))}
+    if data.get("init_weights"):
+        out["init_weights"] = str(artifact_fetch_if_published(data["init_weights"]))
+    artifact_fetch_latest_child(Path(out["output_dir"]) / CHECKPOINTS)
+    return out
 
 
 def policy_run_cancel(*, run: PolicyRun) -> PolicyRun:
@@ -470,7 +507,8 @@ def _run_generation(*, side: str, checkpoint: PolicyCheckpoint | None, base_poli
 
     config = GenerateConfig(
         conditions_dir=str(conditions_dir), out_dir=str(out_dir / side), base_policy=ensure_base_policy(base_policy),
-        weights=(checkpoint.weights_dir or None) if checkpoint else None, seeds=tuple(seeds),
+        weights=str(artifact_fetch_if_published(checkpoint.weights_dir)) if checkpoint and checkpoint.weights_dir
+        else None, seeds=tuple(seeds),
         device=settings.ML_DEVICE, **params,
     )
     generate_candidates(config, progress=progress)
@@ -588,7 +626,7 @@ def checkpoint_promote(*, checkpoint: PolicyCheckpoint, user: User | None = None
     if force and not reason:
         raise ApplicationError("Say why the gate is overridden.",
                                fields={"reason": ["Required when forcing a promotion past the gate."]})
-    if checkpoint.weights_dir and not Path(checkpoint.weights_dir).is_dir():
+    if checkpoint.weights_dir and not artifact_available(checkpoint.weights_dir):
         raise ApplicationError("This checkpoint cannot be served.",
                                fields={"checkpoint": [f"Its weights folder {checkpoint.weights_dir} is missing."]})
     gate = promotion_gate(checkpoint, rule)

@@ -4,7 +4,8 @@ A real S3 server (moto, 127.0.0.1), the test process as the web host, and Celery
 each have their own MEDIA_ROOT and ARTIFACTS_ROOT: a CPU worker on ``default`` builds the
 snapshot; GPU workers on ``gpu`` train the reward model. The GPU worker is killed mid-run and the
 run resumes on a fresh one whose cache is empty, from the checkpoint the first one published. An
-unreachable store fails the run with the reason and registers nothing.
+unreachable store fails the run with the reason and registers nothing. The fresh worker then trains
+a policy on the new reward model and generates candidates into a new campaign.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotation.models import Candidate, Sample
+from annotation.models import Candidate, Provenance, Sample
 from annotation.services.snapshots import snapshot_create
 from core.artifacts import artifact_fetch, artifact_store
 from enginekit.objectstore import MARKER
@@ -185,3 +186,37 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     assert on_web == tmp_path / "web" / "artifacts" / final_key
     assert (on_web / "onereward.json").is_file()
     assert not (tmp_path / "web" / "artifacts" / "snapshots").exists()  # the web host fetched only what it asked
+
+    # --- policy RL: started on the web host (the reward model's card read from the store, the
+    # conditions published), trained on host B, its checkpoint published before it is registered
+    from policytrain.models import PolicyCheckpoint
+    from policytrain.services import generation_job_start, policy_run_start
+    from tests.policytrain.test_generation_api import GEN
+    from tests.policytrain.test_policy_runs import FAST as RL_FAST
+    from tests.policytrain.test_policy_runs import make_samples
+
+    samples = make_samples("fill", n=2, prefix="dist")
+    on_web.rename(on_web.with_name("moved"))  # the card must come from the store, not the copy above
+    policy = policy_run_start(reward_model=model, overrides={**RL_FAST, "sample_grid_every": 0})
+    conditions_key = artifact_store().key_for(policy.conditions_dir)
+    assert f"{conditions_key}/{MARKER}" in _published(s3, conditions_key)
+    policy_job = wait_for(lambda: (j := Job.objects.get(pk=policy.job_id)).is_finished and j, timeout=300,
+                          message="the policy run on host B")
+    assert policy_job.status == JobStatus.SUCCEEDED, policy_job.error
+    checkpoint = PolicyCheckpoint.objects.get(run=policy)
+    assert Path(checkpoint.weights_dir).is_relative_to(local_b)
+    weights_key = artifact_store().key_for(checkpoint.weights_dir)
+    assert f"{weights_key}/{MARKER}" in _published(s3, weights_key)
+    policy_key = f"policy-runs/job-{policy.job_id}/checkpoints/"
+    assert any(k.endswith(MARKER) for k in _published(s3, policy_key))  # published as they were written
+
+    # --- generation on host B: the candidates land in the media bucket and a new campaign starts
+    gen = generation_job_start(checkpoint=checkpoint, samples=[x.pk for x in samples], seeds=[0],
+                               campaign_name="dist-gen", criteria=["structure"], overlap=1, params=GEN)
+    gen_job = wait_for(lambda: (j := Job.objects.get(pk=gen.job_id)).is_finished and j, timeout=300,
+                       message="the generation job on host B")
+    assert gen_job.status == JobStatus.SUCCEEDED, gen_job.error
+    gen.refresh_from_db()
+    assert gen.campaign is not None and gen.campaign.items.count() == 2 and gen.candidates_created == 4
+    generated = Candidate.objects.filter(provenance=Provenance.POLICY).first()
+    assert s3.client().head_object(Bucket=s3.bucket, Key=f"media/{generated.image.name}")["ContentLength"] > 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.artifacts import (
+    artifact_available,
     artifact_fetch,
     artifact_fetch_if_published,
     artifact_fetch_latest_child,
+    artifact_file,
     artifact_local,
     artifact_publish,
     artifact_store,
@@ -49,3 +51,25 @@ def test_paths_from_another_host_map_to_this_hosts_root(settings, tmp_path):
     # ... and a folder this host has (a MODEL_ROOTS folder) stays where it is.
     own = _folder(tmp_path / "models" / "base-models" / "qwen")
     assert artifact_fetch_if_published(own) == own
+
+
+def test_one_file_of_a_published_folder_without_the_rest(settings, tmp_path):
+    """A web host reads a model's card from the store, not the weights beside it."""
+    settings.ARTIFACTS_STORE_URL = f"file://{tmp_path / 'store'}"
+    settings.ARTIFACTS_ROOT = tmp_path / "gpu"
+    model = _folder(tmp_path / "gpu" / "reward-runs" / "run-2" / "final")
+    (model / "onereward.json").write_text('{"trained_on": {"fill": ["structure"]}}')
+    settings.ARTIFACTS_ROOT = tmp_path / "web"
+    recorded = tmp_path / "elsewhere" / "reward-runs" / "run-2" / "final"  # as another host recorded it
+    assert not artifact_available(recorded)  # not published yet
+    assert artifact_file(model, "onereward.json") == model / "onereward.json"  # here: read in place
+
+    settings.ARTIFACTS_ROOT = tmp_path / "gpu"
+    artifact_publish(model)
+    settings.ARTIFACTS_ROOT = tmp_path / "web"
+    card = artifact_file(recorded, "onereward.json")
+    assert card.read_text() == '{"trained_on": {"fill": ["structure"]}}'
+    assert card.is_relative_to(tmp_path / "web" / ".files")
+    assert not (tmp_path / "web" / "reward-runs").exists()  # the weights stayed in the store
+    assert artifact_file(recorded, "missing.json") == recorded / "missing.json"
+    assert artifact_available(recorded) and not artifact_available(tmp_path / "elsewhere" / "reward-runs" / "run-9")
