@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 # Tests always talk to real PostgreSQL and Redis (scripts/ensure-services.sh finds or starts them).
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/onereward)
 TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
+# pytest-xdist processes: one per core, at most 8 (each has its own test database and Redis broker
+# database, tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -lt 2 ]; then echo 0; elif [ $$n -gt 8 ]; then echo 8; else echo $$n; fi)
 
 .PHONY: run dev test check install demo lint bench clean-var
 
@@ -33,7 +36,7 @@ test: $(STAMP)
 	@source scripts/ensure-services.sh && \
 	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	  DJANGO_READ_DOT_ENV_FILE=false OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-	  $(PY) -m pytest -p no:playwright $(PYTEST_ARGS)
+	  $(PY) -m pytest -p no:playwright -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The fast lane: lint, layer contracts and every test that needs no browser, worker or long training.
 check: lint

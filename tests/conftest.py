@@ -1,4 +1,6 @@
-"""Suite-wide setup: one torch thread, no outbound network, temp media, role fixtures."""
+"""Suite-wide setup: one torch thread, no outbound network, a database and a Redis broker database per
+test process (so pytest-xdist workers and concurrent runs stay apart), the tiny models, temp media,
+the Celery worker and database-outage fixtures."""
 from __future__ import annotations
 
 import os
@@ -138,6 +140,8 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     suffix = os.environ.get("TEST_DB_SUFFIX") or str(os.getpid())
+    if os.environ.get("TEST_DB_SUFFIX") and os.environ.get("PYTEST_XDIST_WORKER"):
+        suffix += f"_{os.environ['PYTEST_XDIST_WORKER']}"  # a fixed suffix, still one database per xdist worker
     for db in settings.DATABASES.values():
         if db["ENGINE"].endswith("postgresql"):
             db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"
