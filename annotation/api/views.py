@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, prefetch_related_objects
-from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -38,7 +37,7 @@ from ..selectors import (
 from ..services.campaigns import campaign_create, campaign_set_annotators, campaign_set_status, campaign_start
 from ..services.imports import import_upload
 from ..services.judgments import judgment_edit, judgment_submit
-from ..services.queue import SLOTS, campaign_get, lease_next, lease_release, lease_skip
+from ..services.queue import SLOTS, lease_next_in, lease_release, lease_skip
 from ..services.taxonomy import (
     criterion_create,
     criterion_update,
@@ -225,20 +224,17 @@ class NextItemApi(APIView):
     """Lease the next item (or return the one already held). 204 when nothing is left.
 
     The hot path: a fixed handful of statements whatever the campaign's size (see
-    ``services.queue``); campaign access is checked inside ``lease_next``.
+    ``services.queue``); the campaign is read and access checked inside ``lease_next_in``.
     """
 
     permission_classes = [IsAnnotator]
 
     @extend_schema(request=s.NextIn, responses={200: o.AssignmentOut, 204: None})
     def post(self, request, pk: int):
-        campaign = campaign_get(pk)
-        if campaign is None:
-            raise Http404("No Campaign matches the given query.")
         data = s.NextIn(data=request.data)
         data.is_valid(raise_exception=True)
-        lease = lease_next(campaign=campaign, annotator=request.user,
-                           exclude=[str(u) for u in data.validated_data["exclude"]])
+        lease = lease_next_in(campaign_id=pk, annotator=request.user,
+                              exclude=[str(u) for u in data.validated_data["exclude"]])
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(s.assignment_payload(lease))

@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Prefetch, Value, When
 from django.utils import timezone
 
-from core.errors import Conflict, NotAllowed
+from core.errors import Conflict, NotAllowed, NotFound
 from core.rows import Columns, cache_related, fetch, for_update, prep
 
 from ..models import (
@@ -55,12 +55,6 @@ _ITEM_RETURNED = Columns(Item, "annotation_item")  # an UPDATE's RETURNING names
 _MEMBERS = Campaign.annotators.through._meta.db_table
 
 
-def campaign_get(pk: int) -> Campaign | None:
-    """The campaign with every field (or None), in one statement without the ORM's compile cost."""
-    rows = fetch(f"SELECT {_CAMPAIGN.sql} FROM annotation_campaign c WHERE c.id = %s", [pk])  # noqa: S608 (fixed SQL, values are parameters)
-    return _CAMPAIGN.load(rows[0]) if rows else None
-
-
 def _load_details(item: Item) -> None:
     """Read the item's sample, task type and slots with their candidates in one statement, into
     ``item.sample`` and ``item.slots.all()`` (as ``select_related`` and ``SLOTS`` would)."""
@@ -87,20 +81,32 @@ def _load_details(item: Item) -> None:
     item._prefetched_objects_cache = {"slots": cached}
 
 
+# Whether the annotator may work in the campaign: open campaigns admit every annotator,
+# restricted ones only their listed annotators (``u`` is the annotator's user row).
+_MEMBER_SQL = (f"(NOT EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s) "  # noqa: S608 (fixed SQL, values are parameters)
+               f"OR EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s AND m.user_id = u.id))")
+
+
 def _lock_annotator(*, campaign: Campaign, annotator: User) -> bool:
     """Lock the annotator's user row for this transaction and say whether they may work here.
 
     The lock serialises one annotator's concurrent hand-outs (two tabs, retries), which is what
     keeps ``MAX_ACTIVE_LEASES`` a hard cap; the membership test rides on the same statement.
-    Open campaigns admit every annotator; restricted ones only their listed annotators.
     """
-    rows = fetch(
-        f"SELECT NOT EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s) "  # noqa: S608 (fixed SQL, values are parameters)
-        f"OR EXISTS (SELECT 1 FROM {_MEMBERS} m WHERE m.campaign_id = %s AND m.user_id = u.id) "
-        f"FROM auth_user u WHERE u.id = %s{for_update('u')}",
-        [campaign.pk, campaign.pk, annotator.pk],
-    )
+    rows = fetch(f"SELECT {_MEMBER_SQL} FROM auth_user u WHERE u.id = %s{for_update('u')}",  # noqa: S608 (fixed SQL, values are parameters)
+                 [campaign.pk, campaign.pk, annotator.pk])
     return bool(rows and rows[0][0])
+
+
+def _lock_annotator_in(*, campaign_id: int, annotator: User) -> tuple[Campaign, bool] | None:
+    """``_lock_annotator`` that also reads the campaign (every field) in the same statement, for
+    a caller that has only its id; None when there is no such campaign."""
+    rows = fetch(
+        f"SELECT {_CAMPAIGN.sql}, {_MEMBER_SQL} FROM annotation_campaign c JOIN auth_user u ON u.id = %s "  # noqa: S608 (fixed SQL, values are parameters)
+        f"WHERE c.id = %s{for_update('u')}",
+        [campaign_id, campaign_id, annotator.pk, campaign_id],
+    )
+    return (_CAMPAIGN.load(rows[0]), bool(rows[0][-1])) if rows else None
 
 
 def _held_leases(*, campaign: Campaign, annotator: User, now: datetime, limit: int) -> list[Lease]:
@@ -139,6 +145,11 @@ def _take_item(*, campaign: Campaign, annotator: User, gold: bool) -> Item | Non
     return _ITEM_RETURNED.load(rows[0]) if rows else None
 
 
+def _refuse_unless_active(campaign: Campaign) -> None:
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise Conflict(f"The campaign is {campaign.status}, not active.", code="campaign_not_active")
+
+
 def lease_next(
     *, campaign: Campaign, annotator: User, rng: random.Random | None = None, exclude: list[str] | None = None
 ) -> Lease | None:
@@ -148,36 +159,53 @@ def lease_next(
     prefetch; at most ``MAX_ACTIVE_LEASES`` are held at a time. None means nothing is left.
     The returned lease carries its item, sample, task type and slots (no further reads needed).
     """
-    if campaign.status != CampaignStatus.ACTIVE:
-        raise Conflict(f"The campaign is {campaign.status}, not active.", code="campaign_not_active")
-    now = timezone.now()
-    rng = rng or _rng
-    excluded = {str(u) for u in exclude or []}
+    _refuse_unless_active(campaign)
     with transaction.atomic():
         if not _lock_annotator(campaign=campaign, annotator=annotator):
             raise NotAllowed("You are not assigned to this campaign.")
-        held = _held_leases(campaign=campaign, annotator=annotator, now=now, limit=MAX_ACTIVE_LEASES + len(excluded))
-        current = next((lease for lease in held if str(lease.uid) not in excluded), None)
-        if current:
-            _load_details(current.item)
-            return current
-        if len(held) >= MAX_ACTIVE_LEASES:
-            return None
-        _reclaim_expired(campaign=campaign, now=now)
-        want_gold = campaign.gold_fraction > 0 and rng.random() < campaign.gold_fraction
-        item = None
-        for gold in (want_gold, not want_gold):
-            item = _take_item(campaign=campaign, annotator=annotator, gold=gold)
-            if item:
-                break
-        if item is None:
-            return None
-        _load_details(item)
-        order = [slot.candidate_id for slot in item.slots.all()]
-        rng.shuffle(order)  # left/right bias control: every hand-out gets its own order
-        item.campaign = campaign
-        return _lease_create(item=item, annotator=annotator, order=order, now=now,
-                             expires_at=now + timedelta(seconds=campaign.lease_seconds))
+        return _hand_out(campaign=campaign, annotator=annotator, rng=rng or _rng, exclude=exclude)
+
+
+def lease_next_in(*, campaign_id: int, annotator: User, exclude: list[str] | None = None) -> Lease | None:
+    """``lease_next`` for a campaign known by id (the API's ``next``): the campaign is read with
+    the annotator's lock, one statement fewer on the hottest call. 404 when it does not exist."""
+    with transaction.atomic():
+        locked = _lock_annotator_in(campaign_id=campaign_id, annotator=annotator)
+        if locked is None:
+            raise NotFound("No Campaign matches the given query.", code="not_found")
+        campaign, allowed = locked
+        _refuse_unless_active(campaign)
+        if not allowed:
+            raise NotAllowed("You are not assigned to this campaign.")
+        return _hand_out(campaign=campaign, annotator=annotator, rng=_rng, exclude=exclude)
+
+
+def _hand_out(*, campaign: Campaign, annotator: User, rng: random.Random, exclude: list[str] | None) -> Lease | None:
+    """The held lease to show or a new one, inside the caller's transaction and annotator lock."""
+    now = timezone.now()
+    excluded = {str(u) for u in exclude or []}
+    held = _held_leases(campaign=campaign, annotator=annotator, now=now, limit=MAX_ACTIVE_LEASES + len(excluded))
+    current = next((lease for lease in held if str(lease.uid) not in excluded), None)
+    if current:
+        _load_details(current.item)
+        return current
+    if len(held) >= MAX_ACTIVE_LEASES:
+        return None
+    _reclaim_expired(campaign=campaign, now=now)
+    want_gold = campaign.gold_fraction > 0 and rng.random() < campaign.gold_fraction
+    item = None
+    for gold in (want_gold, not want_gold):
+        item = _take_item(campaign=campaign, annotator=annotator, gold=gold)
+        if item:
+            break
+    if item is None:
+        return None
+    _load_details(item)
+    order = [slot.candidate_id for slot in item.slots.all()]
+    rng.shuffle(order)  # left/right bias control: every hand-out gets its own order
+    item.campaign = campaign
+    return _lease_create(item=item, annotator=annotator, order=order, now=now,
+                         expires_at=now + timedelta(seconds=campaign.lease_seconds))
 
 
 def _lease_create(*, item: Item, annotator: User, order: list[int], now: datetime, expires_at: datetime) -> Lease:

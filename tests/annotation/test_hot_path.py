@@ -41,7 +41,7 @@ MAX_NEXT_STATEMENTS, MAX_SUBMIT_STATEMENTS = 12, 8
 # What they are now (token auth; see the queue ADR); a new statement on the path must be a decision.
 # Submit reads the lease, its item, campaign and slots in one locking statement and writes the
 # judgments, the lease and the item in one more (PostgreSQL).
-NEXT_STATEMENTS, SUBMIT_STATEMENTS = 8, 3
+NEXT_STATEMENTS, SUBMIT_STATEMENTS = 7, 3
 
 
 def token_client(user) -> APIClient:
@@ -331,3 +331,22 @@ def test_the_hand_out_and_submit_payloads_equal_what_the_serializers_would_send(
     lease.refresh_from_db()
     lease.item.refresh_from_db()
     assert (lease.state, lease.item.status, lease.item.completed_count) == (LeaseState.SUBMITTED, ItemStatus.DONE, 1)
+
+
+def test_next_refuses_an_unknown_campaign_an_outsider_and_a_paused_campaign_in_the_api_error_shape():
+    """``next`` reads the campaign in the annotator-lock statement (``lease_next_in``); the
+    refusals stay what they were: 404 for no such campaign, 403 for an annotator not listed on a
+    restricted campaign, 409 while it is not running, and none of them leaves a lease behind."""
+    campaign = make_campaign(n_samples=2, overlap=1, criteria=["structure"])
+    member, outsider = make_user("member", "annotator"), make_user("outsider", "annotator")
+    campaign.annotators.add(member)
+    missing = token_client(member).post("/api/campaigns/987654/next/", {}, format="json")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found", missing.content
+    refused = token_client(outsider).post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert refused.status_code == 403 and "not assigned" in refused.json()["message"], refused.content
+    campaign_set_status(campaign=campaign, status="paused")
+    paused = token_client(member).post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert paused.status_code == 409 and paused.json()["code"] == "campaign_not_active", paused.content
+    assert not Lease.objects.filter(item__campaign=campaign).exists()
+    campaign_set_status(campaign=campaign, status="active")
+    assert token_client(member).post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").status_code == 200
