@@ -6,7 +6,6 @@ run as jobs on a worker (``rewardtrain/jobs.py`` declares their kinds).
 """
 from __future__ import annotations
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -30,6 +29,7 @@ from .services import (
     baseline_start,
     reward_evaluation_start,
     reward_run_cancel,
+    reward_run_config,
     reward_run_resume,
     reward_run_start,
     reward_score_start,
@@ -72,13 +72,18 @@ class RunIn(serializers.Serializer):
             raise serializers.ValidationError("Must be greater than 0.")
         return value
 
-    def start_kwargs(self) -> dict:
-        """The validated input as ``reward_run_start``'s keyword arguments."""
+    def config_kwargs(self) -> dict:
+        """The validated input as ``reward_run_config``'s keyword arguments."""
         v = self.validated_data
         overrides = dict(v["overrides"])
         overrides.update({k: v[k] for k in ("max_steps", "batch_size", "lr") if v.get(k) is not None})
         return {"snapshot": v["snapshot"], "base_model": v["base_model"] or None, "preset": v["preset"],
-                "overrides": overrides, "name": v["name"], "processes": v["processes"]}
+                "overrides": overrides}
+
+    def start_kwargs(self) -> dict:
+        """The validated input as ``reward_run_start``'s keyword arguments."""
+        return {**self.config_kwargs(), "name": self.validated_data["name"],
+                "processes": self.validated_data["processes"]}
 
 
 class RunOut(serializers.ModelSerializer):
@@ -263,13 +268,8 @@ class RunPreviewApi(_Staff):
     def post(self, request):
         data = RunIn(data=request.data)
         data.is_valid(raise_exception=True)
-        # The start service is the one source of the resolution rules; its rows are rolled back.
-        with transaction.atomic():
-            run = reward_run_start(**data.start_kwargs(), user=request.user, enqueue=False)
-            config = dict(run.config)
-            transaction.set_rollback(True)
-        config["output_dir"] = "(assigned when the run starts)"
-        return Response({"config": config})
+        _, config = reward_run_config(**data.config_kwargs())  # the start's own resolution, nothing written
+        return Response({"config": config.to_dict()})
 
 
 class RunDetailApi(_Staff):

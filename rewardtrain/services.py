@@ -60,18 +60,17 @@ def _finite(value):
 
 # --- start / cancel / resume -----------------------------------------------------------------------
 
-def reward_run_start(
-    *, snapshot: DatasetSnapshot, base_model: str | None = None, preset: str = "tiny",
-    overrides: dict | None = None, user: User | None = None, name: str = "", enqueue: bool = True,
-    processes: int = 1,
-) -> RewardRun:
-    """Validate, record a RewardRun + Job with the final resolved config, send it after commit.
+#: What a preview's config says where the run folder will be (its job id names it).
+PREVIEW_OUTPUT_DIR = "(assigned when the run starts)"
 
-    ``processes`` > 1 trains under torchrun (DDP) on the worker's machine; the global batch and
-    so the loss curve stay the same (docs/reward-model.md).
-    """
-    if not 1 <= int(processes) <= 64:
-        raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
+
+def reward_run_config(
+    *, snapshot: DatasetSnapshot, base_model: str | None = None, preset: str = "tiny",
+    overrides: dict | None = None, output_dir: str = PREVIEW_OUTPUT_DIR,
+) -> tuple[str, RewardTrainConfig]:
+    """The base model and validated ``RewardTrainConfig`` a run would train with, writing nothing:
+    the preset, the user's overrides, then the platform's fields (device, base model, snapshot and
+    run folders). The run form's live preview (``runs/preview/``) shows exactly this."""
     overrides = dict(overrides or {})
     if snapshot.status != JobStatus.SUCCEEDED or not snapshot.path:
         raise ApplicationError("The snapshot has not been built successfully.",
@@ -92,17 +91,33 @@ def reward_run_start(
                                   is_registered=lambda value: RewardModel.objects.filter(path=value).exists())
     else:
         base = str(default_base_model_dir())
-    with transaction.atomic():
+    data = {"device": settings.ML_DEVICE, **preset_fields, **overrides,
+            "base_model": base, "snapshot_dir": snapshot.path, "output_dir": output_dir}
+    try:
+        return base, RewardTrainConfig.from_dict(data)
+    except ValueError as exc:
+        raise ApplicationError("The training configuration is invalid.", fields={"overrides": [str(exc)]}) from None
+
+
+def reward_run_start(
+    *, snapshot: DatasetSnapshot, base_model: str | None = None, preset: str = "tiny",
+    overrides: dict | None = None, user: User | None = None, name: str = "", enqueue: bool = True,
+    processes: int = 1,
+) -> RewardRun:
+    """Validate (``reward_run_config``), record a RewardRun + Job with the final resolved config,
+    send it after commit.
+
+    ``processes`` > 1 trains under torchrun (DDP) on the worker's machine; the global batch and
+    so the loss curve stay the same (docs/reward-model.md).
+    """
+    if not 1 <= int(processes) <= 64:
+        raise ApplicationError("Invalid process count.", fields={"processes": ["Use 1 to 64."]})
+    with transaction.atomic():  # a refused config rolls the new job back
         job = job_start(kind=JobKind.REWARD, name=name or f"reward model on {snapshot.name}", config={}, user=user,
                         enqueue=enqueue)
         output_dir = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
-        data = {"device": settings.ML_DEVICE, **preset_fields, **overrides,
-                "base_model": base, "snapshot_dir": snapshot.path, "output_dir": str(output_dir)}
-        try:
-            config = RewardTrainConfig.from_dict(data)
-        except ValueError as exc:
-            raise ApplicationError("The training configuration is invalid.", fields={"overrides": [str(exc)]}) \
-                from None
+        base, config = reward_run_config(snapshot=snapshot, base_model=base_model, preset=preset,
+                                         overrides=overrides, output_dir=str(output_dir))
         resolved = config.to_dict()
         job.config = resolved
         job.run_dir = str(output_dir)
