@@ -21,6 +21,7 @@ from core.artifacts import (
     artifact_fetch,
     artifact_fetch_if_published,
     artifact_fetch_latest_child,
+    artifact_file,
     artifact_local,
     artifact_publish,
     artifact_store,
@@ -273,7 +274,7 @@ def reward_score_start(*, model: RewardModel, pairs: list[dict], user: User | No
     # The criteria a model can score are those of the vocabulary it was trained on (its card).
     card = Path(model.path) / REWARD_CARD
     try:
-        read = read_reward_card(model.path)
+        read = read_reward_card(artifact_file(model.path, REWARD_CARD).parent)  # the card, not the weights
         vocabulary = read.vocabulary() if read is not None else BUILTIN
     except (ValueError, VocabularyError) as exc:
         raise ApplicationError("The reward model's card is unreadable.", fields={"model": [f"{card}: {exc}"]}) from None
@@ -314,7 +315,7 @@ def reward_score_execute(job: Job, reporter: JobReporter) -> dict:
     model = RewardModel.objects.get(pk=job.config["reward_model_id"])
     pairs = job.config["pairs"]
     cands = {c.pk: c for c in Candidate.objects.filter(pk__in={p[k] for p in pairs for k in ("first", "second")})}
-    scorer = RewardScorer.from_pretrained(model.path, device=_scoring_device(model))
+    scorer = RewardScorer.from_pretrained(str(artifact_fetch_if_published(model.path)), device=_scoring_device(model))
     requests = []
     for p in pairs:
         images = []
@@ -372,7 +373,7 @@ def reward_evaluation_execute(job: Job, reporter: JobReporter) -> dict:
 
     evaluation = RewardEvaluation.objects.select_related("reward_model__run", "snapshot").get(job=job)
     model = evaluation.reward_model
-    report = evaluate(model.path, evaluation.snapshot.path, split=None if evaluation.split == "all" else evaluation.split,
+    report = evaluate(str(artifact_fetch_if_published(model.path)), str(artifact_fetch(evaluation.snapshot.path)), split=None if evaluation.split == "all" else evaluation.split,
                       device=_scoring_device(model))
     report["table"] = format_table(report)
     report = _finite(report)
@@ -438,7 +439,7 @@ def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dic
             on_progress(event)
 
     try:
-        card = train_baseline(BaselineConfig.from_dict(run.config), run.snapshot.path, run.output_dir,
+        card = train_baseline(BaselineConfig.from_dict(run.config), str(artifact_fetch(run.snapshot.path)), run.output_dir,
                               progress=progress, should_stop=reporter.should_stop)
     except BaselineStopped as exc:
         raise JobCancelled(str(exc)) from exc

@@ -23,7 +23,7 @@ from core.artifacts import artifact_fetch, artifact_store
 from enginekit.objectstore import MARKER
 from jobs.models import Job, JobStatus
 from rewardtrain.models import RewardModel, RewardRun
-from rewardtrain.services import reward_run_resume, reward_run_start
+from rewardtrain.services import reward_run_resume, reward_run_start, reward_score_start
 from tests.annotation.test_snapshots import annotate
 from tests.conftest import WorkerHandle, _print_worker_state, wait_for
 from tests.factories import make_campaign, make_user
@@ -196,7 +196,20 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     from tests.policytrain.test_policy_runs import make_samples
 
     samples = make_samples("fill", n=2, prefix="dist")
-    on_web.rename(on_web.with_name("moved"))  # the card must come from the store, not the copy above
+    # The web host and host B share this machine's disk: move both copies away, so that the web host
+    # reads the model's card from the store and host B fetches the model again.
+    on_web.rename(on_web.with_name("moved"))
+    Path(model.path).rename(Path(model.path).with_name("final-moved"))
+
+    # --- scoring: checked on the web host against the card in the store, scored on host B
+    first, second = candidate.sample.candidates.order_by("id").values_list("id", flat=True)[:2]
+    scoring = reward_score_start(model=model, pairs=[{"first": first, "second": second, "criterion": "structure"}])
+    scoring = wait_for(lambda: (j := Job.objects.get(pk=scoring.pk)).is_finished and j, timeout=120,
+                       message="the scoring job on host B")
+    assert scoring.status == JobStatus.SUCCEEDED, scoring.error
+    assert 0.0 <= scoring.result["scores"][0]["p_yes"] <= 1.0
+    assert (tmp_path / "web" / "artifacts" / ".files" / final_key / "onereward.json").is_file()
+    assert (Path(model.path) / "onereward.json").is_file()  # fetched again by host B
     policy = policy_run_start(reward_model=model, overrides={**RL_FAST, "sample_grid_every": 0})
     conditions_key = artifact_store().key_for(policy.conditions_dir)
     assert f"{conditions_key}/{MARKER}" in _published(s3, conditions_key)
