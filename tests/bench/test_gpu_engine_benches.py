@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +20,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow  # a benchmark dry run trains both cases end to end: the full suite runs it, `make check` does not
 def test_reward_engine_dry_run(capsys, tmp_path):
     out = load("reward_engine").main(["--dry-run", "--work", str(tmp_path)])
     assert [(r["case"], r["status"]) for r in out["rows"]] == [("reward lora", "ok"), ("reward full", "ok")]
@@ -28,6 +30,7 @@ def test_reward_engine_dry_run(capsys, tmp_path):
     assert lines[-1].startswith("result: reward lora:") and "tokens/s" in lines[-1] and "MFU" in lines[-1]
 
 
+@pytest.mark.slow  # as above
 def test_rl_engine_dry_run(capsys, tmp_path):
     module = load("rl_engine")
     out = module.main(["--dry-run", "--work", str(tmp_path)])

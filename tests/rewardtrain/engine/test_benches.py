@@ -3,9 +3,12 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow  # a benchmark dry run trains both cases end to end: the full suite runs it, `make check` does not
 def test_reward_7b_dry_run(capsys):
     spec = importlib.util.spec_from_file_location("reward_7b", REPO / "bench" / "gpu" / "reward_7b.py")
     module = importlib.util.module_from_spec(spec)

@@ -8,6 +8,8 @@ from safetensors.torch import load_file
 
 from rewardtrain.engine.train import RunCancelled, train
 
+pytestmark = pytest.mark.slow  # full training runs: the full suite runs them, `make check` does not
+
 
 def test_final_holds_the_best_val_evaluation(base_config, synthetic_snapshot, tmp_path):
     # On this seed the tiny model's val accuracy peaks within the first steps and then drifts down
