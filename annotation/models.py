@@ -401,13 +401,12 @@ class ImportStatus(models.TextChoices):
 class ImportBatch(models.Model):
     """The record of one import: all-or-nothing, with a per-row error report when it fails.
 
-    An upload runs as a job (``job``: status, progress); ``manage.py import_samples`` imports
-    inline and records no job."""
+    Every import runs as a job (``job``: status, progress), an upload on a worker and ``manage.py
+    import_samples`` in its own process; the batch keeps the outcome (counts, row errors)."""
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     source_name = models.CharField(max_length=300)
-    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
     samples_created = models.PositiveIntegerField(default=0)
     candidates_created = models.PositiveIntegerField(default=0)
     split_counts = models.JSONField(default=dict, blank=True, help_text="New samples per split, e.g. {\"train\": 3}.")
@@ -422,6 +421,18 @@ class ImportBatch(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} {self.status}"
+
+    # The import's status is its job's (ADR 0002, ADR 0014: the Job row is the only source of
+    # status); the batch keeps no copy that could disagree with it. Lists select_related("job").
+    @property
+    def status(self) -> str:
+        """queued / running / succeeded / failed, as its job. A cancelled job is a failed import
+        (nothing was imported; the reason is in ``errors``), so the import keeps its four states.
+        Without a job (its row was deleted) the outcome the batch recorded decides."""
+        if self.job_id is None:
+            return ImportStatus.FAILED if self.errors else ImportStatus.SUCCEEDED
+        status = self.job.status
+        return ImportStatus.FAILED if status == "cancelled" else status
 
 
 class DatasetSnapshot(models.Model):

@@ -63,15 +63,15 @@ def imports(request: HttpRequest) -> HttpResponse:
             return redirect(f"{reverse('dash-imports')}?batch={batch.pk}")
     batch = None if posted else _shown_batch(request)
     job = batch.job if batch is not None else None
-    unfinished = batch is not None and batch.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
-    running = unfinished and job is not None and not job.is_finished
+    # The batch's status is its job's (ImportBatch.status).
+    running = batch is not None and batch.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
     errors = batch.errors if batch is not None and batch.status == ImportStatus.FAILED else []
-    if unfinished and not running:
+    if batch is not None and batch.status == ImportStatus.FAILED and not errors:
         # The job ended before its batch recorded why (cancelled while queued, its worker lost):
         # the batch says so once the task has run; until then the job's reason is the report.
         reason = job.error.splitlines()[0] if job is not None and job.error else "the import job stopped."
         errors = [{"line": 0, "error": reason}]
-    recent = ImportBatch.objects.select_related("created_by").order_by("-id")[:RECENT_IMPORTS]
+    recent = ImportBatch.objects.select_related("created_by", "job").order_by("-id")[:RECENT_IMPORTS]
     response = _dash(request, "imports.html", "imports", form=form, batch=batch, running=running, job=job,
                      errors=errors, recent=recent)
     if posted:

@@ -10,6 +10,7 @@ from ..models import (
     Candidate,
     Criterion,
     ImportBatch,
+    ImportStatus,
     Judgment,
     Lease,
     Sample,
@@ -266,6 +267,8 @@ class ImportBatchOut(serializers.ModelSerializer):
     then its counts and new samples per split, or every row error (nothing imported)."""
 
     url = serializers.SerializerMethodField()
+    # The batch's status is its job's (ImportBatch.status): declared, as the model has no column.
+    status = serializers.ChoiceField(choices=ImportStatus.choices, read_only=True)
     job = serializers.SerializerMethodField()
 
     class Meta:
@@ -283,7 +286,7 @@ class ImportBatchOut(serializers.ModelSerializer):
     def get_job(self, obj: ImportBatch) -> dict | None:
         job = obj.job
         if job is None:
-            return None  # imported inline (manage.py import_samples)
+            return None  # imported inline before imports recorded a job, or its job was deleted
         metrics = job.last_metrics or {}
         return {"id": job.pk, "status": job.status, "progress": job.progress, "phase": metrics.get("phase"),
                 "rows_done": metrics.get("rows_done"), "rows_total": metrics.get("rows_total"),

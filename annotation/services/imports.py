@@ -23,12 +23,13 @@ Every row is validated before anything is written and every error of every row i
 (one ``{"line", "error"}`` entry per error); one bad row fails the whole import, and no file or
 row is left behind.
 
-An upload (the API, the dashboard's Import page, the admin) runs as a job: ``import_start``
-checks what is cheap to check in the request (size caps, a readable zip, the manifest), stores
-the upload, records the ``ImportBatch`` and its job and enqueues it; ``import_execute`` (the
-Celery task body) validates and writes with progress, records the outcome on the batch and
-deletes the stored upload. ``import_samples`` is the same import inline (``manage.py
-import_samples`` and tests).
+Every import runs as a job, and the batch's status is its job's. An upload (the API, the
+dashboard's Import page, the admin): ``import_start`` checks what is cheap to check in the
+request (size caps, a readable zip, the manifest), stores the upload, records the ``ImportBatch``
+and its job and enqueues it; ``import_job`` (the job's body) validates and writes with progress
+and records the outcome on the batch, and ``import_finished`` deletes the stored upload.
+``import_samples`` (``manage.py import_samples`` and tests) records the same job for a folder or
+zip on this host and runs it here through ``jobs.services.job_run``, as a worker would.
 """
 from __future__ import annotations
 
@@ -361,11 +362,11 @@ def _validate(src: _Source, *, progress: ImportProgress | None = None) -> tuple[
 
 
 def _run(src: _Source, batch: ImportBatch, *, progress: ImportProgress | None = None) -> ImportBatch:
-    """Validate, then write everything or nothing; the outcome is saved on ``batch`` (created
-    when it is not saved yet). Raises ImportFailed when any row is bad."""
+    """Validate, then write everything or nothing; the outcome is saved on ``batch``. Raises
+    ImportFailed when any row is bad (the job then fails)."""
     rows, errors = _validate(src, progress=progress)
     if errors:
-        batch.status, batch.errors = ImportStatus.FAILED, errors
+        batch.errors = errors
         batch.samples_created = batch.candidates_created = 0
         batch.split_counts = {}
         batch.save()
@@ -374,12 +375,27 @@ def _run(src: _Source, batch: ImportBatch, *, progress: ImportProgress | None = 
 
 
 def import_samples(*, path: Path, user: User | None = None, source_name: str = "") -> ImportBatch:
-    """Import a folder or zip inline: validate every row, then create all samples and candidates,
-    or nothing (raises ImportFailed, with the failed batch recorded). ``source_name`` is the
-    uploaded file's name for the record (default: the name of ``path``)."""
-    src = _Source(Path(path))
-    record_name = Path(source_name).name[:300] or Path(path).name
-    return _run(src, ImportBatch(created_by=user, source_name=record_name, status=ImportStatus.RUNNING))
+    """Import a folder or zip on this host in this process: record an import job and its batch and
+    run the job here (``job_run``, what a worker does), so the import has a job like an upload's.
+    Every row is validated, then all samples and candidates are created, or nothing: raises
+    ImportFailed with the failed batch (its row errors, or the job's reason as line 0). A source
+    that is not importable at all (no manifest, a damaged zip) raises ApplicationError before
+    anything is recorded. ``source_name`` names the record (default: the name of ``path``)."""
+    path = Path(path).resolve()
+    _manifest_lines(_Source(path))  # the request-level checks an upload gets in import_start
+    record_name = Path(source_name).name[:300] or path.name
+    with transaction.atomic():
+        # The operator's own folder or zip, named by its path: read where it is, never deleted.
+        job = job_start(kind=JobKind.IMPORT, name=f"import {record_name}", config={"path": str(path)}, user=user,
+                        enqueue=False)
+        batch = ImportBatch.objects.create(created_by=user, source_name=record_name, job=job)
+        job.config = {**job.config, "batch_id": batch.pk}
+        job.save(update_fields=["config"])
+    job_run(job.pk)
+    batch = ImportBatch.objects.select_related("job").get(pk=batch.pk)
+    if batch.status != ImportStatus.SUCCEEDED:
+        raise ImportFailed(batch)
+    return batch
 
 
 def _uploads_root() -> Path:
@@ -430,7 +446,7 @@ def import_start(*, upload: UploadedFile, user: User | None, enqueue: bool = Tru
             # A broker outage leaves it queued, said on the job (not a 500).
             job = job_start(kind=JobKind.IMPORT, name=f"import {name}", config={"upload": path.name}, user=user,
                             enqueue=enqueue)
-            batch = ImportBatch.objects.create(created_by=user, source_name=name, status=ImportStatus.QUEUED, job=job)
+            batch = ImportBatch.objects.create(created_by=user, source_name=name, job=job)
             job.config = {**job.config, "batch_id": batch.pk}
             job.save(update_fields=["config"])
     except BaseException:
@@ -467,22 +483,33 @@ def _batch_result(batch: ImportBatch) -> dict:
 def _sync_from_job(batch: ImportBatch, job: Job) -> None:
     """A job that failed or was cancelled before its batch recorded an outcome (a damaged upload,
     a lost worker, a cancel) fails the batch with the job's reason."""
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and not batch.errors:
         reason = job.error.splitlines()[0] if job.error else f"the import job was {job.status}."
-        ImportBatch.objects.filter(pk=batch.pk, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]).update(
-            status=ImportStatus.FAILED, errors=[{"line": 0, "error": reason}])
+        ImportBatch.objects.filter(pk=batch.pk, errors=[]).update(errors=[{"line": 0, "error": reason}])
+
+
+def _outcome_recorded(batch: ImportBatch) -> bool:
+    """True once the body wrote the batch's outcome: row errors, or what the import created. A
+    successful import that created nothing can run again unseen, and creates nothing again."""
+    return bool(batch.errors or batch.samples_created or batch.candidates_created)
+
+
+def _job_source(job: Job) -> Path:
+    """What the job imports: the stored upload, or the folder or zip that ``import_samples`` named."""
+    if job.config.get("path"):
+        return Path(job.config["path"])
+    return _uploads_root() / Path(str(job.config.get("upload", ""))).name
 
 
 def import_job(job: Job, reporter: JobReporter) -> dict:
     """The import kind's job body (jobs.registry): import the stored upload with progress."""
     batch = ImportBatch.objects.get(job=job)
-    if batch.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED):
-        return _batch_result(batch)  # a redelivered message after the outcome was committed
-    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
-    batch.status = ImportStatus.RUNNING
-    path = _uploads_root() / Path(str(job.config.get("upload", ""))).name
-    if not path.is_file():
-        raise ApplicationError("The stored upload is gone; upload the zip again.")
+    if _outcome_recorded(batch):
+        return _batch_result(batch)  # taken over after the outcome was committed: not twice
+    path = _job_source(job)
+    if not path.exists():
+        raise ApplicationError(f"{path} is gone; import it again." if job.config.get("path")
+                               else "The stored upload is gone; upload the zip again.")
     batch = _run(_Source(path), batch, progress=_job_progress(reporter))
     reporter.log(f"imported {batch.samples_created} samples and {batch.candidates_created} candidates")
     return _batch_result(batch)
@@ -494,7 +521,8 @@ def import_finished(job: Job) -> None:
     batch = ImportBatch.objects.filter(job=job).first()
     if batch is not None:
         _sync_from_job(batch, job)
-    (_uploads_root() / Path(str(job.config.get("upload", ""))).name).unlink(missing_ok=True)
+    if job.config.get("upload"):  # a stored upload; an operator's own folder or zip stays
+        (_uploads_root() / Path(str(job.config["upload"])).name).unlink(missing_ok=True)
 
 
 def import_execute(job_id: int) -> ImportBatch | None:
@@ -531,7 +559,7 @@ def _write_rows(rows: list[_Row], batch: ImportBatch, *, progress: ImportProgres
                                               params=cand["params"], source_ref=cand["source_ref"], _save=save)
                     n_cand += 1
             per_split = Counter(row.split for row in rows if row.existing is None)
-            batch.status, batch.errors = ImportStatus.SUCCEEDED, []
+            batch.errors = []
             batch.samples_created, batch.candidates_created = n_samples, n_cand
             batch.split_counts = {split: per_split[split] for split in Split.values if per_split[split]}
             batch.save()  # in the same transaction: a succeeded batch means its rows are there

@@ -158,8 +158,10 @@ def test_a_failed_write_leaves_no_orphan_files(tmp_path, monkeypatch, settings):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(imports, "candidate_create_from_png", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ImportFailed) as info:
         import_samples(path=write_folder(tmp_path / "imp", [row()], base_files()))
+    assert info.value.batch.errors == [{"line": 0, "error": "RuntimeError: disk full"}]
+    assert info.value.batch.job.status == JobStatus.FAILED
     assert not Sample.objects.exists()
     media = Path(settings.MEDIA_ROOT)
     assert not [p for p in media.rglob("*") if p.is_file()]
@@ -169,8 +171,14 @@ def test_management_command_imports_and_reports_bad_rows(tmp_path):
     from django.core.management import CommandError, call_command
 
     out = io.StringIO()
-    call_command("import_samples", str(write_folder(tmp_path / "ok", [row()], base_files())), stdout=out)
+    source = write_folder(tmp_path / "ok", [row()], base_files())
+    call_command("import_samples", str(source), stdout=out)
     assert "Imported 1 samples and 2 candidates" in out.getvalue()
+    # The command records an import job and runs it here, as a worker would; the status is the job's.
+    batch = ImportBatch.objects.select_related("job").get()
+    assert (batch.job.kind, batch.job.status, batch.status) == (JobKind.IMPORT, JobStatus.SUCCEEDED, "succeeded")
+    assert batch.job.config == {"path": str(source.resolve()), "batch_id": batch.pk}
+    assert f"job {batch.job_id}" in out.getvalue() and (source / "manifest.jsonl").is_file()  # left where it is
     bad = write_folder(tmp_path / "bad", [row("s9", task="paint")], base_files())
     err = io.StringIO()
     with pytest.raises(CommandError, match="nothing was imported"):

@@ -7,7 +7,8 @@ from core.errors import ApplicationError
 
 
 class Command(BaseCommand):
-    help = "Import samples and candidates from a folder or .zip holding manifest.jsonl (all-or-nothing)."
+    help = ("Import samples and candidates from a folder or .zip holding manifest.jsonl (all-or-nothing), "
+            "as an import job run in this process.")
 
     def add_arguments(self, parser):
         parser.add_argument("path", help="folder or .zip with manifest.jsonl at its top")
@@ -21,9 +22,10 @@ class Command(BaseCommand):
         except ImportFailed as exc:
             for row in exc.batch.errors:
                 self.stderr.write(f"  line {row['line']}: {row['error']}")
-            raise CommandError(exc.message) from None
+            raise CommandError(f"{exc.message} (import {exc.batch.pk}, job {exc.batch.job_id})") from None
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(self.style.SUCCESS(
-            f"Imported {batch.samples_created} samples and {batch.candidates_created} candidates (import {batch.pk})."
+            f"Imported {batch.samples_created} samples and {batch.candidates_created} candidates "
+            f"(import {batch.pk}, job {batch.job_id})."
         ))
