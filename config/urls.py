@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/policy/", include("policytrain.urls")),
     path("api/reward/", include("rewardtrain.urls")),
+    path("api/jobs/", include("jobs.urls")),
     path("api/dashboard/", include("frontend.api_urls")),
     path("api/", include("annotation.api.urls")),
     path("", include("annotation.media_urls")),

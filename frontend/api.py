@@ -1,10 +1,10 @@
 """JSON API behind the dashboard pages, under /api/dashboard/ (scientists and curators only).
 
 What only the dashboard's pages need: the unified job list and detail, overlays, lineage graphs,
-comparisons, campaign progress and the leaderboard. Its only writes are a job's cancel, resume and
-tags, through ``rewardtrain.services``, ``policytrain.services``, ``jobs.services`` and
-``frontend.services``; runs and campaigns are started through their own apps' APIs
-(``/api/reward/``, ``/api/policy/``, ``/api/campaigns/``). Nothing here imports torch.
+comparisons, campaign progress and the leaderboard. Its only write is a job's tags
+(``frontend.services``); jobs are cancelled and resumed through ``/api/jobs/`` (jobs/api.py), runs
+and campaigns started through their own apps' APIs (``/api/reward/``, ``/api/policy/``,
+``/api/campaigns/``). Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -19,15 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Campaign, DatasetSnapshot
-from core.errors import ApplicationError, Conflict
+from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsStaffRole
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import job_cancel
-from policytrain import services as policy_services
 from policytrain.models import PolicyCheckpoint
 from rewardtrain.models import RewardModel
-from rewardtrain.services import reward_run_cancel, reward_run_resume
 
 from . import selectors as sel
 from . import serializers as out
@@ -72,32 +69,6 @@ class JobDetailApi(_Staff):
     def get(self, request, pk: int):
         job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
         return Response(sel.job_detail(job, after_id=int_query_param(request, "after")))
-
-
-class JobActionApi(_Staff):
-    """POST /jobs/{id}/cancel/ or /jobs/{id}/resume/ (409 when the job's state does not allow it)."""
-
-    @extend_schema(request=None, responses=out.JobSummaryOut, operation_id="dashboard_jobs_action")
-    def post(self, request, pk: int, action: str):
-        job = get_object_or_404(sel.dashboard_jobs(), pk=pk)
-        reward_run, policy_run = sel.related(job, "reward_run"), sel.related(job, "policy_run")
-        if action == "cancel":
-            if reward_run is not None:
-                reward_run_cancel(run=reward_run)
-            elif policy_run is not None:
-                policy_services.policy_run_cancel(run=policy_run)
-            else:
-                job_cancel(job=job)
-        elif action == "resume":
-            if reward_run is not None:
-                reward_run_resume(run=reward_run)
-            elif policy_run is not None:
-                policy_services.policy_run_resume(run=policy_run)
-            else:
-                raise Conflict(f"A {job.get_kind_display().lower()} job cannot be resumed; start a new one.")
-        else:
-            raise ApplicationError(f"Unknown action '{action}'.", fields={"action": ["Use cancel or resume."]})
-        return Response(sel.job_summary(sel.dashboard_jobs().get(pk=pk)))
 
 
 class JobTagsIn(serializers.Serializer):

@@ -9,7 +9,6 @@ urlpatterns = [
     path("jobs/<int:pk>/tags/", api.JobTagsApi.as_view(), name="dash-api-job-tags"),
     path("runs/overlay/", api.RunOverlayApi.as_view(), name="dash-api-overlay"),
     path("jobs/<int:pk>/artifacts/<path:path>", api.JobArtifactApi.as_view(), name="dash-api-artifact"),
-    path("jobs/<int:pk>/<str:action>/", api.JobActionApi.as_view(), name="dash-api-job-action"),
     path("lineage/<str:kind>/<int:pk>/", api.LineageApi.as_view(), name="dash-api-lineage"),
     path("compare/reward-models/", api.CompareRewardModelsApi.as_view(), name="dash-api-compare-rm"),
     path("compare/checkpoints/", api.CompareCheckpointsApi.as_view(), name="dash-api-compare-ckpt"),

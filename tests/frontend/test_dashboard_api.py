@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from annotation.models import Campaign
-from jobs.models import JobStatus
+from jobs.models import Job, JobStatus
 from policytrain.models import PolicyCheckpoint, PolicyRun
 from rewardtrain.models import RewardModel
 from rewardtrain.services import reward_run_start
@@ -36,7 +36,7 @@ API_GET = [
     "/api/policy/checkpoints/", "/api/policy/generations/",
 ]
 API_POST = [
-    "/api/dashboard/jobs/1/cancel/", "/api/dashboard/jobs/1/resume/", "/api/reward/runs/",
+    "/api/jobs/1/cancel/", "/api/jobs/1/resume/", "/api/reward/runs/",
     "/api/reward/runs/preview/", "/api/policy/runs/", "/api/policy/runs/preview/",
     "/api/campaigns/from-candidates/", "/api/snapshots/", "/api/policy/generations/",
 ]
@@ -107,11 +107,22 @@ def test_job_list_filters_cancel_resume_and_errors():
     assert only[0]["links"][0]["url"] == f"/dashboard/snapshots/{snapshot.pk}/"
     assert c.get("/api/dashboard/jobs/?kind=nope").status_code == 400
 
-    resp = c.post(f"/api/dashboard/jobs/{run.job_id}/cancel/")
-    assert resp.status_code == 200 and resp.json()["status"] == JobStatus.CANCELLED and resp.json()["can_resume"]
-    assert c.post(f"/api/dashboard/jobs/{run.job_id}/cancel/").status_code == 409
-    assert c.post(f"/api/dashboard/jobs/{snapshot.job_id}/resume/").status_code == 409
-    assert c.post(f"/api/dashboard/jobs/{run.job_id}/explode/").status_code == 400
+    # Cancel and resume are the jobs domain's (/api/jobs/), answered with the job (JobOut).
+    resp = c.post(f"/api/jobs/{run.job_id}/cancel/")
+    assert resp.status_code == 200 and (resp.json()["id"], resp.json()["status"]) == (run.job_id, JobStatus.CANCELLED)
+    assert c.get("/api/dashboard/jobs/?kind=reward").json()["jobs"][0]["can_resume"]
+    again = c.post(f"/api/jobs/{run.job_id}/cancel/")
+    assert again.status_code == 409 and "already cancelled" in again.json()["message"]
+    # A snapshot build does not resume (the registry says so): 409 with the reason, nothing changed.
+    refused = c.post(f"/api/jobs/{snapshot.job_id}/resume/")
+    assert refused.status_code == 409 and "cannot be resumed" in refused.json()["message"]
+    assert "resume" not in Job.objects.get(pk=snapshot.job_id).config
+    resumed = c.post(f"/api/jobs/{run.job_id}/resume/")
+    assert resumed.status_code == 200 and resumed.json()["status"] == JobStatus.QUEUED
+    assert Job.objects.get(pk=run.job_id).config["resume"] is True
+    assert c.post(f"/api/jobs/{run.job_id}/resume/").status_code == 409  # queued: nothing to resume
+    assert c.post("/api/jobs/999999/cancel/").status_code == 404
+    assert c.post(f"/api/dashboard/jobs/{run.job_id}/cancel/").status_code in (404, 405)  # the old route is gone
 
 
 def test_reward_form_api_validates_previews_and_starts():

@@ -132,7 +132,7 @@
       ? `Cancel “${job.name}”? A running job stops before its next step and keeps a checkpoint to resume from.`
       : `Resume “${job.name}” from its newest checkpoint?`;
     if (!(await confirmAction(text, action === "cancel" ? "Cancel run" : "Resume"))) return;
-    const r = await api(`/api/dashboard/jobs/${job.id}/${action}/`, { method: "POST" });
+    const r = await api(`/api/jobs/${job.id}/${action}/`, { method: "POST" });
     if (!r.ok) window.alert(r.data.message || `Could not ${action} the job.`);
     if (after) after();
   }
