@@ -23,6 +23,7 @@ from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsStaffRole
 from jobs.models import Job, JobKind, JobStatus
+from jobs.selectors import queue_overview
 from policytrain.models import PolicyCheckpoint
 from rewardtrain.models import RewardModel
 
@@ -60,6 +61,15 @@ class JobListApi(_Staff):
                                                                                                   flat=True):
             counts[value] += 1
         return Response({"jobs": [sel.job_summary(j) for j in jobs[:limit]], "counts": counts})
+
+
+class QueueOverviewApi(_Staff):
+    """GET: per queue, the workers consuming it and its jobs waiting and running
+    (``jobs.selectors.queue_overview``; the workers are asked at most every few seconds)."""
+
+    @extend_schema(responses=out.QueueOverviewOut)
+    def get(self, request):
+        return Response(queue_overview())
 
 
 class JobDetailApi(_Staff):

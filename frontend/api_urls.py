@@ -5,6 +5,7 @@ from . import api
 
 urlpatterns = [
     path("jobs/", api.JobListApi.as_view(), name="dash-api-jobs"),
+    path("jobs/queues/", api.QueueOverviewApi.as_view(), name="dash-api-queues"),
     path("jobs/<int:pk>/", api.JobDetailApi.as_view(), name="dash-api-job"),
     path("jobs/<int:pk>/tags/", api.JobTagsApi.as_view(), name="dash-api-job-tags"),
     path("runs/overlay/", api.RunOverlayApi.as_view(), name="dash-api-overlay"),

@@ -54,6 +54,23 @@ class JobListOut(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField(), help_text="Jobs per status.")
 
 
+class QueueOut(serializers.Serializer):
+    """One Celery queue (``jobs.selectors.queue_overview``)."""
+
+    name = serializers.CharField()
+    kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices),
+                                  help_text="The job kinds sent to this queue (none: only a worker consumes it).")
+    workers = serializers.ListField(child=serializers.CharField(), allow_null=True,
+                                    help_text="The workers consuming it; null when the broker is unreachable.")
+    waiting = serializers.IntegerField(help_text="Its jobs queued and not yet claimed by a worker.")
+    running = serializers.IntegerField()
+
+
+class QueueOverviewOut(serializers.Serializer):
+    broker_reachable = serializers.BooleanField()
+    queues = QueueOut(many=True)
+
+
 class ArtifactOut(serializers.Serializer):
     path = serializers.CharField()
     size = serializers.IntegerField()

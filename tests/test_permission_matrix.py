@@ -145,6 +145,7 @@ POLICY: dict[str, Policy] = {
     "api-job-resume": P(STAFF, "POST"),
     # frontend/api_urls.py
     "dash-api-jobs": P(STAFF),
+    "dash-api-queues": P(STAFF),
     "dash-api-job": P(STAFF),
     "dash-api-job-tags": P(STAFF, "POST"),
     "dash-api-overlay": P(STAFF),

@@ -401,6 +401,44 @@
     syncOverlay();
     refresh();
     setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
+    queuePanel();
+  }
+
+  // The Runs page's queues panel: workers per queue and jobs waiting (GET /api/dashboard/jobs/queues/,
+  // which asks the workers at most every few seconds, so polling faster would show nothing new).
+  const QUEUE_POLL_MS = 5000;
+
+  function queuePanel() {
+    const body = $("#queue-body");
+    const alert = $("#queue-alert");
+    if (!body) return;
+    let last = "";
+
+    function workersCell(q) {
+      if (q.workers === null) return el("td", { class: "muted", text: "unknown" });
+      if (!q.workers.length) {
+        return el("td", {}, el("strong", { text: "0" }), q.waiting ? " — no worker takes these jobs" : "");
+      }
+      return el("td", {}, el("strong", { text: q.workers.length }), " ", el("span", { class: "muted small", text: q.workers.join(", ") }));
+    }
+
+    async function refresh() {
+      const r = await api("/api/dashboard/jobs/queues/");
+      if (!r.ok) return;
+      const text = JSON.stringify(r.data);
+      if (text === last) return;
+      last = text;
+      alert.hidden = r.data.broker_reachable;
+      body.replaceChildren(...r.data.queues.map((q) => el("tr", { "data-queue": q.name },
+        el("th", { scope: "row", class: "no-caps", text: q.name }),
+        el("td", { text: q.kinds.join(", ") || "—" }),
+        workersCell(q),
+        el("td", { class: "num", text: q.waiting }),
+        el("td", { class: "num", text: q.running }))));
+    }
+
+    refresh();
+    setInterval(() => { if (!document.hidden) refresh(); }, QUEUE_POLL_MS);
   }
 
   // ---------------------------------------------------------------- charts
