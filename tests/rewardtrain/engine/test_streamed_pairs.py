@@ -21,7 +21,7 @@ def _big_snapshot(root: Path, n: int, n_test: int) -> Path:
 
 
 def test_read_pairs_streams_the_file_and_keeps_only_the_split(tmp_path, monkeypatch):
-    snap = _big_snapshot(tmp_path / "snap", n=3_000, n_test=10)
+    snap = _big_snapshot(tmp_path / "snap", n=1_500, n_test=10)
     size = (snap / "pairs.jsonl").stat().st_size
     read_pairs(_big_snapshot(tmp_path / "warm", n=2, n_test=1))  # imports and caches before measuring
     for name in ("read_text", "read_bytes"):  # a whole-file read of pairs.jsonl fails the test
