@@ -58,7 +58,8 @@ class QueueOut(serializers.Serializer):
     """One Celery queue (``jobs.selectors.queue_overview``)."""
 
     name = serializers.CharField()
-    kinds = serializers.ListField(child=serializers.ChoiceField(choices=JobKind.choices),
+    # The registry's kinds (what routes jobs), which JobKind's choices need not all list.
+    kinds = serializers.ListField(child=serializers.CharField(),
                                   help_text="The job kinds sent to this queue (none: only a worker consumes it).")
     workers = serializers.ListField(child=serializers.CharField(), allow_null=True,
                                     help_text="The workers consuming it; null when the broker is unreachable.")
