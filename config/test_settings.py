@@ -17,8 +17,14 @@ os.environ.setdefault("DEMO_APP", "true")
 os.environ.setdefault("LOGIN_FAILURES_PER_ACCOUNT", "100000")
 os.environ.setdefault("LOGIN_FAILURES_PER_ADDRESS", "100000")
 os.environ.setdefault("THROTTLE_AUTH", "100000/min")
-# Concurrent runs share one Redis: keep each run's counters apart (inherited by its workers).
+# Concurrent runs share one Redis: keep each run's cache apart (inherited by the Celery workers and
+# servers its tests start). Each pytest-xdist process has its own database, so it gets its own prefix
+# too: the controller's prefix, inherited by every xdist process, would let one process's cached
+# campaign criteria (ids of another database) reach the other.
 _CACHE_PREFIX = os.environ.setdefault("TEST_CACHE_KEY_PREFIX", f"test{os.getpid()}")
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER and not _CACHE_PREFIX.endswith(f"-{_XDIST_WORKER}"):
+    _CACHE_PREFIX = os.environ["TEST_CACHE_KEY_PREFIX"] = f"{_CACHE_PREFIX}-{_XDIST_WORKER}"
 
 from .settings import *  # noqa: E402, F403
 
