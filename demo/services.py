@@ -52,10 +52,10 @@ from annotation.models import Campaign, CampaignMode, Candidate, DatasetSnapshot
 from annotation.services.campaigns import campaign_create, campaign_start
 from annotation.services.imports import candidate_create_from_png, sample_create_from_images
 from annotation.services.snapshots import snapshot_create, snapshot_execute
-from contracts.snapshot import iter_raw_rows, read_raw_rows
+from contracts.snapshot import read_raw_rows
 from core.stats import wilson_interval
-from jobs.models import Job, JobKind, JobStatus
-from jobs.services import job_create, job_execute
+from jobs.models import Job, JobStatus
+from jobs.services import job_execute
 from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base
 from synthetic.annotators import make_pool
 
@@ -424,35 +424,20 @@ def control_reward_model_register(snapshot: DatasetSnapshot, *, base_model: Path
     """The control: the *untrained* reward-model base registered as a RewardModel (a reward job
     whose body copies the base with a model card and evaluates it), so RL can be started on it
     through ``policy_run_start`` like any model."""
-    from rewardtrain.engine.evaluate import evaluate, format_table
-    from rewardtrain.models import RewardModel, RewardRun
-    from rewardtrain.services import _finite
+    from rewardtrain.services import reward_control_run_record, reward_model_register
 
     name = "control (untrained)"
-    job = job_create(kind=JobKind.REWARD, name=f"{name} reward model on {snapshot.name}",
-                     config={"control": True, "base_model": str(base_model), "steps": 0}, user=user)
-    out = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
-    Job.objects.filter(pk=job.pk).update(run_dir=str(out))
-    run = RewardRun.objects.create(job=job, snapshot=snapshot, base_model=str(base_model), preset="control-untrained",
-                                   config=job.config, output_dir=str(out), started_by=user)
+    run = reward_control_run_record(snapshot=snapshot, base_model=str(base_model), name=name, user=user)
 
     def body(job: Job, reporter) -> dict:
-        final = reward_base.untrained_reward_model(base_model, out / "final")
-        split = "test" if _has_pairs(snapshot.path, "test") else "val"
-        report = evaluate(final, snapshot.path, split=split, device=settings.ML_DEVICE)
-        report["table"] = format_table(report)
-        report = _finite(report)
-        model = RewardModel.objects.create(run=run, name=name, path=str(final), base_model=str(base_model),
-                                           template_version=report.get("template_version") or "",
-                                           snapshot=snapshot, eval_split=split, eval_report=report)
-        return {"reward_model_id": model.pk, "eval_split": split, "overall_accuracy": report.get("overall_accuracy")}
+        final = reward_base.untrained_reward_model(base_model, Path(run.output_dir) / "final")
+        model = reward_model_register(run=run, final_dir=str(final), name=name, snapshot_dir=snapshot.path,
+                                      device=settings.ML_DEVICE)
+        return {"reward_model_id": model.pk, "eval_split": model.eval_split,
+                "overall_accuracy": model.eval_report.get("overall_accuracy")}
 
-    _require_succeeded(job_execute(job.pk, body), "control reward model")
-    return RewardModel.objects.get(run=run)
-
-
-def _has_pairs(snapshot_dir: str, split: str) -> bool:
-    return any(row.get("split") == split for _, row in iter_raw_rows(Path(snapshot_dir)))
+    _require_succeeded(job_execute(run.job_id, body), "control reward model")
+    return run.reward_model
 
 
 def rl_overrides(cfg: dict, *, seed: int) -> dict:

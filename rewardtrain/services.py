@@ -30,7 +30,16 @@ from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from enginekit.checkpoints import CHECKPOINTS
 from jobs.models import Job, JobKind, JobStatus
-from jobs.services import JobCancelled, JobReporter, job_cancel, job_execute, job_resume, job_run, job_start
+from jobs.services import (
+    JobCancelled,
+    JobReporter,
+    job_cancel,
+    job_create,
+    job_execute,
+    job_resume,
+    job_run,
+    job_start,
+)
 
 from .engine.baseline_config import BaselineConfig
 from .engine.config import RewardTrainConfig
@@ -197,8 +206,6 @@ def reward_run_execute(job: Job, reporter: JobReporter,
     Every engine error ends the job failed (``job_execute`` records it); the RewardModel row is
     written in one transaction only after both training and evaluation succeeded.
     """
-    from .engine.data import read_pairs
-    from .engine.evaluate import evaluate, format_table
     from .engine.train import RunCancelled, train
 
     run = RewardRun.objects.select_related("snapshot").get(job=job)
@@ -225,25 +232,59 @@ def reward_run_execute(job: Job, reporter: JobReporter,
             result = train(config, progress=progress, should_stop=reporter.should_stop)
         except RunCancelled as exc:
             raise JobCancelled(str(exc)) from exc
-    split = "test" if read_pairs(config.snapshot_dir, split="test") else "val"
-    if not read_pairs(config.snapshot_dir, split=split):
+    model = reward_model_register(run=run, final_dir=result["final_dir"], name=job.name,
+                                  snapshot_dir=config.snapshot_dir, template_version=result.get("template_version") or "",
+                                  batch_size=config.eval_batch_size, device=config.resolved_device())
+    report = model.eval_report
+    reporter.progress({"step": result["steps"], "total_steps": result["total_steps"], "kind": "eval",
+                       "split": model.eval_split, "overall_accuracy": report.get("overall_accuracy")})
+    return _finite({"train": result, "eval_split": model.eval_split, "overall_accuracy": report.get("overall_accuracy"),
+                    "reward_model_id": model.pk})
+
+
+def reward_model_register(*, run: RewardRun, final_dir: str, name: str, snapshot_dir: str, template_version: str = "",
+                          batch_size: int = 8, device: str = "cpu") -> RewardModel:
+    """Evaluate a finished model folder on its run's snapshot (the test split, else val), publish it to the
+    object store and register it as a RewardModel of ``run``.
+
+    The one way a model folder becomes a registered model: a trained run's ``final/`` and a control run's
+    untrained copy (``reward_control_run_record``) both go through here.
+    """
+    from .engine.data import read_pairs
+    from .engine.evaluate import evaluate, format_table
+
+    split = "test" if read_pairs(snapshot_dir, split="test") else "val"
+    if not read_pairs(snapshot_dir, split=split):
         raise ValueError(f"snapshot {run.snapshot_id} has no test or val pairs to evaluate the model on")
-    final_dir = result["final_dir"]
-    report = evaluate(final_dir, config.snapshot_dir, split=split, batch_size=config.eval_batch_size,
-                      device=config.resolved_device())
+    report = evaluate(final_dir, snapshot_dir, split=split, batch_size=batch_size, device=device)
     report["table"] = format_table(report)
     report = _finite(report)
     artifact_publish(final_dir)  # before the model is registered: every host can fetch what it names
-    reporter.progress({"step": result["steps"], "total_steps": result["total_steps"], "kind": "eval",
-                       "split": split, "overall_accuracy": report.get("overall_accuracy")})
+    return RewardModel.objects.create(
+        run=run, name=name, path=str(final_dir), base_model=run.base_model,
+        template_version=template_version or report.get("template_version") or "",
+        snapshot=run.snapshot, eval_split=split, eval_report=report,
+    )
+
+
+def reward_control_run_record(*, snapshot: DatasetSnapshot, base_model: str, name: str,
+                              user: User | None = None) -> RewardRun:
+    """Record a control run: a reward job that trains nothing (preset ``control-untrained``, 0 steps).
+
+    Its body, run in-process by the caller, writes an untrained copy of ``base_model`` with a model card
+    into ``run.output_dir / "final"`` and registers it with ``reward_model_register``, so RL can be
+    started on the control through ``policy_run_start`` like on any model.
+    """
+    config = {"control": True, "base_model": str(base_model), "steps": 0}
     with transaction.atomic():
-        model = RewardModel.objects.create(
-            run=run, name=job.name, path=final_dir, base_model=run.base_model,
-            template_version=result.get("template_version") or report.get("template_version") or "",
-            snapshot=run.snapshot, eval_split=split, eval_report=report,
-        )
-    return _finite({"train": result, "eval_split": split, "overall_accuracy": report.get("overall_accuracy"),
-                    "reward_model_id": model.pk})
+        job = job_create(kind=JobKind.REWARD, name=f"{name} reward model on {snapshot.name}", config=config,
+                         user=user)
+        out = Path(settings.ARTIFACTS_ROOT) / "reward-runs" / f"run-{job.pk}"
+        job.run_dir = str(out)
+        job.save(update_fields=["run_dir"])
+        return RewardRun.objects.create(job=job, snapshot=snapshot, base_model=str(base_model),
+                                        preset="control-untrained", config=config, output_dir=str(out),
+                                        started_by=user)
 
 
 def reward_run_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
