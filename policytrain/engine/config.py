@@ -111,9 +111,8 @@ class RLConfig:
       Unnamed criteria keep weight 1.
     - ``reward_gradient_checkpointing`` True: inside RL the reward model is frozen, loaded in the
       compute dtype (bf16 on CUDA, fp32 on CPU) and its language model recomputes its layers in the
-      backward; all criteria of a batch are scored in one batched forward. This is the reward side
-      of the step ``bench/gpu/policy_flux.py`` measured; False keeps the LM's activations (faster,
-      more memory).
+      backward; all criteria of a batch are scored in one batched forward, so one reward-model
+      graph is alive per step; False keeps the LM's activations (faster, more memory).
     - ``aspect_buckets`` 5: conditions are trained at the nearest of 5 aspect ratios (width/height
       1:2, 1:1.41, 1:1, 1.41:1, 2:1), each about ``resolution``² pixels with sides multiples of 16,
       instead of being squashed to a square; a batch comes from one bucket. Five buckets keep the

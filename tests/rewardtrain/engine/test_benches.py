@@ -1,24 +1,8 @@
-"""The GPU benchmark script runs end to end with tiny sizes on CPU (--dry-run)."""
+"""The shipped reward configs are valid (the GPU benchmarks are tested in tests/bench/)."""
 
-import importlib.util
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.mark.slow  # a benchmark dry run trains both cases end to end: the full suite runs it, `make check` does not
-def test_reward_7b_dry_run(capsys):
-    spec = importlib.util.spec_from_file_location("reward_7b", REPO / "bench" / "gpu" / "reward_7b.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = module.main(["--dry-run"])
-    assert [r["status"] for r in out["results"]] == ["ok", "ok"]
-    assert out["results"][0]["trainable"] < out["results"][1]["trainable"] == out["params"]
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("result: lora:")
-    real = module.qwen25vl_config(dry_run=False)
-    assert (real.text_config.hidden_size, real.text_config.num_hidden_layers, real.vision_config.depth) == (3584, 28, 32)
 
 
 def test_shipped_configs_are_valid():
