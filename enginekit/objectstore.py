@@ -185,10 +185,10 @@ class ArtifactStore:
     def key_for(self, path: str | Path) -> str:
         """The key of an artifact folder, from a path under this or another host's root."""
         path = Path(path)
-        try:
-            return path.resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            pass
+        resolved, root = path.resolve(), self.root.resolve()
+        if resolved.is_relative_to(root):
+            return resolved.relative_to(root).as_posix()
+        # Another host's root: the key starts at the artifact kind's folder (snapshots/, reward-runs/, ...).
         parts = path.parts
         for i, part in enumerate(parts):
             if part in self.kinds:

@@ -6,6 +6,7 @@ modules (train, evaluate, scorer, tiny) are imported inside the functions the Ce
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -190,10 +191,10 @@ def _localized_config(config: RewardTrainConfig) -> RewardTrainConfig:
     data = config.to_dict()
     data["snapshot_dir"] = str(artifact_fetch(config.snapshot_dir))
     if config.base_model.startswith("/"):
-        try:
+        # A folder under MODEL_ROOTS, outside the artifacts, is not in the store (ValueError): each
+        # host has its own copy, used where it is.
+        with contextlib.suppress(ValueError):
             data["base_model"] = str(artifact_fetch_if_published(config.base_model))
-        except ValueError:  # under a MODEL_ROOTS folder, outside the artifacts: each host has its own
-            pass
     data["output_dir"] = str(artifact_local(config.output_dir))
     artifact_fetch_latest_child(Path(data["output_dir"]) / CHECKPOINTS)  # a no-op when it is here already
     return RewardTrainConfig.from_dict(data)

@@ -152,7 +152,6 @@ def tiny_flux_model(tmp_path_factory) -> Path:
     """The tiny random FLUX.1-Fill pipeline (seed 0) in the hub folder layout, built once per test
     process and loaded by tests through ``from_pretrained`` like a real checkpoint. Shared: copy it
     before changing anything in it."""
-    pytest.importorskip("torch")
     from policytrain.engine.tiny import build_tiny_fill_pipeline
 
     return build_tiny_fill_pipeline(tmp_path_factory.mktemp("tiny-flux") / "base", seed=0)
@@ -162,7 +161,6 @@ def tiny_flux_model(tmp_path_factory) -> Path:
 def tiny_qwen_model(tmp_path_factory) -> Path:
     """The tiny random Qwen2.5-VL reward backbone (seed 0) with its tokenizer and processor, built
     once per test process. Shared: copy it before changing anything in it."""
-    pytest.importorskip("torch")
     from rewardtrain.engine.tiny import build_tiny_reward_model
 
     return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-qwen") / "model", seed=0)
