@@ -280,6 +280,8 @@ class AdjudicationAdmin(ReadOnlyAdmin):
 class ImportBatchAdmin(ReadOnlyAdmin):
     list_display = ["id", "source_name", "status", "samples_created", "candidates_created", "split_counts", "job",
                     "created_by", "created_at"]
+    # status and the job column read the job row, created_by the user: joined, not one query per row.
+    list_select_related = ["job", "created_by"]
 
 
 @admin.register(DatasetSnapshot)
