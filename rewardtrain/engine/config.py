@@ -96,6 +96,14 @@ class RewardTrainConfig:
             the step (0, the default: in the training process, as CPU tests run; 4-8 per GPU on
             a GPU machine, where decoding on the main process would stall the GPU).
         prefetch_factor: batches each worker prepares ahead (2, torch's default; only with workers).
+        augment_flip: paired augmentation of the training split (never of val/test or scoring):
+            mirror both images of a pair together with probability 1/2 (False). Skipped for
+            criteria that use the prompt (text alignment), whose label can depend on reading a
+            rendered word or on a side named in the prompt.
+        augment_crop: paired augmentation: the largest fraction of each side that a random
+            crop-and-resize removes, the same window for both images of a pair (0.0: off; at most
+            0.5). Both augmentations are a function of (seed, step, pair), so a resumed run replays
+            them (``rewardtrain.engine.data.PairAugmentation``).
     """
 
     base_model: str
@@ -133,6 +141,8 @@ class RewardTrainConfig:
     checkpoint_format: str = "full"
     num_workers: int = 0
     prefetch_factor: int = 2
+    augment_flip: bool = False
+    augment_crop: float = 0.0
 
     def __post_init__(self) -> None:
         errors = []
@@ -193,6 +203,11 @@ class RewardTrainConfig:
             errors.append("num_workers must be >= 0")
         if self.prefetch_factor < 1:
             errors.append("prefetch_factor must be >= 1")
+        if not isinstance(self.augment_flip, bool):
+            errors.append("augment_flip must be true or false")
+        if isinstance(self.augment_crop, bool) or not isinstance(self.augment_crop, int | float) \
+                or not 0.0 <= self.augment_crop <= 0.5:
+            errors.append("augment_crop must be a number in [0, 0.5]")
         if errors:
             raise ValueError("invalid RewardTrainConfig: " + "; ".join(errors))
 

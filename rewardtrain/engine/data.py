@@ -9,7 +9,10 @@ of the cross-entropy is exactly the Eq. 3 average.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +90,91 @@ def load_image(path: Path) -> Image.Image:
         raise SnapshotError(f"unreadable image {path}: {exc}") from exc
 
 
-def both_orders(rows: list[PairRow]) -> list[tuple[Path, Path, PairRow, int]]:
-    """Expand pairs into ordered examples: all (w, l) -> Yes (1) first, then all (l, w) -> No (0)."""
-    first = [(r.winner, r.loser, r, 1) for r in rows]
-    second = [(r.loser, r.winner, r, 0) for r in rows]
+def both_orders(
+    rows: list[PairRow], images: list[tuple[Any, Any]] | None = None
+) -> list[tuple[Any, Any, PairRow, int]]:
+    """Expand pairs into ordered examples: all (w, l) -> Yes (1) first, then all (l, w) -> No (0).
+
+    ``images`` (one (winner, loser) per row, e.g. augmented PIL images) replaces the rows' paths.
+    """
+    pairs = images if images is not None else [(r.winner, r.loser) for r in rows]
+    if len(pairs) != len(rows):
+        raise ValueError(f"{len(pairs)} image pairs for {len(rows)} rows")
+    first = [(w, lo, r, 1) for r, (w, lo) in zip(rows, pairs, strict=True)]
+    second = [(lo, w, r, 0) for r, (w, lo) in zip(rows, pairs, strict=True)]
     return first + second
+
+
+@dataclass(frozen=True)
+class PairTransform:
+    """One geometric transform for both images of a pair: an optional horizontal flip after a crop
+    box given as fractions of the image ``(left, top, right, bottom)``, resized back to the image's
+    size (``(0, 0, 1, 1)``: no crop)."""
+
+    flip: bool = False
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        """The transformed copy of ``image`` (same size and mode)."""
+        if self.box != (0.0, 0.0, 1.0, 1.0):
+            w, h = image.size
+            left, top, right, bottom = self.box
+            image = image.resize((w, h), Image.Resampling.BICUBIC, box=(left * w, top * h, right * w, bottom * h))
+        if self.flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+
+@dataclass(frozen=True)
+class PairAugmentation:
+    """Paired geometric augmentation of training pairs (config ``augment_flip`` / ``augment_crop``).
+
+    Both candidates of a pair get the *same* transform: the label compares the two images, and a
+    flip or crop applied to one only would teach the model that where things are does not matter.
+    The transform of a pair at optimizer step ``step`` is a pure function of (seed, step, pair_id),
+    so a resumed run and runs on any number of processes see exactly the augmentations of one
+    uninterrupted run. The engine applies it to the training split only; evaluation and scoring
+    never see it.
+
+    ``flip``: mirror with probability ½, except for criteria that ``uses_prompt`` (text alignment):
+    their label compares the image with words, which can name a rendered word (mirrored glyphs no
+    longer read as it) or a side ("on the left"), so a mirror can make the label wrong.
+    ``crop``: keep a random square-scaled window of ``1 - u * crop`` of each side (u uniform in
+    [0, 1]) at a random position and resize it back: a small zoom and shift. The model sees only
+    the two candidates, so there is no query, source or mask image to transform with them.
+    """
+
+    flip: bool = False
+    crop: float = 0.0
+    seed: int = 0
+    vocabulary: Vocabulary = BUILTIN
+
+    @property
+    def active(self) -> bool:
+        """True when the augmentation changes anything."""
+        return self.flip or self.crop > 0
+
+    def flip_allowed(self, row: PairRow) -> bool:
+        """False for a criterion whose label depends on reading the prompt against the image."""
+        return not self.vocabulary.criterion(row.criterion).uses_prompt
+
+    def transform_for(self, step: int, row: PairRow) -> PairTransform:
+        """The transform of ``row`` at optimizer step ``step`` (deterministic)."""
+        digest = hashlib.sha256(f"{self.seed}:{step}:{row.pair_id}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))
+        # Draw every number whatever is enabled, so turning flip on or off keeps the crops.
+        flip_draw, scale_draw, x_draw, y_draw = rng.random(), rng.random(), rng.random(), rng.random()
+        box = (0.0, 0.0, 1.0, 1.0)
+        if self.crop > 0:
+            scale = 1.0 - scale_draw * self.crop
+            left, top = x_draw * (1.0 - scale), y_draw * (1.0 - scale)
+            box = (left, top, left + scale, top + scale)
+        return PairTransform(flip=self.flip and flip_draw < 0.5 and self.flip_allowed(row), box=box)
+
+    def images(self, step: int, row: PairRow) -> tuple[Image.Image, Image.Image]:
+        """The pair's (winner, loser) images, loaded and transformed identically."""
+        transform = self.transform_for(step, row)
+        return transform.apply(load_image(row.winner)), transform.apply(load_image(row.loser))
 
 
 class PairCollator:
@@ -126,9 +209,10 @@ class PairCollator:
         batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
         return dict(batch)
 
-    def __call__(self, rows: list[PairRow]) -> dict[str, torch.Tensor]:
-        """Model inputs for 2*len(rows) sequences plus `labels` (1 = Yes, 0 = No)."""
-        ordered = both_orders(rows)
+    def __call__(self, rows: list[PairRow], images: list[tuple[Any, Any]] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for 2*len(rows) sequences plus `labels` (1 = Yes, 0 = No); ``images`` (one
+        (winner, loser) pair per row, e.g. augmented) replaces the rows' image files."""
+        ordered = both_orders(rows, images)
         batch = self.encode([(a, b, r.task, r.criterion, r.prompt) for a, b, r, _ in ordered])
         batch["labels"] = torch.tensor([label for *_, label in ordered], dtype=torch.float32)
         return batch
@@ -184,14 +268,17 @@ class StepBatches(torch.utils.data.Dataset):
     The pairs of a step are ``shard_for_rank(global_batch_indices(step))``, a pure function of
     (step, seed, rank), so a DataLoader that reads items in order, in the training process or in
     worker processes, yields exactly the batches of the in-process loop, and a resume at step s
-    starts at item 0 = step s.
+    starts at item 0 = step s. ``augmentation`` (training only) transforms each pair's images as a
+    function of (seed, step, pair_id), so it is replayed the same way.
     """
 
     def __init__(self, rows: list[PairRow], collator: PairCollator, *, batch_size: int, seed: int, rank: int,
-                 world_size: int, start_step: int, total_steps: int):
+                 world_size: int, start_step: int, total_steps: int,
+                 augmentation: PairAugmentation | None = None):
         self.rows, self.collator = rows, collator
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.start_step, self.total_steps = start_step, total_steps
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
@@ -201,10 +288,17 @@ class StepBatches(torch.utils.data.Dataset):
         indices = global_batch_indices(len(self.rows), self.batch_size, step, self.seed)
         return [self.rows[i] for i in shard_for_rank(indices, self.rank, self.world_size)]
 
+    def batch_for(self, step: int) -> dict[str, torch.Tensor]:
+        """This rank's collated (and, with an augmentation, augmented) batch of step ``step``."""
+        rows = self.rows_of(step)
+        if self.augmentation is None:
+            return self.collator(rows)
+        return self.collator(rows, [self.augmentation.images(step, r) for r in rows])
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self.collator(self.rows_of(self.start_step + index))
+        return self.batch_for(self.start_step + index)
 
 
 def step_batch_loader(batches: StepBatches, *, num_workers: int = 0, prefetch_factor: int = 2):

@@ -46,15 +46,14 @@ from enginekit.runs import (  # noqa: F401 - RunCancelled is part of this module
 
 from .config import RewardTrainConfig
 from .data import (
+    PairAugmentation,
     PairCollator,
     PairRow,
     StepBatches,
-    global_batch_indices,
     load_manifest,
     load_training_pairs,
     load_vocabulary,
     read_pairs,
-    shard_for_rank,
     step_batch_loader,
     task_criteria_present,
 )
@@ -358,17 +357,18 @@ class _Trainer:
 
     def step_batches(self) -> StepBatches:
         """This rank's batches of the steps still to run, in order (item 0 = ``start_step``)."""
-        return StepBatches(self.rows, self.collator, batch_size=self.config.batch_size, seed=self.config.seed,
+        config = self.config
+        augmentation = PairAugmentation(flip=config.augment_flip, crop=config.augment_crop, seed=config.seed,
+                                        vocabulary=self.vocabulary)
+        return StepBatches(self.rows, self.collator, batch_size=config.batch_size, seed=config.seed,
                            rank=self.env.rank, world_size=self.env.world_size, start_step=self.start_step,
-                           total_steps=self.total_steps)
+                           total_steps=self.total_steps, augmentation=augmentation)
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
         """One optimizer step on the global batch of `step` (this rank's collated shard of it as
         ``batch`` when a DataLoader built it); returns local (loss, accuracy)."""
         if batch is None:
-            indices = global_batch_indices(len(self.rows), self.config.batch_size, step, self.config.seed)
-            mine = shard_for_rank(indices, self.env.rank, self.env.world_size)
-            batch = self.collator([self.rows[i] for i in mine])
+            batch = self.step_batches().batch_for(step)
         batch = self._to_device(batch)
         labels = batch.pop("labels")
         with self._autocast():
