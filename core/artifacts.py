@@ -13,13 +13,23 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core.errors import ApplicationError
 from enginekit.checkpoints import complete_checkpoints
-from enginekit.objectstore import ArtifactStore, backend_from_url
+from enginekit.objectstore import ArtifactStore, ObjectStoreUnavailable, backend_from_url
 
 #: The top-level folders of ARTIFACTS_ROOT, one per kind of artifact: a path another host
 #: recorded under its own root maps to the same key from the first of these.
 ARTIFACT_KINDS = ("snapshots", "reward-runs", "policy-runs", "baselines", "base-models", "generation",
                   "conditions", "exports", "imports")
+
+
+class StoreUnavailable(ApplicationError):
+    """A request that needs the object store while it is unreachable (503: try again later)."""
+
+    status_code = 503
+
+    def __init__(self, exc: ObjectStoreUnavailable) -> None:
+        super().__init__(f"The artifact store is unavailable: {exc}", code="store_unavailable")
 
 
 @lru_cache(maxsize=4)
@@ -125,6 +135,12 @@ def artifact_publish_once(folder: str | Path) -> None:
         store.publish(folder)
 
 
+def _step_number(key: str) -> int:
+    """The number after a key's last ``-`` (``…/step-40`` → 40); -1 without one."""
+    tail = key.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def artifact_fetch_latest_child(folder: str | Path) -> Path | None:
     """Fetch the newest published sub-folder of ``folder`` (a run's ``checkpoints``), by the
     number after its last ``-`` (``step-40``), and return it; None without any."""
@@ -132,9 +148,42 @@ def artifact_fetch_latest_child(folder: str | Path) -> Path | None:
     if not store.enabled:
         return None
     children = store.published_children(store.key_for(folder))
+    return store.fetch(max(children, key=_step_number)) if children else None
 
-    def number(key: str) -> int:
-        tail = key.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else -1
 
-    return store.fetch(max(children, key=number)) if children else None
+def artifact_unpublish(folder: str | Path) -> None:
+    """Delete a published folder from the object store, marker first (a no-op without one)."""
+    store = artifact_store()
+    if store.enabled:
+        store.unpublish(store.key_for(folder))
+
+
+def artifact_checkpoint_written(folder: str | Path, *, marker: str, keep: int) -> list[str]:
+    """After an engine wrote (and pruned) checkpoints: publish ``folder`` and delete from the store
+    every published checkpoint beside it but the newest ``keep`` (``keep`` ≤ 0 keeps them all),
+    the rule by which the engine pruned its own copies. Returns the keys deleted from the store.
+
+    The new checkpoint is published before any old one goes, so the store always holds a complete
+    newest checkpoint for a resume on another host. ``folder`` may be gone by the time this runs
+    (a run under torchrun is read after the fact, and its engine may have pruned it since): a
+    checkpoint that is not complete here is not published, and one that vanished mid-upload has
+    its partial upload removed; the newer checkpoint that replaced it is published in its turn.
+    Without an object store nothing happens."""
+    store = artifact_store()
+    if not store.enabled:
+        return []
+    folder = Path(folder)
+    if (folder / marker).is_file():
+        try:
+            store.publish(folder)
+        except FileNotFoundError:
+            if folder.is_dir():
+                raise
+            store.unpublish(store.key_for(folder))
+    if keep <= 0:
+        return []
+    children = sorted(store.published_children(store.key_for(folder.parent)), key=_step_number)
+    pruned = children[:-keep]
+    for key in pruned:
+        store.unpublish(key)
+    return pruned

@@ -12,12 +12,15 @@ artifact's *key* is its path under that root (``snapshots/3-ab12cd34ef56``,
   temporary sibling, each file checked against the marker's sha256, then one rename. Published
   folders are immutable (snapshots are named by their content hash; a checkpoint never changes
   once written), so each host downloads one once.
+- ``unpublish(key)`` deletes a published folder (a checkpoint the run pruned): the marker first,
+  so a half-deleted folder is never taken for a complete one, then its files.
 
 With no backend (the embedded default) both are no-ops: every process shares one local disk.
 Nothing here imports Django; ``core.artifacts`` builds the store from the settings.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +59,9 @@ class Backend(Protocol):
         """The object's content, or None when there is no such object."""
 
     def list_keys(self, prefix: str) -> Iterable[str]: ...
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete these objects; a key with no object is no error."""
 
 
 class DirectoryBackend:
@@ -97,6 +103,17 @@ class DirectoryBackend:
             for path in base.rglob("*"):
                 if path.is_file():
                     yield path.relative_to(self.root).as_posix()
+
+    def delete(self, keys: list[str]) -> None:
+        parents = set()
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            parents.update(p for p in path.parents if p.is_relative_to(self.root) and p != self.root)
+        # Folders left empty go too, deepest first, as an object store has no folders to leave behind.
+        for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty (other objects), or gone already
+                folder.rmdir()
 
 
 class S3Backend:
@@ -142,6 +159,15 @@ class S3Backend:
                                                                           Prefix=self._key(prefix)):
             for obj in page.get("Contents", []):
                 yield obj["Key"][cut:]
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise OSError(f"{len(answer['Errors'])} objects not deleted, first {first.get('Key')}: "
+                              f"{first.get('Code')} {first.get('Message')}")
 
 
 def backend_from_url(url: str, **s3_options) -> Backend | None:
@@ -220,6 +246,8 @@ class ArtifactStore:
         if self.backend is None:
             return None
         folder = Path(folder)
+        if not folder.is_dir():  # never an empty "complete" artifact in place of a missing one
+            raise FileNotFoundError(f"cannot publish {folder}: no such folder")
         key = key or self.key_for(folder)
         files = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -231,6 +259,18 @@ class ArtifactStore:
         marker = json.dumps({"key": key, "files": files}, sort_keys=True).encode()
         self._call(f"completing {key}", self.backend.put_bytes, marker, f"{key}/{MARKER}")
         return key
+
+    def unpublish(self, key: str) -> None:
+        """Delete a published folder from the store (this host's local copy stays). The marker
+        goes first: a reader that lists or fetches while the files are being deleted finds no
+        complete folder, never a partial one. Deleting a folder that is not there is no error,
+        and a folder whose upload never finished (files, no marker) is cleaned up the same way."""
+        if self.backend is None:
+            return
+        self._call(f"unpublishing {key}", self.backend.delete, [f"{key}/{MARKER}"])
+        rest = self._call(f"listing {key}", lambda: list(self.backend.list_keys(f"{key}/")))
+        if rest:
+            self._call(f"unpublishing {key}", self.backend.delete, rest)
 
     def published(self, key: str) -> dict | None:
         """The marker of a completely published folder, or None."""
@@ -295,3 +335,33 @@ class ArtifactStore:
             if len(rest) == 2 and rest[1] == MARKER:
                 found.add(f"{key}/{rest[0]}")
         return sorted(found)
+
+    def published_folders(self, key: str) -> list[str]:
+        """Keys of the completely published folders anywhere under ``key`` (a run's checkpoints
+        and ``final/``), from one listing; [] without an object store."""
+        if self.backend is None:
+            return []
+        keys = self._call(f"listing {key}", lambda: list(self.backend.list_keys(f"{key}/")))
+        return sorted(k[:-len(MARKER) - 1] for k in keys if k.endswith(f"/{MARKER}"))
+
+    def fetch_file(self, key: str, rel: str) -> Path | None:
+        """One file of a published folder on this host's disk, kept under ``<root>/.files/<key>/``
+        (where ``core.artifacts.artifact_file`` keeps it too) and downloaded once, checked against
+        the marker. Streamed to disk rather than read into memory: a checkpoint's weights are large.
+        None when the folder is not published or has no such file."""
+        target = self.root / ".files" / key / rel
+        if target.is_file():
+            return target
+        meta = ((self.published(key) or {}).get("files") or {}).get(rel)
+        if meta is None:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            self._call(f"downloading {key}/{rel}", self.backend.get_file, f"{key}/{rel}", tmp)
+            if _sha256(tmp) != meta["sha256"]:
+                raise ObjectStoreUnavailable(f"{key}/{rel} does not match its published sha256")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target

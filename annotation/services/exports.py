@@ -9,7 +9,9 @@ complete only with its footer).
 Small exports stream straight from the request. Larger ones (over ``EXPORT_SYNC_MAX_ROWS`` rows,
 or on request) run as a ``jobs.Job`` of kind export in the CPU worker, which writes the file under
 ``ARTIFACTS_ROOT/exports/<job id>/`` atomically and records its rows, size and sha256: a web
-worker's timeout can then never cut a long export.
+worker's timeout can then never cut a long export. With an object store (hosts that share no
+disk) the job publishes that folder before it succeeds, and the web host that serves the
+download fetches it once (``core.artifacts``).
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
+from core.artifacts import StoreUnavailable, artifact_fetch, artifact_publish, artifact_store
 from core.errors import ApplicationError, NotFound
+from enginekit.objectstore import ArtifactMissing, ObjectStoreUnavailable
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobCancelled, JobReporter, job_run, job_start
 
@@ -216,7 +220,9 @@ def export_write_file(*, fmt: str, campaign_ids: list[int] | None, dest: Path,
 
 
 def export_write_job(job: Job, reporter: JobReporter) -> dict:
-    """The export kind's job body (jobs.registry): write the file, record rows/size/sha256 in the job."""
+    """The export kind's job body (jobs.registry): write the file, publish its folder (with an object
+    store: the web host that serves the download shares no disk with this worker), record
+    rows/size/sha256 in the job. A publish that fails fails the job with the store's reason."""
     fmt, campaign_ids = job.config["format"], job.config.get("campaign_ids") or None
     total = judgment_export_count(campaign_ids=campaign_ids)
     folder = _exports_root() / str(job.pk)
@@ -224,6 +230,8 @@ def export_write_job(job: Job, reporter: JobReporter) -> dict:
     dest = folder / f"judgments.{fmt}"
     info = _write_in_thread(fmt=fmt, campaign_ids=campaign_ids, dest=dest, total=total, reporter=reporter)
     reporter.log(f"wrote {info['rows']} rows, {info['size']} bytes, sha256 {info['sha256'][:12]}…")
+    if artifact_publish(folder) is not None:
+        reporter.log(f"published {artifact_store().key_for(folder)} to the artifact store")
     return {**info, "file": dest.name}
 
 
@@ -272,7 +280,19 @@ def export_job_file(job: Job) -> Path:
     if job.status != JobStatus.SUCCEEDED:
         raise NotFound(f"The export is {job.status}; its file is there once it has succeeded.")
     # The name comes from our own record, never from the request: no path can leave the folder.
-    path = _exports_root() / str(job.pk) / Path(str(job.result.get("file", ""))).name
+    folder = _exports_root() / str(job.pk)
+    name = Path(str(job.result.get("file", ""))).name
+    gone = NotFound("The export file is gone (artifacts were cleaned up); start a new export.")
+    if not (folder / name).is_file() and artifact_store().enabled:
+        # Written by a worker on another host: fetched once (streamed to disk, the file can be
+        # large), then served from here like a local one.
+        try:
+            folder = artifact_fetch(folder)
+        except ArtifactMissing:
+            raise gone from None
+        except ObjectStoreUnavailable as exc:
+            raise StoreUnavailable(exc) from exc
+    path = folder / name
     if not path.is_file():
-        raise NotFound("The export file is gone (artifacts were cleaned up); start a new export.")
+        raise gone
     return path

@@ -27,13 +27,18 @@ Every import runs as a job, and the batch's status is its job's. An upload (the 
 dashboard's Import page, the admin): ``import_start`` checks what is cheap to check in the
 request (size caps, a readable zip, the manifest), stores the upload, records the ``ImportBatch``
 and its job and enqueues it; ``import_job`` (the job's body) validates and writes with progress
-and records the outcome on the batch, and ``import_finished`` deletes the stored upload.
+and records the outcome on the batch, and ``import_finished`` deletes the stored upload. With an
+object store (hosts that share no disk) the stored upload is published before the job is sent,
+the worker that runs the job fetches it, and ``import_finished`` deletes it from the store too.
 ``import_samples`` (``manage.py import_samples`` and tests) records the same job for a folder or
 zip on this host and runs it here through ``jobs.services.job_run``, as a worker would.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
 import uuid
 import zipfile
 import zlib
@@ -51,13 +56,23 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from PIL import Image
 
+from core.artifacts import (
+    StoreUnavailable,
+    artifact_fetch,
+    artifact_publish,
+    artifact_store,
+    artifact_unpublish,
+)
 from core.errors import ApplicationError
+from enginekit.objectstore import ArtifactMissing, ObjectStoreUnavailable
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import JobCancelled, JobReporter, job_run, job_start
 
 from .. import vocabulary as vocab
 from ..images import ImageRejected, check_mask, open_image, png_bytes, sha256_of
 from ..models import Candidate, ImportBatch, ImportStatus, Provenance, Sample, Split, TaskType
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 # The manifest is read whole; a few bytes of zip can inflate to gigabytes of it (zip bomb).
@@ -398,24 +413,30 @@ def import_samples(*, path: Path, user: User | None = None, source_name: str = "
     return batch
 
 
+#: The stored upload's file name inside its folder (``imports/<hex>/upload.zip``).
+UPLOAD_NAME = "upload.zip"
+
+
 def _uploads_root() -> Path:
-    # Under the artifacts folder, which the web and the workers share (exports live there too); not
-    # under MEDIA_ROOT, whose files are served.
+    # Under the artifacts folder, shared by the web and the workers on one disk, or published
+    # through the object store between hosts (exports live there too); not under MEDIA_ROOT, whose
+    # files are served.
     return Path(settings.ARTIFACTS_ROOT) / "imports"
 
 
 def _store_upload(upload: UploadedFile) -> Path:
     """The upload on disk (the zip reader needs to seek, and the worker to find it), after the
     cheap checks: the archive size cap, a readable zip, the manifest there, within its cap and
-    undamaged. Raises ApplicationError (nothing stored) otherwise."""
+    undamaged. Raises ApplicationError (nothing stored) otherwise. Each upload has a folder of its
+    own, the unit the object store publishes."""
     cap = settings.UPLOAD_MAX_ARCHIVE_BYTES
     too_large = ApplicationError(f"The archive is larger than {cap} bytes.", code="too_large",
                                  fields={"file": [f"The archive is larger than {cap} bytes: split the import."]})
     if upload.size is not None and upload.size > cap:
         raise too_large
-    root = _uploads_root()
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{uuid.uuid4().hex}.zip"
+    folder = _uploads_root() / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / UPLOAD_NAME
     try:
         written = 0
         with path.open("wb") as fh:
@@ -430,27 +451,42 @@ def _store_upload(upload: UploadedFile) -> Path:
         # not a failed job; the rows themselves are checked by the job.
         _manifest_lines(_Source(path))
     except BaseException:
-        path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
     return path
+
+
+def _publish_upload(folder: Path) -> None:
+    """With an object store, hand the stored upload to whichever host runs the job: publish its
+    folder, then drop this host's copy (the worker fetches it; the web host would otherwise keep
+    every upload). An unreachable store refuses the upload (503), nothing kept."""
+    try:
+        if artifact_publish(folder) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    except ObjectStoreUnavailable as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(ObjectStoreUnavailable):  # the part that went up, if it can go
+            artifact_unpublish(folder)
+        raise StoreUnavailable(exc) from exc
 
 
 def import_start(*, upload: UploadedFile, user: User | None, enqueue: bool = True) -> ImportBatch:
     """Store an uploaded zip and record its ``ImportBatch`` (queued, under the upload's own name)
     with an import job, sent after commit. Raises ApplicationError (nothing recorded) for an
     upload that is not an importable zip; row errors come later, on the batch."""
-    path = _store_upload(upload)
+    folder = _store_upload(upload).parent
+    _publish_upload(folder)  # before the job is sent: its worker may be another host
     try:
         with transaction.atomic():
             name = Path(upload.name or "").name[:300] or "upload.zip"
             # A broker outage leaves it queued, said on the job (not a 500).
-            job = job_start(kind=JobKind.IMPORT, name=f"import {name}", config={"upload": path.name}, user=user,
+            job = job_start(kind=JobKind.IMPORT, name=f"import {name}", config={"upload": folder.name}, user=user,
                             enqueue=enqueue)
             batch = ImportBatch.objects.create(created_by=user, source_name=name, job=job)
             job.config = {**job.config, "batch_id": batch.pk}
             job.save(update_fields=["config"])
     except BaseException:
-        path.unlink(missing_ok=True)
+        _discard_upload(folder.name)
         raise
     return batch
 
@@ -495,10 +531,31 @@ def _outcome_recorded(batch: ImportBatch) -> bool:
 
 
 def _job_source(job: Job) -> Path:
-    """What the job imports: the stored upload, or the folder or zip that ``import_samples`` named."""
+    """What the job imports: the stored upload (fetched from the object store when another host
+    stored it), or the folder or zip that ``import_samples`` named."""
     if job.config.get("path"):
         return Path(job.config["path"])
-    return _uploads_root() / Path(str(job.config.get("upload", ""))).name
+    stored = _uploads_root() / Path(str(job.config.get("upload", ""))).name
+    if stored.suffix == ".zip":  # stored before each upload had a folder of its own
+        return stored
+    if not stored.is_dir() and artifact_store().enabled:
+        with contextlib.suppress(ArtifactMissing):  # never published, or deleted: "gone" below
+            stored = artifact_fetch(stored)
+    return stored / UPLOAD_NAME
+
+
+def _discard_upload(upload: str) -> None:
+    """Delete a stored upload here and, with an object store, its published copy."""
+    stored = _uploads_root() / Path(upload).name
+    if stored.suffix == ".zip":  # stored before each upload had a folder of its own
+        stored.unlink(missing_ok=True)
+        return
+    shutil.rmtree(stored, ignore_errors=True)
+    try:
+        artifact_unpublish(stored)
+    except ObjectStoreUnavailable as exc:
+        # The import's outcome stands; an upload left in the store is only space.
+        logger.warning("stored upload %s stays in the artifact store: %s", upload, exc)
 
 
 def import_job(job: Job, reporter: JobReporter) -> dict:
@@ -522,7 +579,7 @@ def import_finished(job: Job) -> None:
     if batch is not None:
         _sync_from_job(batch, job)
     if job.config.get("upload"):  # a stored upload; an operator's own folder or zip stays
-        (_uploads_root() / Path(str(job.config["upload"])).name).unlink(missing_ok=True)
+        _discard_upload(str(job.config["upload"]))
 
 
 def import_execute(job_id: int) -> ImportBatch | None:
