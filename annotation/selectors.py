@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import math
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,18 +113,39 @@ def _campaign_criteria_key(campaign_id: int) -> str:
     return f"campaign-criteria:v2:{campaign_id}"
 
 
+# A copy of each campaign's cached rows in this process, for CRITERIA_LOCAL_CACHE_SECONDS: the
+# shared cache's read was one Redis round trip on every hand-out and every submit. A change made
+# in this process drops its copy at once (``forget_campaign_criteria``); other processes keep
+# theirs until it expires, so a change reaches every hand-out and submit within that many seconds.
+# That lag is harmless: a submit within it records the guideline version before the new one,
+# which is the one its annotator was shown with the item, and a judgment taken under the previous
+# criteria set is what every item judged before the change has too.
+# {campaign id: (expires at, on ``_clock``, rows)}; single dict reads and writes are atomic, so
+# the server's threads share it without a lock.
+_local_criteria: dict[int, tuple[float, list[tuple]]] = {}
+_LOCAL_CRITERIA_MAX = 1000  # campaigns remembered at once; past it the copy starts over
+_clock = time.monotonic
+
+
 def campaign_criteria(campaign: Campaign) -> list[Criterion]:
     """The campaign's criteria with their current guidelines (as ``criteria_with_guidelines``),
-    from the shared cache: every hand-out and every submit needs them, and they change only when
-    a curator publishes a guideline or edits the campaign's criteria, which clears the entry
-    (``forget_campaign_criteria``); ``CRITERIA_CACHE_SECONDS`` bounds any other staleness."""
-    key, seconds = _campaign_criteria_key(campaign.pk), settings.CRITERIA_CACHE_SECONDS
-    rows = cache.get(key) if seconds > 0 else None
-    if rows is None:
-        rows = [tuple(getattr(c, f) for f in CRITERIA_FIELDS)
-                for c in criteria_with_guidelines(campaign.criteria.all())]
-        if seconds > 0:
-            cache.set(key, rows, seconds)
+    cached: every hand-out and every submit needs them, and they change only when a curator
+    publishes a guideline or edits the campaign's criteria, which clears the shared entry and
+    this process's copy (``forget_campaign_criteria``). Other processes' copies live
+    ``CRITERIA_LOCAL_CACHE_SECONDS``; ``CRITERIA_CACHE_SECONDS`` bounds any other staleness
+    (0 turns both off)."""
+    seconds = settings.CRITERIA_CACHE_SECONDS
+    local_seconds = min(settings.CRITERIA_LOCAL_CACHE_SECONDS, seconds)
+    now = _clock()
+    local = _local_criteria.get(campaign.pk) if local_seconds > 0 else None
+    if local is not None and local[0] > now:
+        rows = local[1]
+    else:
+        rows = _shared_campaign_criteria(campaign, seconds)
+        if local_seconds > 0:
+            if len(_local_criteria) >= _LOCAL_CRITERIA_MAX:
+                _local_criteria.clear()
+            _local_criteria[campaign.pk] = (now + local_seconds, rows)
     out = []
     for row in rows:
         values = dict(zip(CRITERIA_FIELDS, row, strict=True))
@@ -133,11 +155,27 @@ def campaign_criteria(campaign: Campaign) -> list[Criterion]:
     return out
 
 
+def _shared_campaign_criteria(campaign: Campaign, seconds: int) -> list[tuple]:
+    """The campaign's criteria rows (``CRITERIA_FIELDS``) from the shared cache, read from the
+    database and cached for ``seconds`` on a miss."""
+    key = _campaign_criteria_key(campaign.pk)
+    rows = cache.get(key) if seconds > 0 else None
+    if rows is None:
+        rows = [tuple(getattr(c, f) for f in CRITERIA_FIELDS)
+                for c in criteria_with_guidelines(campaign.criteria.all())]
+        if seconds > 0:
+            cache.set(key, rows, seconds)
+    return rows
+
+
 def forget_campaign_criteria(*, campaign_ids=None, criterion: Criterion | None = None) -> None:
-    """Drop cached criteria of these campaigns, or of every campaign using ``criterion``."""
+    """Drop cached criteria of these campaigns, or of every campaign using ``criterion``: the
+    shared entries, and this process's copies (other processes' expire by themselves)."""
     ids = list(campaign_ids or [])
     if criterion is not None:
         ids += list(criterion.campaigns.values_list("id", flat=True))
+    for i in ids:
+        _local_criteria.pop(i, None)
     if ids:
         cache.delete_many([_campaign_criteria_key(i) for i in ids])
 

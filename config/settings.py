@@ -223,9 +223,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # DRF's scopes and rates as fixed-window counters: one cache round trip per request instead
+    # of DRF's read-modify-write of a pickled history (core.throttling).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
@@ -315,6 +317,9 @@ PROGRESS_CACHE_SECONDS = env.int("PROGRESS_CACHE_SECONDS", default=5)
 # A campaign's criteria and current guidelines, read by every hand-out and submit; dropped from the
 # cache whenever they change (annotation.cache_invalidation), so this only bounds the unforeseen.
 CRITERIA_CACHE_SECONDS = env.int("CRITERIA_CACHE_SECONDS", default=300)
+# Each web process also keeps its own copy this long (no cache round trip per call): a change
+# made elsewhere reaches that process's hand-outs and submits within these seconds (0 = off).
+CRITERIA_LOCAL_CACHE_SECONDS = env.int("CRITERIA_LOCAL_CACHE_SECONDS", default=2)
 # Key of the HMAC that turns user ids into export/snapshot pseudonyms: per deployment, never public
 # (with a known salt every pseudonym maps back to its user id).
 ANNOTATOR_ID_SALT = _secret("ANNOTATOR_ID_SALT", "annotator_id_salt")

@@ -9,6 +9,10 @@ from . import views as v
 from .auth import LogoutApi, TokenObtainApi
 
 urlpatterns = [
+    # The annotator's two calls first: Django tries the patterns in order, and these two are most
+    # of the API's traffic (moving them up changes no match: no other pattern fits their paths).
+    path("campaigns/<int:pk>/next/", v.NextItemApi.as_view(), name="api-next"),
+    path("leases/<uuid:uid>/submit/", v.SubmitApi.as_view(), name="api-submit"),
     path("auth/token/", TokenObtainApi.as_view(), name="api-token"),
     path("auth/logout/", LogoutApi.as_view(), name="api-logout"),
     path("me/", v.MeApi.as_view(), name="api-me"),
@@ -27,14 +31,12 @@ urlpatterns = [
     path("campaigns/<int:pk>/", v.CampaignDetailApi.as_view(), name="api-campaign"),
     path("campaigns/<int:pk>/progress/", v.CampaignProgressApi.as_view(), name="api-campaign-progress"),
     path("campaigns/<int:pk>/quality/", v.CampaignQualityApi.as_view(), name="api-campaign-quality"),
-    path("campaigns/<int:pk>/next/", v.NextItemApi.as_view(), name="api-next"),
     path("campaigns/<int:pk>/last/", v.LastSubmittedApi.as_view(), name="api-last"),
     path("campaigns/<int:pk>/items/", it.CampaignItemsApi.as_view(), name="api-campaign-items"),
     path("campaigns/<int:pk>/<str:action>/", v.CampaignActionApi.as_view(), name="api-campaign-action"),
     path("items/<int:pk>/", it.ItemDetailApi.as_view(), name="api-item"),
     path("items/<int:pk>/adjudicate/", it.ItemAdjudicateApi.as_view(), name="api-item-adjudicate"),
     path("items/<int:pk>/gold/", it.ItemGoldApi.as_view(), name="api-item-gold"),
-    path("leases/<uuid:uid>/submit/", v.SubmitApi.as_view(), name="api-submit"),
     path("leases/<uuid:uid>/skip/", v.SkipApi.as_view(), name="api-skip"),
     path("leases/<uuid:uid>/release/", v.ReleaseApi.as_view(), name="api-release"),
     path("judgments/", v.JudgmentListApi.as_view(), name="api-judgments"),

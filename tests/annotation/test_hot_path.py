@@ -32,6 +32,7 @@ from annotation.models import (
 from annotation.selectors import campaign_progress, criteria_with_guidelines
 from annotation.services.campaigns import campaign_set_status
 from annotation.services.queue import MAX_ACTIVE_LEASES, lease_next
+from tests.core.test_throttling import redis_round_trips
 from tests.factories import make_campaign, make_user
 
 pytestmark = pytest.mark.django_db
@@ -137,6 +138,23 @@ def test_next_and_submit_cost_a_fixed_small_number_of_statements_at_any_campaign
     # Nothing on the path scans the campaign: no aggregate, no guideline rendering per call.
     for sql in large[0] + large[1]:
         assert "COUNT(" not in sql.upper() and "SUM(" not in sql.upper(), sql
+
+
+def test_next_and_submit_make_one_cache_round_trip_each(settings):
+    """The rate limit's counter is the only cache call on the path (core.throttling): the
+    campaign's criteria come from this process's copy (``selectors.campaign_criteria``)."""
+    settings.CRITERIA_LOCAL_CACHE_SECONDS = 60
+    campaign = make_campaign(n_samples=3, overlap=1, criteria=["structure", "aesthetics"])
+    client = token_client(make_user("me", "annotator"))
+    one_loop(client, campaign)
+    with redis_round_trips() as sent:
+        response = client.post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json")
+    assert response.status_code == 200 and len(sent) == 1, sent
+    answers = {c["slug"]: "tie" for c in response.json()["criteria"]}
+    with redis_round_trips() as sent:
+        done = client.post(f"/api/leases/{response.json()['lease']}/submit/",
+                           {"answers": answers, "idempotency_key": "k"}, format="json")
+    assert done.status_code == 201 and len(sent) == 1, sent
 
 
 def test_the_held_lease_comes_back_without_extra_statements():
