@@ -11,9 +11,9 @@ serves both; the loss is a hinge on reward(x0, reference), whose pixel gradient 
 x0 is what moves the policy.
 
 - ``one_step_judged``: the reward model's agreement with the oracle on those pairs (oracle margin
-  above the tie threshold), judged like every other oracle accuracy of the demo: correct when
-  r(better, worse) > r(worse, better) (½ on an exact tie), scored through the tensor path RL uses
-  (``RewardScorer.differentiable``, float images, no 8-bit rounding).
+  above the tie threshold, ``one_step_rows``), judged like every other oracle accuracy of the
+  demo: correct when r(better, worse) > r(worse, better) (½ on an exact tie), scored through the
+  tensor path RL uses (``RewardScorer.differentiable``, float images, no 8-bit rounding).
 - ``gradient_cosines``: per (condition, criterion) the cosine between the reward model's gradient
   ∇ₓ r(x, reference) (exact, autograd) and the oracle's ∇ₓ oracle(x) at x = the one-step x0, both
   restricted to the edit region (paste-back sends no gradient elsewhere). The oracles are numpy and
@@ -141,17 +141,11 @@ def _log_odds(scorer, first, second, task: str, criteria: Sequence[str], prompts
     return scorer.differentiable(first, second, task, list(criteria), list(prompts), return_log_odds=True)
 
 
-def one_step_judged(scorer, pairs: Sequence[OneStepPair], threshold: float = 0.03, batch_size: int = 16,
-                    oracle: Oracle = oracles.score) -> list[tuple[dict[str, Any], float]]:
+def one_step_rows(pairs: Sequence[OneStepPair], threshold: float = 0.03,
+                  oracle: Oracle = oracles.score) -> list[dict[str, Any]]:
     """Each (pair, criterion) whose oracle scores of x0 and the reference differ by more than
-    ``threshold``, with 1 when the reward model prefers the oracle's better image (compared in both
-    orders: r(better, worse) > r(worse, better); ½ on an exact tie), else 0.
-
-    Rows carry ``condition_id``, ``task``, ``criterion``, ``margin``, ``k`` and ``policy_better``,
-    so ``oracle_metrics.oracle_accuracy_table`` / ``oracle_accuracy_intervals`` read them.
-    """
-    import torch
-
+    ``threshold``: ``pair`` (its index), ``condition_id``, ``task``, ``criterion``, ``prompt``,
+    ``margin``, ``k`` and ``policy_better`` (the oracle prefers x0)."""
     rows: list[dict[str, Any]] = []
     for n, pair in enumerate(pairs):
         x0, ref = _hwc(pair.policy_image), _hwc(pair.reference_image)
@@ -162,6 +156,17 @@ def one_step_judged(scorer, pairs: Sequence[OneStepPair], threshold: float = 0.0
             rows.append({"pair": n, "condition_id": pair.condition.id, "task": pair.condition.task,
                          "criterion": criterion, "prompt": pair.condition.prompt, "margin": abs(a - b),
                          "k": pair.k, "policy_better": a > b})
+    return rows
+
+
+def judge_rows(scorer, pairs: Sequence[OneStepPair], rows: Sequence[dict[str, Any]], batch_size: int = 16
+               ) -> list[tuple[dict[str, Any], float]]:
+    """Each of ``one_step_rows``' rows with 1 when the reward model prefers the oracle's better
+    image, compared in both orders as every oracle accuracy of the demo (r(better, worse) >
+    r(worse, better); ½ on an exact tie), else 0. ``oracle_metrics.oracle_accuracy_table`` and
+    ``oracle_accuracy_intervals`` read the result."""
+    import torch
+
     judged: list[tuple[dict[str, Any], float]] = []
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -172,14 +177,21 @@ def one_step_judged(scorer, pairs: Sequence[OneStepPair], threshold: float = 0.0
                 chunk = task_rows[start:start + batch_size]
                 pol = torch.stack([pairs[r["pair"]].policy_image for r in chunk])
                 ref = torch.stack([pairs[r["pair"]].reference_image for r in chunk])
-                better = torch.where(torch.tensor([r["policy_better"] for r in chunk])[:, None, None, None], pol, ref)
-                worse = torch.where(torch.tensor([r["policy_better"] for r in chunk])[:, None, None, None], ref, pol)
+                x0_better = torch.tensor([r["policy_better"] for r in chunk])[:, None, None, None]
+                better, worse = torch.where(x0_better, pol, ref), torch.where(x0_better, ref, pol)
                 crits, prompts = [r["criterion"] for r in chunk], [r["prompt"] for r in chunk]
                 forward = _log_odds(scorer, better, worse, task, crits, prompts).float()
                 backward = _log_odds(scorer, worse, better, task, crits, prompts).float()
                 judged += [(r, 1.0 if f > b else 0.5 if f == b else 0.0)
                            for r, f, b in zip(chunk, forward.tolist(), backward.tolist(), strict=True)]
     return judged
+
+
+def one_step_judged(scorer, pairs: Sequence[OneStepPair], threshold: float = 0.03, batch_size: int = 16,
+                    oracle: Oracle = oracles.score) -> list[tuple[dict[str, Any], float]]:
+    """``judge_rows`` of ``one_step_rows``: the reward model's agreement with the oracle on every
+    decisive (x0, reference) pair × criterion."""
+    return judge_rows(scorer, pairs, one_step_rows(pairs, threshold, oracle), batch_size)
 
 
 def reward_gradients(scorer, pairs: Sequence[OneStepPair], batch_size: int = 16
@@ -333,9 +345,10 @@ def rl_diagnostics(scorers: dict[str, Any], policy, conditions: Sequence[Conditi
     picked = [c for cs in by_task.values() for c in cs[:sizes.accuracy_conditions_per_task]]
     pairs = one_step_pairs(policy, picked, rl, seed, sizes.batch_size)
     grad_ids = {c.id for cs in by_task.values() for c in cs[:sizes.gradient_conditions_per_task]}
+    rows = one_step_rows(pairs, sizes.threshold, oracle)  # the oracle's verdicts, shared by every model
     models = {}
     for name, scorer in scorers.items():
-        judged = one_step_judged(scorer, pairs, sizes.threshold, sizes.batch_size, oracle)
+        judged = judge_rows(scorer, pairs, rows, sizes.batch_size)
         accuracy, n_pairs = oracle_accuracy_table(judged)
         cosines = cosine_table(gradient_cosines(scorer, [p for p in pairs if p.condition.id in grad_ids],
                                                 sizes.directions, sizes.step_levels, seed, sizes.batch_size, oracle))
