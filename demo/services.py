@@ -56,7 +56,7 @@ from contracts.snapshot import read_raw_rows
 from core.stats import wilson_interval
 from jobs.models import Job, JobStatus
 from jobs.services import job_execute
-from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base
+from synthetic import candidate_fills, loop_config, oracle_metrics, oracles, reward_base, rl_diagnostics
 from synthetic.annotators import make_pool
 
 from .http_annotators import AnnotatorAccount, run_annotators
@@ -83,10 +83,16 @@ CAPS = {
 # of its pairs are oracle ties; docs/demo-results.md), and
 # conditions per task on which RL is evaluated (× the config's eval seeds). None: the annotated
 # samples outside the RM's train split / the config's held-out set (--quick: a smoke run, whose
-# intervals are wide on purpose). A config's "eval" section may set either key.
+# intervals are wide on purpose). The RL diagnostics (``rl_diagnostics_now``) judge RL's own pairs
+# on their own held-out set of ``rl_diagnostic_conditions_per_task`` conditions per task, the first
+# ``rl_gradient_conditions_per_task`` of them with gradient cosines: at quick size they must stay
+# under a minute of CPU (the oracle's finite differences are the costly part). A config's "eval"
+# section may set any of these keys.
 EVAL_SIZES = {
-    "quick": {"rm_conditions_per_task": None, "rl_conditions_per_task": None},
-    "full": {"rm_conditions_per_task": 200, "rl_conditions_per_task": 200},
+    "quick": {"rm_conditions_per_task": None, "rl_conditions_per_task": None,
+              "rl_diagnostic_conditions_per_task": 48, "rl_gradient_conditions_per_task": 16},
+    "full": {"rm_conditions_per_task": 200, "rl_conditions_per_task": 200,
+             "rl_diagnostic_conditions_per_task": 200, "rl_gradient_conditions_per_task": 50},
 }
 # The baseline learner's settings per size (BaselineConfig overrides): --quick's snapshot is a few
 # hundred pairs, which the default 600 steps would cycle through dozens of times.
@@ -558,6 +564,21 @@ def reward_on_policy_accuracy(model_paths: dict[str, str], base_dir: str, heldou
     return _judge_rows(model_paths, rows, threshold)
 
 
+def rl_diagnostics_now(model_paths: dict[str, str], base_dir: str, cfg: dict, *, seed: int,
+                       threshold: float) -> dict:
+    """Issue #22 item 5 (``synthetic.rl_diagnostics.measure``): each reward model's oracle accuracy
+    on the pairs RL scores (the base's one-step x0 against its reference, as RL makes them) and the
+    cosine between its pixel gradient and the oracle's there, on a held-out set of their own; with
+    the conditions per task and the CPU seconds it took."""
+    plat = cfg["platform"]
+    sizes = rl_diagnostics.DiagnosticSizes(
+        accuracy_conditions_per_task=int(plat["rl_diagnostic_conditions_per_task"]),
+        gradient_conditions_per_task=int(plat["rl_gradient_conditions_per_task"]), threshold=threshold)
+    conditions = loop_config.make_task_sets("rl-diagnostics", sizes.accuracy_conditions_per_task, seed,
+                                            int(cfg["resolution"]))
+    return rl_diagnostics.measure(model_paths, base_dir, conditions, cfg["rl"], sizes, seed=seed)
+
+
 def _judge_rows(model_paths: dict[str, str], rows: Sequence[dict], threshold: float) -> dict:
     from rewardtrain.engine.scorer import RewardScorer
 
@@ -686,6 +707,10 @@ def _promotion_text(p: dict) -> str:
     return f"refused, production stays {p['opponent']}: " + " ".join(p["reasons"])
 
 
+def _rounded(d: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, 3) for k, v in d.items()}
+
+
 def _mean_nested(d: dict) -> float:
     vals = [v for cs in d.values() for v in cs.values() if v is not None]
     return float(np.mean(vals)) if vals else float("nan")
@@ -781,11 +806,23 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         oracle = reward_oracle_accuracy(models, rm_rows, thr)
         baseline = baseline_now(snapshot, overrides=BASELINE_OVERRIDES.get(size, {}), user=scientist,
                                 progress=progress)
-        baseline_oracle = baseline_oracle_accuracy(baseline.output_dir, rm_rows, thr)
+        from rewardtrain.services import baseline_model_dir
+
+        baseline_oracle = baseline_oracle_accuracy(str(baseline_model_dir(baseline)), rm_rows, thr)
         # The trained model only, as the engine loop does: on-policy generation and scoring is
         # the costly part, and the untrained control's is near chance.
         on_policy = reward_on_policy_accuracy({"trained": rm.path}, base_dir, heldout_conds, cfg, seed=seed,
                                               threshold=thr)
+        t_diag = time.time()
+        # The untrained control too: its figures are each diagnostic's chance level (a structured but
+        # unrelated gradient need not be orthogonal to the oracle's).
+        rl_diag = rl_diagnostics_now(models, base_dir, cfg, seed=seed, threshold=thr)
+        rl_models = rl_diag.pop("models")
+        timings["rl_diagnostics"] = round(time.time() - t_diag, 2)
+        progress(f"  RL's pairs (one-step x0 vs reference, {rl_diag['one_step_conditions']} conditions): oracle "
+                 f"accuracy per task {_rounded(rl_models['trained']['one_step_oracle_accuracy_mean'])}, gradient "
+                 f"cosine with the oracle {_rounded(rl_models['trained']['gradient_cosine_mean'])} (untrained "
+                 f"{_rounded(rl_models['control']['gradient_cosine_mean'])}; {rl_diag['rl_diagnostics_cpu_s']:.0f} CPU-s)")
         ceiling = label_ceiling(snapshot, rm.eval_split, scores)
         pool = [a.profile for a in accounts]
         sim_ceiling = oracle_metrics.human_ceiling_by_criterion([it.condition for it in annotated], [it.scores for it in annotated],
@@ -877,7 +914,9 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "annotator_agreement": snapshot.human_ceiling,
             "control": {"accuracy": control_rm.eval_report.get("accuracy", {}),
                         "oracle_accuracy": oracle["control"]["accuracy"],
-                        "oracle_accuracy_ci": oracle["control"]["interval"]},
+                        "oracle_accuracy_ci": oracle["control"]["interval"], **rl_models["control"]},
+            **rl_diag,
+            **rl_models["trained"],
             "oracle_accuracy_mean": _mean_nested(oracle["trained"]["accuracy"]),
             "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
         },
@@ -998,6 +1037,7 @@ def format_summary(report: dict[str, Any]) -> str:
     for task, crits in oracles.TASK_CRITERIA.items():
         lines += [f"  {task:<8} {c:<16} {oracle_metrics.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
                   for c in crits if c in rm["oracle_accuracy_by_margin"]["accuracy"].get(task, {})]
+    lines += rl_diagnostics.summary_lines(rm, rm["control"])
     lines += ["", "Policy: oracle win rate vs base (held-out) [95 % interval]",
               f"{'policy':<22} {'fill':>19} {'extend':>20} {'removal':>21}"]
     rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .services import JobCancelled, JobReporter
@@ -87,11 +88,14 @@ def _stop_leftovers(launch_config: Path, reporter: JobReporter) -> None:
 
 def run_distributed(
     *, module: str, config: dict, run_dir: Path, processes: int, reporter: JobReporter, total_steps: int = 0,
-    poll_seconds: float = 0.5, exit_grace_seconds: float = 120.0,
+    poll_seconds: float = 0.5, exit_grace_seconds: float = 120.0, progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``module`` (``rewardtrain.engine`` / ``policytrain.engine``) on ``processes`` ranks.
 
-    Once the ranks have written ``result.json`` the run is done. If they are still alive
+    Each event the ranks log goes to ``progress`` (default: the job's progress), the same events
+    a single-process run hands its callback, so the caller's handling of a checkpoint event
+    (publishing it to the object store) applies here too. Once the ranks have written
+    ``result.json`` the run is done. If they are still alive
     ``exit_grace_seconds`` later (a rank stuck in teardown), they are stopped and the result
     stands, so that a finished run is never left hanging in the job.
     """
@@ -109,6 +113,7 @@ def run_distributed(
     reporter.log(f"launching {processes} processes: torchrun -m {module} train")
     metrics, result_path = run_dir / "metrics.jsonl", run_dir / "result.json"
     offset = 0
+    report = progress or reporter.progress
     launched_at = time.time()
     result_seen_at: float | None = None
     stuck_after_result = False
@@ -120,7 +125,7 @@ def run_distributed(
                 lines, offset = _tail_lines(metrics, offset)
                 for line in lines:
                     event = json.loads(line)
-                    reporter.progress({"total_steps": total_steps, **event})
+                    report({"total_steps": total_steps, **event})
                 if finished:
                     break
                 if reporter.should_stop() and not stop_file.exists():

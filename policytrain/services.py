@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import io
 import json
+import logging
 import random
 import shutil
 import uuid
@@ -16,10 +18,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
 from annotation.images import sha256_of
 from annotation.models import Campaign, Candidate, Criterion, Provenance, Sample
@@ -41,14 +43,21 @@ from core.artifacts import (
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from enginekit.checkpoints import CHECKPOINTS
-from jobs.models import Job, JobKind
+from jobs.models import Job, JobKind, MetricPoint
 from jobs.services import JobCancelled, JobReporter, job_cancel, job_resume, job_start
 from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
 
 from .conditions import export_conditions
 from .models import TINY_BASE, GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
-from .selectors import PromotionRule, production_checkpoint, promotion_gate
+from .selectors import (
+    RL_WINDOW_KIND,
+    PromotionRule,
+    production_checkpoint,
+    promotion_gate,
+    sample_grid_folder,
+)
 
+logger = logging.getLogger(__name__)
 MODEL_CARD = REWARD_CARD
 # Fields the platform sets itself; a user override of them is refused. ``resume`` only ever comes
 # from the platform's Resume action (policy_run_resume), never from a form.
@@ -363,23 +372,31 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
     data["resume"] = job.config.get("resume") is True
     data.update(_localized_run_paths(data))
     config = RLConfig.from_dict(data)
-    if run.processes > 1:
-        from jobs.launcher import run_distributed
+    pages = _RunPages(run, config.output_dir, reporter, config.max_steps)
+    published: set[str] = set()
 
-        result = run_distributed(module="policytrain.engine", config=config.to_dict(), run_dir=Path(config.output_dir),
-                                 processes=run.processes, reporter=reporter, total_steps=config.max_steps)
-    else:
-        try:
-            published: set[str] = set()
+    def progress(event: dict) -> None:
+        # The RL engine reports no checkpoint event: publish what each step finished.
+        artifact_publish_checkpoints(config.output_dir, CHECKPOINT_MARKER, published)
+        reporter.progress(event)
+        pages.sync()
 
-            def progress(event: dict) -> None:
-                # The RL engine reports no checkpoint event: publish what each step finished.
-                artifact_publish_checkpoints(config.output_dir, CHECKPOINT_MARKER, published)
-                reporter.progress(event)
+    try:
+        if run.processes > 1:
+            from jobs.launcher import run_distributed
 
-            result = train(config, progress=progress, should_stop=reporter.should_stop)
-        except RunCancelled as exc:
-            raise JobCancelled(str(exc)) from exc
+            result = run_distributed(module="policytrain.engine", config=config.to_dict(),
+                                     run_dir=Path(config.output_dir), processes=run.processes, reporter=reporter,
+                                     total_steps=config.max_steps, progress=progress)
+        else:
+            try:
+                result = train(config, progress=progress, should_stop=reporter.should_stop)
+            except RunCancelled as exc:
+                raise JobCancelled(str(exc)) from exc
+    except BaseException:
+        pages.sync_after_failure()
+        raise
+    pages.sync()  # the last window and grid are written after the engine's last progress event
     final = Path(config.output_dir) / result.get("final_dir", "final")
     if not final.is_dir():
         raise RuntimeError(f"the engine reported success but wrote no {final}")
@@ -391,6 +408,87 @@ def policy_run_execute(job: Job, reporter: JobReporter) -> dict:
         )
     return {**{k: v for k, v in result.items() if k != "last_metrics"}, "metrics": result.get("last_metrics", {}),
             "checkpoint_id": checkpoint.pk}
+
+
+#: How a complete PNG ends (its IEND chunk): a grid the engine is still writing is copied later.
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+class _RunPages:
+    """Records, as a policy run goes, what the run pages show that only the worker's disk holds,
+    so that every web host shows the same pages (the engine never imports Django: the worker reads
+    what it wrote):
+
+    - the engine's logged windows (``metrics.jsonl`` train rows: window means of the loss and of
+      ``reward/<task>/<criterion>``) become metric points of kind ``RL_WINDOW_KIND``. A window is
+      recorded once per step: a resumed run replays the steps after its checkpoint, and those
+      the earlier attempt logged keep its rows;
+    - each new sample grid (``samples/step-*.png``) is copied into media storage, under
+      ``sample_grid_folder(run)`` with its own name.
+    """
+
+    def __init__(self, run: PolicyRun, output_dir: str | Path, reporter: JobReporter, total_steps: int) -> None:
+        self.metrics = Path(output_dir) / "metrics.jsonl"
+        self.samples = Path(output_dir) / "samples"
+        self.reporter, self.total_steps = reporter, total_steps
+        self.offset = 0
+        recorded = MetricPoint.objects.filter(job_id=run.job_id, kind=RL_WINDOW_KIND).aggregate(last=Max("step"))
+        self.last_step = -1 if recorded["last"] is None else recorded["last"]
+        self.folder = sample_grid_folder(run)
+        try:
+            self.copied = set(default_storage.listdir(self.folder)[1])  # an earlier attempt's, on any host
+        except FileNotFoundError:
+            self.copied = set()
+
+    def sync(self) -> None:
+        """Record the windows and copy the grids written since the last call."""
+        self._windows()
+        self._grids()
+
+    def sync_after_failure(self) -> None:
+        """``sync`` for a run that failed or was cancelled: what it wrote still shows, and a sync
+        that fails too is logged on the job instead of hiding the run's own error."""
+        try:
+            self.sync()
+        except Exception as exc:  # storage or database errors alike; the run's error is raised next
+            logger.warning("policy run pages not updated after the run stopped: %s", exc)
+            self.reporter.log(f"sample grids and logged windows not recorded: {type(exc).__name__}: {exc}")
+
+    def _windows(self) -> None:
+        try:
+            size = self.metrics.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self.offset:  # a resumed engine cut the rows after its checkpoint: read it again
+            self.offset = 0
+        with self.metrics.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next call
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line the file was cut in the middle of
+                continue
+            step = int(row.get("step", 0))
+            if row.get("kind", "train") == "train" and step > self.last_step:
+                self.reporter.progress({**row, "kind": RL_WINDOW_KIND, "total_steps": self.total_steps})
+                self.last_step = step
+
+    def _grids(self) -> None:
+        if not self.samples.is_dir():
+            return
+        for path in sorted(self.samples.glob("step-*.png")):
+            if path.name in self.copied:
+                continue
+            data = path.read_bytes()
+            if not data.endswith(_PNG_END):  # still being written (by rank 0 of a torchrun run)
+                continue
+            name = f"{self.folder}/{path.name}"
+            if not default_storage.exists(name):
+                default_storage.save(name, File(io.BytesIO(data), name=path.name))
+            self.copied.add(path.name)
 
 
 def _localized_run_paths(data: dict) -> dict:

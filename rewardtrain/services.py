@@ -19,6 +19,7 @@ from annotation.models import Candidate, DatasetSnapshot
 from contracts.cards import REWARD_CARD, read_reward_card
 from contracts.vocabulary import BUILTIN, VocabularyError
 from core.artifacts import (
+    artifact_checkpoint_written,
     artifact_fetch,
     artifact_fetch_if_published,
     artifact_fetch_latest_child,
@@ -29,7 +30,7 @@ from core.artifacts import (
 )
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
-from enginekit.checkpoints import CHECKPOINTS
+from enginekit.checkpoints import CHECKPOINTS, atomic_folder
 from jobs.models import Job, JobKind, JobStatus
 from jobs.services import (
     JobCancelled,
@@ -207,7 +208,7 @@ def reward_run_execute(job: Job, reporter: JobReporter,
     Every engine error ends the job failed (``job_execute`` records it); the RewardModel row is
     written in one transaction only after both training and evaluation succeeded.
     """
-    from .engine.train import RunCancelled, train
+    from .engine.train import CHECKPOINT_MARKER, RunCancelled, train
 
     run = RewardRun.objects.select_related("snapshot").get(job=job)
     config = _localized_config(RewardTrainConfig.from_dict({k: v for k, v in job.config.items()}))
@@ -218,7 +219,8 @@ def reward_run_execute(job: Job, reporter: JobReporter,
 
     def progress(event: dict) -> None:
         if event.get("kind") == "checkpoint":
-            artifact_publish(event["path"])  # as written: a resume on another host finds it
+            # As written, so a resume on another host finds it; what the engine pruned goes from the store too.
+            artifact_checkpoint_written(event["path"], marker=CHECKPOINT_MARKER, keep=config.keep_checkpoints)
         reporter.progress(event)
         if on_progress is not None:
             on_progress(event)
@@ -226,8 +228,10 @@ def reward_run_execute(job: Job, reporter: JobReporter,
     if run.processes > 1:
         from jobs.launcher import run_distributed
 
+        # The ranks' events (checkpoints included) are read from their metrics file into ``progress``.
         result = run_distributed(module="rewardtrain.engine", config=config.to_dict(), run_dir=Path(config.output_dir),
-                                 processes=run.processes, reporter=reporter, total_steps=config.max_steps or 0)
+                                 processes=run.processes, reporter=reporter, total_steps=config.max_steps or 0,
+                                 progress=progress)
     else:
         try:
             result = train(config, progress=progress, should_stop=reporter.should_stop)
@@ -468,12 +472,14 @@ def baseline_start(*, snapshot: DatasetSnapshot, overrides: dict | None = None, 
 def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dict], None] | None = None) -> dict:
     """The Celery body: train the baseline, keep its held-out report on the row.
 
-    A rerun (resume, redelivery) trains from scratch into the same folder: the learner takes CPU
-    minutes, so checkpoints would cost more than they save.
+    A rerun (resume, redelivery) trains from scratch and replaces the folder: the learner takes CPU
+    minutes, so checkpoints would cost more than they save. The finished folder is published (with
+    an object store) before the report is recorded.
     """
     from .engine.baseline import BaselineStopped, train_baseline
 
     run = BaselineRun.objects.select_related("snapshot").get(job=job)
+    output_dir = artifact_local(run.output_dir)  # this host's copy of the folder the row names
 
     def progress(event: dict) -> None:
         reporter.progress(event)
@@ -481,15 +487,25 @@ def baseline_execute(job: Job, reporter: JobReporter, on_progress: Callable[[dic
             on_progress(event)
 
     try:
-        card = train_baseline(BaselineConfig.from_dict(run.config), str(artifact_fetch(run.snapshot.path)), run.output_dir,
-                              progress=progress, should_stop=reporter.should_stop)
+        # Trained aside and renamed into place complete: a host never holds a half-trained copy at
+        # the path it would take for the published model (an attempt that failed there, say).
+        with atomic_folder(output_dir) as work:
+            card = train_baseline(BaselineConfig.from_dict(run.config), str(artifact_fetch(run.snapshot.path)), work,
+                                  progress=progress, should_stop=reporter.should_stop)
     except BaselineStopped as exc:
         raise JobCancelled(str(exc)) from exc
+    artifact_publish(output_dir)  # before the report is recorded: every host can fetch the model it describes
     report = _finite(card["evaluation"])
     BaselineRun.objects.filter(pk=run.pk).update(report=report)
     return _finite({"baseline_id": run.pk, "split": report["split"], "pairs": report["pairs"],
                     "overall_accuracy": report["overall_accuracy"], "steps": card["steps"],
                     "best_step": card["best_step"], "seconds": card["seconds"]})
+
+
+def baseline_model_dir(run: BaselineRun) -> Path:
+    """The trained baseline's model folder (weights and ``baseline.json`` card) on this host,
+    fetched from the object store when another host trained it."""
+    return artifact_fetch(run.output_dir)
 
 
 def baseline_execute_job(job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job | None:
