@@ -8,22 +8,21 @@ and campaigns started through their own apps' APIs (``/api/reward/``, ``/api/pol
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from django.utils._os import safe_join
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Campaign, DatasetSnapshot
+from core.artifacts import StoreUnavailable
 from core.errors import ApplicationError
 from core.params import int_query_param
 from core.permissions import IsStaffRole
+from enginekit.objectstore import ObjectStoreUnavailable
 from jobs.models import Job, JobKind, JobStatus
-from jobs.selectors import queue_overview
+from jobs.selectors import job_artifact_file, queue_overview
 from policytrain.models import PolicyCheckpoint
 from rewardtrain.models import RewardModel
 
@@ -114,19 +113,17 @@ class RunOverlayApi(_Staff):
 
 
 class JobArtifactApi(_Staff):
-    """A file from the job's run folder; refuses ../, absolute paths and symlinks that leave the folder."""
+    """A file from the job's run folder (this host's copy, else a folder of the run published in
+    the object store); refuses ../, absolute paths and symlinks that leave the folder."""
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request, pk: int, path: str):
         job = get_object_or_404(Job, pk=pk)
-        if not job.run_dir:
-            raise Http404("Not found")
         try:
-            full = Path(safe_join(job.run_dir, path)).resolve()
-        except Exception as exc:  # SuspiciousFileOperation, ValueError
-            raise Http404("Not found") from exc
-        root = Path(job.run_dir).resolve()
-        if not full.is_relative_to(root) or not full.is_file():
+            full = job_artifact_file(job, path)
+        except ObjectStoreUnavailable as exc:
+            raise StoreUnavailable(exc) from exc
+        if full is None:
             raise Http404("Not found")
         inline = full.suffix.lower() in INLINE_SUFFIXES
         response = FileResponse(full.open("rb"), as_attachment=not inline, filename=full.name)
@@ -175,7 +172,7 @@ def reward_model_compare(a: RewardModel, b: RewardModel) -> dict:
 def checkpoint_compare(a: PolicyCheckpoint, b: PolicyCheckpoint) -> dict:
     def side(c):
         return {"id": c.pk, "name": c.name, "algorithm": c.algorithm, "grids": sel.checkpoint_grids(c),
-                "rl_table": sel.rl_reward_table(c.run.output_dir) if c.run else None}
+                "rl_table": sel.rl_reward_table(c.run) if c.run else None}
     return {"a": side(a), "b": side(b), "pairs": sel.checkpoint_outputs(a, b)}
 
 

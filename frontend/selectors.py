@@ -1,7 +1,10 @@
 """Reads for the scientist / curator dashboard (frontend/api.py and the dashboard pages call these).
 
-Nothing here writes and nothing imports torch: runs are described from their database rows and
-their run folders (metrics.jsonl, sample grids), never by loading a model.
+Nothing here writes and nothing imports torch: runs are described from their database rows
+(metric points, log tails, reports) and media storage (sample grids), never by loading a model
+and never from a worker's disk, so every web host shows the same run pages (docs/operations.md,
+"Several hosts"). A run folder is read only as the fallback for runs recorded before that, on
+the host that has the folder.
 """
 from __future__ import annotations
 
@@ -41,9 +44,15 @@ from core.errors import ApplicationError
 from core.roles import has_role
 from core.stats import wilson_interval
 from jobs.models import Job, JobKind, JobStatus, MetricPoint
-from jobs.selectors import job_list, job_metric_series
+from jobs.selectors import job_artifacts, job_list, job_metric_series, job_resumable
 from policytrain.models import GenerationJob, PolicyCheckpoint, PolicyRun, policy_source_name
-from policytrain.selectors import checkpoint_gsb, checkpoint_lineage, production_checkpoint, run_sample_grids
+from policytrain.selectors import (
+    RL_WINDOW_KIND,
+    checkpoint_gsb,
+    checkpoint_lineage,
+    production_checkpoint,
+    run_sample_grids,
+)
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.selectors import accuracy_comparison, baseline_list, evaluation_list, latest_baseline
 
@@ -56,8 +65,6 @@ PAPER_TABLE1 = {
     "extend": {"text_alignment": 80.36, "consistency": 72.50, "structure": 74.29, "aesthetics": 71.10},
     "removal": {"removal_quality": 84.93},
 }
-RESUMABLE = (JobKind.REWARD, JobKind.POLICY)
-MAX_ARTIFACTS = 300
 LOG_TAIL_CHARS = 6000
 
 
@@ -120,15 +127,6 @@ def job_links(job: Job) -> list[dict]:
     return links
 
 
-def can_resume(job: Job) -> bool:
-    if job.kind not in RESUMABLE or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return False
-    if job.kind == JobKind.REWARD:
-        run = related(job, "reward_run")
-        return run is not None and related(run, "reward_model") is None
-    return related(job, "policy_run") is not None
-
-
 #: The key config values the runs list shows as columns, per kind of run (the resolved config's
 #: names); "lr" is shown for both, so reward and RL runs line up in one column.
 PARAM_KEYS = {
@@ -168,7 +166,7 @@ def job_summary(job: Job) -> dict:
         "cancel_requested": job.cancel_requested, "attempts": job.attempts,
         "started_by": job.created_by.username if job.created_by else None,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "can_cancel": not job.is_finished, "can_resume": can_resume(job),
+        "can_cancel": not job.is_finished, "can_resume": job_resumable(job),
         "url": reverse("dash-run", args=[job.pk]), "links": job_links(job),
         "tags": list(run.tags) if run is not None else None, "params": run_params(job, run),
     }
@@ -285,14 +283,28 @@ def _metrics_rows(run_dir: str, limit: int = 20000) -> list[dict]:
     return rows[-limit:]
 
 
-def rl_reward_table(run_dir: str) -> dict:
-    """Policy vs reference P(Yes) per task × criterion from the RL engine's metrics.jsonl.
+def _reward_windows(run: PolicyRun) -> list[dict]:
+    """The RL run's logged windows (metrics rows with ``step`` and ``reward/<task>/<criterion>``),
+    oldest first: the metric points the worker recorded (``policytrain.selectors.RL_WINDOW_KIND``;
+    the steps a resumed run replays replace the earlier attempt's), in one query. A run recorded
+    before the worker recorded them has only its folder's ``metrics.jsonl``, read where it is here."""
+    by_step: dict[int, dict] = {}
+    for step, values in (MetricPoint.objects.filter(job_id=run.job_id, kind=RL_WINDOW_KIND).order_by("id")
+                         .values_list("step", "values")):
+        by_step[step] = {**(values or {}), "step": step}
+    if by_step:
+        return [by_step[step] for step in sorted(by_step)]
+    return _metrics_rows(run.output_dir)
+
+
+def rl_reward_table(run: PolicyRun) -> dict:
+    """Policy vs reference P(Yes) per task × criterion from the RL run's logged windows.
 
     ``reward/<task>/<criterion>`` is the mean P(Yes) that the policy's one-step image beats the
     reference image; 0.5 = no better than the reference. ``latest`` averages the last 5 logged
     windows, ``first`` the first 5.
     """
-    rows = _metrics_rows(run_dir)
+    rows = _reward_windows(run)
     series: dict[str, list[list[float]]] = defaultdict(list)
     for r in rows:
         for key, value in r.items():
@@ -325,21 +337,9 @@ def rl_reward_table(run_dir: str) -> dict:
             "series": thinned}
 
 
-def run_artifacts(run_dir: str) -> list[dict]:
-    root = Path(run_dir or "-")
-    if not root.is_dir():
-        return []
-    out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            out.append({"path": str(p.relative_to(root)), "size": p.stat().st_size})
-            if len(out) >= MAX_ARTIFACTS:
-                break
-    return out
-
-
 def log_tail(job: Job) -> str:
-    """The job's own log tail, else the end of the newest log-like file in its run folder."""
+    """The job's own log tail (recorded in the database, so the same on every host), else the end
+    of the newest log-like file in its run folder where this host has that folder."""
     if job.log_tail:
         return job.log_tail[-LOG_TAIL_CHARS:]
     root = Path(job.run_dir or "-")
@@ -376,7 +376,7 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
         "config": job.config, "result": job.result, "error_full": job.error, "traceback": job.traceback,
         "metrics": job_metric_series(job, after_id=after_id), "log_tail": log_tail(job), "run_dir": job.run_dir,
         "artifacts": [{**a, "url": reverse("dash-api-artifact", args=[job.pk, a["path"]])}
-                      for a in run_artifacts(job.run_dir)],
+                      for a in job_artifacts(job)],
         "heartbeat_at": job.heartbeat_at,
     })
     if job.kind == JobKind.REWARD and (run := related(job, "reward_run")):
@@ -391,8 +391,8 @@ def job_detail(job: Job, *, after_id: int = 0) -> dict:
             "run_id": run.pk, "algorithm": run.algorithm, "base_policy": run.base_policy,
             "reward_model": {"id": run.reward_model_id, "name": run.reward_model.name},
             "checkpoint": {"id": ckpt.pk, "name": ckpt.name} if ckpt else None,
-            "rl_table": rl_reward_table(run.output_dir),
-            "sample_grids": [reverse("dash-api-artifact", args=[job.pk, rel]) for rel in run_sample_grids(run)][-8:],
+            "rl_table": rl_reward_table(run),
+            "sample_grids": [grid["url"] for grid in run_sample_grids(run)][-8:],
         }
     elif job.kind == JobKind.GENERATION and (gen := related(job, "generation_job")):
         out["generation"] = {
@@ -422,16 +422,18 @@ def _thin(points: list[list[float]], limit: int = MAX_OVERLAY_POINTS) -> list[li
 
 def run_curves(job: Job) -> dict[str, list[list[float]]]:
     """Every numeric metric a job logged, as ``{"<metric> · <train|eval (split)>": [[step, value], …]}``,
-    plus an RL run's reward per task × criterion (``reward/<task>/<criterion>``)."""
+    plus an RL run's reward per task × criterion (``reward/<task>/<criterion>``, from its logged
+    windows, which are not listed again under their own kind)."""
     series: dict[str, list[list[float]]] = defaultdict(list)
-    for step, kind, values in MetricPoint.objects.filter(job=job).order_by("id").values_list("step", "kind", "values"):
+    points = MetricPoint.objects.filter(job=job).exclude(kind=RL_WINDOW_KIND).order_by("id")
+    for step, kind, values in points.values_list("step", "kind", "values"):
         split = (values or {}).get("split")
         suffix = kind if kind != "eval" or not split else f"eval ({split})"
         for key, value in (values or {}).items():
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 series[f"{key} · {suffix}"].append([step, value])
     if job.kind == JobKind.POLICY and (run := related(job, "policy_run")):
-        series.update(rl_reward_table(run.output_dir)["series"])
+        series.update(rl_reward_table(run)["series"])
     return {k: _thin(v) for k, v in sorted(series.items())}
 
 
@@ -582,11 +584,10 @@ def checkpoint_graph(ckpt: PolicyCheckpoint) -> dict:
 
 
 def checkpoint_grids(ckpt: PolicyCheckpoint, limit: int = 6) -> list[dict]:
-    """The RL run's sample grids (newest last) as artifact URLs."""
+    """The RL run's sample grids (newest last): ``{"name", "url"}``."""
     if ckpt.run is None:
         return []
-    rels = run_sample_grids(ckpt.run)[-limit:]
-    return [{"name": Path(r).stem, "url": reverse("dash-api-artifact", args=[ckpt.run.job_id, r])} for r in rels]
+    return run_sample_grids(ckpt.run)[-limit:]
 
 
 def checkpoint_outputs(a: PolicyCheckpoint, b: PolicyCheckpoint, limit: int = 12) -> list[dict]:

@@ -169,7 +169,7 @@ def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
                  is_production=production is not None and production.pk == ckpt.pk,
                  promotions=promotion_history().filter(Q(checkpoint=ckpt) | Q(previous=ckpt)),
                  can_promote=has_role(request.user, SCIENTIST),
-                 rl_table=dsel.rl_reward_table(ckpt.run.output_dir) if ckpt.run else None,
+                 rl_table=dsel.rl_reward_table(ckpt.run) if ckpt.run else None,
                  others=PolicyCheckpoint.objects.exclude(pk=pk).order_by("-id")[:100])
 
 

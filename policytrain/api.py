@@ -10,7 +10,6 @@ from pathlib import Path
 from django.apps import apps
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django.utils._os import safe_join
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -84,7 +83,7 @@ class GenerationOut(serializers.ModelSerializer):
 
 class PolicyRunDetailOut(PolicyRunOut):
     metrics = MetricPointOut(many=True)
-    sample_grids = serializers.ListField(child=serializers.URLField(), help_text="Artifact URLs of the sample grids.")
+    sample_grids = serializers.ListField(child=serializers.URLField(), help_text="URLs of the sample grids (media).")
 
     class Meta(PolicyRunOut.Meta):
         fields = [*PolicyRunOut.Meta.fields, "metrics", "sample_grids"]
@@ -241,10 +240,7 @@ def _run_detail(request, run: PolicyRun) -> dict:
     data = PolicyRunOut(run).data
     after = int_query_param(request, "metrics_after")
     data["metrics"] = job_metric_series(run.job, after_id=after)
-    data["sample_grids"] = [
-        request.build_absolute_uri(reverse("api-policy-run-artifact", args=[run.pk, rel]))
-        for rel in selectors.run_sample_grids(run)
-    ]
+    data["sample_grids"] = [request.build_absolute_uri(grid["url"]) for grid in selectors.run_sample_grids(run)]
     return data
 
 

@@ -1,4 +1,4 @@
-"""Reads for policy runs, checkpoints and generation jobs (lists, lineage, artifacts), and for
+"""Reads for policy runs, checkpoints and generation jobs (lists, lineage, sample grids), and for
 production: which checkpoint it is, and whether another may replace it (the promotion gate)."""
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db.models import Q, QuerySet
+from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 from annotation.models import Campaign
 from annotation.selectors import gsb_rows, side_by_side_outcomes
@@ -18,6 +21,10 @@ from rewardtrain.selectors import campaign_refs, snapshot_ref
 from .models import GenerationJob, PolicyCheckpoint, PolicyRun, Promotion, policy_source_name
 
 REQUIRE_BETTER = ("any", "all")
+#: The metric-point kind of an RL run's logged windows: the engine's ``metrics.jsonl`` train rows
+#: (window means of loss and ``reward/<task>/<criterion>``), which the worker records as it runs
+#: (``policytrain.services``) so that every web host reads them from the database.
+RL_WINDOW_KIND = "window"
 #: A GSB verdict for side A, said from the checkpoint's side (it is always A in checkpoint_gsb).
 _OURS = {"A better": "better", "B better": "worse", "no clear difference": "no clear difference"}
 
@@ -34,12 +41,37 @@ def generation_job_list() -> QuerySet[GenerationJob]:
     return GenerationJob.objects.select_related("job", "checkpoint", "opponent", "campaign", "started_by")
 
 
-def run_sample_grids(run: PolicyRun) -> list[str]:
-    """Sample-grid PNGs of a run, relative to its output folder, oldest first."""
-    folder = Path(run.output_dir) / "samples"
-    if not folder.is_dir():
+def sample_grid_folder(run: PolicyRun) -> str:
+    """The media folder the worker copies a run's sample grids into (``policytrain.services``).
+
+    Media are served to every signed-in user, annotators too, and a grid shows which image the
+    policy made: the folder's name carries a keyed hash of the job, so nobody can guess it from
+    a job number. Every host computes the same name (they share ``DJANGO_SECRET_KEY``).
+    """
+    token = salted_hmac("policytrain.sample-grids", str(run.job_id)).hexdigest()[:20]
+    return f"policy-runs/job-{run.job_id}-{token}/samples"
+
+
+def run_sample_grids(run: PolicyRun) -> list[dict]:
+    """A run's sample grids, oldest first: ``{"name": "step-000010", "url"}``.
+
+    From media storage (the bucket, when configured), where the worker copies each grid as it is
+    written, so every host shows them. A run recorded before that has its grids only in its
+    folder: those are served from there (the run's artifact URL) on the host that has it.
+    """
+    folder = sample_grid_folder(run)
+    try:
+        names = default_storage.listdir(folder)[1]
+    except FileNotFoundError:  # nothing copied yet (a local media folder is made on the first save)
+        names = []
+    grids = sorted(n for n in names if n.startswith("step-") and n.endswith(".png"))
+    if grids:
+        return [{"name": Path(n).stem, "url": reverse("media", kwargs={"path": f"{folder}/{n}"})} for n in grids]
+    local = Path(run.output_dir or "-") / "samples"
+    if not local.is_dir():
         return []
-    return sorted(str(p.relative_to(run.output_dir)) for p in folder.glob("*.png"))
+    return [{"name": p.stem, "url": reverse("api-policy-run-artifact", args=[run.pk, f"samples/{p.name}"])}
+            for p in sorted(local.glob("*.png"))]
 
 
 def _attr(obj, name: str, default=None):

@@ -188,7 +188,8 @@ def test_policy_run_detail_reads_reward_vs_reference_table(settings):
     fill = next(r for r in pol["rl_table"]["rows"] if r["task"] == "fill")
     cell = next(x for x in fill["cells"] if x["criterion"] == "structure")
     assert cell["latest"] == pytest.approx(0.48) and cell["first"] == pytest.approx(0.43)
-    assert pol["sample_grids"] == [f"/api/dashboard/jobs/{job.pk}/artifacts/samples/step-000010.png"]
+    # A run recorded before grids were copied to media: served from its folder, where it is here.
+    assert pol["sample_grids"] == [f"/api/policy/runs/{run.pk}/artifacts/samples/step-000010.png"]
     assert pol["checkpoint"]["id"] == ckpt.pk
     lineage = c.get(f"/api/dashboard/lineage/reward-model/{model.pk}/").json()
     assert [n["kind"] for n in lineage["chain"]] == ["campaign", "snapshot", "reward_model"]

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.models import JobStatus, MetricPoint
 from policytrain.models import PolicyCheckpoint
+from policytrain.selectors import RL_WINDOW_KIND, run_sample_grids
 from policytrain.services import policy_run_start
 from tests.conftest import cancel_once_training
 from tests.policytrain.test_policy_runs import FAST, execute, make_reward_model, make_samples
@@ -22,6 +23,9 @@ def test_two_process_policy_run_succeeds_and_registers_a_checkpoint(tiny_reward_
     job = execute(run.job)
     assert job.status == JobStatus.SUCCEEDED, job.error + Path(run.output_dir + ".log").read_text()[-2000:]
     assert MetricPoint.objects.filter(job=job, kind="train").exists()
+    # The run pages' windows and grids are recorded from the ranks' files as under one process.
+    assert sorted(MetricPoint.objects.filter(job=job, kind=RL_WINDOW_KIND).values_list("step", flat=True)) == [1, 2, 3]
+    assert [g["name"] for g in run_sample_grids(run)] == ["step-000001", "step-000002", "step-000003"]
     assert PolicyCheckpoint.objects.filter(run=run).count() == 1
     assert "launching 2 processes" in job.log_tail
 

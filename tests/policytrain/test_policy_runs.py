@@ -303,6 +303,7 @@ def test_policy_run_end_to_end_through_worker(celery_worker_process, tiny_reward
     scientist = make_user("sci", "scientist")
     client = APIClient()
     client.force_authenticate(scientist)
+    client.force_login(scientist)  # the sample grids are media, served to a signed-in session (or a token)
     # With the velocity anchor on, so the worker path carries it from the API to the engine's metrics.
     response = client.post("/api/policy/runs/", {"reward_model": rm.pk, "algorithm": 1,
                                                  "overrides": {**FAST, "kl_weight": 1.0}}, format="json")
@@ -331,7 +332,9 @@ def test_policy_run_end_to_end_through_worker(celery_worker_process, tiny_reward
     assert train_rows[-1]["step"] == 3
     anchors = [m["velocity_anchor"] for m in train_rows if "velocity_anchor" in m]
     assert anchors[0] == 0.0 < anchors[-1], anchors
-    assert len(detail["sample_grids"]) == 3
+    assert len(detail["sample_grids"]) == 3 and all("/media/policy-runs/" in u for u in detail["sample_grids"])
+    windows = [m for m in detail["metrics"] if m["kind"] == "window"]  # metrics.jsonl's rows, recorded by the worker
+    assert [w["step"] for w in windows] == [1, 2, 3] and any(k.startswith("reward/fill/") for k in windows[-1])
     grid = client.get(detail["sample_grids"][0])
     assert grid.status_code == 200 and b"".join(grid.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
     for evil in ("../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd", "checkpoints/step-1/optimizer.pt"):
