@@ -1,0 +1,293 @@
+"""A short, honest comparison of reward-model recipes for the tiny VLM (issue #22, item 3).
+
+The question: which training recipe gets the tiny random-init Qwen2.5-VL reward model closest to
+the oracle on held-out pairs, and how far is it from the baseline learner trained on the SAME
+labels? Recipes compared (each with ``select_best`` on):
+
+- LoRA and full fine-tuning, each at three learning rates;
+- at the best of those: paired augmentation (flip + crop) on, and weight decay at one value.
+
+The world (engine level, no Django; ``research.loop`` / ``research.ceiling`` build theirs alike):
+
+1. conditions per task at the demo's resolution (fill; extend, half prompt-free; removal), train
+   and held-out sets from disjoint scene seeds;
+2. four candidate-like outputs per condition (``synthetic.oracles.degrade``, as ``research.ceiling``:
+   the world's full range of defects; the quick base policy would cost ~20 CPU-minutes of
+   pre-training and its candidates span a narrower range);
+3. the simulated annotators (the demo config's pool, votes per pair) judge every candidate pair of
+   the train conditions: the snapshot's labels are **annotator majorities, never the oracle's**;
+   its train/val split is by condition (val feeds ``select_best`` and the baseline's early stop);
+4. held-out: every candidate pair of the held-out conditions whose oracle scores differ by more
+   than the tie band; accuracy = agreement with the oracle, 95 % interval clustered by condition
+   (``synthetic.oracle_metrics``), beside the baseline learner (``rewardtrain.engine.baseline``,
+   trained on the same snapshot) on the same pairs.
+
+Run from the repository root, one torch thread::
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe var/recipe [--steps N] [--train N]
+        [--heldout N] [--baseline-steps N] [--runs name,name,...] [--stage2 lora|full:LR]
+
+Each finished run is cached in ``<dir>/runs/<name>.json``, so a second call only runs what is
+missing; ``<dir>/recipe.json`` holds the table. Without ``--runs`` the sweep runs first and the
+second stage (augmentation, weight decay) at the sweep's best (mode, lr) by mean held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contracts.splits import split_for_key
+from research.ceiling import TIE_BAND, candidate_pairs, conditions_for
+from research.loop import simulate_judgments, write_snapshot
+from synthetic.annotators import make_pool
+from synthetic.candidate_fills import oracle_pairs
+from synthetic.loop_config import load_demo_config, print_progress, quiet_libraries
+from synthetic.oracle_metrics import (
+    baseline_judged,
+    oracle_accuracy_intervals,
+    oracle_accuracy_table,
+    oracle_judged,
+)
+from synthetic.oracles import score_all
+
+TASKS = ("fill", "extend", "removal")
+#: The learning-rate sweep per mode: around the quick demo's LoRA rate (3e-3), and for full
+#: fine-tuning from the rate at which the tiny model's full fine-tune was seen to stall (3e-4,
+#: docs/reward-model.md) upward.
+SWEEP = {"lora": (1e-3, 3e-3, 1e-2), "full": (3e-4, 1e-3, 3e-3)}
+#: The second stage's settings, applied one at a time at the sweep's best (mode, lr).
+AUGMENT = {"augment_flip": True, "augment_crop": 0.15}
+WEIGHT_DECAY = 0.05
+
+
+def _split(condition_id: str) -> str:
+    """Snapshot split of a train condition: the platform's hash split (80/10/10) with its test
+    bucket folded into train (the held-out conditions are the test set here; a 10 % val keeps
+    ``select_best``'s evaluations cheap)."""
+    return "val" if split_for_key(condition_id) == "val" else "train"
+
+
+def build_world(out: Path, train: int, heldout: int, resolution: int, annotators: dict[str, Any],
+                seed: int = 0) -> tuple[Path, list[dict[str, Any]]]:
+    """The annotator-labelled snapshot of the train conditions and the oracle-judged held-out pairs.
+
+    Both are deterministic; a snapshot already in ``out`` (from an earlier call with the same
+    sizes, recorded in its manifest) is reused, which halves the cost of a second call."""
+    conds, cands, scores, held = [], [], [], []
+    manifest = out / "snapshot" / "manifest.json"
+    sizes = {"train_per_task": train, "resolution": resolution, "seed": seed}
+    reuse = manifest.is_file() and json.loads(manifest.read_text()).get("filter", {}).get("recipe_world") == sizes
+    for t, task in enumerate(TASKS):
+        for part, n, offset in (("train", train, 10_000 * t), ("heldout", heldout, 10_000 * t + 5_000)):
+            if part == "train" and reuse:
+                continue
+            # candidate_pairs' own oracle-labelled judgments are not used: labels come from annotators.
+            part_conds, part_cands, _ = candidate_pairs(conditions_for(task, n, offset, size=resolution), seed + offset)
+            part_scores = [[score_all(c, im) for im in images] for c, images in zip(part_conds, part_cands, strict=True)]
+            if part == "train":
+                conds += part_conds
+                cands += part_cands
+                scores += part_scores
+            else:
+                held += oracle_pairs(part_conds, part_cands, part_scores, keep=lambda _cid: True)
+    held = [r for r in held if r["margin"] > TIE_BAND]
+    if reuse:
+        return out / "snapshot", held
+    pool = make_pool(int(annotators["n"]), careless_fraction=float(annotators["careless_fraction"]), seed=seed)
+    judgments = simulate_judgments(conds, scores, pool, seed=seed, votes_per_pair=int(annotators["votes_per_pair"]))
+    snapshot = write_snapshot(out / "snapshot", conds, cands, judgments, {}, split_of=_split)
+    data = json.loads(manifest.read_text())
+    data["filter"]["recipe_world"] = sizes
+    manifest.write_text(json.dumps(data, indent=2))
+    return snapshot, held
+
+
+def summarise(judged: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+    """Accuracy, pair count and 95 % interval (clustered by condition) per task → criterion, and the mean."""
+    acc, n = oracle_accuracy_table(judged)
+    cells = [a for crits in acc.values() for a in crits.values()]
+    return {"accuracy": acc, "pairs": n, "interval": oracle_accuracy_intervals(judged),
+            "mean": float(np.mean(cells)) if cells else float("nan")}
+
+
+def run_reward(name: str, overrides: dict[str, Any], reward_cfg: dict[str, Any], snapshot: Path, base: Path,
+               held: list[dict[str, Any]], out: Path, steps: int, seed: int = 0,
+               min_val: float = 0.0) -> dict[str, Any]:
+    """Train one recipe (``overrides`` on the demo config's reward section) and score it on ``held``,
+    unless its best val accuracy stays below ``min_val`` (a screen that clearly trails: not scored,
+    its val curve is recorded and the reason printed)."""
+    from rewardtrain.engine.config import RewardTrainConfig
+    from rewardtrain.engine.scorer import RewardScorer
+    from rewardtrain.engine.train import train as rm_train
+
+    cfg = {k: v for k, v in reward_cfg.items() if k != "base"}
+    pixels = {"min_pixels": reward_cfg["base"]["min_pixels"], "max_pixels": reward_cfg["base"]["max_pixels"]}
+    run_dir = out / "rm" / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = RewardTrainConfig.from_dict({
+        **cfg, **pixels, "base_model": str(base), "snapshot_dir": str(snapshot), "output_dir": str(run_dir),
+        "device": "cpu", "seed": seed, "save_every": 0, "gradient_checkpointing": False, "max_steps": steps,
+        "eval_every": max(1, steps // 5), "log_every": max(1, steps // 5), "select_best": True, **overrides,
+    })
+    started = time.monotonic()
+    result = rm_train(config, progress=lambda e: print_progress(
+        f"  {name} {e['kind']} {e['step']}/{e['total_steps']} loss={e.get('loss', float('nan')):.4f} "
+        f"acc={e.get('accuracy', float('nan')):.3f}") if e.get("kind") in ("train", "eval") else None)
+    trained = time.monotonic() - started
+    best_val = (result.get("selected_val") or {}).get("accuracy", 1.0)
+    if best_val < min_val:
+        reason = f"best val accuracy {best_val:.3f} < {min_val} after {steps} steps: clearly trails, not scored"
+        print_progress(f"{name}: {reason}")
+        return {**unscored(name, overrides, run_dir, steps, reason), "seconds": {"train": round(trained, 1)}}
+    judged = oracle_judged(RewardScorer.from_pretrained(run_dir / "final"), held, threshold=TIE_BAND)
+    shutil.rmtree(run_dir / "final", ignore_errors=True)  # weights are not kept: the figures are the result
+    return {"name": name, "overrides": overrides, "steps": steps, "selected_step": result.get("selected_step"),
+            "selected_val": result.get("selected_val"), "seconds": {"train": round(trained, 1),
+            "score": round(time.monotonic() - started - trained, 1)}, **summarise(judged)}
+
+
+def val_curve(run_dir: Path) -> list[list[float]]:
+    """[step, val accuracy] of every evaluation in a run folder's metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [[r["step"], round(r["accuracy"], 4)] for r in records if r.get("kind") == "eval"]
+
+
+def unscored(name: str, overrides: dict[str, Any], run_dir: Path, steps: int, reason: str) -> dict[str, Any]:
+    """The record of a run that was not scored on the held-out pairs (it clearly trailed): its val curve."""
+    return {"name": name, "overrides": overrides, "steps": steps, "not_scored": reason, "val_curve": val_curve(run_dir)}
+
+
+def stage_one() -> dict[str, dict[str, Any]]:
+    """The learning-rate sweep: name → overrides."""
+    runs = {}
+    for mode, lrs in SWEEP.items():
+        for lr in lrs:
+            runs[f"{mode}-lr{lr:g}"] = {"lora": mode == "lora", "full_finetune": mode == "full", "lr": lr}
+    return runs
+
+
+def stage_two(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Augmentation and weight decay at the best sweep setting ``best`` (its overrides)."""
+    mode = "lora" if best["lora"] else "full"
+    tag = f"{mode}-lr{best['lr']:g}"
+    return {f"{tag}-augment": {**best, **AUGMENT}, f"{tag}-wd{WEIGHT_DECAY:g}": {**best, "weight_decay": WEIGHT_DECAY}}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Markdown: one row per task × criterion, one column per run and the baseline (accuracy [95 %])."""
+    runs = report["runs"]
+    names = list(runs)
+    base = report["baseline"]
+    lines = ["| task | criterion | pairs | " + " | ".join(names) + " | baseline |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |"]
+
+    def cell(s: dict[str, Any], task: str, crit: str) -> str:
+        acc = s.get("accuracy", {}).get(task, {}).get(crit)
+        if acc is None:
+            return "—"
+        lo, hi = s["interval"].get(task, {}).get(crit, [float("nan")] * 2)
+        return f"{acc:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    for task, crits in base["pairs"].items():
+        for crit, n in crits.items():
+            lines.append(f"| {task} | {crit} | {n} | " + " | ".join(cell(runs[x], task, crit) for x in names)
+                         + f" | {cell(base, task, crit)} |")
+    means = [f"{runs[x]['mean']:.3f}" if "mean" in runs[x] else "not scored" for x in names]
+    lines.append("| mean | | | " + " | ".join(means) + f" | {base['mean']:.3f} |")
+    lines.append("| steps (best val step) | | | " + " | ".join(
+        f"{runs[x]['steps']} ({runs[x].get('selected_step', '—')})" for x in names) + " | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Build the world (once), train the baseline and every recipe not yet cached, write the report."""
+    parser = argparse.ArgumentParser(prog="python -m research.vlm_recipe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=None, help="reward-model steps (default: the quick config's)")
+    parser.add_argument("--train", type=int, default=150, help="train conditions per task")
+    parser.add_argument("--heldout", type=int, default=120, help="held-out conditions per task")
+    parser.add_argument("--full-steps", type=int, default=None,
+                        help="steps of the full fine-tuning sweep (default --steps): a short screen")
+    parser.add_argument("--screen-min-val", type=float, default=0.0,
+                        help="full fine-tuning screens whose best val accuracy stays below this are not scored")
+    parser.add_argument("--stopped", default="",
+                        help="comma-separated runs stopped by hand (clearly trailing): record their val curve")
+    parser.add_argument("--baseline-steps", type=int, default=600)
+    parser.add_argument("--runs", default="", help="comma-separated run names (default: stage one then two)")
+    parser.add_argument("--stage2", default="", help="lora|full:LR to run stage two at (default: best of stage one)")
+    parser.add_argument("--size", default="quick", help="demo config whose reward/annotator sections are used")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    from rewardtrain.engine.baseline import BaselineConfig, train_baseline
+    from synthetic.reward_base import build_reward_base
+
+    out = Path(args.out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    cfg = load_demo_config(args.size)
+    steps = args.steps or int(cfg["reward"]["max_steps"])
+    started = time.monotonic()
+    snapshot, held = build_world(out, args.train, args.heldout, int(cfg["resolution"]), cfg["annotators"])
+    print_progress(f"world: {len(held)} held-out pairs, {time.monotonic() - started:.0f} s")
+    base_file = out / "runs" / "baseline.json"
+    if not base_file.exists():
+        t0 = time.monotonic()
+        train_baseline(BaselineConfig(max_steps=args.baseline_steps), snapshot, out / "baseline")
+        summary = {**summarise(baseline_judged(out / "baseline", held, threshold=TIE_BAND)),
+                   "seconds": round(time.monotonic() - t0, 1), "steps": args.baseline_steps}
+        base_file.write_text(json.dumps(summary, indent=2))
+    baseline = json.loads(base_file.read_text())
+    print_progress(f"baseline: mean {baseline['mean']:.3f}")
+    base = build_reward_base(out / "rm-base", seed=0, **cfg["reward"]["base"])
+
+    def run_all(plan: dict[str, dict[str, Any]]) -> None:
+        for name, overrides in plan.items():
+            path = out / "runs" / f"{name}.json"
+            if path.exists():
+                continue
+            if name in args.stopped.split(","):
+                reason = "stopped by hand before its last step: clearly trailing on val, not scored"
+                path.write_text(json.dumps(unscored(name, overrides, out / "rm" / name, steps, reason), indent=2))
+                print_progress(f"{name}: {reason}")
+                continue
+            screen = bool(overrides.get("full_finetune") and args.full_steps)
+            summary = run_reward(name, overrides, cfg["reward"], snapshot, base, held, out,
+                                 args.full_steps if screen else steps, min_val=args.screen_min_val if screen else 0.0)
+            path.write_text(json.dumps(summary, indent=2))
+            if "mean" in summary:
+                print_progress(f"{name}: mean {summary['mean']:.3f} ({summary['seconds']})")
+
+    plan = stage_one()
+    if args.runs:
+        plan = {n: o for n, o in plan.items() if n in args.runs.split(",")}
+    run_all(plan)
+    done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
+    if args.stage2:
+        mode, lr = args.stage2.split(":")
+        best = {"lora": mode == "lora", "full_finetune": mode == "full", "lr": float(lr)}
+    else:
+        sweep = [s for s in done.values() if set(s["overrides"]) == {"lora", "full_finetune", "lr"} and "mean" in s]
+        best = max(sweep, key=lambda s: s["mean"])["overrides"] if sweep else None
+    if best is not None and not args.runs:
+        run_all(stage_two(best))
+    done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
+    report = {"command": "OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe " + " ".join(argv or []),
+              "size": args.size, "steps": steps, "train_conditions_per_task": args.train,
+              "heldout_conditions_per_task": args.heldout, "heldout_pairs": len(held),
+              "snapshot_counts": json.loads((snapshot / "manifest.json").read_text())["counts"],
+              "runs": done, "baseline": baseline}
+    (out / "recipe.json").write_text(json.dumps(report, indent=2))
+    print(format_table(report))
+    return report
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
