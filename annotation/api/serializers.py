@@ -1,7 +1,11 @@
 """Input and output shapes of the API. Plain serializers; the services hold the logic."""
 from __future__ import annotations
 
-from django.urls import reverse
+import uuid
+from urllib.parse import quote
+
+from django.urls import get_script_prefix, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 from rest_framework import serializers
 
 from ..models import (
@@ -162,12 +166,27 @@ class CampaignIn(serializers.Serializer):
         return value
 
 
+NEXT_EXCLUDE_MAX = 10
+
+
 class NextIn(serializers.Serializer):
-    exclude = serializers.ListField(child=serializers.UUIDField(), required=False, default=list, max_length=10)
+    exclude = serializers.ListField(child=serializers.UUIDField(), required=False, default=list,
+                                    max_length=NEXT_EXCLUDE_MAX)
+
+
+# Media URLs as ``reverse("media", kwargs={"path": name})`` makes them, without matching the URL
+# map again for each of a hand-out's three or more images: reverse() percent-quotes prefix and
+# path character by character, so its URL for any name is the quoted base plus the quoted name.
+_MEDIA_BASES: dict[str, str] = {}  # {script prefix: base}
+_URL_PATH_SAFE = RFC3986_SUBDELIMS + "/~:@"  # what reverse() leaves unquoted
 
 
 def _media(field) -> str:
-    return reverse("media", kwargs={"path": field.name})
+    prefix = get_script_prefix()
+    base = _MEDIA_BASES.get(prefix)
+    if base is None:
+        base = _MEDIA_BASES[prefix] = reverse("media", kwargs={"path": "-"})[:-1]
+    return base + quote(field.name, safe=_URL_PATH_SAFE)
 
 
 def assignment_payload(lease: Lease) -> dict:
@@ -201,16 +220,21 @@ def assignment_payload(lease: Lease) -> dict:
     }
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_answer(value) -> bool:
+    """Whether ``value`` has one of the shapes an answer can take (``_answer_shape``)."""
+    return (_is_id(value) or (isinstance(value, str) and len(value) <= 64)
+            or (isinstance(value, dict) and set(value) == {"best", "worst"} and all(map(_is_id, value.values()))))
+
+
 def _answer_shape(value):
     """Only the shapes an answer can take (the service checks the values against the item): a
     candidate id, a word ("tie", "both_bad", "no_difference") or {"best": id, "worst": id}. Lists,
     nested objects, floats and null are refused here, so nothing unhashable reaches the service."""
-    def is_id(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    ok = (is_id(value) or (isinstance(value, str) and len(value) <= 64)
-          or (isinstance(value, dict) and set(value) == {"best", "worst"} and all(map(is_id, value.values()))))
-    if not ok:
+    if not _is_answer(value):
         raise serializers.ValidationError('A candidate id, "tie", "both_bad", "no_difference" or '
                                           '{"best": id, "worst": id}.')
     return value
@@ -220,6 +244,49 @@ class SubmitIn(serializers.Serializer):
     answers = serializers.DictField(child=serializers.JSONField(validators=[_answer_shape]), allow_empty=False)
     idempotency_key = serializers.CharField(max_length=64)
     active_ms = serializers.IntegerField(min_value=0, default=0)
+
+
+# ``next`` and submit are most of the API's requests, and a DRF serializer costs more Python to
+# build and run than the rest of their input handling. So the bodies the workspace sends are
+# checked directly, to exactly what the serializer would return (a test holds the two equal over
+# valid and invalid bodies); anything else goes through the serializer, which words every error.
+
+def _validated(serializer_class: type[serializers.Serializer], data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _uuids(values) -> list[uuid.UUID] | None:
+    """``values`` (strings) as UUIDs the way ``UUIDField`` reads them; None if one is not."""
+    try:
+        return [uuid.UUID(hex=v) for v in values]
+    except ValueError:
+        return None
+
+
+def next_input(data) -> dict:
+    """``NextIn(data=data)``'s validated data (``{"exclude": [UUID, …]}``), or its 400."""
+    if type(data) is dict:
+        exclude = data.get("exclude", [])
+        if type(exclude) is list and len(exclude) <= NEXT_EXCLUDE_MAX and all(type(v) is str for v in exclude):
+            uids = _uuids(exclude)
+            if uids is not None:
+                return {"exclude": uids}
+    return _validated(NextIn, data)
+
+
+def submit_input(data) -> dict:
+    """``SubmitIn(data=data)``'s validated data (answers, idempotency_key, active_ms), or its 400."""
+    if type(data) is dict:
+        answers, key, active_ms = data.get("answers"), data.get("idempotency_key"), data.get("active_ms", 0)
+        # isprintable() is False for NUL and surrogates, which CharField refuses (and for a few
+        # characters it accepts: those go the serializer's way, as does surrounding whitespace).
+        if (type(answers) is dict and answers and all(type(k) is str and _is_answer(v) for k, v in answers.items())
+                and type(key) is str and 0 < len(key) <= 64 and key.isprintable() and key == key.strip()
+                and type(active_ms) is int and active_ms >= 0):
+            return {"answers": answers, "idempotency_key": key, "active_ms": active_ms}
+    return _validated(SubmitIn, data)
 
 
 class SkipIn(serializers.Serializer):

@@ -119,8 +119,13 @@ def judgment_submit(
 # The submit's statements are SQL written once (``core.rows``): compiling them through the
 # ORM cost more Python per submit than PostgreSQL spent running them.
 _LEASE, _ITEM, _CAMPAIGN = Columns(Lease, "l"), Columns(Item, "i"), Columns(Campaign, "c")
-_JUDGMENT_COLUMNS = ("created_at", "updated_at", "item", "lease", "criterion", "annotator", "choice", "best", "worst",
-                     "displayed_order", "guideline_version", "active_ms", "idempotency_key")
+_JUDGMENT_FIELDS = [Judgment._meta.get_field(name) for name in (
+    "created_at", "updated_at", "item", "lease", "criterion", "annotator", "choice", "best", "worst",
+    "displayed_order", "guideline_version", "active_ms", "idempotency_key")]
+# Columns whose value is the same for every judgment of one submission (``_submit_locked`` gives
+# them all the same time, item, lease, annotator, order, time spent and key): converted once.
+_PER_SUBMISSION = frozenset({"created_at", "updated_at", "item", "lease", "annotator", "displayed_order", "active_ms",
+                             "idempotency_key"})
 
 
 def _lock_lease(*, lease_uid, annotator: User) -> tuple[Lease, list[int]] | None:
@@ -150,10 +155,12 @@ def _write_submission(*, judgments: list[Judgment], lease: Lease, item: Item) ->
     On PostgreSQL the two updates ride on the INSERT as data-modifying CTEs: one statement and one
     round trip, all or nothing (a reused idempotency key fails the whole statement). SQLite has no
     such CTEs, so there they are three statements in the caller's transaction."""
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_JUDGMENT_COLUMNS)) + ")"] * len(judgments))
-    params = [prep(Judgment, name, getattr(j, Judgment._meta.get_field(name).attname))
-              for j in judgments for name in _JUDGMENT_COLUMNS]
-    columns = ", ".join(Judgment._meta.get_field(name).column for name in _JUDGMENT_COLUMNS)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_JUDGMENT_FIELDS)) + ")"] * len(judgments))
+    shared = {f.name: f.get_db_prep_save(getattr(judgments[0], f.attname), connection)
+              for f in _JUDGMENT_FIELDS if f.name in _PER_SUBMISSION}
+    params = [shared[f.name] if f.name in shared else f.get_db_prep_save(getattr(j, f.attname), connection)
+              for j in judgments for f in _JUDGMENT_FIELDS]
+    columns = ", ".join(f.column for f in _JUDGMENT_FIELDS)
     insert = f"INSERT INTO annotation_judgment ({columns}) VALUES {placeholders} RETURNING id"  # noqa: S608 (fixed SQL, values are parameters)
     lease_sql, lease_params = ("UPDATE annotation_lease SET state = %s, finished_at = %s WHERE id = %s",
                                [lease.state, prep(Lease, "finished_at", lease.finished_at), lease.pk])

@@ -7,17 +7,31 @@ import json
 import threading
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotAcceptable, ValidationError
 from rest_framework.renderers import JSONRenderer
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.views import APIView
 
-from annotation.api.serializers import CriterionOut, JudgmentOut
+from annotation.api.serializers import (
+    CriterionOut,
+    JudgmentOut,
+    NextIn,
+    SubmitIn,
+    _media,
+    next_input,
+    submit_input,
+)
+from annotation.api.views import NextItemApi, SubmitApi
 from annotation.models import (
     Campaign,
     Choice,
@@ -368,3 +382,89 @@ def test_next_refuses_an_unknown_campaign_an_outsider_and_a_paused_campaign_in_t
     assert not Lease.objects.filter(item__campaign=campaign).exists()
     campaign_set_status(campaign=campaign, status="active")
     assert token_client(member).post(f"/api/campaigns/{campaign.pk}/next/", {}, format="json").status_code == 200
+
+
+U = str(uuid.uuid4())
+NEXT_BODIES = [
+    {}, {"exclude": []}, {"exclude": [U]}, {"exclude": [U, str(uuid.uuid4())], "other": 1},
+    {"exclude": [U.replace("-", "")]}, {"exclude": ["{" + U + "}"]}, {"exclude": [f"urn:uuid:{U}"]},
+    {"exclude": [U.upper()]}, {"exclude": ["nope"]}, {"exclude": [""]}, {"exclude": U}, {"exclude": None},
+    {"exclude": [1]}, {"exclude": [None]}, {"exclude": {"a": U}}, {"exclude": [U] * 10}, {"exclude": [U] * 11}, [],
+]
+SUBMIT_BODIES = [
+    {"answers": {"structure": 5}, "idempotency_key": "k"},
+    {"answers": {"structure": "tie", "aesthetics": {"best": 1, "worst": 2}}, "idempotency_key": "k" * 64,
+     "active_ms": 1234, "extra": "ignored"},
+    {"answers": {"structure": "x" * 64}, "idempotency_key": "é-ключ", "active_ms": 0},
+    {"answers": {"structure": "x" * 65}, "idempotency_key": "k"}, {"answers": {"s": 1.0}, "idempotency_key": "k"},
+    {"answers": {"s": True}, "idempotency_key": "k"}, {"answers": {"s": None}, "idempotency_key": "k"},
+    {"answers": {"s": [1, 2]}, "idempotency_key": "k"}, {"answers": {"s": {"best": 1}}, "idempotency_key": "k"},
+    {"answers": {"s": {"best": 1, "worst": "2"}}, "idempotency_key": "k"}, {"answers": {}, "idempotency_key": "k"},
+    {"answers": [], "idempotency_key": "k"}, {"answers": "tie", "idempotency_key": "k"},
+    {"answers": {"s": 1}}, {"answers": {"s": 1}, "idempotency_key": ""}, {"answers": {"s": 1}, "idempotency_key": " "},
+    {"answers": {"s": 1}, "idempotency_key": " k "}, {"answers": {"s": 1}, "idempotency_key": "k\tk"},
+    {"answers": {"s": 1}, "idempotency_key": "k\x00"}, {"answers": {"s": 1}, "idempotency_key": "k\ud800"},
+    {"answers": {"s": 1}, "idempotency_key": "k" * 65}, {"answers": {"s": 1}, "idempotency_key": 42},
+    {"answers": {"s": 1}, "idempotency_key": None}, {"answers": {"s": 1}, "idempotency_key": ["k"]},
+    {"answers": {"s": 1}, "idempotency_key": "k", "active_ms": -1},
+    {"answers": {"s": 1}, "idempotency_key": "k", "active_ms": "12"},
+    {"answers": {"s": 1}, "idempotency_key": "k", "active_ms": 12.0},
+    {"answers": {"s": 1}, "idempotency_key": "k", "active_ms": True},
+    {"answers": {"s": 1}, "idempotency_key": "k", "active_ms": None}, {}, [], "body",
+]
+
+
+def outcome(validate, data):
+    try:
+        return "valid", dict(validate(data))
+    except ValidationError as exc:
+        return "invalid", exc.detail
+
+
+def by_serializer(serializer_class):
+    def validate(data):
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+    return validate
+
+
+@pytest.mark.parametrize(("fast", "serializer_class", "bodies"), [
+    (next_input, NextIn, NEXT_BODIES), (submit_input, SubmitIn, SUBMIT_BODIES),
+], ids=["next", "submit"])
+def test_the_hot_paths_input_checks_return_what_their_serializers_would(fast, serializer_class, bodies):
+    """``next_input`` and ``submit_input`` check the usual bodies without a serializer: over valid
+    and invalid bodies alike they must give the serializer's validated data or its exact errors."""
+    results = [(outcome(fast, body), outcome(by_serializer(serializer_class), body)) for body in bodies]
+    for body, (got, expected) in zip(bodies, results, strict=True):
+        assert got == expected, body
+    assert {kind for (kind, _), _ in results} == {"valid", "invalid"}
+    with mock.patch("annotation.api.serializers._validated", side_effect=AssertionError("the serializer ran")):
+        assert all(fast(body) for body in bodies[:3])  # the workspace's bodies never build one
+
+
+@pytest.mark.parametrize("view_class", [NextItemApi, SubmitApi])
+@pytest.mark.parametrize(("path", "accept"), [
+    ("/", None), ("/", "*/*"), ("/", "application/json"), ("/", "text/html"), ("/", "application/json; indent=4"),
+    ("/", "text/html,application/xhtml+xml,*/*;q=0.8"), ("/?format=api", "*/*"), ("/?format=json", "text/html"),
+])
+def test_the_hot_views_pick_the_renderer_drfs_negotiation_would(view_class, path, accept):
+    """They skip the negotiation only for the JSON a client asks for; every answer stays DRF's."""
+    extra = {"HTTP_ACCEPT": accept} if accept else {}
+
+    def negotiate(method):
+        view = view_class()
+        view.args, view.kwargs, view.format_kwarg = (), {}, None
+        request = view.initialize_request(APIRequestFactory().post(path, **extra))
+        try:
+            renderer, media_type = method(view, request)
+        except NotAcceptable as exc:
+            return str(exc)
+        return type(renderer), media_type
+
+    assert negotiate(view_class.perform_content_negotiation) == negotiate(APIView.perform_content_negotiation)
+
+
+def test_media_urls_are_what_reverse_makes():
+    for name in ("samples/a.png", "c/ü ber #1?.png", "x/100%+;=,&$!'()*@:~.png", "/lead.png", "a//b.png"):
+        assert _media(SimpleNamespace(name=name)) == reverse("media", kwargs={"path": name}), name
