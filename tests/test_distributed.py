@@ -210,7 +210,7 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     assert 0.0 <= scoring.result["scores"][0]["p_yes"] <= 1.0
     assert (tmp_path / "web" / "artifacts" / ".files" / final_key / "onereward.json").is_file()
     assert (Path(model.path) / "onereward.json").is_file()  # fetched again by host B
-    policy = policy_run_start(reward_model=model, overrides={**RL_FAST, "sample_grid_every": 0})
+    policy = policy_run_start(reward_model=model, overrides=RL_FAST)
     conditions_key = artifact_store().key_for(policy.conditions_dir)
     assert f"{conditions_key}/{MARKER}" in _published(s3, conditions_key)
     policy_job = wait_for(lambda: (j := Job.objects.get(pk=policy.job_id)).is_finished and j, timeout=300,
@@ -222,6 +222,17 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     assert f"{weights_key}/{MARKER}" in _published(s3, weights_key)
     policy_key = f"policy-runs/job-{policy.job_id}/checkpoints/"
     assert any(k.endswith(MARKER) for k in _published(s3, policy_key))  # published as they were written
+
+    # --- the run page on the web host, which never had the run folder: the reward table from the
+    # database, the grids from the media bucket, the published weights from the store
+    scientist = Client()
+    scientist.force_login(run.started_by)
+    page = scientist.get(f"/api/dashboard/jobs/{policy.job_id}/").json()
+    assert any(c.get("latest") is not None for r in page["policy"]["rl_table"]["rows"] for c in r["cells"])
+    assert len(page["policy"]["sample_grids"]) == RL_FAST["max_steps"]
+    assert scientist.get(page["policy"]["sample_grids"][-1]).status_code == 200
+    final_file = next(a for a in page["artifacts"] if a["path"] == "final/policy.json")
+    assert scientist.get(final_file["url"]).status_code == 200
 
     # --- generation on host B: the candidates land in the media bucket and a new campaign starts
     gen = generation_job_start(checkpoint=checkpoint, samples=[x.pk for x in samples], seeds=[0],
