@@ -60,8 +60,23 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
     assert "Behind each win rate" in text and "by oracle margin" in text
     # On-policy pairs (two of the base's own fills per held-out sample) were scored and printed.
     assert sum(_unit_values(rm["on_policy_pairs"])) > 0 and "on-policy" in text
+    # RL's own pairs (the base's one-step x0 vs its reference): oracle accuracy with an interval per
+    # task × criterion, and the gradient cosine with its t interval, for the model and the control.
+    assert set(rm["one_step_conditions"]) == set(TASKS) and min(rm["one_step_conditions"].values()) >= 48
+    for model in (rm, rm["control"]):
+        for task, crits in model["one_step_oracle_accuracy"].items():
+            for crit, acc in crits.items():
+                lo, hi = model["one_step_oracle_accuracy_ci"][task][crit]
+                assert 0.0 <= lo <= acc <= hi <= 1.0 and model["one_step_pairs"][task][crit] > 0, (task, crit)
+        cosines = [(t, c, v) for t, crits in model["gradient_cosine"].items() for c, v in crits.items() if v is not None]
+        assert {t for t, _, _ in cosines} == set(TASKS), model["gradient_cosine"]
+        for task, crit, value in cosines:
+            assert -1.0 <= value <= 1.0 and model["gradient_cosine_conditions"][task][crit] >= 1, (task, crit)
+            bounds = model["gradient_cosine_ci"][task][crit]
+            assert bounds is None or bounds[0] <= value <= bounds[1], (task, crit, bounds)
+    assert rm["rl_diagnostics_cpu_s"] < 60 and "Reward model on RL's pairs" in text, rm["rl_diagnostics_cpu_s"]
     for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
-                  "rl_algorithm_2", "rl_control", "evaluate", "generation", "side_by_side", "total"):
+                  "rl_algorithm_2", "rl_control", "evaluate", "generation", "side_by_side", "rl_diagnostics", "total"):
         assert report["timings"][stage] >= 0, stage
 
     # Judgments were made over HTTP (token logins, leases, idempotency keys) by >= 3 annotators.

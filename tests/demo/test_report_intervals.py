@@ -108,6 +108,19 @@ def test_the_demo_trains_the_baseline_through_the_service_and_scores_the_oracle_
     assert out["pairs"] == {"fill": {"structure": 12}} and 0.0 <= out["accuracy"]["fill"]["structure"] <= 1.0
 
 
+def _rl_diagnostics() -> dict:
+    """The RL diagnostics' report keys (synthetic.rl_diagnostics), for one cell."""
+    model = {"one_step_oracle_accuracy": {"fill": {"structure": 0.58}},
+             "one_step_oracle_accuracy_ci": {"fill": {"structure": [0.51, 0.65]}},
+             "one_step_oracle_accuracy_mean": {"fill": 0.58}, "one_step_pairs": {"fill": {"structure": 180}},
+             "one_step_policy_better_share": {"fill": {"structure": 0.1}},
+             "gradient_cosine": {"fill": {"structure": 0.031}}, "gradient_cosine_ci": {"fill": {"structure": [0.012, 0.05]}},
+             "gradient_cosine_mean": {"fill": 0.031}, "gradient_cosine_conditions": {"fill": {"structure": 48}},
+             "gradient_cosine_undefined": {"fill": {"structure": 2}}}
+    return {**model, "one_step_conditions": {"fill": 200}, "rl_diagnostics_cpu_s": 40.0,
+            "gradient_cosine_estimator": {"directions": 8, "step_levels": 1.0, "interval": "t over conditions"}}
+
+
 def _report() -> dict:
     """The smallest report ``format_summary`` reads, with the interval keys."""
     cell = {"fill": {"structure": 0.7}}
@@ -124,7 +137,8 @@ def _report() -> dict:
                          "oracle_pairs_source": "200 unannotated held-out conditions per task",
                          "baseline_oracle_accuracy": {"fill": {"structure": 0.66}}, "control": {"oracle_accuracy": cell},
                          "on_policy_oracle_accuracy": cell, "on_policy_pairs": {}, "on_checkpoint_label_accuracy": {},
-                         "on_checkpoint_label_pairs": {}, "oracle_accuracy_by_margin": {"accuracy": {}, "pairs": {}}},
+                         "on_checkpoint_label_pairs": {}, "oracle_accuracy_by_margin": {"accuracy": {}, "pairs": {}},
+                         **_rl_diagnostics()},
         "policy": {"oracle_win_rate_vs_base": {"algorithm_1": wins, "algorithm_2": wins},
                    "control_win_rate_vs_base": wins, "oracle_win_rate_ci": {"algorithm_1": wci, "algorithm_2": wci},
                    "control_win_rate_ci": wci, "win_rate_detail": {"algorithm_1": detail}, "best": "algorithm_1",
@@ -144,3 +158,5 @@ def test_the_summary_prints_every_accuracy_and_win_rate_with_its_interval():
     assert "[0.61, 0.78]" in text and "0.660" in text  # oracle accuracy's interval, the baseline beside it
     assert "[0.55, 0.69]" in text and "[0.44, 0.56]" in text  # the algorithms' and the control's win rates
     assert "clustered by condition" in text
+    # RL's pairs: the one-step accuracy with its interval, the gradient cosine with its t interval.
+    assert "one-step x0" in text and "[0.51, 0.65]" in text and "[+0.012, +0.050]" in text
