@@ -2,13 +2,15 @@
 
 A real S3 server (moto, 127.0.0.1), the test process as the web host, and Celery workers that
 each have their own MEDIA_ROOT and ARTIFACTS_ROOT: a CPU worker on ``default`` builds the
-snapshot; GPU workers on ``gpu`` train the reward model. The GPU worker is killed mid-run and the
-run resumes on a fresh one whose cache is empty, from the checkpoint the first one published. An
-unreachable store fails the run with the reason and registers nothing. The fresh worker then trains
-a policy on the new reward model and generates candidates into a new campaign.
+snapshot, imports a zip uploaded to the web host and writes an export the web host serves; GPU
+workers on ``gpu`` train the reward model. The GPU worker is killed mid-run and the run resumes on
+a fresh one whose cache is empty, from the checkpoint the first one published. An unreachable
+store fails the run with the reason and registers nothing. The fresh worker then trains a policy
+on the new reward model and generates candidates into a new campaign.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -17,13 +19,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotation.models import Candidate, Provenance, Sample
+from annotation.models import Candidate, ImportBatch, Provenance, Sample
+from annotation.services.exports import export_start
 from annotation.services.snapshots import snapshot_create
 from core.artifacts import artifact_fetch, artifact_store
 from enginekit.objectstore import MARKER
 from jobs.models import Job, JobStatus
 from rewardtrain.models import RewardModel, RewardRun
 from rewardtrain.services import reward_run_resume, reward_run_start, reward_score_start
+from tests.annotation.test_imports import row, zip_upload
 from tests.annotation.test_snapshots import annotate
 from tests.conftest import WorkerHandle, _print_worker_state, wait_for
 from tests.factories import make_campaign, make_user
@@ -143,6 +147,26 @@ def test_snapshot_and_reward_run_across_hosts_without_a_shared_disk(s3, hosts, t
     assert Path(snapshot.path).is_relative_to(tmp_path / "cpu" / "artifacts")
     key = artifact_store().key_for(snapshot.path)
     assert f"{key}/{MARKER}" in _published(s3, key) and f"{key}/pairs.jsonl" in _published(s3, key)
+
+    # --- an import uploaded to the web host and an export downloaded from it, both run on the CPU host
+    curator = Client()
+    curator.force_login(make_user("dist-cur", "curator"))
+    upload = curator.post("/api/imports/", {"file": zip_upload([row("dist-imported")], "dist.zip")})
+    assert upload.status_code == 202, upload.content
+    batch = wait_for(lambda: (b := ImportBatch.objects.get(pk=upload.json()["id"])).status in ("succeeded", "failed")
+                     and b, timeout=60, message="the import on the CPU host")
+    assert (batch.status, batch.samples_created) == ("succeeded", 1), batch.errors
+    # The upload went through the store and leaves it once the job has finished (just after the batch).
+    wait_for(lambda: _published(s3, "imports/") == [], timeout=30, message="the upload to leave the store")
+    assert not any((tmp_path / "web" / "artifacts" / "imports").iterdir())
+    export = export_start(fmt="jsonl", campaign_ids=[campaign.pk])
+    export = wait_for(lambda: (j := Job.objects.get(pk=export.pk)).is_finished and j, timeout=60,
+                      message="the export on the CPU host")
+    assert export.status == JobStatus.SUCCEEDED, export.error
+    download = curator.get(f"/api/exports/jobs/{export.pk}/download/")
+    assert download.status_code == 200
+    assert hashlib.sha256(b"".join(download.streaming_content)).hexdigest() == export.result["sha256"]
+    assert (tmp_path / "cpu" / "artifacts" / "exports" / str(export.pk)).is_dir()  # written there, fetched here
 
     # --- a GPU host that cannot reach the store: the run fails with the reason, nothing registered
     dead_end = f"http://127.0.0.1:{free_port()}"
