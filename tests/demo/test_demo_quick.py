@@ -74,7 +74,8 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
             assert -1.0 <= value <= 1.0 and model["gradient_cosine_conditions"][task][crit] >= 1, (task, crit)
             bounds = model["gradient_cosine_ci"][task][crit]
             assert bounds is None or bounds[0] <= value <= bounds[1], (task, crit, bounds)
-    assert rm["rl_diagnostics_cpu_s"] < 60 and "Reward model on RL's pairs" in text, rm["rl_diagnostics_cpu_s"]
+    # Its cost is reported (a figure for the docs, not a timed assertion: CPU time moves with the machine).
+    assert rm["rl_diagnostics_cpu_s"] > 0 and "Reward model on RL's pairs" in text
     for stage in ("seed", "base_policy", "candidates", "annotate", "snapshot", "reward_model", "rl_algorithm_1",
                   "rl_algorithm_2", "rl_control", "evaluate", "generation", "side_by_side", "rl_diagnostics", "total"):
         assert report["timings"][stage] >= 0, stage
