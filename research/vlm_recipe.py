@@ -26,6 +26,12 @@ Run from the repository root, one torch thread::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe var/recipe [--steps N] [--train N]
         [--heldout N] [--baseline-steps N] [--runs name,name,...] [--stage2 lora|full:LR]
+        [--full-steps N --screen-min-val ACC] [--stopped name,...]
+
+``--full-steps`` screens full fine-tuning at fewer steps and ``--screen-min-val`` leaves a screen
+that stays below that val accuracy unscored (a configuration that clearly trails is not
+extended); ``--stopped`` records runs stopped by hand from their val curve. ADR 0015 has the
+figures and the exact command.
 
 Each finished run is cached in ``<dir>/runs/<name>.json``, so a second call only runs what is
 missing; ``<dir>/recipe.json`` holds the table. Without ``--runs`` the sweep runs first and the
