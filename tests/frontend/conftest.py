@@ -35,11 +35,17 @@ def chromium_browser():
 
 
 
+#: How long a browser action or wait may take before the test fails. A passing run never waits it
+#: out; it only has to cover a page that the live server renders slowly while every core is busy
+#: (the full suite under xdist beside other work once took just over 10 s for one navigation).
+BROWSER_TIMEOUT_MS = 20_000
+
+
 def new_page(browser, base_url: str):
     """A 1280×800 page in a context of its own (own cookies: another signed-in person); the page's
     JavaScript errors collect in ``page.js_errors``. Close ``page.context`` when done."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base_url)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
     page = context.new_page()
     page.js_errors = []
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))

@@ -14,7 +14,7 @@ from frontend.templatetags.dashboard_format import interval_text, rate_ci
 from jobs.models import JobKind
 from tests.factories import make_user
 
-from .conftest import login
+from .conftest import BROWSER_TIMEOUT_MS, login
 from .dashboard_world import build_world
 
 ACCURACY = re.compile(r"\d+\.\d (\(n=\d+, \d+\.\d+–\d+\.\d+\))")
@@ -232,7 +232,7 @@ def test_dashboard_fits_a_390px_phone_without_horizontal_overflow_or_tiny_text(c
     make_user("boss", "scientist", "curator")
     context = chromium_browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_server.url,
                                            device_scale_factor=1, is_mobile=True, has_touch=True)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
