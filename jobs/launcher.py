@@ -16,18 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from enginekit.metrics import read_new_lines
+
 from .services import JobCancelled, JobReporter
-
-
-def _tail_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """Complete new lines of ``path`` after byte ``offset`` (a half-written last line waits)."""
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1
-    return data[:end].decode(errors="replace").splitlines(), offset + end
 
 
 def _written_since(path: Path, since: float) -> bool:
@@ -122,7 +113,7 @@ def run_distributed(
         try:
             while True:
                 finished = proc.poll() is not None
-                lines, offset = _tail_lines(metrics, offset)
+                lines, offset = read_new_lines(metrics, offset)
                 for line in lines:
                     event = json.loads(line)
                     report({"total_steps": total_steps, **event})

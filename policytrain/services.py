@@ -43,6 +43,7 @@ from core.artifacts import (
 from core.errors import ApplicationError, Conflict
 from core.model_sources import check_model_source
 from enginekit.checkpoints import CHECKPOINTS
+from enginekit.metrics import read_new_lines
 from jobs.models import Job, JobKind, MetricPoint
 from jobs.services import JobCancelled, JobReporter, job_cancel, job_resume, job_start
 from policytrain.engine.config import GenerateConfig, RLConfig, read_policy_meta
@@ -455,18 +456,8 @@ class _RunPages:
             self.reporter.log(f"sample grids and logged windows not recorded: {type(exc).__name__}: {exc}")
 
     def _windows(self) -> None:
-        try:
-            size = self.metrics.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < self.offset:  # a resumed engine cut the rows after its checkpoint: read it again
-            self.offset = 0
-        with self.metrics.open("rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next call
-        self.offset += end
-        for line in data[:end].decode(errors="replace").splitlines():
+        lines, self.offset = read_new_lines(self.metrics, self.offset)
+        for line in lines:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line the file was cut in the middle of

@@ -75,3 +75,26 @@ def test_metrics_file_drops_the_rows_a_resume_replays_and_writes_nothing_off_ran
     assert [(r["step"], r["kind"]) for r in rows] == [(1, "train"), (2, "train")]
     MetricsFile(tmp_path / "other.jsonl", enabled=False).append({"step": 1, "kind": "train"})
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_read_new_lines_waits_for_a_half_line_and_rereads_a_file_a_resume_cut(tmp_path):
+    from enginekit.metrics import MetricsFile, read_new_lines
+
+    path = tmp_path / "metrics.jsonl"
+    assert read_new_lines(path, 0) == ([], 0)  # not written yet
+    metrics = MetricsFile(path)
+    for step in (1, 2, 3):
+        metrics.append({"step": step, "kind": "train"})
+    with path.open("a") as fh:
+        fh.write('{"step": 4')  # a line still being written
+    lines, offset = read_new_lines(path, 0)
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+    assert read_new_lines(path, offset) == ([], offset)
+    with path.open("a") as fh:
+        fh.write(', "kind": "train"}\n')
+    lines, offset = read_new_lines(path, offset)
+    assert [json.loads(x)["step"] for x in lines] == [4]
+    metrics.truncate_after(1)  # a resumed engine drops the steps it replays, the file shrinks
+    metrics.append({"step": 2, "kind": "train"})
+    lines, _ = read_new_lines(path, offset)
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
