@@ -34,6 +34,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def host_reference_ms() -> float:
+    """Milliseconds this host takes for a fixed pure-Python workload (JSON round trips of a fixed
+    document, best of 5; lower is faster). Machines differ between sessions and drift within one
+    (shared hosts): printed beside CPU-ms figures, it says how fast the machine was when they
+    were taken, so figures from different machines can be put side by side."""
+    document = {f"k{i}": [i, str(i), i / 3, {"x": [i] * 3}] for i in range(2000)}
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            json.loads(json.dumps(document))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process tree, counting children it has already reaped."""
     try:

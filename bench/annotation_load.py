@@ -19,7 +19,8 @@ overlap, no duplicate (lease, criterion), counters equal to the rows they count.
     git worktree add /tmp/before <commit>      # then, before and after in one run, paired per level:
     .venv/bin/python bench/annotation_load.py --sizes 10k,100k --before /tmp/before
 
-Prints a table and one line: `result: …`.
+Prints a table, the host's speed on a fixed reference workload before and after the runs (CPU-ms
+figures from different machines compare only through it) and one line: `result: …`.
 """
 from __future__ import annotations
 
@@ -252,6 +253,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     n_annotators = max(levels + [args.paced])
 
+    host_start = _stack.host_reference_ms()
     pg = _stack.start_postgres()
     media = Path(tempfile.mkdtemp(prefix="bench-media-"))
     runs: list[Run] = []
@@ -292,6 +294,8 @@ def main() -> None:
         for e in sorted(set(r.tally.errors))[:3]:
             print(f"  error in {r.size} {r.mode}: {e}")
     print("database checks:", "all hold" if not failures else "; ".join(failures))
+    print(f"host reference workload (_stack.host_reference_ms; lower is faster): {host_start:.0f} ms before the "
+          f"runs, {_stack.host_reference_ms():.0f} ms after")
     if args.before:
         print(summary([r for r in runs if r.code == "before"], sizes, "before"))
     print(summary([r for r in runs if r.code == "after"], sizes, "result")
