@@ -5,7 +5,8 @@ the oracle on held-out pairs, and how far is it from the baseline learner traine
 labels? Recipes compared (each with ``select_best`` on):
 
 - LoRA and full fine-tuning, each at three learning rates;
-- at the best of those: paired augmentation (flip + crop) on, and weight decay at one value.
+- at the best of those: paired augmentation (flip + crop) on, weight decay at one value, and soft
+  labels (``soft_labels``: targets ``p_winner`` / ``1 - p_winner``, docs/decisions/0017).
 
 The world (engine level, no Django; ``research.loop`` / ``research.ceiling`` build theirs alike):
 
@@ -16,7 +17,11 @@ The world (engine level, no Django; ``research.loop`` / ``research.ceiling`` bui
    pre-training and its candidates span a narrower range);
 3. the simulated annotators (the demo config's pool, votes per pair) judge every candidate pair of
    the train conditions: the snapshot's labels are **annotator majorities, never the oracle's**;
-   its train/val split is by condition (val feeds ``select_best`` and the baseline's early stop);
+   its train/val split is by condition (val feeds ``select_best`` and the baseline's early stop).
+   ``--aggregation`` turns the votes into rows as the platform's aggregation of that name does:
+   ``majority-v2`` (default, the rows of ADR 0015: ties carry no vote) or ``tie-aware-v1`` (tie
+   votes count; a pair needs more winner votes than loser and than tie votes). Both write the
+   soft-label columns ``votes_loser``, ``votes_tie`` and ``p_winner``;
 4. held-out: every candidate pair of the held-out conditions whose oracle scores differ by more
    than the tie band; accuracy = agreement with the oracle, 95 % interval clustered by condition
    (``synthetic.oracle_metrics``), beside the baseline learner (``rewardtrain.engine.baseline``,
@@ -26,12 +31,14 @@ Run from the repository root, one torch thread::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe var/recipe [--steps N] [--train N]
         [--heldout N] [--baseline-steps N] [--runs name,name,...] [--stage2 lora|full:LR]
-        [--full-steps N --screen-min-val ACC] [--stopped name,...]
+        [--full-steps N --screen-min-val ACC] [--stopped name,...] [--aggregation NAME]
 
 ``--full-steps`` screens full fine-tuning at fewer steps and ``--screen-min-val`` leaves a screen
 that stays below that val accuracy unscored (a configuration that clearly trails is not
-extended); ``--stopped`` records runs stopped by hand from their val curve. ADR 0015 has the
-figures and the exact command.
+extended); ``--stopped`` records runs stopped by hand from their val curve. ``--runs`` picks
+runs by name from stage one and from stage two at ``--stage2`` (default LoRA 3e-3, ADR 0015's
+best), e.g. ``--runs lora-lr0.003,lora-lr0.003-soft``. ADR 0015 and 0017 have the figures and the
+exact commands.
 
 Each finished run is cached in ``<dir>/runs/<name>.json``, so a second call only runs what is
 missing; ``<dir>/recipe.json`` holds the table. Without ``--runs`` the sweep runs first and the
@@ -44,14 +51,17 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Sequence
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from contracts.snapshot import read_raw_rows, write_pairs
 from contracts.splits import split_for_key
 from research.ceiling import TIE_BAND, candidate_pairs, conditions_for
-from research.loop import simulate_judgments, write_snapshot
+from research.loop import SNAPSHOT_SCHEMA, Judgment, write_snapshot
 from synthetic.annotators import make_pool
 from synthetic.candidate_fills import oracle_pairs
 from synthetic.loop_config import load_demo_config, print_progress, quiet_libraries
@@ -62,6 +72,7 @@ from synthetic.oracle_metrics import (
     oracle_judged,
 )
 from synthetic.oracles import score_all
+from synthetic.scenes import TASK_CRITERIA
 
 TASKS = ("fill", "extend", "removal")
 #: The learning-rate sweep per mode: around the quick demo's LoRA rate (3e-3), and for full
@@ -71,6 +82,12 @@ SWEEP = {"lora": (1e-3, 3e-3, 1e-2), "full": (3e-4, 1e-3, 3e-3)}
 #: The second stage's settings, applied one at a time at the sweep's best (mode, lr).
 AUGMENT = {"augment_flip": True, "augment_crop": 0.15}
 WEIGHT_DECAY = 0.05
+#: Soft labels (the second stage's third row): the same recipe trained on p_winner.
+SOFT = {"soft_labels": True}
+#: ADR 0015's best sweep setting, stage two's default when ``--runs`` names its rows.
+ADR_0015_BEST = {"lora": True, "full_finetune": False, "lr": 3e-3}
+#: How votes become rows (the platform's aggregations of these names, pairwise votes only).
+AGGREGATIONS = ("majority-v2", "tie-aware-v1")
 
 
 def _split(condition_id: str) -> str:
@@ -80,15 +97,64 @@ def _split(condition_id: str) -> str:
     return "val" if split_for_key(condition_id) == "val" else "train"
 
 
+def simulate_votes(conditions: Sequence[Any], candidate_scores: Sequence[Sequence[dict[str, float]]],
+                   pool: Sequence[Any], aggregation: str, seed: int = 0,
+                   votes_per_pair: int = 1) -> tuple[list[Judgment], list[dict[str, Any]]]:
+    """Every candidate pair of every condition, per criterion, judged by ``votes_per_pair`` random
+    annotators, aggregated under ``aggregation``; returns the judgments and, per judgment, its
+    soft-label columns (``votes_loser``, ``votes_tie``, ``p_winner``).
+
+    The random draws are exactly ``research.loop.simulate_judgments``'s (the same annotator, side
+    and choice per vote), so ``majority-v2`` gives the rows ADR 0015 trained on, and the
+    aggregations differ only in what they do with the same votes. ``majority-v2``: the winner has
+    more decisive votes, ``p_winner`` = its share of them (tie answers carry no vote);
+    ``tie-aware-v1``: tie answers are votes too, the winner needs more votes than the loser and
+    than the ties, ``p_winner`` = (winner votes + ties / 2) / all votes (annotation/services/snapshots.py).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+    rng = np.random.default_rng(seed)
+    judgments, soft = [], []
+    for cond, scores in zip(conditions, candidate_scores, strict=True):
+        criteria = [c for c in TASK_CRITERIA[cond.task] if c in scores[0]]
+        for i, j in combinations(range(len(scores)), 2):
+            for crit in criteria:
+                si, sj = scores[i][crit], scores[j][crit]
+                for_i = for_j = tied = 0
+                for _ in range(votes_per_pair):
+                    ann = pool[int(rng.integers(len(pool)))]
+                    i_left = rng.uniform() < 0.5
+                    choice = ann.choose_pairwise(si if i_left else sj, sj if i_left else si, rng)
+                    if choice == "tie":
+                        tied += 1
+                    elif (choice == "left") == i_left:
+                        for_i += 1
+                    else:
+                        for_j += 1
+                if for_i == for_j:
+                    continue
+                (w, lo), won, lost = ((i, j), for_i, for_j) if for_i > for_j else ((j, i), for_j, for_i)
+                if aggregation == "tie-aware-v1" and won <= tied:
+                    continue
+                counted = tied if aggregation == "tie-aware-v1" else 0
+                total = won + lost + counted
+                # votes / agreement as research.loop writes them (agreement = vote margin share).
+                judgments.append(Judgment(cond.id, cond.task, crit, cond.prompt, w, lo, won + lost,
+                                          (won - lost) / (won + lost), float(scores[w][crit] - scores[lo][crit])))
+                soft.append({"votes_loser": lost, "votes_tie": counted,
+                             "p_winner": round((won + counted / 2) / total, 6)})
+    return judgments, soft
+
+
 def build_world(out: Path, train: int, heldout: int, resolution: int, annotators: dict[str, Any],
-                seed: int = 0) -> tuple[Path, list[dict[str, Any]]]:
+                seed: int = 0, aggregation: str = "majority-v2") -> tuple[Path, list[dict[str, Any]]]:
     """The annotator-labelled snapshot of the train conditions and the oracle-judged held-out pairs.
 
     Both are deterministic; a snapshot already in ``out`` (from an earlier call with the same
-    sizes, recorded in its manifest) is reused, which halves the cost of a second call."""
+    sizes and aggregation, recorded in its manifest) is reused, which halves the cost of a second call."""
     conds, cands, scores, held = [], [], [], []
     manifest = out / "snapshot" / "manifest.json"
-    sizes = {"train_per_task": train, "resolution": resolution, "seed": seed}
+    sizes = {"train_per_task": train, "resolution": resolution, "seed": seed, "aggregation": aggregation}
     reuse = manifest.is_file() and json.loads(manifest.read_text()).get("filter", {}).get("recipe_world") == sizes
     for t, task in enumerate(TASKS):
         for part, n, offset in (("train", train, 10_000 * t), ("heldout", heldout, 10_000 * t + 5_000)):
@@ -107,10 +173,16 @@ def build_world(out: Path, train: int, heldout: int, resolution: int, annotators
     if reuse:
         return out / "snapshot", held
     pool = make_pool(int(annotators["n"]), careless_fraction=float(annotators["careless_fraction"]), seed=seed)
-    judgments = simulate_judgments(conds, scores, pool, seed=seed, votes_per_pair=int(annotators["votes_per_pair"]))
+    judgments, soft = simulate_votes(conds, scores, pool, aggregation, seed=seed,
+                                     votes_per_pair=int(annotators["votes_per_pair"]))
     snapshot = write_snapshot(out / "snapshot", conds, cands, judgments, {}, split_of=_split)
+    # research.loop writes no soft labels: add this aggregation's columns to its rows (same order).
+    rows = [{**row, **extra} for row, extra in zip(read_raw_rows(snapshot), soft, strict=True)]
+    write_pairs(snapshot, rows, SNAPSHOT_SCHEMA)
     data = json.loads(manifest.read_text())
     data["filter"]["recipe_world"] = sizes
+    data["aggregation"] = aggregation
+    data["counts"]["tie_votes"] = sum(r["votes_tie"] for r in soft)
     manifest.write_text(json.dumps(data, indent=2))
     return snapshot, held
 
@@ -183,7 +255,8 @@ def stage_two(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Augmentation and weight decay at the best sweep setting ``best`` (its overrides)."""
     mode = "lora" if best["lora"] else "full"
     tag = f"{mode}-lr{best['lr']:g}"
-    return {f"{tag}-augment": {**best, **AUGMENT}, f"{tag}-wd{WEIGHT_DECAY:g}": {**best, "weight_decay": WEIGHT_DECAY}}
+    return {f"{tag}-augment": {**best, **AUGMENT}, f"{tag}-wd{WEIGHT_DECAY:g}": {**best, "weight_decay": WEIGHT_DECAY},
+            f"{tag}-soft": {**best, **SOFT}}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -229,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", default="", help="comma-separated run names (default: stage one then two)")
     parser.add_argument("--stage2", default="", help="lora|full:LR to run stage two at (default: best of stage one)")
     parser.add_argument("--size", default="quick", help="demo config whose reward/annotator sections are used")
+    parser.add_argument("--aggregation", default="majority-v2", choices=AGGREGATIONS,
+                        help="how the simulated annotators' votes become snapshot rows (both write p_winner)")
     args = parser.parse_args(argv)
     quiet_libraries()
     from rewardtrain.engine.baseline import BaselineConfig, train_baseline
@@ -239,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_demo_config(args.size)
     steps = args.steps or int(cfg["reward"]["max_steps"])
     started = time.monotonic()
-    snapshot, held = build_world(out, args.train, args.heldout, int(cfg["resolution"]), cfg["annotators"])
+    snapshot, held = build_world(out, args.train, args.heldout, int(cfg["resolution"]), cfg["annotators"],
+                                 aggregation=args.aggregation)
     print_progress(f"world: {len(held)} held-out pairs, {time.monotonic() - started:.0f} s")
     base_file = out / "runs" / "baseline.json"
     if not base_file.exists():
@@ -269,14 +345,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "mean" in summary:
                 print_progress(f"{name}: mean {summary['mean']:.3f} ({summary['seconds']})")
 
-    plan = stage_one()
-    if args.runs:
-        plan = {n: o for n, o in plan.items() if n in args.runs.split(",")}
-    run_all(plan)
-    done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
+    chosen = None
     if args.stage2:
         mode, lr = args.stage2.split(":")
-        best = {"lora": mode == "lora", "full_finetune": mode == "full", "lr": float(lr)}
+        chosen = {"lora": mode == "lora", "full_finetune": mode == "full", "lr": float(lr)}
+    plan = stage_one()
+    if args.runs:
+        named = {**plan, **stage_two(chosen or ADR_0015_BEST)}
+        plan = {n: named[n] for n in args.runs.split(",") if n in named}
+    run_all(plan)
+    done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
+    if chosen is not None:
+        best = chosen
     else:
         sweep = [s for s in done.values() if set(s["overrides"]) == {"lora", "full_finetune", "lr"} and "mean" in s]
         best = max(sweep, key=lambda s: s["mean"])["overrides"] if sweep else None
@@ -284,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_all(stage_two(best))
     done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
     report = {"command": "OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe " + " ".join(argv or []),
-              "size": args.size, "steps": steps, "train_conditions_per_task": args.train,
+              "size": args.size, "aggregation": args.aggregation, "steps": steps, "train_conditions_per_task": args.train,
               "heldout_conditions_per_task": args.heldout, "heldout_pairs": len(held),
               "snapshot_counts": json.loads((snapshot / "manifest.json").read_text())["counts"],
               "runs": done, "baseline": baseline}

@@ -104,6 +104,16 @@ class RewardTrainConfig:
             crop-and-resize removes, the same window for both images of a pair (0.0: off; at most
             0.5). Both augmentations are a function of (seed, step, pair), so a resumed run replays
             them (``rewardtrain.engine.data.PairAugmentation``).
+        soft_labels: train on the snapshot's soft labels instead of hard ones (False). Off, the
+            winner-first sequence's target is 1 ("Yes") and the loser-first one's 0, the paper's
+            hard preferences (Eq. 3). On, they are ``p_winner`` and ``1 - p_winner`` (the chance
+            the annotators prefer the winner, a tie vote counting half), so a 2-1 or tie-heavy
+            pair pulls the model less than a unanimous one. The default stays off because the
+            paper trains on hard labels and soft ones have not clearly helped here
+            (docs/decisions/0017); turn it on for snapshots with several votes per pair, where
+            ``p_winner`` carries the annotators' disagreement, or to distil another model's soft
+            predictions. Accuracy is always measured against the hard label. A snapshot without
+            ``p_winner`` is refused (``rewardtrain.engine.data.SoftLabelError``), never read as 1.
     """
 
     base_model: str
@@ -143,6 +153,7 @@ class RewardTrainConfig:
     prefetch_factor: int = 2
     augment_flip: bool = False
     augment_crop: float = 0.0
+    soft_labels: bool = False
 
     def __post_init__(self) -> None:
         errors = []
@@ -208,6 +219,8 @@ class RewardTrainConfig:
         if isinstance(self.augment_crop, bool) or not isinstance(self.augment_crop, int | float) \
                 or not 0.0 <= self.augment_crop <= 0.5:
             errors.append("augment_crop must be a number in [0, 0.5]")
+        if not isinstance(self.soft_labels, bool):
+            errors.append("soft_labels must be true or false")
         if errors:
             raise ValueError("invalid RewardTrainConfig: " + "; ".join(errors))
 

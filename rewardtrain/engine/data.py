@@ -3,7 +3,8 @@
 A snapshot (docs/engine-contracts.md) holds one row per (winner, loser, criterion) preference.
 Each pair is trained in both orders (paper Eq. 3): (winner, loser) -> "Yes" and
 (loser, winner) -> "No". Both orders of a pair always land in the same batch, so the batch mean
-of the cross-entropy is exactly the Eq. 3 average.
+of the cross-entropy is exactly the Eq. 3 average. With soft labels (config ``soft_labels``) the
+two targets are the row's ``p_winner`` and ``1 - p_winner`` instead of 1 and 0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import hashlib
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,44 @@ def load_training_pairs(
         logger.warning("dropped %d %s pairs whose winner and loser are the same image", len(rows) - len(usable), split)
     check_images(usable)
     return usable
+
+
+class SoftLabelError(SnapshotError):
+    """The snapshot cannot give soft labels (``p_winner``) for training with ``soft_labels`` on."""
+
+
+def load_soft_labels(snapshot_dir: str | Path, rows: list[PairRow]) -> dict[str, float]:
+    """``p_winner`` of every pair in ``rows``, keyed by ``pair_id``, read from the snapshot's rows.
+
+    ``PairRow`` carries only the hard preference, so the soft label is read from the raw row here.
+    Every value must be a number in (0.5, 1]: the row's winner is the side the annotators
+    preferred, so its ``p_winner`` is above one half, and the hard label used for accuracy
+    (target > 0.5) then always agrees with the row. A missing ``p_winner`` is an error rather
+    than 1.0: silently training a soft-label run on hard labels would make it measure nothing.
+    """
+    wanted = {r.pair_id for r in rows}
+    targets: dict[str, float] = {}
+    missing: list[str] = []
+    for number, raw in iter_raw_rows(Path(snapshot_dir)):
+        pair_id = str(raw.get("pair_id"))
+        if pair_id not in wanted:
+            continue
+        value = raw.get("p_winner")
+        if value is None:
+            missing.append(f"row {number} (pair {pair_id})")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value <= 1.0:
+            raise SoftLabelError(f"snapshot {snapshot_dir} row {number} (pair {pair_id}): p_winner {value!r} "
+                                 "must be a number in (0.5, 1] (the winner is the preferred side)")
+        if targets.setdefault(pair_id, float(value)) != float(value):
+            raise SoftLabelError(f"snapshot {snapshot_dir}: pair {pair_id} has two different p_winner values")
+    if missing:
+        raise SoftLabelError(
+            f"snapshot {snapshot_dir} has no soft-label field p_winner on {len(missing)} of its {len(wanted)} "
+            f"training pairs (first: {missing[0]}), which soft_labels=true needs. Rebuild the snapshot (every "
+            "aggregation now writes p_winner; tie-aware-v1 also counts tie votes) or train with soft_labels=false."
+        )
+    return targets
 
 
 def load_image(path: Path) -> Image.Image:
@@ -185,9 +225,12 @@ class PairCollator:
     model silently falls back to 1-D positions); we pass its whole output to the model.
     """
 
-    def __init__(self, processor: Any, vocabulary: Vocabulary = BUILTIN):
+    def __init__(self, processor: Any, vocabulary: Vocabulary = BUILTIN,
+                 soft_targets: Mapping[str, float] | None = None):
         self.processor = processor
         self.vocabulary = vocabulary  # words the query: the snapshot's in training, the card's in scoring
+        # pair_id -> p_winner (``load_soft_labels``) when training on soft labels; None: hard 1 / 0.
+        self.soft_targets = soft_targets
 
     def texts_for(self, rows: list[tuple[str, str, str]]) -> list[str]:
         """Chat-template text (with assistant header) for (task, criterion, prompt) triples."""
@@ -210,12 +253,23 @@ class PairCollator:
         return dict(batch)
 
     def __call__(self, rows: list[PairRow], images: list[tuple[Any, Any]] | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs for 2*len(rows) sequences plus `labels` (1 = Yes, 0 = No); ``images`` (one
-        (winner, loser) pair per row, e.g. augmented) replaces the rows' image files."""
+        """Model inputs for 2*len(rows) sequences plus `labels` (1 = Yes, 0 = No, or with soft
+        targets ``p_winner`` and ``1 - p_winner``); ``images`` (one (winner, loser) pair per row,
+        e.g. augmented) replaces the rows' image files."""
         ordered = both_orders(rows, images)
         batch = self.encode([(a, b, r.task, r.criterion, r.prompt) for a, b, r, _ in ordered])
-        batch["labels"] = torch.tensor([label for *_, label in ordered], dtype=torch.float32)
+        batch["labels"] = torch.tensor([self.target(row, label) for _, _, row, label in ordered], dtype=torch.float32)
         return batch
+
+    def target(self, row: PairRow, label: int) -> float:
+        """The training target of ``row`` in the order whose hard label is ``label`` (1: winner first)."""
+        if self.soft_targets is None:
+            return float(label)
+        try:
+            p_winner = self.soft_targets[row.pair_id]
+        except KeyError:
+            raise SoftLabelError(f"no soft label (p_winner) for pair {row.pair_id}") from None
+        return p_winner if label == 1 else 1.0 - p_winner
 
 
 @functools.lru_cache(maxsize=8)

@@ -22,10 +22,13 @@ def p_yes(log_odds_values: torch.Tensor) -> torch.Tensor:
 
 
 def yes_no_cross_entropy(log_odds_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over {Yes, No}; labels are 1 for Yes, 0 for No.
+    """Mean cross-entropy over {Yes, No}; labels are 1 for Yes, 0 for No, or soft targets in
+    [0, 1] (the probability of Yes, e.g. a pair's ``p_winner``).
 
     Two-class softmax cross-entropy equals binary cross-entropy on the log-odds, which is the
-    numerically stable form.
+    numerically stable form, and it takes soft targets as they are. With a soft target p the
+    minimum is the entropy of p (reached at P(Yes) = p), not 0, so soft-label losses sit above
+    hard-label ones on the same pairs.
     """
     return F.binary_cross_entropy_with_logits(log_odds_values, labels.to(log_odds_values.dtype))
 

@@ -51,6 +51,7 @@ from .data import (
     PairRow,
     StepBatches,
     load_manifest,
+    load_soft_labels,
     load_training_pairs,
     load_vocabulary,
     read_pairs,
@@ -125,6 +126,8 @@ class _Trainer:
         self.rows = load_training_pairs(config.snapshot_dir, vocabulary=self.vocabulary)
         self.val_rows = read_pairs(config.snapshot_dir, split="val", vocabulary=self.vocabulary)
         self.manifest = load_manifest(config.snapshot_dir)
+        # Before the model loads: a snapshot without soft labels fails in a second, not minutes.
+        self.soft_targets = load_soft_labels(config.snapshot_dir, self.rows) if config.soft_labels else None
         if config.max_steps:
             self.total_steps = config.max_steps
         else:
@@ -174,6 +177,11 @@ class _Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.collator = PairCollator(self.processor, self.vocabulary)
+        # Training batches carry soft targets when asked; evaluation keeps the hard labels, so a
+        # run's val loss stays comparable with a hard-label run's on the same pairs.
+        self.train_collator = self.collator
+        if self.soft_targets is not None:
+            self.train_collator = PairCollator(self.processor, self.vocabulary, soft_targets=self.soft_targets)
         self.start_step = 0
         if config.resume:
             ckpt = latest_checkpoint(self.out)
@@ -360,7 +368,7 @@ class _Trainer:
         config = self.config
         augmentation = PairAugmentation(flip=config.augment_flip, crop=config.augment_crop, seed=config.seed,
                                         vocabulary=self.vocabulary)
-        return StepBatches(self.rows, self.collator, batch_size=config.batch_size, seed=config.seed,
+        return StepBatches(self.rows, self.train_collator, batch_size=config.batch_size, seed=config.seed,
                            rank=self.env.rank, world_size=self.env.world_size, start_step=self.start_step,
                            total_steps=self.total_steps, augmentation=augmentation)
 
@@ -381,7 +389,8 @@ class _Trainer:
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
-            accuracy = ((log_odds > 0).float() == labels).float().mean().item()
+            # Against the hard label (target > 0.5), so the figure means the same with soft targets.
+            accuracy = ((log_odds > 0) == (labels > 0.5)).float().mean().item()
         return loss.item(), accuracy
 
     @torch.no_grad()
