@@ -23,7 +23,9 @@ the base's seeds: each against the base, and the second against the first head t
 item with the same noise for all three policies (a paired comparison). From the repository root::
 
     python -m research.timestep_probe k <loop_dir> <size> [out.json] [--conditions=48] [--gradient=16]
-    python -m research.timestep_probe compare <loop_dir> <size> <probe_a> <probe_b> [out.json] [--per-task=200]
+        [--oracle-port]
+    python -m research.timestep_probe compare <loop_dir> <size> <probe_a> <probe_b> [out.json]
+        [--per-task=200]
 """
 
 from __future__ import annotations
@@ -133,6 +135,30 @@ def per_k_diagnostics(scorers: dict[str, Any], policy, conditions, rl: dict[str,
     return out
 
 
+class OraclePortScorer:
+    """**Diagnostic reward, right by construction**: the differentiable oracle ports
+    (``research.oracle_reward``) behind the scorer method the diagnostics call. A positive control
+    for the probe: at a k where the x0 image lets a reward point where the oracle does, the ports'
+    cosine is far from 0, so a reward model's cosine near 0 there is the model's, not the
+    estimator's. Never a reward model, never trained on."""
+
+    def __init__(self, conditions):
+        from research.oracle_reward import oracle_reward_fn
+        from synthetic.candidate_fills import _condition_tensors
+
+        src, masks = _condition_tensors(conditions)
+        self._reward = oracle_reward_fn(list(conditions), src, masks)
+
+    def differentiable(self, first, second, task, criterion, prompt=None, return_log_odds=False):
+        import torch
+
+        criteria = [criterion] * first.shape[0] if isinstance(criterion, str) else list(criterion)
+        prompts = [prompt] * first.shape[0] if prompt is None or isinstance(prompt, str) else list(prompt)
+        # the ports take one criterion per call; rows are independent, so one call per row
+        return torch.cat([self._reward(first[i:i + 1], second[i:i + 1], task, c, [prompts[i]])
+                          for i, c in enumerate(criteria)])
+
+
 def _fmt(value: float | None, bounds: Sequence[float] | None, fmt: str) -> str:
     if value is None:
         return "n/a"
@@ -152,15 +178,16 @@ def table_lines(windows: dict[str, Any], models: Sequence[str] = MODELS) -> list
             line = f"{k:>2} {task:<8} {first['pairs']:>5} {'n/a' if share is None else f'{share:.2f}':>9}"
             for m in models:
                 s = found["per_task"][m][task]
-                line += (f" | {_fmt(s['accuracy'], s['accuracy_ci'], '.2f'):<22} "
-                         f"{_fmt(s['cosine'], s['cosine_ci'], '+.3f') + ' (' + str(s['cosine_conditions']) + ')':<28}")
+                cosine = f"{_fmt(s['cosine'], s['cosine_ci'], '+.3f')} ({s['cosine_conditions']})"
+                line += f" | {_fmt(s['accuracy'], s['accuracy_ci'], '.2f'):<22} {cosine:<28}"
             lines.append(line)
     return lines
 
 
 def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, conditions_per_task: int = 48,
-          gradient_per_task: int = 16, seed: int = 0) -> dict[str, Any]:
-    """The per-k diagnostics of a finished loop's reward models at its base policy."""
+          gradient_per_task: int = 16, seed: int = 0, oracle_port: bool = False) -> dict[str, Any]:
+    """The per-k diagnostics of a finished loop's reward models at its base policy; with
+    ``oracle_port`` also of the oracle ports (``OraclePortScorer``, a positive control)."""
     quiet_libraries()
     from policytrain.engine.pipeline import FillPolicy
     from research.probes import loop_base_dir, loop_config
@@ -178,6 +205,8 @@ def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
                                  threshold=float(cfg["eval"].get("oracle_tie_threshold", 0.03)))
     conds = make_task_sets("rl-diagnostics", conditions_per_task, seed, int(cfg["resolution"]))
     scorers = {name: RewardScorer.from_pretrained(p) for name, p in paths.items()}
+    if oracle_port:
+        scorers["oracle-port"] = OraclePortScorer(conds)
     t0 = time.time()
     windows = per_k_diagnostics(scorers, FillPolicy.from_pretrained(base_dir), conds, cfg["rl"], sizes, seed)
     result = {"loop_dir": str(work), "size": size, "seed": seed, "config_t_range": cfg["rl"].get("t_range"),
@@ -186,7 +215,7 @@ def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
               "windows": windows, "seconds": round(time.time() - t0, 1)}
     target = Path(out_json) if out_json else work / "timestep-probe.json"
     target.write_text(json.dumps(result, indent=2))
-    print("\n".join(table_lines(windows)))
+    print("\n".join(table_lines(windows, list(scorers))))
     print(f"written {target} ({result['seconds']} s)")
     return result
 
@@ -219,7 +248,7 @@ def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_jso
     threshold = float(ev.get("oracle_tie_threshold", 0.03))
 
     def scores_of(weights: Path | None) -> list[float]:
-        policy = FillPolicy.from_pretrained(base_dir, weights=weights) if weights else FillPolicy.from_pretrained(base_dir)
+        policy = FillPolicy.from_pretrained(base_dir, weights=weights)  # None: the base itself
         imgs = []
         for s in ev["seeds"]:  # the loop's evaluation noises (``evaluate_policies``)
             imgs.extend(generate_images(policy, heldout, seed=10_000 + int(s), steps=int(ev["steps"]),
@@ -236,11 +265,12 @@ def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_jso
         scores[name] = scores_of(final)
     pairs = {f"{probe_a} vs base": ("base", probe_a), f"{probe_b} vs base": ("base", probe_b),
              f"{probe_b} vs {probe_a}": (probe_a, probe_b)}
-    result = {"items": len(flat), "set": f"rl-eval, {per_task} per task" if per_task else "the loop's heldout",
-              "pairs": {}}
+    result = {"items": len(flat), "pairs": {},
+              "set": f"rl-eval, {per_task} per task" if per_task else "the loop's heldout"}
     for label, (old, new) in pairs.items():
-        result["pairs"][label] = {"win_rate": oracle_win_rate(scores[old], scores[new], tasks),
-                                  "detail": win_rate_detail(scores[old], scores[new], tasks, groups, threshold)}
+        old_s, new_s = scores[old], scores[new]
+        result["pairs"][label] = {"win_rate": oracle_win_rate(old_s, new_s, tasks),
+                                  "detail": win_rate_detail(old_s, new_s, tasks, groups, threshold)}
     target = Path(out_json) if out_json else work / f"compare-{probe_a}-{probe_b}.json"
     target.write_text(json.dumps(result, indent=2))
     print("\n".join(compare_lines(result)))
@@ -254,7 +284,7 @@ def compare_lines(result: dict[str, Any]) -> list[str]:
         for task, d in found["detail"].items():
             lo, hi = d["ci95"]
             lines.append(f"{label:<28} {task:<8} {found['win_rate'][task]:.3f} [{lo:.2f}, {hi:.2f}] "
-                         f"Δ {d['mean_delta']:+.4f}, {100 * d['perceptible_share']:.0f} % perceptible")
+                         f"Δ {d['mean_delta']:+.4f}, {100 * d['perceptible_share']:.1f} % perceptible")
     return lines
 
 
@@ -263,8 +293,12 @@ def _options(args: list[str]) -> tuple[list[str], dict[str, int]]:
     for a in args:
         if a.startswith("--"):
             key, eq, value = a[2:].partition("=")
+            if a == "--oracle-port":
+                opts["oracle-port"] = 1
+                continue
             if key not in ("conditions", "gradient", "per-task") or not eq or not value.isdigit():
-                raise SystemExit(f"unknown option {a!r}; options: --conditions=N --gradient=N (k), --per-task=N (compare)")
+                raise SystemExit(f"unknown option {a!r}; options: --conditions=N --gradient=N "
+                                 "--oracle-port (k), --per-task=N (compare)")
             opts[key] = int(value)
         else:
             rest.append(a)
@@ -276,14 +310,14 @@ def main(argv: list[str]) -> None:
     args, opts = _options(argv)
     if len(args) >= 3 and args[0] == "k":
         run_k(args[1], args[2], args[3] if len(args) > 3 else None, opts.get("conditions", 48),
-              opts.get("gradient", 16))
+              opts.get("gradient", 16), oracle_port=bool(opts.get("oracle-port")))
     elif len(args) >= 5 and args[0] == "compare":
         compare(args[1], args[2], args[3], args[4], args[5] if len(args) > 5 else None,
                 per_task=opts.get("per-task"))
     else:
         raise SystemExit("usage: python -m research.timestep_probe k <loop_dir> <size> [out.json] "
-                         "[--conditions=N] [--gradient=N] | compare <loop_dir> <size> <probe_a> <probe_b> [out.json] "
-                         "[--per-task=N]")
+                         "[--conditions=N] [--gradient=N] [--oracle-port] | "
+                         "compare <loop_dir> <size> <probe_a> <probe_b> [out.json] [--per-task=N]")
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

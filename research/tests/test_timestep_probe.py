@@ -67,7 +67,8 @@ def test_table_lists_every_k_and_task_with_intervals_and_survives_json():
     empty = {"accuracy": None, "accuracy_ci": None, "pairs": 0, "x0_better_share": None,
              "cosine": None, "cosine_ci": None, "cosine_conditions": 0}
     per_task = {"fill": summary, "extend": summary, "removal": empty}
-    windows = {str(k): {"t_range": [k / 2, k / 2], "per_task": {m: per_task for m in tp.MODELS}} for k in (0, 1)}
+    windows = {str(k): {"t_range": [k / 2, k / 2], "per_task": {m: per_task for m in tp.MODELS}}
+               for k in (0, 1)}
     windows = json.loads(json.dumps(windows))  # the table reads the written JSON as well as the live dict
     lines = tp.table_lines(windows)
     assert len(lines) == 1 + 2 * 3
@@ -78,7 +79,32 @@ def test_table_lists_every_k_and_task_with_intervals_and_survives_json():
 
 
 def test_cli_refuses_unknown_options():
-    with pytest.raises(SystemExit, match="options: --conditions=N --gradient=N"):
+    with pytest.raises(SystemExit, match="options: --conditions=N --gradient=N --oracle-port"):
         tp.main(["k", "loop", "quick", "--steps=3"])
     with pytest.raises(SystemExit, match="usage"):
         tp.main(["k", "loop"])
+
+
+def test_oracle_port_scorer_scores_each_row_with_its_own_criterion():
+    torch = pytest.importorskip("torch")
+    from synthetic.candidate_fills import _condition_tensors
+    from synthetic.loop_config import make_task_sets
+
+    conds = [c for c in make_task_sets("test-port", 2, 0, 64) if c.task == "fill"]
+    src, masks = _condition_tensors(conds)
+    scorer = tp.OraclePortScorer(conds)
+    noisy = (src + 0.2 * torch.rand_like(src) * masks).clamp(0, 1)
+    criteria = ["consistency", "aesthetics"]
+    same = scorer.differentiable(src, src, "fill", criteria, [c.prompt for c in conds], return_log_odds=True)
+    assert same.shape == (2,) and torch.allclose(same, torch.zeros(2))
+    x = noisy.clone().requires_grad_(True)
+    values = scorer.differentiable(x, src, "fill", criteria, [c.prompt for c in conds], return_log_odds=True)
+    (grad,) = torch.autograd.grad(values.sum(), x)
+    assert grad.abs().sum() > 0  # the ports pass a pixel gradient, which the cosine needs
+
+
+def test_compare_lines_show_each_comparison_per_task():
+    detail = {"ci95": [0.55, 0.65], "mean_delta": 0.0001, "perceptible_share": 0.005}
+    result = {"pairs": {"b vs a": {"win_rate": {"fill": 0.6}, "detail": {"fill": detail}}}}
+    assert tp.compare_lines(result) == ["b vs a                       fill     0.600 [0.55, 0.65] "
+                                        "Δ +0.0001, 0.5 % perceptible"]
