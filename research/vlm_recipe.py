@@ -32,13 +32,16 @@ Run from the repository root, one torch thread::
     OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe var/recipe [--steps N] [--train N]
         [--heldout N] [--baseline-steps N] [--runs name,name,...] [--stage2 lora|full:LR]
         [--full-steps N --screen-min-val ACC] [--stopped name,...] [--aggregation NAME]
+        [--seed N] [--compare A,B]
 
 ``--full-steps`` screens full fine-tuning at fewer steps and ``--screen-min-val`` leaves a screen
 that stays below that val accuracy unscored (a configuration that clearly trails is not
 extended); ``--stopped`` records runs stopped by hand from their val curve. ``--runs`` picks
 runs by name from stage one and from stage two at ``--stage2`` (default LoRA 3e-3, ADR 0015's
-best), e.g. ``--runs lora-lr0.003,lora-lr0.003-soft``. ADR 0015 and 0017 have the figures and the
-exact commands.
+best), e.g. ``--runs lora-lr0.003,lora-lr0.003-soft``. ``--seed`` repeats runs at another
+reward-model seed on the same world, and ``--compare A,B`` reports B − A on the same held-out
+pairs, per cell and for the mean, over every seed of both (``paired_difference``). ADR 0015 and
+0017 have the figures and the exact commands.
 
 Each finished run is cached in ``<dir>/runs/<name>.json``, so a second call only runs what is
 missing; ``<dir>/recipe.json`` holds the table. Without ``--runs`` the sweep runs first and the
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -82,7 +86,7 @@ SWEEP = {"lora": (1e-3, 3e-3, 1e-2), "full": (3e-4, 1e-3, 3e-3)}
 #: The second stage's settings, applied one at a time at the sweep's best (mode, lr).
 AUGMENT = {"augment_flip": True, "augment_crop": 0.15}
 WEIGHT_DECAY = 0.05
-#: Soft labels (the second stage's third row): the same recipe trained on p_winner.
+#: Soft labels (``soft_row``, run after stage two): the same recipe trained on p_winner.
 SOFT = {"soft_labels": True}
 #: ADR 0015's best sweep setting, stage two's default when ``--runs`` names its rows.
 ADR_0015_BEST = {"lora": True, "full_finetune": False, "lr": 3e-3}
@@ -226,9 +230,55 @@ def run_reward(name: str, overrides: dict[str, Any], reward_cfg: dict[str, Any],
         return {**unscored(name, overrides, run_dir, steps, reason), "seconds": {"train": round(trained, 1)}}
     judged = oracle_judged(RewardScorer.from_pretrained(run_dir / "final"), held, threshold=TIE_BAND)
     shutil.rmtree(run_dir / "final", ignore_errors=True)  # weights are not kept: the figures are the result
-    return {"name": name, "overrides": overrides, "steps": steps, "selected_step": result.get("selected_step"),
+    return {"name": name, "overrides": overrides, "steps": steps, "seed": seed,
+            "selected_step": result.get("selected_step"),
             "selected_val": result.get("selected_val"), "seconds": {"train": round(trained, 1),
-            "score": round(time.monotonic() - started - trained, 1)}, **summarise(judged)}
+            "score": round(time.monotonic() - started - trained, 1)}, **summarise(judged),
+            # Per held-out pair (held's order), for paired comparisons between runs (paired_difference).
+            "correct": [c for _, c in judged]}
+
+
+def paired_difference(held: list[dict[str, Any]], first: list[list[float]], second: list[list[float]],
+                      draws: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """``second`` minus ``first`` in held-out oracle accuracy, on the same pairs: per task ×
+    criterion and for the mean over cells, each with a 95 % interval.
+
+    ``first`` / ``second``: each run's per-pair correctness (``run_reward``'s ``correct``), one
+    list per seed; a row's pairs are averaged over its seeds first. Paired, because both rows are
+    scored on the same pairs: the spread of a pair's difficulty cancels, which the two rows'
+    separate intervals cannot show. The interval is a percentile bootstrap over held-out conditions
+    (the pairs of one condition share its images, so conditions are the independent units),
+    resampled within their task."""
+    diff = np.mean(np.asarray(second, dtype=float), axis=0) - np.mean(np.asarray(first, dtype=float), axis=0)
+    if len(diff) != len(held):
+        raise ValueError(f"{len(diff)} judged pairs for {len(held)} held-out pairs")
+    cells = list(dict.fromkeys((r["task"], r["criterion"]) for r in held))
+    cell_of = np.array([cells.index((r["task"], r["criterion"])) for r in held])
+    conditions = list(dict.fromkeys((r["task"], r["condition_id"]) for r in held))
+    condition_of = np.array([conditions.index((r["task"], r["condition_id"])) for r in held])
+    rng = np.random.default_rng(seed)
+
+    def cell_means(weight: np.ndarray) -> np.ndarray:
+        w = weight[condition_of]
+        return np.bincount(cell_of, w * diff, len(cells)) / np.maximum(np.bincount(cell_of, w, len(cells)), 1e-12)
+
+    samples = np.empty((draws, len(cells)))
+    by_task = {t: np.array([k for k, (task, _) in enumerate(conditions) if task == t]) for t in TASKS}
+    for d in range(draws):
+        weight = np.zeros(len(conditions))
+        for members in by_task.values():
+            if len(members):
+                np.add.at(weight, rng.choice(members, size=len(members)), 1.0)
+        samples[d] = cell_means(weight)
+    point = cell_means(np.ones(len(conditions)))
+    lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
+    mlo, mhi = np.percentile(samples.mean(axis=1), [2.5, 97.5])
+    out: dict[str, Any] = {"seeds": [len(first), len(second)], "cells": {}}
+    for k, (task, crit) in enumerate(cells):
+        out["cells"].setdefault(task, {})[crit] = [round(float(point[k]), 4), round(float(lo[k]), 4),
+                                                   round(float(hi[k]), 4)]
+    out["mean"] = [round(float(point.mean()), 4), round(float(mlo), 4), round(float(mhi), 4)]
+    return out
 
 
 def val_curve(run_dir: Path) -> list[list[float]]:
@@ -255,8 +305,13 @@ def stage_two(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Augmentation and weight decay at the best sweep setting ``best`` (its overrides)."""
     mode = "lora" if best["lora"] else "full"
     tag = f"{mode}-lr{best['lr']:g}"
-    return {f"{tag}-augment": {**best, **AUGMENT}, f"{tag}-wd{WEIGHT_DECAY:g}": {**best, "weight_decay": WEIGHT_DECAY},
-            f"{tag}-soft": {**best, **SOFT}}
+    return {f"{tag}-augment": {**best, **AUGMENT}, f"{tag}-wd{WEIGHT_DECAY:g}": {**best, "weight_decay": WEIGHT_DECAY}}
+
+
+def soft_row(best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Soft labels at the best sweep setting ``best`` (ADR 0017), a row of its own after stage two."""
+    mode = "lora" if best["lora"] else "full"
+    return {f"{mode}-lr{best['lr']:g}-soft": {**best, **SOFT}}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -304,6 +359,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", default="quick", help="demo config whose reward/annotator sections are used")
     parser.add_argument("--aggregation", default="majority-v2", choices=AGGREGATIONS,
                         help="how the simulated annotators' votes become snapshot rows (both write p_winner)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the reward-model runs (adapter init, data order; the world and baseline "
+                             "keep 0); a run with seed N > 0 is named <name>-seedN")
+    parser.add_argument("--compare", default="",
+                        help="A,B: B minus A per cell and for the mean, paired on the held-out pairs, over "
+                             "every seed of both that has run")
     args = parser.parse_args(argv)
     quiet_libraries()
     from rewardtrain.engine.baseline import BaselineConfig, train_baseline
@@ -329,7 +390,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = build_reward_base(out / "rm-base", seed=0, **cfg["reward"]["base"])
 
     def run_all(plan: dict[str, dict[str, Any]]) -> None:
-        for name, overrides in plan.items():
+        for plain_name, overrides in plan.items():
+            name = plain_name if args.seed == 0 else f"{plain_name}-seed{args.seed}"
             path = out / "runs" / f"{name}.json"
             if path.exists():
                 continue
@@ -340,7 +402,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             screen = bool(overrides.get("full_finetune") and args.full_steps)
             summary = run_reward(name, overrides, cfg["reward"], snapshot, base, held, out,
-                                 args.full_steps if screen else steps, min_val=args.screen_min_val if screen else 0.0)
+                                 args.full_steps if screen else steps, seed=args.seed,
+                                 min_val=args.screen_min_val if screen else 0.0)
             path.write_text(json.dumps(summary, indent=2))
             if "mean" in summary:
                 print_progress(f"{name}: mean {summary['mean']:.3f} ({summary['seconds']})")
@@ -351,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         chosen = {"lora": mode == "lora", "full_finetune": mode == "full", "lr": float(lr)}
     plan = stage_one()
     if args.runs:
-        named = {**plan, **stage_two(chosen or ADR_0015_BEST)}
+        named = {**plan, **stage_two(chosen or ADR_0015_BEST), **soft_row(chosen or ADR_0015_BEST)}
         plan = {n: named[n] for n in args.runs.split(",") if n in named}
     run_all(plan)
     done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
@@ -361,13 +424,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sweep = [s for s in done.values() if set(s["overrides"]) == {"lora", "full_finetune", "lr"} and "mean" in s]
         best = max(sweep, key=lambda s: s["mean"])["overrides"] if sweep else None
     if best is not None and not args.runs:
-        run_all(stage_two(best))
+        run_all({**stage_two(best), **soft_row(best)})
     done = {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")) if p.stem != "baseline"}
     report = {"command": "OMP_NUM_THREADS=1 .venv/bin/python -m research.vlm_recipe " + " ".join(argv or []),
               "size": args.size, "aggregation": args.aggregation, "steps": steps, "train_conditions_per_task": args.train,
               "heldout_conditions_per_task": args.heldout, "heldout_pairs": len(held),
               "snapshot_counts": json.loads((snapshot / "manifest.json").read_text())["counts"],
               "runs": done, "baseline": baseline}
+    if args.compare:
+        first, second = args.compare.split(",")
+
+        def seeds_of(name: str) -> list[list[float]]:
+            own = re.compile(rf"{re.escape(name)}(-seed\d+)?")
+            return [r["correct"] for n, r in done.items() if own.fullmatch(n) and "correct" in r]
+
+        report["compare"] = {"first": first, "second": second,
+                             **paired_difference(held, seeds_of(first), seeds_of(second))}
+        print_progress(f"{second} - {first}: {json.dumps(report['compare'])}")
     (out / "recipe.json").write_text(json.dumps(report, indent=2))
     print(format_table(report))
     return report

@@ -20,7 +20,6 @@ from rewardtrain.engine.train import RunCancelled, _Trainer, train
 
 from .conftest import make_snapshot
 
-
 STEPS_BEFORE = 5
 
 
