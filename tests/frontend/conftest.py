@@ -49,7 +49,23 @@ def new_page(browser, base_url: str):
     page = context.new_page()
     page.js_errors = []
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    page.in_flight = set()  # requests the page has sent and not yet seen answered (``settle``)
+    page.on("request", lambda request: page.in_flight.add(request))
+    page.on("requestfinished", lambda request: page.in_flight.discard(request))
+    page.on("requestfailed", lambda request: page.in_flight.discard(request))
     return page
+
+
+def settle(page, timeout_ms: int = 10_000) -> None:
+    """Wait until none of the page's requests is still on its way (at most ``timeout_ms``).
+
+    A test that ends while the workspace's prefetch is in flight would otherwise leave the live
+    server answering it while the test's database is being torn down: the request fails with
+    "Database access not allowed" and the teardown can fail on a test that passed."""
+    waited = 0
+    while page.in_flight and waited < timeout_ms:
+        page.wait_for_timeout(50)
+        waited += 50
 
 
 @pytest.fixture
@@ -57,6 +73,7 @@ def browser_page(chromium_browser, live_server):
     """A fresh 1280×800 page; yields (page, base_url)."""
     page = new_page(chromium_browser, live_server.url)
     yield page
+    settle(page)
     page.context.close()
     assert not page.js_errors, f"JavaScript errors on the page: {page.js_errors}"
 
