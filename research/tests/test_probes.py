@@ -79,7 +79,11 @@ def test_rm_probe_trains_on_one_criterion_and_scores_the_loops_heldout_pairs(tmp
     the probe trains on one criterion only and measures oracle accuracy on the held-out pairs."""
     torch.set_num_threads(1)
     cfg = loop_config.load_demo_config("quick")
-    conds = loop_config.make_condition_sets({"train": cfg["conditions"]["train"]}, 0, cfg["resolution"])["train"][:24]
+    every = loop_config.make_condition_sets({"train": cfg["conditions"]["train"]}, 0, cfg["resolution"])["train"]
+    # The probe scores the held-out split's pairs of the probed criterion: make sure a few fill
+    # conditions land there (which ones do depends only on their ids).
+    held_fill = [c for c in every if c.task == "fill" and probes.heldout_split(c.id) == "test"][:4]
+    conds = [c for c in every[:24] if c not in held_fill] + held_fill
     rng = np.random.default_rng(0)
     candidates = []
     for c in conds:
