@@ -27,6 +27,7 @@ thread::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m research.distill check <loop_dir> <size> [out.json]
         [--conditions=128] [--gradient=32] [--per-k] [--draw=0]
+        [--snapshot=DIR --vlm=DIR --baseline-seed=0 --tag=NAME]
     .venv/bin/python -m research.distill pool <out.json> <check.json> <check.json> ...
 
 The go/no-go (``distillation_can_help``): the baseline's one-step accuracy interval lies above ½
@@ -199,16 +200,18 @@ def heldout_table(per_task: dict[str, dict[str, dict[str, Any]]], models: Sequen
     return lines
 
 
-def train_loop_baseline(work: Path, out: Path) -> Path:
-    """The baseline learner on the loop's annotator snapshot (cached): ``BaselineConfig()``, as
-    ``research.vlm_recipe`` trains it. The loop's snapshot has no val split (val is folded into
-    test), so nothing early-stops it: the last of its 600 steps is kept, and the card's own
-    evaluation is on the test split's annotator labels."""
+def train_loop_baseline(work: Path, out: Path, snapshot: Path | None = None, seed: int = 0) -> Path:
+    """The baseline learner on the loop's annotator snapshot (or ``snapshot``, e.g. the one with
+    annotator labels on one-step pairs added, ``research.onestep_labels``), cached:
+    ``BaselineConfig()``, as ``research.vlm_recipe`` trains it. The loop's snapshot has no val
+    split (val is folded into test), so nothing early-stops it: the last of its 600 steps is kept,
+    and the card's own evaluation is on the test split's annotator labels. ``seed`` is the
+    learner's (initialisation and batch order), for a training-seed control."""
     from rewardtrain.engine.baseline import BaselineConfig, train_baseline
 
     folder = out / "baseline"
     if not (folder / "baseline.json").is_file():
-        train_baseline(BaselineConfig(), work / "snapshot", folder)
+        train_baseline(BaselineConfig(seed=seed), snapshot or work / "snapshot", folder)
     return folder
 
 
@@ -226,8 +229,16 @@ def heldout_rows(work: Path, cfg: dict[str, Any], seed: int) -> list[dict[str, A
 
 
 def check(loop_dir: str | Path, size: str, out_json: str | Path | None = None, conditions_per_task: int = 128,
-          gradient_per_task: int = 32, seed: int = 0, per_k: bool = False, draw: int = 0) -> dict[str, Any]:
+          gradient_per_task: int = 32, seed: int = 0, per_k: bool = False, draw: int = 0,
+          snapshot: str | Path | None = None, vlm: str | Path | None = None, tag: str = "",
+          baseline_seed: int = 0) -> dict[str, Any]:
     """The whole check (module docstring) on a finished loop; writes and returns the report.
+
+    ``snapshot`` trains the baseline on another snapshot than the loop's and ``vlm`` scores
+    another trained VLM than the loop's ``rm-run/final`` (both for ``research.onestep_labels``);
+    ``tag`` then names the output folder (``distill-check-<tag>``) so the loop's own check is
+    kept. The held-out candidate pairs stay the loop's, read from its own snapshot.
+    ``baseline_seed`` trains the baseline with another seed (a training-seed control; use a tag).
 
     ``seed`` is the loop's (its base policy and condition sets); ``draw`` seeds the diagnostics
     set and its noises only, so draw 0 gives ADR 0016's pairs and another draw an independent
@@ -253,15 +264,16 @@ def check(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
     torch.set_num_threads(1)
     work = Path(loop_dir).resolve()
     cfg = loop_config(work, size)
-    out = work / "distill-check"
+    out = work / (f"distill-check-{tag}" if tag else "distill-check")
     out.mkdir(parents=True, exist_ok=True)
-    vlm = {"trained": work / "rm-run" / "final", "untrained": work / "rm-untrained"}
+    vlm = {"trained": Path(vlm).resolve() if vlm else work / "rm-run" / "final", "untrained": work / "rm-untrained"}
     base_dir = loop_base_dir(work, size, seed)
-    for path in (base_dir, work / "snapshot", *vlm.values()):
+    train_snapshot = Path(snapshot).resolve() if snapshot else work / "snapshot"
+    for path in (base_dir, work / "snapshot", train_snapshot, *vlm.values()):
         if not path.exists():
             raise ValueError(f"{path} is missing: run the loop first (python -m research.loop {size} {work})")
     t0 = time.time()
-    baseline_dir = train_loop_baseline(work, out)
+    baseline_dir = train_loop_baseline(work, out, train_snapshot, baseline_seed)
     card = json.loads((baseline_dir / "baseline.json").read_text())
     trained_s = round(time.time() - t0, 1)
     scorers: dict[str, Any] = {"baseline": BaselineScorer.from_folder(baseline_dir),
@@ -299,6 +311,7 @@ def check(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
 
     go = distillation_can_help(found["per_task"]["baseline"])
     result = {"loop_dir": str(work), "size": size, "seed": seed, "draw": draw, "rl_t_range": cfg["rl"].get("t_range"),
+              "train_snapshot": str(train_snapshot), "vlm": str(vlm["trained"]), "baseline_seed": baseline_seed,
               "conditions_per_task": conditions_per_task, "gradient_conditions_per_task": gradient_per_task,
               "baseline": {"folder": str(baseline_dir), "train_pairs": card["train_pairs"], "steps": card["steps"],
                            "best_step": card["best_step"], "seconds": card["seconds"],
@@ -366,7 +379,8 @@ def pool(out_json: str | Path, check_jsons: Sequence[str | Path]) -> dict[str, A
 
 
 USAGE = ("usage: python -m research.distill check <loop_dir> <size> [out.json] [--conditions=128] [--gradient=32] "
-         "[--per-k] [--draw=0]\n       python -m research.distill pool <out.json> <check.json> <check.json> ...")
+         "[--per-k] [--draw=0] [--snapshot=DIR --vlm=DIR --baseline-seed=0 --tag=NAME]\n"
+         "       python -m research.distill pool <out.json> <check.json> <check.json> ...")
 
 
 def main(argv: list[str]) -> None:
@@ -375,13 +389,16 @@ def main(argv: list[str]) -> None:
     if args[:1] == ["pool"] and len(args) >= 3 and not flags:
         pool(args[1], args[2:])
         return
-    unknown = set(flags) - {"--conditions", "--gradient", "--per-k", "--draw"}
+    unknown = set(flags) - {"--conditions", "--gradient", "--per-k", "--draw", "--snapshot", "--vlm", "--tag",
+                            "--baseline-seed"}
     if len(args) < 3 or args[0] != "check" or unknown:
         sys.exit(USAGE)
     check(args[1], args[2], args[3] if len(args) > 3 else None,
           conditions_per_task=int(flags.get("--conditions") or 128),
           gradient_per_task=int(flags.get("--gradient") or 32), per_k="--per-k" in flags,
-          draw=int(flags.get("--draw") or 0))
+          draw=int(flags.get("--draw") or 0), snapshot=flags.get("--snapshot") or None,
+          vlm=flags.get("--vlm") or None, tag=flags.get("--tag") or "",
+          baseline_seed=int(flags.get("--baseline-seed") or 0))
 
 
 if __name__ == "__main__":

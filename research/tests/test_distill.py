@@ -120,3 +120,17 @@ def test_pooled_records_keep_draws_apart_and_refuse_a_draw_twice():
     assert [r["condition_id"] for r in out["baseline"]["cosines"]] == ["d0:c1", "d1:c1"]
     with pytest.raises(ValueError, match="repeat"):
         distill.pooled_records([report(0, 1.0), report(0, 1.0)])
+
+
+def test_main_passes_the_snapshot_vlm_and_tag_flags(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(distill, "check", lambda *a, **k: seen.update(args=a, **k))
+    distill.main(["check", "loop", "quick", "--draw=1", "--snapshot=snap", "--vlm=rm/final", "--tag=onestep",
+                  "--baseline-seed=1"])
+    assert seen["args"] == ("loop", "quick", None)
+    assert (seen["draw"], seen["snapshot"], seen["vlm"], seen["tag"], seen["baseline_seed"]) == (
+        1, "snap", "rm/final", "onestep", 1)
+    distill.main(["check", "loop", "quick"])
+    assert (seen["snapshot"], seen["vlm"], seen["tag"], seen["baseline_seed"]) == (None, None, "", 0)
+    with pytest.raises(SystemExit):
+        distill.main(["check", "loop", "quick", "--snapshots=x"])
