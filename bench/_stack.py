@@ -2,7 +2,10 @@
 filled to a given number of judgments, and gunicorn serving the real app.
 
 Benchmarks measure through HTTP what users hit; this module only prepares data (bulk SQL, which
-is how a large campaign's history would look after months of work) and starts the servers.
+is how a large campaign's history would look after months of work; the campaign, its annotators
+and distinct images through the product's services in a subprocess, before anything is timed) and
+starts the servers. Nothing here is a measured call. ``host_reference_ms`` is a calibration of the
+machine, printed beside the HTTP figures, not a figure about the product.
 """
 from __future__ import annotations
 
