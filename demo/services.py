@@ -925,6 +925,13 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "control_win_rate_vs_base": ev.win_rate["control"],
             "oracle_win_rate_ci": {k: win_rate_intervals(ev.detail[k]) for k in ("algorithm_1", "algorithm_2")},
             "control_win_rate_ci": win_rate_intervals(ev.detail["control"]),
+            # Changes within the oracle's tie threshold count ½ (docs/decisions/0020): the targets' reading.
+            "oracle_win_rate_at_threshold": {k: win_rate_intervals(ev.detail[k], "win_rate_at_threshold")
+                                             for k in ("algorithm_1", "algorithm_2")},
+            "oracle_win_rate_at_threshold_ci": {k: win_rate_intervals(ev.detail[k], "ci95_at_threshold")
+                                                for k in ("algorithm_1", "algorithm_2")},
+            "control_win_rate_at_threshold": win_rate_intervals(ev.detail["control"], "win_rate_at_threshold"),
+            "control_win_rate_at_threshold_ci": win_rate_intervals(ev.detail["control"], "ci95_at_threshold"),
             "eval_conditions_per_task": {t: d["conditions"] for t, d in ev.detail["control"].items()},
             "win_rate_detail": ev.detail,
             "mean_oracle_scores": ev.mean_scores,
@@ -985,9 +992,11 @@ def _wilson_table(accuracy: dict, counts: dict) -> dict[str, dict[str, list[floa
     return out
 
 
-def win_rate_intervals(detail: dict[str, dict[str, Any]]) -> dict[str, list[float] | None]:
-    """Task → the 95 % interval of a policy's win rate (``win_rate_detail``'s, clustered by condition)."""
-    return {task: d["ci95"] for task, d in detail.items()}
+def win_rate_intervals(detail: dict[str, dict[str, Any]], key: str = "ci95") -> dict[str, Any]:
+    """Task → one figure of a policy's ``win_rate_detail``: by default the 95 % interval of its win
+    rate (clustered by condition); ``win_rate_at_threshold`` / ``ci95_at_threshold`` for the win
+    rate that counts changes within the tie threshold as ties."""
+    return {task: d.get(key) for task, d in detail.items()}
 
 
 def _interval_text(bounds: Sequence[float] | None) -> str:
@@ -1038,13 +1047,20 @@ def format_summary(report: dict[str, Any]) -> str:
         lines += [f"  {task:<8} {c:<16} {oracle_metrics.describe_margins(rm['oracle_accuracy_by_margin'], task, c)}"
                   for c in crits if c in rm["oracle_accuracy_by_margin"]["accuracy"].get(task, {})]
     lines += rl_diagnostics.summary_lines(rm, rm["control"])
-    lines += ["", "Policy: oracle win rate vs base (held-out) [95 % interval]",
-              f"{'policy':<22} {'fill':>19} {'extend':>20} {'removal':>21}"]
-    rows = {**pol["oracle_win_rate_vs_base"], "control (untrained RM)": pol["control_win_rate_vs_base"]}
-    cis = {**pol["oracle_win_rate_ci"], "control (untrained RM)": pol["control_win_rate_ci"]}
-    for name, w in rows.items():
-        lines.append(f"{name:<22} " + " ".join(f"{w.get(t, float('nan')):>{n}.3f} {_interval_text(cis[name].get(t)):>12}"
-                                               for t, n in (("fill", 6), ("extend", 7), ("removal", 8))))
+    tables = [("", "oracle_win_rate_vs_base", "oracle_win_rate_ci", "control_win_rate_vs_base", "control_win_rate_ci"),
+              (", changes within the tie threshold count 1/2 (the targets' reading)", "oracle_win_rate_at_threshold",
+               "oracle_win_rate_at_threshold_ci", "control_win_rate_at_threshold", "control_win_rate_at_threshold_ci")]
+    for title, rate, ci, control_rate, control_ci in tables:
+        if rate not in pol:  # a report written before the threshold reading existed
+            continue
+        lines += ["", f"Policy: oracle win rate vs base (held-out) [95 % interval]{title}",
+                  f"{'policy':<22} {'fill':>19} {'extend':>20} {'removal':>21}"]
+        rows = {**pol[rate], "control (untrained RM)": pol[control_rate]}
+        cis = {**pol[ci], "control (untrained RM)": pol[control_ci]}
+        for name, w in rows.items():
+            lines.append(f"{name:<22} " + " ".join(
+                f"{w.get(t) if w.get(t) is not None else float('nan'):>{n}.3f} {_interval_text(cis[name].get(t)):>12}"
+                for t, n in (("fill", 6), ("extend", 7), ("removal", 8))))
     lines += ["Behind each win rate: its 95 % interval (clustered by condition), the mean change of the oracle score,",
               "and the share of items that changed by more than the tie threshold (win rate over those):"]
     for name, per_task in pol["win_rate_detail"].items():

@@ -45,7 +45,11 @@ def win_rate_detail(
       condition's seeds are not independent items (``core.stats.cluster_interval``);
     - ``perceptible_share``: items whose scores differ by more than ``threshold`` (the oracle tie
       threshold: a smaller difference is one an annotator reports as a tie), and
-      ``perceptible_win_rate``: the win rate over those items only (None when there are none).
+      ``perceptible_win_rate``: the win rate over those items only (None when there are none);
+    - ``win_rate_at_threshold`` with ``ci95_at_threshold``: the win rate over all items when a
+      change within ``threshold`` counts as a tie (½), as an annotator's "same" counts in a
+      side-by-side verdict (docs/decisions/0020). It is ½ for a policy that changes nothing anyone
+      sees, however consistent the sign of its invisible changes.
 
     A win rate far from ½ with a tiny ``perceptible_share`` is a systematic but invisible shift.
     """
@@ -56,24 +60,39 @@ def win_rate_detail(
     for task, per_group in sorted(by_task.items()):
         deltas = [np.asarray(v, dtype=float) for v in per_group.values()]
         wins = [(d > 0) + 0.5 * (d == 0) for d in deltas]
+        at_threshold = [(d > threshold) + 0.5 * (np.abs(d) <= threshold) for d in deltas]
         flat_d, flat_w = np.concatenate(deltas), np.concatenate(wins)
-        interval = cluster_interval([float(w.sum()) for w in wins], [len(w) for w in wins])
+        interval = _clustered(wins)
         seen = np.abs(flat_d) > threshold
         out[task] = {
             "n": int(flat_d.size), "conditions": len(deltas), "mean_delta": float(flat_d.mean()),
-            "ci95": list(interval) if interval else None,
+            "ci95": interval,
             "perceptible_share": float(seen.mean()),
             "perceptible_win_rate": float(flat_w[seen].mean()) if seen.any() else None,
+            "win_rate_at_threshold": float(np.concatenate(at_threshold).mean()),
+            "ci95_at_threshold": _clustered(at_threshold),
         }
     return out
 
 
+def _clustered(wins: Sequence[np.ndarray]) -> list[float] | None:
+    """The 95 % interval of a win rate from per-condition win arrays (a condition's seeds share its scene)."""
+    interval = cluster_interval([float(w.sum()) for w in wins], [len(w) for w in wins])
+    return list(interval) if interval else None
+
+
 def describe_win(detail: dict[str, Any]) -> str:
-    """One ``win_rate_detail`` cell as text, e.g. ``[0.53, 0.72] Δ +0.004, 21 % perceptible (win 0.60)``."""
+    """One ``win_rate_detail`` cell as text, e.g. ``[0.53, 0.72] Δ +0.004, 21 % perceptible (win 0.60),
+    at the tie threshold 0.52 [0.49, 0.55]`` (the last part only where the detail has it)."""
     lo, hi = detail["ci95"]
     seen = detail["perceptible_win_rate"]
-    return (f"[{lo:.2f}, {hi:.2f}] Δ {detail['mean_delta']:+.3f}, {100 * detail['perceptible_share']:.0f} % perceptible"
+    text = (f"[{lo:.2f}, {hi:.2f}] Δ {detail['mean_delta']:+.3f}, {100 * detail['perceptible_share']:.0f} % perceptible"
             + (f" (win {seen:.2f})" if seen is not None else ""))
+    if detail.get("win_rate_at_threshold") is not None:
+        bounds = detail.get("ci95_at_threshold")
+        text += f", at the tie threshold {detail['win_rate_at_threshold']:.2f}" + (
+            f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "")
+    return text
 
 
 def human_ceiling_by_criterion(

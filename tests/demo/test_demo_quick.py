@@ -53,6 +53,9 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         rates = {**pol["oracle_win_rate_vs_base"], "control": pol["control_win_rate_vs_base"]}[name]
         for task, d in pol["win_rate_detail"][name].items():
             assert d["ci95"][0] <= rates[task] <= d["ci95"][1] and 0.0 <= d["perceptible_share"] <= 1.0, (name, d)
+            at = {**pol["oracle_win_rate_at_threshold"], "control": pol["control_win_rate_at_threshold"]}[name][task]
+            ci = {**pol["oracle_win_rate_at_threshold_ci"], "control": pol["control_win_rate_at_threshold_ci"]}[name][task]
+            assert at == d["win_rate_at_threshold"] and ci[0] <= at <= ci[1], (name, task)
     by_margin = rm["oracle_accuracy_by_margin"]
     # Every judged pair lands in exactly one margin bin.
     assert sum(n for bins in _unit_values(by_margin["pairs"]) for n in bins.values()) == sum(

@@ -130,6 +130,8 @@ def _report() -> dict:
     detail = {t: {"n": 10, "conditions": 5, "mean_delta": 0.01, "ci95": wci[t], "perceptible_share": 0.2,
                   "perceptible_win_rate": 0.6} for t in wins}
     gsb = {"overall": {"judgments": 0}}
+    at = {"fill": 0.53, "extend": 0.5, "removal": None}  # removal: a report can lack a task's figure
+    atci = {"fill": [0.47, 0.59], "extend": [0.42, 0.58], "removal": None}
     return {
         "tag": "t", "timings": {"total": 1.0},
         "reward_model": {"accuracy": cell, "label_pairs": {"fill": {"structure": 40}}, "human_ceiling": cell,
@@ -142,6 +144,9 @@ def _report() -> dict:
         "policy": {"oracle_win_rate_vs_base": {"algorithm_1": wins, "algorithm_2": wins},
                    "control_win_rate_vs_base": wins, "oracle_win_rate_ci": {"algorithm_1": wci, "algorithm_2": wci},
                    "control_win_rate_ci": wci, "win_rate_detail": {"algorithm_1": detail}, "best": "algorithm_1",
+                   "oracle_win_rate_at_threshold": {"algorithm_1": at, "algorithm_2": at},
+                   "oracle_win_rate_at_threshold_ci": {"algorithm_1": atci, "algorithm_2": atci},
+                   "control_win_rate_at_threshold": at, "control_win_rate_at_threshold_ci": atci,
                    "annotator_gsb_vs_base": {"fill": gsb},
                    "promotion": {"eligible": False, "promotion": None, "reasons": ["x"], "checkpoint": 1,
                                  "opponent": "base"}},
@@ -157,6 +162,10 @@ def test_the_summary_prints_every_accuracy_and_win_rate_with_its_interval():
     text = services.format_summary(_report())
     assert "[0.61, 0.78]" in text and "0.660" in text  # oracle accuracy's interval, the baseline beside it
     assert "[0.55, 0.69]" in text and "[0.44, 0.56]" in text  # the algorithms' and the control's win rates
+    # The win rate at the tie threshold (docs/decisions/0020) in a table of its own, with its interval.
+    threshold_table = text.split("changes within the tie threshold count 1/2")[1]
+    algorithm_1 = next(line for line in threshold_table.splitlines() if line.startswith("algorithm_1"))
+    assert "0.530 [0.47, 0.59]" in algorithm_1 and algorithm_1.rstrip().endswith("nan")  # removal has no figure
     assert "clustered by condition" in text
     # RL's pairs: the one-step accuracy with its interval, the gradient cosine with its t interval.
     assert "one-step x0" in text and "[0.51, 0.65]" in text and "[+0.012, +0.050]" in text

@@ -44,6 +44,22 @@ def test_win_rate_detail_separates_perceptible_changes_and_clusters_conditions()
     assert removal["ci95"] == pytest.approx(list(wilson_interval(0.5, 1))) and removal["perceptible_share"] == 0.0
     assert removal["perceptible_win_rate"] is None
     assert "perceptible" in oracle_metrics.describe_win(fill) and "(win" not in oracle_metrics.describe_win(removal)
+    # At the tie threshold a's invisible losses are ties: (½ + ½ + 1 + 1) / 4; removal's tie is ½.
+    assert fill["win_rate_at_threshold"] == pytest.approx(0.75) and removal["win_rate_at_threshold"] == 0.5
+    assert "at the tie threshold 0.75" in oracle_metrics.describe_win(fill)
+
+
+def test_invisible_changes_of_one_sign_win_only_below_the_threshold():
+    # 40 conditions × 2 seeds, every change +0.01 (under the 0.03 threshold): the plain win rate is 1
+    # with a tight interval, the win rate at the threshold exactly ½, the verdict an annotator would give.
+    n = 80
+    groups = [str(i // 2) for i in range(n)]
+    detail = oracle_metrics.win_rate_detail([0.5] * n, [0.51] * n, ["fill"] * n, groups, threshold=0.03)["fill"]
+    assert detail["ci95"][0] > 0.9 and detail["perceptible_share"] == 0.0
+    assert detail["win_rate_at_threshold"] == 0.5 and detail["ci95_at_threshold"][0] < 0.5 < detail["ci95_at_threshold"][1]
+    # The same changes made perceptible (+0.05) win at the threshold too.
+    clear = oracle_metrics.win_rate_detail([0.5] * n, [0.55] * n, ["fill"] * n, groups, threshold=0.03)["fill"]
+    assert clear["win_rate_at_threshold"] == 1.0 and clear["ci95_at_threshold"][0] > 0.9
 
 
 def test_oracle_accuracy_intervals_cluster_pairs_by_condition():
