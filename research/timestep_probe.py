@@ -25,7 +25,7 @@ item with the same noise for all three policies (a paired comparison). From the 
     python -m research.timestep_probe k <loop_dir> <size> [out.json] [--conditions=48] [--gradient=16]
         [--oracle-port]
     python -m research.timestep_probe compare <loop_dir> <size> <probe_a> <probe_b> [out.json]
-        [--per-task=200]
+        [--per-task=200] [--set=rl-eval]
 """
 
 from __future__ import annotations
@@ -184,18 +184,17 @@ def table_lines(windows: dict[str, Any], models: Sequence[str] = MODELS) -> list
     return lines
 
 
-def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, conditions_per_task: int = 48,
-          gradient_per_task: int = 16, seed: int = 0, oracle_port: bool = False) -> dict[str, Any]:
-    """The per-k diagnostics of a finished loop's reward models at its base policy; with
-    ``oracle_port`` also of the oracle ports (``OraclePortScorer``, a positive control)."""
-    quiet_libraries()
-    from policytrain.engine.pipeline import FillPolicy
+def diagnostics_setup(work: Path, size: str, conditions_per_task: int, gradient_per_task: int, seed: int = 0,
+                      trained: Path | None = None) -> tuple[dict[str, Any], Path, diag.DiagnosticSizes, list, dict]:
+    """What the RL diagnostics of a finished loop need: its config, base policy folder, the sizes,
+    the rl-diagnostics conditions and the scorers ``{"trained", "untrained"}`` (``trained``
+    replaces the loop's own trained reward model); a missing folder is refused with the command
+    that makes it."""
     from research.probes import loop_base_dir, loop_config
     from rewardtrain.engine.scorer import RewardScorer
 
-    work = Path(loop_dir).resolve()
     cfg = loop_config(work, size)
-    paths = {"trained": work / "rm-run" / "final", "untrained": work / "rm-untrained"}
+    paths = {"trained": trained or work / "rm-run" / "final", "untrained": work / "rm-untrained"}
     base_dir = loop_base_dir(work, size, seed)
     for path in (base_dir, *paths.values()):
         if not path.exists():
@@ -204,7 +203,18 @@ def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
                                  gradient_conditions_per_task=gradient_per_task,
                                  threshold=float(cfg["eval"].get("oracle_tie_threshold", 0.03)))
     conds = make_task_sets("rl-diagnostics", conditions_per_task, seed, int(cfg["resolution"]))
-    scorers = {name: RewardScorer.from_pretrained(p) for name, p in paths.items()}
+    return cfg, base_dir, sizes, conds, {name: RewardScorer.from_pretrained(p) for name, p in paths.items()}
+
+
+def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, conditions_per_task: int = 48,
+          gradient_per_task: int = 16, seed: int = 0, oracle_port: bool = False) -> dict[str, Any]:
+    """The per-k diagnostics of a finished loop's reward models at its base policy; with
+    ``oracle_port`` also of the oracle ports (``OraclePortScorer``, a positive control)."""
+    quiet_libraries()
+    from policytrain.engine.pipeline import FillPolicy
+
+    work = Path(loop_dir).resolve()
+    cfg, base_dir, sizes, conds, scorers = diagnostics_setup(work, size, conditions_per_task, gradient_per_task, seed)
     if oracle_port:
         scorers["oracle-port"] = OraclePortScorer(conds)
     t0 = time.time()
@@ -221,7 +231,7 @@ def run_k(loop_dir: str | Path, size: str, out_json: str | Path | None = None, c
 
 
 def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_json: str | Path | None = None,
-            seed: int = 0, per_task: int | None = None) -> dict[str, Any]:
+            seed: int = 0, per_task: int | None = None, set_name: str = "rl-eval") -> dict[str, Any]:
     """Two RL probes' policies (``<loop_dir>/probe-<name>/final``) and the base on a held-out set
     with the config's eval seeds: each probe against the base and ``probe_b`` against ``probe_a``
     head to head (win rate with its interval clustered by condition), every item with the same
@@ -230,7 +240,9 @@ def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_jso
     The set is the loop's own held-out set, or with ``per_task`` that many conditions per task of
     the demo's RL evaluation set (``make_task_sets("rl-eval", …)``, as ``manage.py demo`` draws
     it): the quick loop holds out 16 per task, too few for an interval that decides anything.
-    Either is disjoint from the diagnostics set a window is chosen on."""
+    Either is disjoint from the diagnostics set a window is chosen on. ``set_name`` draws another
+    named set instead of ``rl-eval`` (e.g. ``rl-tune``), so that RL settings can be chosen on a set
+    the demo never evaluates on."""
     quiet_libraries()
     from policytrain.engine.pipeline import FillPolicy
     from research.probes import loop_base_dir, loop_conditions, loop_config
@@ -240,7 +252,7 @@ def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_jso
     work = Path(loop_dir).resolve()
     cfg = loop_config(work, size)
     base_dir = loop_base_dir(work, size, seed)
-    heldout = (make_task_sets("rl-eval", per_task, seed, int(cfg["resolution"])) if per_task
+    heldout = (make_task_sets(set_name, per_task, seed, int(cfg["resolution"])) if per_task
                else loop_conditions(cfg, "heldout", seed))
     ev, gen_cfg = cfg["eval"], cfg["candidates"]
     flat = list(heldout) * len(ev["seeds"])
@@ -266,7 +278,7 @@ def compare(loop_dir: str | Path, size: str, probe_a: str, probe_b: str, out_jso
     pairs = {f"{probe_a} vs base": ("base", probe_a), f"{probe_b} vs base": ("base", probe_b),
              f"{probe_b} vs {probe_a}": (probe_a, probe_b)}
     result = {"items": len(flat), "pairs": {},
-              "set": f"rl-eval, {per_task} per task" if per_task else "the loop's heldout"}
+              "set": f"{set_name}, {per_task} per task" if per_task else "the loop's heldout"}
     for label, (old, new) in pairs.items():
         old_s, new_s = scores[old], scores[new]
         result["pairs"][label] = {"win_rate": oracle_win_rate(old_s, new_s, tasks),
@@ -288,17 +300,21 @@ def compare_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _options(args: list[str]) -> tuple[list[str], dict[str, int]]:
-    opts, rest = {}, []
+def _options(args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    opts: dict[str, Any] = {}
+    rest = []
     for a in args:
         if a.startswith("--"):
             key, eq, value = a[2:].partition("=")
             if a == "--oracle-port":
                 opts["oracle-port"] = 1
                 continue
+            if key == "set" and value:
+                opts["set"] = value
+                continue
             if key not in ("conditions", "gradient", "per-task") or not eq or not value.isdigit():
                 raise SystemExit(f"unknown option {a!r}; options: --conditions=N --gradient=N "
-                                 "--oracle-port (k), --per-task=N (compare)")
+                                 "--oracle-port (k), --per-task=N --set=NAME (compare)")
             opts[key] = int(value)
         else:
             rest.append(a)
@@ -313,11 +329,11 @@ def main(argv: list[str]) -> None:
               opts.get("gradient", 16), oracle_port=bool(opts.get("oracle-port")))
     elif len(args) >= 5 and args[0] == "compare":
         compare(args[1], args[2], args[3], args[4], args[5] if len(args) > 5 else None,
-                per_task=opts.get("per-task"))
+                per_task=opts.get("per-task"), set_name=opts.get("set", "rl-eval"))
     else:
         raise SystemExit("usage: python -m research.timestep_probe k <loop_dir> <size> [out.json] "
                          "[--conditions=N] [--gradient=N] [--oracle-port] | "
-                         "compare <loop_dir> <size> <probe_a> <probe_b> [out.json] [--per-task=N]")
+                         "compare <loop_dir> <size> <probe_a> <probe_b> [out.json] [--per-task=N] [--set=NAME]")
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use
