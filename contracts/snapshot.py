@@ -70,7 +70,10 @@ class SnapshotError(ValueError):
 
 @dataclass(frozen=True)
 class PairRow:
-    """One preference: `winner` beat `loser` on `criterion` of `task` (image paths are absolute)."""
+    """One preference: `winner` beat `loser` on `criterion` of `task` (image paths are absolute).
+
+    `p_winner` is the aggregation's probability that the winner is preferred (None where the
+    snapshot has none); soft-label training uses it as the target."""
 
     pair_id: str
     split: str
@@ -82,6 +85,7 @@ class PairRow:
     sample_id: str = ""
     votes: int = 0
     agreement: float = 1.0
+    p_winner: float | None = None
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -229,6 +233,10 @@ def parse_row(raw: dict[str, Any], snapshot: Path, where: str, vocabulary: Vocab
         if not path.is_relative_to(root):
             raise SnapshotError(f"{where}: {key} path {raw[key]!r} points outside the snapshot")
         paths.append(path)
+    p_winner = raw.get("p_winner")
+    if p_winner is not None and (isinstance(p_winner, bool) or not isinstance(p_winner, int | float)
+                                 or not 0.0 <= p_winner <= 1.0):
+        raise SnapshotError(f"{where} (pair {raw['pair_id']}): p_winner {p_winner!r} must be a probability in [0, 1]")
     return PairRow(
         pair_id=str(raw["pair_id"]),
         split=raw["split"],
@@ -240,6 +248,7 @@ def parse_row(raw: dict[str, Any], snapshot: Path, where: str, vocabulary: Vocab
         sample_id=str(raw.get("sample_id") or ""),
         votes=int(raw.get("votes") or 0),
         agreement=float(raw.get("agreement") if raw.get("agreement") is not None else 1.0),
+        p_winner=None if p_winner is None else float(p_winner),
     )
 
 

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import logging
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,38 +86,26 @@ class SoftLabelError(SnapshotError):
     """The snapshot cannot give soft labels (``p_winner``) for training with ``soft_labels`` on."""
 
 
-def load_soft_labels(snapshot_dir: str | Path, rows: list[PairRow]) -> dict[str, float]:
-    """``p_winner`` of every pair in ``rows``, keyed by ``pair_id``, read from the snapshot's rows.
+def check_soft_labels(snapshot_dir: str | Path, rows: list[PairRow]) -> None:
+    """Refuse soft-label training on ``rows`` unless every row has a ``p_winner`` in (0.5, 1].
 
-    ``PairRow`` carries only the hard preference, so the soft label is read from the raw row here.
-    Every value must be a number in (0.5, 1]: the row's winner is the side the annotators
-    preferred, so its ``p_winner`` is above one half, and the hard label used for accuracy
-    (target > 0.5) then always agrees with the row. A missing ``p_winner`` is an error rather
-    than 1.0: silently training a soft-label run on hard labels would make it measure nothing.
+    The row's winner is the side the annotators preferred, so its ``p_winner`` is above one half,
+    and the hard label used for accuracy (target > 0.5) then always agrees with the row. A missing
+    ``p_winner`` is an error rather than 1.0: silently training a soft-label run on hard labels
+    would make it measure nothing. (``contracts.snapshot`` has already refused values that are not
+    probabilities.)
     """
-    wanted = {r.pair_id for r in rows}
-    targets: dict[str, float] = {}
-    missing: list[str] = []
-    for number, raw in iter_raw_rows(Path(snapshot_dir)):
-        pair_id = str(raw.get("pair_id"))
-        if pair_id not in wanted:
-            continue
-        value = raw.get("p_winner")
-        if value is None:
-            missing.append(f"row {number} (pair {pair_id})")
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value <= 1.0:
-            raise SoftLabelError(f"snapshot {snapshot_dir} row {number} (pair {pair_id}): p_winner {value!r} "
-                                 "must be a number in (0.5, 1] (the winner is the preferred side)")
-        if targets.setdefault(pair_id, float(value)) != float(value):
-            raise SoftLabelError(f"snapshot {snapshot_dir}: pair {pair_id} has two different p_winner values")
+    missing = [r.pair_id for r in rows if r.p_winner is None]
     if missing:
         raise SoftLabelError(
-            f"snapshot {snapshot_dir} has no soft-label field p_winner on {len(missing)} of its {len(wanted)} "
-            f"training pairs (first: {missing[0]}), which soft_labels=true needs. Rebuild the snapshot (every "
+            f"snapshot {snapshot_dir} has no soft-label field p_winner on {len(missing)} of its {len(rows)} "
+            f"training pairs (first: pair {missing[0]}), which soft_labels=true needs. Rebuild the snapshot (every "
             "aggregation now writes p_winner; tie-aware-v1 also counts tie votes) or train with soft_labels=false."
         )
-    return targets
+    for row in rows:
+        if not row.p_winner > 0.5:
+            raise SoftLabelError(f"snapshot {snapshot_dir} pair {row.pair_id}: p_winner {row.p_winner!r} "
+                                 "must be a number in (0.5, 1] (the winner is the preferred side)")
 
 
 def load_image(path: Path) -> Image.Image:
@@ -226,11 +213,11 @@ class PairCollator:
     """
 
     def __init__(self, processor: Any, vocabulary: Vocabulary = BUILTIN,
-                 soft_targets: Mapping[str, float] | None = None):
+                 soft_labels: bool = False):
         self.processor = processor
         self.vocabulary = vocabulary  # words the query: the snapshot's in training, the card's in scoring
-        # pair_id -> p_winner (``load_soft_labels``) when training on soft labels; None: hard 1 / 0.
-        self.soft_targets = soft_targets
+        # True: the rows' ``p_winner`` are the targets (``check_soft_labels`` vetted them); False: hard 1 / 0.
+        self.soft_labels = soft_labels
 
     def texts_for(self, rows: list[tuple[str, str, str]]) -> list[str]:
         """Chat-template text (with assistant header) for (task, criterion, prompt) triples."""
@@ -263,13 +250,11 @@ class PairCollator:
 
     def target(self, row: PairRow, label: int) -> float:
         """The training target of ``row`` in the order whose hard label is ``label`` (1: winner first)."""
-        if self.soft_targets is None:
+        if not self.soft_labels:
             return float(label)
-        try:
-            p_winner = self.soft_targets[row.pair_id]
-        except KeyError:
-            raise SoftLabelError(f"no soft label (p_winner) for pair {row.pair_id}") from None
-        return p_winner if label == 1 else 1.0 - p_winner
+        if row.p_winner is None:
+            raise SoftLabelError(f"no soft label (p_winner) for pair {row.pair_id}")
+        return row.p_winner if label == 1 else 1.0 - row.p_winner
 
 
 @functools.lru_cache(maxsize=8)

@@ -50,8 +50,8 @@ from .data import (
     PairCollator,
     PairRow,
     StepBatches,
+    check_soft_labels,
     load_manifest,
-    load_soft_labels,
     load_training_pairs,
     load_vocabulary,
     read_pairs,
@@ -127,7 +127,8 @@ class _Trainer:
         self.val_rows = read_pairs(config.snapshot_dir, split="val", vocabulary=self.vocabulary)
         self.manifest = load_manifest(config.snapshot_dir)
         # Before the model loads: a snapshot without soft labels fails in a second, not minutes.
-        self.soft_targets = load_soft_labels(config.snapshot_dir, self.rows) if config.soft_labels else None
+        if config.soft_labels:
+            check_soft_labels(config.snapshot_dir, self.rows)
         if config.max_steps:
             self.total_steps = config.max_steps
         else:
@@ -180,8 +181,8 @@ class _Trainer:
         # Training batches carry soft targets when asked; evaluation keeps the hard labels, so a
         # run's val loss stays comparable with a hard-label run's on the same pairs.
         self.train_collator = self.collator
-        if self.soft_targets is not None:
-            self.train_collator = PairCollator(self.processor, self.vocabulary, soft_targets=self.soft_targets)
+        if config.soft_labels:
+            self.train_collator = PairCollator(self.processor, self.vocabulary, soft_labels=True)
         self.start_step = 0
         if config.resume:
             ckpt = latest_checkpoint(self.out)

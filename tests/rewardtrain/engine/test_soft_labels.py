@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from contracts.snapshot import SnapshotError
+from contracts.snapshot import SnapshotError as ContractError
 from rewardtrain.engine.config import RewardTrainConfig
-from rewardtrain.engine.data import PairCollator, SoftLabelError, load_soft_labels, load_training_pairs
+from rewardtrain.engine.data import PairCollator, SoftLabelError, check_soft_labels, load_training_pairs
 from rewardtrain.engine.model import forward_log_odds, load_reward_model
 from rewardtrain.engine.train import RunCancelled, _Trainer, train
 
@@ -55,10 +56,10 @@ def test_batch_labels_are_p_winner_with_the_flag_and_one_zero_without(tiny_model
     snapshot, p_winner = soft_snapshot
     processor = load_reward_model(str(tiny_model_dir), device="cpu").processor
     rows = load_training_pairs(snapshot)[:4]
-    targets = load_soft_labels(snapshot, rows)
-    assert targets == {r.pair_id: p_winner[r.pair_id] for r in rows}
+    check_soft_labels(snapshot, rows)
+    assert {r.pair_id: r.p_winner for r in rows} == {r.pair_id: p_winner[r.pair_id] for r in rows}
 
-    soft = PairCollator(processor, soft_targets=targets)(rows)["labels"]
+    soft = PairCollator(processor, soft_labels=True)(rows)["labels"]
     expected = [p_winner[r.pair_id] for r in rows] + [1 - p_winner[r.pair_id] for r in rows]
     assert soft.tolist() == pytest.approx(expected, abs=1e-6)
     assert len(set(soft.tolist())) > 2  # really soft: not two values
@@ -66,7 +67,7 @@ def test_batch_labels_are_p_winner_with_the_flag_and_one_zero_without(tiny_model
     hard = PairCollator(processor)(rows)["labels"]
     assert hard.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
     # Same inputs either way: only the targets change.
-    soft_batch, hard_batch = PairCollator(processor, soft_targets=targets)(rows), PairCollator(processor)(rows)
+    soft_batch, hard_batch = PairCollator(processor, soft_labels=True)(rows), PairCollator(processor)(rows)
     assert all(torch.equal(soft_batch[k], hard_batch[k]) for k in hard_batch if k != "labels")
 
 
@@ -139,16 +140,25 @@ def test_a_snapshot_without_p_winner_is_refused_with_a_clear_message(base_config
     # One row without it is enough to refuse (no silent mix of soft and hard targets).
     partial = synthetic_snapshot(tmp_path / "partial")
     _with_soft_labels(partial, lambda i: None if i == 3 else _p_winner(i))
-    with pytest.raises(SoftLabelError, match=r"p_winner on 1 of its \d+ training pairs \(first: row 4"):
-        load_soft_labels(partial, load_training_pairs(partial))
+    with pytest.raises(SoftLabelError, match=r"p_winner on 1 of its \d+ training pairs \(first: pair p3\)"):
+        check_soft_labels(partial, load_training_pairs(partial))
 
 
-@pytest.mark.parametrize("bad", [0.5, 0.3, 1.2, "0.9", True])
+@pytest.mark.parametrize("bad", [0.5, 0.3])
 def test_p_winner_outside_the_winners_half_is_refused(synthetic_snapshot, tmp_path, bad):
     snapshot = synthetic_snapshot(tmp_path / "bad")
     _with_soft_labels(snapshot, lambda i: bad if i == 0 else _p_winner(i))
-    with pytest.raises(SoftLabelError, match=r"row 1 \(pair p0\): p_winner .* must be a number in \(0.5, 1\]"):
-        load_soft_labels(snapshot, load_training_pairs(snapshot))
+    rows = load_training_pairs(snapshot)  # a probability: the contract reads it
+    with pytest.raises(SoftLabelError, match=r"pair p0: p_winner .* must be a number in \(0.5, 1\]"):
+        check_soft_labels(snapshot, rows)
+
+
+@pytest.mark.parametrize("bad", [1.2, -0.1, "0.9", True])
+def test_p_winner_that_is_no_probability_fails_the_snapshot_contract(synthetic_snapshot, tmp_path, bad):
+    snapshot = synthetic_snapshot(tmp_path / "bad")
+    _with_soft_labels(snapshot, lambda i: bad if i == 0 else _p_winner(i))
+    with pytest.raises(ContractError, match=r"row 1 \(pair p0\): p_winner .* must be a probability in \[0, 1\]"):
+        load_training_pairs(snapshot)
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, 0, None])
