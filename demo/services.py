@@ -613,18 +613,20 @@ def generation_scores(gens: Sequence, items: Sequence[WorldItem]) -> dict[int, d
     return out
 
 
-def gsb_oracle_win_rate(campaign: Campaign, a_source: str, scores: dict[int, dict[str, float]]) -> float:
+def gsb_oracle_win_rate(campaign: Campaign, a_source: str, scores: dict[int, dict[str, float]],
+                        threshold: float = 0.0) -> float:
     """The oracle's side by side on the campaign's own items: the share where A's mean oracle score
-    over the task's criteria is the higher (ties ½), the truth to hold the annotators' GSB against."""
+    over the task's criteria is the higher (ties ½), the truth to hold the annotators' GSB against.
+    With ``threshold`` a difference of at most that much is a tie, as an annotator's "same"
+    (docs/decisions/0020)."""
     from annotation.models import ItemCandidate
 
     sides: dict[int, dict[bool, float]] = defaultdict(dict)
     for item_id, cand_id, source in (ItemCandidate.objects.filter(item__campaign=campaign, item__is_gold=False)
                                      .values_list("item_id", "candidate_id", "candidate__source_name")):
         sides[item_id][source == a_source] = float(np.mean(list(scores[cand_id].values())))
-    wins = [1.0 if s[True] > s[False] else 0.5 if s[True] == s[False] else 0.0
-            for s in sides.values() if len(s) == 2]
-    return float(np.mean(wins)) if wins else float("nan")
+    deltas = [s[True] - s[False] for s in sides.values() if len(s) == 2]
+    return float(oracle_metrics.win_scores(deltas, threshold).mean()) if deltas else float("nan")
 
 
 def reward_on_checkpoint_now(model, gens: Sequence, *, name: str, user: User | None) -> dict:
@@ -660,9 +662,9 @@ def promotion_attempt(checkpoint, *, user: User | None) -> dict:
                       for t in gate["tasks"]}}
 
 
-def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]]) -> dict[str, dict]:
+def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]], threshold: float = 0.03) -> dict[str, dict]:
     """Per task: the annotators' GSB of the generation campaign (``annotation.selectors.campaign_gsb``)
-    beside the oracle's win rate on the same items."""
+    beside the oracle's win rate on the same items, plain and at the tie ``threshold`` (ADR 0020)."""
     from annotation.selectors import campaign_gsb
 
     out = {}
@@ -673,6 +675,7 @@ def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]]) -> dict[str,
             "campaign": campaign.pk, "a": gsb["a"], "b": gsb["b"], "overall": gsb["overall"],
             "criteria": {r["criterion"]: r for r in gsb["criteria"]},
             "oracle_win_rate": gsb_oracle_win_rate(campaign, gsb["a"], scores),
+            "oracle_win_rate_at_threshold": gsb_oracle_win_rate(campaign, gsb["a"], scores, threshold),
         }
     return out
 
@@ -869,9 +872,10 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             gen_stats = run_annotators(url, accounts, [g.campaign_id for g in gens], gen_scores, seed=seed + 7,
                                        progress=progress)
         close_old_connections()
-        gsb = gsb_report(gens, gen_scores)
+        gsb = gsb_report(gens, gen_scores, float(cfg["eval"].get("oracle_tie_threshold", 0.03)))
         for task, g in gsb.items():
-            progress(f"  {task}: annotators' GSB {_gsb_text(g['overall'])}; oracle win rate {g['oracle_win_rate']:.3f}")
+            progress(f"  {task}: annotators' GSB {_gsb_text(g['overall'])}; oracle win rate {g['oracle_win_rate']:.3f}"
+                     f" ({g['oracle_win_rate_at_threshold']:.3f} at the tie threshold)")
         # Does the reward model still agree with the annotators on what RL made?
         on_checkpoint = reward_on_checkpoint_now(rm, gens, name=f"{tag} side-by-side judgments", user=scientist)
         progress(f"  reward model on the checkpoint's outputs (annotators' labels): "
@@ -1067,7 +1071,8 @@ def format_summary(report: dict[str, Any]) -> str:
         lines += [f"  {name:<12} {task:<8} {oracle_metrics.describe_win(d)}" for task, d in per_task.items()]
     lines += ["", f"Side by side: annotators judged {pol['best']} against the base in the new campaigns "
               "(GSB over all criteria; win rate = (G + S/2) / N, 95 % interval by item)",
-              f"{'task':<8} {'good':>6} {'same':>6} {'bad':>6} {'win rate':>9} {'95 %':>13} {'oracle':>7}  verdict"]
+              f"{'task':<8} {'good':>6} {'same':>6} {'bad':>6} {'win rate':>9} {'95 %':>13} {'oracle':>7} "
+              f"{'at thr.':>7}  verdict"]
     for task, g in pol["annotator_gsb_vs_base"].items():
         o = g["overall"]
         if not o["judgments"]:
@@ -1075,7 +1080,8 @@ def format_summary(report: dict[str, Any]) -> str:
             continue
         interval = f"[{o['ci95'][0]:.2f}, {o['ci95'][1]:.2f}]"
         lines.append(f"{task:<8} {o['good_rate']:>6.3f} {o['same_rate']:>6.3f} {o['bad_rate']:>6.3f} {o['win_rate']:>9.3f} "
-                     f"{interval:>13} {g['oracle_win_rate']:>7.3f}  {o['verdict']}")
+                     f"{interval:>13} {g['oracle_win_rate']:>7.3f} {g.get('oracle_win_rate_at_threshold', float('nan')):>7.3f}"
+                     f"  {o['verdict']}")
     lines.append(f"Promotion gate: {_promotion_text(pol['promotion'])}")
     lin = report["lineage"]
     lines += ["", f"Lineage: campaigns {lin['campaigns']} → snapshot {lin['snapshot']['id']} → reward model "

@@ -24,14 +24,22 @@ from synthetic.loop_config import Progress
 from synthetic.scenes import Condition
 
 
+def win_scores(deltas: Any, threshold: float = 0.0) -> np.ndarray:
+    """Each item's share of a win from its change (new − base): 1 above ``threshold``, 0 below
+    −``threshold``, ½ in between (with 0, only an exact tie is ½; with the oracle's tie threshold,
+    a change nobody would see is one, docs/decisions/0020)."""
+    d = np.asarray(deltas, dtype=float)
+    return (d > threshold) + 0.5 * (np.abs(d) <= threshold)
+
+
 def oracle_win_rate(
     base: Sequence[float], new: Sequence[float], tasks: Sequence[str]
 ) -> dict[str, float]:
     """Per task: share of (condition, seed) items where ``new`` beats ``base`` (tie = ½)."""
-    wins: dict[str, list[float]] = defaultdict(list)
+    deltas: dict[str, list[float]] = defaultdict(list)
     for b, n, t in zip(base, new, tasks, strict=True):
-        wins[t].append(1.0 if n > b else 0.5 if n == b else 0.0)
-    return {t: float(np.mean(v)) for t, v in sorted(wins.items())}
+        deltas[t].append(n - b)
+    return {t: float(win_scores(v).mean()) for t, v in sorted(deltas.items())}
 
 
 def win_rate_detail(
@@ -59,8 +67,8 @@ def win_rate_detail(
     out = {}
     for task, per_group in sorted(by_task.items()):
         deltas = [np.asarray(v, dtype=float) for v in per_group.values()]
-        wins = [(d > 0) + 0.5 * (d == 0) for d in deltas]
-        at_threshold = [(d > threshold) + 0.5 * (np.abs(d) <= threshold) for d in deltas]
+        wins = [win_scores(d) for d in deltas]
+        at_threshold = [win_scores(d, threshold) for d in deltas]
         flat_d, flat_w = np.concatenate(deltas), np.concatenate(wins)
         interval = _clustered(wins)
         seen = np.abs(flat_d) > threshold

@@ -124,6 +124,7 @@ def test_demo_quick_runs_the_loop_through_the_platform(tmp_path):
         assert overall["good"] + overall["same"] + overall["bad"] == overall["judgments"] == stored.count() > 0, task
         assert sum(r["judgments"] for r in g["criteria"].values()) == overall["judgments"]
         assert overall["ci95"][0] <= overall["win_rate"] <= overall["ci95"][1] and 0.0 <= g["oracle_win_rate"] <= 1.0
+        assert 0.0 <= g["oracle_win_rate_at_threshold"] <= 1.0  # sub-threshold differences count ½ (ADR 0020)
         assert g["a"].startswith("policy:") and g["b"].startswith("base:"), (g["a"], g["b"])
     assert pol["gsb_judgments"] == sum(g["overall"]["judgments"] for g in gsb.values())
     # The promotion gate read the same judgments (the campaigns are against the base, and nothing

@@ -49,6 +49,13 @@ def test_win_rate_detail_separates_perceptible_changes_and_clusters_conditions()
     assert "at the tie threshold 0.75" in oracle_metrics.describe_win(fill)
 
 
+def test_win_scores_count_changes_within_the_threshold_as_ties():
+    deltas = [0.05, 0.01, 0.0, -0.01, -0.05]
+    assert oracle_metrics.win_scores(deltas).tolist() == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert oracle_metrics.win_scores(deltas, 0.03).tolist() == [1.0, 0.5, 0.5, 0.5, 0.0]
+    assert oracle_metrics.win_scores(deltas, 0.01).tolist() == [1.0, 0.5, 0.5, 0.5, 0.0]  # the threshold is a tie
+
+
 def test_invisible_changes_of_one_sign_win_only_below_the_threshold():
     # 40 conditions × 2 seeds, every change +0.01 (under the 0.03 threshold): the plain win rate is 1
     # with a tight interval, the win rate at the threshold exactly ½, the verdict an annotator would give.
