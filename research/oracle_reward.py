@@ -36,6 +36,10 @@ from synthetic import oracles
 from synthetic.scenes import PALETTE, SHAPES, Condition, dilate
 
 DIFFERENTIABLE_CRITERIA = ("text_alignment", "consistency", "structure", "aesthetics", "removal_quality")
+#: 1: the ports as first written. 2 (ADR 0021): removal keeps the oracle's residue share as a soft
+#: share, and structure pulls a blob smaller than an object towards nothing (the oracle's "no object
+#: is intact") instead of growing it into a shape, which RL on extend exploited under version 1.
+PORT_VERSIONS = (1, 2)
 #: Softness of the silhouette, colour and ink thresholds (RGB distance or luminance) in the ports.
 SILHOUETTE_SOFTNESS = 0.03
 LUMA = (0.299, 0.587, 0.114)
@@ -80,7 +84,10 @@ class DifferentiableOracle:
     taken from the detached image: they set the reference, the soft parts pull towards it.
     """
 
-    def __init__(self, condition: Condition):
+    def __init__(self, condition: Condition, version: int = 1):
+        if version not in PORT_VERSIONS:
+            raise ValueError(f"port version must be one of {PORT_VERSIONS}, got {version!r}")
+        self.version = version
         size = int(condition.meta["size"])
         mask = oracles.mask_array(condition)
         background = oracles.background(condition)
@@ -90,6 +97,8 @@ class DifferentiableOracle:
         self.mask = torch.from_numpy(mask)
         self.background = torch.from_numpy(self.background_np).permute(2, 0, 1)
         self.ring = torch.from_numpy(oracles.border_ring(mask, int(round(2 * size / 112)) or 1)).float()
+        core = oracles.erode(mask, int(round(3 * size / 112)))
+        self._core = torch.from_numpy(core if core.any() else mask)
         # Outside the mask RL's images are the source, so the surround's allowance is a constant.
         self._allowance = torch.from_numpy(
             oracles._seam_differences(oracles.as_array(condition.source, size), mask, oracles.SEAM_DEPTH)[1]
@@ -126,7 +135,12 @@ class DifferentiableOracle:
 
     def removal_quality(self, x: torch.Tensor) -> torch.Tensor:
         dist = ((box_blur(x, 5) - box_blur(self.background, 5)).norm(dim=0) / math.sqrt(3))[self.mask].mean()
-        return torch.exp(-dist / oracles.REMOVAL_SCALE)
+        score = torch.exp(-dist / oracles.REMOVAL_SCALE)
+        if self.version == 1:
+            return score
+        # v2: the oracle's residue share (object-like pixels left in the hole's core) as a soft share.
+        soft = torch.sigmoid(((x - self.background).norm(dim=0) - oracles.SILHOUETTE_THRESHOLD) / SILHOUETTE_SOFTNESS)
+        return score * (1 - soft[self._core].mean())
 
     def _soft_positive(self, margin: torch.Tensor) -> torch.Tensor:
         """A soft ``margin > 0`` per pixel, inside the mask (0 outside)."""
@@ -166,6 +180,13 @@ class DifferentiableOracle:
             fits = [(oracles.tolerant_f1(hard, oracles.fitted_shape(s, hard)), s) for s in SHAPES]
             best = torch.from_numpy(oracles.fitted_shape(max(fits)[1], hard)).float()
             geometry = soft_f1(soft, best) * (1 - bleed)
+            if self.version >= 2:
+                # v2: the oracle scores "no object" as intact (1), so a blob too small to be an
+                # object is pulled towards nothing rather than grown into a shape: the shape term
+                # counts in proportion to the blob's presence (its soft area over the smallest object's).
+                smallest = (2 * oracles.MIN_OBJECT_RADIUS * self.size / 112) ** 2 * min(oracles.SHAPE_FILL_RATIO.values())
+                presence = (soft.sum() / smallest).clamp(max=1.0)
+                geometry = 1 - presence * (1 - geometry)
         flat = torch.from_numpy(self.mask_np & ~dilate(hard, 3))
         if not flat.any():
             return 0.7 * geometry + 0.3
@@ -204,7 +225,8 @@ def wrong_way(condition_index: int, criterion: str, share: float, seed: int = 0)
 
 def oracle_reward_fn(conditions: Sequence[Condition], sources: torch.Tensor, masks: torch.Tensor,
                      temperature: float = 0.02, text_alignment: bool = True,
-                     constant_reward: float = 3.0, wrong_share: float = 0.0, seed: int = 0) -> RewardFn:
+                     constant_reward: float = 3.0, wrong_share: float = 0.0, seed: int = 0,
+                     version: int = 1) -> RewardFn:
     """An RL ``reward_fn`` (``policytrain.engine.rl.train``) returning log-odds
     (oracle(first) − oracle(second)) / ``temperature`` per image pair.
 
@@ -233,7 +255,7 @@ def oracle_reward_fn(conditions: Sequence[Condition], sources: torch.Tensor, mas
         out = []
         for a, b in zip(first, second, strict=True):
             i = condition_of(a)
-            oracle = cache.setdefault(i, DifferentiableOracle(conditions[i]))
+            oracle = cache.setdefault(i, DifferentiableOracle(conditions[i], version))
             sign = -1.0 if wrong_way(i, criterion, wrong_share, seed) else 1.0
             out.append(sign * (oracle(criterion, a.float()) - oracle(criterion, b.float().detach())) / temperature)
         return torch.stack(out)

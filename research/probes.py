@@ -73,7 +73,7 @@ def reward_config_with(reward: dict[str, Any], overrides: dict[str, Any]) -> dic
 #: What drives a probe's RL (``rl_probe(reward=…)``): the loop's trained reward model, its untrained
 #: one (the loop's control), or the differentiable oracle ports, with or without text alignment,
 #: or reversed on a share of the conditions (``oracle-wrong-<percent>``, see ``probe_oracle_reward``).
-PROBE_REWARDS = ("trained", "untrained", "oracle", "oracle-no-text", "oracle-wrong-<percent>")
+PROBE_REWARDS = ("trained", "untrained", "oracle", "oracle-no-text", "oracle-v2", "oracle-wrong-<percent>")
 
 
 def probe_oracle_reward(reward: str) -> dict[str, Any] | None:
@@ -84,6 +84,8 @@ def probe_oracle_reward(reward: str) -> dict[str, Any] | None:
         return None
     if reward in ("oracle", "oracle-no-text"):
         return {"text_alignment": reward == "oracle", "wrong_share": 0.0}
+    if reward == "oracle-v2":  # the ports of ADR 0021: removal's residue share, structure's "no object"
+        return {"text_alignment": True, "wrong_share": 0.0, "version": 2}
     percent = reward.removeprefix("oracle-wrong-")
     if percent != reward and percent.isdigit() and int(percent) <= 100:
         return {"text_alignment": True, "wrong_share": int(percent) / 100}
@@ -102,7 +104,8 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     (default), its untrained one (the loop's control, to check that a setting does not gain without
     a trained reward), or differentiable ports of the oracles (``research.oracle_reward``;
     "oracle-no-text" leaves text alignment out, "oracle-wrong-<percent>" reverses them on that share
-    of the conditions): diagnostics and upper bounds, never a way to train a demo policy.
+    of the conditions, "oracle-v2" uses the ports' version 2, ``research.oracle_reward.PORT_VERSIONS``):
+    diagnostics and upper bounds, never a way to train a demo policy.
     """
     oracle_options = probe_oracle_reward(reward)
     quiet_libraries()

@@ -139,3 +139,51 @@ def test_wrong_share_reverses_a_fixed_share_of_condition_criterion_pairs(candida
     assert torch.allclose(noisy, torch.where(flips, -right, right))
     with pytest.raises(ValueError, match="wrong_share must be in"):
         oracle_reward_fn(conds, sources, masks, wrong_share=1.5)
+
+
+@pytest.mark.parametrize("criterion", ["removal_quality", "structure"])
+def test_version_2_ranks_pairs_at_least_as_well_as_version_1(candidates, criterion):
+    agree: dict[int, list[bool]] = {1: [], 2: []}
+    for cond, images in candidates:
+        if criterion not in oracles.TASK_CRITERIA[cond.task]:
+            continue
+        truth = [oracles.score(cond, im, criterion) for im in images]
+        for version in agree:
+            port = DifferentiableOracle(cond, version)
+            soft = [float(port(criterion, as_tensor(im))) for im in images]
+            agree[version] += [np.sign(truth[i] - truth[j]) == np.sign(soft[i] - soft[j])
+                               for i, j in combinations(range(len(images)), 2) if abs(truth[i] - truth[j]) > 0.03]
+    assert len(agree[2]) >= 20 and np.mean(agree[2]) >= np.mean(agree[1]) - 0.02, {v: np.mean(a) for v, a in agree.items()}
+
+
+def test_version_2_removal_counts_the_residue_and_structure_lets_a_small_blob_go():
+    removal = next(c for c in make_conditions(40, seed=3, size=64) if c.task == "removal")
+    background = torch.from_numpy(np.asarray(oracles.background(removal), dtype=np.float32)).permute(2, 0, 1)
+    mask = torch.from_numpy(oracles.mask_array(removal))
+    clean = torch.where(mask, background, as_tensor(removal.source))
+    left = clean.clone()
+    left[:, mask] = 1 - left[:, mask]  # every hole pixel object-like: the residue is the whole core
+    v1, v2 = DifferentiableOracle(removal, 1), DifferentiableOracle(removal, 2)
+    assert float(v2("removal_quality", left)) < 0.05 < float(v1("removal_quality", left)) * 0.5 + 0.05
+    assert float(v2("removal_quality", clean)) == pytest.approx(float(v1("removal_quality", clean)), abs=0.01)
+    # A thin 1x7 stroke in an otherwise clean fill hole, no object's shape: version 2's gradient
+    # fades it (the oracle calls no object intact), version 1's does not.
+    fill = next(c for c in make_conditions(40, seed=3, size=64) if c.task == "fill")
+    bg = torch.from_numpy(np.asarray(oracles.background(fill), dtype=np.float32)).permute(2, 0, 1)
+    m = oracles.mask_array(fill)
+    ys, xs = np.nonzero(m)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    image = torch.where(torch.from_numpy(m), bg, as_tensor(fill.source)).clone()
+    stroke = (slice(None), slice(cy, cy + 1), slice(cx - 3, cx + 4))
+    # Just past the silhouette threshold (where the soft silhouette has a slope), brighter than the background.
+    image[stroke] += (oracles.SILHOUETTE_THRESHOLD + 0.02) / np.sqrt(3)
+    assert oracles.object_pixels(oracles.as_array(image.permute(1, 2, 0).numpy(), 64), oracles.background(fill), m).sum() == 7
+
+    def towards_background(version: int) -> float:
+        x = image.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(DifferentiableOracle(fill, version)("structure", x), x)
+        return float(((bg - image)[stroke] * grad[stroke]).sum())
+
+    assert towards_background(2) > 0 and towards_background(2) > towards_background(1)
+    with pytest.raises(ValueError, match="version"):
+        DifferentiableOracle(fill, 3)
