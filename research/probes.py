@@ -73,14 +73,14 @@ def reward_config_with(reward: dict[str, Any], overrides: dict[str, Any]) -> dic
 #: What drives a probe's RL (``rl_probe(reward=…)``): the loop's trained reward model, its untrained
 #: one (the loop's control), or the differentiable oracle ports, with or without text alignment,
 #: or reversed on a share of the conditions (``oracle-wrong-<percent>``, see ``probe_oracle_reward``).
-PROBE_REWARDS = ("trained", "untrained", "oracle", "oracle-no-text", "oracle-v2", "oracle-wrong-<percent>")
+PROBE_REWARDS = ("trained", "untrained", "baseline", "oracle", "oracle-no-text", "oracle-v2", "oracle-wrong-<percent>")
 
 
 def probe_oracle_reward(reward: str) -> dict[str, Any] | None:
     """``oracle_reward_fn`` options for an oracle ``reward`` name (None for a reward model); a
     ValueError names the choices. ``oracle-wrong-20`` reverses the reward on 20 % of the
     (condition, criterion) pairs: a stand-in for a reward model that is 80 % right."""
-    if reward in ("trained", "untrained"):
+    if reward in ("trained", "untrained", "baseline"):
         return None
     if reward in ("oracle", "oracle-no-text"):
         return {"text_alignment": reward == "oracle", "wrong_share": 0.0}
@@ -102,7 +102,8 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     ``python -m research.probes rl <work_dir> <size> '<json overrides>' [name]
     [--reward=<reward>]``. ``reward`` (``PROBE_REWARDS``) picks the loop's trained reward model
     (default), its untrained one (the loop's control, to check that a setting does not gain without
-    a trained reward), or differentiable ports of the oracles (``research.oracle_reward``;
+    a trained reward), the baseline learner trained on the loop's annotator labels ("baseline",
+    ``_baseline_reward``), or differentiable ports of the oracles (``research.oracle_reward``;
     "oracle-no-text" leaves text alignment out, "oracle-wrong-<percent>" reverses them on that share
     of the conditions, "oracle-v2" uses the ports' version 2, ``research.oracle_reward.PORT_VERSIONS``):
     diagnostics and upper bounds, never a way to train a demo policy.
@@ -120,6 +121,8 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
     rl_cfg.update(overrides or {})
     algorithm = int(rl_cfg.pop("algorithm", 1))
     reward_fn = None
+    if reward == "baseline":
+        reward_fn = _baseline_reward(work)
     if oracle_options is not None:
         if not rl_cfg.get("paste_back", True):
             raise ValueError("an oracle reward finds each image's condition by its pasted-back source: "
@@ -138,6 +141,21 @@ def rl_probe(work_dir: str | Path, size: str = "full", overrides: dict[str, Any]
              "seconds": round(time.time() - t0, 1)}
     (out / "probe.json").write_text(json.dumps(probe, indent=2))
     return probe
+
+
+def _baseline_reward(work: Path):
+    """**The baseline learner as RL's reward, for quick iteration** (issue #22: it may drive RL,
+    marked as such): the siamese CNN trained on the loop's annotator snapshot (never the oracle;
+    ``research.distill.train_loop_baseline``, cached under ``<loop>/baseline-reward``), its log-odds
+    of "first better than second" through the pixels, as RL reads a reward model's."""
+    from research.distill import BaselineScorer, train_loop_baseline
+
+    scorer = BaselineScorer.from_folder(train_loop_baseline(work, work / "baseline-reward"))
+
+    def reward(first, second, task, criterion, prompts):
+        return scorer.differentiable(first, second, task, criterion, prompts, return_log_odds=True)
+
+    return reward
 
 
 def _oracle_reward(conditions_dir: Path, cfg: dict[str, Any], seed: int, **options: Any):

@@ -21,8 +21,8 @@ def test_rl_probe_needs_a_finished_loop(tmp_path):
 
 @pytest.mark.parametrize("reward", ["text-only", "oracle-wrong-", "oracle-wrong-x", "oracle-wrong-120"])
 def test_rl_probe_refuses_an_unknown_reward(tmp_path, reward):
-    with pytest.raises(ValueError, match="reward must be one of trained, untrained, oracle, oracle-no-text, "
-                                         "oracle-wrong-<percent>"):
+    with pytest.raises(ValueError, match="reward must be one of trained, untrained, baseline, oracle, oracle-no-text, "
+                                         "oracle-v2, oracle-wrong-<percent>"):
         probes.rl_probe(tmp_path / "no-loop", "quick", {}, reward=reward)
 
 
@@ -32,6 +32,8 @@ def test_probe_oracle_rewards_map_to_oracle_reward_options():
     assert probes.probe_oracle_reward("oracle") == {"text_alignment": True, "wrong_share": 0.0}
     assert probes.probe_oracle_reward("oracle-no-text") == {"text_alignment": False, "wrong_share": 0.0}
     assert probes.probe_oracle_reward("oracle-wrong-25") == {"text_alignment": True, "wrong_share": 0.25}
+    assert probes.probe_oracle_reward("oracle-v2") == {"text_alignment": True, "wrong_share": 0.0, "version": 2}
+    assert probes.probe_oracle_reward("baseline") is None  # a learner on annotator labels, not an oracle
 
 
 @pytest.mark.parametrize(
