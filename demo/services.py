@@ -64,6 +64,9 @@ from .seed import demo_users_ensure
 
 Progress = Callable[[str], None]
 
+#: The report's RL policies trained with the reward model (the control is reported beside them).
+ALGORITHMS = ("algorithm_1", "algorithm_2")
+
 # Platform caps on top of configs/demo/<size>.json. Annotation goes through the real HTTP API
 # (~13 submitted items/s on 2 loaded cores, each item judged by `votes_per_pair` annotators), so
 # only part of the RL conditions is annotated. --quick is a smoke run of the whole loop that fits
@@ -613,20 +616,17 @@ def generation_scores(gens: Sequence, items: Sequence[WorldItem]) -> dict[int, d
     return out
 
 
-def gsb_oracle_win_rate(campaign: Campaign, a_source: str, scores: dict[int, dict[str, float]],
-                        threshold: float = 0.0) -> float:
-    """The oracle's side by side on the campaign's own items: the share where A's mean oracle score
-    over the task's criteria is the higher (ties ½), the truth to hold the annotators' GSB against.
-    With ``threshold`` a difference of at most that much is a tie, as an annotator's "same"
-    (docs/decisions/0020)."""
+def gsb_oracle_deltas(campaign: Campaign, a_source: str, scores: dict[int, dict[str, float]]) -> list[float]:
+    """The oracle's side by side on the campaign's own items: per item, A's mean oracle score over
+    the task's criteria minus B's, the truth to hold the annotators' GSB against
+    (``oracle_metrics.win_scores`` turns them into a win rate, plain or at the tie threshold)."""
     from annotation.models import ItemCandidate
 
     sides: dict[int, dict[bool, float]] = defaultdict(dict)
     for item_id, cand_id, source in (ItemCandidate.objects.filter(item__campaign=campaign, item__is_gold=False)
                                      .values_list("item_id", "candidate_id", "candidate__source_name")):
         sides[item_id][source == a_source] = float(np.mean(list(scores[cand_id].values())))
-    deltas = [s[True] - s[False] for s in sides.values() if len(s) == 2]
-    return float(oracle_metrics.win_scores(deltas, threshold).mean()) if deltas else float("nan")
+    return [s[True] - s[False] for s in sides.values() if len(s) == 2]
 
 
 def reward_on_checkpoint_now(model, gens: Sequence, *, name: str, user: User | None) -> dict:
@@ -662,20 +662,24 @@ def promotion_attempt(checkpoint, *, user: User | None) -> dict:
                       for t in gate["tasks"]}}
 
 
-def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]], threshold: float = 0.03) -> dict[str, dict]:
+def gsb_report(gens: Sequence, scores: dict[int, dict[str, float]], threshold: float) -> dict[str, dict]:
     """Per task: the annotators' GSB of the generation campaign (``annotation.selectors.campaign_gsb``)
     beside the oracle's win rate on the same items, plain and at the tie ``threshold`` (ADR 0020)."""
     from annotation.selectors import campaign_gsb
+
+    def rate(deltas: list[float], at: float) -> float:
+        return float(oracle_metrics.win_scores(deltas, at).mean()) if deltas else float("nan")
 
     out = {}
     for gen in gens:
         campaign = Campaign.objects.select_related("task_type").get(pk=gen.campaign_id)
         gsb = campaign_gsb(campaign)
+        deltas = gsb_oracle_deltas(campaign, gsb["a"], scores)
         out[campaign.task_type.slug] = {
             "campaign": campaign.pk, "a": gsb["a"], "b": gsb["b"], "overall": gsb["overall"],
             "criteria": {r["criterion"]: r for r in gsb["criteria"]},
-            "oracle_win_rate": gsb_oracle_win_rate(campaign, gsb["a"], scores),
-            "oracle_win_rate_at_threshold": gsb_oracle_win_rate(campaign, gsb["a"], scores, threshold),
+            "oracle_win_rate": rate(deltas, 0.0),
+            "oracle_win_rate_at_threshold": rate(deltas, threshold),
         }
     return out
 
@@ -849,7 +853,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
         ev = evaluate_policies(base_dir, checkpoints, rl_eval_conds, cfg)
         for name, w in ev.win_rate.items():
             progress(f"  {name}: oracle win rate vs base {w}")
-    best = max(("algorithm_1", "algorithm_2"), key=lambda k: float(np.mean(list(ev.win_rate[k].values()))))
+    best = max(ALGORITHMS, key=lambda k: float(np.mean(list(ev.win_rate[k].values()))))
 
     with stage("generation", 9):
         gens = []
@@ -872,7 +876,7 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             gen_stats = run_annotators(url, accounts, [g.campaign_id for g in gens], gen_scores, seed=seed + 7,
                                        progress=progress)
         close_old_connections()
-        gsb = gsb_report(gens, gen_scores, float(cfg["eval"].get("oracle_tie_threshold", 0.03)))
+        gsb = gsb_report(gens, gen_scores, thr)
         for task, g in gsb.items():
             progress(f"  {task}: annotators' GSB {_gsb_text(g['overall'])}; oracle win rate {g['oracle_win_rate']:.3f}"
                      f" ({g['oracle_win_rate_at_threshold']:.3f} at the tie threshold)")
@@ -925,17 +929,15 @@ def run_demo(*, size: str = "quick", seed: int = 0, base_url: str | None = None,
             "control_oracle_accuracy_mean": _mean_nested(oracle["control"]["accuracy"]),
         },
         "policy": {
-            "oracle_win_rate_vs_base": {k: ev.win_rate[k] for k in ("algorithm_1", "algorithm_2")},
+            "oracle_win_rate_vs_base": {k: ev.win_rate[k] for k in ALGORITHMS},
             "control_win_rate_vs_base": ev.win_rate["control"],
-            "oracle_win_rate_ci": {k: win_rate_intervals(ev.detail[k]) for k in ("algorithm_1", "algorithm_2")},
-            "control_win_rate_ci": win_rate_intervals(ev.detail["control"]),
+            "oracle_win_rate_ci": {k: win_rate_column(ev.detail[k], "ci95") for k in ALGORITHMS},
+            "control_win_rate_ci": win_rate_column(ev.detail["control"], "ci95"),
             # Changes within the oracle's tie threshold count ½ (docs/decisions/0020): the targets' reading.
-            "oracle_win_rate_at_threshold": {k: win_rate_intervals(ev.detail[k], "win_rate_at_threshold")
-                                             for k in ("algorithm_1", "algorithm_2")},
-            "oracle_win_rate_at_threshold_ci": {k: win_rate_intervals(ev.detail[k], "ci95_at_threshold")
-                                                for k in ("algorithm_1", "algorithm_2")},
-            "control_win_rate_at_threshold": win_rate_intervals(ev.detail["control"], "win_rate_at_threshold"),
-            "control_win_rate_at_threshold_ci": win_rate_intervals(ev.detail["control"], "ci95_at_threshold"),
+            "oracle_win_rate_at_threshold": {k: win_rate_column(ev.detail[k], "win_rate_at_threshold") for k in ALGORITHMS},
+            "oracle_win_rate_at_threshold_ci": {k: win_rate_column(ev.detail[k], "ci95_at_threshold") for k in ALGORITHMS},
+            "control_win_rate_at_threshold": win_rate_column(ev.detail["control"], "win_rate_at_threshold"),
+            "control_win_rate_at_threshold_ci": win_rate_column(ev.detail["control"], "ci95_at_threshold"),
             "eval_conditions_per_task": {t: d["conditions"] for t, d in ev.detail["control"].items()},
             "win_rate_detail": ev.detail,
             "mean_oracle_scores": ev.mean_scores,
@@ -996,10 +998,10 @@ def _wilson_table(accuracy: dict, counts: dict) -> dict[str, dict[str, list[floa
     return out
 
 
-def win_rate_intervals(detail: dict[str, dict[str, Any]], key: str = "ci95") -> dict[str, Any]:
-    """Task → one figure of a policy's ``win_rate_detail``: by default the 95 % interval of its win
-    rate (clustered by condition); ``win_rate_at_threshold`` / ``ci95_at_threshold`` for the win
-    rate that counts changes within the tie threshold as ties."""
+def win_rate_column(detail: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
+    """Task → one figure of a policy's ``win_rate_detail``: ``ci95``, the 95 % interval of its win
+    rate (clustered by condition), or ``win_rate_at_threshold`` / ``ci95_at_threshold``, the win
+    rate that counts changes within the tie threshold as ties, and its interval."""
     return {task: d.get(key) for task, d in detail.items()}
 
 

@@ -41,7 +41,7 @@ def test_per_task_heldout_sets_are_balanced_and_disjoint_from_the_others():
 def test_policy_win_rate_intervals_have_the_report_layout():
     base, new = [0.5] * 12, [0.6] * 8 + [0.4] * 4
     detail = win_rate_detail(base, new, ["fill"] * 6 + ["removal"] * 6, [str(i // 2) for i in range(12)], 0.03)
-    ci = services.win_rate_intervals(detail)
+    ci = services.win_rate_column(detail, "ci95")
     assert set(ci) == {"fill", "removal"}
     for lo, hi in ci.values():
         assert 0.0 <= lo <= hi <= 1.0
